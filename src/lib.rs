@@ -1,0 +1,15 @@
+//! nrf-provd: provision and authenticate Nordic nRF91 modems on factory
+//! test stations. See ARCHITECTURE.md for the module map and data flow.
+
+pub mod at;
+pub mod ca;
+pub mod cli;
+pub mod config;
+pub mod modem;
+pub mod plan;
+pub mod serial;
+pub mod sim;
+pub mod station;
+pub mod store;
+pub mod token;
+pub mod trust;

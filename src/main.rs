@@ -1,0 +1,72 @@
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use nrf_provd::cli;
+
+/// Provision and authenticate Nordic nRF91 modems on a factory test station.
+#[derive(Debug, Parser)]
+#[command(name = "nrf-provd", version, about)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax), e.g. `debug` or `nrf_provd::at=trace`.
+    #[arg(long, global = true, env = "NRF_PROVD_LOG", default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Send AT commands to one port and print the answers.
+    At(cli::at::AtArgs),
+    /// Decode an attestation, key-generation or JWT token.
+    Parse(cli::token::ParseArgs),
+    /// Verify a token against a trust file of device identity keys.
+    Verify(cli::token::VerifyArgs),
+    /// Run simulated nRF91 modems on pseudo-terminals.
+    Simulate(cli::simulate::SimulateArgs),
+    /// Run the station daemon.
+    Run(cli::station::RunArgs),
+    /// Run the provisioning plan once on one port.
+    Provision(cli::station::ProvisionArgs),
+    /// Demo: the daemon against simulated modems, no hardware needed.
+    Demo(cli::station::DemoArgs),
+    /// Show recorded results.
+    Results(cli::results::ResultsArgs),
+}
+
+fn init_logging(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log);
+    match cli.command {
+        Command::At(args) => cli::at::run(args).await,
+        Command::Parse(args) => cli::token::parse(args).await,
+        Command::Verify(args) => cli::token::verify(args).await,
+        Command::Simulate(args) => cli::simulate::run(args).await,
+        Command::Run(args) => cli::station::run(args).await,
+        Command::Provision(args) => cli::station::provision(args).await,
+        Command::Demo(args) => cli::station::demo(args).await,
+        Command::Results(args) => cli::results::run(args).await,
+    }
+}
