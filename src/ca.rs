@@ -103,8 +103,9 @@ pub fn common_name(cn: &str) -> Result<Name, CaError> {
 fn random_serial() -> Result<SerialNumber, CaError> {
     let mut bytes = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
-    // A leading zero byte would shorten the encoding; keep it 16 bytes long.
-    bytes[0] |= 0x01;
+    // Clear the top bit (else DER adds a 0x00 pad byte) and keep the first
+    // byte non-zero (else DER drops it): always exactly 16 octets.
+    bytes[0] = (bytes[0] & 0x7f) | 0x01;
     SerialNumber::new(&bytes).map_err(build_err)
 }
 

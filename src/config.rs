@@ -348,11 +348,37 @@ struct RawSerial {
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTimeouts {
-    command: Option<Spanned<f64>>,
-    attest: Option<Spanned<f64>>,
-    keygen: Option<Spanned<f64>>,
-    run: Option<Spanned<f64>>,
-    shutdown_grace: Option<Spanned<f64>>,
+    command: Option<Spanned<Seconds>>,
+    attest: Option<Spanned<Seconds>>,
+    keygen: Option<Spanned<Seconds>>,
+    run: Option<Spanned<Seconds>>,
+    shutdown_grace: Option<Spanned<Seconds>>,
+}
+
+/// A TOML integer or float read as seconds, so a wrong type says "seconds"
+/// rather than "f64".
+struct Seconds(f64);
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Seconds;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number of seconds, e.g. 5 or 0.5")
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Seconds, E> {
+                Ok(Seconds(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Seconds, E> {
+                Ok(Seconds(v as f64))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Seconds, E> {
+                Ok(Seconds(v as f64))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Default, Deserialize)]
@@ -573,7 +599,7 @@ fn validate_serial(src: &Source, raw: RawSerial) -> Result<SerialConfig, ConfigE
 
 fn seconds(
     src: &Source,
-    value: Option<Spanned<f64>>,
+    value: Option<Spanned<Seconds>>,
     name: &str,
     default: Duration,
     allow_zero: bool,
@@ -581,7 +607,7 @@ fn seconds(
     let Some(value) = value else {
         return Ok(default);
     };
-    let secs = *value.get_ref();
+    let secs = value.get_ref().0;
     let ok = secs.is_finite() && (secs > 0.0 || (allow_zero && secs == 0.0));
     let duration = if ok {
         Duration::try_from_secs_f64(secs).ok()
@@ -742,7 +768,7 @@ fn validate_plan(src: &Source, raw: RawPlan) -> Result<PlanConfig, ConfigError> 
     if let Some(keygen) = index(Step::Keygen) {
         for (placeholder, source) in [("device_uuid", Step::Attest), ("imei", Step::Identify)] {
             if placeholders.iter().any(|p| p == placeholder)
-                && !index(source).is_some_and(|i| i < keygen)
+                && index(source).is_none_or(|i| i >= keygen)
             {
                 let span = csr_span
                     .clone()

@@ -96,6 +96,8 @@ impl Store {
             .read(true)
             .write(true)
             .create(true)
+            // Never truncate: this may be an existing database.
+            .truncate(false)
             .mode(0o600)
             .open(path)
             .map_err(io(path, "cannot open or create database"))?;
