@@ -144,8 +144,8 @@ fn database_and_side_files_are_private() {
     let store = open(&path);
     begin_and_finish(&store, DEVICE, datetime!(2024-05-01 10:00 UTC), "");
     assert_eq!(mode(&path), 0o600);
-    for suffix in ["-wal", "-shm"] {
-        // WAL mode keeps both while the database is open.
+    for suffix in ["-wal", "-shm", ".lock"] {
+        // WAL mode keeps -wal and -shm while the database is open.
         let side = dir.path().join(format!("results.db{suffix}"));
         assert_eq!(mode(&side), 0o600, "{}", side.display());
     }

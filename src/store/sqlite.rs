@@ -31,8 +31,8 @@ const RECOVERED_REASON: &str = "interrupted: the station stopped before the run 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Store {
-    // Field order matters: the connection closes before the lock file is
-    // released (fields drop in declaration order).
+    // Fields drop in declaration order: the connection closes before the
+    // lock is released.
     conn: Mutex<Connection>,
     path: PathBuf,
     recovered: usize,
@@ -71,13 +71,20 @@ fn restrict(path: &Path, file: &File) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Same for SQLite's side files, which exist only at times.
+/// Same for SQLite's side files, which exist only at times. By path, never
+/// by opening them: closing any descriptor of a file drops the process's
+/// POSIX locks on it, including SQLite's lock on `-shm`.
 fn restrict_side_file(path: &Path) -> Result<(), StoreError> {
-    match File::open(path) {
-        Ok(file) => restrict(path, &file),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io(path, "cannot open")(e)),
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(path, "cannot stat")(e)),
+    };
+    if meta.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(path, Permissions::from_mode(0o600))
+            .map_err(io(path, "cannot set mode 0600"))?;
     }
+    Ok(())
 }
 
 fn side_file(path: &Path, suffix: &str) -> PathBuf {
@@ -89,20 +96,24 @@ fn side_file(path: &Path, suffix: &str) -> PathBuf {
 impl Store {
     /// Open (creating it with mode 0600 if needed) and migrate the database,
     /// then mark runs left in flight by a crash as interrupted (see
-    /// [`Store::recovered`]). Only one process may hold a database open this
-    /// way at a time ([`StoreError::InUse`]).
+    /// [`Store::recovered`]). Only one `Store::open` may hold a database at a
+    /// time, across processes ([`StoreError::InUse`]); the lock is an
+    /// exclusive `flock` on `<database>.lock`, released when the store drops
+    /// or the process dies.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let file = OpenOptions::new()
+        // Lock first, on a file of its own: a refused opener must not touch
+        // the database file, because closing any descriptor of it would drop
+        // the POSIX locks SQLite holds on it in this process.
+        let lock_path = side_file(path, ".lock");
+        let lock_file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
-            // Never truncate: this may be an existing database.
             .truncate(false)
             .mode(0o600)
-            .open(path)
-            .map_err(io(path, "cannot open or create database"))?;
-        restrict(path, &file)?;
-        let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            .open(&lock_path)
+            .map_err(io(&lock_path, "cannot open or create lock file"))?;
+        let lock = match Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => lock,
             Err((_, Errno::EWOULDBLOCK)) => {
                 return Err(StoreError::InUse {
@@ -110,11 +121,26 @@ impl Store {
                 });
             }
             Err((_, errno)) => {
-                return Err(io(path, "cannot lock database")(std::io::Error::from(
-                    errno,
-                )));
+                return Err(io(&lock_path, "cannot lock")(std::io::Error::from(errno)));
             }
         };
+
+        // Create the database with mode 0600 before SQLite does (SQLite would
+        // use 0644 minus the umask). Closing this descriptor is safe: holding
+        // the lock, no other writing store in this process has the database
+        // open (the daemon opens no read-only store next to its own).
+        {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                // Never truncate: this may be an existing database.
+                .truncate(false)
+                .mode(0o600)
+                .open(path)
+                .map_err(io(path, "cannot open or create database"))?;
+            restrict(path, &file)?;
+        }
 
         let mut conn = Connection::open_with_flags(
             path,
