@@ -312,3 +312,32 @@ fn timeout_of_the_wrong_type_asks_for_seconds() {
     assert_eq!(e.position(), Some(position_of(&text, "\"5s\"")));
     assert!(e.to_string().contains("number of seconds"), "{e}");
 }
+
+#[test]
+fn unknown_keys_in_every_section_are_errors_with_positions() {
+    for (section, key) in [
+        ("[plan]\n", "sectag"),
+        ("[serial]\n", "parity"),
+        ("[timeouts]\n", "probe"),
+    ] {
+        let text = format!("{MINIMAL}\n{section}{key} = 1\n");
+        let e = err(&text);
+        assert_eq!(
+            e.position(),
+            Some(position_of(&text, &format!("{key} = 1"))),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains(&format!("unknown field `{key}`")),
+            "{e}"
+        );
+    }
+    let text = MINIMAL.replace("key = \"ca.key\"", "key = \"ca.key\"\nvalidity = 30");
+    let e = err(&text);
+    assert_eq!(
+        e.position(),
+        Some(position_of(&text, "validity = 30")),
+        "{e}"
+    );
+    assert!(e.to_string().contains("validity_days"), "{e}");
+}
