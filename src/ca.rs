@@ -1,1 +1,362 @@
-//! TODO
+//! The station CA: signs the CSR a modem generated into a device certificate.
+//!
+//! One crypto stack: x509-cert's builder with a p256 ECDSA key. The CA key is
+//! refused when group or others can read it, written with mode 0600, and
+//! never printed (`Debug` shows the subject only).
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use der::asn1::OctetString;
+use der::pem::LineEnding;
+use der::referenced::OwnedToRef;
+use der::{Any, Decode, DecodePem, Encode, EncodePem, Tag};
+use p256::ecdsa::{DerSignature, SigningKey};
+use p256::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
+use rand::RngCore;
+use x509_cert::Certificate;
+use x509_cert::attr::AttributeTypeAndValue;
+use x509_cert::builder::{Builder, CertificateBuilder, Profile};
+use x509_cert::ext::pkix::{
+    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages,
+    SubjectKeyIdentifier,
+};
+use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
+use x509_cert::serial_number::SerialNumber;
+use x509_cert::spki::SubjectPublicKeyInfoOwned;
+use x509_cert::time::Validity;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("{}: {action}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{}: CA key is readable by group or others (mode {mode:03o}); refusing to use it — run `chmod 600 {}`",
+        path.display(), path.display()
+    )]
+    KeyReadable { path: PathBuf, mode: u32 },
+    #[error("{}: not a {what}: {detail}", path.display())]
+    Parse {
+        path: PathBuf,
+        what: &'static str,
+        detail: String,
+    },
+    #[error("{}: CA key does not belong to the CA certificate {}", key.display(), cert.display())]
+    KeyMismatch { cert: PathBuf, key: PathBuf },
+    #[error("{}: certificate is not a CA (basicConstraints cA is not set)", path.display())]
+    NotCa { path: PathBuf },
+    #[error("device public key: {0}")]
+    PublicKey(String),
+    #[error("invalid common name {0:?}: must be 1 to 64 characters")]
+    CommonName(String),
+    #[error("cannot build certificate: {0}")]
+    Build(String),
+}
+
+pub struct StationCa {
+    cert: Certificate,
+    key: SigningKey,
+}
+
+impl std::fmt::Debug for StationCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StationCa")
+            .field("subject", &self.cert.tbs_certificate.subject.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A signed device certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceCertificate {
+    pub der: Vec<u8>,
+    /// Standard PEM with `\n` line ends.
+    pub pem: String,
+}
+
+fn build_err(e: impl std::fmt::Display) -> CaError {
+    CaError::Build(e.to_string())
+}
+
+/// `CN=<common_name>` as a UTF8String.
+pub fn common_name(cn: &str) -> Result<Name, CaError> {
+    if cn.is_empty() || cn.chars().count() > 64 {
+        return Err(CaError::CommonName(cn.to_owned()));
+    }
+    let atv = AttributeTypeAndValue {
+        oid: const_oid::db::rfc4519::CN,
+        value: Any::new(Tag::Utf8String, cn.as_bytes()).map_err(build_err)?,
+    };
+    let rdn = RelativeDistinguishedName::try_from(vec![atv]).map_err(build_err)?;
+    Ok(RdnSequence(vec![rdn]))
+}
+
+/// 16 random bytes (RFC 5280 allows up to 20; unique with overwhelming odds).
+fn random_serial() -> Result<SerialNumber, CaError> {
+    let mut bytes = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    // Clear the top bit (else DER adds a 0x00 pad byte) and keep the first
+    // byte non-zero (else DER drops it): always exactly 16 octets.
+    bytes[0] = (bytes[0] & 0x7f) | 0x01;
+    SerialNumber::new(&bytes).map_err(build_err)
+}
+
+fn read_file(path: &Path, action: &'static str) -> Result<(File, Vec<u8>), CaError> {
+    let io = |source| CaError::Io {
+        path: path.to_owned(),
+        action,
+        source,
+    };
+    let mut file = File::open(path).map_err(io)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(io)?;
+    Ok((file, bytes))
+}
+
+fn parse_key(path: &Path, bytes: &[u8]) -> Result<SigningKey, CaError> {
+    let parse_err = |detail: String| CaError::Parse {
+        path: path.to_owned(),
+        what: "P-256 private key (PEM, PKCS#8 or SEC1)",
+        detail,
+    };
+    let text = std::str::from_utf8(bytes).map_err(|e| parse_err(e.to_string()))?;
+    let secret = if text.contains("BEGIN EC PRIVATE KEY") {
+        p256::SecretKey::from_sec1_pem(text).map_err(|e| parse_err(e.to_string()))?
+    } else {
+        p256::SecretKey::from_pkcs8_pem(text).map_err(|e| parse_err(e.to_string()))?
+    };
+    Ok(SigningKey::from(secret))
+}
+
+fn extension<T: for<'a> Decode<'a>>(
+    cert: &Certificate,
+    oid: const_oid::ObjectIdentifier,
+) -> Option<T> {
+    cert.tbs_certificate
+        .extensions
+        .as_ref()?
+        .iter()
+        .find(|ext| ext.extn_id == oid)
+        .and_then(|ext| T::from_der(ext.extn_value.as_bytes()).ok())
+}
+
+/// Write `bytes` to `path` atomically (temporary file, fsync, rename) with `mode`.
+fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CaError> {
+    let io = |action| {
+        move |source| CaError::Io {
+            path: path.to_owned(),
+            action,
+            source,
+        }
+    };
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    // A stale temporary file from an earlier crash would make create_new fail.
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io("cannot create"))?;
+    // The process umask may have cleared bits; never widen, only set exactly.
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(io("cannot set mode"))?;
+    file.write_all(bytes).map_err(io("cannot write"))?;
+    file.sync_all().map_err(io("cannot sync"))?;
+    std::fs::rename(&tmp, path).map_err(io("cannot rename into place"))
+}
+
+impl StationCa {
+    /// Load a CA certificate and its key (PEM). The key must not be readable
+    /// by group or others and must match the certificate, which must be a CA.
+    pub fn load(cert_pem: &Path, key_pem: &Path) -> Result<Self, CaError> {
+        let (_, cert_bytes) = read_file(cert_pem, "cannot read CA certificate")?;
+        let cert = Certificate::from_pem(&cert_bytes).map_err(|e| CaError::Parse {
+            path: cert_pem.to_owned(),
+            what: "PEM certificate",
+            detail: e.to_string(),
+        })?;
+        let is_ca =
+            extension::<BasicConstraints>(&cert, const_oid::db::rfc5280::ID_CE_BASIC_CONSTRAINTS)
+                .is_some_and(|bc| bc.ca);
+        if !is_ca {
+            return Err(CaError::NotCa {
+                path: cert_pem.to_owned(),
+            });
+        }
+
+        let (key_file, key_bytes) = read_file(key_pem, "cannot read CA key")?;
+        let mode = key_file
+            .metadata()
+            .map_err(|source| CaError::Io {
+                path: key_pem.to_owned(),
+                action: "cannot stat CA key",
+                source,
+            })?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(CaError::KeyReadable {
+                path: key_pem.to_owned(),
+                mode: mode & 0o777,
+            });
+        }
+        let key = parse_key(key_pem, &key_bytes)?;
+
+        let spki_der = cert
+            .tbs_certificate
+            .subject_public_key_info
+            .to_der()
+            .map_err(build_err)?;
+        let cert_key =
+            p256::PublicKey::from_public_key_der(&spki_der).map_err(|e| CaError::Parse {
+                path: cert_pem.to_owned(),
+                what: "certificate with a P-256 public key",
+                detail: e.to_string(),
+            })?;
+        if cert_key != p256::PublicKey::from(key.verifying_key()) {
+            return Err(CaError::KeyMismatch {
+                cert: cert_pem.to_owned(),
+                key: key_pem.to_owned(),
+            });
+        }
+        Ok(StationCa { cert, key })
+    }
+
+    /// A fresh self-signed CA with a random key (demo, tests).
+    pub fn generate(common_name_text: &str, validity: Duration) -> Result<Self, CaError> {
+        let key = SigningKey::random(&mut rand::rngs::OsRng);
+        let spki = SubjectPublicKeyInfoOwned::from_key(*key.verifying_key()).map_err(build_err)?;
+        let builder = CertificateBuilder::new(
+            Profile::Root,
+            random_serial()?,
+            Validity::from_now(validity).map_err(build_err)?,
+            common_name(common_name_text)?,
+            spki,
+            &key,
+        )
+        .map_err(build_err)?;
+        let cert = builder.build::<DerSignature>().map_err(build_err)?;
+        Ok(StationCa { cert, key })
+    }
+
+    /// Write the certificate (mode 0644) and key (PKCS#8 PEM, mode 0600),
+    /// each atomically.
+    pub fn write(&self, cert_path: &Path, key_path: &Path) -> Result<(), CaError> {
+        let key_pem = self.key.to_pkcs8_pem(LineEnding::LF).map_err(build_err)?;
+        write_atomic(key_path, key_pem.as_bytes(), 0o600)?;
+        write_atomic(cert_path, self.certificate_pem().as_bytes(), 0o644)
+    }
+
+    pub fn certificate_pem(&self) -> String {
+        // Encoding a certificate we parsed or built cannot fail.
+        self.cert.to_pem(LineEnding::LF).unwrap_or_default()
+    }
+
+    pub fn certificate_der(&self) -> Vec<u8> {
+        self.cert.to_der().unwrap_or_default()
+    }
+
+    pub fn subject(&self) -> &Name {
+        &self.cert.tbs_certificate.subject
+    }
+
+    /// Sign a device certificate with subject `CN=<common_name>` for the
+    /// P-256 key in `public_key_spki_der` (SubjectPublicKeyInfo DER, e.g.
+    /// from the modem's CSR).
+    pub fn sign_device(
+        &self,
+        common_name_text: &str,
+        public_key_spki_der: &[u8],
+        validity: Duration,
+    ) -> Result<DeviceCertificate, CaError> {
+        self.sign_device_with_subject(
+            common_name(common_name_text)?,
+            public_key_spki_der,
+            validity,
+        )
+    }
+
+    /// As [`StationCa::sign_device`] with any subject (e.g. the CSR's own).
+    /// Extensions: basicConstraints cA=false, keyUsage digitalSignature,
+    /// extKeyUsage clientAuth, subject and authority key identifiers.
+    pub fn sign_device_with_subject(
+        &self,
+        subject: Name,
+        public_key_spki_der: &[u8],
+        validity: Duration,
+    ) -> Result<DeviceCertificate, CaError> {
+        // Parsing as a P-256 key also checks the point is on the curve.
+        let device_key = p256::PublicKey::from_public_key_der(public_key_spki_der)
+            .map_err(|e| CaError::PublicKey(format!("not a P-256 SubjectPublicKeyInfo: {e}")))?;
+        let spki_der = device_key.to_public_key_der().map_err(build_err)?;
+        let spki = SubjectPublicKeyInfoOwned::from_der(spki_der.as_bytes()).map_err(build_err)?;
+
+        // AKI must equal the CA's own SKI when it has one (it may have been
+        // computed differently by another tool).
+        let ca_key_id = match extension::<SubjectKeyIdentifier>(
+            &self.cert,
+            const_oid::db::rfc5280::ID_CE_SUBJECT_KEY_IDENTIFIER,
+        ) {
+            Some(ski) => ski.0,
+            None => {
+                let ca_spki = SubjectPublicKeyInfoOwned::from_key(*self.key.verifying_key())
+                    .map_err(build_err)?;
+                SubjectKeyIdentifier::try_from(ca_spki.owned_to_ref())
+                    .map_err(build_err)?
+                    .0
+            }
+        };
+        let device_key_id =
+            SubjectKeyIdentifier::try_from(spki.owned_to_ref()).map_err(build_err)?;
+
+        let mut builder = CertificateBuilder::new(
+            Profile::Manual {
+                issuer: Some(self.cert.tbs_certificate.subject.clone()),
+            },
+            random_serial()?,
+            Validity::from_now(validity).map_err(build_err)?,
+            subject,
+            spki,
+            &self.key,
+        )
+        .map_err(build_err)?;
+        builder
+            .add_extension(&BasicConstraints {
+                ca: false,
+                path_len_constraint: None,
+            })
+            .map_err(build_err)?;
+        builder
+            .add_extension(&KeyUsage(KeyUsages::DigitalSignature.into()))
+            .map_err(build_err)?;
+        builder
+            .add_extension(&ExtendedKeyUsage(vec![
+                const_oid::db::rfc5280::ID_KP_CLIENT_AUTH,
+            ]))
+            .map_err(build_err)?;
+        builder.add_extension(&device_key_id).map_err(build_err)?;
+        builder
+            .add_extension(&AuthorityKeyIdentifier {
+                key_identifier: Some(OctetString::new(ca_key_id.as_bytes()).map_err(build_err)?),
+                authority_cert_issuer: None,
+                authority_cert_serial_number: None,
+            })
+            .map_err(build_err)?;
+        let cert = builder.build::<DerSignature>().map_err(build_err)?;
+        Ok(DeviceCertificate {
+            der: cert.to_der().map_err(build_err)?,
+            pem: cert.to_pem(LineEnding::LF).map_err(build_err)?,
+        })
+    }
+}

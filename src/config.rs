@@ -1,1 +1,920 @@
-//! TODO
+//! Station configuration: TOML, strict (unknown keys are errors), validated,
+//! and every error names the file, line and column and says what is expected.
+//!
+//! Deserialisation goes through private `Raw*` structs whose validated fields
+//! are `toml::Spanned`, so semantic errors (a sec_tag out of range, a step in
+//! the wrong place, a bad glob) point at the offending value like syntax errors
+//! do. The public structs hold plain, already-validated values.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The configuration `nrf-provd demo` starts from (paths are placeholders the
+/// demo replaces).
+const DEMO_TOML: &str = include_str!("../config/demo.toml");
+const DEMO_ORIGIN: &str = "config/demo.toml (embedded)";
+
+/// Largest sec_tag a host may use; higher values belong to the modem.
+pub const SEC_TAG_MAX: u32 = 2_147_483_647;
+/// nRF Cloud's default sec_tag.
+pub const DEFAULT_SEC_TAG: u32 = 16_842_753;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read configuration: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{origin}:{line}:{column}: {message}")]
+    At {
+        origin: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{origin}: {message}")]
+    Whole { origin: String, message: String },
+}
+
+impl ConfigError {
+    /// (line, column), both 1-based, when the error has a position.
+    pub fn position(&self) -> Option<(usize, usize)> {
+        match self {
+            ConfigError::At { line, column, .. } => Some((*line, *column)),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowControlName {
+    None,
+    #[default]
+    Rtscts,
+    Xonxoff,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LineEndingName {
+    #[default]
+    Crlf,
+    Cr,
+    Lf,
+    Nul,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DialectName {
+    #[default]
+    Auto,
+    Raw,
+    Shell,
+}
+
+/// One step of the provisioning plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    Probe,
+    Identify,
+    Offline,
+    Attest,
+    Keygen,
+    Certify,
+    Install,
+    Confirm,
+    Jwt,
+    Restore,
+}
+
+impl Step {
+    /// Every step, in the default plan order.
+    pub const ALL: [Step; 10] = [
+        Step::Probe,
+        Step::Identify,
+        Step::Offline,
+        Step::Attest,
+        Step::Keygen,
+        Step::Certify,
+        Step::Install,
+        Step::Confirm,
+        Step::Jwt,
+        Step::Restore,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Probe => "probe",
+            Step::Identify => "identify",
+            Step::Offline => "offline",
+            Step::Attest => "attest",
+            Step::Keygen => "keygen",
+            Step::Certify => "certify",
+            Step::Install => "install",
+            Step::Confirm => "confirm",
+            Step::Jwt => "jwt",
+            Step::Restore => "restore",
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Step {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Step::ALL
+            .into_iter()
+            .find(|step| step.as_str() == s)
+            .ok_or_else(|| format!("unknown step `{s}`, expected one of {}", step_list()))
+    }
+}
+
+fn step_list() -> String {
+    Step::ALL
+        .iter()
+        .map(|s| format!("`{s}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StationConfig {
+    pub station_id: String,
+    pub database: PathBuf,
+    pub trust_file: PathBuf,
+    pub log_format: LogFormat,
+    pub ports: PortsConfig,
+    pub serial: SerialConfig,
+    pub timeouts: Timeouts,
+    pub plan: PlanConfig,
+    pub ca: Option<CaConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PortsConfig {
+    /// Port paths and glob patterns, e.g. `/dev/serial/by-id/*`.
+    pub paths: Vec<String>,
+    /// Glob patterns removed from what `paths` matched.
+    pub exclude: Vec<String>,
+    pub rescan_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SerialConfig {
+    pub baud: u32,
+    pub flow_control: FlowControlName,
+    pub line_ending: LineEndingName,
+    pub dtr: bool,
+    pub dialect: DialectName,
+}
+
+impl Default for SerialConfig {
+    fn default() -> Self {
+        SerialConfig {
+            baud: 115_200,
+            flow_control: FlowControlName::Rtscts,
+            line_ending: LineEndingName::Crlf,
+            dtr: true,
+            dialect: DialectName::Auto,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timeouts {
+    pub command: Duration,
+    pub attest: Duration,
+    pub keygen: Duration,
+    pub run: Duration,
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            command: Duration::from_secs(5),
+            attest: Duration::from_secs(10),
+            keygen: Duration::from_secs(60),
+            run: Duration::from_secs(180),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanConfig {
+    pub steps: Vec<Step>,
+    pub sec_tag: u32,
+    pub delete_existing_key: bool,
+    /// CSR subject template; placeholders `{device_uuid}` and `{imei}`.
+    pub csr_attributes: String,
+    /// X.509 keyUsage bit string for `%KEYGEN`, 9 characters of 0/1.
+    pub key_usage: Option<String>,
+    /// Extra attempts for a step that failed; 0 = try once.
+    pub retries: u32,
+    /// `%JWT` validity in seconds.
+    pub jwt_exp_delta: u32,
+    pub jwt_audience: Option<String>,
+}
+
+impl Default for PlanConfig {
+    fn default() -> Self {
+        PlanConfig {
+            steps: Step::ALL.to_vec(),
+            sec_tag: DEFAULT_SEC_TAG,
+            delete_existing_key: true,
+            csr_attributes: "CN={device_uuid}".to_owned(),
+            key_usage: None,
+            retries: 1,
+            jwt_exp_delta: 300,
+            jwt_audience: None,
+        }
+    }
+}
+
+impl PlanConfig {
+    /// The CSR subject for one device: the template with its placeholders
+    /// replaced. Values come from the device; the plan quotes the result.
+    pub fn render_attributes(&self, device_uuid: &str, imei: &str) -> String {
+        self.csr_attributes
+            .replace("{device_uuid}", device_uuid)
+            .replace("{imei}", imei)
+    }
+
+    pub fn has(&self, step: Step) -> bool {
+        self.steps.contains(&step)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaConfig {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+    pub validity_days: u32,
+    /// CA certificates written to the modem as type 0 (root CA).
+    pub install: Vec<PathBuf>,
+}
+
+impl StationConfig {
+    /// Read and validate a configuration file. Relative paths in it are
+    /// resolved against the file's directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let origin = path.display().to_string();
+        parse_with_base(&text, &origin, path.parent())
+    }
+
+    /// Parse configuration text. `origin` names it in errors; when it is a
+    /// file path, relative paths are resolved against that file's directory.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        parse_with_base(text, origin, Path::new(origin).parent())
+    }
+
+    /// The embedded `config/demo.toml`.
+    pub fn demo() -> Self {
+        // The file is compiled in and covered by a test, so this cannot fail
+        // at run time for anything a user does.
+        #[allow(clippy::expect_used)]
+        parse_with_base(DEMO_TOML, DEMO_ORIGIN, None).expect("embedded config/demo.toml is valid")
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Raw (as written) structures.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    station_id: Spanned<String>,
+    database: Option<PathBuf>,
+    trust_file: PathBuf,
+    #[serde(default)]
+    log_format: LogFormat,
+    ports: RawPorts,
+    #[serde(default)]
+    serial: RawSerial,
+    #[serde(default)]
+    timeouts: RawTimeouts,
+    plan: Option<Spanned<RawPlan>>,
+    ca: Option<Spanned<RawCa>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPorts {
+    paths: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    exclude: Vec<Spanned<String>>,
+    rescan_interval_ms: Option<Spanned<u64>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSerial {
+    baud: Option<Spanned<u32>>,
+    flow_control: Option<FlowControlName>,
+    line_ending: Option<LineEndingName>,
+    dtr: Option<bool>,
+    dialect: Option<DialectName>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    command: Option<Spanned<Seconds>>,
+    attest: Option<Spanned<Seconds>>,
+    keygen: Option<Spanned<Seconds>>,
+    run: Option<Spanned<Seconds>>,
+    shutdown_grace: Option<Spanned<Seconds>>,
+}
+
+/// A TOML integer or float read as seconds, so a wrong type says "seconds"
+/// rather than "f64".
+struct Seconds(f64);
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Seconds;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number of seconds, e.g. 5 or 0.5")
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Seconds, E> {
+                Ok(Seconds(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Seconds, E> {
+                Ok(Seconds(v as f64))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Seconds, E> {
+                Ok(Seconds(v as f64))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlan {
+    steps: Option<Spanned<Vec<Spanned<Step>>>>,
+    sec_tag: Option<Spanned<i64>>,
+    delete_existing_key: Option<bool>,
+    csr_attributes: Option<Spanned<String>>,
+    key_usage: Option<Spanned<String>>,
+    retries: Option<u32>,
+    jwt_exp_delta: Option<Spanned<u32>>,
+    jwt_audience: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCa {
+    certificate: PathBuf,
+    key: PathBuf,
+    validity_days: Option<Spanned<u32>>,
+    install: Option<Vec<PathBuf>>,
+}
+
+// ---------------------------------------------------------------------------
+// Parsing and validation.
+
+/// Turns byte spans into `origin:line:column` errors.
+struct Source<'a> {
+    text: &'a str,
+    origin: &'a str,
+}
+
+impl Source<'_> {
+    fn at(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+        let (line, column) = line_column(self.text, span.start);
+        ConfigError::At {
+            origin: self.origin.to_owned(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+
+    fn whole(&self, message: impl Into<String>) -> ConfigError {
+        ConfigError::Whole {
+            origin: self.origin.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = &text[..end];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+fn parse_with_base(
+    text: &str,
+    origin: &str,
+    base: Option<&Path>,
+) -> Result<StationConfig, ConfigError> {
+    let src = Source { text, origin };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| match e.span() {
+        Some(span) => src.at(span, e.message().trim_end()),
+        None => src.whole(e.message().trim_end()),
+    })?;
+    let base = base.filter(|b| !b.as_os_str().is_empty());
+    let resolve = |p: PathBuf| match base {
+        Some(dir) if p.is_relative() => dir.join(p),
+        _ => p,
+    };
+
+    let station_id = validate_station_id(&src, raw.station_id)?;
+    let ports = validate_ports(&src, raw.ports)?;
+    let serial = validate_serial(&src, raw.serial)?;
+    let timeouts = validate_timeouts(&src, raw.timeouts)?;
+    let (plan, plan_span) = match raw.plan {
+        Some(plan) => {
+            let span = plan.span();
+            (validate_plan(&src, plan.into_inner())?, span)
+        }
+        None => (PlanConfig::default(), 0..0),
+    };
+    let ca = match raw.ca {
+        Some(ca) => Some(validate_ca(&src, ca.into_inner())?),
+        None => None,
+    };
+    if ca.is_none() {
+        if let Some(step) = [Step::Certify, Step::Install]
+            .into_iter()
+            .find(|s| plan.has(*s))
+        {
+            return Err(src.at(
+                plan_span,
+                format!(
+                    "the plan has step `{step}` but there is no [ca] section; \
+                     add [ca] with `certificate` and `key`, or remove `{step}` from plan.steps"
+                ),
+            ));
+        }
+    }
+
+    Ok(StationConfig {
+        station_id,
+        database: raw
+            .database
+            .map(&resolve)
+            .unwrap_or_else(crate::store::default_db_path),
+        trust_file: resolve(raw.trust_file),
+        log_format: raw.log_format,
+        ports,
+        serial,
+        timeouts,
+        plan,
+        ca: ca.map(|ca| CaConfig {
+            certificate: resolve(ca.certificate),
+            key: resolve(ca.key),
+            validity_days: ca.validity_days,
+            install: ca.install.into_iter().map(&resolve).collect(),
+        }),
+    })
+}
+
+fn validate_station_id(src: &Source, id: Spanned<String>) -> Result<String, ConfigError> {
+    let span = id.span();
+    let id = id.into_inner();
+    if id.trim().is_empty() || id.len() > 64 || id.chars().any(char::is_control) {
+        return Err(src.at(
+            span,
+            "station_id must be 1 to 64 printable characters, e.g. \"line3-station07\"",
+        ));
+    }
+    Ok(id)
+}
+
+fn validate_glob(src: &Source, pattern: &Spanned<String>, what: &str) -> Result<(), ConfigError> {
+    let text = pattern.get_ref();
+    if !text.starts_with('/') {
+        return Err(src.at(
+            pattern.span(),
+            format!("{what} must be an absolute path or glob, e.g. \"/dev/serial/by-id/*\""),
+        ));
+    }
+    glob::Pattern::new(text).map_err(|e| {
+        src.at(
+            pattern.span(),
+            format!(
+                "{what} `{text}` is not a valid glob: {} (at character {})",
+                e.msg,
+                e.pos + 1
+            ),
+        )
+    })?;
+    Ok(())
+}
+
+fn validate_ports(src: &Source, raw: RawPorts) -> Result<PortsConfig, ConfigError> {
+    if raw.paths.get_ref().is_empty() {
+        return Err(src.at(
+            raw.paths.span(),
+            "ports.paths must list at least one path or glob, e.g. [\"/dev/serial/by-id/*\"]",
+        ));
+    }
+    for path in raw.paths.get_ref() {
+        validate_glob(src, path, "ports.paths entry")?;
+    }
+    for path in &raw.exclude {
+        validate_glob(src, path, "ports.exclude entry")?;
+    }
+    let rescan_interval = match raw.rescan_interval_ms {
+        Some(ms) if *ms.get_ref() == 0 => {
+            return Err(src.at(
+                ms.span(),
+                "ports.rescan_interval_ms must be at least 1 (milliseconds)",
+            ));
+        }
+        Some(ms) => Duration::from_millis(ms.into_inner()),
+        None => Duration::from_millis(1000),
+    };
+    Ok(PortsConfig {
+        paths: raw
+            .paths
+            .into_inner()
+            .into_iter()
+            .map(Spanned::into_inner)
+            .collect(),
+        exclude: raw.exclude.into_iter().map(Spanned::into_inner).collect(),
+        rescan_interval,
+    })
+}
+
+fn validate_serial(src: &Source, raw: RawSerial) -> Result<SerialConfig, ConfigError> {
+    let defaults = SerialConfig::default();
+    let baud = match raw.baud {
+        Some(b) if *b.get_ref() == 0 => {
+            return Err(src.at(b.span(), "serial.baud must be a positive rate, e.g. 115200"));
+        }
+        Some(b) => b.into_inner(),
+        None => defaults.baud,
+    };
+    Ok(SerialConfig {
+        baud,
+        flow_control: raw.flow_control.unwrap_or(defaults.flow_control),
+        line_ending: raw.line_ending.unwrap_or(defaults.line_ending),
+        dtr: raw.dtr.unwrap_or(defaults.dtr),
+        dialect: raw.dialect.unwrap_or(defaults.dialect),
+    })
+}
+
+fn seconds(
+    src: &Source,
+    value: Option<Spanned<Seconds>>,
+    name: &str,
+    default: Duration,
+    allow_zero: bool,
+) -> Result<Duration, ConfigError> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    let secs = value.get_ref().0;
+    let ok = secs.is_finite() && (secs > 0.0 || (allow_zero && secs == 0.0));
+    let duration = if ok {
+        Duration::try_from_secs_f64(secs).ok()
+    } else {
+        None
+    };
+    duration.ok_or_else(|| {
+        let expected = if allow_zero {
+            "zero or more"
+        } else {
+            "more than zero"
+        };
+        src.at(
+            value.span(),
+            format!("timeouts.{name} must be a number of seconds, {expected} (e.g. 5 or 0.5)"),
+        )
+    })
+}
+
+fn validate_timeouts(src: &Source, raw: RawTimeouts) -> Result<Timeouts, ConfigError> {
+    let d = Timeouts::default();
+    Ok(Timeouts {
+        command: seconds(src, raw.command, "command", d.command, false)?,
+        attest: seconds(src, raw.attest, "attest", d.attest, false)?,
+        keygen: seconds(src, raw.keygen, "keygen", d.keygen, false)?,
+        run: seconds(src, raw.run, "run", d.run, false)?,
+        shutdown_grace: seconds(
+            src,
+            raw.shutdown_grace,
+            "shutdown_grace",
+            d.shutdown_grace,
+            true,
+        )?,
+    })
+}
+
+/// Placeholders a CSR attribute template may use.
+const PLACEHOLDERS: [&str; 2] = ["device_uuid", "imei"];
+
+/// Placeholder names used in a CSR attribute template, or what is wrong with it.
+fn template_placeholders(template: &str) -> Result<Vec<&str>, String> {
+    if template.contains('"') {
+        return Err(
+            "must not contain `\"` (the value is sent inside a quoted AT parameter)".into(),
+        );
+    }
+    if template.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    let mut used = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find(['{', '}']) {
+        let tail = &rest[open..];
+        if tail.starts_with('}') {
+            return Err("has a `}` without a matching `{`".into());
+        }
+        let close = tail
+            .find('}')
+            .ok_or_else(|| "has a `{` without a closing `}`".to_owned())?;
+        let name = &tail[1..close];
+        if !PLACEHOLDERS.contains(&name) {
+            return Err(format!(
+                "uses unknown placeholder `{{{name}}}`; expected `{{device_uuid}}` or `{{imei}}`"
+            ));
+        }
+        used.push(name);
+        rest = &tail[close + 1..];
+    }
+    Ok(used)
+}
+
+fn quoted_text(src: &Source, value: &Spanned<String>, name: &str) -> Result<(), ConfigError> {
+    let text = value.get_ref();
+    if text.contains('"') || text.chars().any(char::is_control) {
+        return Err(src.at(
+            value.span(),
+            format!("plan.{name} must not contain `\"` or control characters (it is sent inside a quoted AT parameter)"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_plan(src: &Source, raw: RawPlan) -> Result<PlanConfig, ConfigError> {
+    let d = PlanConfig::default();
+
+    let sec_tag = match raw.sec_tag {
+        Some(tag) => {
+            let value = *tag.get_ref();
+            u32::try_from(value)
+                .ok()
+                .filter(|v| *v <= SEC_TAG_MAX)
+                .ok_or_else(|| {
+                    src.at(
+                        tag.span(),
+                        format!(
+                            "plan.sec_tag must be between 0 and {SEC_TAG_MAX} (higher values are the modem's own), got {value}"
+                        ),
+                    )
+                })?
+        }
+        None => d.sec_tag,
+    };
+
+    let (csr_attributes, csr_span, placeholders) = match raw.csr_attributes {
+        Some(attrs) => {
+            let used = template_placeholders(attrs.get_ref())
+                .map_err(|why| src.at(attrs.span(), format!("plan.csr_attributes {why}")))?
+                .into_iter()
+                .map(str::to_owned)
+                .collect::<Vec<_>>();
+            (attrs.get_ref().clone(), Some(attrs.span()), used)
+        }
+        None => (
+            d.csr_attributes.clone(),
+            None,
+            vec!["device_uuid".to_owned()],
+        ),
+    };
+
+    let key_usage = match raw.key_usage {
+        Some(ku) => {
+            let text = ku.get_ref();
+            if text.len() != 9 || !text.bytes().all(|b| b == b'0' || b == b'1') {
+                return Err(src.at(
+                    ku.span(),
+                    "plan.key_usage must be 9 characters of 0 and 1 in X.509 keyUsage order, e.g. \"101010000\"",
+                ));
+            }
+            Some(ku.into_inner())
+        }
+        None => None,
+    };
+
+    if let Some(aud) = &raw.jwt_audience {
+        quoted_text(src, aud, "jwt_audience")?;
+    }
+
+    let steps_span = raw.steps.as_ref().map(Spanned::span);
+    let steps = match raw.steps {
+        Some(steps) => steps.into_inner(),
+        None => Step::ALL
+            .into_iter()
+            .map(|s| Spanned::new(0..0, s))
+            .collect(),
+    };
+    if steps.is_empty() {
+        return Err(src.at(
+            steps_span.unwrap_or(0..0),
+            format!("plan.steps must list at least one step: {}", step_list()),
+        ));
+    }
+    validate_order(src, &steps)?;
+    let has = |step: Step| steps.iter().any(|s| *s.get_ref() == step);
+    let index = |step: Step| steps.iter().position(|s| *s.get_ref() == step);
+
+    // The CSR subject is rendered when keygen runs: the values it uses must
+    // be known by then.
+    if let Some(keygen) = index(Step::Keygen) {
+        for (placeholder, source) in [("device_uuid", Step::Attest), ("imei", Step::Identify)] {
+            if placeholders.iter().any(|p| p == placeholder)
+                && index(source).is_none_or(|i| i >= keygen)
+            {
+                let span = csr_span
+                    .clone()
+                    .or_else(|| steps.get(keygen).map(Spanned::span))
+                    .unwrap_or(0..0);
+                return Err(src.at(
+                    span,
+                    format!(
+                        "plan.csr_attributes uses {{{placeholder}}}, which is known only after step `{source}`; put `{source}` before `keygen`"
+                    ),
+                ));
+            }
+        }
+    }
+
+    let jwt_exp_delta = match raw.jwt_exp_delta {
+        Some(delta) if *delta.get_ref() == 0 && has(Step::Jwt) => {
+            return Err(src.at(
+                delta.span(),
+                "plan.jwt_exp_delta must be at least 1 second: with 0 the modem leaves out iat/exp and the token's time window cannot be checked",
+            ));
+        }
+        Some(delta) => delta.into_inner(),
+        None => d.jwt_exp_delta,
+    };
+
+    Ok(PlanConfig {
+        steps: steps.into_iter().map(Spanned::into_inner).collect(),
+        sec_tag,
+        delete_existing_key: raw.delete_existing_key.unwrap_or(d.delete_existing_key),
+        csr_attributes,
+        key_usage,
+        retries: raw.retries.unwrap_or(d.retries),
+        jwt_exp_delta,
+        jwt_audience: raw.jwt_audience.map(Spanned::into_inner),
+    })
+}
+
+/// Order rules: each step listed once; probe first and restore last when
+/// present; a step after the steps it consumes the results of.
+fn validate_order(src: &Source, steps: &[Spanned<Step>]) -> Result<(), ConfigError> {
+    // (step, what must come before it, why)
+    const NEEDS: &[(Step, Step, &str)] = &[
+        (
+            Step::Keygen,
+            Step::Offline,
+            "the modem refuses %KEYGEN while online (CME 518)",
+        ),
+        (
+            Step::Certify,
+            Step::Keygen,
+            "it signs the CSR that keygen produces",
+        ),
+        (
+            Step::Install,
+            Step::Offline,
+            "the modem refuses %CMNG writes while online (CME 518)",
+        ),
+        (Step::Confirm, Step::Install, "it checks what install wrote"),
+    ];
+    let last = steps.len() - 1;
+    for (i, step) in steps.iter().enumerate() {
+        let name = *step.get_ref();
+        if let Some(first) = steps[..i].iter().position(|s| *s.get_ref() == name) {
+            let (line, _) = line_column(src.text, steps[first].span().start);
+            return Err(src.at(
+                step.span(),
+                format!(
+                    "step `{name}` is listed twice (first on line {line}); each step runs once"
+                ),
+            ));
+        }
+        if name == Step::Probe && i != 0 {
+            return Err(src.at(
+                step.span(),
+                "step `probe` must come first: it finds out how to talk to the modem",
+            ));
+        }
+        if name == Step::Restore && i != last {
+            return Err(src.at(
+                step.span(),
+                "step `restore` must come last: it puts the modem back in its normal functional mode",
+            ));
+        }
+        for (needy, needed, why) in NEEDS {
+            if name == *needy && !steps[..i].iter().any(|s| s.get_ref() == needed) {
+                return Err(src.at(
+                    step.span(),
+                    format!("step `{name}` needs step `{needed}` before it: {why}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+struct ValidCa {
+    certificate: PathBuf,
+    key: PathBuf,
+    validity_days: u32,
+    install: Vec<PathBuf>,
+}
+
+fn validate_ca(src: &Source, raw: RawCa) -> Result<ValidCa, ConfigError> {
+    let validity_days = match raw.validity_days {
+        Some(days) if *days.get_ref() == 0 => {
+            return Err(src.at(
+                days.span(),
+                "ca.validity_days must be at least 1, e.g. 3650",
+            ));
+        }
+        Some(days) => days.into_inner(),
+        None => 3650,
+    };
+    let install = raw.install.unwrap_or_else(|| vec![raw.certificate.clone()]);
+    Ok(ValidCa {
+        certificate: raw.certificate,
+        key: raw.key,
+        validity_days,
+        install,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_column_counts_characters_not_bytes() {
+        let text = "a = 1\nb = \"é\" x";
+        assert_eq!(line_column(text, 0), (1, 1));
+        assert_eq!(line_column(text, 6), (2, 1));
+        // "é" is two bytes; the x after it is column 9.
+        let x = text.rfind('x').unwrap_or_default();
+        assert_eq!(line_column(text, x), (2, 9));
+    }
+
+    #[test]
+    fn templates_list_their_placeholders() {
+        assert_eq!(
+            template_placeholders("O=Acme,CN={device_uuid}-{imei}"),
+            Ok(vec!["device_uuid", "imei"])
+        );
+        assert!(template_placeholders("CN={serial}").is_err());
+        assert!(template_placeholders("CN={device_uuid").is_err());
+        assert!(template_placeholders("CN=}x").is_err());
+        assert!(template_placeholders("CN=\"x\"").is_err());
+    }
+}

@@ -1,0 +1,307 @@
+//! Run records out: a table for people, JSON and CSV for tools, and the two
+//! CSV files Nordic's nRF Cloud bulk tools read.
+//!
+//! Nordic's formats (nrfcloud-utils `gather_attestation_tokens.py`,
+//! `cli_helpers.save_onboarding_csv`, read by `claim_devices.py` and
+//! `nrf_cloud_onboard.py`) have **no header row**: every row is data, lines
+//! end in `\n`, one row per device (a newer row for the same device replaces
+//! the older one), at most 1000 rows per bulk request.
+
+use std::collections::HashSet;
+use std::io::{self, Write};
+
+use der::DecodePem;
+use time::OffsetDateTime;
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
+
+use super::{Outcome, RunRecord};
+
+/// Header of [`csv`].
+pub const CSV_HEADER: &str = "run_id,station_id,port,started_at,finished_at,duration_s,outcome,failed_step,reason,device_uuid,imei,model,firmware,firmware_uuid,hw_version";
+
+/// Rows nRF Cloud accepts in one bulk claim or onboarding request.
+pub const NRF_CLOUD_MAX_ROWS: usize = 1000;
+
+/// Optional onboarding CSV columns (empty unless set). `tags` and `fw_types`
+/// are `|`-separated, e.g. `APP|MODEM`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OnboardOptions {
+    pub subtype: String,
+    pub tags: String,
+    pub fw_types: String,
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Python's `datetime.now(timezone.utc).isoformat()`, as Nordic writes it.
+fn python_isoformat(t: OffsetDateTime) -> String {
+    const FORMAT: &[BorrowedFormatItem<'static>] = format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]+00:00"
+    );
+    t.to_offset(time::UtcOffset::UTC)
+        .format(FORMAT)
+        .unwrap_or_default()
+}
+
+/// RFC 4180 / Python `QUOTE_MINIMAL` quoting.
+fn field(text: &str) -> String {
+    if text.contains([',', '"', '\r', '\n']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_owned()
+    }
+}
+
+fn opt(text: &Option<String>) -> &str {
+    text.as_deref().unwrap_or("")
+}
+
+fn uuid(u: Option<uuid::Uuid>) -> String {
+    u.map(|u| u.hyphenated().to_string()).unwrap_or_default()
+}
+
+/// Table cell: one line, no control characters.
+fn cell(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// A human-readable table, then a summary line.
+pub fn table(runs: &[RunRecord], out: &mut dyn Write) -> io::Result<()> {
+    const HEAD: [&str; 8] = [
+        "RUN",
+        "STARTED (UTC)",
+        "PORT",
+        "DEVICE",
+        "IMEI",
+        "OUTCOME",
+        "STEP",
+        "REASON",
+    ];
+    let rows: Vec<[String; 8]> = runs
+        .iter()
+        .map(|run| {
+            let started = run.started_at.to_offset(time::UtcOffset::UTC);
+            [
+                run.id.to_string(),
+                format!(
+                    "{} {:02}:{:02}:{:02}",
+                    started.date(),
+                    started.hour(),
+                    started.minute(),
+                    started.second()
+                ),
+                cell(&run.port),
+                uuid(run.device.device_uuid),
+                cell(opt(&run.device.imei)),
+                run.outcome.to_string(),
+                cell(opt(&run.failed_step)),
+                cell(opt(&run.reason)),
+            ]
+        })
+        .collect();
+    let mut widths = HEAD.map(str::len);
+    for row in &rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: &[&str]| -> String {
+        let mut text = String::new();
+        for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                text.push_str(c);
+            } else {
+                text.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        text.trim_end().to_owned()
+    };
+    writeln!(out, "{}", line(&HEAD))?;
+    for row in &rows {
+        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+        writeln!(out, "{}", line(&cells))?;
+    }
+    let count = |o: Outcome| runs.iter().filter(|r| r.outcome == o).count();
+    writeln!(
+        out,
+        "{} runs: {} passed, {} failed, {} interrupted, {} in flight",
+        runs.len(),
+        count(Outcome::Passed),
+        count(Outcome::Failed),
+        count(Outcome::Interrupted),
+        count(Outcome::InFlight),
+    )
+}
+
+/// The full records as a pretty-printed JSON array.
+pub fn json(runs: &[RunRecord], out: &mut dyn Write) -> io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, runs)?;
+    writeln!(out)
+}
+
+/// One row per run, with [`CSV_HEADER`].
+pub fn csv(runs: &[RunRecord], out: &mut dyn Write) -> io::Result<()> {
+    writeln!(out, "{CSV_HEADER}")?;
+    for run in runs {
+        let duration = run
+            .finished_at
+            .map(|end| format!("{:.3}", (end - run.started_at).as_seconds_f64()))
+            .unwrap_or_default();
+        let d = &run.device;
+        let cells = [
+            run.id.to_string(),
+            field(&run.station_id),
+            field(&run.port),
+            rfc3339(run.started_at),
+            run.finished_at.map(rfc3339).unwrap_or_default(),
+            duration,
+            run.outcome.to_string(),
+            field(opt(&run.failed_step)),
+            field(opt(&run.reason)),
+            uuid(d.device_uuid),
+            field(opt(&d.imei)),
+            field(opt(&d.model)),
+            field(opt(&d.firmware)),
+            uuid(d.firmware_uuid),
+            field(opt(&d.hw_version)),
+        ];
+        writeln!(out, "{}", cells.join(","))?;
+    }
+    Ok(())
+}
+
+/// Newest first, one item per key: Nordic's tools keep one row per device.
+fn latest_per_device<'a, T>(
+    runs: &'a [RunRecord],
+    pick: impl Fn(&'a RunRecord) -> Option<(String, T)>,
+) -> Vec<T> {
+    let mut seen = HashSet::new();
+    let mut rows: Vec<T> = runs
+        .iter()
+        .rev()
+        .filter_map(&pick)
+        .filter(|(key, _)| seen.insert(key.clone()))
+        .map(|(_, row)| row)
+        .collect();
+    rows.reverse();
+    rows
+}
+
+/// Nordic's attestation-token CSV, `imei,device_uuid,token,timestamp`, no
+/// header: the authentic identity token of each device's latest passed run.
+/// Returns the number of rows written.
+pub fn attest_csv(runs: &[RunRecord], out: &mut dyn Write) -> io::Result<usize> {
+    let rows = latest_per_device(runs, |run| {
+        if run.outcome != Outcome::Passed {
+            return None;
+        }
+        let uuid = run.device.device_uuid?.hyphenated().to_string();
+        let token = run
+            .tokens
+            .iter()
+            .rev()
+            .find(|t| t.kind == "identity" && t.authentic)?;
+        // When the token was taken: the attest step's start, else the run's.
+        let when = run
+            .steps
+            .iter()
+            .find(|s| s.name == "attest")
+            .map_or(run.started_at, |s| s.started_at);
+        let row = format!(
+            "{},{},{},{}",
+            field(opt(&run.device.imei)),
+            uuid,
+            field(&token.text),
+            python_isoformat(when)
+        );
+        Some((uuid, row))
+    });
+    for row in &rows {
+        writeln!(out, "{row}")?;
+    }
+    Ok(rows.len())
+}
+
+/// Common name of a PEM certificate's subject, if it has one.
+fn certificate_cn(pem: &str) -> Option<String> {
+    let cert = x509_cert::Certificate::from_pem(pem.as_bytes()).ok()?;
+    cert.tbs_certificate
+        .subject
+        .0
+        .iter()
+        .flat_map(|rdn| rdn.0.iter())
+        .find(|atv| atv.oid == const_oid::db::rfc4519::CN)
+        .and_then(|atv| {
+            der::asn1::Utf8StringRef::try_from(&atv.value)
+                .map(|s| s.as_str().to_owned())
+                .or_else(|_| {
+                    der::asn1::PrintableStringRef::try_from(&atv.value)
+                        .map(|s| s.as_str().to_owned())
+                })
+                .ok()
+        })
+}
+
+/// Nordic's onboarding CSV, `device_id,subtype,tags,fw_types,"<certificate PEM>"`,
+/// no header: the device certificate of each device's latest passed run.
+/// `device_id` is the certificate's CN, as Nordic's installer does (the
+/// default CSR template makes it the device UUID), else the device UUID.
+/// Returns the number of rows written.
+pub fn onboard_csv(
+    runs: &[RunRecord],
+    options: &OnboardOptions,
+    out: &mut dyn Write,
+) -> io::Result<usize> {
+    let rows = latest_per_device(runs, |run| {
+        if run.outcome != Outcome::Passed {
+            return None;
+        }
+        let cert = run
+            .artifacts
+            .iter()
+            .rev()
+            .find(|a| a.kind == "device_certificate")?;
+        let uuid = run.device.device_uuid.map(|u| u.hyphenated().to_string());
+        let device_id = certificate_cn(&cert.content).or_else(|| uuid.clone())?;
+        // Python writes the PEM as read from disk: "\n" line ends.
+        let pem = cert.content.replace("\r\n", "\n");
+        let row = format!(
+            "{},{},{},{},\"{}\"",
+            field(&device_id),
+            field(&options.subtype),
+            field(&options.tags),
+            field(&options.fw_types),
+            pem.replace('"', "\"\"")
+        );
+        Some((uuid.unwrap_or_else(|| device_id.clone()), row))
+    });
+    for row in &rows {
+        writeln!(out, "{row}")?;
+    }
+    Ok(rows.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_follows_python_quote_minimal() {
+        assert_eq!(field("plain"), "plain");
+        assert_eq!(field("a,b"), "\"a,b\"");
+        assert_eq!(field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(field("two\nlines"), "\"two\nlines\"");
+    }
+
+    #[test]
+    fn timestamps_look_like_pythons_isoformat() {
+        let t = time::macros::datetime!(2024-05-01 10:00:00.5 UTC);
+        assert_eq!(python_isoformat(t), "2024-05-01T10:00:00.500000+00:00");
+    }
+}

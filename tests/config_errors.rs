@@ -1,0 +1,343 @@
+//! Configuration: the shipped files parse; every error names origin, line and
+//! column and says what is expected.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nrf_provd::config::{
+    ConfigError, DialectName, FlowControlName, LineEndingName, LogFormat, StationConfig, Step,
+};
+
+const MINIMAL: &str = r#"
+station_id = "s1"
+database = "results.db"
+trust_file = "trust.json"
+
+[ports]
+paths = ["/dev/serial/by-id/*"]
+
+[ca]
+certificate = "ca.pem"
+key = "ca.key"
+"#;
+
+fn err(text: &str) -> ConfigError {
+    match StationConfig::parse(text, "station.toml") {
+        Ok(_) => panic!("expected an error for:\n{text}"),
+        Err(e) => e,
+    }
+}
+
+/// Line and column of the first occurrence of `needle` (1-based).
+fn position_of(text: &str, needle: &str) -> (usize, usize) {
+    let offset = text
+        .find(needle)
+        .unwrap_or_else(|| panic!("{needle} not in text"));
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = offset - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+#[test]
+fn shipped_station_toml_parses_with_documented_values() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/station.toml");
+    let config = StationConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.station_id, "line1-station01");
+    assert_eq!(
+        config.database,
+        PathBuf::from("/var/lib/nrf-provd/results.db")
+    );
+    assert_eq!(config.plan.steps, Step::ALL.to_vec());
+    assert_eq!(config.plan.sec_tag, 16_842_753);
+    assert_eq!(config.serial.flow_control, FlowControlName::Rtscts);
+    assert_eq!(config.timeouts.keygen, Duration::from_secs(60));
+    let ca = config.ca.unwrap_or_else(|| panic!("station.toml has [ca]"));
+    assert_eq!(ca.validity_days, 3650);
+    assert_eq!(ca.install, vec![PathBuf::from("/etc/nrf-provd/ca.pem")]);
+}
+
+#[test]
+fn embedded_demo_config_parses() {
+    let config = StationConfig::demo();
+    assert_eq!(config.station_id, "demo");
+    assert_eq!(config.serial.flow_control, FlowControlName::None);
+    assert!(config.plan.steps.contains(&Step::Jwt));
+    assert!(config.ca.is_some());
+}
+
+#[test]
+fn defaults_fill_what_is_left_out() {
+    let config = StationConfig::parse(MINIMAL, "station.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.log_format, LogFormat::Text);
+    assert_eq!(config.ports.rescan_interval, Duration::from_millis(1000));
+    assert!(config.ports.exclude.is_empty());
+    assert_eq!(config.serial.baud, 115_200);
+    assert_eq!(config.serial.line_ending, LineEndingName::Crlf);
+    assert!(config.serial.dtr);
+    assert_eq!(config.serial.dialect, DialectName::Auto);
+    assert_eq!(config.timeouts.command, Duration::from_secs(5));
+    assert_eq!(config.timeouts.attest, Duration::from_secs(10));
+    assert_eq!(config.timeouts.run, Duration::from_secs(180));
+    assert_eq!(config.timeouts.shutdown_grace, Duration::from_secs(30));
+    assert_eq!(config.plan.steps, Step::ALL.to_vec());
+    assert_eq!(config.plan.sec_tag, 16_842_753);
+    assert!(config.plan.delete_existing_key);
+    assert_eq!(config.plan.csr_attributes, "CN={device_uuid}");
+    assert_eq!(config.plan.retries, 1);
+    assert_eq!(config.plan.jwt_exp_delta, 300);
+    let ca = config.ca.unwrap_or_else(|| panic!("has [ca]"));
+    assert_eq!(ca.validity_days, 3650);
+    assert_eq!(ca.install, vec![ca.certificate.clone()]);
+}
+
+#[test]
+fn fractional_timeouts_are_seconds() {
+    let text = format!("{MINIMAL}\n[timeouts]\ncommand = 0.25\nshutdown_grace = 0\n");
+    let config = StationConfig::parse(&text, "station.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.timeouts.command, Duration::from_millis(250));
+    assert_eq!(config.timeouts.shutdown_grace, Duration::ZERO);
+}
+
+#[test]
+fn relative_paths_resolve_against_the_config_directory() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("station.toml");
+    std::fs::write(&path, MINIMAL).unwrap_or_else(|e| panic!("{e}"));
+    let config = StationConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.database, dir.path().join("results.db"));
+    assert_eq!(config.trust_file, dir.path().join("trust.json"));
+    let ca = config.ca.unwrap_or_else(|| panic!("has [ca]"));
+    assert_eq!(ca.key, dir.path().join("ca.key"));
+    assert_eq!(ca.install, vec![dir.path().join("ca.pem")]);
+}
+
+#[test]
+fn type_error_names_line_column_and_expected_type() {
+    let text = MINIMAL.replace("[ports]", "[serial]\nbaud = \"fast\"\n\n[ports]");
+    let e = err(&text);
+    assert_eq!(e.position(), Some(position_of(&text, "\"fast\"")));
+    let message = e.to_string();
+    let (line, column) = position_of(&text, "\"fast\"");
+    assert!(
+        message.starts_with(&format!("station.toml:{line}:{column}: ")),
+        "{message}"
+    );
+    assert!(message.contains("u32"), "says what is expected: {message}");
+}
+
+#[test]
+fn unknown_key_is_an_error_that_lists_the_known_ones() {
+    let text = MINIMAL.replace("[ports]", "[ports]\nrescan_intervall_ms = 500");
+    let e = err(&text);
+    assert_eq!(
+        e.position(),
+        Some(position_of(&text, "rescan_intervall_ms"))
+    );
+    let message = e.to_string();
+    assert!(
+        message.contains("unknown field `rescan_intervall_ms`"),
+        "{message}"
+    );
+    assert!(
+        message.contains("rescan_interval_ms"),
+        "lists what is expected: {message}"
+    );
+}
+
+#[test]
+fn unknown_top_level_key_is_an_error() {
+    let text = format!("statoin_id = \"x\"\n{MINIMAL}");
+    let e = err(&text);
+    assert_eq!(e.position(), Some((1, 1)));
+    assert!(e.to_string().contains("statoin_id"), "{e}");
+}
+
+#[test]
+fn sec_tag_out_of_range_points_at_the_value() {
+    for bad in ["2147483648", "-1", "4294967295"] {
+        let text = format!("{MINIMAL}\n[plan]\nsec_tag = {bad}\n");
+        let e = err(&text);
+        assert_eq!(e.position(), Some(position_of(&text, bad)), "{e}");
+        assert!(e.to_string().contains("between 0 and 2147483647"), "{e}");
+    }
+    let text = format!("{MINIMAL}\n[plan]\nsec_tag = 2147483647\n");
+    let config = StationConfig::parse(&text, "station.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.plan.sec_tag, 2_147_483_647);
+}
+
+#[test]
+fn unknown_step_lists_the_valid_steps() {
+    let text = format!("{MINIMAL}\n[plan]\nsteps = [\"probe\", \"atest\"]\n");
+    let e = err(&text);
+    assert_eq!(e.position(), Some(position_of(&text, "\"atest\"")));
+    let message = e.to_string();
+    assert!(message.contains("atest"), "{message}");
+    assert!(
+        message.contains("attest") && message.contains("keygen"),
+        "{message}"
+    );
+}
+
+#[test]
+fn steps_out_of_order_are_rejected_at_the_step() {
+    let cases = [
+        // (steps, offending step, what the message mentions)
+        (
+            r#"["probe", "offline", "certify", "keygen"]"#,
+            "\"certify\"",
+            "keygen",
+        ),
+        (
+            r#"["probe", "offline", "confirm", "install"]"#,
+            "\"confirm\"",
+            "install",
+        ),
+        (r#"["probe", "attest", "keygen"]"#, "\"keygen\"", "offline"),
+        (r#"["identify", "probe"]"#, "\"probe\"", "first"),
+        (r#"["probe", "restore", "identify"]"#, "\"restore\"", "last"),
+        (r#"["probe", "identify", "probe"]"#, "\"probe\"\n", "twice"),
+    ];
+    for (steps, offender, mention) in cases {
+        let text = format!("{MINIMAL}\n[plan]\nsteps = {steps}\n");
+        let e = err(&text);
+        // The offending element: the last occurrence for duplicates.
+        let offset = text.rfind(offender.trim_end()).unwrap_or_default();
+        let before = &text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let column = offset - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        assert_eq!(e.position(), Some((line, column)), "{steps}: {e}");
+        assert!(e.to_string().contains(mention), "{steps}: {e}");
+    }
+}
+
+#[test]
+fn csr_placeholders_are_checked() {
+    let text = format!("{MINIMAL}\n[plan]\ncsr_attributes = \"CN={{serial}}\"\n");
+    let e = err(&text);
+    assert_eq!(e.position(), Some(position_of(&text, "\"CN={serial}\"")));
+    assert!(e.to_string().contains("{device_uuid}"), "{e}");
+
+    // {imei} needs identify before keygen.
+    let text = format!(
+        "{MINIMAL}\n[plan]\nsteps = [\"probe\", \"offline\", \"attest\", \"keygen\"]\ncsr_attributes = \"CN={{imei}}\"\n"
+    );
+    let e = err(&text);
+    assert!(e.to_string().contains("identify"), "{e}");
+}
+
+#[test]
+fn render_attributes_fills_placeholders() {
+    let text = format!(
+        "{MINIMAL}\n[plan]\ncsr_attributes = \"O=Acme,CN={{device_uuid}},serialNumber={{imei}}\"\n"
+    );
+    let config = StationConfig::parse(&text, "station.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        config
+            .plan
+            .render_attributes("50503041-3633-4261-803d-1e2b8f70111a", "351358815178345"),
+        "O=Acme,CN=50503041-3633-4261-803d-1e2b8f70111a,serialNumber=351358815178345"
+    );
+}
+
+#[test]
+fn certify_without_ca_section_is_an_error() {
+    let text = MINIMAL.replace("[ca]\ncertificate = \"ca.pem\"\nkey = \"ca.key\"\n", "");
+    let e = err(&text);
+    assert!(e.to_string().contains("[ca]"), "{e}");
+    // Without certify and install the CA is not needed.
+    let text = format!("{text}\n[plan]\nsteps = [\"probe\", \"identify\", \"attest\"]\n");
+    let config = StationConfig::parse(&text, "station.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.ca.is_none());
+}
+
+#[test]
+fn bad_glob_and_relative_port_are_rejected() {
+    let text = MINIMAL.replace("/dev/serial/by-id/*", "/dev/tty[ACM");
+    let e = err(&text);
+    assert_eq!(e.position(), Some(position_of(&text, "\"/dev/tty[ACM\"")));
+    assert!(e.to_string().contains("glob"), "{e}");
+
+    let text = MINIMAL.replace("/dev/serial/by-id/*", "ttyACM0");
+    let e = err(&text);
+    assert!(e.to_string().contains("absolute"), "{e}");
+}
+
+#[test]
+fn other_values_are_checked_with_positions() {
+    let cases = [
+        (
+            "[plan]\nkey_usage = \"10101\"\n",
+            "\"10101\"",
+            "9 characters",
+        ),
+        ("[plan]\njwt_audience = \"a\\\"b\"\n", "\"a\\\"b\"", "`\"`"),
+        ("[plan]\njwt_exp_delta = 0\n", "0\n", "at least 1"),
+        ("[timeouts]\ncommand = -1\n", "-1", "seconds"),
+        ("[timeouts]\nkeygen = 0\n", "0\n", "more than zero"),
+        ("[serial]\nflow_control = \"rts\"\n", "\"rts\"", "rtscts"),
+        ("[serial]\nline_ending = \"crlf \"\n", "\"crlf \"", "crlf"),
+    ];
+    for (section, value, mention) in cases {
+        let text = format!("{MINIMAL}\n{section}");
+        let e = err(&text);
+        let offset = text.rfind(value).unwrap_or_default();
+        let before = &text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let column = offset - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        assert_eq!(e.position(), Some((line, column)), "{section}: {e}");
+        assert!(e.to_string().contains(mention), "{section}: {e}");
+    }
+}
+
+#[test]
+fn syntax_error_has_a_position() {
+    let text = "station_id = \"s1\nx";
+    let e = err(text);
+    assert!(matches!(e.position(), Some((1, _))), "{e}");
+}
+
+#[test]
+fn missing_file_names_the_file() {
+    let e = StationConfig::load(Path::new("/nonexistent/station.toml"))
+        .err()
+        .unwrap_or_else(|| panic!("no such file"));
+    assert!(e.to_string().contains("/nonexistent/station.toml"), "{e}");
+}
+
+#[test]
+fn timeout_of_the_wrong_type_asks_for_seconds() {
+    let text = format!("{MINIMAL}\n[timeouts]\ncommand = \"5s\"\n");
+    let e = err(&text);
+    assert_eq!(e.position(), Some(position_of(&text, "\"5s\"")));
+    assert!(e.to_string().contains("number of seconds"), "{e}");
+}
+
+#[test]
+fn unknown_keys_in_every_section_are_errors_with_positions() {
+    for (section, key) in [
+        ("[plan]\n", "sectag"),
+        ("[serial]\n", "parity"),
+        ("[timeouts]\n", "probe"),
+    ] {
+        let text = format!("{MINIMAL}\n{section}{key} = 1\n");
+        let e = err(&text);
+        assert_eq!(
+            e.position(),
+            Some(position_of(&text, &format!("{key} = 1"))),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains(&format!("unknown field `{key}`")),
+            "{e}"
+        );
+    }
+    let text = MINIMAL.replace("key = \"ca.key\"", "key = \"ca.key\"\nvalidity = 30");
+    let e = err(&text);
+    assert_eq!(
+        e.position(),
+        Some(position_of(&text, "validity = 30")),
+        "{e}"
+    );
+    assert!(e.to_string().contains("validity_days"), "{e}");
+}

@@ -1,0 +1,128 @@
+//! `nrf-provd results` end to end: reads a database the daemon wrote, in
+//! every format, and fails clearly on bad input.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use nrf_provd::store::{DeviceInfo, Outcome, RunRecord, RunStart, Store};
+use time::macros::datetime;
+
+const DEVICE: &str = "50503041-3633-4261-803d-1e2b8f70111a";
+
+fn results(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nrf-provd"))
+        .arg("results")
+        .args(args)
+        .env_remove("STATE_DIRECTORY")
+        .output()
+        .unwrap_or_else(|e| panic!("run nrf-provd: {e}"))
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A database with one failed run of DEVICE and one run still in flight.
+fn database(path: &Path) -> Store {
+    let store = Store::open(path).unwrap_or_else(|e| panic!("{e}"));
+    let at = datetime!(2024-05-01 10:00 UTC);
+    let start = |port: &str| RunStart {
+        station_id: "s1".into(),
+        port: port.into(),
+        started_at: at,
+    };
+    let id = store
+        .begin_run(&start("/dev/a"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .finish_run(&RunRecord {
+            id,
+            station_id: "s1".into(),
+            port: "/dev/a".into(),
+            started_at: at,
+            finished_at: Some(datetime!(2024-05-01 10:00:30 UTC)),
+            outcome: Outcome::Failed,
+            failed_step: Some("attest".into()),
+            reason: Some("replay".into()),
+            device: DeviceInfo {
+                device_uuid: Some(uuid::Uuid::parse_str(DEVICE).unwrap_or_default()),
+                ..Default::default()
+            },
+            steps: vec![],
+            tokens: vec![],
+            artifacts: vec![],
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .begin_run(&start("/dev/b"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    store
+}
+
+#[test]
+fn every_format_reads_a_database_in_use() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let db = dir.path().join("results.db");
+    let _daemon = database(&db);
+    let db = db.to_str().unwrap_or_default();
+
+    let table = results(&["--db", db]);
+    assert!(table.status.success(), "{table:?}");
+    assert!(stdout(&table).ends_with("2 runs: 0 passed, 1 failed, 0 interrupted, 1 in flight\n"));
+
+    let csv = results(&["--db", db, "--format", "csv", "--device", DEVICE]);
+    assert!(csv.status.success(), "{csv:?}");
+    let text = stdout(&csv);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].starts_with("run_id,station_id,port,"));
+    assert!(lines[1].contains(",failed,attest,replay,"), "{text}");
+
+    let json = results(&["--db", db, "--format", "json", "--since", "2024-05-01"]);
+    let value: serde_json::Value =
+        serde_json::from_slice(&json.stdout).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(value.as_array().map(Vec::len), Some(2));
+
+    let later = results(&[
+        "--db",
+        db,
+        "--format",
+        "json",
+        "--since",
+        "2024-05-01T10:00:01Z",
+    ]);
+    assert_eq!(stdout(&later).trim(), "[]");
+
+    // No passed runs: Nordic's files are empty (they have no header).
+    for format in ["attest-csv", "onboard-csv"] {
+        let out = results(&["--db", db, "--format", format]);
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(stdout(&out), "", "{format}");
+    }
+}
+
+#[test]
+fn reading_does_not_recover_runs_in_flight() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let db = dir.path().join("results.db");
+    drop(database(&db));
+    let out = results(&["--db", db.to_str().unwrap_or_default(), "--format", "csv"]);
+    assert!(stdout(&out).contains(",in_flight,"), "{}", stdout(&out));
+}
+
+#[test]
+fn bad_input_exits_2_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let missing = dir.path().join("missing.db");
+    let out = results(&["--db", missing.to_str().unwrap_or_default()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.db"));
+    assert!(!missing.exists());
+
+    let out = results(&["--since", "yesterday"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("RFC 3339"));
+
+    let out = results(&["--device", "not-a-uuid"]);
+    assert_eq!(out.status.code(), Some(2));
+}
