@@ -66,9 +66,9 @@ struct RawCsr<'a> {
     signature: BitStringRef<'a>,
 }
 
-/// The uncompressed SEC1 point of a P-256 SubjectPublicKeyInfo, validated on
-/// the curve. Errors say what is wrong.
-pub fn p256_point(spki: &SubjectPublicKeyInfoRef<'_>) -> Result<[u8; 65], String> {
+/// The SEC1 point bytes of a SubjectPublicKeyInfo that says it is P-256,
+/// not yet validated on the curve.
+fn p256_point_unchecked<'a>(spki: &SubjectPublicKeyInfoRef<'a>) -> Result<&'a [u8], String> {
     let (alg, params) = spki
         .algorithm
         .oids()
@@ -79,10 +79,15 @@ pub fn p256_point(spki: &SubjectPublicKeyInfoRef<'_>) -> Result<[u8; 65], String
     if params != Some(SECP_256_R_1) {
         return Err("curve is not P-256 (prime256v1)".into());
     }
-    let raw = spki
-        .subject_public_key
+    spki.subject_public_key
         .as_bytes()
-        .ok_or("public key bit string has unused bits")?;
+        .ok_or_else(|| "public key bit string has unused bits".to_string())
+}
+
+/// The uncompressed SEC1 point of a P-256 SubjectPublicKeyInfo, validated on
+/// the curve. Errors say what is wrong.
+pub fn p256_point(spki: &SubjectPublicKeyInfoRef<'_>) -> Result<[u8; 65], String> {
+    let raw = p256_point_unchecked(spki)?;
     let key = p256::PublicKey::from_sec1_bytes(raw).map_err(|_| "not a point on P-256")?;
     key.to_encoded_point(false)
         .as_bytes()
@@ -130,7 +135,10 @@ pub fn parse_csr(der: &[u8]) -> Result<ParsedCsr, CsrError> {
         .is_some_and(|p| p.tag() == Tag::Null && p.value().is_empty());
     let params_ok = raw.algorithm.parameters.is_none() || legacy_null_params;
     let public_key_spki = info.public_key.to_der()?;
-    let point = p256_point_from_der(&public_key_spki).ok();
+    // ring validates the point itself; p256's validation is slow in debug builds.
+    let point = SubjectPublicKeyInfoRef::from_der(&public_key_spki)
+        .ok()
+        .and_then(|spki| p256_point_unchecked(&spki).ok().map(<[u8]>::to_vec));
     let signature_valid = raw.algorithm.oid == ECDSA_WITH_SHA_256
         && params_ok
         && match (point, raw.signature.as_bytes()) {

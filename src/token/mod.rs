@@ -108,8 +108,11 @@ pub enum TokenError {
     Json { part: Part, message: String },
 }
 
+/// A response prefix and the token kind it announces.
+type Prefix = (&'static str, &'static str);
+
 /// Response prefixes a whole modem line may carry.
-const PREFIXES: [(&str, &str); 3] = [
+const PREFIXES: [Prefix; 3] = [
     ("%ATTESTTOKEN", "identity"),
     ("%KEYGEN", "keygen"),
     ("%JWT", "jwt"),
@@ -145,7 +148,7 @@ pub fn decode(text: &str) -> Result<Token, TokenError> {
 }
 
 /// Strip whitespace, an optional response prefix and optional quotes.
-fn unwrap_text(text: &str) -> Result<(Option<(&'static str, &'static str)>, &str), TokenError> {
+fn unwrap_text(text: &str) -> Result<(Option<Prefix>, &str), TokenError> {
     let mut rest = text.trim();
     if rest.is_empty() {
         return Err(TokenError::Empty);
@@ -308,7 +311,8 @@ pub(crate) fn cose_line(cose: Option<&CoseSign1>) -> String {
 /// Fuzz body (`fuzz/fuzz_targets/tokens.rs`, and a proptest in CI): run
 /// every decoder and the verifier over arbitrary bytes. Must never panic.
 pub fn fuzz_decode(data: &[u8]) {
-    let trust = fuzz_trust_store();
+    static TRUST: std::sync::OnceLock<crate::trust::TrustStore> = std::sync::OnceLock::new();
+    let trust = TRUST.get_or_init(fuzz_trust_store);
     let expect = Expectations {
         challenge: Some([0; 16]),
         sec_tag: Some(16),
@@ -321,8 +325,8 @@ pub fn fuzz_decode(data: &[u8]) {
         if let Ok(token) = decode(text) {
             let _ = token.to_json();
             let _ = token.describe();
-            let _ = verify::verify(&token, &trust, &expect);
-            let _ = verify::verify(&token, &trust, &Expectations::default());
+            let _ = verify::verify(&token, trust, &expect);
+            let _ = verify::verify(&token, trust, &Expectations::default());
         }
     }
     let _ = cose::decode_sign1(data);
@@ -334,7 +338,7 @@ pub fn fuzz_decode(data: &[u8]) {
     let b = URL_SAFE_NO_PAD.encode(data);
     for text in [format!("{b}."), format!("2dn3{b}"), format!("MA.{b}")] {
         if let Ok(token) = decode(&text) {
-            let _ = verify::verify(&token, &trust, &expect);
+            let _ = verify::verify(&token, trust, &expect);
         }
     }
 }
