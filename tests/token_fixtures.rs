@@ -138,3 +138,24 @@ fn parse_json_cli_reproduces_every_expected_field() {
         assert_fields(&name, &json, &expect);
     }
 }
+
+#[test]
+fn normalised_copy_of_an_old_firmware_csr_drops_the_null_and_still_verifies() {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    let all = fixtures();
+    let text = all["keygen_csr"]["token"].as_str().expect("token");
+    let der = URL_SAFE_NO_PAD
+        .decode(text.split_once('.').expect("two parts").0)
+        .expect("b64");
+    let parsed = token::csr::parse_csr(&der).expect("parses");
+    assert!(parsed.info.legacy_null_params);
+    assert_eq!(
+        parsed.normalised_der.len(),
+        der.len() - 2,
+        "NULL (05 00) removed"
+    );
+    let again = token::csr::parse_csr(&parsed.normalised_der).expect("normalised parses");
+    assert!(!again.info.legacy_null_params);
+    assert!(again.info.signature_valid);
+    assert_eq!(again.public_key_spki, parsed.public_key_spki);
+}
