@@ -1,0 +1,83 @@
+//! Verifications per second per core for identity tokens.
+//!
+//! `decode+verify` is the station's path for one `%ATTESTTOKEN` line;
+//! `verify_only` is the verdict on an already decoded token; `p256_0.13`
+//! is the RustCrypto verifier on the same input, for the backend choice.
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use nrf_provd::token::encode::{self, IdentityBody};
+use nrf_provd::token::verify::{Expectations, verify};
+use nrf_provd::token::{self, Token, cose};
+use nrf_provd::trust::TrustStore;
+use p256::ecdsa::{Signature, SigningKey, VerifyingKey, signature::Verifier};
+use p256::pkcs8::EncodePublicKey;
+use uuid::Uuid;
+
+/// Trust store of `devices` keys; returns it with device 0's key and UUID.
+fn setup(devices: u128) -> (TrustStore, SigningKey, Uuid) {
+    let mut trust = TrustStore::new();
+    let mut first = None;
+    for n in 0..devices {
+        let key = SigningKey::random(&mut rand::rngs::OsRng);
+        let spki = key.verifying_key().to_public_key_der().expect("spki");
+        let uuid = Uuid::from_u128(n + 1);
+        trust.insert(uuid, spki.as_bytes()).expect("insert");
+        first.get_or_insert((key, uuid));
+    }
+    let (key, uuid) = first.expect("at least one device");
+    (trust, key, uuid)
+}
+
+fn bench(c: &mut Criterion) {
+    let (trust, key, uuid) = setup(1000);
+    let challenge = [0x42; 16];
+    let body = IdentityBody {
+        msg_type: 1,
+        device_uuid: *uuid.as_bytes(),
+        device_type: 4,
+        firmware_uuid: [7; 16],
+        nonce: challenge,
+    };
+    let text = encode::identity_token(&body, &key);
+    let expect = Expectations {
+        challenge: Some(challenge),
+        device_uuid: Some(uuid),
+        ..Expectations::default()
+    };
+    let decoded = token::decode(&text).expect("decode");
+    assert!(verify(&decoded, &trust, &expect).authentic());
+
+    let mut group = c.benchmark_group("identity_token");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("decode+verify", |b| {
+        b.iter(|| {
+            let token = token::decode(std::hint::black_box(&text)).expect("decode");
+            verify(&token, &trust, &expect).authentic()
+        })
+    });
+    group.bench_function("verify_only", |b| {
+        b.iter(|| verify(std::hint::black_box(&decoded), &trust, &expect).authentic())
+    });
+    group.bench_function("decode_only", |b| {
+        b.iter(|| token::decode(std::hint::black_box(&text)).is_ok())
+    });
+    // The same ES256 check with p256 0.13, for comparison with ring.
+    let Token::Identity(t) = &decoded else {
+        unreachable!("identity token")
+    };
+    let cose = t.cose.as_ref().expect("cose");
+    let message = cose::sig_structure(&cose.protected, &t.body);
+    let signature = Signature::from_slice(&cose.signature).expect("signature");
+    let verifying: VerifyingKey = *key.verifying_key();
+    group.bench_function("p256_0.13_signature_only", |b| {
+        b.iter(|| {
+            verifying
+                .verify(std::hint::black_box(&message), &signature)
+                .is_ok()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

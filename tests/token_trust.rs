@@ -1,0 +1,113 @@
+//! The trust file: format, errors with file and line, conflicts, round trip.
+
+mod token_common;
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use nrf_provd::trust::{TrustError, TrustStore};
+use token_common::*;
+use uuid::Uuid;
+
+fn line(uuid: Uuid, spki_der: &[u8]) -> String {
+    format!("{uuid},{}", STANDARD.encode(spki_der))
+}
+
+#[test]
+fn header_comments_blank_lines_and_quotes_are_accepted() {
+    let (a, b) = (random_key(), random_key());
+    let other = Uuid::from_u128(9);
+    let text = format!(
+        "# station 7 devices\ndevice_uuid,public_key\n\n{}  # first board\n\"{other}\" , \"{}\"\n",
+        line(DEVICE, &spki(&a)),
+        STANDARD.encode(spki(&b))
+    );
+    let store = TrustStore::parse(&text).expect("parses");
+    assert_eq!(store.len(), 2);
+    assert_eq!(
+        store.get(&DEVICE).expect("known").spki_der(),
+        spki(&a).as_slice()
+    );
+    assert_eq!(
+        store.get(&other).expect("known").spki_der(),
+        spki(&b).as_slice()
+    );
+    assert!(store.get(&Uuid::from_u128(1)).is_none());
+}
+
+#[test]
+fn file_without_header_is_accepted_and_empty_file_is_empty() {
+    let store = TrustStore::parse(&line(DEVICE, &spki(&random_key()))).expect("parses");
+    assert_eq!(store.len(), 1);
+    assert!(
+        TrustStore::parse("# nothing\n\n")
+            .expect("parses")
+            .is_empty()
+    );
+}
+
+#[test]
+fn bad_entries_are_reported_with_their_line() {
+    let good = line(DEVICE, &spki(&random_key()));
+    for (bad, needle) in [
+        ("not-a-uuid,AAAA".to_string(), "device_uuid"),
+        (format!("{DEVICE},!!!"), "base64"),
+        (format!("{DEVICE},{}", STANDARD.encode(b"not der")), "P-256"),
+        (format!("{DEVICE}"), "fields"),
+    ] {
+        let text = format!("device_uuid,public_key\n{good}\n{bad}\n");
+        let err = TrustStore::parse(&text).expect_err("bad line");
+        let msg = err.to_string();
+        assert!(matches!(err, TrustError::Line { line: 3, .. }), "{msg}");
+        assert!(msg.contains("line 3") && msg.contains(needle), "{msg}");
+    }
+}
+
+#[test]
+fn same_uuid_with_two_different_keys_is_an_error_but_a_repeat_is_not() {
+    let (a, b) = (random_key(), random_key());
+    let repeat = format!("{}\n{}\n", line(DEVICE, &spki(&a)), line(DEVICE, &spki(&a)));
+    assert_eq!(TrustStore::parse(&repeat).expect("repeat is fine").len(), 1);
+    let conflict = format!("{}\n{}\n", line(DEVICE, &spki(&a)), line(DEVICE, &spki(&b)));
+    let msg = TrustStore::parse(&conflict)
+        .expect_err("conflict")
+        .to_string();
+    assert!(
+        msg.contains("line 2") && msg.contains("different key"),
+        "{msg}"
+    );
+    let mut store = TrustStore::new();
+    store.insert(DEVICE, &spki(&a)).expect("first");
+    assert!(matches!(
+        store.insert(DEVICE, &spki(&b)),
+        Err(TrustError::Conflict { .. })
+    ));
+}
+
+#[test]
+fn load_names_the_file_in_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("trust.csv");
+    std::fs::write(&path, "device_uuid,public_key\nbroken\n").expect("write");
+    let msg = TrustStore::load(&path).expect_err("bad").to_string();
+    assert!(msg.contains("trust.csv") && msg.contains("line 2"), "{msg}");
+    let missing = TrustStore::load(&dir.path().join("absent.csv"))
+        .expect_err("missing")
+        .to_string();
+    assert!(missing.contains("absent.csv"), "{missing}");
+}
+
+#[test]
+fn to_csv_is_sorted_and_parses_back_to_the_same_store() {
+    let mut store = TrustStore::new();
+    for n in [3u128, 1, 2] {
+        store
+            .insert(Uuid::from_u128(n), &spki(&random_key()))
+            .expect("insert");
+    }
+    let csv = store.to_csv();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "device_uuid,public_key");
+    assert!(lines[1].starts_with(&Uuid::from_u128(1).to_string()));
+    assert!(lines[3].starts_with(&Uuid::from_u128(3).to_string()));
+    let back = TrustStore::parse(&csv).expect("parses");
+    assert_eq!(back.to_csv(), csv);
+}
