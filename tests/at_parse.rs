@@ -7,6 +7,9 @@ use proptest::prelude::*;
 
 const MAX: usize = 16 * 1024;
 
+/// Notifications, then the response lines or a substring of the error.
+type Expected = (Vec<&'static str>, Result<Vec<&'static str>, &'static str>);
+
 struct Case {
     name: &'static str,
     commands: &'static [&'static str],
@@ -14,7 +17,7 @@ struct Case {
     max_line: usize,
     input: Vec<u8>,
     /// Expected (notifications, Ok lines | Err debug-substring) per command.
-    expect: Vec<(Vec<&'static str>, Result<Vec<&'static str>, &'static str>)>,
+    expect: Vec<Expected>,
 }
 
 fn check(case: &Case, outcomes: &[Outcome]) {
