@@ -272,3 +272,43 @@ async fn security_commands() {
     }
     peer.await.unwrap();
 }
+
+#[tokio::test]
+async fn listen_routes_idle_notifications() {
+    let (mut c, mut rx, mut peer) = client(Dialect::Raw);
+    peer.write_all(b"Ready\r\nnoise\r\n%MDMEV: ME OVERHEATED\r\n")
+        .await
+        .unwrap();
+    c.listen(Duration::from_millis(100)).await.unwrap();
+    assert_eq!(rx.recv().await.unwrap().line, "Ready");
+    assert_eq!(rx.recv().await.unwrap().line, "%MDMEV: ME OVERHEATED");
+    assert!(rx.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn a_write_cut_by_the_deadline_is_terminated_before_the_next_command() {
+    // A 16-byte pipe that nobody reads: the first write cannot finish.
+    let (ours, mut theirs) = duplex(16);
+    let (mut c, _rx) = Client::new(ours, ClientOptions::default());
+    let long = format!("AT%CMNG=0,1,0,\"{}\"", "A".repeat(64));
+    let err = c
+        .command_with_timeout(&long, Duration::from_millis(100))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AtError::Timeout { .. }), "{err:?}");
+    let peer = tokio::spawn(async move {
+        let mut sent = Vec::new();
+        let mut buf = [0u8; 256];
+        while !sent.ends_with(b"AT+CGMM\r\n") {
+            let n = theirs.read(&mut buf).await.unwrap();
+            sent.extend_from_slice(&buf[..n]);
+        }
+        theirs.write_all(b"nRF9161-LACA\r\nOK\r\n").await.unwrap();
+        (sent, theirs)
+    });
+    c.command("AT+CGMM").await.unwrap();
+    let (sent, _theirs) = peer.await.unwrap();
+    let text = String::from_utf8_lossy(&sent);
+    // The 16 bytes that got through, a line ending, then the new command.
+    assert_eq!(text, format!("{}\r\nAT+CGMM\r\n", &long[..16]));
+}

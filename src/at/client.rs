@@ -234,6 +234,8 @@ pub struct Client<T> {
     dropped: u64,
     /// Set once the stream ended or failed: every later call fails at once.
     gone: Option<String>,
+    /// A deadline cut a write short: the peer holds half a command line.
+    torn_write: bool,
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Client<T> {
@@ -246,6 +248,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Client<T> {
             notifications: tx,
             dropped: 0,
             gone: None,
+            torn_write: false,
         };
         (client, rx)
     }
@@ -288,7 +291,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Client<T> {
         self.drain_pending();
         self.check_alive()?;
         let mut exchange = Exchange::new(cmd, self.options.dialect);
-        let bytes = frame_command(cmd, self.options.dialect, self.options.line_ending);
+        let mut bytes = Vec::new();
+        if self.torn_write {
+            // Terminate the half-written line so the peer rejects it alone.
+            bytes.extend_from_slice(self.options.line_ending.bytes());
+        }
+        bytes.extend(frame_command(
+            cmd,
+            self.options.dialect,
+            self.options.line_ending,
+        ));
         tracing::debug!(command = cmd, dialect = ?self.options.dialect, "AT send");
         let deadline = Instant::now() + timeout;
         let outcome = tokio::time::timeout_at(deadline, self.exchange(&mut exchange, &bytes)).await;
@@ -320,13 +332,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Client<T> {
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), AtError> {
+        self.torn_write = true;
         let io = self.io.get_mut();
         let written = async {
             io.write_all(bytes).await?;
             io.flush().await
         }
         .await;
-        written.map_err(|e| self.fail(e))
+        written.map_err(|e| self.fail(e))?;
+        self.torn_write = false;
+        Ok(())
     }
 
     async fn next_frame(&mut self) -> Result<Frame, AtError> {
@@ -394,6 +409,22 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Client<T> {
                     let _ = self.end_of_stream();
                     return;
                 }
+            }
+        }
+    }
+
+    /// Read for `duration` with no command in flight, routing notifications
+    /// to the channel (e.g. to catch `Ready` after a reset). Other lines are
+    /// discarded.
+    pub async fn listen(&mut self, duration: Duration) -> Result<(), AtError> {
+        self.check_alive()?;
+        let deadline = Instant::now() + duration;
+        loop {
+            match tokio::time::timeout_at(deadline, self.next_frame()).await {
+                Err(_) => return Ok(()),
+                Ok(Ok(Frame::Line(line))) if is_notification_idle(&line) => self.notify(line),
+                Ok(Ok(frame)) => tracing::debug!(?frame, "listen: discarding"),
+                Ok(Err(e)) => return Err(e),
             }
         }
     }
