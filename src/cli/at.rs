@@ -1,9 +1,123 @@
-//! `nrf-provd at`.
+//! `nrf-provd at`: send AT commands to one port and print the answers.
+//!
+//! Exit status: 0 when every command ended `OK`; 1 when one ended `ERROR`,
+//! `+CME ERROR` or `+CMS ERROR` (the rest still run); 2 on timeout,
+//! disconnect, open failure or bad arguments (nothing further is sent).
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::{EXIT_ERROR, EXIT_FAIL, error_exit};
+use crate::at::{AtError, Client, ClientOptions, DialectChoice, Notification};
+use crate::serial::{self, FlowControl, LineEnding, SerialSettings};
 
 #[derive(Debug, clap::Args)]
-pub struct AtArgs {}
+pub struct AtArgs {
+    /// Serial port, e.g. /dev/ttyACM0 or /dev/serial/by-id/...
+    #[arg(long)]
+    pub port: PathBuf,
+    /// Command dialect: raw AT host / SLM, Zephyr shell (`at '...'`), or detect.
+    #[arg(long, value_enum, default_value_t = DialectChoice::Auto)]
+    pub dialect: DialectChoice,
+    /// Deadline per command in seconds (default: per command, 5 s for most).
+    #[arg(long, value_parser = parse_secs)]
+    pub timeout: Option<Duration>,
+    #[arg(long, default_value_t = 115_200)]
+    pub baud: u32,
+    #[arg(long, value_enum, default_value_t = FlowControl::RtsCts)]
+    pub flow_control: FlowControl,
+    #[arg(long, value_enum, default_value_t = LineEnding::Crlf)]
+    pub line_ending: LineEnding,
+    /// AT commands, sent in turn, e.g. AT+CGSN 'AT%XMODEMUUID'.
+    #[arg(required = true)]
+    pub commands: Vec<String>,
+}
 
-pub async fn run(_args: AtArgs) -> ExitCode {
-    super::error_exit("not implemented yet")
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{s:?}: expected a positive number of seconds"))
+}
+
+fn print_notifications(rx: &mut mpsc::Receiver<Notification>) {
+    let mut out = std::io::stdout().lock();
+    while let Ok(n) = rx.try_recv() {
+        let _ = writeln!(out, "[urc] {}", n.line);
+    }
+}
+
+pub async fn run(args: AtArgs) -> ExitCode {
+    let settings = SerialSettings {
+        baud: args.baud,
+        flow_control: args.flow_control,
+        line_ending: args.line_ending,
+        ..SerialSettings::default()
+    };
+    let port = match serial::open(&args.port, &settings) {
+        Ok(p) => p,
+        Err(e) => return error_exit(e),
+    };
+    let options = ClientOptions {
+        dialect: args.dialect.fixed().unwrap_or(crate::at::Dialect::Raw),
+        line_ending: args.line_ending,
+        ..ClientOptions::default()
+    };
+    let (mut client, mut rx) = Client::new(port, options);
+    if let Err(e) = client.settle().await {
+        return error_exit(e);
+    }
+    if args.dialect == DialectChoice::Auto {
+        match client.detect_dialect().await {
+            Ok(d) => tracing::info!(dialect = ?d, "dialect detected"),
+            Err(e) => {
+                print_notifications(&mut rx);
+                return error_exit(format!("dialect detection failed: {e}"));
+            }
+        }
+    }
+    let mut status = 0u8;
+    for cmd in &args.commands {
+        let result = match args.timeout {
+            Some(t) => client.command_with_timeout(cmd, t).await,
+            None => client.command(cmd).await,
+        };
+        print_notifications(&mut rx);
+        match result {
+            Ok(response) => {
+                let mut out = std::io::stdout().lock();
+                for line in &response.lines {
+                    let _ = writeln!(out, "{line}");
+                }
+            }
+            Err(e @ (AtError::Error { .. } | AtError::Cme { .. } | AtError::Cms { .. })) => {
+                eprintln!("{e}");
+                status = EXIT_FAIL;
+            }
+            Err(AtError::Timeout {
+                command,
+                waited,
+                partial_lines,
+            }) => {
+                let mut out = std::io::stdout().lock();
+                for line in &partial_lines {
+                    let _ = writeln!(out, "{line}");
+                }
+                eprintln!("error: `{command}`: no final result within {waited:?}");
+                return ExitCode::from(EXIT_ERROR);
+            }
+            Err(e) => return error_exit(e),
+        }
+    }
+    if client.dropped_notifications() > 0 {
+        eprintln!(
+            "warning: {} notifications dropped (channel full)",
+            client.dropped_notifications()
+        );
+    }
+    ExitCode::from(status)
 }

@@ -1,0 +1,546 @@
+//! The AT client: one command in flight, a deadline per command,
+//! notifications routed to a channel.
+//!
+//! [`Exchange`] is the sans-IO core (frames in, outcome out); [`Client`] only
+//! adds the port, the clock and the channel around it.
+use std::time::{Duration, SystemTime};
+
+use futures::{FutureExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::codec::Framed;
+
+use super::Dialect;
+use super::codec::{Frame, LineCodec, frame_command};
+use super::error::{AtError, cme_code_for_text, cme_meaning};
+use super::parse::{
+    CommandContext, FinalResult, LineClass, classify, find_imei, is_notification_idle,
+};
+use crate::serial::LineEnding;
+
+/// Capacity of the notification channel; beyond it notifications are
+/// dropped and counted, so a storm can neither block the reader nor grow
+/// memory.
+pub const NOTIFICATION_CAPACITY: usize = 256;
+
+/// How long [`Client::settle`] waits for the peer to go quiet.
+const SETTLE: Duration = Duration::from_millis(200);
+
+/// Per-attempt deadline while detecting the dialect.
+const DETECT_ATTEMPT: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub dialect: Dialect,
+    pub line_ending: LineEnding,
+    /// Deadline for commands without a slower default of their own.
+    pub default_timeout: Duration,
+    /// Longest accepted line; enough for a `%CMNG` read of a 4 KiB PEM.
+    pub max_line: usize,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            dialect: Dialect::Raw,
+            line_ending: LineEnding::Crlf,
+            default_timeout: Duration::from_secs(5),
+            max_line: 16 * 1024,
+        }
+    }
+}
+
+/// An unsolicited line, stamped when it was read.
+#[derive(Debug, Clone)]
+pub struct Notification {
+    pub received: SystemTime,
+    pub line: String,
+}
+
+/// The information lines of a successful command (echo, prompts and
+/// notifications removed).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Response {
+    pub lines: Vec<String>,
+}
+
+impl Response {
+    /// Text after `prefix` (e.g. `"%ATTESTTOKEN:"`; the colon is implied if
+    /// missing) on the first line that has it, trimmed.
+    pub fn first_with_prefix(&self, prefix: &str) -> Option<&str> {
+        self.lines.iter().find_map(|l| after_prefix(l, prefix))
+    }
+
+    /// Like [`Self::first_with_prefix`], for every matching line.
+    pub fn all_with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.lines
+            .iter()
+            .filter_map(move |l| after_prefix(l, prefix))
+    }
+
+    /// Lines without a `+X:`/`%X:` prefix (IMEI, `AT+CGMR` output).
+    pub fn bare_lines(&self) -> impl Iterator<Item = &str> {
+        self.lines
+            .iter()
+            .map(String::as_str)
+            .filter(|l| super::parse::split_prefix(l).is_none())
+    }
+}
+
+/// `line` minus `prefix` (case-insensitive, colon implied), trimmed.
+fn after_prefix<'a>(line: &'a str, prefix: &str) -> Option<&'a str> {
+    let name = prefix.strip_suffix(':').unwrap_or(prefix);
+    let head = line.get(..name.len())?;
+    if !head.eq_ignore_ascii_case(name) {
+        return None;
+    }
+    line.get(name.len()..)?.strip_prefix(':').map(str::trim)
+}
+
+/// Result of feeding one frame to an [`Exchange`].
+#[derive(Debug)]
+pub enum Step {
+    Pending,
+    Notify(String),
+    Done(Result<Response, AtError>),
+}
+
+/// Sans-IO assembly of one command's response from decoded frames.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    ctx: CommandContext,
+    lines: Vec<String>,
+    overlong: Option<usize>,
+}
+
+impl Exchange {
+    pub fn new(command: &str, dialect: Dialect) -> Self {
+        Exchange {
+            ctx: CommandContext::new(command, dialect),
+            lines: Vec::new(),
+            overlong: None,
+        }
+    }
+
+    pub fn feed(&mut self, frame: Frame) -> Step {
+        let line = match frame {
+            Frame::Line(line) => line,
+            Frame::Overlong { length } => {
+                self.overlong = Some(self.overlong.unwrap_or(0).max(length));
+                return Step::Pending;
+            }
+        };
+        match classify(&line, &self.ctx) {
+            LineClass::Echo => Step::Pending,
+            LineClass::Info => {
+                self.lines.push(line);
+                Step::Pending
+            }
+            LineClass::Notification => Step::Notify(line),
+            LineClass::Final(result) => Step::Done(self.finish(result)),
+        }
+    }
+
+    fn finish(&mut self, result: FinalResult) -> Result<Response, AtError> {
+        let command = self.ctx.command().to_string();
+        match result {
+            FinalResult::Ok => match self.overlong {
+                Some(length) => Err(AtError::Overlong { command, length }),
+                None => Ok(Response {
+                    lines: std::mem::take(&mut self.lines),
+                }),
+            },
+            FinalResult::Error => Err(AtError::Error { command }),
+            FinalResult::Cme(code) => Err(AtError::Cme {
+                command,
+                code,
+                meaning: cme_meaning(code),
+            }),
+            FinalResult::CmeText(text) => {
+                let code = cme_code_for_text(&text).unwrap_or(0);
+                tracing::debug!(%text, "verbose +CME ERROR");
+                Err(AtError::Cme {
+                    command,
+                    code,
+                    meaning: if code == 0 {
+                        "unknown"
+                    } else {
+                        cme_meaning(code)
+                    },
+                })
+            }
+            FinalResult::Cms(code) => Err(AtError::Cms { command, code }),
+            FinalResult::CmsText(text) => {
+                tracing::debug!(%text, "verbose +CMS ERROR");
+                Err(AtError::Cms { command, code: 0 })
+            }
+        }
+    }
+
+    /// Information lines received so far (for a timeout report).
+    pub fn partial_lines(&self) -> &[String] {
+        &self.lines
+    }
+}
+
+/// Deadline for `cmd` when the caller gives none: key generation is slow,
+/// attestation and credential writes take seconds, mode changes may wait for
+/// network detach.
+pub fn default_timeout_for(cmd: &str, default: Duration) -> Duration {
+    let upper = cmd.to_ascii_uppercase();
+    let specific = if upper.contains("%KEYGEN") {
+        Duration::from_secs(60)
+    } else if upper.contains("+CFUN=") {
+        Duration::from_secs(15)
+    } else if upper.contains("%ATTESTTOKEN") || upper.contains("%JWT") || upper.contains("%CMNG") {
+        Duration::from_secs(10)
+    } else {
+        default
+    };
+    specific.max(default)
+}
+
+/// Errors that mean the port is gone (USB unplug, closed pty master).
+fn io_to_at(e: std::io::Error) -> AtError {
+    use nix::libc;
+    use std::io::ErrorKind;
+    let gone_errno = matches!(
+        e.raw_os_error(),
+        Some(libc::EIO | libc::ENXIO | libc::ENODEV | libc::EBADF)
+    );
+    let gone_kind = matches!(
+        e.kind(),
+        ErrorKind::BrokenPipe
+            | ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::NotConnected
+            | ErrorKind::UnexpectedEof
+    );
+    if gone_errno || gone_kind {
+        AtError::Disconnected {
+            detail: e.to_string(),
+        }
+    } else {
+        AtError::Io(e)
+    }
+}
+
+/// An AT client over any byte stream (serial port, pty, in-memory duplex).
+pub struct Client<T> {
+    io: Framed<T, LineCodec>,
+    options: ClientOptions,
+    notifications: mpsc::Sender<Notification>,
+    dropped: u64,
+    /// Set once the stream ended or failed: every later call fails at once.
+    gone: Option<String>,
+    /// A deadline cut a write short: the peer holds half a command line.
+    torn_write: bool,
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Client<T> {
+    pub fn new(io: T, options: ClientOptions) -> (Self, mpsc::Receiver<Notification>) {
+        let (tx, rx) = mpsc::channel(NOTIFICATION_CAPACITY);
+        let codec = LineCodec::new(options.max_line);
+        let client = Client {
+            io: Framed::new(io, codec),
+            options,
+            notifications: tx,
+            dropped: 0,
+            gone: None,
+            torn_write: false,
+        };
+        (client, rx)
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.options.dialect
+    }
+
+    pub fn set_dialect(&mut self, d: Dialect) {
+        self.options.dialect = d;
+    }
+
+    pub fn options(&self) -> &ClientOptions {
+        &self.options
+    }
+
+    /// Notifications dropped because the channel was full.
+    pub fn dropped_notifications(&self) -> u64 {
+        self.dropped
+    }
+
+    /// The underlying stream (e.g. to change port settings).
+    pub fn get_mut(&mut self) -> &mut T {
+        self.io.get_mut()
+    }
+
+    /// Send `cmd` with its default deadline (see [`default_timeout_for`]).
+    pub async fn command(&mut self, cmd: &str) -> Result<Response, AtError> {
+        let timeout = default_timeout_for(cmd, self.options.default_timeout);
+        self.command_with_timeout(cmd, timeout).await
+    }
+
+    /// Send `cmd` and wait for its final result until `timeout` (which also
+    /// covers writing: a port held by flow control times out too).
+    pub async fn command_with_timeout(
+        &mut self,
+        cmd: &str,
+        timeout: Duration,
+    ) -> Result<Response, AtError> {
+        self.drain_pending();
+        self.check_alive()?;
+        let mut exchange = Exchange::new(cmd, self.options.dialect);
+        let mut bytes = Vec::new();
+        if self.torn_write {
+            // Terminate the half-written line so the peer rejects it alone.
+            bytes.extend_from_slice(self.options.line_ending.bytes());
+        }
+        bytes.extend(frame_command(
+            cmd,
+            self.options.dialect,
+            self.options.line_ending,
+        ));
+        tracing::debug!(command = cmd, dialect = ?self.options.dialect, "AT send");
+        let deadline = Instant::now() + timeout;
+        let outcome = tokio::time::timeout_at(deadline, self.exchange(&mut exchange, &bytes)).await;
+        let result = match outcome {
+            Ok(result) => result,
+            Err(_) => Err(AtError::Timeout {
+                command: cmd.to_string(),
+                waited: timeout,
+                partial_lines: exchange.partial_lines().to_vec(),
+            }),
+        };
+        match &result {
+            Ok(r) => tracing::debug!(command = cmd, lines = r.lines.len(), "AT ok"),
+            Err(e) => tracing::debug!(command = cmd, error = %e, "AT failed"),
+        }
+        result
+    }
+
+    async fn exchange(&mut self, ex: &mut Exchange, bytes: &[u8]) -> Result<Response, AtError> {
+        self.write(bytes).await?;
+        loop {
+            let frame = self.next_frame().await?;
+            match ex.feed(frame) {
+                Step::Pending => {}
+                Step::Notify(line) => self.notify(line),
+                Step::Done(result) => return result,
+            }
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), AtError> {
+        self.torn_write = true;
+        let io = self.io.get_mut();
+        let written = async {
+            io.write_all(bytes).await?;
+            io.flush().await
+        }
+        .await;
+        written.map_err(|e| self.fail(e))?;
+        self.torn_write = false;
+        Ok(())
+    }
+
+    async fn next_frame(&mut self) -> Result<Frame, AtError> {
+        match self.io.next().await {
+            Some(Ok(frame)) => Ok(frame),
+            Some(Err(e)) => Err(self.fail(e)),
+            None => Err(self.end_of_stream()),
+        }
+    }
+
+    fn fail(&mut self, e: std::io::Error) -> AtError {
+        let err = io_to_at(e);
+        // Framed ends the stream after a read error, so the port is done
+        // either way.
+        self.gone = Some(err.to_string());
+        err
+    }
+
+    fn end_of_stream(&mut self) -> AtError {
+        let detail = "end of stream (device closed or unplugged)".to_string();
+        self.gone = Some(detail.clone());
+        AtError::Disconnected { detail }
+    }
+
+    fn check_alive(&self) -> Result<(), AtError> {
+        match &self.gone {
+            Some(detail) => Err(AtError::Disconnected {
+                detail: detail.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn notify(&mut self, line: String) {
+        tracing::debug!(%line, "notification");
+        let n = Notification {
+            received: SystemTime::now(),
+            line,
+        };
+        match self.notifications.try_send(n) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => self.dropped += 1,
+            // Nobody listens: nothing to count.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// Route lines that arrived while idle, without waiting: prefixed lines
+    /// and banners become notifications, anything else (a late answer to a
+    /// timed-out command, boot noise) is discarded so it cannot be taken for
+    /// the next command's response.
+    fn drain_pending(&mut self) {
+        if self.gone.is_some() {
+            return;
+        }
+        while let Some(item) = self.io.next().now_or_never() {
+            match item {
+                Some(Ok(Frame::Line(line))) if is_notification_idle(&line) => self.notify(line),
+                Some(Ok(frame)) => tracing::debug!(?frame, "discarding stale input"),
+                Some(Err(e)) => {
+                    let _ = self.fail(e);
+                    return;
+                }
+                None => {
+                    let _ = self.end_of_stream();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Read for `duration` with no command in flight, routing notifications
+    /// to the channel (e.g. to catch `Ready` after a reset). Other lines are
+    /// discarded.
+    pub async fn listen(&mut self, duration: Duration) -> Result<(), AtError> {
+        self.check_alive()?;
+        let deadline = Instant::now() + duration;
+        loop {
+            match tokio::time::timeout_at(deadline, self.next_frame()).await {
+                Err(_) => return Ok(()),
+                Ok(Ok(Frame::Line(line))) if is_notification_idle(&line) => self.notify(line),
+                Ok(Ok(frame)) => tracing::debug!(?frame, "listen: discarding"),
+                Ok(Err(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// Like Nordic's tools on open: write one line ending, wait ~0.2 s and
+    /// discard whatever arrived (boot noise, a half-typed shell line).
+    pub async fn settle(&mut self) -> Result<(), AtError> {
+        self.check_alive()?;
+        let ending = self.options.line_ending.bytes();
+        match tokio::time::timeout(SETTLE, self.write(ending)).await {
+            Ok(result) => result?,
+            Err(_) => tracing::debug!("settle: line ending not written (flow control?)"),
+        }
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            match tokio::time::timeout_at(deadline, self.next_frame()).await {
+                Err(_) => break,
+                Ok(Ok(frame)) => tracing::debug!(?frame, "settle: discarding"),
+                Ok(Err(e)) => return Err(e),
+            }
+        }
+        self.io.read_buffer_mut().clear();
+        self.io.codec_mut().reset();
+        Ok(())
+    }
+
+    /// Find the dialect the way Nordic's tools do: send `AT+CGSN` as a shell
+    /// command and raw, up to 3 rounds, and take the form whose answer has a
+    /// 15-digit IMEI followed by `OK`. Shell goes first: a raw AT host
+    /// rejects `at '…'` with an immediate `ERROR`, while a shell ignores a raw
+    /// `AT+CGSN` silently (costing a timeout). Sets the client's dialect.
+    pub async fn detect_dialect(&mut self) -> Result<Dialect, AtError> {
+        let original = self.options.dialect;
+        let mut last_error = None;
+        for _round in 0..3 {
+            for dialect in [Dialect::Shell, Dialect::Raw] {
+                self.options.dialect = dialect;
+                match self.command_with_timeout("AT+CGSN", DETECT_ATTEMPT).await {
+                    Ok(r) if r.lines.iter().any(|l| find_imei(l).is_some()) => {
+                        tracing::debug!(?dialect, "dialect detected");
+                        return Ok(dialect);
+                    }
+                    Ok(r) => tracing::debug!(?dialect, lines = ?r.lines, "no IMEI in answer"),
+                    Err(e @ AtError::Disconnected { .. }) => {
+                        self.options.dialect = original;
+                        return Err(e);
+                    }
+                    Err(e) => last_error = Some(e),
+                }
+            }
+        }
+        self.options.dialect = original;
+        Err(last_error.unwrap_or(AtError::Malformed {
+            line: "no 15-digit IMEI in any AT+CGSN answer".to_string(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed_all(
+        ex: &mut Exchange,
+        lines: &[&str],
+    ) -> (Vec<String>, Option<Result<Response, AtError>>) {
+        let mut notes = Vec::new();
+        for l in lines {
+            match ex.feed(Frame::Line(l.to_string())) {
+                Step::Pending => {}
+                Step::Notify(n) => notes.push(n),
+                Step::Done(r) => return (notes, Some(r)),
+            }
+        }
+        (notes, None)
+    }
+
+    #[test]
+    fn urc_between_info_and_ok() {
+        let mut ex = Exchange::new("AT%ATTESTTOKEN", Dialect::Raw);
+        let (notes, done) = feed_all(&mut ex, &["%ATTESTTOKEN: \"a.b\"", "+CEREG: 5", "OK"]);
+        assert_eq!(notes, vec!["+CEREG: 5"]);
+        let r = done.unwrap().unwrap();
+        assert_eq!(r.first_with_prefix("%ATTESTTOKEN:"), Some("\"a.b\""));
+        assert_eq!(r.first_with_prefix("%attesttoken"), Some("\"a.b\""));
+        assert_eq!(r.first_with_prefix("%ATTEST"), None);
+    }
+
+    #[test]
+    fn overlong_fails_the_command_after_its_final() {
+        let mut ex = Exchange::new("AT%CMNG=2,1,0", Dialect::Raw);
+        assert!(matches!(
+            ex.feed(Frame::Overlong { length: 99 }),
+            Step::Pending
+        ));
+        match ex.feed(Frame::Line("OK".into())) {
+            Step::Done(Err(AtError::Overlong { length, .. })) => assert_eq!(length, 99),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn timeouts_per_command() {
+        let d = Duration::from_secs(5);
+        assert_eq!(
+            default_timeout_for("AT%KEYGEN=1,2,0", d),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            default_timeout_for("AT%ATTESTTOKEN", d),
+            Duration::from_secs(10)
+        );
+        assert_eq!(default_timeout_for("AT+CGSN", d), d);
+        assert_eq!(
+            default_timeout_for("AT+CGSN", Duration::from_secs(90)),
+            Duration::from_secs(90)
+        );
+    }
+}
