@@ -11,11 +11,15 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 use nix::pty::{OpenptyResult, openpty};
 use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
 use tokio::io::unix::AsyncFd;
+
+// TIOCINQ: bytes in a tty's input queue that nobody has read yet.
+nix::ioctl_read_bad!(tiocinq, nix::libc::TIOCINQ, nix::libc::c_int);
 
 /// The board's end of one pseudo-terminal pair, plus the host-facing link.
 pub struct PtyPort {
@@ -102,6 +106,33 @@ impl PtyPort {
             }
         }
         Ok(())
+    }
+}
+
+impl PtyPort {
+    /// Bytes written for the host that it has not read yet.
+    pub fn unread_by_host(&self) -> io::Result<usize> {
+        let slave = self
+            .slave
+            .as_ref()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "pty closed"))?;
+        let mut count: nix::libc::c_int = 0;
+        // SAFETY: TIOCINQ writes one c_int through the pointer, which points
+        // at a live local; the fd is an open tty.
+        unsafe { tiocinq(slave.as_raw_fd(), &mut count) }.map_err(nix_io)?;
+        Ok(usize::try_from(count).unwrap_or(0))
+    }
+
+    /// Wait (up to `max`) until the host has read what was written. Closing
+    /// the master hangs the slave up and discards unread input, so a board
+    /// pulled "after sending half a reply" must let those bytes arrive first.
+    pub async fn drain(&self, max: Duration) {
+        let start = tokio::time::Instant::now();
+        // The kernel moves written bytes to the slave's queue asynchronously.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        while start.elapsed() < max && self.unread_by_host().is_ok_and(|n| n > 0) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }
 

@@ -230,6 +230,8 @@ impl Session {
         if key.as_deref().is_some_and(|k| self.cfg.faults.unplugs(k)) {
             let half = output.get(..output.len().div_ceil(2)).unwrap_or_default();
             self.write(half).await?;
+            // Let the host read the half before the pull discards it.
+            self.port.drain(Duration::from_secs(2)).await;
             return Ok(true);
         }
         self.write(&output).await?;
