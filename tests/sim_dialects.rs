@@ -49,7 +49,7 @@ async fn exercise_every_command(dialect: SimDialect) {
     assert!(host.ok("AT").await.is_empty());
 
     // Identity and versions.
-    assert_eq!(host.ok("AT+CGSN").await, [id.imei.clone()]);
+    assert_eq!(host.ok("AT+CGSN").await, [id.imei.as_str()]);
     assert_eq!(
         host.ok("AT+CGSN=1").await,
         [format!("+CGSN: \"{}\"", id.imei)]

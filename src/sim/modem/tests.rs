@@ -119,9 +119,9 @@ fn identity_and_version_commands() {
     let mut m = board(&[]);
     let id = m.identity().clone();
     assert!(ok(&mut m, "AT").is_empty());
-    assert_eq!(ok(&mut m, "AT+CGSN"), [id.imei.clone()]);
+    assert_eq!(ok(&mut m, "AT+CGSN"), [id.imei.as_str()]);
     assert_eq!(ok(&mut m, "AT+CGSN=1"), [format!("+CGSN: \"{}\"", id.imei)]);
-    assert_eq!(ok(&mut m, "at+cgsn=0"), [id.imei.clone()]);
+    assert_eq!(ok(&mut m, "at+cgsn=0"), [id.imei.as_str()]);
     assert_eq!(ok(&mut m, "AT+CGMR"), ["mfw_nrf91x1_2.0.1"]);
     assert_eq!(ok(&mut m, "AT+CGMM"), ["nRF9161-LACA"]);
     assert_eq!(ok(&mut m, "AT%HWVERSION"), ["%HWVERSION: nRF9161 LACA A0A"]);
