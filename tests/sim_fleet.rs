@@ -276,3 +276,13 @@ fn simulate_rejects_a_bad_fault_spec() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown fault"));
 }
+
+#[test]
+fn simulate_rejects_a_fault_for_a_missing_modem() {
+    let out = Command::new(env!("CARGO_BIN_EXE_nrf-provd"))
+        .args(["simulate", "--count", "2", "--fault", "2:replay"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only 2 modem(s)"));
+}

@@ -5,7 +5,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::sim::{FaultSpec, Fleet, Latency, SimDialect, SimOptions};
+use crate::sim::{FaultSpec, FaultTargets, Fleet, Latency, SimDialect, SimOptions};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = FAULT_HELP)]
@@ -79,6 +79,15 @@ fn write_trust(path: &PathBuf, csv: &str) -> std::io::Result<()> {
 pub async fn run(args: SimulateArgs) -> ExitCode {
     if args.count == 0 {
         return super::error_exit("--count must be at least 1");
+    }
+    if let Some(spec) = args.faults.iter().find(|spec| match spec.targets {
+        FaultTargets::All => false,
+        FaultTargets::Range(first, _) => first >= args.count,
+    }) {
+        return super::error_exit(format!(
+            "--fault {spec}: there are only {} modem(s)",
+            args.count
+        ));
     }
     let seed = args.seed.unwrap_or_else(rand::random);
     let dir = args.dir.unwrap_or_else(default_dir);

@@ -324,7 +324,7 @@ impl Modem {
 
     fn cmee_command(&mut self, form: &Form) -> Handled {
         match form {
-            Form::Set(p) if p.len() == 1 => match p[0].number() {
+            Form::Set(p) if p.len() == 1 => match p.first().and_then(Param::number) {
                 Some(n @ (0 | 1)) => {
                     self.cmee = n == 1;
                     Ok(Reply::ok(Vec::new(), CommandKind::Query))
@@ -343,7 +343,7 @@ impl Modem {
     fn cfun_command(&mut self, form: &Form) -> Handled {
         match form {
             Form::Set(p) if p.len() == 1 => {
-                let mode = match p[0].number() {
+                let mode = match p.first().and_then(Param::number) {
                     Some(m @ (0 | 1 | 2 | 4)) => m as u8,
                     _ => return Err(self.cme(50)),
                 };
@@ -374,7 +374,7 @@ impl Modem {
         let line = match form {
             Form::Action => imei.clone(),
             Form::Test => "+CGSN: (0-3)".into(),
-            Form::Set(p) if p.len() == 1 => match p[0].number() {
+            Form::Set(p) if p.len() == 1 => match p.first().and_then(Param::number) {
                 Some(0) => imei.clone(),
                 Some(1) => format!("+CGSN: \"{imei}\""),
                 Some(2) => format!("+CGSN: \"{}{svn}\"", imei.get(..14).unwrap_or(imei)),
