@@ -1,9 +1,148 @@
-//! `nrf-provd simulate`.
+//! `nrf-provd simulate`: N simulated nRF91 modems on pseudo-terminals until
+//! SIGINT/SIGTERM.
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(Debug, clap::Args)]
-pub struct SimulateArgs {}
+use crate::sim::{FaultSpec, FaultTargets, Fleet, Latency, SimDialect, SimOptions};
 
-pub async fn run(_args: SimulateArgs) -> ExitCode {
-    super::error_exit("not implemented yet")
+#[derive(Debug, clap::Args)]
+#[command(after_help = FAULT_HELP)]
+pub struct SimulateArgs {
+    /// Number of modems.
+    #[arg(long, default_value_t = 1)]
+    pub count: usize,
+    /// Directory for the `ttySIM<i>` links (created if missing).
+    /// Default: `$XDG_RUNTIME_DIR/nrf-provd-sim`, else `/tmp/nrf-provd-sim`.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Write the modems' identity public keys here (trust-store CSV).
+    #[arg(long)]
+    pub trust_out: Option<PathBuf>,
+    /// Which application relays AT commands on the UART.
+    #[arg(long, value_enum, default_value_t = SimDialect::Raw)]
+    pub dialect: SimDialect,
+    /// `realistic` delays each reply like a real modem (key generation
+    /// about 1.2 s); `none` answers at once.
+    #[arg(long, value_enum, default_value_t = Latency::None)]
+    pub latency: Latency,
+    /// Pace output at this UART baud rate (10 bits a byte).
+    #[arg(long)]
+    pub baud: Option<u32>,
+    /// Seed for the fleet's identities and randomness; the same seed gives
+    /// the same boards. Default: random (printed on stderr).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Make modems misbehave: TARGETS:FAULT, repeatable (grammar below).
+    #[arg(long = "fault", value_name = "SPEC")]
+    pub faults: Vec<FaultSpec>,
+}
+
+const FAULT_HELP: &str = "\
+Fault specs (--fault TARGETS:FAULT):
+  TARGETS: all | N | N-M                (modem indices)
+  urc-storm          notifications at random moments, also inside replies
+  garbage            bursts of noise bytes (ending in CRLF)
+  unplug@CMD         board pulled halfway through the reply to CMD
+  stall@CMD          CMD never answered (later commands are)
+  cme=CODE@CMD       CMD fails with +CME ERROR: CODE (ERROR until AT+CMEE=1)
+  bad-signature      token signatures have a flipped bit
+  ignore-challenge   %ATTESTTOKEN ignores the host's challenge
+  replay             every token is the first of its kind again
+  wrong-uuid         tokens carry another UUID than %DEVICEUUID
+  bad-digest         %KEYGEN digest does not match the DER
+  untrusted-key      tokens signed by a key not in the trust file
+  legacy-csr         CSR signatureAlgorithm with NULL parameters (old firmware)
+  CMD is a command name such as KEYGEN, %KEYGEN or AT%KEYGEN.
+Examples: --fault 2:bad-signature --fault all:urc-storm --fault 0-3:cme=518@KEYGEN";
+
+fn default_dir() -> PathBuf {
+    std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
+        .join("nrf-provd-sim")
+}
+
+/// Write the trust file. Mode 0644: it holds public keys only, and the
+/// station daemon may run as another user than the simulator.
+fn write_trust(path: &PathBuf, csv: &str) -> std::io::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(path)?;
+    file.write_all(csv.as_bytes())
+}
+
+pub async fn run(args: SimulateArgs) -> ExitCode {
+    if args.count == 0 {
+        return super::error_exit("--count must be at least 1");
+    }
+    if let Some(spec) = args.faults.iter().find(|spec| match spec.targets {
+        FaultTargets::All => false,
+        FaultTargets::Range(first, _) => first >= args.count,
+    }) {
+        return super::error_exit(format!(
+            "--fault {spec}: there are only {} modem(s)",
+            args.count
+        ));
+    }
+    let seed = args.seed.unwrap_or_else(rand::random);
+    let dir = args.dir.unwrap_or_else(default_dir);
+    let options = SimOptions {
+        dialect: args.dialect,
+        latency: args.latency,
+        baud: args.baud,
+        faults: args.faults,
+    };
+    // Install the handlers before the links exist, so an early signal still
+    // cleans up.
+    let signals = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    let mut terminate = match signals {
+        Ok(s) => s,
+        Err(e) => return super::error_exit(format!("cannot handle SIGTERM: {e}")),
+    };
+    let fleet = match Fleet::start(&dir, args.count, seed, options).await {
+        Ok(fleet) => fleet,
+        Err(e) => {
+            return super::error_exit(format!(
+                "cannot start simulated modems in {}: {e}",
+                dir.display()
+            ));
+        }
+    };
+    eprintln!("nrf-provd simulate: {} modem(s), seed {seed}", fleet.len());
+    if let Some(path) = &args.trust_out {
+        if let Err(e) = write_trust(path, &fleet.trust_csv()) {
+            fleet.shutdown().await;
+            return super::error_exit(format!("cannot write trust file {}: {e}", path.display()));
+        }
+    }
+    let mut listing = String::new();
+    for i in 0..fleet.len() {
+        let identity = fleet.identity(i);
+        listing.push_str(&format!(
+            "{} {} {}\n",
+            fleet.link(i).display(),
+            identity.device_uuid,
+            identity.imei
+        ));
+    }
+    let mut stdout = std::io::stdout().lock();
+    let printed = stdout
+        .write_all(listing.as_bytes())
+        .and_then(|()| stdout.flush());
+    drop(stdout);
+    if let Err(e) = printed {
+        fleet.shutdown().await;
+        return super::error_exit(format!("cannot write to stdout: {e}"));
+    }
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    fleet.shutdown().await;
+    ExitCode::SUCCESS
 }

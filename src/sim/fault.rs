@@ -1,0 +1,337 @@
+//! Faults a simulated modem can be told to show, and their CLI grammar.
+//!
+//! ```text
+//! SPEC     = TARGETS ":" FAULT
+//! TARGETS  = "all" | N | N "-" M            (modem indices, inclusive range)
+//! FAULT    = "urc-storm"                    notifications at random moments, also
+//!                                           between an information line and the result
+//!          | "garbage"                      bursts of noise bytes (each ended by CRLF)
+//!                                           at power-on and at random moments
+//!          | "unplug@" CMD                  board pulled halfway through the response to CMD
+//!          | "stall@" CMD                   CMD is never answered (later commands are)
+//!          | "cme=" CODE "@" CMD            CMD fails with +CME ERROR: CODE
+//!                                           (plain ERROR until AT+CMEE=1)
+//!          | "bad-signature"                one bit of every token signature flipped
+//!          | "ignore-challenge"             %ATTESTTOKEN uses its own nonce
+//!          | "replay"                       every token is the first one of its kind again
+//!          | "wrong-uuid"                   tokens carry another UUID than %DEVICEUUID
+//!          | "bad-digest"                   %KEYGEN digest does not match the DER
+//!          | "untrusted-key"                tokens signed by a key that is not in the
+//!                                           trust file (the board is left out of it)
+//!          | "legacy-csr"                   CSR signatureAlgorithm with a NULL parameter,
+//!                                           as older modem firmware encodes it
+//! CMD      = a command name: KEYGEN, %KEYGEN, AT%KEYGEN, CFUN, AT (case-insensitive)
+//! ```
+//! Examples: `2:bad-signature`, `all:urc-storm`, `0-3:cme=518@KEYGEN`, `1:stall@CGSN`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use thiserror::Error;
+
+use super::syntax::normalize_name;
+
+/// Which modems of a fleet a fault applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultTargets {
+    All,
+    /// Indices `first..=last`.
+    Range(usize, usize),
+}
+
+impl FaultTargets {
+    pub fn contains(&self, index: usize) -> bool {
+        match *self {
+            FaultTargets::All => true,
+            FaultTargets::Range(first, last) => (first..=last).contains(&index),
+        }
+    }
+}
+
+/// One misbehaviour. Command names are stored normalised (see
+/// [`normalize_name`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    UrcStorm,
+    Garbage,
+    Unplug { command: String },
+    Stall { command: String },
+    Cme { code: u16, command: String },
+    BadSignature,
+    IgnoreChallenge,
+    Replay,
+    WrongUuid,
+    BadDigest,
+    UntrustedKey,
+    LegacyCsr,
+}
+
+/// A fault and the modems it applies to (`--fault 2:bad-signature`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultSpec {
+    pub targets: FaultTargets,
+    pub fault: Fault,
+}
+
+impl FaultSpec {
+    pub fn new(targets: FaultTargets, fault: Fault) -> Self {
+        Self { targets, fault }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum FaultParseError {
+    #[error("fault spec {0:?} has no ':' (expected TARGETS:FAULT, e.g. 2:bad-signature)")]
+    NoColon(String),
+    #[error("bad modem index or range {0:?} (expected all, N or N-M)")]
+    BadTargets(String),
+    #[error("unknown fault {0:?}")]
+    UnknownFault(String),
+    #[error("fault {0:?} needs a command: {0}@KEYGEN")]
+    MissingCommand(String),
+    #[error("fault {0:?} takes no command")]
+    UnexpectedCommand(String),
+    #[error("bad CME error code {0:?} (expected 1..=65535)")]
+    BadCode(String),
+}
+
+impl FromStr for FaultTargets {
+    type Err = FaultParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || FaultParseError::BadTargets(s.to_owned());
+        if s.eq_ignore_ascii_case("all") {
+            return Ok(FaultTargets::All);
+        }
+        let (first, last) = match s.split_once('-') {
+            Some((a, b)) => (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?),
+            None => {
+                let n = s.parse().map_err(|_| bad())?;
+                (n, n)
+            }
+        };
+        if first > last {
+            return Err(bad());
+        }
+        Ok(FaultTargets::Range(first, last))
+    }
+}
+
+impl FromStr for FaultSpec {
+    type Err = FaultParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (targets, fault) = s
+            .split_once(':')
+            .ok_or_else(|| FaultParseError::NoColon(s.to_owned()))?;
+        Ok(FaultSpec {
+            targets: targets.trim().parse()?,
+            fault: fault.trim().parse()?,
+        })
+    }
+}
+
+impl FromStr for Fault {
+    type Err = FaultParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (head, command) = match s.split_once('@') {
+            Some((head, cmd)) if !normalize_name(cmd).is_empty() => {
+                (head, Some(normalize_name(cmd)))
+            }
+            Some((head, _)) => return Err(FaultParseError::MissingCommand(head.to_owned())),
+            None => (s, None),
+        };
+        let head_lower = head.to_ascii_lowercase();
+        let needs = |make: fn(String) -> Fault| {
+            command
+                .clone()
+                .map(make)
+                .ok_or_else(|| FaultParseError::MissingCommand(head.to_owned()))
+        };
+        let fault = match head_lower.as_str() {
+            "unplug" => return needs(|command| Fault::Unplug { command }),
+            "stall" => return needs(|command| Fault::Stall { command }),
+            _ if head_lower.starts_with("cme=") => {
+                let code_text = &head[4..];
+                let code = code_text
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|c| *c > 0)
+                    .ok_or_else(|| FaultParseError::BadCode(code_text.to_owned()))?;
+                let command =
+                    command.ok_or_else(|| FaultParseError::MissingCommand(head.to_owned()))?;
+                return Ok(Fault::Cme { code, command });
+            }
+            "urc-storm" | "urc" => Fault::UrcStorm,
+            "garbage" => Fault::Garbage,
+            "bad-signature" => Fault::BadSignature,
+            "ignore-challenge" => Fault::IgnoreChallenge,
+            "replay" => Fault::Replay,
+            "wrong-uuid" => Fault::WrongUuid,
+            "bad-digest" => Fault::BadDigest,
+            "untrusted-key" => Fault::UntrustedKey,
+            "legacy-csr" => Fault::LegacyCsr,
+            _ => return Err(FaultParseError::UnknownFault(head.to_owned())),
+        };
+        if command.is_some() {
+            return Err(FaultParseError::UnexpectedCommand(head.to_owned()));
+        }
+        Ok(fault)
+    }
+}
+
+impl fmt::Display for FaultTargets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            FaultTargets::All => f.write_str("all"),
+            FaultTargets::Range(a, b) if a == b => write!(f, "{a}"),
+            FaultTargets::Range(a, b) => write!(f, "{a}-{b}"),
+        }
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::UrcStorm => f.write_str("urc-storm"),
+            Fault::Garbage => f.write_str("garbage"),
+            Fault::Unplug { command } => write!(f, "unplug@{command}"),
+            Fault::Stall { command } => write!(f, "stall@{command}"),
+            Fault::Cme { code, command } => write!(f, "cme={code}@{command}"),
+            Fault::BadSignature => f.write_str("bad-signature"),
+            Fault::IgnoreChallenge => f.write_str("ignore-challenge"),
+            Fault::Replay => f.write_str("replay"),
+            Fault::WrongUuid => f.write_str("wrong-uuid"),
+            Fault::BadDigest => f.write_str("bad-digest"),
+            Fault::UntrustedKey => f.write_str("untrusted-key"),
+            Fault::LegacyCsr => f.write_str("legacy-csr"),
+        }
+    }
+}
+
+impl fmt::Display for FaultSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.targets, self.fault)
+    }
+}
+
+/// The faults that apply to one modem, for quick checks while it runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FaultSet {
+    pub faults: Vec<Fault>,
+}
+
+impl FaultSet {
+    /// The faults of `specs` that target modem `index`.
+    pub fn for_index(specs: &[FaultSpec], index: usize) -> Self {
+        Self {
+            faults: specs
+                .iter()
+                .filter(|s| s.targets.contains(index))
+                .map(|s| s.fault.clone())
+                .collect(),
+        }
+    }
+
+    pub fn has(&self, fault: &Fault) -> bool {
+        self.faults.contains(fault)
+    }
+
+    /// The CME error injected for a command with normalised name `name`.
+    pub fn cme_for(&self, name: &str) -> Option<u16> {
+        self.faults.iter().find_map(|f| match f {
+            Fault::Cme { code, command } if command == name => Some(*code),
+            _ => None,
+        })
+    }
+
+    pub fn stalls(&self, name: &str) -> bool {
+        self.faults
+            .iter()
+            .any(|f| matches!(f, Fault::Stall { command } if command == name))
+    }
+
+    pub fn unplugs(&self, name: &str) -> bool {
+        self.faults
+            .iter()
+            .any(|f| matches!(f, Fault::Unplug { command } if command == name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_examples() {
+        let cases = [
+            (
+                "2:bad-signature",
+                FaultTargets::Range(2, 2),
+                Fault::BadSignature,
+            ),
+            ("all:urc-storm", FaultTargets::All, Fault::UrcStorm),
+            (
+                "0-3:cme=518@KEYGEN",
+                FaultTargets::Range(0, 3),
+                Fault::Cme {
+                    code: 518,
+                    command: "KEYGEN".into(),
+                },
+            ),
+            (
+                "1:stall@at+cgsn",
+                FaultTargets::Range(1, 1),
+                Fault::Stall {
+                    command: "CGSN".into(),
+                },
+            ),
+            (
+                "ALL:unplug@%KEYGEN",
+                FaultTargets::All,
+                Fault::Unplug {
+                    command: "KEYGEN".into(),
+                },
+            ),
+            ("4:legacy-csr", FaultTargets::Range(4, 4), Fault::LegacyCsr),
+        ];
+        for (text, targets, fault) in cases {
+            let spec: FaultSpec = text.parse().unwrap();
+            assert_eq!(spec, FaultSpec::new(targets, fault), "{text}");
+            // Display round-trips through the parser.
+            assert_eq!(spec.to_string().parse::<FaultSpec>().unwrap(), spec);
+        }
+    }
+
+    #[test]
+    fn rejects_bad_specs_with_a_reason() {
+        for bad in [
+            "bad-signature",
+            "x:replay",
+            "3-1:replay",
+            "1:nonsense",
+            "1:stall",
+            "1:unplug@",
+            "1:cme=0@KEYGEN",
+            "1:cme=abc@KEYGEN",
+            "1:cme=518",
+            "1:replay@KEYGEN",
+        ] {
+            assert!(bad.parse::<FaultSpec>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn fault_set_selects_by_index() {
+        let specs: Vec<FaultSpec> = ["0:replay", "1-2:bad-digest", "all:cme=513@CMNG"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let one = FaultSet::for_index(&specs, 1);
+        assert!(!one.has(&Fault::Replay));
+        assert!(one.has(&Fault::BadDigest));
+        assert_eq!(one.cme_for("CMNG"), Some(513));
+        assert_eq!(one.cme_for("KEYGEN"), None);
+    }
+}

@@ -1,0 +1,259 @@
+//! One session ("power-on to unplug") of one simulated board on its pty:
+//! bytes in through the dialect front end, commands to the modem, replies
+//! out with the modelled delay, baud pacing and the I/O faults.
+//!
+//! I/O faults (see [`super::fault`]):
+//! - `urc-storm`: after the host has first written, a notification every
+//!   20-200 ms while idle, and inside replies (before the first line and
+//!   between lines, so also between an information line and the result).
+//!   The shell prints notifications only after `at events_enable`, and
+//!   never inside a reply.
+//! - `garbage`: a burst of 1-12 noise bytes ending in CRLF at power-on,
+//!   now and then while idle (once the host has written) and before some
+//!   replies.
+//! - `stall@CMD`: CMD is not executed and never answered; the session goes
+//!   on reading, so later commands are answered.
+//! - `unplug@CMD`: CMD is executed, half of its reply is written, then the
+//!   board is pulled (pty closed, link removed) until the fleet replugs it.
+
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+
+use super::dialect::{FrontEvent, Frontend};
+use super::fault::{Fault, FaultSet};
+use super::modem::{Modem, line_fault_key};
+use super::pty::PtyPort;
+use super::timing::{command_delay, pacing_chunk, wire_time};
+use super::{Latency, SimDialect};
+
+/// Notifications a real nRF91 sends unasked (formats from the AT reference).
+const URCS: &[&str] = &[
+    "+CEREG: 2,\"76C1\",\"0102DA04\",7",
+    "+CEREG: 1,\"76C1\",\"0102DA04\",7,,,\"11100000\",\"11100000\"",
+    "%CESQ: 54,2,22,3",
+    "%XSIM: 1",
+    "%MDMEV: SEARCH STATUS 1",
+    "%MDMEV: SEARCH STATUS 2",
+    "+CSCON: 1",
+    "+CSCON: 0",
+];
+/// Bytes line noise is made of (no CR/LF inside a burst).
+const NOISE: &[u8] = &[
+    0x00, 0xff, 0xfe, 0x80, 0x1b, 0x7f, 0xaa, 0x55, b'~', b'#', 0xc3,
+];
+
+/// Everything a session needs besides the port and the modem.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub dialect: SimDialect,
+    pub latency: Latency,
+    pub baud: Option<u32>,
+    pub faults: FaultSet,
+    /// Randomness for fault timing; seeded so a run can be repeated.
+    pub rng: StdRng,
+}
+
+/// Why a session ended.
+#[derive(Debug)]
+pub enum SessionEnd {
+    /// The unplug fault pulled the board.
+    Unplugged,
+    /// The pty failed.
+    Io(io::Error),
+}
+
+struct Session {
+    port: PtyPort,
+    modem: Arc<Mutex<Modem>>,
+    front: Frontend,
+    cfg: SessionConfig,
+    host_seen: bool,
+}
+
+/// Run a session until the unplug fault fires or the pty fails. Dropping
+/// the future (task abort) ends it too; either way the port is closed and
+/// its link removed when `port` drops.
+pub async fn run_session(
+    port: PtyPort,
+    modem: Arc<Mutex<Modem>>,
+    cfg: SessionConfig,
+) -> SessionEnd {
+    let mut session = Session {
+        port,
+        modem,
+        front: Frontend::new(cfg.dialect),
+        cfg,
+        host_seen: false,
+    };
+    match session.run().await {
+        Ok(()) => SessionEnd::Unplugged,
+        Err(e) => SessionEnd::Io(e),
+    }
+}
+
+impl Session {
+    fn has(&self, fault: &Fault) -> bool {
+        self.cfg.faults.has(fault)
+    }
+
+    fn lock_modem(&self) -> std::sync::MutexGuard<'_, Modem> {
+        // A panic while holding the lock cannot leave the modem half-updated
+        // in a way that matters to a simulator; keep serving.
+        self.modem
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn add_busy(&self, busy: Duration) {
+        if !busy.is_zero() {
+            self.lock_modem().add_busy(busy);
+        }
+    }
+
+    /// Returns `Ok(())` when the board was pulled by the unplug fault.
+    async fn run(&mut self) -> io::Result<()> {
+        if self.has(&Fault::Garbage) {
+            let noise = self.noise();
+            self.write(&noise).await?;
+        }
+        let boot = self.front.boot_output();
+        self.write(&boot).await?;
+        let mut buf = vec![0u8; 4096];
+        let mut next_spontaneous = Instant::now() + self.spontaneous_gap();
+        loop {
+            let spontaneous =
+                self.host_seen && (self.has(&Fault::UrcStorm) || self.has(&Fault::Garbage));
+            let read = tokio::select! {
+                read = self.port.read(&mut buf) => Some(read),
+                () = tokio::time::sleep_until(next_spontaneous.into()), if spontaneous => None,
+            };
+            let Some(read) = read else {
+                self.spontaneous().await?;
+                next_spontaneous = Instant::now() + self.spontaneous_gap();
+                continue;
+            };
+            let n = read?;
+            let input = buf.get(..n).unwrap_or_default();
+            if !input.is_empty() && !self.host_seen {
+                self.host_seen = true;
+                next_spontaneous = Instant::now() + self.spontaneous_gap();
+            }
+            self.add_busy(wire_time(self.cfg.baud, n));
+            for event in self.front.feed(input) {
+                match event {
+                    FrontEvent::Output(bytes) => self.write(&bytes).await?,
+                    FrontEvent::Command(line) => {
+                        if self.command(&line).await? {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn spontaneous_gap(&mut self) -> Duration {
+        Duration::from_millis(self.cfg.rng.gen_range(20..=200))
+    }
+
+    async fn spontaneous(&mut self) -> io::Result<()> {
+        let want_urc = self.has(&Fault::UrcStorm);
+        let want_noise = self.has(&Fault::Garbage);
+        let bytes = match (want_urc, want_noise) {
+            (true, true) if self.cfg.rng.gen_bool(0.5) => self.noise(),
+            (_, false) | (true, true) => match self.urc() {
+                Some(urc) => urc,
+                None => return Ok(()),
+            },
+            (false, true) => self.noise(),
+        };
+        self.write(&bytes).await
+    }
+
+    fn urc(&mut self) -> Option<Vec<u8>> {
+        let urc = URCS
+            .choose(&mut self.cfg.rng)
+            .copied()
+            .unwrap_or("%XSIM: 1");
+        self.front.render_urc(urc)
+    }
+
+    fn noise(&mut self) -> Vec<u8> {
+        let len = self.cfg.rng.gen_range(1..=12);
+        let mut bytes: Vec<u8> = (0..len)
+            .map(|_| NOISE.choose(&mut self.cfg.rng).copied().unwrap_or(0xff))
+            .collect();
+        bytes.extend_from_slice(b"\r\n");
+        bytes
+    }
+
+    /// Handle one command line; returns true when the board was pulled.
+    async fn command(&mut self, line: &str) -> io::Result<bool> {
+        let key = line_fault_key(line);
+        if key.as_deref().is_some_and(|k| self.cfg.faults.stalls(k)) {
+            return Ok(false);
+        }
+        let reply = self.lock_modem().handle(line, Instant::now());
+        let delay = command_delay(self.cfg.latency, reply.kind);
+        let mut pieces = self.front.render_reply(&reply);
+        if self.has(&Fault::UrcStorm) && pieces.len() > 1 {
+            // Between every two lines with even odds, and at least once
+            // between the last information line and the result.
+            let last_gap = pieces.len() - 1;
+            for gap in (1..pieces.len()).rev() {
+                if gap == last_gap || self.cfg.rng.gen_bool(0.5) {
+                    if let Some(urc) = self.urc() {
+                        pieces.insert(gap, urc);
+                    }
+                }
+            }
+        }
+        if self.has(&Fault::UrcStorm) && self.cfg.rng.gen_bool(0.3) {
+            if let Some(urc) = self.urc() {
+                pieces.insert(0, urc);
+            }
+        }
+        if self.has(&Fault::Garbage) && self.cfg.rng.gen_bool(0.3) {
+            let noise = self.noise();
+            pieces.insert(0, noise);
+        }
+        self.add_busy(delay);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let output = pieces.concat();
+        if key.as_deref().is_some_and(|k| self.cfg.faults.unplugs(k)) {
+            let half = output.get(..output.len().div_ceil(2)).unwrap_or_default();
+            self.write(half).await?;
+            // Let the host read the half before the pull discards it.
+            self.port.drain(Duration::from_secs(2)).await;
+            return Ok(true);
+        }
+        self.write(&output).await?;
+        Ok(false)
+    }
+
+    /// Write for the host, paced at the configured baud rate.
+    async fn write(&self, bytes: &[u8]) -> io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let Some(baud) = self.cfg.baud.filter(|b| *b > 0) else {
+            return self.port.write_all(bytes).await;
+        };
+        self.add_busy(wire_time(Some(baud), bytes.len()));
+        let start = tokio::time::Instant::now();
+        let mut sent = 0;
+        for chunk in bytes.chunks(pacing_chunk(baud)) {
+            self.port.write_all(chunk).await?;
+            sent += chunk.len();
+            tokio::time::sleep_until(start + wire_time(Some(baud), sent)).await;
+        }
+        Ok(())
+    }
+}
