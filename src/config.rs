@@ -62,33 +62,9 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FlowControlName {
-    None,
-    #[default]
-    Rtscts,
-    Xonxoff,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LineEndingName {
-    #[default]
-    Crlf,
-    Cr,
-    Lf,
-    Nul,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DialectName {
-    #[default]
-    Auto,
-    Raw,
-    Shell,
-}
+// The AT engine's own enums, so config and engine cannot drift.
+pub use crate::at::DialectChoice;
+pub use crate::serial::{FlowControl, LineEnding};
 
 /// One step of the provisioning plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
@@ -186,20 +162,20 @@ pub struct PortsConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SerialConfig {
     pub baud: u32,
-    pub flow_control: FlowControlName,
-    pub line_ending: LineEndingName,
+    pub flow_control: FlowControl,
+    pub line_ending: LineEnding,
     pub dtr: bool,
-    pub dialect: DialectName,
+    pub dialect: DialectChoice,
 }
 
 impl Default for SerialConfig {
     fn default() -> Self {
         SerialConfig {
             baud: 115_200,
-            flow_control: FlowControlName::Rtscts,
-            line_ending: LineEndingName::Crlf,
+            flow_control: FlowControl::RtsCts,
+            line_ending: LineEnding::Crlf,
             dtr: true,
-            dialect: DialectName::Auto,
+            dialect: DialectChoice::Auto,
         }
     }
 }
@@ -339,10 +315,10 @@ struct RawPorts {
 #[serde(deny_unknown_fields)]
 struct RawSerial {
     baud: Option<Spanned<u32>>,
-    flow_control: Option<FlowControlName>,
-    line_ending: Option<LineEndingName>,
+    flow_control: Option<FlowControl>,
+    line_ending: Option<LineEnding>,
     dtr: Option<bool>,
-    dialect: Option<DialectName>,
+    dialect: Option<DialectChoice>,
 }
 
 #[derive(Default, Deserialize)]

@@ -5,6 +5,7 @@ pub mod at;
 pub mod ca;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod modem;
 pub mod plan;
 pub mod serial;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nrf_provd::config::{
-    ConfigError, DialectName, FlowControlName, LineEndingName, LogFormat, StationConfig, Step,
+    ConfigError, DialectChoice, FlowControl, LineEnding, LogFormat, StationConfig, Step,
 };
 
 const MINIMAL: &str = r#"
@@ -50,7 +50,7 @@ fn shipped_station_toml_parses_with_documented_values() {
     );
     assert_eq!(config.plan.steps, Step::ALL.to_vec());
     assert_eq!(config.plan.sec_tag, 16_842_753);
-    assert_eq!(config.serial.flow_control, FlowControlName::Rtscts);
+    assert_eq!(config.serial.flow_control, FlowControl::RtsCts);
     assert_eq!(config.timeouts.keygen, Duration::from_secs(60));
     let ca = config.ca.unwrap_or_else(|| panic!("station.toml has [ca]"));
     assert_eq!(ca.validity_days, 3650);
@@ -61,7 +61,7 @@ fn shipped_station_toml_parses_with_documented_values() {
 fn embedded_demo_config_parses() {
     let config = StationConfig::demo();
     assert_eq!(config.station_id, "demo");
-    assert_eq!(config.serial.flow_control, FlowControlName::None);
+    assert_eq!(config.serial.flow_control, FlowControl::None);
     assert!(config.plan.steps.contains(&Step::Jwt));
     assert!(config.ca.is_some());
 }
@@ -73,9 +73,9 @@ fn defaults_fill_what_is_left_out() {
     assert_eq!(config.ports.rescan_interval, Duration::from_millis(1000));
     assert!(config.ports.exclude.is_empty());
     assert_eq!(config.serial.baud, 115_200);
-    assert_eq!(config.serial.line_ending, LineEndingName::Crlf);
+    assert_eq!(config.serial.line_ending, LineEnding::Crlf);
     assert!(config.serial.dtr);
-    assert_eq!(config.serial.dialect, DialectName::Auto);
+    assert_eq!(config.serial.dialect, DialectChoice::Auto);
     assert_eq!(config.timeouts.command, Duration::from_secs(5));
     assert_eq!(config.timeouts.attest, Duration::from_secs(10));
     assert_eq!(config.timeouts.run, Duration::from_secs(180));

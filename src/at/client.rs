@@ -36,6 +36,10 @@ pub struct ClientOptions {
     pub line_ending: LineEnding,
     /// Deadline for commands without a slower default of their own.
     pub default_timeout: Duration,
+    /// Deadline for `%KEYGEN`: key generation is the slowest command.
+    pub keygen_timeout: Duration,
+    /// Deadline for `%ATTESTTOKEN`, `%JWT` and `%CMNG` (signing, flash writes).
+    pub token_timeout: Duration,
     /// Longest accepted line; enough for a `%CMNG` read of a 4 KiB PEM.
     pub max_line: usize,
 }
@@ -46,6 +50,8 @@ impl Default for ClientOptions {
             dialect: Dialect::Raw,
             line_ending: LineEnding::Crlf,
             default_timeout: Duration::from_secs(5),
+            keygen_timeout: Duration::from_secs(60),
+            token_timeout: Duration::from_secs(10),
             max_line: 16 * 1024,
         }
     }
@@ -187,18 +193,18 @@ impl Exchange {
 /// Deadline for `cmd` when the caller gives none: key generation is slow,
 /// attestation and credential writes take seconds, mode changes may wait for
 /// network detach.
-pub fn default_timeout_for(cmd: &str, default: Duration) -> Duration {
+pub fn default_timeout_for(cmd: &str, options: &ClientOptions) -> Duration {
     let upper = cmd.to_ascii_uppercase();
     let specific = if upper.contains("%KEYGEN") {
-        Duration::from_secs(60)
+        options.keygen_timeout
     } else if upper.contains("+CFUN=") {
         Duration::from_secs(15)
     } else if upper.contains("%ATTESTTOKEN") || upper.contains("%JWT") || upper.contains("%CMNG") {
-        Duration::from_secs(10)
+        options.token_timeout
     } else {
-        default
+        options.default_timeout
     };
-    specific.max(default)
+    specific.max(options.default_timeout)
 }
 
 /// Errors that mean the port is gone (USB unplug, closed pty master).
@@ -277,7 +283,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Client<T> {
 
     /// Send `cmd` with its default deadline (see [`default_timeout_for`]).
     pub async fn command(&mut self, cmd: &str) -> Result<Response, AtError> {
-        let timeout = default_timeout_for(cmd, self.options.default_timeout);
+        let timeout = default_timeout_for(cmd, &self.options);
         self.command_with_timeout(cmd, timeout).await
     }
 
@@ -528,18 +534,23 @@ mod tests {
 
     #[test]
     fn timeouts_per_command() {
-        let d = Duration::from_secs(5);
+        let options = ClientOptions::default();
+        let d = options.default_timeout;
         assert_eq!(
-            default_timeout_for("AT%KEYGEN=1,2,0", d),
+            default_timeout_for("AT%KEYGEN=1,2,0", &options),
             Duration::from_secs(60)
         );
         assert_eq!(
-            default_timeout_for("AT%ATTESTTOKEN", d),
+            default_timeout_for("AT%ATTESTTOKEN", &options),
             Duration::from_secs(10)
         );
-        assert_eq!(default_timeout_for("AT+CGSN", d), d);
+        assert_eq!(default_timeout_for("AT+CGSN", &options), d);
+        let slow = ClientOptions {
+            default_timeout: Duration::from_secs(90),
+            ..ClientOptions::default()
+        };
         assert_eq!(
-            default_timeout_for("AT+CGSN", Duration::from_secs(90)),
+            default_timeout_for("AT+CGSN", &slow),
             Duration::from_secs(90)
         );
     }

@@ -1,23 +1,175 @@
 //! `nrf-provd run`, `provision` and `demo`.
+
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info, warn};
+
+use crate::config::StationConfig;
+use crate::station::{self, Station};
+use crate::store::{Outcome, RunRecord};
 
 #[derive(Debug, clap::Args)]
-pub struct RunArgs {}
-
-#[derive(Debug, clap::Args)]
-pub struct ProvisionArgs {}
-
-#[derive(Debug, clap::Args)]
-pub struct DemoArgs {}
-
-pub async fn run(_args: RunArgs) -> ExitCode {
-    super::error_exit("not implemented yet")
+pub struct RunArgs {
+    /// Station configuration (see config/station.toml).
+    #[arg(long, short)]
+    pub config: PathBuf,
 }
 
-pub async fn provision(_args: ProvisionArgs) -> ExitCode {
-    super::error_exit("not implemented yet")
+#[derive(Debug, clap::Args)]
+pub struct ProvisionArgs {
+    /// Serial port of the board, e.g. /dev/ttyACM0.
+    #[arg(long, short)]
+    pub port: PathBuf,
+    /// Station configuration; the plan, trust file, CA and database come from it.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Print the run record as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
-pub async fn demo(_args: DemoArgs) -> ExitCode {
-    super::error_exit("not implemented yet")
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Number of simulated boards.
+    #[arg(long, default_value_t = 4)]
+    pub boards: usize,
+    /// Provisioning rounds; between rounds every board is unplugged and replugged.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
+    /// How fast the simulated modems answer: `realistic` models a real modem (key generation takes about a second).
+    #[arg(long, value_enum, default_value_t = crate::sim::Latency::Realistic)]
+    pub latency: crate::sim::Latency,
+}
+
+/// The daemon: serve every configured port until SIGTERM/SIGINT.
+pub async fn run(args: RunArgs) -> ExitCode {
+    let config = match StationConfig::load(&args.config) {
+        Ok(config) => config,
+        Err(err) => return super::error_exit(err),
+    };
+    let (options, ctx) = match station::assemble(&config) {
+        Ok(parts) => parts,
+        Err(err) => return super::error_exit(err),
+    };
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        return super::error_exit("cannot install signal handlers");
+    };
+    let recovered = ctx.store.recovered();
+    if recovered > 0 {
+        warn!(
+            recovered,
+            "runs left in flight by an earlier crash are recorded as interrupted"
+        );
+    }
+    let station = Station::new(options, ctx);
+    let serving = tokio::spawn(Arc::clone(&station).serve());
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    station::spawn_watchdog();
+    station::notify_status(&station.counters);
+    info!(config = %args.config.display(), "station ready");
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => reload(&station, &args.config),
+        }
+    }
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    info!("shutting down");
+    station.shutdown();
+    if let Err(err) = serving.await {
+        error!(%err, "station task failed");
+    }
+    info!(status = %station.counters.status_line(), "stopped");
+    ExitCode::SUCCESS
+}
+
+/// SIGHUP: re-read the config's trust file and port list. A broken file
+/// keeps the running configuration (and says why).
+fn reload(station: &Station, path: &Path) {
+    let reloaded = StationConfig::load(path)
+        .map_err(station::SetupError::from)
+        .and_then(|config| {
+            let ctx = station::plan_context(&config, Arc::clone(&station.context().store))?;
+            Ok((station::port_options(&config), ctx))
+        });
+    match reloaded {
+        Ok((options, ctx)) => {
+            info!(trusted = ctx.trust.len(), "reloaded trust file and ports");
+            station.reload(ctx, options.patterns, options.exclude);
+        }
+        Err(err) => error!(%err, "reload failed; keeping the running configuration"),
+    }
+}
+
+/// Run the plan once on one port and print the record.
+pub async fn provision(args: ProvisionArgs) -> ExitCode {
+    let config = match StationConfig::load(&args.config) {
+        Ok(config) => config,
+        Err(err) => return super::error_exit(err),
+    };
+    let (options, ctx) = match station::assemble(&config) {
+        Ok(parts) => parts,
+        Err(err) => return super::error_exit(err),
+    };
+    let record = match station::provision_port(Arc::new(ctx), &args.port, &options).await {
+        Ok(record) => record,
+        Err(err) => return super::error_exit(err),
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&record).unwrap_or_default()
+        );
+    } else {
+        print_record(&record);
+    }
+    match record.outcome {
+        Outcome::Passed => ExitCode::SUCCESS,
+        _ => ExitCode::from(super::EXIT_FAIL),
+    }
+}
+
+fn print_record(record: &RunRecord) {
+    println!(
+        "run {} on {}: {}",
+        record.id,
+        record.port,
+        record.outcome.as_str().to_uppercase()
+    );
+    if let Some(uuid) = record.device.device_uuid {
+        println!("  device uuid {uuid}");
+    }
+    if let Some(imei) = &record.device.imei {
+        println!("  imei        {imei}");
+    }
+    for step in &record.steps {
+        println!(
+            "  {:<9} {:<4} {:>7.1} ms  {}",
+            step.name,
+            if step.passed { "ok" } else { "FAIL" },
+            step.duration.as_secs_f64() * 1000.0,
+            step.detail
+        );
+    }
+    if let Some(reason) = &record.reason {
+        println!("  reason: {reason}");
+    }
+}
+
+/// The demo: simulated boards, a throwaway CA and trust file, the real
+/// daemon code path, a summary at the end.
+pub async fn demo(args: DemoArgs) -> ExitCode {
+    match crate::demo::run(args.boards, args.rounds, args.latency, false).await {
+        Ok(summary) if summary.all_passed() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(super::EXIT_FAIL),
+        Err(err) => super::error_exit(err),
+    }
 }

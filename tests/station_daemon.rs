@@ -1,0 +1,214 @@
+//! The daemon as a process (`nrf-provd run`): SIGTERM mid-run, SIGHUP with
+//! a new trust file, SIGKILL with runs in flight, and the demo command.
+
+mod station_support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use nrf_provd::sim::Latency;
+use nrf_provd::store::{Outcome, Store};
+use station_support::{Env, binary, runs_in, wait_for_runs};
+
+fn spawn_daemon(config: &std::path::Path) -> Child {
+    Command::new(binary())
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn nrf-provd run")
+}
+
+fn signal(child: &Child, sig: Signal) {
+    kill(Pid::from_raw(child.id() as i32), sig).expect("signal daemon");
+}
+
+/// Wait for the child to exit (bounded) and return its status.
+async fn exit_of(mut child: Child) -> std::process::ExitStatus {
+    for _ in 0..600 {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    panic!("daemon did not exit within 60 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_run_lets_the_run_finish_and_exits_cleanly() {
+    let env = Env::new(1, Latency::Realistic, &[]).await;
+    let config = env.write_config(|_| {});
+    let db = env.config.database.clone();
+    let daemon = spawn_daemon(&config);
+    wait_for_runs(&db, "a run in flight", |runs| {
+        runs.iter().any(|r| r.outcome == Outcome::InFlight)
+    })
+    .await;
+    signal(&daemon, Signal::SIGTERM);
+    let status = exit_of(daemon).await;
+    assert!(status.success(), "{status:?}");
+    let runs = runs_in(&db);
+    assert_eq!(runs.len(), 1);
+    assert_eq!(
+        runs[0].outcome,
+        Outcome::Passed,
+        "the run in flight finished within the grace period"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_no_grace_records_the_run_as_interrupted() {
+    let env = Env::new(1, Latency::Realistic, &[]).await;
+    let config = env.write_config(|t| *t = t.replace("shutdown_grace = 20", "shutdown_grace = 0"));
+    let db = env.config.database.clone();
+    let daemon = spawn_daemon(&config);
+    wait_for_runs(&db, "a run in flight", |runs| {
+        runs.iter().any(|r| r.outcome == Outcome::InFlight)
+    })
+    .await;
+    signal(&daemon, Signal::SIGTERM);
+    assert!(exit_of(daemon).await.success());
+    let runs = runs_in(&db);
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].outcome, Outcome::Interrupted, "{:#?}", runs[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_trust_file() {
+    let env = Env::new(2, Latency::None, &[]).await;
+    // Trust only board 0 at first.
+    let full = env.fleet.trust_csv();
+    let uuid1 = env.fleet.identity(1).device_uuid.to_string();
+    let partial: String = full
+        .lines()
+        .filter(|l| !l.starts_with(&uuid1))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&env.config.trust_file, partial).unwrap();
+    let config = env.write_config(|_| {});
+    let db = env.config.database.clone();
+    let daemon = spawn_daemon(&config);
+    let runs = wait_for_runs(&db, "two runs", |runs| {
+        runs.iter()
+            .filter(|r| r.outcome != Outcome::InFlight)
+            .count()
+            == 2
+    })
+    .await;
+    let failed = runs
+        .iter()
+        .find(|r| r.outcome == Outcome::Failed)
+        .expect("untrusted board fails");
+    assert!(
+        failed
+            .reason
+            .as_deref()
+            .unwrap()
+            .starts_with("key_trusted:"),
+        "{:?}",
+        failed.reason
+    );
+
+    std::fs::write(&env.config.trust_file, full).unwrap();
+    signal(&daemon, Signal::SIGHUP);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    env.fleet.unplug(1).await;
+    env.fleet.replug(1).await.unwrap();
+    let runs = wait_for_runs(&db, "third run", |runs| {
+        runs.iter()
+            .filter(|r| r.outcome != Outcome::InFlight)
+            .count()
+            == 3
+    })
+    .await;
+    signal(&daemon, Signal::SIGTERM);
+    assert!(exit_of(daemon).await.success());
+    let latest = runs.iter().max_by_key(|r| r.id).unwrap();
+    assert_eq!(
+        latest.device.device_uuid.map(|u| u.to_string()),
+        Some(uuid1)
+    );
+    assert_eq!(latest.outcome, Outcome::Passed, "{latest:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_with_runs_in_flight_loses_no_committed_record() {
+    let env = Env::new(4, Latency::Realistic, &[]).await;
+    let config = env.write_config(|_| {});
+    let db = env.config.database.clone();
+    let daemon = spawn_daemon(&config);
+    // Let every board finish once, then replug two so runs are in flight.
+    wait_for_runs(&db, "four finished runs", |runs| {
+        runs.iter().filter(|r| r.outcome == Outcome::Passed).count() == 4
+    })
+    .await;
+    env.fleet.unplug(0).await;
+    env.fleet.unplug(1).await;
+    env.fleet.replug(0).await.unwrap();
+    env.fleet.replug(1).await.unwrap();
+    wait_for_runs(&db, "runs in flight", |runs| {
+        runs.iter()
+            .filter(|r| r.outcome == Outcome::InFlight)
+            .count()
+            == 2
+    })
+    .await;
+    let committed: Vec<_> = runs_in(&db)
+        .into_iter()
+        .filter(|r| r.outcome == Outcome::Passed)
+        .collect();
+    signal(&daemon, Signal::SIGKILL);
+    let _ = exit_of(daemon).await;
+
+    // Restart: the database opens, committed runs are intact, none of the
+    // runs in flight is marked passed.
+    let store = Store::open(&db).expect("database opens after SIGKILL");
+    assert_eq!(store.recovered(), 2);
+    drop(store);
+    let after = runs_in(&db);
+    for run in &committed {
+        let same = after
+            .iter()
+            .find(|r| r.id == run.id)
+            .expect("committed run kept");
+        assert_eq!(same.outcome, Outcome::Passed);
+        assert_eq!(same.steps.len(), run.steps.len());
+        assert_eq!(same.tokens.len(), run.tokens.len());
+    }
+    assert_eq!(
+        after
+            .iter()
+            .filter(|r| r.outcome == Outcome::Interrupted)
+            .count(),
+        2
+    );
+    assert_eq!(after.len(), 6);
+}
+
+#[test]
+fn demo_command_provisions_every_board_and_exits_zero() {
+    let output = Command::new(binary())
+        .args([
+            "demo",
+            "--boards",
+            "3",
+            "--rounds",
+            "2",
+            "--latency",
+            "none",
+        ])
+        .output()
+        .expect("run demo");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("6/6 runs passed"), "{stdout}");
+    assert!(stdout.contains("Database:"), "{stdout}");
+}

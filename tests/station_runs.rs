@@ -1,0 +1,211 @@
+//! The station in-process against simulated boards: parallel passes, every
+//! fault failing the right step for the right reason while the other ports
+//! pass, an unplug mid-run, replays.
+
+mod station_support;
+
+use std::time::Duration;
+
+use nrf_provd::sim::Latency;
+use nrf_provd::station::StationEvent;
+use nrf_provd::store::{Outcome, RunRecord};
+use station_support::{Env, finished_runs};
+
+fn by_port<'a>(runs: &'a [RunRecord], env: &Env, i: usize) -> &'a RunRecord {
+    let port = env.port(i);
+    runs.iter()
+        .find(|r| r.port == port)
+        .unwrap_or_else(|| panic!("no run for board {i}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_boards_in_parallel_all_pass_with_complete_records() {
+    let env = Env::new(8, Latency::None, &[]).await;
+    let (station, mut events, serving) = env.station();
+    let runs = finished_runs(&mut events, 8).await;
+    station.shutdown();
+    serving.await.unwrap();
+
+    assert!(
+        runs.iter().all(|r| r.outcome == Outcome::Passed),
+        "{runs:#?}"
+    );
+    let stored = env.runs();
+    assert_eq!(stored.len(), 8);
+    for run in &stored {
+        assert_eq!(run.outcome, Outcome::Passed);
+        let steps: Vec<&str> = run.steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            steps,
+            [
+                "probe", "identify", "offline", "attest", "keygen", "certify", "install",
+                "confirm", "jwt", "restore"
+            ]
+        );
+        assert!(run.device.device_uuid.is_some() && run.device.imei.is_some());
+        let kinds: Vec<&str> = run.tokens.iter().map(|t| t.kind.as_str()).collect();
+        assert_eq!(kinds, ["identity", "keygen", "jwt"]);
+        assert!(run.tokens.iter().all(|t| t.authentic));
+        let artifacts: Vec<&str> = run.artifacts.iter().map(|a| a.kind.as_str()).collect();
+        assert_eq!(artifacts, ["csr", "device_certificate"]);
+    }
+    let uuids: std::collections::HashSet<_> = stored.iter().map(|r| r.device.device_uuid).collect();
+    assert_eq!(uuids.len(), 8, "every board is a different device");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_fault_fails_its_step_with_its_reason_while_the_others_pass() {
+    // (fault on board i, failed step, reason code)
+    let cases = [
+        ("bad-signature", "attest", "signature"),
+        ("ignore-challenge", "attest", "nonce"),
+        ("wrong-uuid", "attest", "device_uuid"),
+        ("untrusted-key", "attest", "key_trusted"),
+        ("bad-digest", "keygen", "digest"),
+        ("cme=514@KEYGEN", "keygen", "cme"),
+        ("stall@KEYGEN", "keygen", "timeout"),
+        ("cme=518@CFUN", "offline", "cme"),
+    ];
+    let faults: Vec<String> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (fault, _, _))| format!("{}:{fault}", i + 1))
+        .collect();
+    let fault_refs: Vec<&str> = faults.iter().map(String::as_str).collect();
+    let mut env = Env::new(cases.len() + 2, Latency::None, &fault_refs).await;
+    env.config.timeouts.keygen = Duration::from_secs(1);
+    env.config.plan.retries = 0;
+    let (station, mut events, serving) = env.station();
+    let runs = finished_runs(&mut events, cases.len() + 2).await;
+    station.shutdown();
+    serving.await.unwrap();
+
+    for (i, (fault, step, reason)) in cases.iter().enumerate() {
+        let run = by_port(&runs, &env, i + 1);
+        assert_eq!(run.outcome, Outcome::Failed, "{fault}: {run:#?}");
+        assert_eq!(
+            run.failed_step.as_deref(),
+            Some(*step),
+            "{fault}: {:?}",
+            run.reason
+        );
+        let got = run.reason.as_deref().unwrap_or_default();
+        assert!(
+            got.starts_with(&format!("{reason}:")),
+            "{fault}: reason {got:?}"
+        );
+    }
+    for healthy in [0, cases.len() + 1] {
+        assert_eq!(by_port(&runs, &env, healthy).outcome, Outcome::Passed);
+    }
+    assert_eq!(env.runs().len(), cases.len() + 2, "every run is recorded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_board_left_in_its_fixture_is_provisioned_once_and_the_next_board_again() {
+    let env = Env::new(1, Latency::None, &[]).await;
+    let (station, mut events, serving) = env.station();
+    let first = finished_runs(&mut events, 1).await;
+    // Leave it in the fixture for a while: the station must not loop on it.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        env.runs().len(),
+        1,
+        "a board in its fixture is provisioned once"
+    );
+    // A different board in the same fixture.
+    env.fleet
+        .swap(0, nrf_provd::sim::ModemIdentity::from_seed(99, 0))
+        .await
+        .unwrap();
+    let second = finished_runs(&mut events, 1).await;
+    station.shutdown();
+    serving.await.unwrap();
+    assert_eq!(first[0].outcome, Outcome::Passed);
+    assert_eq!(second[0].outcome, Outcome::Passed);
+    assert_ne!(first[0].device.device_uuid, second[0].device.device_uuid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_board_unplugged_mid_run_fails_at_that_step_and_the_port_takes_the_next() {
+    let env = Env::new(2, Latency::Realistic, &[]).await;
+    let (station, mut events, serving) = env.station();
+    let victim = env.port(0);
+    // Pull board 0 while it generates its key (1.2 s in realistic mode).
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(60), events.recv())
+            .await
+            .expect("progress")
+            .expect("events");
+        if let StationEvent::StepFinished { port, step } = event
+            && port == victim
+            && step.name == "attest"
+        {
+            env.fleet.unplug(0).await;
+            break;
+        }
+    }
+    let runs = finished_runs(&mut events, 2).await;
+    let pulled = runs.iter().find(|r| r.port == victim).unwrap();
+    assert_eq!(pulled.outcome, Outcome::Failed);
+    assert_eq!(pulled.failed_step.as_deref(), Some("keygen"), "{pulled:#?}");
+    assert!(
+        pulled
+            .reason
+            .as_deref()
+            .unwrap()
+            .starts_with("disconnected")
+    );
+    assert_eq!(
+        runs.iter().find(|r| r.port != victim).unwrap().outcome,
+        Outcome::Passed
+    );
+
+    env.fleet.replug(0).await.unwrap();
+    let next = finished_runs(&mut events, 1).await;
+    station.shutdown();
+    serving.await.unwrap();
+    assert_eq!(next[0].port, victim);
+    assert_eq!(next[0].outcome, Outcome::Passed, "{:#?}", next[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_keygen_tokens_and_jwts_are_rejected_as_replay() {
+    // Without attest the replayed keygen token is caught by the nonce store.
+    let mut env = Env::new(1, Latency::None, &["0:replay"]).await;
+    env.config.plan.steps.retain(|s| s.as_str() != "attest");
+    let (station, mut events, serving) = env.station();
+    let first = finished_runs(&mut events, 1).await;
+    env.fleet.unplug(0).await;
+    env.fleet.replug(0).await.unwrap();
+    let second = finished_runs(&mut events, 1).await;
+    station.shutdown();
+    serving.await.unwrap();
+    assert_eq!(first[0].outcome, Outcome::Passed, "{:#?}", first[0]);
+    assert_eq!(second[0].outcome, Outcome::Failed);
+    assert_eq!(second[0].failed_step.as_deref(), Some("keygen"));
+    assert!(
+        second[0].reason.as_deref().unwrap().starts_with("replay:"),
+        "{:?}",
+        second[0].reason
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_identity_token_fails_its_fresh_challenge() {
+    let env = Env::new(1, Latency::None, &["0:replay"]).await;
+    let (station, mut events, serving) = env.station();
+    let first = finished_runs(&mut events, 1).await;
+    env.fleet.unplug(0).await;
+    env.fleet.replug(0).await.unwrap();
+    let second = finished_runs(&mut events, 1).await;
+    station.shutdown();
+    serving.await.unwrap();
+    assert_eq!(first[0].outcome, Outcome::Passed);
+    assert_eq!(second[0].failed_step.as_deref(), Some("attest"));
+    assert!(
+        second[0].reason.as_deref().unwrap().starts_with("nonce:"),
+        "{:?}",
+        second[0].reason
+    );
+}

@@ -1,0 +1,152 @@
+//! Shared set-up for station tests: simulated boards on pseudo-terminals, a
+//! station configuration pointing at them, and helpers to watch the runs.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nrf_provd::config::StationConfig;
+use nrf_provd::sim::{FaultSpec, Fleet, Latency, SimOptions};
+use nrf_provd::station::{self, Station, StationEvent};
+use nrf_provd::store::{RunFilter, RunRecord, Store};
+use tokio::sync::broadcast;
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub fleet: Fleet,
+    pub config: StationConfig,
+}
+
+impl Env {
+    /// `count` simulated boards with `faults`, and a demo-like config for them.
+    pub async fn new(count: usize, latency: Latency, faults: &[&str]) -> Env {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ports = dir.path().join("ports");
+        let options = SimOptions {
+            latency,
+            faults: faults
+                .iter()
+                .map(|f| f.parse::<FaultSpec>().expect("fault spec"))
+                .collect(),
+            ..SimOptions::default()
+        };
+        let fleet = Fleet::start(&ports, count, 7, options)
+            .await
+            .expect("start fleet");
+        let mut config = nrf_provd::demo::station_config(dir.path(), &ports, &fleet.trust_csv())
+            .expect("station config");
+        config.ports.rescan_interval = Duration::from_millis(100);
+        Env { dir, fleet, config }
+    }
+
+    pub fn port(&self, i: usize) -> String {
+        self.fleet.link(i).display().to_string()
+    }
+
+    /// Start the station in this process.
+    pub fn station(
+        &self,
+    ) -> (
+        Arc<Station>,
+        broadcast::Receiver<StationEvent>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (options, ctx) = station::assemble(&self.config).expect("assemble station");
+        let station = Station::new(options, ctx);
+        let events = station.subscribe();
+        let serving = tokio::spawn(Arc::clone(&station).serve());
+        (station, events, serving)
+    }
+
+    /// Write the config as TOML for a daemon child process.
+    pub fn write_config(&self, tweak: impl FnOnce(&mut String)) -> PathBuf {
+        let c = &self.config;
+        let ca = c.ca.as_ref().expect("demo config has a CA");
+        let mut text = format!(
+            r#"station_id = "test"
+database = "{db}"
+trust_file = "{trust}"
+
+[ports]
+paths = ["{ports}"]
+rescan_interval_ms = 100
+
+[serial]
+flow_control = "none"
+
+[timeouts]
+command = 5
+keygen = 30
+run = 60
+shutdown_grace = 20
+
+[plan]
+steps = ["probe", "identify", "offline", "attest", "keygen", "certify", "install", "confirm", "jwt", "restore"]
+
+[ca]
+certificate = "{cert}"
+key = "{key}"
+"#,
+            db = c.database.display(),
+            trust = c.trust_file.display(),
+            ports = c.ports.paths[0],
+            cert = ca.certificate.display(),
+            key = ca.key.display(),
+        );
+        tweak(&mut text);
+        let path = self.dir.path().join("station.toml");
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+
+    pub fn runs(&self) -> Vec<RunRecord> {
+        runs_in(&self.config.database)
+    }
+}
+
+pub fn runs_in(db: &Path) -> Vec<RunRecord> {
+    match Store::open_read_only(db) {
+        Ok(store) => store.runs(&RunFilter::default()).unwrap_or_default(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Collect `n` finished runs from the station's events (panics after a
+/// generous deadline: a hang is a failure, not a timing assertion).
+pub async fn finished_runs(
+    events: &mut broadcast::Receiver<StationEvent>,
+    n: usize,
+) -> Vec<RunRecord> {
+    let mut runs = Vec::new();
+    while runs.len() < n {
+        let event = tokio::time::timeout(Duration::from_secs(120), events.recv())
+            .await
+            .expect("station made no progress for 120 s")
+            .expect("event channel");
+        if let StationEvent::RunFinished { record, .. } = event {
+            runs.push(*record);
+        }
+    }
+    runs
+}
+
+/// Wait until `condition` holds on the database's runs.
+pub async fn wait_for_runs(
+    db: &Path,
+    what: &str,
+    condition: impl Fn(&[RunRecord]) -> bool,
+) -> Vec<RunRecord> {
+    for _ in 0..1200 {
+        let runs = runs_in(db);
+        if condition(&runs) {
+            return runs;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for: {what}; runs: {:?}", runs_in(db));
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_nrf-provd")
+}
