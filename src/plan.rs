@@ -459,7 +459,13 @@ fn judge(
         .failures()
         .map(|c| format!("{} ({})", c.name, c.detail))
         .collect();
-    let code = verdict.first_failure().map_or("verify", |c| c.name);
+    // A token naming another device explains every other failure (its key
+    // is unknown too), so that is the reason reported.
+    let code = verdict
+        .check("device_uuid")
+        .filter(|c| !c.passed)
+        .or(verdict.first_failure())
+        .map_or("verify", |c| c.name);
     Err(StepFailure::new(step, code, failed.join("; ")))
 }
 

@@ -17,7 +17,7 @@ use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 use tokio_serial::SerialStream;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::at::{AtError, Client, ClientOptions, Dialect, DialectChoice};
 use crate::ca::StationCa;
@@ -144,30 +144,35 @@ impl Station {
     /// Scan for ports and supervise each until shutdown; returns when every
     /// supervisor has finished.
     pub async fn serve(self: Arc<Self>) {
-        let mut supervisors: JoinSet<PathBuf> = JoinSet::new();
-        let mut running: HashMap<PathBuf, tokio::task::AbortHandle> = HashMap::new();
+        let mut supervisors: JoinSet<()> = JoinSet::new();
+        // Which port each supervisor task serves: a task that ends (port
+        // gone) or panics frees its port for the next scan.
+        let mut running: HashMap<tokio::task::Id, PathBuf> = HashMap::new();
         loop {
             for port in scan(&self.options()) {
-                if !running.contains_key(&port) {
-                    info!(port = %port.display(), "port found");
-                    let station = Arc::clone(&self);
-                    let span = info_span!("port", port = %port.display());
-                    let path = port.clone();
-                    let handle = supervisors.spawn(
-                        async move {
-                            station.supervise(&path).await;
-                            path
-                        }
-                        .instrument(span),
-                    );
-                    running.insert(port, handle);
+                if running.values().any(|p| *p == port) {
+                    continue;
                 }
+                info!(port = %port.display(), "port found");
+                let station = Arc::clone(&self);
+                let span = info_span!("port", port = %port.display());
+                let path = port.clone();
+                let handle = supervisors
+                    .spawn(async move { station.supervise(&path).await }.instrument(span));
+                running.insert(handle.id(), port);
             }
             let interval = self.options().rescan_interval;
             tokio::select! {
                 _ = self.stop.cancelled() => break,
-                Some(done) = supervisors.join_next() => {
-                    if let Ok(port) = done { running.remove(&port); }
+                Some(done) = supervisors.join_next_with_id() => {
+                    let id = match done {
+                        Ok((id, ())) => id,
+                        Err(err) => {
+                            error!(%err, "port supervisor failed; the port will be picked up again");
+                            err.id()
+                        }
+                    };
+                    running.remove(&id);
                 }
                 _ = tokio::time::sleep(interval) => {}
             }

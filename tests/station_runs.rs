@@ -9,6 +9,7 @@ use std::time::Duration;
 use nrf_provd::sim::Latency;
 use nrf_provd::station::StationEvent;
 use nrf_provd::store::{Outcome, RunRecord};
+use nrf_provd::trust::TrustStore;
 use station_support::{Env, finished_runs};
 
 fn by_port<'a>(runs: &'a [RunRecord], env: &Env, i: usize) -> &'a RunRecord {
@@ -104,6 +105,12 @@ async fn each_fault_fails_its_step_with_its_reason_while_the_others_pass() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_board_left_in_its_fixture_is_provisioned_once_and_the_next_board_again() {
     let env = Env::new(1, Latency::None, &[]).await;
+    let next_board = nrf_provd::sim::ModemIdentity::from_seed(99, 0);
+    let mut trust = TrustStore::load(&env.config.trust_file).unwrap();
+    trust
+        .insert(next_board.device_uuid, &next_board.public_key_spki_der())
+        .unwrap();
+    std::fs::write(&env.config.trust_file, trust.to_csv()).unwrap();
     let (station, mut events, serving) = env.station();
     let first = finished_runs(&mut events, 1).await;
     // Leave it in the fixture for a while: the station must not loop on it.
@@ -114,10 +121,7 @@ async fn a_board_left_in_its_fixture_is_provisioned_once_and_the_next_board_agai
         "a board in its fixture is provisioned once"
     );
     // A different board in the same fixture.
-    env.fleet
-        .swap(0, nrf_provd::sim::ModemIdentity::from_seed(99, 0))
-        .await
-        .unwrap();
+    env.fleet.swap(0, next_board).await.unwrap();
     let second = finished_runs(&mut events, 1).await;
     station.shutdown();
     serving.await.unwrap();
