@@ -1,26 +1,21 @@
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use nrf_provd::cli;
+use nrf_provd::config::{LogFormat, StationConfig};
 
 /// Provision and authenticate Nordic nRF91 modems on a factory test station.
 #[derive(Debug, Parser)]
 #[command(name = "nrf-provd", version, about)]
 struct Cli {
-    /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    /// Log format on stderr [default: the config's `log_format` for `run`, else text].
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
     /// Log filter (tracing EnvFilter syntax), e.g. `debug` or `nrf_provd::at=trace`.
     #[arg(long, global = true, env = "NRF_PROVD_LOG", default_value = "warn")]
     log: String,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -58,7 +53,14 @@ fn init_logging(format: LogFormat, filter: &str) {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, &cli.log);
+    // The daemon's config may choose the format (journald wants JSON).
+    let format = cli.log_format.unwrap_or_else(|| match &cli.command {
+        Command::Run(args) => StationConfig::load(&args.config)
+            .map(|c| c.log_format)
+            .unwrap_or_default(),
+        _ => LogFormat::Text,
+    });
+    init_logging(format, &cli.log);
     match cli.command {
         Command::At(args) => cli::at::run(args).await,
         Command::Parse(args) => cli::token::parse(args).await,

@@ -202,6 +202,9 @@ where
             let id = modem.identify().await.map_err(at)?;
             state.device_uuid = id.device_uuid;
             record.device.device_uuid = id.device_uuid;
+            if let Some(uuid) = id.device_uuid {
+                tracing::Span::current().record("device", tracing::field::display(uuid));
+            }
             record.device.imei = Some(id.imei.clone());
             record.device.model = Some(id.model.clone());
             record.device.firmware = Some(id.firmware.clone());
@@ -239,6 +242,8 @@ where
                 claim(ctx, step, record, "attest", &hex::encode(identity.nonce)).await?;
                 state.device_uuid = Some(identity.device_uuid);
                 record.device.device_uuid = Some(identity.device_uuid);
+                tracing::Span::current()
+                    .record("device", tracing::field::display(identity.device_uuid));
             }
             Ok(format!("nonce {}", hex::encode(challenge)))
         }

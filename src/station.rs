@@ -429,7 +429,9 @@ pub async fn run_recorded(
         artifacts: Vec::new(),
     };
     let result = {
-        let run = plan::run(ctx, modem, &mut record, on_step);
+        // A span per run; the plan fills in the device once it knows it.
+        let span = info_span!("run", id = record.id, device = tracing::field::Empty);
+        let run = plan::run(ctx, modem, &mut record, on_step).instrument(span);
         tokio::select! {
             result = tokio::time::timeout(options.run_timeout, run) => Some(result),
             _ = abort.cancelled() => None,

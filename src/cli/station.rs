@@ -24,7 +24,7 @@ pub struct ProvisionArgs {
     #[arg(long, short)]
     pub port: PathBuf,
     /// Station configuration; the plan, trust file, CA and database come from it.
-    #[arg(long, short)]
+    #[arg(long, short, default_value = "/etc/nrf-provd/station.toml")]
     pub config: PathBuf,
     /// Print the run record as JSON.
     #[arg(long)]
