@@ -7,7 +7,8 @@
 //! of the command). Nordic's tools rewrite PEM line endings to `\r\n` first;
 //! callers that want the same stored bytes (and so the same SHA-256 as those
 //! tools) use [`pem_crlf`]. The shell dialect cannot carry CR (it is removed,
-//! LF is sent as `\n`), so there the modem stores LF-only text;
+//! LF is sent as `\n`), and the SDK's `at_shell` turns each `\n` of an
+//! `AT%CMNG=0` command back into CRLF, so there the modem stores CRLF text;
 //! [`expected_sha256`] gives the digest `%CMNG` list will report either way.
 use nom::{
     Parser,
@@ -371,7 +372,8 @@ pub fn pem_crlf(content: &str) -> String {
 pub fn expected_sha256(content: &str, dialect: Dialect) -> String {
     let stored = match dialect {
         Dialect::Raw => content.to_string(),
-        Dialect::Shell => content.replace('\r', ""),
+        // at_shell sends CR-less text and rewrites each LF of a %CMNG write to CRLF.
+        Dialect::Shell => content.replace('\r', "").replace('\n', "\r\n"),
     };
     hex::encode_upper(Sha256::digest(stored.as_bytes()))
 }
@@ -724,8 +726,12 @@ mod tests {
         assert_eq!(pem_crlf("a\nb\n"), "a\r\nb\r\n");
         assert_eq!(pem_crlf("a\r\nb"), "a\r\nb");
         assert_eq!(
+            expected_sha256("a\nb", Dialect::Shell),
+            expected_sha256("a\r\nb", Dialect::Raw)
+        );
+        assert_eq!(
             expected_sha256("a\r\nb", Dialect::Shell),
-            expected_sha256("a\nb", Dialect::Raw)
+            expected_sha256("a\r\nb", Dialect::Raw)
         );
         assert_eq!(expected_sha256("", Dialect::Raw).len(), 64);
     }

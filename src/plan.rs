@@ -16,7 +16,9 @@ use uuid::Uuid;
 use crate::at::{AtError, DialectChoice};
 use crate::ca::StationCa;
 use crate::config::{PlanConfig, Step, Timeouts};
-use crate::modem::{CredentialType, FunctionalMode, JwtRequest, KeygenFormat, Modem};
+use crate::modem::{
+    CredentialType, FunctionalMode, JwtRequest, KeygenFormat, Modem, expected_sha256, pem_crlf,
+};
 use crate::store::{Artifact, NonceClaim, RunRecord, StepRecord, Store, TokenRecord};
 use crate::token::verify::{Expectations, Verdict, verify};
 use crate::token::{self, Token};
@@ -273,10 +275,10 @@ where
         Step::Install => {
             let mut written = Vec::new();
             if let Some(ca_pem) = &ctx.ca_install_pem {
-                written.push((CredentialType::RootCa, modem_pem(ca_pem)));
+                written.push((CredentialType::RootCa, pem_crlf(ca_pem)));
             }
             if let Some(cert) = &state.certificate_pem {
-                written.push((CredentialType::ClientCert, modem_pem(cert)));
+                written.push((CredentialType::ClientCert, pem_crlf(cert)));
             }
             if written.is_empty() {
                 return Err(StepFailure::new(step, "config", "nothing to install"));
@@ -293,8 +295,9 @@ where
         }
         Step::Confirm => {
             let listed = modem.cmng_list(Some(ctx.plan.sec_tag)).await.map_err(at)?;
+            let dialect = modem.client().dialect();
             for (kind, content) in &state.written {
-                let expected = hex::encode_upper(crate::token::encode::sha256(content.as_bytes()));
+                let expected = expected_sha256(content, dialect);
                 let found = listed
                     .iter()
                     .find(|e| e.sec_tag == ctx.plan.sec_tag && e.kind == *kind);
@@ -507,14 +510,6 @@ fn common_name_of(attributes: &str) -> Option<String> {
         .next_back()
 }
 
-/// PEM with `\r\n` line endings, as Nordic's tools write to the modem, so
-/// the SHA-256 the modem reports is the SHA-256 of exactly these bytes.
-fn modem_pem(pem: &str) -> String {
-    let mut out = pem.lines().collect::<Vec<_>>().join("\r\n");
-    out.push_str("\r\n");
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -526,11 +521,5 @@ mod tests {
             Some("abc".into())
         );
         assert_eq!(common_name_of("O=x"), None);
-    }
-
-    #[test]
-    fn pem_is_rewritten_with_crlf_line_endings() {
-        assert_eq!(modem_pem("a\nb\n"), "a\r\nb\r\n");
-        assert_eq!(modem_pem("a\r\nb"), "a\r\nb\r\n");
     }
 }

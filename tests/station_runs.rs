@@ -6,7 +6,7 @@ mod station_support;
 
 use std::time::Duration;
 
-use nrf_provd::sim::Latency;
+use nrf_provd::sim::{Latency, SimDialect, SimOptions};
 use nrf_provd::station::StationEvent;
 use nrf_provd::store::{Outcome, RunRecord};
 use nrf_provd::trust::TrustStore;
@@ -212,4 +212,23 @@ async fn a_replayed_identity_token_fails_its_fresh_challenge() {
         "{:?}",
         second[0].reason
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boards_behind_slm_and_the_zephyr_shell_pass_too() {
+    for dialect in [SimDialect::Slm, SimDialect::Shell] {
+        let options = SimOptions {
+            dialect,
+            faults: vec!["all:urc-storm".parse().unwrap()],
+            ..SimOptions::default()
+        };
+        let env = Env::with_options(2, options).await;
+        let (station, mut events, serving) = env.station();
+        let runs = finished_runs(&mut events, 2).await;
+        station.shutdown();
+        serving.await.unwrap();
+        for run in &runs {
+            assert_eq!(run.outcome, Outcome::Passed, "{dialect:?}: {run:#?}");
+        }
+    }
 }

@@ -21,8 +21,6 @@ pub struct Env {
 impl Env {
     /// `count` simulated boards with `faults`, and a demo-like config for them.
     pub async fn new(count: usize, latency: Latency, faults: &[&str]) -> Env {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let ports = dir.path().join("ports");
         let options = SimOptions {
             latency,
             faults: faults
@@ -31,6 +29,12 @@ impl Env {
                 .collect(),
             ..SimOptions::default()
         };
+        Env::with_options(count, options).await
+    }
+
+    pub async fn with_options(count: usize, options: SimOptions) -> Env {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ports = dir.path().join("ports");
         let fleet = Fleet::start(&ports, count, 7, options)
             .await
             .expect("start fleet");
