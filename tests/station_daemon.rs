@@ -212,3 +212,54 @@ fn demo_command_provisions_every_board_and_exits_zero() {
     assert!(stdout.contains("6/6 runs passed"), "{stdout}");
     assert!(stdout.contains("Database:"), "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_tells_systemd_ready_status_watchdog_and_stopping() {
+    let env = Env::new(1, Latency::None, &[]).await;
+    let config = env.write_config(|_| {});
+    let socket_path = env.dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    // systemd names the watched process in WATCHDOG_PID; exec keeps the pid.
+    let daemon = Command::new("sh")
+        .arg("-c")
+        .arg(r#"WATCHDOG_PID=$$ exec "$0" run --config "$1""#)
+        .arg(binary())
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "200000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut stopping_sent = false;
+    for _ in 0..300 {
+        if let Ok(n) = socket.recv(&mut buf) {
+            seen.push(String::from_utf8_lossy(&buf[..n]).to_string());
+        }
+        let all = seen.join("\n");
+        if !stopping_sent && all.contains("passed 1") && all.contains("WATCHDOG=1") {
+            signal(&daemon, Signal::SIGTERM);
+            stopping_sent = true;
+        }
+        if all.contains("STOPPING=1") {
+            break;
+        }
+    }
+    if !stopping_sent {
+        signal(&daemon, Signal::SIGTERM);
+    }
+    assert!(exit_of(daemon).await.success());
+    let all = seen.join("\n");
+    assert!(all.contains("READY=1"), "{all}");
+    assert!(
+        all.contains("STATUS=boards seen 1, passed 1, failed 0"),
+        "{all}"
+    );
+    assert!(all.contains("WATCHDOG=1"), "{all}");
+    assert!(all.contains("STOPPING=1"), "{all}");
+}

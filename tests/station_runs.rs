@@ -232,3 +232,22 @@ async fn boards_behind_slm_and_the_zephyr_shell_pass_too() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn noise_on_the_line_does_not_fail_a_good_board() {
+    let env = Env::new(4, Latency::None, &["all:garbage", "0-1:urc-storm"]).await;
+    let (station, mut events, serving) = env.station();
+    let mut runs = finished_runs(&mut events, 4).await;
+    for _ in 0..3 {
+        for i in 0..4 {
+            env.fleet.unplug(i).await;
+            env.fleet.replug(i).await.unwrap();
+        }
+        runs.extend(finished_runs(&mut events, 4).await);
+    }
+    station.shutdown();
+    serving.await.unwrap();
+    for run in &runs {
+        assert_eq!(run.outcome, Outcome::Passed, "{run:#?}");
+    }
+}
