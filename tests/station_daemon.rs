@@ -263,3 +263,40 @@ async fn the_daemon_tells_systemd_ready_status_watchdog_and_stopping() {
     assert!(all.contains("WATCHDOG=1"), "{all}");
     assert!(all.contains("STOPPING=1"), "{all}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provision_runs_the_plan_once_and_exits_by_outcome() {
+    let env = Env::new(2, Latency::None, &["1:bad-signature"]).await;
+    let config = env.write_config(|_| {});
+    let run = |port: String| {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(binary())
+                .args(["provision", "--json", "--port", &port, "--config"])
+                .arg(&config)
+                .output()
+                .expect("run provision")
+        })
+    };
+    let good = run(env.port(0)).await.unwrap();
+    assert_eq!(
+        good.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    let record: serde_json::Value = serde_json::from_slice(&good.stdout).expect("JSON record");
+    assert_eq!(record["outcome"], "passed");
+    assert_eq!(record["steps"].as_array().map(Vec::len), Some(10));
+
+    let forged = run(env.port(1)).await.unwrap();
+    assert_eq!(forged.status.code(), Some(1));
+    let record: serde_json::Value = serde_json::from_slice(&forged.stdout).expect("JSON record");
+    assert_eq!(record["failed_step"], "attest");
+    assert!(record["reason"].as_str().unwrap().starts_with("signature:"));
+
+    let missing = run("/nonexistent/ttyACM9".into()).await.unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/ttyACM9"));
+    assert_eq!(runs_in(&env.config.database).len(), 2, "both runs recorded");
+}
