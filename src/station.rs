@@ -458,10 +458,18 @@ pub async fn run_recorded(
     record.finished_at = Some(OffsetDateTime::now_utc());
     let store = Arc::clone(&ctx.store);
     let to_commit = record.clone();
-    match tokio::task::spawn_blocking(move || store.finish_run(&to_commit)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => warn!(%err, run = record.id, "could not commit run"),
-        Err(err) => warn!(%err, run = record.id, "could not commit run"),
+    let committed = match tokio::task::spawn_blocking(move || store.finish_run(&to_commit)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(err) => Err(err.to_string()),
+    };
+    if let Err(err) = committed {
+        // Not durable, so not done: the operator must not see a pass. The
+        // row stays in_flight and becomes interrupted when the store reopens.
+        error!(%err, run = record.id, "could not commit run");
+        record.outcome = Outcome::Failed;
+        record.failed_step = Some("record".into());
+        record.reason = Some(format!("store: {err}"));
     }
     info!(
         run = record.id,
