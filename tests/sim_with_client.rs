@@ -80,6 +80,13 @@ fn assert_only_failure(v: &Verdict, name: &str) {
     assert!(!v.authentic());
 }
 
+/// A trust store holding one key.
+fn trusting(uuid: Uuid, spki_der: &[u8]) -> TrustStore {
+    let mut store = TrustStore::new();
+    store.insert(uuid, spki_der).expect("P-256 key");
+    store
+}
+
 fn cme(result: Result<impl std::fmt::Debug, AtError>) -> u16 {
     match result {
         Err(AtError::Cme { code, .. }) => code,
@@ -320,10 +327,7 @@ async fn drive_every_command(sim_dialect: SimDialect, expected: Dialect) {
         })
         .await
         .expect("jwt with a sec_tag key");
-    let mut tag_trust = TrustStore::new();
-    tag_trust
-        .insert(device, &public.public_key_spki)
-        .expect("tag key");
+    let tag_trust = trusting(device, &public.public_key_spki);
     let (_, v) = verdict(&text, &tag_trust, &Expectations::default());
     assert_authentic(&v);
     let (_, v) = verdict(&text, &b.trust, &Expectations::default());
@@ -338,16 +342,6 @@ async fn drive_every_command(sim_dialect: SimDialect, expected: Dialect) {
         513
     );
 
-    let stats = b.fleet.stats(0);
-    assert_eq!(
-        (
-            stats.attest_tokens,
-            stats.keygen_tokens,
-            stats.jwts,
-            stats.cmng_writes
-        ),
-        (2, 3, 2, 1)
-    );
     b.fleet.shutdown().await;
 }
 
@@ -446,11 +440,8 @@ async fn fault_wrong_uuid_fails_the_device_uuid_check() {
     assert!(v.check("key_trusted").is_some_and(|c| !c.passed));
     assert!(!v.authentic());
     // Trusted under the UUID it claims, only the UUID mismatch is left.
-    let mut claimed = TrustStore::new();
     let key = b.trust.get(&device).expect("board trusted").spki_der();
-    claimed
-        .insert(token.device_uuid().expect("uuid"), key)
-        .unwrap();
+    let claimed = trusting(token.device_uuid().expect("uuid"), key);
     assert_only_failure(
         &verdict(&attest, &claimed, &expect_all(device, 16)).1,
         "device_uuid",
@@ -486,10 +477,7 @@ async fn fault_untrusted_key_fails_key_trusted() {
     assert_only_failure(&v, "key_trusted");
     assert!(v.check("signature").is_none(), "no key, no signature check");
     // A host that trusted the board's published identity key still rejects it.
-    let mut published = TrustStore::new();
-    published
-        .insert(device, &b.fleet.identity(0).public_key_spki_der())
-        .unwrap();
+    let published = trusting(device, &b.fleet.identity(0).public_key_spki_der());
     assert_only_failure(
         &verdict(&attest, &published, &expect_all(device, 16)).1,
         "signature",
