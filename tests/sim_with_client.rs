@@ -104,11 +104,13 @@ async fn drive_every_command(sim_dialect: SimDialect, expected: Dialect) {
     let (mut modem, _notifications) = connect(&b).await;
     assert_eq!(modem.client().dialect(), expected);
 
-    // Before AT+CMEE=1 the modem says only ERROR.
+    // A malformed key usage is refused before anything is sent.
     assert!(matches!(
         modem.keygen(TAG, KeygenFormat::Csr, None, Some("12")).await,
         Err(AtError::InvalidArgument { .. })
     ));
+    // A board boots with the radio off; before AT+CMEE=1 errors are ERROR.
+    assert_eq!(modem.functional_mode().await.unwrap(), FunctionalMode::Off);
     modem
         .set_functional_mode(FunctionalMode::On)
         .await
