@@ -10,6 +10,8 @@
 //! LF is sent as `\n`), and the SDK's `at_shell` turns each `\n` of an
 //! `AT%CMNG=0` command back into CRLF, so there the modem stores CRLF text;
 //! [`expected_sha256`] gives the digest `%CMNG` list will report either way.
+//! [`Modem::cmng_read`] returns the content as stored in both dialects (it
+//! undoes the shell's `\n` → `\r\n` output translation).
 use nom::{
     Parser,
     character::complete::{char, digit1},
@@ -367,6 +369,12 @@ pub fn pem_crlf(content: &str) -> String {
     out
 }
 
+/// Undo the Zephyr shell's output translation inside a multi-line value:
+/// the shell prints every `\n` as `\r\n`, so a stored CRLF arrives as CR CR LF.
+fn unshell(text: &str) -> String {
+    text.replace("\r\n", "\n")
+}
+
 /// The upper-case SHA-256 that `%CMNG` list reports after
 /// [`Modem::cmng_write`] of `content` in `dialect`.
 pub fn expected_sha256(content: &str, dialect: Dialect) -> String {
@@ -561,14 +569,19 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Modem<T> {
         parse_cmng_list(&self.client.command(&cmd).await?)
     }
 
-    /// `AT%CMNG=2,<tag>,<type>`.
+    /// `AT%CMNG=2,<tag>,<type>`: the entry and its content as stored.
     pub async fn cmng_read(
         &mut self,
         sec_tag: u32,
         kind: CredentialType,
     ) -> Result<(CredentialEntry, String), AtError> {
         let cmd = format!("AT%CMNG=2,{sec_tag},{}", kind.code());
-        parse_cmng_read(&self.client.command(&cmd).await?)
+        let (entry, content) = parse_cmng_read(&self.client.command(&cmd).await?)?;
+        let content = match self.client.dialect() {
+            Dialect::Raw => content,
+            Dialect::Shell => unshell(&content),
+        };
+        Ok((entry, content))
     }
 
     /// `AT%CMNG=3,<tag>,<type>`.
@@ -734,6 +747,7 @@ mod tests {
             expected_sha256("a\r\nb", Dialect::Raw)
         );
         assert_eq!(expected_sha256("", Dialect::Raw).len(), 64);
+        assert_eq!(unshell("a\r\r\nb\r\n"), "a\r\nb\n");
     }
 
     #[test]

@@ -9,7 +9,6 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use base64::{Engine, engine::general_purpose::STANDARD};
 use tokio::task::JoinHandle;
 
 use super::fault::{Fault, FaultSet};
@@ -18,6 +17,7 @@ use super::modem::Modem;
 use super::pty::{PtyPort, remove_link_if_points_to};
 use super::server::{SessionConfig, SessionEnd, run_session};
 use super::{SimOptions, SimStats};
+use crate::trust::TrustStore;
 
 struct Slot {
     index: usize,
@@ -119,23 +119,21 @@ impl Fleet {
         })
     }
 
-    /// The trust store of the fleet: `device_uuid,public_key` with the
-    /// standard-base64 SPKI DER of each identity key. Boards with the
-    /// untrusted-key fault are left out (and sign with another key anyway).
+    /// The trust file of the fleet ([`TrustStore`] format, sorted by UUID)
+    /// with each board's identity key. Boards with the untrusted-key fault
+    /// are left out (and sign with another key anyway).
     pub fn trust_csv(&self) -> String {
-        let mut csv = String::from("device_uuid,public_key\n");
+        let mut store = TrustStore::new();
         for slot in &self.slots {
             if slot.faults.has(&Fault::UntrustedKey) {
                 continue;
             }
             let identity = lock(&slot.modem).identity_arc();
-            csv.push_str(&format!(
-                "{},{}\n",
-                identity.device_uuid,
-                STANDARD.encode(identity.public_key_spki_der())
-            ));
+            if let Err(e) = store.insert(identity.device_uuid, &identity.public_key_spki_der()) {
+                tracing::warn!(modem = slot.index, error = %e, "identity key left out of the trust file");
+            }
         }
-        csv
+        store.to_csv()
     }
 
     /// Power the board in slot `i` on: boot the modem, make a pty pair and

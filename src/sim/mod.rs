@@ -16,7 +16,6 @@
 //! Behaviour follows `reference/nrf91.md`; where the reference is silent the
 //! choice is documented next to the code (search for "Unknown on real").
 
-pub mod csr;
 pub mod dialect;
 pub mod fault;
 pub mod fleet;

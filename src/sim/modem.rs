@@ -32,11 +32,11 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::SimStats;
-use super::csr;
 use super::fault::{Fault, FaultSet};
 use super::identity::{ModemIdentity, derived_rng, spki_der};
 use super::syntax::{self, Command, Form, Param, normalize_name};
 use crate::token::cose::{self, KID_IDENTITY};
+use crate::token::csr;
 use crate::token::encode::{
     self, IdentityBody, KeygenPayload, MSG_TYPE_IDENTITY_V1, PAYLOAD_ID_CSR, PAYLOAD_ID_PUBLIC_KEY,
 };

@@ -6,20 +6,31 @@
 //! only CertificationRequestInfo, which is taken from the received bytes too.
 //! [`ParsedCsr::normalised_der`] is the same request with the NULL dropped,
 //! for strict consumers (e.g. a CA).
+//!
+//! [`build_csr`] makes CSRs of the real modem's shape (fixture `keygen_csr`)
+//! for the simulator and tests: version 0, subject from the attribute string
+//! (UTF8String values), P-256 SPKI, one extensionRequest attribute holding a
+//! **non-critical** keyUsage, ECDSA with SHA-256; [`legacy_algorithm`] adds
+//! the NULL parameter of older firmware.
 
 use const_oid::db::{
     rfc4519::CN,
     rfc5912::{ECDSA_WITH_SHA_256, ID_EC_PUBLIC_KEY, SECP_256_R_1},
 };
 use der::{
-    Decode, Encode, Sequence, Tag, Tagged,
-    asn1::{AnyRef, BitString, BitStringRef},
+    Decode, Encode, EncodeValue, Length, Sequence, Tag, Tagged, Writer,
+    asn1::{Any, AnyRef, BitString, BitStringRef},
 };
+use p256::ecdsa::{DerSignature, SigningKey};
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use spki::{AlgorithmIdentifierOwned, AlgorithmIdentifierRef, SubjectPublicKeyInfoRef};
 use std::str::FromStr;
 use x509_cert::{
     builder::{Builder, RequestBuilder},
+    ext::{
+        AsExtension, Extension,
+        pkix::{KeyUsage, KeyUsages},
+    },
     name::Name,
     request::{CertReq, CertReqInfo},
 };
@@ -52,8 +63,10 @@ pub struct ParsedCsr {
 pub enum CsrError {
     #[error("not a PKCS#10 CSR: {0}")]
     Der(#[from] der::Error),
-    #[error("bad subject {subject:?}: {error}")]
-    Subject { subject: String, error: der::Error },
+    #[error("bad subject attributes {subject:?}: {problem}")]
+    Subject { subject: String, problem: String },
+    #[error("bad key usage {0:?}: expected 9 characters of 0 and 1")]
+    KeyUsage(String),
     #[error("building the CSR failed: {0}")]
     Build(String),
 }
@@ -175,16 +188,158 @@ pub fn parse_csr(der: &[u8]) -> Result<ParsedCsr, CsrError> {
     })
 }
 
-/// A CSR for `subject` (RFC 4514, e.g. `"O=Nordic,CN=<uuid>"`) signed by
-/// `key`, as a modem's `%KEYGEN=…,2,0` produces. For the simulator and tests.
-pub fn build_csr(subject: &str, key: &p256::ecdsa::SigningKey) -> Result<Vec<u8>, CsrError> {
-    let name = Name::from_str(subject).map_err(|error| CsrError::Subject {
-        subject: subject.to_string(),
-        error,
-    })?;
-    let builder = RequestBuilder::new(name, key).map_err(|e| CsrError::Build(e.to_string()))?;
-    let csr = builder
-        .build::<p256::ecdsa::DerSignature>()
-        .map_err(|e| CsrError::Build(e.to_string()))?;
-    Ok(csr.to_der()?)
+/// keyUsage of the real modem's CSR when no usage is given: digitalSignature,
+/// nonRepudiation, keyEncipherment, keyAgreement (`03 02 03 e8`).
+pub const DEFAULT_KEY_USAGE: &str = "111010000";
+
+/// The nine keyUsage bits in X.509 order, as `%KEYGEN` takes them.
+const USAGE_ORDER: [KeyUsages; 9] = [
+    KeyUsages::DigitalSignature,
+    KeyUsages::NonRepudiation,
+    KeyUsages::KeyEncipherment,
+    KeyUsages::DataEncipherment,
+    KeyUsages::KeyAgreement,
+    KeyUsages::KeyCertSign,
+    KeyUsages::CRLSign,
+    KeyUsages::EncipherOnly,
+    KeyUsages::DecipherOnly,
+];
+
+/// Parse a 9-character `%KEYGEN` key-usage bit string like `101010000`.
+pub fn parse_key_usage(bits: &str) -> Result<KeyUsage, CsrError> {
+    if bits.len() != 9 || !bits.bytes().all(|b| b == b'0' || b == b'1') {
+        return Err(CsrError::KeyUsage(bits.to_owned()));
+    }
+    let mut flags = der::flagset::FlagSet::<KeyUsages>::default();
+    for (bit, usage) in bits.bytes().zip(USAGE_ORDER) {
+        if bit == b'1' {
+            flags |= usage;
+        }
+    }
+    Ok(KeyUsage(flags))
+}
+
+/// Parse a subject attribute string (`O=Nordic Semiconductor,CN=x`, RFC 4514).
+pub fn parse_subject(attributes: &str) -> Result<Name, CsrError> {
+    let bad = |problem: String| CsrError::Subject {
+        subject: attributes.to_owned(),
+        problem,
+    };
+    let name = Name::from_str(attributes).map_err(|e| bad(e.to_string()))?;
+    if name.is_empty() {
+        return Err(bad("no attributes".into()));
+    }
+    Ok(name)
+}
+
+/// keyUsage wrapper marked non-critical, as the modem's CSR has it
+/// (x509-cert marks its own `KeyUsage` critical). `EncodeValue` + `Tagged`
+/// give it `Encode`.
+struct NonCriticalKeyUsage(KeyUsage);
+
+impl const_oid::AssociatedOid for NonCriticalKeyUsage {
+    const OID: const_oid::ObjectIdentifier = const_oid::db::rfc5280::ID_CE_KEY_USAGE;
+}
+
+impl EncodeValue for NonCriticalKeyUsage {
+    fn value_len(&self) -> der::Result<Length> {
+        self.0.value_len()
+    }
+    fn encode_value(&self, writer: &mut impl Writer) -> der::Result<()> {
+        self.0.encode_value(writer)
+    }
+}
+
+impl Tagged for NonCriticalKeyUsage {
+    fn tag(&self) -> Tag {
+        self.0.tag()
+    }
+}
+
+impl AsExtension for NonCriticalKeyUsage {
+    fn critical(&self, _: &Name, _: &[Extension]) -> bool {
+        false
+    }
+}
+
+/// A CSR for `subject` with `key_usage`, signed by `key`, as a modem's
+/// `%KEYGEN=…,2,0` produces; DER bytes. For the simulator and tests.
+pub fn build_csr(
+    key: &SigningKey,
+    subject: Name,
+    key_usage: KeyUsage,
+) -> Result<Vec<u8>, CsrError> {
+    let build = |e: &dyn std::fmt::Display| CsrError::Build(e.to_string());
+    let mut builder = RequestBuilder::new(subject, key).map_err(|e| build(&e))?;
+    builder
+        .add_extension(&NonCriticalKeyUsage(key_usage))
+        .map_err(|e| build(&e))?;
+    let request = builder.build::<DerSignature>().map_err(|e| build(&e))?;
+    Ok(request.to_der()?)
+}
+
+/// Re-encode a CSR with `SEQUENCE { ecdsa-with-SHA256, NULL }` as its outer
+/// signatureAlgorithm, as older modem firmware does. The signature covers
+/// only the CertificationRequestInfo, so it stays valid.
+pub fn legacy_algorithm(der: &[u8]) -> Result<Vec<u8>, CsrError> {
+    let mut request = CertReq::from_der(der)?;
+    request.algorithm.parameters = Some(Any::null());
+    Ok(request.to_der()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(subject: &str, usage: &str, seed: u8) -> Vec<u8> {
+        let key = SigningKey::from_slice(&[seed; 32]).unwrap();
+        build_csr(
+            &key,
+            parse_subject(subject).unwrap(),
+            parse_key_usage(usage).unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn csr_is_signed_by_the_key_and_carries_subject_and_usage() {
+        let der = build("O=Nordic Semiconductor,L=PDX,C=no,CN=dev-1", "101010000", 3);
+        let parsed = parse_csr(&der).unwrap();
+        assert!(parsed.info.signature_valid);
+        assert!(!parsed.info.legacy_null_params);
+        assert_eq!(
+            parsed.info.subject,
+            "O=Nordic Semiconductor,L=PDX,C=no,CN=dev-1"
+        );
+        assert_eq!(parsed.info.common_name.as_deref(), Some("dev-1"));
+        // keyUsage OID, no critical flag, BIT STRING 03 02 03 a8 (bits 0, 2, 4).
+        assert!(hex::encode(&der).contains("0603551d0f0404030203a8"));
+    }
+
+    #[test]
+    fn default_usage_matches_the_real_modem_bits() {
+        let der = build("CN=x", DEFAULT_KEY_USAGE, 5);
+        assert!(hex::encode(&der).contains("0603551d0f0404030203e8"));
+    }
+
+    #[test]
+    fn legacy_algorithm_keeps_the_signature_valid() {
+        let der = build("CN=x", DEFAULT_KEY_USAGE, 4);
+        let legacy = legacy_algorithm(&der).unwrap();
+        assert_ne!(der, legacy);
+        // 30 0c 06 08 <ecdsa-with-SHA256> 05 00
+        assert!(hex::encode(&legacy).contains("300c06082a8648ce3d0403020500"));
+        let parsed = parse_csr(&legacy).unwrap();
+        assert!(parsed.info.signature_valid);
+        assert!(parsed.info.legacy_null_params);
+        assert_eq!(parsed.normalised_der, der);
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        assert!(parse_key_usage("10101").is_err());
+        assert!(parse_key_usage("10101000x").is_err());
+        assert!(parse_subject("").is_err());
+        assert!(parse_subject("NOTANATTR").is_err());
+    }
 }

@@ -1,6 +1,7 @@
-//! A small AT host for driving simulated modems over their pty links (the
-//! project's AT client lives on another branch), and token checks that
-//! decode and verify what a modem returns against a trust CSV.
+//! A byte-level AT host for driving simulated modems over their pty links
+//! (for exact bytes: echo, prompts, noise; `sim_with_client.rs` drives them
+//! with the project's own AT client), and token checks, independent of the
+//! project's decoders, that verify what a modem returns against a trust CSV.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -10,12 +11,13 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ciborium::value::Value;
+use nrf_provd::serial::{self, FlowControl, SerialSettings};
 use nrf_provd::sim::SimDialect;
 use nrf_provd::token::cose;
 use p256::ecdsa::{Signature, VerifyingKey, signature::Verifier};
 use spki::DecodePublicKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_serial::{SerialPortBuilderExt, SerialStream};
+use tokio_serial::SerialStream;
 use uuid::Uuid;
 
 /// Upper bound for anything a test waits for; only a hang ever hits it.
@@ -52,10 +54,13 @@ pub fn strip_ansi(text: &str) -> String {
 }
 
 impl Host {
-    /// Open the port as a real host would (tokio-serial, 115200 8N1).
+    /// Open the port as a station would (115200 8N1, no flow control).
     pub fn open(path: &Path, dialect: SimDialect) -> Host {
-        let port = tokio_serial::new(path.to_string_lossy(), 115_200)
-            .open_native_async()
+        let settings = SerialSettings {
+            flow_control: FlowControl::None,
+            ..SerialSettings::default()
+        };
+        let port = serial::open(path, &settings)
             .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
         Host {
             port,

@@ -61,7 +61,9 @@ pub fn keygen_payload(der: &[u8], payload_id: i64) -> KeygenPayload {
 
 /// A CSR for `CN=<DEVICE>` made with a fresh key (the modem's new key).
 pub fn csr_der() -> Vec<u8> {
-    csr::build_csr(&format!("CN={DEVICE}"), &random_key()).expect("build CSR")
+    let subject = csr::parse_subject(&format!("CN={DEVICE}")).expect("subject");
+    let usage = csr::parse_key_usage(csr::DEFAULT_KEY_USAGE).expect("usage");
+    csr::build_csr(&random_key(), subject, usage).expect("build CSR")
 }
 
 /// A `%KEYGEN` CSR token bound by `identity_key`.
