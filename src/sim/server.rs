@@ -18,7 +18,7 @@
 
 use std::io;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use rand::Rng;
 use rand::rngs::StdRng;
@@ -28,7 +28,7 @@ use super::dialect::{FrontEvent, Frontend};
 use super::fault::{Fault, FaultSet};
 use super::modem::{Modem, line_fault_key};
 use super::pty::PtyPort;
-use super::timing::{command_delay, pacing_chunk, wire_time};
+use super::timing::{CommandCost, CostLog, command_delay, pacing_chunk, wire_time};
 use super::{Latency, SimDialect};
 
 /// Notifications a real nRF91 sends unasked (formats from the AT reference).
@@ -56,6 +56,8 @@ pub struct SessionConfig {
     pub faults: FaultSet,
     /// Randomness for fault timing; seeded so a run can be repeated.
     pub rng: StdRng,
+    /// Where to log each answered command's modelled cost, if anywhere.
+    pub costs: Option<CostLog>,
 }
 
 /// Why a session ended.
@@ -194,6 +196,7 @@ impl Session {
 
     /// Handle one command line; returns true when the board was pulled.
     async fn command(&mut self, line: &str) -> io::Result<bool> {
+        let received = SystemTime::now();
         let key = line_fault_key(line);
         if key.as_deref().is_some_and(|k| self.cfg.faults.stalls(k)) {
             return Ok(false);
@@ -227,8 +230,21 @@ impl Session {
             tokio::time::sleep(delay).await;
         }
         let output = pieces.concat();
-        if key.as_deref().is_some_and(|k| self.cfg.faults.unplugs(k)) {
-            let half = output.get(..output.len().div_ceil(2)).unwrap_or_default();
+        let unplug = key.as_deref().is_some_and(|k| self.cfg.faults.unplugs(k));
+        let written = if unplug {
+            output.len().div_ceil(2)
+        } else {
+            output.len()
+        };
+        self.log_cost(CommandCost {
+            received,
+            delay,
+            // The line plus its terminator (CR LF).
+            wire_in: wire_time(self.cfg.baud, line.len() + 2),
+            wire_out: wire_time(self.cfg.baud, written),
+        });
+        if unplug {
+            let half = output.get(..written).unwrap_or_default();
             self.write(half).await?;
             // Let the host read the half before the pull discards it.
             self.port.drain(Duration::from_secs(2)).await;
@@ -236,6 +252,14 @@ impl Session {
         }
         self.write(&output).await?;
         Ok(false)
+    }
+
+    fn log_cost(&self, cost: CommandCost) {
+        if let Some(log) = &self.cfg.costs {
+            log.lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(cost);
+        }
     }
 
     /// Write for the host, paced at the configured baud rate.
