@@ -8,10 +8,11 @@
 //! | `replug`       | `{"replugged":[0,1,…]}`: every board pulled and plugged back   |
 //! | `replug I J …` | the same for boards I, J, …                                    |
 //! | `stats`        | `{"stats":[{"commands":…,"keygen_tokens":…,…},…]}` per board   |
-//! | `costs`        | `{"costs":[[[received_us,delay_us,wire_in_us,wire_out_us],…],…]}` per board, taken (each cost is reported once) |
+//! | `costs`        | `{"costs":[[[received_us,delay_us,wire_in_us,wire_out_us,answered_us],…],…]}` per board, taken (each cost is reported once) |
 //! | `quit`         | `{"quit":true}`, then the simulator exits                      |
 //!
-//! Anything else is answered `{"error":"…"}`. `received_us` is Unix time in
+//! Anything else is answered `{"error":"…"}`. `received_us` (command line
+//! complete) and `answered_us` (reply written and paced) are Unix times in
 //! microseconds; the other fields are durations in microseconds.
 
 use std::time::{Duration, UNIX_EPOCH};
@@ -40,18 +41,21 @@ pub async fn handle(fleet: &Fleet, line: &str) -> (String, Next) {
             json!({ "stats": (0..fleet.len()).map(|i| stats(fleet, i)).collect::<Vec<_>>() })
         }
         Some("costs") => {
-            let all: Vec<Vec<[u64; 4]>> = (0..fleet.len())
+            let all: Vec<Vec<[u64; 5]>> = (0..fleet.len())
                 .map(|i| {
                     fleet
                         .take_costs(i)
                         .iter()
                         .map(|c| {
-                            let at = c.received.duration_since(UNIX_EPOCH).unwrap_or_default();
+                            let unix = |t: std::time::SystemTime| {
+                                micros(t.duration_since(UNIX_EPOCH).unwrap_or_default())
+                            };
                             [
-                                micros(at),
+                                unix(c.received),
                                 micros(c.delay),
                                 micros(c.wire_in),
                                 micros(c.wire_out),
+                                unix(c.answered),
                             ]
                         })
                         .collect()
@@ -150,15 +154,30 @@ mod tests {
         .unwrap();
         assert!(answer.ends_with(b"OK\r\n"));
 
-        let (costs, next) = handle(&fleet, "costs").await;
-        assert_eq!(next, Next::Continue);
-        let costs = parse(&costs);
+        // Logged once the paced reply is over, which may be just after the
+        // host has read it.
+        let mut costs = json!(null);
+        for _ in 0..100 {
+            let (answer, next) = handle(&fleet, "costs").await;
+            assert_eq!(next, Next::Continue);
+            costs = parse(&answer);
+            if costs["costs"][1] != json!([]) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         assert_eq!(costs["costs"][0], json!([]));
         let one = &costs["costs"][1][0];
         assert_eq!(one[1], json!(5_000), "AT+CGSN is a 5 ms query");
         // Every byte of the reply at 10 bits a byte, 115200 baud.
         let bytes = answer.len() as u64;
         assert_eq!(one[3], json!(bytes * 10 * 1_000_000 / 115_200));
+        // Answered no sooner than the modelled time after it was received.
+        let (received, answered) = (one[0].as_u64().unwrap(), one[4].as_u64().unwrap());
+        assert!(
+            answered >= received + 5_000 + one[3].as_u64().unwrap() - 1,
+            "{one}"
+        );
         // Taken: reported once.
         assert_eq!(
             parse(&handle(&fleet, "costs").await.0)["costs"][1],

@@ -31,7 +31,8 @@ use super::Latency;
 use super::modem::CommandKind;
 
 /// The modelled cost of one answered command, for measuring a host against
-/// the least time its commands could take (`nrf-provd bench`).
+/// the least time its commands could take (`nrf-provd bench`). Logged once
+/// the reply is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CommandCost {
     /// Wall-clock time the command line was complete: comparable with the
@@ -44,6 +45,10 @@ pub struct CommandCost {
     pub wire_in: Duration,
     /// Wire time of the reply at the baud rate (enforced by pacing).
     pub wire_out: Duration,
+    /// Wall-clock time the reply was written and its wire time was over.
+    /// `answered − received − enforced()` is the simulator's own overshoot
+    /// (timer rounding, scheduling), not the host's.
+    pub answered: SystemTime,
 }
 
 impl CommandCost {
