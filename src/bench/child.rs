@@ -145,7 +145,7 @@ impl SimChild {
     }
 
     /// Ask the child to quit and wait for it (killed after a grace period).
-    pub async fn quit(mut self) {
+    pub async fn quit(&mut self) {
         let _ = self.request("quit").await;
         if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
             .await

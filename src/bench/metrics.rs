@@ -40,6 +40,23 @@ pub fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// Heap bytes the allocator has handed out and not had back, in KiB
+/// (glibc `mallinfo2`: `uordblks + hblkhd`). Unlike RSS it does not count
+/// memory freed but kept by the allocator, so a leak shows here first.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn heap_in_use_kib() -> Option<u64> {
+    // SAFETY: mallinfo2 takes no arguments, only reads the allocator's
+    // statistics under its own locks and returns a plain struct by value.
+    let info = unsafe { nix::libc::mallinfo2() };
+    u64::try_from(info.uordblks.saturating_add(info.hblkhd) / 1024).ok()
+}
+
+/// Not available outside glibc.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn heap_in_use_kib() -> Option<u64> {
+    None
+}
+
 /// Open file descriptors of this process (not counting the one used to
 /// list them).
 pub fn open_fds() -> usize {
@@ -67,7 +84,20 @@ pub struct Sample {
     /// Since the sampler started.
     pub at: Duration,
     pub rss_kib: u64,
+    /// See [`heap_in_use_kib`].
+    pub heap_kib: Option<u64>,
     pub fds: usize,
+}
+
+impl Sample {
+    fn now(start: Instant) -> Sample {
+        Sample {
+            at: start.elapsed(),
+            rss_kib: rss_kib(),
+            heap_kib: heap_in_use_kib(),
+            fds: open_fds(),
+        }
+    }
 }
 
 /// Samples RSS and descriptors every `every` on its own thread.
@@ -83,22 +113,14 @@ impl Sampler {
             let start = Instant::now();
             let mut samples = Vec::new();
             loop {
-                samples.push(Sample {
-                    at: start.elapsed(),
-                    rss_kib: rss_kib(),
-                    fds: open_fds(),
-                });
+                samples.push(Sample::now(start));
                 match stopped.recv_timeout(every) {
                     Err(RecvTimeoutError::Timeout) => {}
                     Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
                 }
             }
             // Take a last sample so short rows still see their end state.
-            samples.push(Sample {
-                at: start.elapsed(),
-                rss_kib: rss_kib(),
-                fds: open_fds(),
-            });
+            samples.push(Sample::now(start));
             (samples, cpu_of(UsageWho::RUSAGE_THREAD))
         });
         Sampler { stop, thread }

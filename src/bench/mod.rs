@@ -274,6 +274,14 @@ async fn measure_row(options: &BenchOptions, boards: usize, dir: &Path) -> Resul
     }))
 }
 
+impl Drop for Rig {
+    /// On an early return (an error), stop taking boards; the simulator
+    /// child is killed when its handle drops.
+    fn drop(&mut self) {
+        self.station.shutdown();
+    }
+}
+
 /// The slot index of a simulated port path (`…/ttySIM12` → 12).
 pub fn board_index(port: &str) -> Option<usize> {
     Path::new(port)
