@@ -2,6 +2,7 @@
 //! test stations. See ARCHITECTURE.md for the module map and data flow.
 
 pub mod at;
+pub mod bench;
 pub mod ca;
 pub mod cli;
 pub mod config;

@@ -36,6 +36,8 @@ enum Command {
     Demo(cli::station::DemoArgs),
     /// Show recorded results.
     Results(cli::results::ResultsArgs),
+    /// Measure throughput, cycle time and host cost against simulated modems; or soak.
+    Bench(cli::bench::BenchArgs),
 }
 
 fn init_logging(format: LogFormat, filter: &str) {
@@ -70,5 +72,6 @@ async fn main() -> ExitCode {
         Command::Provision(args) => cli::station::provision(args).await,
         Command::Demo(args) => cli::station::demo(args).await,
         Command::Results(args) => cli::results::run(args).await,
+        Command::Bench(args) => cli::bench::run(args).await,
     }
 }

@@ -2,6 +2,7 @@
 //! arguments and its `run`, returning the process exit status.
 
 pub mod at;
+pub mod bench;
 pub mod results;
 pub mod simulate;
 pub mod station;

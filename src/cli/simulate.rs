@@ -5,7 +5,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::sim::{FaultSpec, FaultTargets, Fleet, Latency, SimDialect, SimOptions};
+use crate::sim::{FaultSpec, FaultTargets, Fleet, Latency, SimDialect, SimOptions, control};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = FAULT_HELP)]
@@ -37,6 +37,13 @@ pub struct SimulateArgs {
     /// Make modems misbehave: TARGETS:FAULT, repeatable (grammar below).
     #[arg(long = "fault", value_name = "SPEC")]
     pub faults: Vec<FaultSpec>,
+    /// Take commands on stdin, one a line, and answer each with one JSON
+    /// line on stdout: `replug [I…]`, `stats`, `costs`, `quit` (see
+    /// `sim::control`). Prints `{"ready":N}` after the listing; end of
+    /// stdin quits. Each board logs the modelled cost of every command
+    /// until `costs` takes it (used by `nrf-provd bench`).
+    #[arg(long)]
+    pub control: bool,
 }
 
 const FAULT_HELP: &str = "\
@@ -96,6 +103,7 @@ pub async fn run(args: SimulateArgs) -> ExitCode {
         latency: args.latency,
         baud: args.baud,
         faults: args.faults,
+        cost_log: args.control,
     };
     // Install the handlers before the links exist, so an early signal still
     // cleans up.
@@ -139,10 +147,58 @@ pub async fn run(args: SimulateArgs) -> ExitCode {
         fleet.shutdown().await;
         return super::error_exit(format!("cannot write to stdout: {e}"));
     }
+    if args.control {
+        return controlled(fleet, terminate).await;
+    }
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
     }
     fleet.shutdown().await;
     ExitCode::SUCCESS
+}
+
+/// Serve the control protocol until `quit`, end of stdin or a signal.
+async fn controlled(fleet: Fleet, mut terminate: tokio::signal::unix::Signal) -> ExitCode {
+    // A plain thread reads stdin: a blocking read cannot be cancelled, and
+    // on Tokio's blocking pool it would hold up the exit after a signal.
+    let (tx, mut lines) = tokio::sync::mpsc::channel::<String>(16);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { break };
+            if tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let status = match say(&format!("{{\"ready\":{}}}", fleet.len())) {
+        Ok(()) => loop {
+            let line = tokio::select! {
+                _ = tokio::signal::ctrl_c() => break ExitCode::SUCCESS,
+                _ = terminate.recv() => break ExitCode::SUCCESS,
+                line = lines.recv() => line,
+            };
+            let Some(line) = line else {
+                break ExitCode::SUCCESS;
+            };
+            let (answer, next) = control::handle(&fleet, &line).await;
+            if let Err(e) = say(&answer) {
+                break super::error_exit(format!("cannot write to stdout: {e}"));
+            }
+            if next == control::Next::Quit {
+                break ExitCode::SUCCESS;
+            }
+        },
+        Err(e) => super::error_exit(format!("cannot write to stdout: {e}")),
+    };
+    fleet.shutdown().await;
+    status
+}
+
+/// One line on stdout, flushed (the reader waits for it).
+fn say(line: &str) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(line.as_bytes())?;
+    stdout.write_all(b"\n")?;
+    stdout.flush()
 }

@@ -16,6 +16,7 @@ use super::identity::{ModemIdentity, derived_rng};
 use super::modem::Modem;
 use super::pty::{PtyPort, remove_link_if_points_to};
 use super::server::{SessionConfig, SessionEnd, run_session};
+use super::timing::{CommandCost, CostLog};
 use super::{SimOptions, SimStats};
 use crate::trust::TrustStore;
 
@@ -26,6 +27,8 @@ struct Slot {
     modem: Arc<Mutex<Modem>>,
     /// The running session and the pty slave path its link points at.
     session: Mutex<Option<(JoinHandle<()>, PathBuf)>>,
+    /// Modelled cost of every answered command, when the options ask for it.
+    costs: Option<CostLog>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -65,6 +68,7 @@ impl Fleet {
                 modem: Arc::new(Mutex::new(Modem::new(identity, faults.clone()))),
                 faults,
                 session: Mutex::new(None),
+                costs: fleet.options.cost_log.then(CostLog::default),
             });
         }
         for index in 0..count {
@@ -108,6 +112,16 @@ impl Fleet {
     /// If `i >= len()`.
     pub fn stats(&self, i: usize) -> SimStats {
         lock(&self.slot(i).modem).stats().clone()
+    }
+
+    /// Take the modelled cost of every command slot `i` answered since the
+    /// last call, oldest first. Empty unless [`SimOptions::cost_log`] is set.
+    pub fn take_costs(&self, i: usize) -> Vec<CommandCost> {
+        self.slots
+            .get(i)
+            .and_then(|s| s.costs.as_ref())
+            .map(|log| std::mem::take(&mut *lock(log)))
+            .unwrap_or_default()
     }
 
     /// True while board `i` has a running session (its link exists).
@@ -162,6 +176,7 @@ impl Fleet {
                 u32::try_from(slot.index).unwrap_or(u32::MAX),
                 &format!("session {sessions}"),
             ),
+            costs: slot.costs.clone(),
         };
         let modem = Arc::clone(&slot.modem);
         let index = slot.index;

@@ -16,6 +16,7 @@
 //! Behaviour follows `reference/nrf91.md`; where the reference is silent the
 //! choice is documented next to the code (search for "Unknown on real").
 
+pub mod control;
 pub mod dialect;
 pub mod fault;
 pub mod fleet;
@@ -32,6 +33,7 @@ pub use fault::{Fault, FaultSpec, FaultTargets};
 pub use fleet::Fleet;
 pub use identity::ModemIdentity;
 pub use modem::Modem;
+pub use timing::{CommandCost, CostLog};
 
 /// Which application relays AT commands between the UART and the modem core.
 #[derive(
@@ -85,6 +87,9 @@ pub struct SimOptions {
     /// Pace output bytes as a UART at this baud rate would (10 bits a byte).
     pub baud: Option<u32>,
     pub faults: Vec<FaultSpec>,
+    /// Log the modelled cost of every answered command per slot (see
+    /// [`Fleet::take_costs`]); off by default because the log grows until taken.
+    pub cost_log: bool,
 }
 
 /// Counters of one simulated board (one fixture slot), kept across replugs.

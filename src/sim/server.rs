@@ -18,7 +18,7 @@
 
 use std::io;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use rand::Rng;
 use rand::rngs::StdRng;
@@ -28,7 +28,7 @@ use super::dialect::{FrontEvent, Frontend};
 use super::fault::{Fault, FaultSet};
 use super::modem::{Modem, line_fault_key};
 use super::pty::PtyPort;
-use super::timing::{command_delay, pacing_chunk, wire_time};
+use super::timing::{CommandCost, CostLog, command_delay, pacing_chunk, wire_time};
 use super::{Latency, SimDialect};
 
 /// Notifications a real nRF91 sends unasked (formats from the AT reference).
@@ -56,6 +56,8 @@ pub struct SessionConfig {
     pub faults: FaultSet,
     /// Randomness for fault timing; seeded so a run can be repeated.
     pub rng: StdRng,
+    /// Where to log each answered command's modelled cost, if anywhere.
+    pub costs: Option<CostLog>,
 }
 
 /// Why a session ended.
@@ -194,6 +196,8 @@ impl Session {
 
     /// Handle one command line; returns true when the board was pulled.
     async fn command(&mut self, line: &str) -> io::Result<bool> {
+        let received = SystemTime::now();
+        let clock = tokio::time::Instant::now();
         let key = line_fault_key(line);
         if key.as_deref().is_some_and(|k| self.cfg.faults.stalls(k)) {
             return Ok(false);
@@ -223,23 +227,53 @@ impl Session {
             pieces.insert(0, noise);
         }
         self.add_busy(delay);
+        // The delay counts from the command, so the simulator's own work
+        // (signing a token) is inside it, as on a real modem.
+        let ready = clock + delay;
         if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
+            tokio::time::sleep_until(ready).await;
         }
         let output = pieces.concat();
-        if key.as_deref().is_some_and(|k| self.cfg.faults.unplugs(k)) {
-            let half = output.get(..output.len().div_ceil(2)).unwrap_or_default();
-            self.write(half).await?;
+        let unplug = key.as_deref().is_some_and(|k| self.cfg.faults.unplugs(k));
+        let written = if unplug {
+            output.len().div_ceil(2)
+        } else {
+            output.len()
+        };
+        self.write_from(output.get(..written).unwrap_or_default(), ready)
+            .await?;
+        self.log_cost(CommandCost {
+            received,
+            delay,
+            // The line plus its terminator (CR LF).
+            wire_in: wire_time(self.cfg.baud, line.len() + 2),
+            wire_out: wire_time(self.cfg.baud, written),
+            answered: SystemTime::now(),
+        });
+        if unplug {
             // Let the host read the half before the pull discards it.
             self.port.drain(Duration::from_secs(2)).await;
             return Ok(true);
         }
-        self.write(&output).await?;
         Ok(false)
+    }
+
+    fn log_cost(&self, cost: CommandCost) {
+        if let Some(log) = &self.cfg.costs {
+            log.lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(cost);
+        }
     }
 
     /// Write for the host, paced at the configured baud rate.
     async fn write(&self, bytes: &[u8]) -> io::Result<()> {
+        self.write_from(bytes, tokio::time::Instant::now()).await
+    }
+
+    /// Write paced as if the first bit left at `start`: deadlines are
+    /// absolute, so a late wake-up is caught up rather than added.
+    async fn write_from(&self, bytes: &[u8], start: tokio::time::Instant) -> io::Result<()> {
         if bytes.is_empty() {
             return Ok(());
         }
@@ -247,12 +281,14 @@ impl Session {
             return self.port.write_all(bytes).await;
         };
         self.add_busy(wire_time(Some(baud), bytes.len()));
-        let start = tokio::time::Instant::now();
         let mut sent = 0;
         for chunk in bytes.chunks(pacing_chunk(baud)) {
-            self.port.write_all(chunk).await?;
             sent += chunk.len();
+            // A UART hands over a byte when its stop bit is done: release
+            // each chunk when its wire time is over, so the host never sees
+            // the end of a reply before a real wire would deliver it.
             tokio::time::sleep_until(start + wire_time(Some(baud), sent)).await;
+            self.port.write_all(chunk).await?;
         }
         Ok(())
     }

@@ -24,10 +24,42 @@
 //! With a baud rate, output bytes are paced at 10 bits a byte (8N1), so a
 //! 600-byte `%KEYGEN` line takes about 52 ms at 115200 baud.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use super::Latency;
 use super::modem::CommandKind;
+
+/// The modelled cost of one answered command, for measuring a host against
+/// the least time its commands could take (`nrf-provd bench`). Logged once
+/// the reply is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandCost {
+    /// Wall-clock time the command line was complete: comparable with the
+    /// station's run timestamps, also across processes.
+    pub received: SystemTime,
+    /// The modelled delay before the reply.
+    pub delay: Duration,
+    /// Wire time of the command line at the baud rate. Not enforced: the
+    /// pty delivers the host's bytes at once.
+    pub wire_in: Duration,
+    /// Wire time of the reply at the baud rate (enforced by pacing).
+    pub wire_out: Duration,
+    /// Wall-clock time the reply was written and its wire time was over.
+    /// `answered − received − enforced()` is the simulator's own overshoot
+    /// (timer rounding, scheduling), not the host's.
+    pub answered: SystemTime,
+}
+
+impl CommandCost {
+    /// What the simulated board enforces: delay plus paced reply.
+    pub fn enforced(&self) -> Duration {
+        self.delay + self.wire_out
+    }
+}
+
+/// Where a slot's sessions append their [`CommandCost`]s until taken.
+pub type CostLog = Arc<Mutex<Vec<CommandCost>>>;
 
 /// The modelled delay before a reply to a command of `kind`.
 pub fn command_delay(latency: Latency, kind: CommandKind) -> Duration {

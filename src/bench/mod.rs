@@ -1,0 +1,348 @@
+//! `nrf-provd bench` and its soak mode: the real station code path
+//! (`station::Station` with the demo configuration, pseudo-terminals, the
+//! SQLite store in a temporary directory, the full plan) against simulated
+//! modems running in a child process.
+//!
+//! Why a child process: the host CPU time per board cycle must be the
+//! station's alone. This process is the station; `getrusage(RUSAGE_SELF)`
+//! deltas around each row measure it, minus the sampler thread's own time.
+//!
+//! One row per board count: a fresh simulator, directory, database and
+//! station. A round provisions every board once; between rounds every board
+//! is unplugged and plugged back (`replug`). See [`report`] for what each
+//! column means and [`soak`] for the endurance run.
+
+pub mod child;
+pub mod metrics;
+pub mod report;
+pub mod soak;
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::broadcast::{self, error::RecvError};
+
+use crate::config::StationConfig;
+use crate::sim::{FaultSpec, Latency};
+use crate::station::{self, Station, StationEvent};
+use crate::store::{RunFilter, RunRecord, Store};
+use child::{SimChild, SimSpec};
+use report::{Costs, Row};
+
+/// No station event for this long means the station stalled.
+const STALL_LIMIT: Duration = Duration::from_secs(120);
+/// RSS and descriptors are sampled this often during a row.
+const ROW_SAMPLE_EVERY: Duration = Duration::from_millis(50);
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Board counts, one row each.
+    pub boards: Vec<usize>,
+    /// Rounds per row (every board provisioned once per round).
+    pub rounds: usize,
+    pub latency: Latency,
+    /// UART pacing of the simulated modems' output.
+    pub baud: Option<u32>,
+    pub faults: Vec<FaultSpec>,
+    pub seed: u64,
+    /// The `nrf-provd` executable that runs `simulate --control`.
+    pub simulator: PathBuf,
+    /// Keep the working directory (databases, logs) instead of removing it.
+    pub keep: bool,
+}
+
+/// Why a measurement could not be made (as opposed to a board failing).
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("bench directory {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("simulator: {detail}")]
+    Simulator { detail: String },
+    #[error(transparent)]
+    Setup(#[from] station::SetupError),
+    #[error(transparent)]
+    Demo(#[from] crate::demo::DemoError),
+    #[error("database: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("no station event for {0:?}: the station stalled")]
+    Stalled(Duration),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Panics anywhere in this process since the bench started (station tasks
+/// included: Tokio catches a task's panic, the hook still sees it).
+pub fn panics() -> u64 {
+    panic_counter().load(Ordering::Relaxed)
+}
+
+fn panic_counter() -> &'static AtomicU64 {
+    static COUNT: OnceLock<AtomicU64> = OnceLock::new();
+    COUNT.get_or_init(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if let Some(count) = COUNT.get() {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+            previous(info);
+        }));
+        AtomicU64::new(0)
+    })
+}
+
+/// The machine a measurement ran on.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Machine {
+    pub cpus: usize,
+    pub cpu_model: String,
+    pub kernel: String,
+}
+
+impl Machine {
+    pub fn this() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map_or_else(|| "unknown".into(), |(_, m)| m.trim().to_string());
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map_or_else(|_| "unknown".into(), |k| k.trim().to_string());
+        Machine {
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu_model,
+            kernel,
+        }
+    }
+}
+
+/// Run every row; `on_row` sees each as soon as it is measured.
+pub async fn run(
+    options: &BenchOptions,
+    mut on_row: impl FnMut(&Row),
+) -> Result<Vec<Row>, BenchError> {
+    if options.boards.is_empty() || options.boards.contains(&0) {
+        return Err(BenchError::Invalid(
+            "--boards needs counts of at least 1".into(),
+        ));
+    }
+    if options.rounds == 0 {
+        return Err(BenchError::Invalid("--rounds must be at least 1".into()));
+    }
+    panic_counter();
+    let base = WorkDir::create("bench", options.keep)?;
+    let mut rows = Vec::with_capacity(options.boards.len());
+    for &boards in &options.boards {
+        let dir = base.sub(&format!("{boards}-boards"))?;
+        rows.push(measure_row(options, boards, &dir).await?);
+        report::set_scaling(&mut rows);
+        if let Some(row) = rows.last() {
+            on_row(row);
+        }
+    }
+    Ok(rows)
+}
+
+/// The simulator, the store and the station of one row or soak.
+struct Rig {
+    sim: SimChild,
+    store: Arc<Store>,
+    station: Arc<Station>,
+    events: broadcast::Receiver<StationEvent>,
+}
+
+impl Rig {
+    async fn start(
+        spec: &SimSpec<'_>,
+        dir: &Path,
+        tweak: impl FnOnce(&mut StationConfig),
+    ) -> Result<Rig, BenchError> {
+        let sim = SimChild::start(spec, dir).await?;
+        let mut config = crate::demo::station_config(dir, &sim.ports_dir, &sim.trust_csv)?;
+        config.station_id = "bench".into();
+        tweak(&mut config);
+        let store = Arc::new(Store::open(&config.database)?);
+        let ctx = station::plan_context(&config, Arc::clone(&store))?;
+        let station = Station::new(station::port_options(&config), ctx);
+        let events = station.subscribe();
+        Ok(Rig {
+            sim,
+            store,
+            station,
+            events,
+        })
+    }
+
+    /// Runs the station has finished (and committed) so far.
+    fn finished(&self) -> u64 {
+        let c = &self.station.counters;
+        c.passed.load(Ordering::Relaxed)
+            + c.failed.load(Ordering::Relaxed)
+            + c.interrupted.load(Ordering::Relaxed)
+    }
+
+    /// Wait until `target` runs have finished. The counters are exact; the
+    /// events only wake us (a lagging receiver loses events, not counts).
+    async fn wait_finished(&mut self, target: u64) -> Result<(), BenchError> {
+        while self.finished() < target {
+            match tokio::time::timeout(STALL_LIMIT, self.events.recv()).await {
+                Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => {}
+                Ok(Err(RecvError::Closed)) | Err(_) => {
+                    return Err(BenchError::Stalled(STALL_LIMIT));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn all_runs(&self) -> Result<Vec<RunRecord>, BenchError> {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || store.runs(&RunFilter::default()))
+            .await
+            .map_err(|e| BenchError::Invalid(format!("reading runs: {e}")))?
+            .map_err(BenchError::Store)
+    }
+}
+
+async fn measure_row(options: &BenchOptions, boards: usize, dir: &Path) -> Result<Row, BenchError> {
+    let spec = SimSpec {
+        executable: &options.simulator,
+        count: boards,
+        latency: options.latency,
+        baud: options.baud,
+        seed: options.seed,
+        faults: &options.faults,
+    };
+    let mut rig = Rig::start(&spec, dir, |_| {}).await?;
+    let panics_before = panics();
+    let load_before = metrics::load_average();
+    let sampler = metrics::Sampler::start(ROW_SAMPLE_EVERY);
+    let cpu_before = metrics::process_cpu();
+    let mut round_start = Instant::now();
+    let serving = tokio::spawn(Arc::clone(&rig.station).serve());
+    let mut wall = Duration::ZERO;
+    let per_round = u64::try_from(boards).unwrap_or(u64::MAX);
+    let mut target = 0;
+    for round in 1..=options.rounds {
+        if round > 1 {
+            rig.sim.request("replug").await?;
+            round_start = Instant::now();
+        }
+        target += per_round;
+        rig.wait_finished(target).await?;
+        wall += round_start.elapsed();
+    }
+    let cpu = metrics::process_cpu().saturating_sub(cpu_before);
+    let (samples, sampler_cpu) = sampler.finish();
+    let load_after = metrics::load_average();
+    // Every command of every run is logged once its paced reply is over,
+    // a few milliseconds after the host read it: wait well past that.
+    let costs: Option<Costs> = match options.latency {
+        Latency::Realistic => {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let answer = rig.sim.request("costs").await?;
+            if options.keep {
+                // For a closer look later, next to the kept database.
+                let _ = std::fs::write(dir.join("costs.json"), answer.to_string());
+            }
+            Some(report::parse_costs(&answer)?)
+        }
+        Latency::None => None,
+    };
+    rig.station.shutdown();
+    let _ = serving.await;
+    let runs = rig.all_runs().await?;
+    let log = rig.sim.log.clone();
+    rig.sim.quit().await;
+    let simulator_panics = child::panics_in(&log);
+    Ok(report::summarize(report::RowInput {
+        boards,
+        runs: &runs,
+        costs: costs.as_ref(),
+        wall,
+        daemon_cpu: cpu.saturating_sub(sampler_cpu),
+        samples: &samples,
+        load: [load_before[0], load_after[0]],
+        panics: (panics() - panics_before) + u64::try_from(simulator_panics).unwrap_or(u64::MAX),
+    }))
+}
+
+impl Drop for Rig {
+    /// On an early return (an error), stop taking boards; the simulator
+    /// child is killed when its handle drops.
+    fn drop(&mut self) {
+        self.station.shutdown();
+    }
+}
+
+/// The slot index of a simulated port path (`…/ttySIM12` → 12).
+pub fn board_index(port: &str) -> Option<usize> {
+    Path::new(port)
+        .file_name()?
+        .to_str()?
+        .strip_prefix("ttySIM")?
+        .parse()
+        .ok()
+}
+
+/// A private working directory, removed on drop unless kept.
+struct WorkDir {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl WorkDir {
+    fn create(kind: &str, keep: bool) -> Result<WorkDir, BenchError> {
+        let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
+        let path =
+            std::env::temp_dir().join(format!("nrf-provd-{kind}-{stamp}-{}", std::process::id()));
+        // 0700: it holds a throwaway CA key.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&path)
+            .map_err(|source| BenchError::Dir {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(WorkDir { path, keep })
+    }
+
+    fn sub(&self, name: &str) -> Result<PathBuf, BenchError> {
+        let path = self.path.join(name);
+        std::fs::create_dir_all(&path).map_err(|source| BenchError::Dir {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(path)
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if self.keep {
+            eprintln!("nrf-provd: kept {}", self.path.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn board_index_reads_the_link_name() {
+        assert_eq!(board_index("/tmp/x/ports/ttySIM12"), Some(12));
+        assert_eq!(board_index("/dev/ttyACM0"), None);
+        assert_eq!(board_index("ttySIMx"), None);
+    }
+}

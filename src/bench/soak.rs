@@ -1,0 +1,597 @@
+//! `nrf-provd bench --soak DURATION`: many boards for a long time, faults
+//! mixed in, then checks that nothing leaked and nothing was lost.
+//!
+//! Unlike the bench rows, boards cycle independently, as fixtures on a line
+//! do: as soon as the station reports a board's run finished, that board
+//! is unplugged and plugged back, so one slow (stalled) board does not hold
+//! up the others. At the end the station shuts down with a grace period
+//! longer than a run, so runs in flight finish normally.
+//!
+//! Checks (all must hold):
+//! - records: every run the station reported finished (`RunFinished`) is in
+//!   the database exactly once with the same outcome; the database holds no
+//!   other run and none in flight; the station's counters agree.
+//! - tokens: for each kind, the tokens the simulator issued equal the token
+//!   records in the database (a simulated cycle is "completed" for a kind
+//!   when its token was issued; each must be recorded exactly once).
+//! - panics: none in the station process, none in the simulator's log.
+//! - flat: in the last quarter, RSS at most 10% above the first quarter's
+//!   maximum, and the median descriptor count no higher than in the first
+//!   quarter (medians: a port being reopened holds two for a moment, and
+//!   the first second has no port open yet).
+//!
+//! Also reported: the heap in use (glibc `mallinfo2`), which unlike RSS
+//! excludes memory the allocator keeps after a free, and a timeline. The
+//! process measured is the station plus the soak's own list of reported
+//! runs (16 bytes a run).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::child::{self, SimSpec};
+use super::metrics::{self, Sample, Sampler, percentile};
+use super::{BenchError, Rig, STALL_LIMIT, WorkDir, board_index, panics};
+use crate::sim::{FaultSpec, Latency};
+use crate::station::StationEvent;
+use crate::store::{Outcome, RunId, RunRecord};
+
+/// How often the simulator's cost log is emptied (it is not used here).
+const DRAIN_COSTS_EVERY: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct SoakOptions {
+    pub boards: usize,
+    pub duration: Duration,
+    pub latency: Latency,
+    pub baud: Option<u32>,
+    pub faults: Vec<FaultSpec>,
+    pub seed: u64,
+    pub simulator: PathBuf,
+    pub keep: bool,
+    pub sample_every: Duration,
+}
+
+/// Mean and maximum of a quantity over the first and last quarter.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Quarters {
+    pub first_mean: f64,
+    pub first_median: f64,
+    pub first_max: f64,
+    pub last_mean: f64,
+    pub last_median: f64,
+    pub last_max: f64,
+}
+
+/// One named check and what it found.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub passed: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SoakReport {
+    pub boards: usize,
+    /// The soak and the drain of the last runs after it.
+    pub seconds: f64,
+    pub runs: usize,
+    pub passed: usize,
+    pub failed: usize,
+    pub interrupted: usize,
+    /// Failed runs by `step: reason code`.
+    pub failures: BTreeMap<String, usize>,
+    /// Runs finished within the soak ÷ its duration.
+    pub boards_per_minute: f64,
+    pub passed_cycle_p50_ms: Option<f64>,
+    pub passed_cycle_p99_ms: Option<f64>,
+    pub cpu_ms_per_cycle: f64,
+    pub rss_mib: Quarters,
+    /// Heap in use, where the allocator reports it.
+    pub heap_mib: Option<Quarters>,
+    pub fds: Quarters,
+    /// Means over consecutive spans of the soak (at most 12, at least a minute).
+    pub timeline: Vec<Point>,
+    pub checks: Vec<Check>,
+}
+
+/// Means of the samples over one span of the soak.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Point {
+    /// End of the span, seconds since the soak began.
+    pub until_s: f64,
+    pub rss_mib: f64,
+    pub heap_mib: Option<f64>,
+    pub fds: f64,
+}
+
+impl SoakReport {
+    pub fn ok(&self) -> bool {
+        self.checks.iter().all(|c| c.passed)
+    }
+}
+
+pub async fn run(
+    options: &SoakOptions,
+    mut progress: impl FnMut(&str),
+) -> Result<SoakReport, BenchError> {
+    if options.boards == 0 || options.duration.is_zero() {
+        return Err(BenchError::Invalid(
+            "a soak needs at least one board and a duration".into(),
+        ));
+    }
+    super::panic_counter();
+    let base = WorkDir::create("soak", options.keep)?;
+    let dir = base.sub("run")?;
+    let spec = SimSpec {
+        executable: &options.simulator,
+        count: options.boards,
+        latency: options.latency,
+        baud: options.baud,
+        seed: options.seed,
+        faults: &options.faults,
+    };
+    let mut rig = Rig::start(&spec, &dir, |config| {
+        // Runs in flight at the end finish normally, tokens recorded.
+        config.timeouts.shutdown_grace = config.timeouts.run + Duration::from_secs(30);
+    })
+    .await?;
+    let panics_before = panics();
+    let sampler = Sampler::start(options.sample_every);
+    let cpu_before = metrics::process_cpu();
+    let started = Instant::now();
+    let soak_started_at = time::OffsetDateTime::now_utc();
+    let deadline = tokio::time::Instant::now() + options.duration;
+    let mut serving = tokio::spawn(Arc::clone(&rig.station).serve());
+    let mut reported: Vec<(RunId, Outcome)> = Vec::new();
+    let mut lagged = 0u64;
+    let mut next_drain = Instant::now() + DRAIN_COSTS_EVERY;
+    loop {
+        let event = tokio::select! {
+            event = rig.events.recv() => event,
+            () = tokio::time::sleep_until(deadline) => break,
+            () = tokio::time::sleep(STALL_LIMIT) => return Err(BenchError::Stalled(STALL_LIMIT)),
+        };
+        match event {
+            Ok(StationEvent::RunFinished { port, record }) => {
+                reported.push((record.id, record.outcome));
+                if let Some(i) = board_index(&port) {
+                    rig.sim.request(&format!("replug {i}")).await?;
+                }
+            }
+            Ok(_) => {}
+            Err(RecvError::Lagged(n)) => lagged += n,
+            Err(RecvError::Closed) => break,
+        }
+        if Instant::now() >= next_drain {
+            rig.sim.request("costs").await?;
+            next_drain += DRAIN_COSTS_EVERY;
+            progress(&format!(
+                "{:>6.0} s: {} runs, RSS {:.1} MiB, {} fds",
+                started.elapsed().as_secs_f64(),
+                reported.len(),
+                metrics::rss_kib() as f64 / 1024.0,
+                metrics::open_fds()
+            ));
+        }
+    }
+    progress("time is up: letting runs in flight finish");
+    rig.station.shutdown();
+    loop {
+        tokio::select! {
+            _ = &mut serving => break,
+            event = rig.events.recv() => match event {
+                Ok(StationEvent::RunFinished { record, .. }) => {
+                    reported.push((record.id, record.outcome));
+                }
+                Ok(_) => {}
+                Err(RecvError::Lagged(n)) => lagged += n,
+                Err(RecvError::Closed) => {}
+            },
+        }
+    }
+    while let Ok(event) = rig.events.try_recv() {
+        if let StationEvent::RunFinished { record, .. } = event {
+            reported.push((record.id, record.outcome));
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let soak_end = soak_started_at + options.duration;
+    let cpu = metrics::process_cpu().saturating_sub(cpu_before);
+    let (samples, sampler_cpu) = sampler.finish();
+    let stats = rig.sim.request("stats").await?;
+    let runs = rig.all_runs().await?;
+    let station_finished = rig.finished();
+    let log = rig.sim.log.clone();
+    rig.sim.quit().await;
+    let station_panics = panics() - panics_before;
+    let simulator_panics = child::panics_in(&log);
+
+    let mut checks = vec![
+        records_check(&reported, lagged, &runs, station_finished),
+        Check {
+            name: "panics",
+            passed: station_panics == 0 && simulator_panics == 0,
+            detail: format!("station {station_panics}, simulator {simulator_panics}"),
+        },
+    ];
+    checks.extend(token_checks(&stats, &runs));
+    // Only the soak itself: while the last runs drain, ports close.
+    let soaking: Vec<Sample> = samples
+        .into_iter()
+        .filter(|s| s.at <= options.duration)
+        .collect();
+    let rss = quarters(&soaking, |s| s.rss_kib as f64 / 1024.0);
+    let fds = quarters(&soaking, |s| s.fds as f64);
+    let heap = soaking
+        .iter()
+        .all(|s| s.heap_kib.is_some())
+        .then(|| quarters(&soaking, |s| s.heap_kib.unwrap_or(0) as f64 / 1024.0));
+    let timeline = timeline(&soaking, options.duration);
+    checks.push(Check {
+        name: "rss_flat",
+        passed: rss.last_max <= rss.first_max * 1.10,
+        detail: format!(
+            "max {:.1} MiB in the first quarter, {:.1} MiB in the last",
+            rss.first_max, rss.last_max
+        ),
+    });
+    checks.push(Check {
+        name: "fds_flat",
+        passed: fds.last_median <= fds.first_median,
+        detail: format!(
+            "median {} (max {}) in the first quarter, {} (max {}) in the last",
+            fds.first_median, fds.first_max, fds.last_median, fds.last_max
+        ),
+    });
+
+    let count = |o: Outcome| runs.iter().filter(|r| r.outcome == o).count();
+    let mut failures = BTreeMap::new();
+    for run in runs.iter().filter(|r| r.outcome == Outcome::Failed) {
+        let code = run
+            .reason
+            .as_deref()
+            .and_then(|r| r.split(':').next())
+            .unwrap_or("?");
+        let key = format!("{}: {code}", run.failed_step.as_deref().unwrap_or("?"));
+        *failures.entry(key).or_insert(0) += 1;
+    }
+    let mut passed_cycles: Vec<f64> = runs
+        .iter()
+        .filter(|r| r.outcome == Outcome::Passed)
+        .filter_map(|r| {
+            r.finished_at
+                .map(|f| (f - r.started_at).as_seconds_f64() * 1e3)
+        })
+        .collect();
+    passed_cycles.sort_by(f64::total_cmp);
+    Ok(SoakReport {
+        boards: options.boards,
+        seconds,
+        runs: runs.len(),
+        passed: count(Outcome::Passed),
+        failed: count(Outcome::Failed),
+        interrupted: count(Outcome::Interrupted),
+        failures,
+        boards_per_minute: runs
+            .iter()
+            .filter(|r| r.finished_at.is_some_and(|f| f <= soak_end))
+            .count() as f64
+            / options.duration.as_secs_f64()
+            * 60.0,
+        passed_cycle_p50_ms: percentile(&passed_cycles, 0.5),
+        passed_cycle_p99_ms: percentile(&passed_cycles, 0.99),
+        cpu_ms_per_cycle: if runs.is_empty() {
+            0.0
+        } else {
+            cpu.saturating_sub(sampler_cpu).as_secs_f64() * 1e3 / runs.len() as f64
+        },
+        rss_mib: rss,
+        heap_mib: heap,
+        fds,
+        timeline,
+        checks,
+    })
+}
+
+/// Every reported run in the database exactly once, nothing else there.
+fn records_check(
+    reported: &[(RunId, Outcome)],
+    lagged: u64,
+    runs: &[RunRecord],
+    station_finished: u64,
+) -> Check {
+    let in_db: HashMap<RunId, Outcome> = runs.iter().map(|r| (r.id, r.outcome)).collect();
+    let mut problems = Vec::new();
+    let mut seen = HashMap::new();
+    for &(id, outcome) in reported {
+        *seen.entry(id).or_insert(0) += 1;
+        match in_db.get(&id) {
+            None => problems.push(format!("run {id} reported but not in the database")),
+            Some(&db) if db != outcome => {
+                problems.push(format!("run {id} reported {outcome}, database says {db}"));
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some((id, n)) = seen.iter().find(|(_, n)| **n > 1) {
+        problems.push(format!("run {id} reported {n} times"));
+    }
+    if let Some(run) = runs.iter().find(|r| !seen.contains_key(&r.id)) {
+        problems.push(format!("run {} in the database was never reported", run.id));
+    }
+    if let Some(run) = runs.iter().find(|r| r.outcome == Outcome::InFlight) {
+        problems.push(format!("run {} left in flight", run.id));
+    }
+    if u64::try_from(runs.len()).ok() != Some(station_finished) {
+        problems.push(format!(
+            "station counted {station_finished} runs, database holds {}",
+            runs.len()
+        ));
+    }
+    if lagged > 0 {
+        problems.push(format!("{lagged} station events lost by the bench"));
+    }
+    Check {
+        name: "records",
+        passed: problems.is_empty(),
+        detail: if problems.is_empty() {
+            format!(
+                "{} runs reported = {} in the database = {station_finished} counted, none in flight",
+                reported.len(),
+                runs.len()
+            )
+        } else {
+            problems.join("; ")
+        },
+    }
+}
+
+/// Tokens the simulator issued = token records in the database, per kind.
+fn token_checks(stats: &Value, runs: &[RunRecord]) -> Vec<Check> {
+    let boards = stats
+        .get("stats")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    [
+        ("attest_tokens", "identity", "tokens_attest"),
+        ("keygen_tokens", "keygen", "tokens_keygen"),
+        ("jwts", "jwt", "tokens_jwt"),
+    ]
+    .into_iter()
+    .map(|(sim_field, kind, name)| {
+        let issued: u64 = boards
+            .iter()
+            .filter_map(|b| b.get(sim_field).and_then(Value::as_u64))
+            .sum();
+        let recorded = runs
+            .iter()
+            .flat_map(|r| &r.tokens)
+            .filter(|t| t.kind == kind)
+            .count() as u64;
+        Check {
+            name,
+            passed: issued == recorded && !boards.is_empty(),
+            detail: format!("simulator issued {issued}, database holds {recorded}"),
+        }
+    })
+    .collect()
+}
+
+/// Mean and max of `value` over the first and the last quarter of the
+/// sampled time.
+fn quarters(samples: &[Sample], value: impl Fn(&Sample) -> f64) -> Quarters {
+    let end = samples.last().map_or(Duration::ZERO, |s| s.at);
+    let (first_end, last_start) = (end / 4, end - end / 4);
+    let stats = |pick: &dyn Fn(&Sample) -> bool| {
+        let mut values: Vec<f64> = samples.iter().filter(|s| pick(s)).map(&value).collect();
+        values.sort_by(f64::total_cmp);
+        let mean = if values.is_empty() {
+            0.0
+        } else {
+            values.iter().sum::<f64>() / values.len() as f64
+        };
+        let median = percentile(&values, 0.5).unwrap_or(0.0);
+        (mean, median, values.last().copied().unwrap_or(0.0))
+    };
+    let (first_mean, first_median, first_max) = stats(&|s| s.at <= first_end);
+    let (last_mean, last_median, last_max) = stats(&|s| s.at >= last_start);
+    Quarters {
+        first_mean,
+        first_median,
+        first_max,
+        last_mean,
+        last_median,
+        last_max,
+    }
+}
+
+/// Means over at most 12 equal spans of `duration` (each at least a minute).
+fn timeline(samples: &[Sample], duration: Duration) -> Vec<Point> {
+    let span = (duration / 12).max(Duration::from_secs(60));
+    let mut points = Vec::new();
+    let mut from = Duration::ZERO;
+    while from < duration {
+        let until = (from + span).min(duration);
+        let inside: Vec<&Sample> = samples
+            .iter()
+            .filter(|s| s.at >= from && s.at < until)
+            .collect();
+        if !inside.is_empty() {
+            let n = inside.len() as f64;
+            let mean = |f: &dyn Fn(&Sample) -> f64| inside.iter().map(|s| f(s)).sum::<f64>() / n;
+            points.push(Point {
+                until_s: until.as_secs_f64(),
+                rss_mib: mean(&|s| s.rss_kib as f64 / 1024.0),
+                heap_mib: inside
+                    .iter()
+                    .all(|s| s.heap_kib.is_some())
+                    .then(|| mean(&|s| s.heap_kib.unwrap_or(0) as f64 / 1024.0)),
+                fds: mean(&|s| s.fds as f64),
+            });
+        }
+        from = until;
+    }
+    points
+}
+
+/// The report as text, one fact a line.
+pub fn render(report: &SoakReport) -> String {
+    let mut out = String::new();
+    let opt = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.1} ms"));
+    out.push_str(&format!(
+        "{} boards for {:.0} s (soak and drain): {} runs ({} passed, {} failed, {} interrupted), {:.1} boards/min during the soak\n",
+        report.boards,
+        report.seconds,
+        report.runs,
+        report.passed,
+        report.failed,
+        report.interrupted,
+        report.boards_per_minute
+    ));
+    for (why, n) in &report.failures {
+        out.push_str(&format!("  failed at {why}: {n}\n"));
+    }
+    out.push_str(&format!(
+        "passed cycle p50 {} p99 {}; station CPU {:.2} ms per run\n",
+        opt(report.passed_cycle_p50_ms),
+        opt(report.passed_cycle_p99_ms),
+        report.cpu_ms_per_cycle
+    ));
+    out.push_str(&format!(
+        "RSS  first quarter mean {:.1} MiB max {:.1} MiB; last quarter mean {:.1} MiB max {:.1} MiB\n",
+        report.rss_mib.first_mean,
+        report.rss_mib.first_max,
+        report.rss_mib.last_mean,
+        report.rss_mib.last_max
+    ));
+    if let Some(heap) = &report.heap_mib {
+        out.push_str(&format!(
+            "heap first quarter mean {:.1} MiB max {:.1} MiB; last quarter mean {:.1} MiB max {:.1} MiB\n",
+            heap.first_mean, heap.first_max, heap.last_mean, heap.last_max
+        ));
+    }
+    out.push_str(&format!(
+        "fds  first quarter mean {:.1} max {}; last quarter mean {:.1} max {}\n",
+        report.fds.first_mean, report.fds.first_max, report.fds.last_mean, report.fds.last_max
+    ));
+    out.push_str("timeline (means): ");
+    let points: Vec<String> = report
+        .timeline
+        .iter()
+        .map(|p| {
+            let heap = p
+                .heap_mib
+                .map_or_else(String::new, |h| format!(" heap {h:.1}"));
+            format!(
+                "{:.0}s rss {:.1}{heap} fds {:.0}",
+                p.until_s, p.rss_mib, p.fds
+            )
+        })
+        .collect();
+    out.push_str(&points.join(" | "));
+    out.push('\n');
+    for check in &report.checks {
+        out.push_str(&format!(
+            "{} {}: {}\n",
+            if check.passed { "ok  " } else { "FAIL" },
+            check.name,
+            check.detail
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{DeviceInfo, TokenRecord};
+    use serde_json::json;
+
+    fn run(id: RunId, outcome: Outcome, tokens: &[&str]) -> RunRecord {
+        RunRecord {
+            id,
+            station_id: "soak".into(),
+            port: "/x/ttySIM0".into(),
+            started_at: time::OffsetDateTime::UNIX_EPOCH,
+            finished_at: Some(time::OffsetDateTime::UNIX_EPOCH),
+            outcome,
+            failed_step: None,
+            reason: None,
+            device: DeviceInfo::default(),
+            steps: Vec::new(),
+            tokens: tokens
+                .iter()
+                .map(|k| TokenRecord {
+                    kind: (*k).into(),
+                    text: String::new(),
+                    authentic: true,
+                    checks_json: String::new(),
+                })
+                .collect(),
+            artifacts: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn records_must_match_exactly_once() {
+        let runs = [run(1, Outcome::Passed, &[]), run(2, Outcome::Failed, &[])];
+        let reported = [(1, Outcome::Passed), (2, Outcome::Failed)];
+        assert!(records_check(&reported, 0, &runs, 2).passed);
+        // Missing, duplicated, mismatched, unreported, lost events.
+        assert!(!records_check(&[(1, Outcome::Passed)], 0, &runs, 2).passed);
+        let twice = [
+            (1, Outcome::Passed),
+            (1, Outcome::Passed),
+            (2, Outcome::Failed),
+        ];
+        assert!(!records_check(&twice, 0, &runs, 2).passed);
+        let wrong = [(1, Outcome::Failed), (2, Outcome::Failed)];
+        assert!(!records_check(&wrong, 0, &runs, 2).passed);
+        assert!(!records_check(&reported, 0, &runs, 3).passed);
+        assert!(!records_check(&reported, 1, &runs, 2).passed);
+    }
+
+    #[test]
+    fn tokens_issued_must_all_be_recorded() {
+        let runs = [
+            run(1, Outcome::Passed, &["identity", "keygen", "jwt"]),
+            run(2, Outcome::Failed, &["identity"]),
+        ];
+        let stats = json!({"stats": [
+            {"attest_tokens": 1, "keygen_tokens": 1, "jwts": 1},
+            {"attest_tokens": 1, "keygen_tokens": 0, "jwts": 0},
+        ]});
+        assert!(token_checks(&stats, &runs).iter().all(|c| c.passed));
+        let lost = json!({"stats": [
+            {"attest_tokens": 2, "keygen_tokens": 1, "jwts": 1},
+            {"attest_tokens": 1, "keygen_tokens": 0, "jwts": 0},
+        ]});
+        let checks = token_checks(&lost, &runs);
+        assert!(!checks[0].passed && checks[1].passed && checks[2].passed);
+    }
+
+    #[test]
+    fn quarters_split_by_time() {
+        let samples: Vec<Sample> = (0..=8)
+            .map(|i| Sample {
+                at: Duration::from_secs(i),
+                rss_kib: 1024 * (10 + i),
+                heap_kib: None,
+                fds: 20,
+            })
+            .collect();
+        let q = quarters(&samples, |s| s.rss_kib as f64 / 1024.0);
+        assert_eq!(
+            (q.first_mean, q.first_median, q.first_max),
+            (11.0, 11.0, 12.0)
+        );
+        assert_eq!((q.last_mean, q.last_median, q.last_max), (17.0, 17.0, 18.0));
+    }
+}

@@ -1,0 +1,218 @@
+//! `nrf-provd bench`: throughput, cycle time against the physical limit,
+//! station CPU, memory and descriptors per board count; `--soak` for the
+//! endurance run. See `bench` for what is measured and how.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::bench::report::{table_header, table_row};
+use crate::bench::soak::{self, SoakOptions};
+use crate::bench::{self, BenchOptions, Machine};
+use crate::sim::{FaultSpec, Latency};
+
+const DEFAULT_BOARDS: &[usize] = &[1, 8, 32, 64, 128];
+const DEFAULT_SOAK_BOARDS: usize = 64;
+const DEFAULT_BAUD: u32 = 115_200;
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = AFTER_HELP)]
+pub struct BenchArgs {
+    /// Board counts, one table row each [default: 1,8,32,64,128; 64 with --soak].
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub boards: Option<Vec<usize>>,
+    /// Rounds per row: every board is provisioned once a round, and
+    /// unplugged and plugged back between rounds.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// `realistic`: the modems take as long as real ones; also reports
+    /// cycle time against the physical limit.
+    #[arg(long, value_enum, default_value_t = Latency::None)]
+    pub latency: Latency,
+    /// UART pacing of the modems' output, 0 for none [default: 115200 with
+    /// realistic latency, none without].
+    #[arg(long)]
+    pub baud: Option<u32>,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Soak instead: run one board count this long (e.g. 90s, 10m, 2h) with
+    /// boards replugged as soon as their run ends, then check for leaks and
+    /// lost records. Exit 1 if a check fails.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub soak: Option<Duration>,
+    /// Make modems misbehave (as `simulate --fault`), repeatable.
+    #[arg(long = "fault", value_name = "SPEC")]
+    pub faults: Vec<FaultSpec>,
+    /// Seed of the simulated boards [default: random].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Keep the working directory (databases, simulator logs).
+    #[arg(long)]
+    pub keep: bool,
+}
+
+const AFTER_HELP: &str = "\
+Examples:
+  nrf-provd bench                                   # host cost, modems answer at once
+  nrf-provd bench --latency realistic --rounds 3    # against the physical limit
+  nrf-provd bench --soak 10m --latency realistic \\
+      --fault 0-3:urc-storm --fault 4-7:garbage --fault 8-9:bad-signature --fault 10:stall@KEYGEN";
+
+/// `90`, `90s`, `10m`, `2h`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number and s, m or h"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        _ => return Err(format!("{text:?}: the unit is s, m or h")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+pub async fn run(args: BenchArgs) -> ExitCode {
+    let simulator = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return super::error_exit(format!("cannot find the nrf-provd executable: {e}")),
+    };
+    let baud = match (args.baud, args.latency) {
+        (Some(0), _) => None,
+        (Some(b), _) => Some(b),
+        (None, Latency::Realistic) => Some(DEFAULT_BAUD),
+        (None, Latency::None) => None,
+    };
+    let seed = args.seed.unwrap_or_else(rand::random);
+    let machine = Machine::this();
+    let latency = match args.latency {
+        Latency::None => "none",
+        Latency::Realistic => "realistic",
+    };
+    let baud_text = baud.map_or_else(|| "unpaced".into(), |b| format!("{b} baud"));
+    if let Some(duration) = args.soak {
+        let boards = match args.boards.as_deref() {
+            None => DEFAULT_SOAK_BOARDS,
+            Some([one]) => *one,
+            Some(_) => return super::error_exit("--soak takes one board count"),
+        };
+        let options = SoakOptions {
+            boards,
+            duration,
+            latency: args.latency,
+            baud,
+            faults: args.faults.clone(),
+            seed,
+            simulator,
+            keep: args.keep,
+            sample_every: Duration::from_secs(1),
+        };
+        if !args.json {
+            println!(
+                "nrf-provd soak: {boards} boards for {duration:?}, latency {latency}, {baud_text}, seed {seed}, faults [{}]",
+                args.faults
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+        }
+        let quiet = args.json;
+        let report = match soak::run(&options, |line| {
+            if !quiet {
+                println!("{line}");
+            }
+        })
+        .await
+        {
+            Ok(report) => report,
+            Err(e) => return super::error_exit(e),
+        };
+        if args.json {
+            let doc = serde_json::json!({
+                "machine": machine,
+                "latency": latency,
+                "baud": baud,
+                "seed": seed,
+                "faults": args.faults.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "soak": report,
+                "ok": report.ok(),
+            });
+            println!("{doc}");
+        } else {
+            print!("{}", soak::render(&report));
+        }
+        return if report.ok() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(super::EXIT_FAIL)
+        };
+    }
+
+    let options = BenchOptions {
+        boards: args.boards.unwrap_or_else(|| DEFAULT_BOARDS.to_vec()),
+        rounds: args.rounds,
+        latency: args.latency,
+        baud,
+        faults: args.faults.clone(),
+        seed,
+        simulator,
+        keep: args.keep,
+    };
+    if !args.json {
+        println!(
+            "nrf-provd bench: latency {latency}, {baud_text}, {} round(s) per row, seed {seed}",
+            options.rounds
+        );
+        println!(
+            "machine: {} × {}, Linux {}",
+            machine.cpus, machine.cpu_model, machine.kernel
+        );
+        println!("{}", table_header());
+    }
+    let json = args.json;
+    let rows = bench::run(&options, |row| {
+        if !json {
+            println!("{}", table_row(row));
+            let _ = std::io::stdout().flush();
+        }
+    })
+    .await;
+    match rows {
+        Ok(rows) if json => {
+            let doc = serde_json::json!({
+                "machine": machine,
+                "latency": latency,
+                "baud": baud,
+                "rounds": options.rounds,
+                "seed": seed,
+                "rows": rows,
+            });
+            println!("{doc}");
+            ExitCode::SUCCESS
+        }
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => super::error_exit(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_a_unit() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert!(parse_duration("10d").is_err());
+        assert!(parse_duration("m").is_err());
+    }
+}
