@@ -46,11 +46,7 @@ pub struct DemoArgs {
 
 /// The daemon: serve every configured port until SIGTERM/SIGINT.
 pub async fn run(args: RunArgs) -> ExitCode {
-    let config = match StationConfig::load(&args.config) {
-        Ok(config) => config,
-        Err(err) => return super::error_exit(err),
-    };
-    let (options, ctx) = match station::assemble(&config) {
+    let (options, ctx) = match load(&args.config) {
         Ok(parts) => parts,
         Err(err) => return super::error_exit(err),
     };
@@ -109,13 +105,16 @@ fn reload(station: &Station, path: &Path) {
     }
 }
 
+/// The station a config file describes: its ports and its plan context.
+fn load(
+    path: &Path,
+) -> Result<(station::PortOptions, crate::plan::PlanContext), station::SetupError> {
+    station::assemble(&StationConfig::load(path)?)
+}
+
 /// Run the plan once on one port and print the record.
 pub async fn provision(args: ProvisionArgs) -> ExitCode {
-    let config = match StationConfig::load(&args.config) {
-        Ok(config) => config,
-        Err(err) => return super::error_exit(err),
-    };
-    let (options, ctx) = match station::assemble(&config) {
+    let (options, ctx) = match load(&args.config) {
         Ok(parts) => parts,
         Err(err) => return super::error_exit(err),
     };
