@@ -62,7 +62,7 @@ pub async fn run(
     latency: Latency,
     quiet: bool,
 ) -> Result<Summary, DemoError> {
-    let dir = demo_dir()?;
+    let dir = private_temp_dir("demo")?;
     let say = |line: String| {
         if !quiet {
             println!("{line}");
@@ -197,12 +197,13 @@ pub fn station_config(
     Ok(config)
 }
 
-/// A fresh directory for this demo's files, kept afterwards so that
-/// `nrf-provd results --db …` can show what happened.
-fn demo_dir() -> Result<PathBuf, DemoError> {
+/// A fresh private (0700: it holds a throwaway CA key and results)
+/// directory `$TMPDIR/nrf-provd-<kind>-<time>-<pid>`; the demo keeps it so
+/// that `nrf-provd results --db …` can show what happened.
+pub fn private_temp_dir(kind: &str) -> Result<PathBuf, DemoError> {
     let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
-    let path = std::env::temp_dir().join(format!("nrf-provd-demo-{stamp}-{}", std::process::id()));
-    // 0700: it holds the throwaway CA key and the results.
+    let path =
+        std::env::temp_dir().join(format!("nrf-provd-{kind}-{stamp}-{}", std::process::id()));
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)

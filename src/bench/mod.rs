@@ -17,7 +17,6 @@ pub mod metrics;
 pub mod report;
 pub mod soak;
 
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -300,18 +299,7 @@ struct WorkDir {
 
 impl WorkDir {
     fn create(kind: &str, keep: bool) -> Result<WorkDir, BenchError> {
-        let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
-        let path =
-            std::env::temp_dir().join(format!("nrf-provd-{kind}-{stamp}-{}", std::process::id()));
-        // 0700: it holds a throwaway CA key.
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&path)
-            .map_err(|source| BenchError::Dir {
-                path: path.clone(),
-                source,
-            })?;
+        let path = crate::demo::private_temp_dir(kind)?;
         Ok(WorkDir { path, keep })
     }
 
