@@ -19,6 +19,18 @@ fn by_port<'a>(runs: &'a [RunRecord], env: &Env, i: usize) -> &'a RunRecord {
         .unwrap_or_else(|| panic!("no run for board {i}"))
 }
 
+/// Provision board 0, unplug and replug it, provision it again.
+async fn two_insertions(env: &Env) -> (RunRecord, RunRecord) {
+    let (station, mut events, serving) = env.station();
+    let first = finished_runs(&mut events, 1).await.remove(0);
+    env.fleet.unplug(0).await;
+    env.fleet.replug(0).await.unwrap();
+    let second = finished_runs(&mut events, 1).await.remove(0);
+    station.shutdown();
+    serving.await.unwrap();
+    (first, second)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_boards_in_parallel_all_pass_with_complete_records() {
     let env = Env::new(8, Latency::None, &[]).await;
@@ -178,39 +190,27 @@ async fn replayed_keygen_tokens_and_jwts_are_rejected_as_replay() {
     // Without attest the replayed keygen token is caught by the nonce store.
     let mut env = Env::new(1, Latency::None, &["0:replay"]).await;
     env.config.plan.steps.retain(|s| s.as_str() != "attest");
-    let (station, mut events, serving) = env.station();
-    let first = finished_runs(&mut events, 1).await;
-    env.fleet.unplug(0).await;
-    env.fleet.replug(0).await.unwrap();
-    let second = finished_runs(&mut events, 1).await;
-    station.shutdown();
-    serving.await.unwrap();
-    assert_eq!(first[0].outcome, Outcome::Passed, "{:#?}", first[0]);
-    assert_eq!(second[0].outcome, Outcome::Failed);
-    assert_eq!(second[0].failed_step.as_deref(), Some("keygen"));
+    let (first, second) = two_insertions(&env).await;
+    assert_eq!(first.outcome, Outcome::Passed, "{:#?}", first);
+    assert_eq!(second.outcome, Outcome::Failed);
+    assert_eq!(second.failed_step.as_deref(), Some("keygen"));
     assert!(
-        second[0].reason.as_deref().unwrap().starts_with("replay:"),
+        second.reason.as_deref().unwrap().starts_with("replay:"),
         "{:?}",
-        second[0].reason
+        second.reason
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_identity_token_fails_its_fresh_challenge() {
     let env = Env::new(1, Latency::None, &["0:replay"]).await;
-    let (station, mut events, serving) = env.station();
-    let first = finished_runs(&mut events, 1).await;
-    env.fleet.unplug(0).await;
-    env.fleet.replug(0).await.unwrap();
-    let second = finished_runs(&mut events, 1).await;
-    station.shutdown();
-    serving.await.unwrap();
-    assert_eq!(first[0].outcome, Outcome::Passed);
-    assert_eq!(second[0].failed_step.as_deref(), Some("attest"));
+    let (first, second) = two_insertions(&env).await;
+    assert_eq!(first.outcome, Outcome::Passed);
+    assert_eq!(second.failed_step.as_deref(), Some("attest"));
     assert!(
-        second[0].reason.as_deref().unwrap().starts_with("nonce:"),
+        second.reason.as_deref().unwrap().starts_with("nonce:"),
         "{:?}",
-        second[0].reason
+        second.reason
     );
 }
 
