@@ -6,8 +6,8 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use nrf_provd::token::encode::{self, IdentityBody};
-use nrf_provd::token::verify::{Expectations, verify};
-use nrf_provd::token::{self, Token, cose};
+use nrf_provd::token::verify::verify;
+use nrf_provd::token::{self, Expected, Freshness, IdentityExpected, Token, cose};
 use nrf_provd::trust::TrustStore;
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey, signature::Verifier};
 use p256::pkcs8::EncodePublicKey;
@@ -39,24 +39,23 @@ fn bench(c: &mut Criterion) {
         nonce: challenge,
     };
     let text = encode::identity_token(&body, &key);
-    let expect = Expectations {
-        challenge: Some(challenge),
+    let expect = Expected::Identity(IdentityExpected {
+        freshness: Freshness::Challenge(challenge),
         device_uuid: Some(uuid),
-        ..Expectations::default()
-    };
+    });
     let decoded = token::decode(&text).expect("decode");
-    assert!(verify(&decoded, &trust, &expect).authentic());
+    assert!(verify(&decoded, &expect, &trust).authentic());
 
     let mut group = c.benchmark_group("identity_token");
     group.throughput(Throughput::Elements(1));
     group.bench_function("decode+verify", |b| {
         b.iter(|| {
             let token = token::decode(std::hint::black_box(&text)).expect("decode");
-            verify(&token, &trust, &expect).authentic()
+            verify(&token, &expect, &trust).authentic()
         })
     });
     group.bench_function("verify_only", |b| {
-        b.iter(|| verify(std::hint::black_box(&decoded), &trust, &expect).authentic())
+        b.iter(|| verify(std::hint::black_box(&decoded), &expect, &trust).authentic())
     });
     group.bench_function("decode_only", |b| {
         b.iter(|| token::decode(std::hint::black_box(&text)).is_ok())

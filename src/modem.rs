@@ -85,23 +85,8 @@ impl FunctionalMode {
     }
 }
 
-/// `%KEYGEN` output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeygenFormat {
-    /// PKCS#10 CSR (format 0).
-    Csr,
-    /// SubjectPublicKeyInfo (format 1).
-    PublicKey,
-}
-
-impl KeygenFormat {
-    pub fn code(self) -> u8 {
-        match self {
-            KeygenFormat::Csr => 0,
-            KeygenFormat::PublicKey => 1,
-        }
-    }
-}
+/// `%KEYGEN` output format (one definition, shared with the token decoder).
+pub use crate::token::KeyFormat;
 
 /// `%JWT` parameters; `key: None` signs with the device identity key.
 #[derive(Debug, Clone, Default)]
@@ -295,8 +280,11 @@ pub fn parse_cfun(r: &Response) -> Result<FunctionalMode, AtError> {
 // ---- tokens ----------------------------------------------------------------
 
 /// The quoted token of `%ATTESTTOKEN: "<b64>.<b64>"`, `%KEYGEN: "…"` or
-/// `%JWT: "…"`: base64url parts joined by dots (`min_dots` of them at least).
-pub fn parse_token(r: &Response, prefix: &str, min_dots: usize) -> Result<String, AtError> {
+/// `%JWT: "…"`: base64url parts joined by dots. Which kind of token it is
+/// is not judged here: the caller decodes it and checks the kind its
+/// command must return (a keygen token under `%ATTESTTOKEN:` must fail as
+/// the wrong kind, not as a garbled line that is retried).
+pub fn parse_token(r: &Response, prefix: &str) -> Result<String, AtError> {
     let text = r.first_with_prefix(prefix).ok_or_else(|| missing(prefix))?;
     let token = match params(text).as_deref() {
         Some([Param::Str(s)]) => s.clone(),
@@ -305,8 +293,7 @@ pub fn parse_token(r: &Response, prefix: &str, min_dots: usize) -> Result<String
     let charset_ok = token
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '='));
-    let dots = token.matches('.').count();
-    if !charset_ok || dots < min_dots || token.split('.').any(str::is_empty) {
+    if !charset_ok || !token.contains('.') || token.split('.').any(str::is_empty) {
         return Err(malformed(text));
     }
     Ok(token)
@@ -404,7 +391,7 @@ pub fn cclk_command(utc: time::OffsetDateTime) -> String {
 /// attributes field before a key usage is left empty.
 pub fn keygen_command(
     sec_tag: u32,
-    format: KeygenFormat,
+    format: KeyFormat,
     attributes: Option<&str>,
     key_usage: Option<&str>,
 ) -> Result<String, AtError> {
@@ -520,7 +507,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Modem<T> {
     /// Identity attestation token, `"<b64url>.<b64url>"` without quotes.
     pub async fn attest(&mut self, challenge: Option<[u8; 16]>) -> Result<String, AtError> {
         let r = self.client.command(&attest_command(challenge)).await?;
-        parse_token(&r, "%ATTESTTOKEN:", 1)
+        parse_token(&r, "%ATTESTTOKEN:")
     }
 
     /// Generate a client private key (type 2) in `sec_tag`; returns the
@@ -528,17 +515,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Modem<T> {
     pub async fn keygen(
         &mut self,
         sec_tag: u32,
-        format: KeygenFormat,
+        format: KeyFormat,
         attributes: Option<&str>,
         key_usage: Option<&str>,
     ) -> Result<String, AtError> {
         let cmd = keygen_command(sec_tag, format, attributes, key_usage)?;
-        parse_token(&self.client.command(&cmd).await?, "%KEYGEN:", 1)
+        parse_token(&self.client.command(&cmd).await?, "%KEYGEN:")
     }
 
     pub async fn jwt(&mut self, req: &JwtRequest) -> Result<String, AtError> {
         let cmd = jwt_command(req)?;
-        parse_token(&self.client.command(&cmd).await?, "%JWT:", 2)
+        parse_token(&self.client.command(&cmd).await?, "%JWT:")
     }
 
     /// `AT%CMNG=0,<tag>,<type>,"<content>"` (content verbatim; see module docs).
@@ -603,8 +590,8 @@ pub fn fuzz_parsers(r: &Response) {
     let _ = parse_uuid(r, "%XMODEMUUID:");
     let _ = parse_hw_version(r);
     let _ = parse_cfun(r);
-    let _ = parse_token(r, "%ATTESTTOKEN:", 1);
-    let _ = parse_token(r, "%JWT:", 2);
+    let _ = parse_token(r, "%ATTESTTOKEN:");
+    let _ = parse_token(r, "%JWT:");
     let _ = parse_cmng_list(r);
     let _ = parse_cmng_read(r);
     for line in &r.lines {
@@ -683,7 +670,7 @@ mod tests {
     #[test]
     fn tokens() {
         assert_eq!(
-            parse_token(&resp(&["%ATTESTTOKEN: \"2dn3.0oRD\""]), "%ATTESTTOKEN:", 1).unwrap(),
+            parse_token(&resp(&["%ATTESTTOKEN: \"2dn3.0oRD\""]), "%ATTESTTOKEN:").unwrap(),
             "2dn3.0oRD"
         );
         for bad in [
@@ -693,7 +680,7 @@ mod tests {
             "%ATTESTTOKEN: \".x\"",
         ] {
             assert!(
-                parse_token(&resp(&[bad]), "%ATTESTTOKEN:", 1).is_err(),
+                parse_token(&resp(&[bad]), "%ATTESTTOKEN:").is_err(),
                 "{bad}"
             );
         }
@@ -707,15 +694,15 @@ mod tests {
             "AT%ATTESTTOKEN=\"abababababababababababababababab\""
         );
         assert_eq!(
-            keygen_command(16842753, KeygenFormat::Csr, Some("CN=x"), None).unwrap(),
+            keygen_command(16842753, KeyFormat::Csr, Some("CN=x"), None).unwrap(),
             "AT%KEYGEN=16842753,2,0,\"CN=x\""
         );
         assert_eq!(
-            keygen_command(1, KeygenFormat::PublicKey, None, Some("101010000")).unwrap(),
+            keygen_command(1, KeyFormat::PublicKey, None, Some("101010000")).unwrap(),
             "AT%KEYGEN=1,2,1,,\"101010000\""
         );
-        assert!(keygen_command(1, KeygenFormat::Csr, Some("CN=\"x"), None).is_err());
-        assert!(keygen_command(1, KeygenFormat::Csr, None, Some("12")).is_err());
+        assert!(keygen_command(1, KeyFormat::Csr, Some("CN=\"x"), None).is_err());
+        assert!(keygen_command(1, KeyFormat::Csr, None, Some("12")).is_err());
         assert_eq!(
             jwt_command(&JwtRequest::default()).unwrap(),
             "AT%JWT=0,0,\"\",\"\""

@@ -17,11 +17,13 @@ use crate::at::{AtError, DialectChoice};
 use crate::ca::StationCa;
 use crate::config::{PlanConfig, Step, Timeouts};
 use crate::modem::{
-    CredentialType, FunctionalMode, JwtRequest, KeygenFormat, Modem, expected_sha256, pem_crlf,
+    CredentialType, FunctionalMode, JwtRequest, KeyFormat, Modem, expected_sha256, pem_crlf,
 };
 use crate::store::{Artifact, NonceClaim, RunRecord, StepRecord, Store, TokenRecord};
-use crate::token::verify::{Expectations, Verdict, verify};
-use crate::token::{self, Token};
+use crate::token::verify::{Verdict, verify};
+use crate::token::{
+    self, Expected, Freshness, IdentityExpected, JwtExpected, KeygenExpected, Token,
+};
 use crate::trust::TrustStore;
 
 /// Everything a run needs besides the board itself. Shared by all ports.
@@ -234,20 +236,24 @@ where
             let mut challenge = [0u8; 16];
             rand::rngs::OsRng.fill_bytes(&mut challenge);
             let text = modem.attest(Some(challenge)).await.map_err(at)?;
-            let expect = Expectations {
-                challenge: Some(challenge),
+            let expected = Expected::Identity(IdentityExpected {
+                freshness: Freshness::Challenge(challenge),
                 device_uuid: state.device_uuid,
-                ..Default::default()
+            });
+            let Token::Identity(identity) = judge(ctx, step, record, &text, &expected)? else {
+                return Err(not_judged(step));
             };
-            let token = judge(ctx, step, record, "identity", &text, &expect)?;
-            if let Token::Identity(identity) = &token {
-                claim(ctx, step, record, "attest", &hex::encode(identity.nonce)).await?;
-                state.device_uuid = Some(identity.device_uuid);
-                record.device.device_uuid = Some(identity.device_uuid);
-                tracing::Span::current()
-                    .record("device", tracing::field::display(identity.device_uuid));
-            }
-            Ok(format!("nonce {}", hex::encode(challenge)))
+            claim(ctx, step, record, "attest", &hex::encode(identity.nonce)).await?;
+            state.device_uuid = Some(identity.device_uuid);
+            record.device.device_uuid = Some(identity.device_uuid);
+            tracing::Span::current()
+                .record("device", tracing::field::display(identity.device_uuid));
+            // From the token as decoded: what the modem proved, not what was asked.
+            Ok(format!(
+                "identity token of {}, nonce {} = challenge",
+                identity.device_uuid,
+                hex::encode(identity.nonce)
+            ))
         }
         Step::Keygen => keygen(ctx, modem, record, state).await,
         Step::Certify => {
@@ -262,7 +268,11 @@ where
                 }
             };
             let cert = ca
-                .sign_device(common_name, spki, ctx.certificate_validity)
+                .sign_device(
+                    common_name,
+                    spki,
+                    crate::ca::Issuance::now(ctx.certificate_validity),
+                )
                 .map_err(|e| StepFailure::new(step, "ca", e.to_string()))?;
             record.artifacts.push(Artifact {
                 kind: "device_certificate".into(),
@@ -330,20 +340,23 @@ where
                 ..Default::default()
             };
             let text = modem.jwt(&request).await.map_err(at)?;
-            let expect = Expectations {
+            let expected = Expected::Jwt(JwtExpected {
                 device_uuid: state.device_uuid,
-                now: Some(now.unix_timestamp()),
-                ..Default::default()
+                now: now.unix_timestamp(),
+                issuer: None,
+            });
+            let Token::Jwt(jwt) = judge(ctx, step, record, &text, &expected)? else {
+                return Err(not_judged(step));
             };
-            let token = judge(ctx, step, record, "jwt", &text, &expect)?;
-            if let Token::Jwt(jwt) = &token {
-                let jti = jwt.claims.get("jti").and_then(|v| v.as_str()).unwrap_or("");
-                if jti.is_empty() {
-                    return Err(StepFailure::new(step, "jti", "JWT has no jti claim"));
-                }
-                claim(ctx, step, record, "jwt_jti", jti).await?;
+            let jti = jwt.claim_str("jti").unwrap_or("");
+            if jti.is_empty() {
+                return Err(StepFailure::new(step, "jti", "JWT has no jti claim"));
             }
-            Ok("jwt verified".into())
+            claim(ctx, step, record, "jwt_jti", jti).await?;
+            Ok(format!(
+                "JWT of {}, jti {jti}",
+                jwt.claim_str("iss").unwrap_or("-")
+            ))
         }
         Step::Restore => {
             let target = match state.original_mode {
@@ -378,33 +391,28 @@ where
     }
     let key_usage = ctx.plan.key_usage.as_deref();
     let text = match modem
-        .keygen(sec_tag, KeygenFormat::Csr, Some(&attributes), key_usage)
+        .keygen(sec_tag, KeyFormat::Csr, Some(&attributes), key_usage)
         .await
     {
         // 519: the tag already holds a key; Nordic's client deletes and retries.
         Err(AtError::Cme { code: 519, .. }) => {
             delete_key(modem, sec_tag).await.map_err(at)?;
             modem
-                .keygen(sec_tag, KeygenFormat::Csr, Some(&attributes), key_usage)
+                .keygen(sec_tag, KeyFormat::Csr, Some(&attributes), key_usage)
                 .await
                 .map_err(at)?
         }
         other => other.map_err(at)?,
     };
     let common_name = common_name_of(&attributes);
-    let expect = Expectations {
+    let expected = Expected::Keygen(KeygenExpected {
+        format: KeyFormat::Csr,
         sec_tag: Some(sec_tag),
         device_uuid: state.device_uuid,
         common_name: common_name.clone(),
-        ..Default::default()
-    };
-    let token = judge(ctx, step, record, "keygen", &text, &expect)?;
-    let Token::Keygen(keygen) = token else {
-        return Err(StepFailure::new(
-            step,
-            "kind",
-            "modem answered with another token kind",
-        ));
+    });
+    let Token::Keygen(keygen) = judge(ctx, step, record, &text, &expected)? else {
+        return Err(not_judged(step));
     };
     claim(ctx, step, record, "keygen", &hex::encode(keygen.nonce)).await?;
     record.artifacts.push(Artifact {
@@ -425,7 +433,9 @@ where
         .unwrap_or_else(|| keygen.device_uuid.to_string());
     state.keygen = Some((keygen.public_key_spki.clone(), cn));
     Ok(format!(
-        "sec_tag {sec_tag} digest {}",
+        "CSR for sec_tag {} bound to {}, digest {}",
+        keygen.sec_tag,
+        keygen.device_uuid,
         hex::encode(keygen.digest)
     ))
 }
@@ -441,21 +451,21 @@ where
     }
 }
 
-/// Decode and verify a token, record it, and fail the step with the first
-/// failed check's name as reason code unless it is authentic.
+/// Decode a token, verify it against what its command must show, record it
+/// as what it decoded as, and fail the step unless it is authentic (with
+/// the decisive failed check as reason code).
 fn judge(
     ctx: &PlanContext,
     step: Step,
     record: &mut RunRecord,
-    kind: &str,
     text: &str,
-    expect: &Expectations,
+    expected: &Expected,
 ) -> Result<Token, StepFailure> {
     let token = token::decode(text).map_err(|e| StepFailure::new(step, "decode", e.to_string()))?;
-    let verdict: Verdict = verify(&token, &ctx.trust, expect);
+    let verdict: Verdict = verify(&token, expected, &ctx.trust);
     let authentic = verdict.authentic();
     record.tokens.push(TokenRecord {
-        kind: kind.into(),
+        kind: verdict.kind,
         text: text.into(),
         authentic,
         checks_json: serde_json::to_string(&verdict.checks).unwrap_or_default(),
@@ -467,14 +477,16 @@ fn judge(
         .failures()
         .map(|c| format!("{} ({})", c.name, c.detail))
         .collect();
-    // A token naming another device explains every other failure (its key
-    // is unknown too), so that is the reason reported.
     let code = verdict
-        .check("device_uuid")
-        .filter(|c| !c.passed)
-        .or(verdict.first_failure())
-        .map_or("verify", |c| c.name);
+        .decisive_failure()
+        .map_or("verify", |c| c.name.as_str());
     Err(StepFailure::new(step, code, failed.join("; ")))
+}
+
+/// An authentic verdict always has the expected kind; this is the failure
+/// for the impossible other case, so that no path can pass unjudged.
+fn not_judged(step: Step) -> StepFailure {
+    StepFailure::new(step, "kind", "token of an unexpected kind was not judged")
 }
 
 /// Record a nonce or jti under the store's uniqueness constraint.

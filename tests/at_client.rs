@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use at_support::{lines, script_peer, step};
 use nrf_provd::at::{AtError, Client, ClientOptions, Dialect};
-use nrf_provd::modem::{CredentialType, FunctionalMode, KeygenFormat, Modem};
+use nrf_provd::modem::{CredentialType, FunctionalMode, KeyFormat, Modem};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
 
 fn client(
@@ -242,12 +242,12 @@ async fn security_commands() {
     assert_eq!(m.functional_mode().await.unwrap(), FunctionalMode::Offline);
     assert_eq!(m.attest(Some([1; 16])).await.unwrap(), "2dn3hQFQ.0oRDoQEm");
     let err = m
-        .keygen(17, KeygenFormat::Csr, Some("CN=x"), None)
+        .keygen(17, KeyFormat::Csr, Some("CN=x"), None)
         .await
         .unwrap_err();
     assert_eq!(err.cme_code(), Some(518));
     assert_eq!(
-        m.keygen(17, KeygenFormat::Csr, None, None).await.unwrap(),
+        m.keygen(17, KeyFormat::Csr, None, None).await.unwrap(),
         "MIIBOK.0oRY"
     );
     m.cmng_write(17, CredentialType::ClientCert, pem)

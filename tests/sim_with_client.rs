@@ -3,13 +3,16 @@
 //! tokens with the fleet's trust file. The sim's token faults show up as the
 //! named verifier check that fails.
 
+mod token_common;
+use token_common::Bindings;
+
 use nrf_provd::at::{AtError, Client, ClientOptions, Dialect, Notification};
 use nrf_provd::modem::{
-    CredentialType, FunctionalMode, JwtRequest, KeygenFormat, Modem, expected_sha256, pem_crlf,
+    CredentialType, FunctionalMode, JwtRequest, KeyFormat, Modem, expected_sha256, pem_crlf,
 };
 use nrf_provd::serial::{self, FlowControl, SerialSettings};
 use nrf_provd::sim::{Fleet, SimDialect, SimOptions};
-use nrf_provd::token::{self, Expectations, KeyFormat, Token, Verdict};
+use nrf_provd::token::{self, CheckName, Token, Verdict};
 use nrf_provd::trust::TrustStore;
 use tokio::sync::mpsc;
 use tokio_serial::SerialStream;
@@ -63,9 +66,9 @@ fn decoded(text: &str) -> Token {
     token::decode(text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
-fn verdict(text: &str, trust: &TrustStore, expect: &Expectations) -> (Token, Verdict) {
+fn verdict(text: &str, trust: &TrustStore, expect: &Bindings) -> (Token, Verdict) {
     let token = decoded(text);
-    let verdict = token::verify::verify(&token, trust, expect);
+    let verdict = token::verify::verify(&token, &expect.expect(&token), trust);
     (token, verdict)
 }
 
@@ -75,7 +78,7 @@ fn assert_authentic(v: &Verdict) {
 
 /// The check `name` ran and failed; every other check passed.
 fn assert_only_failure(v: &Verdict, name: &str) {
-    let failed: Vec<&str> = v.failures().map(|c| c.name).collect();
+    let failed: Vec<&str> = v.failures().map(|c| c.name.as_str()).collect();
     assert_eq!(failed, [name], "{:#?}", v.checks);
     assert!(!v.authentic());
 }
@@ -106,7 +109,7 @@ async fn drive_every_command(sim_dialect: SimDialect, expected: Dialect) {
 
     // A malformed key usage is refused before anything is sent.
     assert!(matches!(
-        modem.keygen(TAG, KeygenFormat::Csr, None, Some("12")).await,
+        modem.keygen(TAG, KeyFormat::Csr, None, Some("12")).await,
         Err(AtError::InvalidArgument { .. })
     ));
     // A board boots with the radio off; before AT+CMEE=1 errors are ERROR.
@@ -116,7 +119,7 @@ async fn drive_every_command(sim_dialect: SimDialect, expected: Dialect) {
         .await
         .expect("cfun 1");
     assert!(matches!(
-        modem.keygen(TAG, KeygenFormat::Csr, None, None).await,
+        modem.keygen(TAG, KeyFormat::Csr, None, None).await,
         Err(AtError::Error { .. })
     ));
     modem.enable_cmee().await.expect("cmee");
@@ -138,7 +141,7 @@ async fn drive_every_command(sim_dialect: SimDialect, expected: Dialect) {
     // Key and credential writes need the modem offline.
     assert_eq!(modem.functional_mode().await.unwrap(), FunctionalMode::On);
     assert_eq!(
-        cme(modem.keygen(TAG, KeygenFormat::Csr, None, None).await),
+        cme(modem.keygen(TAG, KeyFormat::Csr, None, None).await),
         518
     );
     assert_eq!(
@@ -155,15 +158,15 @@ async fn drive_every_command(sim_dialect: SimDialect, expected: Dialect) {
     );
 
     // Attestation: with the host's challenge, and with the modem's own nonce.
-    let with_challenge = Expectations {
+    let with_challenge = Bindings {
         challenge: Some(CHALLENGE),
         device_uuid: Some(device),
-        ..Expectations::default()
+        ..Bindings::default()
     };
     let text = modem.attest(Some(CHALLENGE)).await.expect("attest");
     let (token, v) = verdict(&text, &b.trust, &with_challenge);
     assert_authentic(&v);
-    assert!(v.check("nonce").is_some_and(|c| c.passed));
+    assert!(v.check(CheckName::Nonce).is_some_and(|c| c.passed));
     let Token::Identity(t) = token else {
         panic!("identity token expected")
     };
@@ -173,9 +176,9 @@ async fn drive_every_command(sim_dialect: SimDialect, expected: Dialect) {
     let (_, v) = verdict(
         &text,
         &b.trust,
-        &Expectations {
+        &Bindings {
             device_uuid: Some(device),
-            ..Expectations::default()
+            ..Bindings::default()
         },
     );
     assert_authentic(&v);
@@ -183,19 +186,24 @@ async fn drive_every_command(sim_dialect: SimDialect, expected: Dialect) {
     assert_only_failure(&v, "nonce");
 
     // Key generation: a CSR with subject and key usage, then 519.
-    let csr_expect = Expectations {
+    let csr_expect = Bindings {
         sec_tag: Some(TAG),
         device_uuid: Some(device),
         common_name: Some("dev-1".into()),
-        ..Expectations::default()
+        ..Bindings::default()
     };
     let text = modem
-        .keygen(TAG, KeygenFormat::Csr, Some(SUBJECT), Some("101010000"))
+        .keygen(TAG, KeyFormat::Csr, Some(SUBJECT), Some("101010000"))
         .await
         .expect("keygen csr");
     let (token, v) = verdict(&text, &b.trust, &csr_expect);
     assert_authentic(&v);
-    for check in ["digest", "csr_signature", "sec_tag", "common_name"] {
+    for check in [
+        CheckName::Digest,
+        CheckName::CsrSignature,
+        CheckName::SecTag,
+        CheckName::CommonName,
+    ] {
         assert!(v.check(check).is_some_and(|c| c.passed), "{check}");
     }
     let Token::Keygen(k) = token else {
@@ -204,7 +212,7 @@ async fn drive_every_command(sim_dialect: SimDialect, expected: Dialect) {
     assert_eq!(k.format, KeyFormat::Csr);
     assert_eq!(k.csr.as_ref().map(|c| c.subject.as_str()), Some(SUBJECT));
     assert_eq!(
-        cme(modem.keygen(TAG, KeygenFormat::Csr, None, None).await),
+        cme(modem.keygen(TAG, KeyFormat::Csr, None, None).await),
         519
     );
     // The generated key is listed; deleted, the tag takes a new one whose
@@ -219,13 +227,13 @@ async fn drive_every_command(sim_dialect: SimDialect, expected: Dialect) {
         .await
         .expect("delete key");
     let text = modem
-        .keygen(TAG, KeygenFormat::Csr, None, None)
+        .keygen(TAG, KeyFormat::Csr, None, None)
         .await
         .expect("keygen default subject");
     let (_, v) = verdict(
         &text,
         &b.trust,
-        &Expectations {
+        &Bindings {
             common_name: Some(device.to_string()),
             ..csr_expect.clone()
         },
@@ -234,20 +242,20 @@ async fn drive_every_command(sim_dialect: SimDialect, expected: Dialect) {
 
     // Key generation: the public key only.
     let text = modem
-        .keygen(PUBLIC_KEY_TAG, KeygenFormat::PublicKey, None, None)
+        .keygen(PUBLIC_KEY_TAG, KeyFormat::PublicKey, None, None)
         .await
         .expect("keygen public key");
     let (token, v) = verdict(
         &text,
         &b.trust,
-        &Expectations {
+        &Bindings {
             sec_tag: Some(PUBLIC_KEY_TAG),
             ..csr_expect.clone()
         },
     );
     assert_authentic(&v);
     assert!(
-        v.check("common_name").is_none(),
+        v.check(CheckName::CommonName).is_none(),
         "no subject in a public key"
     );
     let Token::Keygen(public) = token else {
@@ -307,14 +315,14 @@ async fn drive_every_command(sim_dialect: SimDialect, expected: Dialect) {
     let (token, v) = verdict(
         &text,
         &b.trust,
-        &Expectations {
+        &Bindings {
             device_uuid: Some(device),
             now: Some(unix_now()),
-            ..Expectations::default()
+            ..Bindings::default()
         },
     );
     assert_authentic(&v);
-    assert!(v.check("jwt_time").is_some_and(|c| c.passed));
+    assert!(v.check(CheckName::JwtTime).is_some_and(|c| c.passed));
     let Token::Jwt(jwt) = token else {
         panic!("jwt expected")
     };
@@ -330,9 +338,9 @@ async fn drive_every_command(sim_dialect: SimDialect, expected: Dialect) {
         .await
         .expect("jwt with a sec_tag key");
     let tag_trust = trusting(device, &public.public_key_spki);
-    let (_, v) = verdict(&text, &tag_trust, &Expectations::default());
+    let (_, v) = verdict(&text, &tag_trust, &Bindings::default());
     assert_authentic(&v);
-    let (_, v) = verdict(&text, &b.trust, &Expectations::default());
+    let (_, v) = verdict(&text, &b.trust, &Bindings::default());
     assert_only_failure(&v, "signature");
     assert_eq!(
         cme(modem
@@ -382,13 +390,13 @@ async fn faulty(fault: &str) -> (Board, Modem<SerialStream>, Uuid) {
     (b, modem, device)
 }
 
-fn expect_all(device: Uuid, sec_tag: u32) -> Expectations {
-    Expectations {
+fn expect_all(device: Uuid, sec_tag: u32) -> Bindings {
+    Bindings {
         challenge: Some(CHALLENGE),
         sec_tag: Some(sec_tag),
         device_uuid: Some(device),
         now: Some(unix_now()),
-        ..Expectations::default()
+        ..Bindings::default()
     }
 }
 
@@ -398,10 +406,7 @@ async fn fault_bad_signature_fails_the_signature_check() {
     let expect = expect_all(device, 16);
     let attest = modem.attest(Some(CHALLENGE)).await.unwrap();
     assert_only_failure(&verdict(&attest, &b.trust, &expect).1, "signature");
-    let keygen = modem
-        .keygen(16, KeygenFormat::Csr, None, None)
-        .await
-        .unwrap();
+    let keygen = modem.keygen(16, KeyFormat::Csr, None, None).await.unwrap();
     assert_only_failure(&verdict(&keygen, &b.trust, &expect).1, "signature");
     let jwt = modem.jwt(&JwtRequest::default()).await.unwrap();
     assert_only_failure(&verdict(&jwt, &b.trust, &expect).1, "signature");
@@ -413,7 +418,7 @@ async fn fault_ignore_challenge_fails_the_nonce_check() {
     let attest = modem.attest(Some(CHALLENGE)).await.unwrap();
     let (_, v) = verdict(&attest, &b.trust, &expect_all(device, 16));
     assert_only_failure(&v, "nonce");
-    assert!(v.check("signature").is_some_and(|c| c.passed));
+    assert!(v.check(CheckName::Signature).is_some_and(|c| c.passed));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -424,7 +429,7 @@ async fn fault_replay_fails_the_nonce_check_of_the_second_token() {
     let second_challenge = [0x5a; 16];
     let second = modem.attest(Some(second_challenge)).await.unwrap();
     assert_eq!(first, second);
-    let expect = Expectations {
+    let expect = Bindings {
         challenge: Some(second_challenge),
         ..expect_all(device, 16)
     };
@@ -437,9 +442,12 @@ async fn fault_wrong_uuid_fails_the_device_uuid_check() {
     let attest = modem.attest(Some(CHALLENGE)).await.unwrap();
     let (token, v) = verdict(&attest, &b.trust, &expect_all(device, 16));
     assert_ne!(token.device_uuid(), Some(device));
-    assert!(v.check("device_uuid").is_some_and(|c| !c.passed), "{v:#?}");
+    assert!(
+        v.check(CheckName::DeviceUuid).is_some_and(|c| !c.passed),
+        "{v:#?}"
+    );
     // The token names a device the trust file does not know either.
-    assert!(v.check("key_trusted").is_some_and(|c| !c.passed));
+    assert!(v.check(CheckName::KeyTrusted).is_some_and(|c| !c.passed));
     assert!(!v.authentic());
     // Trusted under the UUID it claims, only the UUID mismatch is left.
     let key = b.trust.get(&device).expect("board trusted").spki_der();
@@ -453,15 +461,12 @@ async fn fault_wrong_uuid_fails_the_device_uuid_check() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_bad_digest_fails_the_digest_check() {
     let (b, mut modem, device) = faulty("0:bad-digest").await;
-    let keygen = modem
-        .keygen(16, KeygenFormat::Csr, None, None)
-        .await
-        .unwrap();
+    let keygen = modem.keygen(16, KeyFormat::Csr, None, None).await.unwrap();
     let (_, v) = verdict(&keygen, &b.trust, &expect_all(device, 16));
     assert_only_failure(&v, "digest");
-    assert!(v.check("signature").is_some_and(|c| c.passed));
+    assert!(v.check(CheckName::Signature).is_some_and(|c| c.passed));
     let public = modem
-        .keygen(17, KeygenFormat::PublicKey, None, None)
+        .keygen(17, KeyFormat::PublicKey, None, None)
         .await
         .unwrap();
     assert_only_failure(
@@ -477,7 +482,10 @@ async fn fault_untrusted_key_fails_key_trusted() {
     let attest = modem.attest(Some(CHALLENGE)).await.unwrap();
     let (_, v) = verdict(&attest, &b.trust, &expect_all(device, 16));
     assert_only_failure(&v, "key_trusted");
-    assert!(v.check("signature").is_none(), "no key, no signature check");
+    assert!(
+        v.check(CheckName::Signature).is_none(),
+        "no key, no signature check"
+    );
     // A host that trusted the board's published identity key still rejects it.
     let published = trusting(device, &b.fleet.identity(0).public_key_spki_der());
     assert_only_failure(
@@ -490,10 +498,10 @@ async fn fault_untrusted_key_fails_key_trusted() {
 async fn fault_legacy_csr_is_still_authentic() {
     let (b, mut modem, device) = faulty("0:legacy-csr").await;
     let keygen = modem
-        .keygen(16, KeygenFormat::Csr, Some("CN=legacy"), None)
+        .keygen(16, KeyFormat::Csr, Some("CN=legacy"), None)
         .await
         .unwrap();
-    let expect = Expectations {
+    let expect = Bindings {
         common_name: Some("legacy".into()),
         ..expect_all(device, 16)
     };

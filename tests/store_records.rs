@@ -5,12 +5,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use nrf_provd::ca::StationCa;
+use nrf_provd::ca::{Issuance, StationCa};
 use nrf_provd::store::export::{self, OnboardOptions};
 use nrf_provd::store::{
     Artifact, DeviceInfo, NonceClaim, Outcome, RunFilter, RunRecord, RunStart, StepRecord, Store,
     StoreError, TokenRecord,
 };
+use nrf_provd::token::TokenKind;
 use time::OffsetDateTime;
 use time::macros::datetime;
 use uuid::Uuid;
@@ -78,13 +79,13 @@ fn passed(id: i64, device: &str, at: OffsetDateTime, certificate: &str) -> RunRe
         ],
         tokens: vec![
             TokenRecord {
-                kind: "identity".into(),
+                kind: TokenKind::Identity,
                 text: TOKEN.into(),
                 authentic: true,
                 checks_json: r#"{"signature":"ok"}"#.into(),
             },
             TokenRecord {
-                kind: "keygen".into(),
+                kind: TokenKind::Keygen,
                 text: "MIIB.0oRY".into(),
                 authentic: true,
                 checks_json: "{}".into(),
@@ -540,7 +541,11 @@ fn export_fixture() -> (Vec<RunRecord>, String) {
     let spki = p256::pkcs8::EncodePublicKey::to_public_key_der(&device_key.public_key())
         .unwrap_or_else(|e| panic!("{e}"));
     let cert = ca
-        .sign_device(DEVICE, spki.as_bytes(), Duration::from_secs(86_400))
+        .sign_device(
+            DEVICE,
+            spki.as_bytes(),
+            Issuance::now(Duration::from_secs(86_400)),
+        )
         .unwrap_or_else(|e| panic!("{e}"));
     let old = passed(1, DEVICE, datetime!(2024-05-01 10:00 UTC), "old");
     let mut failed = passed(2, OTHER_DEVICE, datetime!(2024-05-01 11:00 UTC), &cert.pem);

@@ -228,3 +228,118 @@ fn verify_of_an_unknown_device_exits_1() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout(&out).contains("FAIL key_trusted"));
 }
+
+#[test]
+fn verify_refuses_a_challenge_for_a_token_that_carries_none() {
+    let s = station();
+    let challenge = hex::encode(CHALLENGE);
+    for token in [keygen_csr(&s.key), jwt(&s.key)] {
+        let out = run(
+            &[
+                "verify",
+                &token,
+                "--trust",
+                &s.trust,
+                "--challenge",
+                &challenge,
+            ],
+            None,
+        );
+        assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--challenge does not apply") && err.contains("host challenge"),
+            "{err}"
+        );
+        assert!(!stdout(&out).contains("AUTHENTIC"));
+    }
+    let out = run(
+        &[
+            "verify",
+            &identity(&s.key),
+            "--trust",
+            &s.trust,
+            "--sec-tag",
+            "1",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn verify_without_a_challenge_says_freshness_was_not_checked() {
+    let s = station();
+    let out = run(&["verify", &identity(&s.key), "--trust", &s.trust], None);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stdout(&out).contains("freshness      NOT CHECKED"),
+        "{}",
+        stdout(&out)
+    );
+    let out = run(
+        &["verify", &identity(&s.key), "--trust", &s.trust, "--json"],
+        None,
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["freshness_checked"], false);
+}
+
+#[test]
+fn verify_of_the_wrong_kind_fails_naming_both_kinds() {
+    let s = station();
+    let out = run(
+        &[
+            "verify",
+            &keygen_csr(&s.key),
+            "--trust",
+            &s.trust,
+            "--kind",
+            "identity",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("NOT AUTHENTIC"), "{text}");
+    assert!(
+        text.contains("FAIL kind")
+            && text.contains("expected an identity token")
+            && text.contains("got a key-generation token with a CSR"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_key_two_jwts_share_is_printed_and_verifies_with_key() {
+    let s = station();
+    let header = serde_json::json!({"alg": "ES256", "typ": "JWT"});
+    let first = encode::jwt(&header, &jwt_claims(NOW - 10, NOW + 60), &s.key);
+    let second = encode::jwt(&header, &jwt_claims(NOW - 5, NOW + 90), &s.key);
+    let out = run(&["parse", "--recover-key", &first, &second, "--json"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["device_uuid"], DEVICE.to_string());
+    let key = json["public_key"].as_str().expect("key").to_string();
+    assert_eq!(
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &key).expect("b64"),
+        spki(&s.key)
+    );
+    let now = NOW.to_string();
+    let out = run(&["verify", &first, "--key", &key, "--now", &now], None);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    // Under another device's key it is not authentic.
+    let other = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        spki(&random_key()),
+    );
+    let out = run(&["verify", &first, "--key", &other, "--now", &now], None);
+    assert_eq!(out.status.code(), Some(1));
+
+    let stranger = encode::jwt(&header, &jwt_claims(NOW, NOW + 60), &random_key());
+    let out = run(&["parse", "--recover-key", &first, &stranger], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("NO COMMON KEY"), "{}", stdout(&out));
+    let out = run(&["parse", "--recover-key", &first, &identity(&s.key)], None);
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -5,8 +5,8 @@
 mod token_common;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use nrf_provd::token::verify::{Expectations, verify};
-use nrf_provd::token::{self, encode};
+use nrf_provd::token::verify::verify;
+use nrf_provd::token::{self, Expected, encode};
 use nrf_provd::trust::TrustStore;
 use token_common::*;
 
@@ -19,7 +19,7 @@ struct Tally {
 fn assert_not_authentic(
     text: &str,
     trust: &TrustStore,
-    expect: &Expectations,
+    expect: &Expected,
     tally: &mut Tally,
     what: &str,
 ) {
@@ -27,20 +27,20 @@ fn assert_not_authentic(
     match token::decode(text) {
         Err(_) => tally.decode_errors += 1,
         Ok(token) => {
-            let verdict = verify(&token, trust, expect);
+            let verdict = verify(&token, expect, trust);
             assert!(!verdict.authentic(), "{what} came out authentic: {text}");
         }
     }
 }
 
-fn expectations() -> Expectations {
-    Expectations {
+fn expectations() -> Bindings {
+    Bindings {
         challenge: Some(CHALLENGE),
         sec_tag: Some(SEC_TAG),
         device_uuid: Some(DEVICE),
         common_name: Some(DEVICE.to_string()),
         now: Some(NOW),
-        jwt_issuer: None,
+        issuer: None,
     }
 }
 
@@ -63,11 +63,13 @@ fn walk_bytes(original: &[u8], mut each: impl FnMut(&[u8], String)) {
 }
 
 fn walk_text(text: &str, trust: &TrustStore) -> Tally {
-    let expect = expectations();
-    // Sanity: the unmodified token passes, so a failure below is the mutation's.
+    // Sanity: the unmodified token passes, so a failure below is the
+    // mutation's. Mutations are judged as what the original's command must
+    // return.
     let token = token::decode(text).expect("original decodes");
+    let expect = expectations().expect(&token);
     assert!(
-        verify(&token, trust, &expect).authentic(),
+        verify(&token, &expect, trust).authentic(),
         "original must be authentic"
     );
     let mut tally = Tally {
@@ -85,7 +87,7 @@ fn walk_text(text: &str, trust: &TrustStore) -> Tally {
 
 /// Mutate each decoded part of a two-part modem token, re-encode, verify.
 fn walk_parts(text: &str, trust: &TrustStore) -> Tally {
-    let expect = expectations();
+    let expect = expectations().expect(&token::decode(text).expect("original decodes"));
     let (a, b) = text.split_once('.').expect("two parts");
     let first = URL_SAFE_NO_PAD.decode(a).expect("b64");
     let second = URL_SAFE_NO_PAD.decode(b).expect("b64");

@@ -5,7 +5,7 @@ mod token_common;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use nrf_provd::token::encode::{self, IdentityBody, KeygenPayload, PAYLOAD_ID_PUBLIC_KEY};
-use nrf_provd::token::verify::{Expectations, verify};
+use nrf_provd::token::verify::verify;
 use nrf_provd::token::{self, Token};
 use p256::ecdsa::SigningKey;
 use proptest::prelude::*;
@@ -43,7 +43,7 @@ proptest! {
         let first = [head, a].concat();
         let text = encode::join_b64(&first, &b);
         if let Ok(t) = token::decode(&text) {
-            prop_assert!(!verify(&t, &trust(DEVICE, key()), &Expectations::default()).authentic());
+            prop_assert!(!verify(&t, &Bindings::default().expect(&t), &trust(DEVICE, key())).authentic());
         }
     }
 
@@ -60,8 +60,8 @@ proptest! {
         let mutated = format!("{}{}{}", &original[..start], insert, &original[end..]);
         prop_assume!(mutated != *original);
         if let Ok(t) = token::decode(&mutated) {
-            let expect = Expectations { now: Some(NOW), ..Expectations::default() };
-            prop_assert!(!verify(&t, &trust(DEVICE, key()), &expect).authentic(), "{}", mutated);
+            let expect = Bindings { now: Some(NOW), ..Bindings::default() };
+            prop_assert!(!verify(&t, &expect.expect(&t), &trust(DEVICE, key())).authentic(), "{}", mutated);
         }
     }
 

@@ -5,35 +5,35 @@ mod token_common;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use nrf_provd::token::encode::{self, PAYLOAD_ID_CSR};
-use nrf_provd::token::verify::{Expectations, Verdict, verify};
+use nrf_provd::token::verify::{CheckName, Verdict, verify};
 use nrf_provd::token::{self, Token, cose};
 use nrf_provd::trust::TrustStore;
 use p256::ecdsa::SigningKey;
 use token_common::*;
 use uuid::Uuid;
 
-fn full_expectations() -> Expectations {
-    Expectations {
+fn full_expectations() -> Bindings {
+    Bindings {
         challenge: Some(CHALLENGE),
         sec_tag: Some(SEC_TAG),
         device_uuid: Some(DEVICE),
         common_name: Some(DEVICE.to_string()),
         now: Some(NOW),
-        jwt_issuer: Some(format!("nRF9161.{DEVICE}")),
+        issuer: Some(format!("nRF9161.{DEVICE}")),
     }
 }
 
-fn check(text: &str, trust: &TrustStore, expect: &Expectations) -> Verdict {
+fn check(text: &str, trust: &TrustStore, expect: &Bindings) -> Verdict {
     let token = token::decode(text).expect("decodes");
-    verify(&token, trust, expect)
+    verify(&token, &expect.expect(&token), trust)
 }
 
 fn failed(verdict: &Verdict) -> Vec<&'static str> {
-    verdict.failures().map(|c| c.name).collect()
+    verdict.failures().map(|c| c.name.as_str()).collect()
 }
 
 fn names(verdict: &Verdict) -> Vec<&'static str> {
-    verdict.checks.iter().map(|c| c.name).collect()
+    verdict.checks.iter().map(|c| c.name.as_str()).collect()
 }
 
 /// Flip one bit of the COSE signature inside a modem token's text.
@@ -53,6 +53,7 @@ fn signed_identity_token_is_authentic_with_every_check_applied() {
     assert_eq!(
         names(&verdict),
         [
+            "kind",
             "message_type",
             "key_trusted",
             "algorithm",
@@ -76,6 +77,7 @@ fn signed_keygen_csr_token_is_authentic_with_every_check_applied() {
     assert_eq!(
         names(&verdict),
         [
+            "kind",
             "message_type",
             "key_trusted",
             "algorithm",
@@ -109,6 +111,7 @@ fn signed_jwt_is_authentic_with_every_check_applied() {
     assert_eq!(
         names(&verdict),
         [
+            "kind",
             "algorithm",
             "key_trusted",
             "signature",
@@ -139,15 +142,11 @@ fn unknown_device_fails_key_trusted_and_is_never_authentic() {
         assert!(!verdict.authentic());
         assert_eq!(failed(&verdict), ["key_trusted"]);
         assert!(
-            verdict.check("signature").is_none(),
+            verdict.check(CheckName::Signature).is_none(),
             "no key, no signature check"
         );
     }
-    let verdict = check(
-        &identity(&key),
-        &TrustStore::new(),
-        &Expectations::default(),
-    );
+    let verdict = check(&identity(&key), &TrustStore::new(), &Bindings::default());
     assert!(!verdict.authentic());
 }
 
@@ -174,7 +173,7 @@ fn flipped_signature_bit_fails_only_the_signature() {
 #[test]
 fn other_challenge_fails_only_the_nonce() {
     let key = random_key();
-    let expect = Expectations {
+    let expect = Bindings {
         challenge: Some([0xee; 16]),
         ..full_expectations()
     };
@@ -192,7 +191,7 @@ fn other_challenge_fails_only_the_nonce() {
 #[test]
 fn other_sec_tag_fails_only_the_sec_tag() {
     let key = random_key();
-    let expect = Expectations {
+    let expect = Bindings {
         sec_tag: Some(17),
         ..full_expectations()
     };
@@ -203,7 +202,7 @@ fn other_sec_tag_fails_only_the_sec_tag() {
 #[test]
 fn other_device_uuid_seen_in_the_run_fails_only_device_uuid() {
     let key = random_key();
-    let expect = Expectations {
+    let expect = Bindings {
         device_uuid: Some(Uuid::from_u128(7)),
         ..full_expectations()
     };
@@ -240,7 +239,7 @@ fn csr_whose_own_signature_is_bad_fails_only_csr_signature() {
 #[test]
 fn other_common_name_fails_only_common_name() {
     let key = random_key();
-    let expect = Expectations {
+    let expect = Bindings {
         common_name: Some("someone-else".into()),
         ..full_expectations()
     };
@@ -303,7 +302,7 @@ fn expired_jwt_fails_only_jwt_time() {
     assert_eq!(failed(&verdict), ["jwt_time"]);
     assert!(
         verdict
-            .check("jwt_time")
+            .check(CheckName::JwtTime)
             .expect("check")
             .detail
             .contains("expired")
@@ -313,8 +312,8 @@ fn expired_jwt_fails_only_jwt_time() {
 #[test]
 fn jwt_from_another_issuer_fails_only_jwt_issuer() {
     let key = random_key();
-    let expect = Expectations {
-        jwt_issuer: Some("nRF9160.other".into()),
+    let expect = Bindings {
+        issuer: Some("nRF9160.other".into()),
         ..full_expectations()
     };
     let verdict = check(&jwt(&key), &trust(DEVICE, &key), &expect);
@@ -327,9 +326,15 @@ fn token_without_its_cose_part_decodes_but_is_not_authentic() {
     for text in [identity(&key), keygen_csr(&key)] {
         let unsigned = text.split_once('.').expect("two parts").0;
         let token = token::decode(unsigned).expect("decodes what is there");
-        let verdict = verify(&token, &trust(DEVICE, &key), &full_expectations());
+        let verdict = verify(
+            &token,
+            &full_expectations().expect(&token),
+            &trust(DEVICE, &key),
+        );
         assert!(!verdict.authentic());
-        let sig = verdict.check("signature").expect("signature check");
+        let sig = verdict
+            .check(CheckName::Signature)
+            .expect("signature check");
         assert!(!sig.passed && sig.detail.contains("no COSE"), "{sig:?}");
         let json = token.to_json();
         assert_eq!(json["cose"], serde_json::Value::Null);

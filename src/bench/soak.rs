@@ -373,7 +373,7 @@ fn token_checks(stats: &Value, runs: &[RunRecord]) -> Vec<Check> {
         let recorded = runs
             .iter()
             .flat_map(|r| &r.tokens)
-            .filter(|t| t.kind == kind)
+            .filter(|t| t.kind.as_str() == kind)
             .count() as u64;
         Check {
             name,
@@ -529,7 +529,7 @@ mod tests {
             tokens: tokens
                 .iter()
                 .map(|k| TokenRecord {
-                    kind: (*k).into(),
+                    kind: crate::token::TokenKind::parse(k).unwrap_or(crate::token::TokenKind::Jwt),
                     text: String::new(),
                     authentic: true,
                     checks_json: String::new(),

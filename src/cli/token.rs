@@ -6,14 +6,23 @@ use std::process::ExitCode;
 use uuid::Uuid;
 
 use super::{EXIT_FAIL, error_exit};
-use crate::token::{self, Expectations, Token};
+use crate::token::{
+    self, CheckName, Expected, Freshness, IdentityExpected, JwtExpected, KeyFormat, KeygenExpected,
+    Token,
+};
 use crate::trust::TrustStore;
 
 #[derive(Debug, clap::Args)]
 pub struct ParseArgs {
     /// Token text, quoted token, or a whole `%ATTESTTOKEN: "…"` / `%KEYGEN: "…"`
     /// / `%JWT: "…"` line. `-` or nothing reads standard input.
+    #[arg(conflicts_with = "recover_key")]
     pub token: Option<String>,
+    /// Print the device identity public key two `%JWT` tokens of one device
+    /// share (ECDSA key recovery), or say there is none. The key can then be
+    /// given to `verify --key`.
+    #[arg(long, num_args = 2, value_names = ["JWT1", "JWT2"])]
+    pub recover_key: Option<Vec<String>>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -24,29 +33,147 @@ pub struct VerifyArgs {
     /// Token text, quoted token, or a whole response line; `-` or nothing reads stdin.
     pub token: Option<String>,
     /// Trust file: CSV `device_uuid,public_key` (base64 SPKI DER of P-256 keys).
-    #[arg(long, value_name = "FILE")]
-    pub trust: PathBuf,
-    /// Challenge sent with `AT%ATTESTTOKEN` (32 hex digits): the nonce must equal it.
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "key",
+        conflicts_with = "key"
+    )]
+    pub trust: Option<PathBuf>,
+    /// The device identity public key to verify with instead of a trust file:
+    /// base64 SubjectPublicKeyInfo DER (as `parse --recover-key` prints it)
+    /// or a PEM `PUBLIC KEY` file.
+    #[arg(long, value_name = "KEY")]
+    pub key: Option<String>,
+    /// The kind the token must be, as the command that produced it returns:
+    /// identity (%ATTESTTOKEN), keygen-csr / keygen-public-key (%KEYGEN
+    /// format 0 / 1) or jwt (%JWT). Default: the kind the token decodes as.
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub kind: Option<ExpectKind>,
+    /// Challenge sent with `AT%ATTESTTOKEN` (32 hex digits): the nonce must
+    /// equal it. Identity tokens only. Without it freshness is not checked.
     #[arg(long, value_name = "HEX32", value_parser = parse_challenge)]
     pub challenge: Option<[u8; 16]>,
-    /// sec_tag requested with `AT%KEYGEN`.
+    /// sec_tag requested with `AT%KEYGEN`. Key-generation tokens only.
     #[arg(long, value_name = "N")]
     pub sec_tag: Option<u32>,
     /// Device UUID seen elsewhere (e.g. `AT%DEVICEUUID`): the token must name it.
     #[arg(long, value_name = "UUID")]
     pub device_uuid: Option<Uuid>,
-    /// Common name the CSR must carry.
+    /// Common name the CSR must carry. CSR tokens only.
     #[arg(long, value_name = "CN")]
     pub common_name: Option<String>,
-    /// Expected JWT issuer (`iss`).
+    /// Expected JWT issuer (`iss`). JWTs only.
     #[arg(long, value_name = "ISS")]
     pub issuer: Option<String>,
-    /// Time for JWT `iat`/`exp` checks, unix seconds (default: now).
+    /// Time for JWT `iat`/`exp` checks, unix seconds (default: now). JWTs only.
     #[arg(long, value_name = "SECONDS")]
     pub now: Option<i64>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The token kind `verify --kind` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExpectKind {
+    Identity,
+    KeygenCsr,
+    KeygenPublicKey,
+    Jwt,
+}
+
+impl ExpectKind {
+    fn of(token: &Token) -> Self {
+        match token {
+            Token::Identity(_) => ExpectKind::Identity,
+            Token::Keygen(t) if t.format == KeyFormat::Csr => ExpectKind::KeygenCsr,
+            Token::Keygen(_) => ExpectKind::KeygenPublicKey,
+            Token::Jwt(_) => ExpectKind::Jwt,
+        }
+    }
+
+    fn words(self) -> &'static str {
+        match self {
+            ExpectKind::Identity => "an identity token",
+            ExpectKind::KeygenCsr => "a key-generation token with a CSR",
+            ExpectKind::KeygenPublicKey => "a key-generation token with a public key",
+            ExpectKind::Jwt => "a JWT",
+        }
+    }
+}
+
+/// The expectation the flags describe for a token of kind `kind`, or why a
+/// flag names a binding that kind cannot carry.
+fn expected(args: &VerifyArgs, kind: ExpectKind) -> Result<Expected, String> {
+    let refuse =
+        |flag: &str, why: &str| Err(format!("{flag} does not apply to {}: {why}", kind.words()));
+    if kind != ExpectKind::Identity && args.challenge.is_some() {
+        return refuse(
+            "--challenge",
+            "only an identity token (%ATTESTTOKEN) carries a host challenge; the nonce of a key-generation token is the modem's own, a JWT has none",
+        );
+    }
+    let keygen = matches!(kind, ExpectKind::KeygenCsr | ExpectKind::KeygenPublicKey);
+    if !keygen && args.sec_tag.is_some() {
+        return refuse(
+            "--sec-tag",
+            "only a key-generation token (%KEYGEN) carries a sec_tag",
+        );
+    }
+    if kind != ExpectKind::KeygenCsr && args.common_name.is_some() {
+        return refuse("--common-name", "only a CSR carries a subject common name");
+    }
+    if kind != ExpectKind::Jwt && args.issuer.is_some() {
+        return refuse("--issuer", "only a JWT carries an issuer");
+    }
+    if kind != ExpectKind::Jwt && args.now.is_some() {
+        return refuse("--now", "only a JWT carries a time (iat/exp)");
+    }
+    let keygen_expected = |format| {
+        Expected::Keygen(KeygenExpected {
+            format,
+            sec_tag: args.sec_tag,
+            device_uuid: args.device_uuid,
+            common_name: args.common_name.clone(),
+        })
+    };
+    Ok(match kind {
+        ExpectKind::Identity => Expected::Identity(IdentityExpected {
+            freshness: args
+                .challenge
+                .map_or(Freshness::NotChecked, Freshness::Challenge),
+            device_uuid: args.device_uuid,
+        }),
+        ExpectKind::KeygenCsr => keygen_expected(KeyFormat::Csr),
+        ExpectKind::KeygenPublicKey => keygen_expected(KeyFormat::PublicKey),
+        ExpectKind::Jwt => Expected::Jwt(JwtExpected {
+            device_uuid: args.device_uuid,
+            now: args.now.unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64)
+            }),
+            issuer: args.issuer.clone(),
+        }),
+    })
+}
+
+/// The keys to verify with: the trust file, or the one key given for the
+/// token's device.
+fn keys(args: &VerifyArgs, token: &Token) -> Result<TrustStore, String> {
+    if let Some(path) = &args.trust {
+        return TrustStore::load(path).map_err(|e| format!("trust file: {e}"));
+    }
+    let text = args.key.as_deref().unwrap_or_default();
+    let spki = crate::token::recover::parse_public_key(text).map_err(|e| format!("--key: {e}"))?;
+    let mut store = TrustStore::new();
+    if let Some(uuid) = token.device_uuid() {
+        store
+            .insert(uuid, &spki)
+            .map_err(|e| format!("--key: {e}"))?;
+    }
+    Ok(store)
 }
 
 fn parse_challenge(text: &str) -> Result<[u8; 16], String> {
@@ -96,6 +223,9 @@ fn decode_input(arg: Option<&str>) -> Result<Token, String> {
 }
 
 pub async fn parse(args: ParseArgs) -> ExitCode {
+    if let Some(jwts) = &args.recover_key {
+        return recover_key(jwts, args.json);
+    }
     let token = match decode_input(args.token.as_deref()) {
         Ok(token) => token,
         Err(e) => return error_exit(e),
@@ -108,36 +238,102 @@ pub async fn parse(args: ParseArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-pub async fn verify(args: VerifyArgs) -> ExitCode {
-    let trust = match TrustStore::load(&args.trust) {
-        Ok(trust) => trust,
-        Err(e) => return error_exit(format!("trust file: {e}")),
+/// `parse --recover-key JWT1 JWT2`: exit 0 with the key, 1 when the two
+/// JWTs share none, 2 when they are not JWTs.
+fn recover_key(texts: &[String], json: bool) -> ExitCode {
+    let mut jwts = Vec::new();
+    for (i, text) in texts.iter().enumerate() {
+        match token::decode(text) {
+            Ok(Token::Jwt(jwt)) => jwts.push(jwt),
+            Ok(other) => {
+                return error_exit(format!(
+                    "JWT{}: is {}, not a JWT (%JWT signs with the identity key over a standard input)",
+                    i + 1,
+                    other.kind().with_article()
+                ));
+            }
+            Err(e) => return error_exit(format!("JWT{}: {e}", i + 1)),
+        }
+    }
+    let [first, second] = jwts.as_slice() else {
+        return error_exit("--recover-key takes two JWTs");
     };
+    let device = first.issuer_uuid();
+    match token::recover::recover_common_key(first, second) {
+        Ok(key) => {
+            let (base64, pem) = token::recover::describe_key(&key);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "device_uuid": device.map(|u| u.to_string()),
+                        "public_key": base64,
+                        "public_key_pem": pem,
+                    })
+                );
+            } else {
+                match device {
+                    Some(uuid) => println!("identity public key of device {uuid} (from iss):"),
+                    None => println!("identity public key (iss names no device UUID):"),
+                }
+                println!("  {base64}");
+                print!("{pem}");
+                if let Some(uuid) = device {
+                    println!(
+                        "trust file line:
+  {uuid},{base64}"
+                    );
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err @ token::recover::RecoverError::NoCommonKey) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "public_key": null, "reason": err.to_string() })
+                );
+            } else {
+                println!("NO COMMON KEY: {err}");
+            }
+            ExitCode::from(EXIT_FAIL)
+        }
+        Err(err) => error_exit(err),
+    }
+}
+
+pub async fn verify(args: VerifyArgs) -> ExitCode {
     let token = match decode_input(args.token.as_deref()) {
         Ok(token) => token,
         Err(e) => return error_exit(e),
     };
-    let now = args.now.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64)
-    });
-    let expect = Expectations {
-        challenge: args.challenge,
-        sec_tag: args.sec_tag,
-        device_uuid: args.device_uuid,
-        common_name: args.common_name,
-        now: Some(now),
-        jwt_issuer: args.issuer,
+    let trust = match keys(&args, &token) {
+        Ok(trust) => trust,
+        Err(e) => return error_exit(e),
     };
-    let verdict = token::verify::verify(&token, &trust, &expect);
+    // Flags are judged against the kind asked for (or the token's own);
+    // a token of another kind then fails the `kind` check.
+    let kind = args.kind.unwrap_or_else(|| ExpectKind::of(&token));
+    let expected = match expected(&args, kind) {
+        Ok(expected) => expected,
+        Err(e) => return error_exit(e),
+    };
+    let verdict = token::verify::verify(&token, &expected, &trust);
     let authentic = verdict.authentic();
+    let unfresh = matches!(
+        &expected,
+        Expected::Identity(IdentityExpected {
+            freshness: Freshness::NotChecked,
+            ..
+        })
+    ) && verdict.check(CheckName::Kind).is_some_and(|c| c.passed);
     if args.json {
         println!(
             "{}",
             serde_json::json!({
                 "authentic": authentic,
                 "kind": token.kind(),
+                "freshness_checked": !unfresh,
                 "device_uuid": token.device_uuid().map(|u| u.to_string()),
                 "checks": verdict.checks,
                 "token": token.to_json(),
@@ -164,8 +360,14 @@ pub async fn verify(args: VerifyArgs) -> ExitCode {
                 check.detail
             );
         }
-        if !verdict.checks.iter().any(|c| c.name == "signature") {
+        let judged = verdict.check(CheckName::Kind).is_some_and(|c| c.passed);
+        if judged && verdict.check(CheckName::Signature).is_none() {
             println!("  FAIL signature      not checked: no trusted key for this device");
+        }
+        if unfresh {
+            println!(
+                "  note freshness      NOT CHECKED: no --challenge given, so a stale or replayed token would pass"
+            );
         }
     }
     if authentic {

@@ -206,7 +206,7 @@ pub fn attest_csv(runs: &[RunRecord], out: &mut dyn Write) -> io::Result<usize> 
             .tokens
             .iter()
             .rev()
-            .find(|t| t.kind == "identity" && t.authentic)?;
+            .find(|t| t.kind == crate::token::TokenKind::Identity && t.authentic)?;
         // When the token was taken: the attest step's start, else the run's.
         let when = run
             .steps

@@ -185,8 +185,8 @@ pub struct StepRecord {
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TokenRecord {
-    /// "identity", "keygen" or "jwt".
-    pub kind: String,
+    /// What the token decoded as (not what its command should have returned).
+    pub kind: crate::token::TokenKind,
     /// The token as the modem printed it.
     pub text: String,
     pub authentic: bool,

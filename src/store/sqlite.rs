@@ -376,7 +376,7 @@ impl Store {
                     .execute(params![
                         record.id,
                         seq,
-                        token.kind,
+                        token.kind.as_str(),
                         token.text,
                         token.authentic,
                         token.checks_json,
@@ -631,16 +631,27 @@ fn load_run(conn: &Connection, raw: RawRun) -> Result<RunRecord, StoreError> {
         .map_err(sql("query tokens"))?;
     let tokens = stmt
         .query_map([raw.id], |row| {
-            Ok(TokenRecord {
-                kind: row.get(0)?,
-                text: row.get(1)?,
-                authentic: row.get(2)?,
-                checks_json: row.get(3)?,
-            })
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+            ))
         })
         .map_err(sql("query tokens"))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(sql("read token"))?;
+        .map(|row| {
+            let (kind, text, authentic, checks_json) = row.map_err(sql("read token"))?;
+            Ok(TokenRecord {
+                kind: crate::token::TokenKind::parse(&kind).ok_or(StoreError::Corrupt {
+                    what: "token kind",
+                    value: kind,
+                })?,
+                text,
+                authentic,
+                checks_json,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
 
     let mut stmt = conn
         .prepare_cached(

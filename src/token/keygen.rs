@@ -33,6 +33,14 @@ impl KeyFormat {
         }
     }
 
+    /// The `<format>` parameter of `AT%KEYGEN` that asks for this format.
+    pub fn code(&self) -> u8 {
+        match self {
+            KeyFormat::Csr => 0,
+            KeyFormat::PublicKey => 1,
+        }
+    }
+
     /// The payload id a modem uses for this format.
     pub fn payload_id(&self) -> i64 {
         match self {

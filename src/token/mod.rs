@@ -10,6 +10,7 @@ pub mod csr;
 pub mod encode;
 pub mod jwt;
 pub mod keygen;
+pub mod recover;
 pub mod verify;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -21,7 +22,62 @@ pub use cose::CoseSign1;
 pub use csr::CsrInfo;
 pub use jwt::Jwt;
 pub use keygen::{KeyFormat, KeygenToken};
-pub use verify::{Check, Expectations, Verdict};
+pub use verify::{
+    Check, CheckName, Expected, Freshness, IdentityExpected, JwtExpected, KeygenExpected, Verdict,
+};
+
+/// The three kinds of token a modem emits, one per command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenKind {
+    /// `%ATTESTTOKEN`: the device identity attestation token.
+    Identity,
+    /// `%KEYGEN`: a generated key (CSR or public key) bound to the device.
+    Keygen,
+    /// `%JWT`: a JSON Web Token signed by the device.
+    Jwt,
+}
+
+impl TokenKind {
+    /// `identity`, `keygen` or `jwt`, as stored and printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Identity => "identity",
+            TokenKind::Keygen => "keygen",
+            TokenKind::Jwt => "jwt",
+        }
+    }
+
+    /// The AT command whose answer is this kind.
+    pub fn command(self) -> &'static str {
+        match self {
+            TokenKind::Identity => "%ATTESTTOKEN",
+            TokenKind::Keygen => "%KEYGEN",
+            TokenKind::Jwt => "%JWT",
+        }
+    }
+
+    /// The kind in words with its article, e.g. "an identity token".
+    pub fn with_article(self) -> &'static str {
+        match self {
+            TokenKind::Identity => "an identity token",
+            TokenKind::Keygen => "a key-generation token",
+            TokenKind::Jwt => "a JWT",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [TokenKind::Identity, TokenKind::Keygen, TokenKind::Jwt]
+            .into_iter()
+            .find(|k| k.as_str() == text)
+    }
+}
+
+impl fmt::Display for TokenKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// A decoded token of one of the three kinds a modem emits.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,7 +134,7 @@ pub enum TokenError {
     #[error("not a token: {0}")]
     NotAToken(String),
     #[error("line starts with {prefix} but holds a {kind} token")]
-    PrefixMismatch { prefix: String, kind: &'static str },
+    PrefixMismatch { prefix: String, kind: TokenKind },
     #[error("{part}: not base64url without padding: {error}")]
     Base64 {
         part: Part,
@@ -109,13 +165,13 @@ pub enum TokenError {
 }
 
 /// A response prefix and the token kind it announces.
-type Prefix = (&'static str, &'static str);
+type Prefix = (&'static str, TokenKind);
 
 /// Response prefixes a whole modem line may carry.
 const PREFIXES: [Prefix; 3] = [
-    ("%ATTESTTOKEN", "identity"),
-    ("%KEYGEN", "keygen"),
-    ("%JWT", "jwt"),
+    ("%ATTESTTOKEN", TokenKind::Identity),
+    ("%KEYGEN", TokenKind::Keygen),
+    ("%JWT", TokenKind::Jwt),
 ];
 
 /// Decode a token given bare (`<b64>.<b64>`), quoted, or as a whole
@@ -220,12 +276,11 @@ pub(crate) fn decode_cose_part(second: &str) -> Result<Option<CoseSign1>, TokenE
 }
 
 impl Token {
-    /// `identity`, `keygen` or `jwt`.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> TokenKind {
         match self {
-            Token::Identity(_) => "identity",
-            Token::Keygen(_) => "keygen",
-            Token::Jwt(_) => "jwt",
+            Token::Identity(_) => TokenKind::Identity,
+            Token::Keygen(_) => TokenKind::Keygen,
+            Token::Jwt(_) => TokenKind::Jwt,
         }
     }
 
@@ -313,20 +368,17 @@ pub(crate) fn cose_line(cose: Option<&CoseSign1>) -> String {
 pub fn fuzz_decode(data: &[u8]) {
     static TRUST: std::sync::OnceLock<crate::trust::TrustStore> = std::sync::OnceLock::new();
     let trust = TRUST.get_or_init(fuzz_trust_store);
-    let expect = Expectations {
-        challenge: Some([0; 16]),
-        sec_tag: Some(16),
-        device_uuid: Some(Uuid::nil()),
-        common_name: Some("x".into()),
-        now: Some(0),
-        jwt_issuer: Some("x".into()),
+    let expectations = fuzz_expectations();
+    let verify_all = |token: &Token| {
+        for expected in &expectations {
+            let _ = verify::verify(token, expected, trust);
+        }
     };
     if let Ok(text) = std::str::from_utf8(data) {
         if let Ok(token) = decode(text) {
             let _ = token.to_json();
             let _ = token.describe();
-            let _ = verify::verify(&token, trust, &expect);
-            let _ = verify::verify(&token, trust, &Expectations::default());
+            verify_all(&token);
         }
     }
     let _ = cose::decode_sign1(data);
@@ -338,9 +390,40 @@ pub fn fuzz_decode(data: &[u8]) {
     let b = URL_SAFE_NO_PAD.encode(data);
     for text in [format!("{b}."), format!("2dn3{b}"), format!("MA.{b}")] {
         if let Ok(token) = decode(&text) {
-            let _ = verify::verify(&token, trust, &expect);
+            verify_all(&token);
         }
     }
+}
+
+/// Every kind of expectation, with and without each binding.
+fn fuzz_expectations() -> Vec<Expected> {
+    let mut all = Vec::new();
+    for uuid in [None, Some(Uuid::nil())] {
+        for freshness in [Freshness::NotChecked, Freshness::Challenge([0; 16])] {
+            all.push(Expected::Identity(IdentityExpected {
+                freshness,
+                device_uuid: uuid,
+            }));
+        }
+        for format in [KeyFormat::Csr, KeyFormat::PublicKey] {
+            for (sec_tag, common_name) in [(None, None), (Some(16), Some("x".to_string()))] {
+                all.push(Expected::Keygen(KeygenExpected {
+                    format,
+                    sec_tag,
+                    device_uuid: uuid,
+                    common_name,
+                }));
+            }
+        }
+        for issuer in [None, Some("x".to_string())] {
+            all.push(Expected::Jwt(JwtExpected {
+                device_uuid: uuid,
+                now: 0,
+                issuer,
+            }));
+        }
+    }
+    all
 }
 
 fn fuzz_trust_store() -> crate::trust::TrustStore {

@@ -1,57 +1,235 @@
-//! Verdicts: does a decoded token prove what it claims, check by check?
+//! Verdicts: does a decoded token prove what its command must prove, check
+//! by check?
 //!
-//! Each applicable check is evaluated and recorded with its result; a token
-//! is authentic only when all of them passed and the signature was checked
-//! against a trusted key. ES256 verification uses ring (about 3× faster than
-//! p256 0.13 here; bulk verification must keep up with OpenSSL).
+//! The caller says what it expects in one value, [`Expected`]: the token kind
+//! the command must return (an `%ATTESTTOKEN` answer is an identity token,
+//! never a key-generation token or a JWT) and every binding that kind
+//! carries (challenge, sec_tag, UUID, common name, time, issuer). A token of
+//! another kind fails the `kind` check and nothing else is judged; a binding
+//! the kind cannot carry is a failed check, never silently ignored.
+//!
+//! A token is authentic only when every check passed and its signature was
+//! verified with a trusted key. ES256 verification uses ring (about 3× faster
+//! than p256 0.13 here; bulk verification must keep up with OpenSSL).
+
+use std::fmt;
 
 use uuid::Uuid;
 
 use super::cose::{self, ALG_ES256, CoseSign1, KID_IDENTITY};
 use super::encode::MSG_TYPE_IDENTITY_V1;
-use super::{IdentityToken, Jwt, KeygenToken, Token};
+use super::{IdentityToken, Jwt, KeyFormat, KeygenToken, Token, TokenKind};
 use crate::trust::{TrustStore, TrustedKey};
 
 /// Seconds of clock difference tolerated between modem and station when
 /// checking a JWT's `iat`/`exp` (the modem clock is set by the host).
 pub const JWT_LEEWAY_SECS: i64 = 60;
 
-/// What the run expects a token to show. `None` fields are not checked.
-#[derive(Debug, Clone, Default)]
-pub struct Expectations {
-    /// Challenge sent with `AT%ATTESTTOKEN`: the identity token's nonce must equal it.
-    pub challenge: Option<[u8; 16]>,
-    /// sec_tag requested with `AT%KEYGEN`.
-    pub sec_tag: Option<u32>,
-    /// Device UUID seen elsewhere in the run.
-    pub device_uuid: Option<Uuid>,
-    /// Common name requested for the CSR (checked on CSR tokens only).
-    pub common_name: Option<String>,
-    /// Current time (unix seconds) for JWT `iat`/`exp`.
-    pub now: Option<i64>,
-    /// Expected JWT `iss`.
-    pub jwt_issuer: Option<String>,
+/// Whether an identity token's freshness is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// The challenge sent with `AT%ATTESTTOKEN="<hex>"`: the nonce must equal it.
+    Challenge([u8; 16]),
+    /// No challenge is known (a token checked offline): a replayed token is
+    /// not detected. Only tools may choose this; a station never does.
+    NotChecked,
 }
 
-/// One check and its outcome. `name` is a stable identifier.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// What an `%ATTESTTOKEN` answer must show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityExpected {
+    pub freshness: Freshness,
+    /// The device UUID seen earlier (e.g. `%DEVICEUUID`), if any.
+    pub device_uuid: Option<Uuid>,
+}
+
+/// What a `%KEYGEN` answer must show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeygenExpected {
+    /// The format requested (CSR or public key).
+    pub format: KeyFormat,
+    /// The sec_tag requested.
+    pub sec_tag: Option<u32>,
+    pub device_uuid: Option<Uuid>,
+    /// The CSR subject CN requested; a public-key token carries none, so
+    /// asking for one there fails the `common_name` check.
+    pub common_name: Option<String>,
+}
+
+/// What a `%JWT` answer must show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtExpected {
+    pub device_uuid: Option<Uuid>,
+    /// Unix seconds for the `iat`/`exp` window.
+    pub now: i64,
+    /// Expected `iss`.
+    pub issuer: Option<String>,
+}
+
+/// The token kind a command must return and every binding it must show.
+/// There is no default: a caller states each binding, or `None` on purpose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expected {
+    Identity(IdentityExpected),
+    Keygen(KeygenExpected),
+    Jwt(JwtExpected),
+}
+
+impl Expected {
+    pub fn kind(&self) -> TokenKind {
+        match self {
+            Expected::Identity(_) => TokenKind::Identity,
+            Expected::Keygen(_) => TokenKind::Keygen,
+            Expected::Jwt(_) => TokenKind::Jwt,
+        }
+    }
+
+    /// Words for the kind this expects, e.g. "an identity token (the answer to
+    /// AT%ATTESTTOKEN)".
+    fn describe(&self) -> String {
+        match self {
+            Expected::Keygen(k) => format!(
+                "{} (the answer to AT%KEYGEN format {})",
+                describe_keygen(k.format),
+                k.format.code()
+            ),
+            other => format!(
+                "{} (the answer to AT{})",
+                other.kind().with_article(),
+                other.kind().command()
+            ),
+        }
+    }
+}
+
+fn describe_keygen(format: KeyFormat) -> &'static str {
+    match format {
+        KeyFormat::Csr => "a key-generation token with a CSR",
+        KeyFormat::PublicKey => "a key-generation token with a public key",
+    }
+}
+
+/// Words for what a decoded token is.
+fn describe_token(token: &Token) -> String {
+    match token {
+        Token::Keygen(t) => describe_keygen(t.format).to_string(),
+        other => other.kind().with_article().to_string(),
+    }
+}
+
+/// The checks a verdict can hold. Stable names: they are stored in records
+/// and printed by `verify`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckName {
+    /// The token is of the kind its command must return.
+    Kind,
+    MessageType,
+    KeyTrusted,
+    Algorithm,
+    KeyId,
+    Signature,
+    DeviceUuid,
+    Nonce,
+    SecTag,
+    Digest,
+    CsrSignature,
+    CommonName,
+    JwtTime,
+    JwtIssuer,
+}
+
+impl CheckName {
+    pub const ALL: [CheckName; 14] = [
+        CheckName::Kind,
+        CheckName::MessageType,
+        CheckName::KeyTrusted,
+        CheckName::Algorithm,
+        CheckName::KeyId,
+        CheckName::Signature,
+        CheckName::DeviceUuid,
+        CheckName::Nonce,
+        CheckName::SecTag,
+        CheckName::Digest,
+        CheckName::CsrSignature,
+        CheckName::CommonName,
+        CheckName::JwtTime,
+        CheckName::JwtIssuer,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckName::Kind => "kind",
+            CheckName::MessageType => "message_type",
+            CheckName::KeyTrusted => "key_trusted",
+            CheckName::Algorithm => "algorithm",
+            CheckName::KeyId => "key_id",
+            CheckName::Signature => "signature",
+            CheckName::DeviceUuid => "device_uuid",
+            CheckName::Nonce => "nonce",
+            CheckName::SecTag => "sec_tag",
+            CheckName::Digest => "digest",
+            CheckName::CsrSignature => "csr_signature",
+            CheckName::CommonName => "common_name",
+            CheckName::JwtTime => "jwt_time",
+            CheckName::JwtIssuer => "jwt_issuer",
+        }
+    }
+
+    /// Whether this check needs the device identity key (as opposed to a
+    /// binding the station can check on the token alone).
+    pub fn needs_key(self) -> bool {
+        matches!(self, CheckName::KeyTrusted | CheckName::Signature)
+    }
+}
+
+impl fmt::Display for CheckName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One check and its outcome.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Check {
-    pub name: &'static str,
+    pub name: CheckName,
     pub passed: bool,
     pub detail: String,
 }
 
-/// Every check that applied to a token.
+/// Every check that applied to a token, and what the token was.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Verdict {
+    /// The kind the token decoded as (not the kind that was expected).
+    pub kind: TokenKind,
     pub checks: Vec<Check>,
 }
 
 impl Verdict {
+    fn new(kind: TokenKind) -> Self {
+        Verdict {
+            kind,
+            checks: Vec::new(),
+        }
+    }
+
     /// All checks passed, and a signature was verified with a trusted key.
     pub fn authentic(&self) -> bool {
         let has = |name| self.checks.iter().any(|c| c.name == name);
-        has("signature") && has("key_trusted") && self.checks.iter().all(|c| c.passed)
+        has(CheckName::Signature)
+            && has(CheckName::KeyTrusted)
+            && self.checks.iter().all(|c| c.passed)
+    }
+
+    /// Every check that does not need the identity key passed: the token is
+    /// of the right kind, fresh and bound to this device, sec_tag and key,
+    /// whoever vouches for the signature.
+    pub fn bindings_hold(&self) -> bool {
+        self.checks
+            .iter()
+            .filter(|c| !c.name.needs_key())
+            .all(|c| c.passed)
+            && self.check(CheckName::Kind).is_some_and(|c| c.passed)
     }
 
     pub fn failures(&self) -> impl Iterator<Item = &Check> {
@@ -63,11 +241,21 @@ impl Verdict {
     }
 
     /// The check called `name`, if it was evaluated.
-    pub fn check(&self, name: &str) -> Option<&Check> {
+    pub fn check(&self, name: CheckName) -> Option<&Check> {
         self.checks.iter().find(|c| c.name == name)
     }
 
-    fn push(&mut self, name: &'static str, passed: bool, detail: impl Into<String>) {
+    /// The check that best explains a failed verdict: a token of the wrong
+    /// kind, or naming another device, explains every other failure (its
+    /// key is unknown too), so those come first.
+    pub fn decisive_failure(&self) -> Option<&Check> {
+        [CheckName::Kind, CheckName::DeviceUuid]
+            .into_iter()
+            .find_map(|name| self.check(name).filter(|c| !c.passed))
+            .or_else(|| self.first_failure())
+    }
+
+    fn push(&mut self, name: CheckName, passed: bool, detail: impl Into<String>) {
         self.checks.push(Check {
             name,
             passed,
@@ -76,13 +264,43 @@ impl Verdict {
     }
 }
 
-/// Evaluate every applicable check of `token`.
-pub fn verify(token: &Token, trust: &TrustStore, expect: &Expectations) -> Verdict {
-    let mut v = Verdict { checks: Vec::new() };
-    match token {
-        Token::Identity(t) => identity(&mut v, t, trust, expect),
-        Token::Keygen(t) => keygen(&mut v, t, trust, expect),
-        Token::Jwt(t) => jwt(&mut v, t, trust, expect),
+/// Evaluate every check `expected` calls for on `token`.
+pub fn verify(token: &Token, expected: &Expected, trust: &TrustStore) -> Verdict {
+    let mut v = Verdict::new(token.kind());
+    match (token, expected) {
+        (Token::Identity(t), Expected::Identity(e)) => {
+            v.push(
+                CheckName::Kind,
+                true,
+                "identity token, as AT%ATTESTTOKEN answers",
+            );
+            identity(&mut v, t, e, trust);
+        }
+        (Token::Keygen(t), Expected::Keygen(e)) if t.format == e.format => {
+            v.push(
+                CheckName::Kind,
+                true,
+                format!(
+                    "{}, as AT%KEYGEN format {} answers",
+                    describe_keygen(t.format),
+                    e.format.code()
+                ),
+            );
+            keygen(&mut v, t, e, trust);
+        }
+        (Token::Jwt(t), Expected::Jwt(e)) => {
+            v.push(CheckName::Kind, true, "JWT, as AT%JWT answers");
+            jwt(&mut v, t, e, trust);
+        }
+        _ => v.push(
+            CheckName::Kind,
+            false,
+            format!(
+                "expected {}, got {}; nothing else was judged",
+                expected.describe(),
+                describe_token(token)
+            ),
+        ),
     }
     v
 }
@@ -92,12 +310,12 @@ fn trusted_key<'a>(v: &mut Verdict, trust: &'a TrustStore, uuid: Uuid) -> Option
     let key = trust.get(&uuid);
     match key {
         Some(_) => v.push(
-            "key_trusted",
+            CheckName::KeyTrusted,
             true,
             format!("device {uuid} is in the trust store"),
         ),
         None => v.push(
-            "key_trusted",
+            CheckName::KeyTrusted,
             false,
             format!("device {uuid} is not in the trust store; signature not checked"),
         ),
@@ -115,14 +333,14 @@ fn cose_checks(
 ) {
     let Some(c) = cose else {
         v.push(
-            "signature",
+            CheckName::Signature,
             false,
             "token has no COSE_Sign1 part: it is unsigned",
         );
         return;
     };
     v.push(
-        "algorithm",
+        CheckName::Algorithm,
         c.alg == Some(ALG_ES256),
         match c.alg {
             Some(ALG_ES256) => "ES256".to_string(),
@@ -132,7 +350,7 @@ fn cose_checks(
     );
     let kid_ok = c.kid.as_deref() == Some(KID_IDENTITY);
     v.push(
-        "key_id",
+        CheckName::KeyId,
         kid_ok,
         format!(
             "key id {} ({}){}",
@@ -148,7 +366,7 @@ fn cose_checks(
     if let Some(key) = key {
         let ok = key.verify_es256(&cose::sig_structure(&c.protected, payload), &c.signature);
         v.push(
-            "signature",
+            CheckName::Signature,
             ok,
             if ok {
                 "ES256 signature verifies with the trusted key".to_string()
@@ -164,11 +382,11 @@ fn cose_checks(
     }
 }
 
-fn expect_uuid(v: &mut Verdict, expect: &Expectations, actual: Option<Uuid>) {
-    if let Some(want) = expect.device_uuid {
+fn expect_uuid(v: &mut Verdict, want: Option<Uuid>, actual: Option<Uuid>) {
+    if let Some(want) = want {
         let ok = actual == Some(want);
         v.push(
-            "device_uuid",
+            CheckName::DeviceUuid,
             ok,
             match actual {
                 Some(got) if ok => format!("{got} as seen earlier in the run"),
@@ -179,9 +397,9 @@ fn expect_uuid(v: &mut Verdict, expect: &Expectations, actual: Option<Uuid>) {
     }
 }
 
-fn identity(v: &mut Verdict, t: &IdentityToken, trust: &TrustStore, expect: &Expectations) {
+fn identity(v: &mut Verdict, t: &IdentityToken, expect: &IdentityExpected, trust: &TrustStore) {
     v.push(
-        "message_type",
+        CheckName::MessageType,
         t.msg_type == MSG_TYPE_IDENTITY_V1,
         format!(
             "message type {} (expected 1, device identity v1)",
@@ -194,18 +412,18 @@ fn identity(v: &mut Verdict, t: &IdentityToken, trust: &TrustStore, expect: &Exp
     let embedded = t.cose.as_ref().and_then(|c| c.payload.as_deref());
     if embedded.is_some_and(|p| p != t.body.as_slice()) {
         v.push(
-            "signature",
+            CheckName::Signature,
             false,
             "COSE payload is embedded and differs from the token body",
         );
         key = None;
     }
     cose_checks(v, t.cose.as_ref(), &t.body, key);
-    expect_uuid(v, expect, Some(t.device_uuid));
-    if let Some(challenge) = expect.challenge {
+    expect_uuid(v, expect.device_uuid, Some(t.device_uuid));
+    if let Freshness::Challenge(challenge) = expect.freshness {
         let ok = t.nonce == challenge;
         v.push(
-            "nonce",
+            CheckName::Nonce,
             ok,
             if ok {
                 format!("nonce equals the challenge {}", hex::encode(challenge))
@@ -220,18 +438,18 @@ fn identity(v: &mut Verdict, t: &IdentityToken, trust: &TrustStore, expect: &Exp
     }
 }
 
-fn keygen(v: &mut Verdict, t: &KeygenToken, trust: &TrustStore, expect: &Expectations) {
+fn keygen(v: &mut Verdict, t: &KeygenToken, expect: &KeygenExpected, trust: &TrustStore) {
     let Some(payload) = t.cose.as_ref().and_then(|c| c.payload.as_deref()) else {
         v.push(
-            "signature",
+            CheckName::Signature,
             false,
             "token has no COSE_Sign1 part: it is unsigned",
         );
-        v.push("digest", false, "no signed payload binds the DER");
+        v.push(CheckName::Digest, false, "no signed payload binds the DER");
         return;
     };
     v.push(
-        "message_type",
+        CheckName::MessageType,
         t.payload_id == t.format.payload_id(),
         format!(
             "payload id {} for a {} (expected {})",
@@ -243,7 +461,7 @@ fn keygen(v: &mut Verdict, t: &KeygenToken, trust: &TrustStore, expect: &Expecta
     let key = trusted_key(v, trust, t.device_uuid);
     cose_checks(v, t.cose.as_ref(), payload, key);
     v.push(
-        "digest",
+        CheckName::Digest,
         t.digest_matches,
         if t.digest_matches {
             "SHA-256 of the DER equals the signed digest".to_string()
@@ -257,7 +475,7 @@ fn keygen(v: &mut Verdict, t: &KeygenToken, trust: &TrustStore, expect: &Expecta
     );
     if let Some(csr) = &t.csr {
         v.push(
-            "csr_signature",
+            CheckName::CsrSignature,
             csr.signature_valid,
             if csr.signature_valid {
                 "CSR signature verifies with its own key (proof of possession)"
@@ -266,25 +484,33 @@ fn keygen(v: &mut Verdict, t: &KeygenToken, trust: &TrustStore, expect: &Expecta
             },
         );
     }
-    expect_uuid(v, expect, Some(t.device_uuid));
+    expect_uuid(v, expect.device_uuid, Some(t.device_uuid));
     if let Some(want) = expect.sec_tag {
         v.push(
-            "sec_tag",
+            CheckName::SecTag,
             t.sec_tag == want,
             format!("sec_tag {} (requested {want})", t.sec_tag),
         );
     }
-    // A requested CN applies to CSRs; a public-key token has no subject.
-    if let (Some(want), Some(csr)) = (&expect.common_name, &t.csr) {
-        let got = csr.common_name.as_deref();
-        v.push(
-            "common_name",
-            got == Some(want.as_str()),
-            format!(
-                "CSR CN {} (requested {want:?})",
-                got.map_or_else(|| "missing".to_string(), |g| format!("{g:?}"))
+    if let Some(want) = &expect.common_name {
+        match &t.csr {
+            Some(csr) => {
+                let got = csr.common_name.as_deref();
+                v.push(
+                    CheckName::CommonName,
+                    got == Some(want.as_str()),
+                    format!(
+                        "CSR CN {} (requested {want:?})",
+                        got.map_or_else(|| "missing".to_string(), |g| format!("{g:?}"))
+                    ),
+                );
+            }
+            None => v.push(
+                CheckName::CommonName,
+                false,
+                format!("CN {want:?} requested, but a public-key token carries no subject"),
             ),
-        );
+        }
     }
 }
 
@@ -303,7 +529,7 @@ fn time_claim(t: &Jwt, name: &str) -> Result<Option<i64>, String> {
 fn jwt_time(v: &mut Verdict, t: &Jwt, now: i64) {
     let (iat, exp) = match (time_claim(t, "iat"), time_claim(t, "exp")) {
         (Ok(iat), Ok(exp)) => (iat, exp),
-        (Err(e), _) | (_, Err(e)) => return v.push("jwt_time", false, e),
+        (Err(e), _) | (_, Err(e)) => return v.push(CheckName::JwtTime, false, e),
     };
     if iat.is_none() && exp.is_none() {
         return; // the modem adds neither without an exp_delta: nothing to check
@@ -316,26 +542,31 @@ fn jwt_time(v: &mut Verdict, t: &Jwt, now: i64) {
         None
     };
     let ok = problem.is_none();
+    let shown = |t: Option<i64>| t.map_or_else(|| "-".to_string(), |t| t.to_string());
     v.push(
-        "jwt_time",
+        CheckName::JwtTime,
         ok,
-        problem.unwrap_or_else(|| format!("valid at {now} (iat {iat:?}, exp {exp:?})")),
+        problem
+            .unwrap_or_else(|| format!("valid at {now} (iat {}, exp {})", shown(iat), shown(exp))),
     );
 }
 
-fn jwt(v: &mut Verdict, t: &Jwt, trust: &TrustStore, expect: &Expectations) {
+fn jwt(v: &mut Verdict, t: &Jwt, expect: &JwtExpected, trust: &TrustStore) {
     let alg = t.header.get("alg").and_then(|a| a.as_str());
     v.push(
-        "algorithm",
+        CheckName::Algorithm,
         alg == Some("ES256"),
-        format!("header alg {alg:?}, expected \"ES256\""),
+        match alg {
+            Some(alg) => format!("header alg {alg:?}, expected \"ES256\""),
+            None => "no alg in the header, expected \"ES256\"".to_string(),
+        },
     );
     let uuid = t.issuer_uuid();
     let key = match uuid {
         Some(uuid) => trusted_key(v, trust, uuid),
         None => {
             v.push(
-                "key_trusted",
+                CheckName::KeyTrusted,
                 false,
                 "iss names no device UUID; signature not checked",
             );
@@ -345,7 +576,7 @@ fn jwt(v: &mut Verdict, t: &Jwt, trust: &TrustStore, expect: &Expectations) {
     if let Some(key) = key {
         let ok = key.verify_es256(t.signing_input.as_bytes(), &t.signature);
         v.push(
-            "signature",
+            CheckName::Signature,
             ok,
             if ok {
                 "ES256 signature verifies with the trusted key"
@@ -354,16 +585,17 @@ fn jwt(v: &mut Verdict, t: &Jwt, trust: &TrustStore, expect: &Expectations) {
             },
         );
     }
-    expect_uuid(v, expect, uuid);
-    if let Some(now) = expect.now {
-        jwt_time(v, t, now);
-    }
-    if let Some(want) = &expect.jwt_issuer {
+    expect_uuid(v, expect.device_uuid, uuid);
+    jwt_time(v, t, expect.now);
+    if let Some(want) = &expect.issuer {
         let got = t.claim_str("iss");
         v.push(
-            "jwt_issuer",
+            CheckName::JwtIssuer,
             got == Some(want.as_str()),
-            format!("iss {got:?}, expected {want:?}"),
+            match got {
+                Some(got) => format!("iss {got:?}, expected {want:?}"),
+                None => format!("no iss claim, expected {want:?}"),
+            },
         );
     }
 }

@@ -101,3 +101,42 @@ pub fn jwt(key: &SigningKey) -> String {
         key,
     )
 }
+
+use nrf_provd::token::{Expected, Freshness, IdentityExpected, JwtExpected, KeygenExpected, Token};
+
+/// Every binding a test may ask of a token. [`Bindings::expect`] turns them
+/// into the expectation of the token's own kind, leaving out what that kind
+/// cannot carry — so one set of bindings judges tokens of every kind.
+#[derive(Debug, Clone, Default)]
+pub struct Bindings {
+    pub challenge: Option<[u8; 16]>,
+    pub sec_tag: Option<u32>,
+    pub device_uuid: Option<Uuid>,
+    pub common_name: Option<String>,
+    pub now: Option<i64>,
+    pub issuer: Option<String>,
+}
+
+impl Bindings {
+    pub fn expect(&self, token: &Token) -> Expected {
+        match token {
+            Token::Identity(_) => Expected::Identity(IdentityExpected {
+                freshness: self
+                    .challenge
+                    .map_or(Freshness::NotChecked, Freshness::Challenge),
+                device_uuid: self.device_uuid,
+            }),
+            Token::Keygen(t) => Expected::Keygen(KeygenExpected {
+                format: t.format,
+                sec_tag: self.sec_tag,
+                device_uuid: self.device_uuid,
+                common_name: self.common_name.clone().filter(|_| t.csr.is_some()),
+            }),
+            Token::Jwt(_) => Expected::Jwt(JwtExpected {
+                device_uuid: self.device_uuid,
+                now: self.now.unwrap_or(NOW),
+                issuer: self.issuer.clone(),
+            }),
+        }
+    }
+}
