@@ -8,7 +8,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use der::asn1::OctetString;
 use der::pem::LineEnding;
@@ -27,7 +27,7 @@ use x509_cert::ext::pkix::{
 use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
 use x509_cert::serial_number::SerialNumber;
 use x509_cert::spki::SubjectPublicKeyInfoOwned;
-use x509_cert::time::Validity;
+use x509_cert::time::{Time, Validity};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
@@ -53,6 +53,18 @@ pub enum CaError {
     KeyMismatch { cert: PathBuf, key: PathBuf },
     #[error("{}: certificate is not a CA (basicConstraints cA is not set)", path.display())]
     NotCa { path: PathBuf },
+    #[error("{}: certificate may not sign certificates (its keyUsage lacks keyCertSign)", path.display())]
+    NoCertSign { path: PathBuf },
+    #[error(
+        "{}: CA certificate expired on {not_after}; device certificates it signed would be refused — make a new CA (`nrf-provd ca create`) and point [ca] at it",
+        path.display()
+    )]
+    Expired { path: PathBuf, not_after: String },
+    #[error(
+        "{}: CA certificate is not valid before {not_before} (check this station's clock)",
+        path.display()
+    )]
+    NotYetValid { path: PathBuf, not_before: String },
     #[error("device public key: {0}")]
     PublicKey(String),
     #[error("invalid common name {0:?}: must be 1 to 64 characters")]
@@ -64,6 +76,33 @@ pub enum CaError {
 pub struct StationCa {
     cert: Certificate,
     key: SigningKey,
+    /// Where the certificate came from, for errors ("generated" if made here).
+    origin: PathBuf,
+}
+
+/// When and for how long a device certificate is issued, and its serial.
+/// Comes from the caller so that a station's clock and random source decide
+/// (and a test can fix them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Issuance {
+    pub now: SystemTime,
+    /// Wanted validity; cut to the CA certificate's own end.
+    pub validity: Duration,
+    /// 16 random bytes.
+    pub serial: [u8; 16],
+}
+
+impl Issuance {
+    /// Now, by the system clock, with a serial from the OS random source.
+    pub fn now(validity: Duration) -> Self {
+        let mut serial = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut serial);
+        Issuance {
+            now: SystemTime::now(),
+            validity,
+            serial,
+        }
+    }
 }
 
 impl std::fmt::Debug for StationCa {
@@ -99,14 +138,31 @@ pub fn common_name(cn: &str) -> Result<Name, CaError> {
     Ok(RdnSequence(vec![rdn]))
 }
 
-/// 16 random bytes (RFC 5280 allows up to 20; unique with overwhelming odds).
-fn random_serial() -> Result<SerialNumber, CaError> {
-    let mut bytes = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
+/// A 16-byte serial from random bytes (RFC 5280 allows up to 20; unique
+/// with overwhelming odds).
+fn serial_number(mut bytes: [u8; 16]) -> Result<SerialNumber, CaError> {
     // Clear the top bit (else DER adds a 0x00 pad byte) and keep the first
     // byte non-zero (else DER drops it): always exactly 16 octets.
     bytes[0] = (bytes[0] & 0x7f) | 0x01;
     SerialNumber::new(&bytes).map_err(build_err)
+}
+
+/// An X.509 time: UTCTime through 2049, GeneralizedTime after, as RFC 5280
+/// §4.1.2.5 requires (strict TLS stacks on devices check this).
+fn x509_time(t: SystemTime) -> Result<Time, CaError> {
+    let utc = der::asn1::UtcTime::from_system_time(t);
+    match utc {
+        Ok(utc) => Ok(Time::UtcTime(utc)),
+        Err(_) => der::asn1::GeneralizedTime::from_system_time(t)
+            .map(Time::GeneralTime)
+            .map_err(build_err),
+    }
+}
+
+fn show_time(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| format!("{t:?}"))
 }
 
 fn read_file(path: &Path, action: &'static str) -> Result<(File, Vec<u8>), CaError> {
@@ -178,8 +234,44 @@ fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CaError> {
 
 impl StationCa {
     /// Load a CA certificate and its key (PEM). The key must not be readable
-    /// by group or others and must match the certificate, which must be a CA.
+    /// by group or others and must match the certificate, which must be a CA
+    /// that may sign certificates and is valid now (by the system clock).
     pub fn load(cert_pem: &Path, key_pem: &Path) -> Result<Self, CaError> {
+        let ca = Self::load_unchecked(cert_pem, key_pem)?;
+        ca.check_valid_at(SystemTime::now())?;
+        Ok(ca)
+    }
+
+    /// Refuse a CA certificate that is not valid at `now`.
+    pub fn check_valid_at(&self, now: SystemTime) -> Result<(), CaError> {
+        let validity = &self.cert.tbs_certificate.validity;
+        let not_before = validity.not_before.to_system_time();
+        let not_after = validity.not_after.to_system_time();
+        if now < not_before {
+            return Err(CaError::NotYetValid {
+                path: self.origin.clone(),
+                not_before: show_time(not_before),
+            });
+        }
+        if now > not_after {
+            return Err(CaError::Expired {
+                path: self.origin.clone(),
+                not_after: show_time(not_after),
+            });
+        }
+        Ok(())
+    }
+
+    /// When the CA certificate stops being valid.
+    pub fn not_after(&self) -> SystemTime {
+        self.cert
+            .tbs_certificate
+            .validity
+            .not_after
+            .to_system_time()
+    }
+
+    fn load_unchecked(cert_pem: &Path, key_pem: &Path) -> Result<Self, CaError> {
         let (_, cert_bytes) = read_file(cert_pem, "cannot read CA certificate")?;
         let cert = Certificate::from_pem(&cert_bytes).map_err(|e| CaError::Parse {
             path: cert_pem.to_owned(),
@@ -191,6 +283,14 @@ impl StationCa {
                 .is_some_and(|bc| bc.ca);
         if !is_ca {
             return Err(CaError::NotCa {
+                path: cert_pem.to_owned(),
+            });
+        }
+        // A keyUsage, when present, must allow signing certificates.
+        let may_sign = extension::<KeyUsage>(&cert, const_oid::db::rfc5280::ID_CE_KEY_USAGE)
+            .is_none_or(|ku| ku.key_cert_sign());
+        if !may_sign {
+            return Err(CaError::NoCertSign {
                 path: cert_pem.to_owned(),
             });
         }
@@ -230,24 +330,46 @@ impl StationCa {
                 key: key_pem.to_owned(),
             });
         }
-        Ok(StationCa { cert, key })
+        Ok(StationCa {
+            cert,
+            key,
+            origin: cert_pem.to_owned(),
+        })
     }
 
-    /// A fresh self-signed CA with a random key (demo, tests).
+    /// A fresh self-signed CA with a random key, valid from now (demo, tests).
     pub fn generate(common_name_text: &str, validity: Duration) -> Result<Self, CaError> {
+        Self::generate_valid_from(common_name_text, SystemTime::now(), validity)
+    }
+
+    /// A fresh self-signed CA valid from `now` for `validity`.
+    pub fn generate_valid_from(
+        common_name_text: &str,
+        now: SystemTime,
+        validity: Duration,
+    ) -> Result<Self, CaError> {
         let key = SigningKey::random(&mut rand::rngs::OsRng);
         let spki = SubjectPublicKeyInfoOwned::from_key(*key.verifying_key()).map_err(build_err)?;
+        let mut serial = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut serial);
         let builder = CertificateBuilder::new(
             Profile::Root,
-            random_serial()?,
-            Validity::from_now(validity).map_err(build_err)?,
+            serial_number(serial)?,
+            Validity {
+                not_before: x509_time(now)?,
+                not_after: x509_time(now + validity)?,
+            },
             common_name(common_name_text)?,
             spki,
             &key,
         )
         .map_err(build_err)?;
         let cert = builder.build::<DerSignature>().map_err(build_err)?;
-        Ok(StationCa { cert, key })
+        Ok(StationCa {
+            cert,
+            key,
+            origin: PathBuf::from("(generated)"),
+        })
     }
 
     /// Write the certificate (mode 0644) and key (PKCS#8 PEM, mode 0600),
@@ -278,24 +400,28 @@ impl StationCa {
         &self,
         common_name_text: &str,
         public_key_spki_der: &[u8],
-        validity: Duration,
+        issuance: Issuance,
     ) -> Result<DeviceCertificate, CaError> {
         self.sign_device_with_subject(
             common_name(common_name_text)?,
             public_key_spki_der,
-            validity,
+            issuance,
         )
     }
 
     /// As [`StationCa::sign_device`] with any subject (e.g. the CSR's own).
     /// Extensions: basicConstraints cA=false, keyUsage digitalSignature,
-    /// extKeyUsage clientAuth, subject and authority key identifiers.
+    /// extKeyUsage clientAuth, subject and authority key identifiers. The
+    /// certificate never outlives the CA certificate, and an expired CA
+    /// signs nothing.
     pub fn sign_device_with_subject(
         &self,
         subject: Name,
         public_key_spki_der: &[u8],
-        validity: Duration,
+        issuance: Issuance,
     ) -> Result<DeviceCertificate, CaError> {
+        self.check_valid_at(issuance.now)?;
+        let not_after = (issuance.now + issuance.validity).min(self.not_after());
         // Parsing as a P-256 key also checks the point is on the curve.
         let device_key = p256::PublicKey::from_public_key_der(public_key_spki_der)
             .map_err(|e| CaError::PublicKey(format!("not a P-256 SubjectPublicKeyInfo: {e}")))?;
@@ -324,8 +450,11 @@ impl StationCa {
             Profile::Manual {
                 issuer: Some(self.cert.tbs_certificate.subject.clone()),
             },
-            random_serial()?,
-            Validity::from_now(validity).map_err(build_err)?,
+            serial_number(issuance.serial)?,
+            Validity {
+                not_before: x509_time(issuance.now)?,
+                not_after: x509_time(not_after)?,
+            },
             subject,
             spki,
             &self.key,

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use der::{Decode, DecodePem, Encode};
-use nrf_provd::ca::{CaError, StationCa};
+use nrf_provd::ca::{CaError, Issuance, StationCa};
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{DerSignature, VerifyingKey};
 use p256::pkcs8::{DecodePublicKey, EncodePublicKey};
@@ -94,7 +94,7 @@ fn device_certificate_verifies_against_the_ca() {
     assert!(verifies(&ca_cert, &ca_cert), "the CA is self-signed");
 
     let device = ca
-        .sign_device(DEVICE, &device_spki(), 30 * DAY)
+        .sign_device(DEVICE, &device_spki(), Issuance::now(30 * DAY))
         .unwrap_or_else(|e| panic!("{e}"));
     let cert = Certificate::from_der(&device.der).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
@@ -115,7 +115,7 @@ fn device_certificate_has_client_certificate_extensions() {
     let ca_cert = parse_pem(&ca.certificate_pem());
     let spki = device_spki();
     let device = ca
-        .sign_device(DEVICE, &spki, 30 * DAY)
+        .sign_device(DEVICE, &spki, Issuance::now(30 * DAY))
         .unwrap_or_else(|e| panic!("{e}"));
     let cert = Certificate::from_der(&device.der).unwrap_or_else(|e| panic!("{e}"));
     let tbs = &cert.tbs_certificate;
@@ -163,7 +163,7 @@ fn serial_numbers_are_random_and_positive() {
     let spki = device_spki();
     let serial = |_| {
         let device = ca
-            .sign_device(DEVICE, &spki, DAY)
+            .sign_device(DEVICE, &spki, Issuance::now(DAY))
             .unwrap_or_else(|e| panic!("{e}"));
         let cert = Certificate::from_der(&device.der).unwrap_or_else(|e| panic!("{e}"));
         cert.tbs_certificate.serial_number.as_bytes().to_vec()
@@ -181,9 +181,9 @@ fn serial_numbers_are_random_and_positive() {
 #[test]
 fn garbage_public_key_is_refused() {
     let ca = StationCa::generate("Station CA", DAY).unwrap_or_else(|e| panic!("{e}"));
-    let result = ca.sign_device(DEVICE, b"\x30\x03\x02\x01\x00", DAY);
+    let result = ca.sign_device(DEVICE, b"\x30\x03\x02\x01\x00", Issuance::now(DAY));
     assert!(matches!(result, Err(CaError::PublicKey(_))), "{result:?}");
-    let result = ca.sign_device("", &device_spki(), DAY);
+    let result = ca.sign_device("", &device_spki(), Issuance::now(DAY));
     assert!(matches!(result, Err(CaError::CommonName(_))), "{result:?}");
 }
 
@@ -213,7 +213,7 @@ fn written_ca_has_a_private_key_and_loads_back() {
     let loaded = StationCa::load(&cert_path, &key_path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(loaded.certificate_pem(), ca.certificate_pem());
     let device = loaded
-        .sign_device(DEVICE, &device_spki(), DAY)
+        .sign_device(DEVICE, &device_spki(), Issuance::now(DAY))
         .unwrap_or_else(|e| panic!("{e}"));
     let cert = Certificate::from_der(&device.der).unwrap_or_else(|e| panic!("{e}"));
     assert!(verifies(&cert, &parse_pem(&ca.certificate_pem())));
@@ -253,7 +253,7 @@ fn mismatched_key_and_non_ca_certificates_are_refused() {
     assert!(matches!(e, CaError::KeyMismatch { .. }), "{e}");
 
     let leaf = a
-        .sign_device(DEVICE, &device_spki(), DAY)
+        .sign_device(DEVICE, &device_spki(), Issuance::now(DAY))
         .unwrap_or_else(|e| panic!("{e}"));
     let leaf_path = dir.path().join("leaf.pem");
     std::fs::write(&leaf_path, &leaf.pem).unwrap_or_else(|e| panic!("{e}"));
@@ -279,7 +279,7 @@ fn an_openssl_made_ca_with_a_sec1_key_signs_devices() {
     let ca = StationCa::load(&cert_path, &key_path).unwrap_or_else(|e| panic!("{e}"));
     let ca_cert = parse_pem(&std::fs::read_to_string(&cert_path).unwrap_or_default());
     let device = ca
-        .sign_device(DEVICE, &device_spki(), DAY)
+        .sign_device(DEVICE, &device_spki(), Issuance::now(DAY))
         .unwrap_or_else(|e| panic!("{e}"));
     let cert = Certificate::from_der(&device.der).unwrap_or_else(|e| panic!("{e}"));
     assert!(verifies(&cert, &ca_cert));
@@ -290,4 +290,126 @@ fn an_openssl_made_ca_with_a_sec1_key_signs_devices() {
         .unwrap_or_else(|| panic!("SKI"));
     assert_eq!(aki.key_identifier, Some(ca_ski.0));
     assert_eq!(cert.tbs_certificate.issuer, ca_cert.tbs_certificate.subject);
+}
+
+fn written(ca: &StationCa, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    ca.write(&cert, &key).unwrap_or_else(|e| panic!("{e}"));
+    (cert, key)
+}
+
+#[test]
+fn an_expired_or_not_yet_valid_ca_is_refused_and_signs_nothing() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let now = std::time::SystemTime::now();
+    let expired = StationCa::generate_valid_from("Old CA", now - 30 * DAY, 10 * DAY)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (cert, key) = written(&expired, dir.path(), "old");
+    let e = StationCa::load(&cert, &key)
+        .err()
+        .unwrap_or_else(|| panic!("expired CA accepted"));
+    assert!(matches!(e, CaError::Expired { .. }), "{e}");
+    assert!(e.to_string().contains("expired on"), "{e}");
+    assert!(
+        expired
+            .sign_device(DEVICE, &device_spki(), Issuance::now(DAY))
+            .is_err(),
+        "an expired CA signed a device certificate"
+    );
+
+    let future = StationCa::generate_valid_from("New CA", now + 2 * DAY, 10 * DAY)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (cert, key) = written(&future, dir.path(), "future");
+    let e = StationCa::load(&cert, &key)
+        .err()
+        .unwrap_or_else(|| panic!("future CA accepted"));
+    assert!(matches!(e, CaError::NotYetValid { .. }), "{e}");
+    assert!(e.to_string().contains("clock"), "{e}");
+}
+
+#[test]
+fn device_certificates_never_outlive_their_ca() {
+    let ca = StationCa::generate("Short CA", 10 * DAY).unwrap_or_else(|e| panic!("{e}"));
+    let device = ca
+        .sign_device(DEVICE, &device_spki(), Issuance::now(3650 * DAY))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cert = Certificate::from_der(&device.der).unwrap_or_else(|e| panic!("{e}"));
+    let ca_cert = parse_pem(&ca.certificate_pem());
+    assert_eq!(
+        cert.tbs_certificate.validity.not_after.to_unix_duration(),
+        ca_cert
+            .tbs_certificate
+            .validity
+            .not_after
+            .to_unix_duration()
+    );
+    // A short validity is kept as asked.
+    let device = ca
+        .sign_device(DEVICE, &device_spki(), Issuance::now(DAY))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cert = Certificate::from_der(&device.der).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        cert.tbs_certificate.validity.not_after.to_unix_duration()
+            < ca_cert
+                .tbs_certificate
+                .validity
+                .not_after
+                .to_unix_duration()
+    );
+}
+
+#[test]
+fn a_ca_whose_key_usage_forbids_certificate_signing_is_refused() {
+    use x509_cert::builder::{Builder, CertificateBuilder, Profile};
+    use x509_cert::serial_number::SerialNumber;
+    use x509_cert::spki::SubjectPublicKeyInfoOwned;
+    use x509_cert::time::Validity;
+
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let key = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+    let spki =
+        SubjectPublicKeyInfoOwned::from_key(*key.verifying_key()).unwrap_or_else(|e| panic!("{e}"));
+    let subject = nrf_provd::ca::common_name("Signing-only CA").unwrap_or_else(|e| panic!("{e}"));
+    let mut builder = CertificateBuilder::new(
+        Profile::Manual {
+            issuer: Some(subject.clone()),
+        },
+        SerialNumber::new(&[1]).unwrap_or_else(|e| panic!("{e}")),
+        Validity::from_now(DAY).unwrap_or_else(|e| panic!("{e}")),
+        subject,
+        spki,
+        &key,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    builder
+        .add_extension(&BasicConstraints {
+            ca: true,
+            path_len_constraint: None,
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    builder
+        .add_extension(&KeyUsage(KeyUsages::DigitalSignature.into()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cert = builder
+        .build::<DerSignature>()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cert_path = dir.path().join("ca.pem");
+    std::fs::write(
+        &cert_path,
+        der::EncodePem::to_pem(&cert, der::pem::LineEnding::LF).unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let key_path = dir.path().join("ca.key");
+    let pem = p256::pkcs8::EncodePrivateKey::to_pkcs8_pem(&key, der::pem::LineEnding::LF)
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&key_path, pem.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let e = StationCa::load(&cert_path, &key_path)
+        .err()
+        .unwrap_or_else(|| panic!("accepted"));
+    assert!(matches!(e, CaError::NoCertSign { .. }), "{e}");
 }
