@@ -148,6 +148,24 @@ pub struct StationConfig {
     pub timeouts: Timeouts,
     pub plan: PlanConfig,
     pub ca: Option<CaConfig>,
+    pub identity: IdentityConfig,
+}
+
+/// Who judges a device's identity, and how the station guards that source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdentityConfig {
+    /// Largest share (0..=1) of the trusted keys a SIGHUP reload may drop;
+    /// a reload dropping more keeps the running keys. A reload that would
+    /// leave no key at all is always refused.
+    pub reload_max_drop: f64,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        IdentityConfig {
+            reload_max_drop: 1.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -300,6 +318,14 @@ struct RawConfig {
     timeouts: RawTimeouts,
     plan: Option<Spanned<RawPlan>>,
     ca: Option<Spanned<RawCa>>,
+    #[serde(default)]
+    identity: RawIdentity,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentity {
+    reload_max_drop: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -451,6 +477,7 @@ fn parse_with_base(
         Some(ca) => Some(validate_ca(&src, ca.into_inner())?),
         None => None,
     };
+    let identity = validate_identity(&src, raw.identity)?;
     if ca.is_none() {
         if let Some(step) = [Step::Certify, Step::Install]
             .into_iter()
@@ -484,7 +511,23 @@ fn parse_with_base(
             validity_days: ca.validity_days,
             install: ca.install.into_iter().map(&resolve).collect(),
         }),
+        identity,
     })
+}
+
+fn validate_identity(src: &Source, raw: RawIdentity) -> Result<IdentityConfig, ConfigError> {
+    let d = IdentityConfig::default();
+    let reload_max_drop = match raw.reload_max_drop {
+        Some(share) if !(0.0..=1.0).contains(share.get_ref()) => {
+            return Err(src.at(
+                share.span(),
+                "identity.reload_max_drop must be a share between 0 and 1, e.g. 0.1 to refuse a reload that drops more than a tenth of the trusted keys",
+            ));
+        }
+        Some(share) => share.into_inner(),
+        None => d.reload_max_drop,
+    };
+    Ok(IdentityConfig { reload_max_drop })
 }
 
 fn validate_station_id(src: &Source, id: Spanned<String>) -> Result<String, ConfigError> {

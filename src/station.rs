@@ -602,6 +602,18 @@ pub fn assemble(config: &StationConfig) -> Result<(PortOptions, PlanContext), Se
 /// and the demo reuse the station's store).
 pub fn plan_context(config: &StationConfig, store: Arc<Store>) -> Result<PlanContext, SetupError> {
     let trust = TrustStore::load(&config.trust_file)?;
+    if trust.is_empty() {
+        return Err(crate::trust::TrustError::Empty {
+            path: config.trust_file.clone(),
+        }
+        .into());
+    }
+    info!(
+        trusted = trust.len(),
+        file = %config.trust_file.display(),
+        sha256 = trust.file_sha256().unwrap_or_default(),
+        "trusted device identity keys loaded"
+    );
     let (ca, ca_install_pem, validity) = match &config.ca {
         Some(ca_config) => {
             let ca = StationCa::load(&ca_config.certificate, &ca_config.key)?;

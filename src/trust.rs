@@ -1,16 +1,22 @@
 //! Trusted device identity keys: device UUID → P-256 public key.
 //!
-//! File format (CSV): an optional header line `device_uuid,public_key`, then
-//! one device per line, `public_key` being the standard base64 of the
-//! SubjectPublicKeyInfo DER of a P-256 key. `#` starts a comment; blank lines
+//! File format (CSV, read with the `csv` crate so quoted fields work): an
+//! optional header line `device_uuid,public_key`, then one device per line,
+//! `public_key` being the standard base64 of the SubjectPublicKeyInfo DER of
+//! a P-256 key. `#` starts a comment (to the end of the line); blank lines
 //! are allowed. The same UUID listed twice with different keys is an error.
+//!
+//! The file decides who passes, so [`TrustStore::load`] refuses one that
+//! group or others can write, and remembers its SHA-256 for the log.
 
 use base64::{
     Engine,
     engine::general_purpose::{STANDARD, STANDARD_NO_PAD},
 };
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::fmt::Write as _;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
@@ -60,11 +66,30 @@ pub enum TrustError {
         path: PathBuf,
         error: std::io::Error,
     },
+    #[error(
+        "{}: trust file is writable by group or others (mode {mode:03o}); anyone who can write it decides which boards pass — run `chmod go-w {}`",
+        path.display(), path.display()
+    )]
+    Writable { path: PathBuf, mode: u32 },
     #[error("{}line {line}: {problem}", path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default())]
     Line {
         path: Option<PathBuf>,
         line: usize,
         problem: String,
+    },
+    #[error(
+        "{}: no trusted device keys (the file is empty or holds only a header); every board would fail `key_trusted` — add the keys of the devices this station provisions",
+        path.display()
+    )]
+    Empty { path: PathBuf },
+    #[error(
+        "the new trust file would drop {dropped} of the {running} trusted keys ({share:.0}%, more than the {allowed:.0}% identity.reload_max_drop allows); keeping the running keys"
+    )]
+    TooManyDropped {
+        running: usize,
+        dropped: usize,
+        share: f64,
+        allowed: f64,
     },
     #[error("device {uuid} is already trusted with a different key")]
     Conflict { uuid: Uuid },
@@ -76,11 +101,13 @@ pub enum TrustError {
 #[derive(Debug, Clone, Default)]
 pub struct TrustStore {
     keys: HashMap<Uuid, TrustedKey>,
+    /// SHA-256 of the file it was loaded from.
+    sha256: Option<[u8; 32]>,
 }
 
-const HEADER: &str = "device_uuid,public_key";
+const HEADER: [&str; 2] = ["device_uuid", "public_key"];
 
-/// Strip optional surrounding double quotes and whitespace from a CSV field.
+/// Strip whitespace and stray quotes around a CSV field (`"a" , "b"`).
 fn field(text: &str) -> &str {
     let text = text.trim();
     text.strip_prefix('"')
@@ -94,39 +121,86 @@ impl TrustStore {
         Self::default()
     }
 
-    /// Load a trust file; errors name the file and line.
+    /// Load a trust file; errors name the file and line. A file that group
+    /// or others can write is refused.
     pub fn load(path: &Path) -> Result<Self, TrustError> {
-        let text = std::fs::read_to_string(path).map_err(|error| TrustError::Io {
+        let io = |error| TrustError::Io {
             path: path.to_path_buf(),
             error,
+        };
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let mode = file.metadata().map_err(io)?.permissions().mode();
+        if mode & 0o022 != 0 {
+            return Err(TrustError::Writable {
+                path: path.to_path_buf(),
+                mode: mode & 0o777,
+            });
+        }
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(io)?;
+        let text = String::from_utf8(bytes).map_err(|e| TrustError::Line {
+            path: Some(path.to_path_buf()),
+            line: 1 + e.as_bytes()[..e.utf8_error().valid_up_to()]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count(),
+            problem: "not UTF-8 text".into(),
         })?;
-        Self::parse(&text).map_err(|e| match e {
+        let mut store = Self::parse(&text).map_err(|e| match e {
             TrustError::Line { line, problem, .. } => TrustError::Line {
                 path: Some(path.to_path_buf()),
                 line,
                 problem,
             },
             other => other,
-        })
+        })?;
+        store.sha256 = Some(Sha256::digest(text.as_bytes()).into());
+        Ok(store)
     }
 
     /// Parse trust file text; errors name the line (1-based).
     pub fn parse(text: &str) -> Result<Self, TrustError> {
+        // `#` comments may follow an entry; no field holds a `#`, so cutting
+        // each line there (keeping the line breaks) keeps line numbers right.
+        let uncommented: String = text
+            .split_inclusive('\n')
+            .map(|raw| match raw.find('#') {
+                Some(at) => {
+                    let end = if raw.ends_with('\n') { "\n" } else { "" };
+                    format!("{}{end}", &raw[..at])
+                }
+                None => raw.to_string(),
+            })
+            .collect();
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .trim(csv::Trim::All)
+            .from_reader(uncommented.as_bytes());
         let mut store = TrustStore::default();
         let mut seen_entry = false;
-        for (index, raw) in text.lines().enumerate() {
-            let line = index + 1;
+        for record in reader.records() {
+            let record = record.map_err(|e| TrustError::Line {
+                path: None,
+                line: e.position().map_or(0, |p| p.line() as usize),
+                problem: format!("not CSV: {e}"),
+            })?;
+            let line = record.position().map_or(0, |p| p.line() as usize);
             let err = |problem: String| TrustError::Line {
                 path: None,
                 line,
                 problem,
             };
-            let content = raw.split('#').next().unwrap_or("").trim();
-            if content.is_empty() {
+            let fields: Vec<&str> = record.iter().map(field).collect();
+            if fields.iter().all(|f| f.is_empty()) {
                 continue;
             }
-            let fields: Vec<&str> = content.split(',').map(field).collect();
-            if !seen_entry && fields.len() == 2 && fields.join(",").eq_ignore_ascii_case(HEADER) {
+            let is_header = fields.len() == 2
+                && fields
+                    .iter()
+                    .zip(HEADER)
+                    .all(|(f, h)| f.eq_ignore_ascii_case(h));
+            if !seen_entry && is_header {
                 seen_entry = true;
                 continue;
             }
@@ -146,6 +220,42 @@ impl TrustStore {
             store.insert(uuid, &der).map_err(|e| err(e.to_string()))?;
         }
         Ok(store)
+    }
+
+    /// Whether `new` may replace this store on reload: it must keep a key,
+    /// and drop at most `max_drop` (a share, 0..=1) of this store's keys.
+    pub fn check_replacement(
+        &self,
+        new: &TrustStore,
+        path: &Path,
+        max_drop: f64,
+    ) -> Result<(), TrustError> {
+        if new.is_empty() {
+            return Err(TrustError::Empty {
+                path: path.to_path_buf(),
+            });
+        }
+        let dropped = self
+            .keys
+            .keys()
+            .filter(|uuid| new.get(uuid).is_none())
+            .count();
+        let running = self.len().max(1);
+        let share = dropped as f64 / running as f64;
+        if share > max_drop {
+            return Err(TrustError::TooManyDropped {
+                running: self.len(),
+                dropped,
+                share: share * 100.0,
+                allowed: max_drop * 100.0,
+            });
+        }
+        Ok(())
+    }
+
+    /// SHA-256 of the file this store was loaded from (lowercase hex).
+    pub fn file_sha256(&self) -> Option<String> {
+        self.sha256.map(hex::encode)
     }
 
     /// Trust `spki_der` for `uuid`. Re-adding the same key is a no-op; a
@@ -178,12 +288,20 @@ impl TrustStore {
     pub fn to_csv(&self) -> String {
         let mut uuids: Vec<&Uuid> = self.keys.keys().collect();
         uuids.sort();
-        let mut out = format!("{HEADER}\n");
+        let mut writer = csv::WriterBuilder::new()
+            .terminator(csv::Terminator::Any(b'\n'))
+            .from_writer(Vec::new());
+        let mut rows = vec![[HEADER[0].to_string(), HEADER[1].to_string()]];
         for uuid in uuids {
             if let Some(key) = self.keys.get(uuid) {
-                let _ = writeln!(out, "{uuid},{}", STANDARD.encode(&key.spki_der));
+                rows.push([uuid.to_string(), STANDARD.encode(&key.spki_der)]);
             }
         }
-        out
+        for row in rows {
+            // Writing plain fields into a Vec cannot fail.
+            let _ = writer.write_record(&row);
+        }
+        let bytes = writer.into_inner().unwrap_or_default();
+        String::from_utf8(bytes).unwrap_or_default()
     }
 }

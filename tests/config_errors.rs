@@ -11,7 +11,7 @@ use nrf_provd::config::{
 const MINIMAL: &str = r#"
 station_id = "s1"
 database = "results.db"
-trust_file = "trust.json"
+trust_file = "trusted-devices.csv"
 
 [ports]
 paths = ["/dev/serial/by-id/*"]
@@ -106,7 +106,7 @@ fn relative_paths_resolve_against_the_config_directory() {
     std::fs::write(&path, MINIMAL).unwrap_or_else(|e| panic!("{e}"));
     let config = StationConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.database, dir.path().join("results.db"));
-    assert_eq!(config.trust_file, dir.path().join("trust.json"));
+    assert_eq!(config.trust_file, dir.path().join("trusted-devices.csv"));
     let ca = config.ca.unwrap_or_else(|| panic!("has [ca]"));
     assert_eq!(ca.key, dir.path().join("ca.key"));
     assert_eq!(ca.install, vec![dir.path().join("ca.pem")]);
@@ -340,4 +340,19 @@ fn unknown_keys_in_every_section_are_errors_with_positions() {
         "{e}"
     );
     assert!(e.to_string().contains("validity_days"), "{e}");
+}
+
+#[test]
+fn reload_max_drop_must_be_a_share() {
+    for bad in ["1.5", "-0.1"] {
+        let text = format!("{MINIMAL}\n[identity]\nreload_max_drop = {bad}\n");
+        let e = err(&text);
+        assert_eq!(e.position(), Some(position_of(&text, bad)), "{e}");
+        assert!(e.to_string().contains("share between 0 and 1"), "{e}");
+    }
+    let text = format!("{MINIMAL}\n[identity]\nreload_max_drop = 0.1\n");
+    let config = StationConfig::parse(&text, "station.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.identity.reload_max_drop, 0.1);
+    let config = StationConfig::parse(MINIMAL, "station.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.identity.reload_max_drop, 1.0);
 }

@@ -111,3 +111,59 @@ fn to_csv_is_sorted_and_parses_back_to_the_same_store() {
     let back = TrustStore::parse(&csv).expect("parses");
     assert_eq!(back.to_csv(), csv);
 }
+
+#[test]
+fn a_trust_file_others_can_write_is_refused_and_a_tight_one_names_its_digest() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("trusted-devices.csv");
+    let text = format!("{}\n", line(DEVICE, &spki(&random_key())));
+    std::fs::write(&path, &text).expect("write");
+    for loose in [0o666, 0o646, 0o664] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(loose)).expect("chmod");
+        let err = TrustStore::load(&path).expect_err("writable file accepted");
+        assert!(matches!(err, TrustError::Writable { .. }), "{err}");
+        assert!(err.to_string().contains("chmod go-w"), "{err}");
+    }
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let store = TrustStore::load(&path).expect("0644 is fine");
+    use sha2::Digest;
+    assert_eq!(
+        store.file_sha256(),
+        Some(hex::encode(sha2::Sha256::digest(text.as_bytes())))
+    );
+}
+
+#[test]
+fn a_replacement_must_keep_a_key_and_drop_no_more_than_allowed() {
+    let keys: Vec<_> = (0..10).map(|_| random_key()).collect();
+    let store_of = |n: usize| {
+        let mut store = TrustStore::new();
+        for (i, key) in keys.iter().take(n).enumerate() {
+            store
+                .insert(Uuid::from_u128(i as u128 + 1), &spki(key))
+                .expect("insert");
+        }
+        store
+    };
+    let running = store_of(10);
+    let path = std::path::Path::new("trusted-devices.csv");
+    assert!(matches!(
+        running.check_replacement(&TrustStore::new(), path, 1.0),
+        Err(TrustError::Empty { .. })
+    ));
+    assert!(running.check_replacement(&store_of(1), path, 1.0).is_ok());
+    let err = running
+        .check_replacement(&store_of(8), path, 0.1)
+        .expect_err("20% dropped, 10% allowed");
+    assert!(
+        err.to_string().contains("keeping the running keys"),
+        "{err}"
+    );
+    assert!(running.check_replacement(&store_of(9), path, 0.1).is_ok());
+    assert!(
+        store_of(0)
+            .check_replacement(&store_of(3), path, 0.0)
+            .is_ok()
+    );
+}

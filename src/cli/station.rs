@@ -90,10 +90,16 @@ pub async fn run(args: RunArgs) -> ExitCode {
 /// SIGHUP: re-read the config's trust file and port list. A broken file
 /// keeps the running configuration (and says why).
 fn reload(station: &Station, path: &Path) {
+    let running = station.context();
     let reloaded = StationConfig::load(path)
         .map_err(station::SetupError::from)
         .and_then(|config| {
-            let ctx = station::plan_context(&config, Arc::clone(&station.context().store))?;
+            let ctx = station::plan_context(&config, Arc::clone(&running.store))?;
+            running.trust.check_replacement(
+                &ctx.trust,
+                &config.trust_file,
+                config.identity.reload_max_drop,
+            )?;
             Ok((station::port_options(&config), ctx))
         });
     match reloaded {

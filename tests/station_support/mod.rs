@@ -154,3 +154,101 @@ pub async fn wait_for_runs(
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_nrf-provd")
 }
+
+/// A daemon child process (`nrf-provd run --log info`) whose log lines the
+/// test can wait for: the station's own account of what it did, instead of
+/// sleeping and hoping.
+pub struct Daemon {
+    pub child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// Every line read so far.
+    pub log: Vec<String>,
+}
+
+impl Daemon {
+    pub fn spawn(config: &Path) -> Daemon {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(binary())
+            .args(["--log", "info", "run", "--config"])
+            .arg(config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn nrf-provd run");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Daemon {
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    /// The next log line containing every one of `needles` (panics after a
+    /// generous deadline, or when the daemon's stderr closes first).
+    pub async fn wait_for_log(&mut self, needles: &[&str]) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            match self.lines.try_recv() {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if needles.iter().all(|n| line.contains(n)) {
+                        return line;
+                    }
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "no log line with {needles:?} within 120 s; log:\n{}",
+                        self.log.join("\n")
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => panic!(
+                    "daemon exited before logging {needles:?}; log:\n{}",
+                    self.log.join("\n")
+                ),
+            }
+        }
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig)
+            .expect("signal daemon");
+    }
+
+    /// SIGTERM, then wait for the exit (bounded) and return its status.
+    pub async fn stop(mut self) -> std::process::ExitStatus {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        for _ in 0..600 {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = self.child.kill();
+        panic!("daemon did not exit within 60 s");
+    }
+}
+
+/// Run `nrf-provd run` on `config` expecting it to refuse to start: its exit
+/// status and stderr.
+pub fn refused_start(config: &Path) -> (Option<i32>, String) {
+    let out = std::process::Command::new(binary())
+        .args(["run", "--config"])
+        .arg(config)
+        .output()
+        .expect("run nrf-provd");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
