@@ -2,6 +2,9 @@
 //!
 //! Layers, from pure to I/O:
 //! - [`syntax`]: AT command line syntax (name, `?`, `=?`, parameters).
+//! - [`fault`]: the faults a board can show and their `--fault` grammar,
+//!   among them the hostile board (`substitute=KIND@CMD`: genuine tokens of
+//!   another kind under a token command's prefix).
 //! - [`modem`]: modem state and command handling, `line -> Reply`, no I/O.
 //!   Tokens are signed through [`crate::token::encode`] / [`crate::token::cose`]
 //!   so the simulator and the verifier agree on the signing input.
@@ -99,11 +102,12 @@ pub struct SimOptions {
 pub struct SimStats {
     /// Complete command lines handled (including ones answered with an error).
     pub commands: u64,
-    /// `%ATTESTTOKEN` tokens issued.
+    /// Identity attestation tokens issued (normally by `%ATTESTTOKEN`; the
+    /// substitute fault counts a token by its kind, not by the command).
     pub attest_tokens: u64,
-    /// `%KEYGEN` tokens issued.
+    /// Key-generation tokens issued.
     pub keygen_tokens: u64,
-    /// `%JWT` tokens issued.
+    /// JWTs issued.
     pub jwts: u64,
     /// Successful `%CMNG=0` writes.
     pub cmng_writes: u64,
