@@ -4,8 +4,9 @@ mod sim_support;
 
 use std::time::Duration;
 
+use nrf_provd::sim::fault::{CapturedToken, TOKEN_COMMANDS};
 use nrf_provd::sim::{Fleet, SimDialect, SimOptions};
-use nrf_provd::token::encode::sha256;
+use nrf_provd::token::encode::{sec_tag_cbor, sha256};
 use sim_support::{
     Host, is_final, is_urc, quoted_token, trust_keys, verify_attest, verify_jwt, verify_keygen,
 };
@@ -276,4 +277,83 @@ async fn faults_apply_only_to_their_targets() {
     assert!(verify_attest(&quoted_token(&line), &trust).is_ok());
     let line = bad.ok("AT%ATTESTTOKEN").await.remove(0);
     assert!(verify_attest(&quoted_token(&line), &trust).is_err());
+}
+
+/// The hostile board: every token command answered with a genuine token of
+/// every kind, under the command's own prefix. Each token verifies as
+/// authentic *as its kind* with the fleet's trust file, which is what makes
+/// the attack work against a host that does not bind kind to command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn substitute_answers_a_command_with_a_genuine_token_of_another_kind() {
+    let cases: Vec<(CapturedToken, &str)> = CapturedToken::ALL
+        .into_iter()
+        .flat_map(|kind| TOKEN_COMMANDS.map(|command| (kind, command)))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let options = SimOptions {
+        faults: cases
+            .iter()
+            .enumerate()
+            .map(|(i, (kind, command))| format!("{i}:substitute={kind}@{command}").parse().unwrap())
+            .collect(),
+        ..SimOptions::default()
+    };
+    let fleet = Fleet::start(dir.path(), cases.len(), 21, options)
+        .await
+        .unwrap();
+    let trust = trust_keys(&fleet.trust_csv());
+    assert_eq!(
+        trust.len(),
+        cases.len(),
+        "every board is genuine and trusted"
+    );
+    for (i, (kind, command)) in cases.iter().copied().enumerate() {
+        let case = format!("substitute={kind}@{command}");
+        let uuid = fleet.identity(i).device_uuid;
+        let mut host = Host::open(&fleet.link(i), SimDialect::Raw);
+        assert_eq!(host.result("AT+CMEE=1").await, "OK");
+        // For KEYGEN ask for the other format than KIND's, so that even
+        // keygen@KEYGEN is a substitution.
+        let line = match command {
+            "ATTESTTOKEN" => format!("AT%ATTESTTOKEN=\"{CHALLENGE}\""),
+            "KEYGEN" if kind == CapturedToken::Keygen => "AT%KEYGEN=16,2,1".to_owned(),
+            "KEYGEN" => "AT%KEYGEN=16,2,0".to_owned(),
+            _ => "AT%JWT".to_owned(),
+        };
+        let answer = host.ok(&line).await;
+        assert_eq!(answer.len(), 1, "{case}: {answer:?}");
+        assert!(
+            answer[0].starts_with(&format!("%{command}: \"")),
+            "{case}: {answer:?}"
+        );
+        let token = quoted_token(&answer[0]);
+        match kind {
+            CapturedToken::Identity => {
+                let attest =
+                    verify_attest(&token, &trust).unwrap_or_else(|e| panic!("{case}: {e}"));
+                assert_eq!(attest.device_uuid, uuid, "{case}");
+                // The challenge only where an %ATTESTTOKEN asked for it.
+                let answers_challenge = hex::encode(attest.nonce) == CHALLENGE;
+                assert_eq!(answers_challenge, command == "ATTESTTOKEN", "{case}");
+            }
+            CapturedToken::Keygen | CapturedToken::KeygenPublicKey => {
+                let keygen =
+                    verify_keygen(&token, &trust).unwrap_or_else(|e| panic!("{case}: {e}"));
+                assert_eq!(keygen.device_uuid, uuid, "{case}");
+                let want_id = if kind == CapturedToken::Keygen { 9 } else { 8 };
+                assert_eq!(keygen.payload_id, want_id, "{case}");
+                assert_eq!(keygen.digest, sha256(&keygen.der), "{case}");
+                // The requested sec_tag for %KEYGEN, else the plan's usual one.
+                let tag = if command == "KEYGEN" { 16 } else { 16_842_753 };
+                assert_eq!(keygen.sec_tag_cbor, sec_tag_cbor(tag), "{case}");
+            }
+            CapturedToken::Jwt => {
+                assert_eq!(token.split('.').count(), 3, "{case}: {token}");
+                let (_, claims) =
+                    verify_jwt(&token, &trust[&uuid]).unwrap_or_else(|e| panic!("{case}: {e}"));
+                assert_eq!(claims["iss"], format!("nRF9161.{uuid}"), "{case}");
+            }
+        }
+    }
+    fleet.shutdown().await;
 }

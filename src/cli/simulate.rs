@@ -61,8 +61,13 @@ Fault specs (--fault TARGETS:FAULT):
   bad-digest         %KEYGEN digest does not match the DER
   untrusted-key      tokens signed by a key not in the trust file
   legacy-csr         CSR signatureAlgorithm with NULL parameters (old firmware)
+  substitute=KIND@CMD
+                     CMD (ATTESTTOKEN, KEYGEN or JWT) answered with a genuine token
+                     of KIND (identity, keygen, keygen-pubkey, jwt) under CMD's own
+                     prefix: a keyless board relaying tokens of a genuine one
   CMD is a command name such as KEYGEN, %KEYGEN or AT%KEYGEN.
-Examples: --fault 2:bad-signature --fault all:urc-storm --fault 0-3:cme=518@KEYGEN";
+Examples: --fault 2:bad-signature --fault all:urc-storm --fault 0-3:cme=518@KEYGEN
+          --fault 1:substitute=keygen@ATTESTTOKEN";
 
 fn default_dir() -> PathBuf {
     std::env::var_os("XDG_RUNTIME_DIR")

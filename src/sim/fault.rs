@@ -20,9 +20,25 @@
 //!                                           trust file (the board is left out of it)
 //!          | "legacy-csr"                   CSR signatureAlgorithm with a NULL parameter,
 //!                                           as older modem firmware encodes it
+//!          | "substitute=" KIND "@" TCMD    TCMD is answered with a genuine token of KIND
+//!                                           under TCMD's own prefix, e.g.
+//!                                           %ATTESTTOKEN: "<keygen token>"
+//! KIND     = "identity" | "keygen" (CSR) | "keygen-pubkey" | "jwt"
+//! TCMD     = ATTESTTOKEN | KEYGEN | JWT (spelled as CMD)
 //! CMD      = a command name: KEYGEN, %KEYGEN, AT%KEYGEN, CFUN, AT (case-insensitive)
 //! ```
-//! Examples: `2:bad-signature`, `all:urc-storm`, `0-3:cme=518@KEYGEN`, `1:stall@CGSN`.
+//! Examples: `2:bad-signature`, `all:urc-storm`, `0-3:cme=518@KEYGEN`, `1:stall@CGSN`,
+//! `0:substitute=keygen@ATTESTTOKEN`.
+//!
+//! `substitute` is the hostile board: one with no identity key of its own
+//! that relays tokens captured from a genuine, trusted board, re-wrapped
+//! under the prefix of the command it was asked. The token is genuine (made
+//! and signed by the board's identity key exactly as the command that
+//! normally makes KIND would), so only a host that checks the kind against
+//! the command, and the token's bindings, can notice. What it is made for is
+//! described in [`super::modem`] (a KIND that TCMD makes anyway, such as
+//! `identity@ATTESTTOKEN`, is the genuine answer: the diagonal of a
+//! kind-confusion matrix).
 
 use std::fmt;
 use std::str::FromStr;
@@ -48,15 +64,74 @@ impl FaultTargets {
     }
 }
 
+/// Commands whose answer is a token: the ones `substitute` applies to.
+pub const TOKEN_COMMANDS: [&str; 3] = ["ATTESTTOKEN", "KEYGEN", "JWT"];
+
+/// A kind of genuine token the `substitute` fault hands over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapturedToken {
+    /// An identity attestation token, as `%ATTESTTOKEN` makes.
+    Identity,
+    /// A key-generation token with a CSR, as `%KEYGEN=<tag>,2,0` makes.
+    Keygen,
+    /// A key-generation token with a public key, as `%KEYGEN=<tag>,2,1` makes.
+    KeygenPublicKey,
+    /// A JWT signed by the identity key, as `%JWT` makes.
+    Jwt,
+}
+
+impl CapturedToken {
+    pub const ALL: [CapturedToken; 4] = [
+        CapturedToken::Identity,
+        CapturedToken::Keygen,
+        CapturedToken::KeygenPublicKey,
+        CapturedToken::Jwt,
+    ];
+
+    /// The name in the fault grammar.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CapturedToken::Identity => "identity",
+            CapturedToken::Keygen => "keygen",
+            CapturedToken::KeygenPublicKey => "keygen-pubkey",
+            CapturedToken::Jwt => "jwt",
+        }
+    }
+}
+
+impl fmt::Display for CapturedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for CapturedToken {
+    type Err = FaultParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        CapturedToken::ALL
+            .into_iter()
+            .find(|kind| kind.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| FaultParseError::BadTokenKind(s.to_owned()))
+    }
+}
+
 /// One misbehaviour. Command names are stored normalised (see
 /// [`normalize_name`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
     UrcStorm,
     Garbage,
-    Unplug { command: String },
-    Stall { command: String },
-    Cme { code: u16, command: String },
+    Unplug {
+        command: String,
+    },
+    Stall {
+        command: String,
+    },
+    Cme {
+        code: u16,
+        command: String,
+    },
     BadSignature,
     IgnoreChallenge,
     Replay,
@@ -64,6 +139,11 @@ pub enum Fault {
     BadDigest,
     UntrustedKey,
     LegacyCsr,
+    /// `command` (one of [`TOKEN_COMMANDS`]) answers with a genuine `token`.
+    Substitute {
+        token: CapturedToken,
+        command: String,
+    },
 }
 
 /// A fault and the modems it applies to (`--fault 2:bad-signature`).
@@ -93,6 +173,10 @@ pub enum FaultParseError {
     UnexpectedCommand(String),
     #[error("bad CME error code {0:?} (expected 1..=65535)")]
     BadCode(String),
+    #[error("unknown token kind {0:?} (expected identity, keygen, keygen-pubkey or jwt)")]
+    BadTokenKind(String),
+    #[error("substitute applies to a token command (ATTESTTOKEN, KEYGEN or JWT), not {0:?}")]
+    NotATokenCommand(String),
 }
 
 impl FromStr for FaultTargets {
@@ -163,6 +247,18 @@ impl FromStr for Fault {
                     command.ok_or_else(|| FaultParseError::MissingCommand(head.to_owned()))?;
                 return Ok(Fault::Cme { code, command });
             }
+            _ if head_lower.starts_with("substitute=") => {
+                let token = head
+                    .get("substitute=".len()..)
+                    .unwrap_or_default()
+                    .parse()?;
+                let command =
+                    command.ok_or_else(|| FaultParseError::MissingCommand(head.to_owned()))?;
+                if !TOKEN_COMMANDS.contains(&command.as_str()) {
+                    return Err(FaultParseError::NotATokenCommand(command));
+                }
+                return Ok(Fault::Substitute { token, command });
+            }
             "urc-storm" | "urc" => Fault::UrcStorm,
             "garbage" => Fault::Garbage,
             "bad-signature" => Fault::BadSignature,
@@ -206,6 +302,7 @@ impl fmt::Display for Fault {
             Fault::BadDigest => f.write_str("bad-digest"),
             Fault::UntrustedKey => f.write_str("untrusted-key"),
             Fault::LegacyCsr => f.write_str("legacy-csr"),
+            Fault::Substitute { token, command } => write!(f, "substitute={token}@{command}"),
         }
     }
 }
@@ -257,6 +354,15 @@ impl FaultSet {
             .iter()
             .any(|f| matches!(f, Fault::Unplug { command } if command == name))
     }
+
+    /// The token kind a command with normalised name `name` answers with
+    /// instead of its own (the first matching `substitute` fault).
+    pub fn substitute_for(&self, name: &str) -> Option<CapturedToken> {
+        self.faults.iter().find_map(|f| match f {
+            Fault::Substitute { token, command } if command == name => Some(*token),
+            _ => None,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -295,6 +401,22 @@ mod tests {
                 },
             ),
             ("4:legacy-csr", FaultTargets::Range(4, 4), Fault::LegacyCsr),
+            (
+                "0:substitute=keygen@ATTESTTOKEN",
+                FaultTargets::Range(0, 0),
+                Fault::Substitute {
+                    token: CapturedToken::Keygen,
+                    command: "ATTESTTOKEN".into(),
+                },
+            ),
+            (
+                "1-2:substitute=JWT@at%keygen",
+                FaultTargets::Range(1, 2),
+                Fault::Substitute {
+                    token: CapturedToken::Jwt,
+                    command: "KEYGEN".into(),
+                },
+            ),
         ];
         for (text, targets, fault) in cases {
             let spec: FaultSpec = text.parse().unwrap();
@@ -317,6 +439,11 @@ mod tests {
             "1:cme=abc@KEYGEN",
             "1:cme=518",
             "1:replay@KEYGEN",
+            "1:substitute=keygen",
+            "1:substitute=@JWT",
+            "1:substitute=csr@JWT",
+            "1:substitute=jwt@CGSN",
+            "1:substitute=identity@",
         ] {
             assert!(bad.parse::<FaultSpec>().is_err(), "{bad}");
         }
@@ -333,5 +460,22 @@ mod tests {
         assert!(one.has(&Fault::BadDigest));
         assert_eq!(one.cme_for("CMNG"), Some(513));
         assert_eq!(one.cme_for("KEYGEN"), None);
+    }
+
+    #[test]
+    fn every_substitution_round_trips_and_is_found_by_command() {
+        for token in CapturedToken::ALL {
+            for command in TOKEN_COMMANDS {
+                let text = format!("0:substitute={token}@%{command}");
+                let spec: FaultSpec = text.parse().unwrap();
+                assert_eq!(spec.to_string().parse::<FaultSpec>().unwrap(), spec);
+                let set = FaultSet::for_index(&[spec], 0);
+                assert_eq!(set.substitute_for(command), Some(token), "{text}");
+                let others = TOKEN_COMMANDS.iter().filter(|c| **c != command);
+                for other in others {
+                    assert_eq!(set.substitute_for(other), None, "{text} on {other}");
+                }
+            }
+        }
     }
 }

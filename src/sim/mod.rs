@@ -1,17 +1,27 @@
-//! A simulated nRF91 modem that speaks AT over a pseudo-terminal.
+//! A simulated nRF91 modem that speaks AT over a pseudo-terminal, or over
+//! any byte stream (an in-memory duplex for tests with a paused clock).
 //!
 //! Layers, from pure to I/O:
 //! - [`syntax`]: AT command line syntax (name, `?`, `=?`, parameters).
+//! - [`fault`]: the faults a board can show and their `--fault` grammar,
+//!   among them the hostile board (`substitute=KIND@CMD`: genuine tokens of
+//!   another kind under a token command's prefix).
 //! - [`modem`]: modem state and command handling, `line -> Reply`, no I/O.
 //!   Tokens are signed through [`crate::token::encode`] / [`crate::token::cose`]
 //!   so the simulator and the verifier agree on the signing input.
 //! - [`dialect`]: what the UART peer application adds (raw AT host, Serial LTE
 //!   Modem, Zephyr shell): line assembly, echo, prompt, colours. No I/O.
 //! - [`timing`]: the realistic latency table and baud-rate pacing.
-//! - [`server`]: one session (one "power-on") of one modem on one pty,
-//!   including the I/O faults (notification storms, garbage, stall, unplug).
+//! - [`server`]: one session (one "power-on") of one modem over any
+//!   `AsyncRead + AsyncWrite` link, including the I/O faults (notification
+//!   storms, garbage, stall, unplug); timers on tokio's clock.
+//! - `slot`: one board in its fixture slot (state across replugs, the
+//!   running session, the trust file), whatever the link.
 //! - [`pty`]: pseudo-terminal pairs exposed as `DIR/ttySIM<i>` symlinks.
-//! - [`fleet`]: N modems, unplug/replug/swap, the trust file, statistics.
+//! - [`fleet`]: N modems on ptys, unplug/replug/swap, the trust file,
+//!   statistics.
+//! - [`memory`]: one modem on `tokio::io::duplex`, the same board without a
+//!   pty.
 //!
 //! Behaviour follows `reference/nrf91.md`; where the reference is silent the
 //! choice is documented next to the code (search for "Unknown on real").
@@ -21,9 +31,11 @@ pub mod dialect;
 pub mod fault;
 pub mod fleet;
 pub mod identity;
+pub mod memory;
 pub mod modem;
 pub mod pty;
 pub mod server;
+mod slot;
 pub mod syntax;
 pub mod timing;
 
@@ -99,11 +111,12 @@ pub struct SimOptions {
 pub struct SimStats {
     /// Complete command lines handled (including ones answered with an error).
     pub commands: u64,
-    /// `%ATTESTTOKEN` tokens issued.
+    /// Identity attestation tokens issued (normally by `%ATTESTTOKEN`; the
+    /// substitute fault counts a token by its kind, not by the command).
     pub attest_tokens: u64,
-    /// `%KEYGEN` tokens issued.
+    /// Key-generation tokens issued.
     pub keygen_tokens: u64,
-    /// `%JWT` tokens issued.
+    /// JWTs issued.
     pub jwts: u64,
     /// Successful `%CMNG=0` writes.
     pub cmng_writes: u64,

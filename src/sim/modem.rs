@@ -18,6 +18,12 @@
 //! padded with spaces to a multiple of 3 bytes (as the SDK's sample token of
 //! a real modem shows, so that base64 has no padding); `%KEYGEN` key type 8
 //! always returns the public key (payload id 8) and reuses an existing key.
+//!
+//! Under the substitute fault (a keyless board relaying tokens captured from
+//! a genuine one) a token command answers, under its own prefix, a genuine
+//! token of another kind; what that token is made for is documented at
+//! `Modem::captured`. The command's parameters and the modem's rules are
+//! checked as usual first, and the delay stays the command's own.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -32,7 +38,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::SimStats;
-use super::fault::{Fault, FaultSet};
+use super::fault::{CapturedToken, Fault, FaultSet};
 use super::identity::{ModemIdentity, derived_rng, spki_der};
 use super::syntax::{self, Command, Form, Param, normalize_name};
 use crate::token::cose::{self, KID_IDENTITY};
@@ -162,6 +168,39 @@ struct FirstTokens {
 /// Result type of command handlers: an error is already a finished reply.
 type Handled = Result<Reply, Reply>;
 
+/// What a token command was asked to make, once its parameters and the
+/// modem's state allowed it.
+enum TokenOrder {
+    Identity { challenge: Option<[u8; 16]> },
+    Keygen(KeygenOrder),
+    Jwt(JwtOrder),
+}
+
+/// A key-generation token to make.
+struct KeygenOrder {
+    /// At most `u32::MAX`.
+    tag: u64,
+    key_type: u8,
+    /// A CSR (payload id 9), else the public key (payload id 8).
+    csr: bool,
+    subject: x509_cert::name::Name,
+    usage: x509_cert::ext::pkix::KeyUsage,
+    /// The key already in the slot (key type 8 reuses it), else a new one.
+    existing: Option<SigningKey>,
+    /// Keep the key in the credential store, as a real `%KEYGEN` does.
+    store: bool,
+}
+
+/// A JWT to make.
+struct JwtOrder {
+    exp_delta: u64,
+    subject: Option<String>,
+    audience: Option<String>,
+    key: SigningKey,
+    /// The modem clock (Unix seconds) when the command arrived.
+    issued_at: i64,
+}
+
 /// A simulated nRF91 modem core.
 pub struct Modem {
     identity: Arc<ModemIdentity>,
@@ -179,6 +218,8 @@ pub struct Modem {
     // Persistent state ("flash").
     store: BTreeMap<(u64, u8), Credential>,
     first: FirstTokens,
+    /// The last sec_tag a host named (`%KEYGEN`, `%CMNG`, `%JWT`).
+    last_sec_tag: Option<u64>,
     stats: SimStats,
 }
 
@@ -213,6 +254,7 @@ impl Modem {
             booted_at: None,
             store,
             first: FirstTokens::default(),
+            last_sec_tag: None,
             stats: SimStats::default(),
         }
     }
@@ -481,6 +523,126 @@ impl Modem {
             },
             _ => return Err(self.cme(50)),
         };
+        self.answer(
+            "ATTESTTOKEN",
+            TokenOrder::Identity { challenge },
+            CommandKind::AttestToken,
+        )
+    }
+
+    fn keygen(&mut self, params: &[Param]) -> Handled {
+        self.note_sec_tag(params.first());
+        let order = self.keygen_order(params)?;
+        let kind = if order.csr {
+            CommandKind::KeygenCsr
+        } else {
+            CommandKind::KeygenPublicKey
+        };
+        self.answer("KEYGEN", TokenOrder::Keygen(order), kind)
+    }
+
+    fn jwt(&mut self, form: &Form, now: Instant) -> Handled {
+        if let Form::Set(params) = form {
+            if params.len() == 6 {
+                self.note_sec_tag(params.get(4));
+            }
+        }
+        let order = self.jwt_order(form, now)?;
+        self.answer("JWT", TokenOrder::Jwt(order), CommandKind::Jwt)
+    }
+
+    /// Remember a sec_tag a host named: a substituted key-generation token
+    /// is made for the last one (see [`Modem::captured`]).
+    fn note_sec_tag(&mut self, param: Option<&Param>) {
+        if let Some(tag) = param
+            .and_then(Param::number)
+            .filter(|t| *t <= u64::from(u32::MAX))
+        {
+            self.last_sec_tag = Some(tag);
+        }
+    }
+
+    /// The reply of token command `command` (normalised name, also its
+    /// response prefix): the token `order` asks for, or under the substitute
+    /// fault a genuine token of another kind. `kind` (the latency) stays the
+    /// command's own: the relay answers in the time the command takes.
+    fn answer(&mut self, command: &str, order: TokenOrder, kind: CommandKind) -> Handled {
+        let token = match self.faults.substitute_for(command) {
+            Some(captured) => self.captured(captured, order)?,
+            None => self.make_token(order)?,
+        };
+        Ok(Reply::ok(vec![format!("%{command}: \"{token}\"")], kind))
+    }
+
+    /// The substitute fault: a genuine token of kind `captured`, made and
+    /// signed exactly as the command that normally makes it would, for what
+    /// the answered command asked where that applies:
+    /// - identity: the challenge of an `%ATTESTTOKEN`; for another command
+    ///   the board's own nonce (a captured token answers no challenge of
+    ///   this host);
+    /// - keygen / keygen-pubkey: for a `%KEYGEN`, its sec_tag, subject and
+    ///   key usage, the key kept in the slot as usual, only the format is
+    ///   KIND's; for another command a fresh key, not stored, for the last
+    ///   sec_tag a host named in `%KEYGEN`, `%CMNG` or `%JWT` (else nRF
+    ///   Cloud's 16842753, the plan's default), subject `CN=<device UUID>`,
+    ///   the default key usage;
+    /// - jwt: for a `%JWT`, its claims and key; for another command the
+    ///   identity key with no subject, audience or time (`exp_delta` 0).
+    fn captured(&mut self, captured: CapturedToken, asked: TokenOrder) -> Result<String, Reply> {
+        let order = match (captured, asked) {
+            (CapturedToken::Identity, TokenOrder::Identity { challenge }) => {
+                TokenOrder::Identity { challenge }
+            }
+            (CapturedToken::Identity, _) => TokenOrder::Identity { challenge: None },
+            (CapturedToken::Keygen | CapturedToken::KeygenPublicKey, TokenOrder::Keygen(order)) => {
+                TokenOrder::Keygen(KeygenOrder {
+                    csr: captured == CapturedToken::Keygen,
+                    ..order
+                })
+            }
+            (CapturedToken::Keygen | CapturedToken::KeygenPublicKey, _) => {
+                let tag = self
+                    .last_sec_tag
+                    .unwrap_or(u64::from(crate::config::DEFAULT_SEC_TAG));
+                let subject = csr::parse_subject(&format!("CN={}", self.identity.device_uuid))
+                    .map_err(|_| self.cme(523))?;
+                let usage =
+                    csr::parse_key_usage(csr::DEFAULT_KEY_USAGE).map_err(|_| self.cme(523))?;
+                TokenOrder::Keygen(KeygenOrder {
+                    tag,
+                    key_type: 2,
+                    csr: captured == CapturedToken::Keygen,
+                    subject,
+                    usage,
+                    existing: None,
+                    store: false,
+                })
+            }
+            (CapturedToken::Jwt, TokenOrder::Jwt(order)) => TokenOrder::Jwt(order),
+            (CapturedToken::Jwt, TokenOrder::Identity { .. } | TokenOrder::Keygen(_)) => {
+                TokenOrder::Jwt(JwtOrder {
+                    exp_delta: 0,
+                    subject: None,
+                    audience: None,
+                    key: self.identity_signer().clone(),
+                    issued_at: 0,
+                })
+            }
+        };
+        self.make_token(order)
+    }
+
+    fn make_token(&mut self, order: TokenOrder) -> Result<String, Reply> {
+        match order {
+            TokenOrder::Identity { challenge } => Ok(self.identity_token(challenge)),
+            TokenOrder::Keygen(order) => self.keygen_token(order),
+            TokenOrder::Jwt(order) => Ok(self.jwt_token(order)),
+        }
+    }
+
+    /// An identity token with `challenge` as its nonce (the board's own
+    /// nonce without one, or under the ignore-challenge fault).
+    fn identity_token(&mut self, challenge: Option<[u8; 16]>) -> String {
         let own = self.nonce();
         let nonce = match challenge {
             Some(c) if !self.faults.has(&Fault::IgnoreChallenge) => c,
@@ -498,13 +660,11 @@ impl Modem {
         let token = self.replayed(&mut first, fresh);
         self.first.attest = first;
         self.stats.attest_tokens += 1;
-        Ok(Reply::ok(
-            vec![format!("%ATTESTTOKEN: \"{token}\"")],
-            CommandKind::AttestToken,
-        ))
+        token
     }
 
-    fn keygen(&mut self, params: &[Param]) -> Handled {
+    /// Check a `%KEYGEN`'s parameters and the modem's state.
+    fn keygen_order(&self, params: &[Param]) -> Result<KeygenOrder, Reply> {
         let bad = || self.cme(50);
         if params.len() < 2 || params.len() > 5 {
             return Err(bad());
@@ -546,10 +706,26 @@ impl Modem {
         if existing.is_none() && self.user_entries() >= STORE_CAPACITY {
             return Err(self.cme(515));
         }
-        let key = existing.unwrap_or_else(|| SigningKey::random(&mut self.rng));
-        let want_csr = format == 0 && key_type == 2;
-        let der = if want_csr {
-            let der = csr::build_csr(&key, subject, usage).map_err(|_| self.cme(523))?;
+        Ok(KeygenOrder {
+            tag,
+            key_type,
+            csr: format == 0 && key_type == 2,
+            subject,
+            usage,
+            existing,
+            store: true,
+        })
+    }
+
+    /// A key-generation token: the key (made now unless the order reuses
+    /// one), its CSR or public key, bound to the device by a signed payload.
+    fn keygen_token(&mut self, order: KeygenOrder) -> Result<String, Reply> {
+        let key = order
+            .existing
+            .unwrap_or_else(|| SigningKey::random(&mut self.rng));
+        let der = if order.csr {
+            let der =
+                csr::build_csr(&key, order.subject, order.usage).map_err(|_| self.cme(523))?;
             if self.faults.has(&Fault::LegacyCsr) {
                 csr::legacy_algorithm(&der).map_err(|_| self.cme(523))?
             } else {
@@ -563,32 +739,30 @@ impl Modem {
             flip_last_bit(&mut digest);
         }
         let payload = encode::keygen_payload(&KeygenPayload {
-            payload_id: if want_csr {
+            payload_id: if order.csr {
                 PAYLOAD_ID_CSR
             } else {
                 PAYLOAD_ID_PUBLIC_KEY
             },
             device_uuid: self.token_uuid().into_bytes(),
-            sec_tag: tag as u32,
+            sec_tag: order.tag as u32,
             digest,
             nonce: self.nonce(),
         });
         let fresh = encode::join_b64(&der, &self.sign_cose(&payload, false));
-        self.store
-            .insert((tag, key_type), Credential::Generated(key));
+        if order.store {
+            self.store
+                .insert((order.tag, order.key_type), Credential::Generated(key));
+        }
         let mut first = std::mem::take(&mut self.first.keygen);
         let token = self.replayed(&mut first, fresh);
         self.first.keygen = first;
         self.stats.keygen_tokens += 1;
-        let kind = if want_csr {
-            CommandKind::KeygenCsr
-        } else {
-            CommandKind::KeygenPublicKey
-        };
-        Ok(Reply::ok(vec![format!("%KEYGEN: \"{token}\"")], kind))
+        Ok(token)
     }
 
-    fn jwt(&mut self, form: &Form, now: Instant) -> Handled {
+    /// Check a `%JWT`'s parameters and find its signing key.
+    fn jwt_order(&self, form: &Form, now: Instant) -> Result<JwtOrder, Reply> {
         let params: &[Param] = match form {
             Form::Set(p) => p,
             _ => &[],
@@ -624,6 +798,16 @@ impl Modem {
         } else {
             self.identity_signer().clone()
         };
+        Ok(JwtOrder {
+            exp_delta,
+            subject,
+            audience,
+            key,
+            issued_at: self.unix_now(now),
+        })
+    }
+
+    fn jwt_token(&mut self, order: JwtOrder) -> String {
         let chip = self.identity.chip().to_owned();
         let uuid = self.token_uuid().to_string();
         let mut random = [0u8; 16];
@@ -638,17 +822,23 @@ impl Modem {
                     hex::encode(random)
                 )),
             ),
-            ("sub", json_string(subject.as_deref().unwrap_or(&uuid))),
+            (
+                "sub",
+                json_string(order.subject.as_deref().unwrap_or(&uuid)),
+            ),
         ];
-        if let Some(aud) = &audience {
+        if let Some(aud) = &order.audience {
             claims.push(("aud", json_string(aud)));
         }
-        if exp_delta > 0 {
-            let iat = self.unix_now(now);
+        if order.exp_delta > 0 {
+            let iat = order.issued_at;
             claims.push(("iat", iat.to_string()));
-            claims.push(("exp", iat.saturating_add(exp_delta as i64).to_string()));
+            claims.push((
+                "exp",
+                iat.saturating_add(order.exp_delta as i64).to_string(),
+            ));
         }
-        let kid = hex::encode(Sha256::digest(spki_der(&key)));
+        let kid = hex::encode(Sha256::digest(spki_der(&order.key)));
         let header = padded_json(&[
             ("typ", json_string("JWT")),
             ("alg", json_string("ES256")),
@@ -658,17 +848,14 @@ impl Modem {
         let fresh = sign_jwt(
             &header,
             &claims,
-            &key,
+            &order.key,
             self.faults.has(&Fault::BadSignature),
         );
         let mut first = std::mem::take(&mut self.first.jwt);
         let token = self.replayed(&mut first, fresh);
         self.first.jwt = first;
         self.stats.jwts += 1;
-        Ok(Reply::ok(
-            vec![format!("%JWT: \"{token}\"")],
-            CommandKind::Jwt,
-        ))
+        token
     }
 
     /// The private key in `(tag, key_type)` for `%JWT`: 513 if absent, 514
@@ -694,6 +881,7 @@ impl Modem {
     }
 
     fn cmng(&mut self, params: &[Param]) -> Handled {
+        self.note_sec_tag(params.get(1));
         let bad = || self.cme(50);
         let op = params.first().and_then(Param::number).ok_or_else(bad)?;
         let tag = match params.get(1) {

@@ -11,12 +11,15 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 use nix::pty::{OpenptyResult, openpty};
 use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
 use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 // TIOCINQ: bytes in a tty's input queue that nobody has read yet.
 nix::ioctl_read_bad!(tiocinq, nix::libc::TIOCINQ, nix::libc::c_int);
@@ -80,32 +83,55 @@ impl PtyPort {
             .as_ref()
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "pty closed"))
     }
+}
 
-    /// Read what the host wrote; waits without blocking the runtime.
-    pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+/// What the host wrote; waits without blocking the runtime.
+impl AsyncRead for PtyPort {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let master = self.master()?;
         loop {
-            let mut guard = master.readable().await?;
-            match guard.try_io(|fd| fd.get_ref().read(buf)) {
-                Ok(result) => return result,
+            let mut guard = ready!(master.poll_read_ready(cx))?;
+            match guard.try_io(|fd| fd.get_ref().read(buf.initialize_unfilled())) {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+/// Bytes for the host; waits while the pty buffer is full.
+impl AsyncWrite for PtyPort {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bytes: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let master = self.master()?;
+        loop {
+            let mut guard = ready!(master.poll_write_ready(cx))?;
+            match guard.try_io(|fd| fd.get_ref().write(bytes)) {
+                Ok(result) => return Poll::Ready(result),
                 Err(_would_block) => continue,
             }
         }
     }
 
-    /// Write all of `bytes` for the host; waits while the pty buffer is full.
-    pub async fn write_all(&self, mut bytes: &[u8]) -> io::Result<()> {
-        let master = self.master()?;
-        while !bytes.is_empty() {
-            let mut guard = master.writable().await?;
-            match guard.try_io(|fd| fd.get_ref().write(bytes)) {
-                Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(Ok(n)) => bytes = bytes.get(n..).unwrap_or_default(),
-                Ok(Err(e)) => return Err(e),
-                Err(_would_block) => continue,
-            }
-        }
-        Ok(())
+    /// A pty has no user-space buffer: written is handed over.
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    /// The board hangs up by dropping the port.
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -191,9 +217,10 @@ mod tests {
 
     #[tokio::test]
     async fn bytes_cross_in_both_directions() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let dir = tempfile::tempdir().unwrap();
         let link = dir.path().join("ttySIM0");
-        let port = PtyPort::open(&link).unwrap();
+        let mut port = PtyPort::open(&link).unwrap();
         let mut host = std::fs::OpenOptions::new()
             .read(true)
             .write(true)

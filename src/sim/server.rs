@@ -1,6 +1,13 @@
-//! One session ("power-on to unplug") of one simulated board on its pty:
-//! bytes in through the dialect front end, commands to the modem, replies
-//! out with the modelled delay, baud pacing and the I/O faults.
+//! One session ("power-on to unplug") of one simulated board over its link,
+//! any byte stream (a pty in [`super::fleet`], `tokio::io::duplex` in
+//! [`super::memory`]): bytes in through the dialect front end, commands to
+//! the modem, replies out with the modelled delay, baud pacing and the I/O
+//! faults.
+//!
+//! Every timer and timestamp comes from tokio's clock, so under a paused
+//! clock (`#[tokio::test(start_paused = true)]`) a realistic board answers
+//! in virtual time: a 1.2 s `%KEYGEN` takes 1.2 s of tokio time. Only the
+//! cost log's wall-clock stamps (`SystemTime`) are real time.
 //!
 //! I/O faults (see [`super::fault`]):
 //! - `urc-storm`: after the host has first written, a notification every
@@ -14,20 +21,23 @@
 //! - `stall@CMD`: CMD is not executed and never answered; the session goes
 //!   on reading, so later commands are answered.
 //! - `unplug@CMD`: CMD is executed, half of its reply is written, then the
-//!   board is pulled (pty closed, link removed) until the fleet replugs it.
+//!   session ends with [`SessionEnd::Unplugged`]; the owner of the link
+//!   pulls the board (a pty first lets the host read the half, see
+//!   [`super::pty::PtyPort::drain`]).
 
 use std::io;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use rand::Rng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
 
 use super::dialect::{FrontEvent, Frontend};
 use super::fault::{Fault, FaultSet};
 use super::modem::{Modem, line_fault_key};
-use super::pty::PtyPort;
 use super::timing::{CommandCost, CostLog, command_delay, pacing_chunk, wire_time};
 use super::{Latency, SimDialect};
 
@@ -65,26 +75,33 @@ pub struct SessionConfig {
 pub enum SessionEnd {
     /// The unplug fault pulled the board.
     Unplugged,
-    /// The pty failed.
+    /// The host closed its end of the link (end of stream).
+    HostClosed,
+    /// The link failed.
     Io(io::Error),
 }
 
-struct Session {
-    port: PtyPort,
+/// What the session loop stopped for (errors aside).
+enum Stop {
+    Unplugged,
+    HostClosed,
+}
+
+struct Session<S> {
+    port: S,
     modem: Arc<Mutex<Modem>>,
     front: Frontend,
     cfg: SessionConfig,
     host_seen: bool,
 }
 
-/// Run a session until the unplug fault fires or the pty fails. Dropping
-/// the future (task abort) ends it too; either way the port is closed and
-/// its link removed when `port` drops.
-pub async fn run_session(
-    port: PtyPort,
-    modem: Arc<Mutex<Modem>>,
-    cfg: SessionConfig,
-) -> SessionEnd {
+/// Run a session over `port` until the unplug fault fires, the host closes
+/// its end or the link fails. Dropping the future (task abort) ends it too.
+/// Pass `&mut port` to keep the link for what follows an unplug.
+pub async fn run_session<S>(port: S, modem: Arc<Mutex<Modem>>, cfg: SessionConfig) -> SessionEnd
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     let mut session = Session {
         port,
         modem,
@@ -93,12 +110,13 @@ pub async fn run_session(
         host_seen: false,
     };
     match session.run().await {
-        Ok(()) => SessionEnd::Unplugged,
+        Ok(Stop::Unplugged) => SessionEnd::Unplugged,
+        Ok(Stop::HostClosed) => SessionEnd::HostClosed,
         Err(e) => SessionEnd::Io(e),
     }
 }
 
-impl Session {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     fn has(&self, fault: &Fault) -> bool {
         self.cfg.faults.has(fault)
     }
@@ -117,8 +135,7 @@ impl Session {
         }
     }
 
-    /// Returns `Ok(())` when the board was pulled by the unplug fault.
-    async fn run(&mut self) -> io::Result<()> {
+    async fn run(&mut self) -> io::Result<Stop> {
         if self.has(&Fault::Garbage) {
             let noise = self.noise();
             self.write(&noise).await?;
@@ -132,7 +149,7 @@ impl Session {
                 self.host_seen && (self.has(&Fault::UrcStorm) || self.has(&Fault::Garbage));
             let read = tokio::select! {
                 read = self.port.read(&mut buf) => Some(read),
-                () = tokio::time::sleep_until(next_spontaneous.into()), if spontaneous => None,
+                () = tokio::time::sleep_until(next_spontaneous), if spontaneous => None,
             };
             let Some(read) = read else {
                 self.spontaneous().await?;
@@ -140,6 +157,9 @@ impl Session {
                 continue;
             };
             let n = read?;
+            if n == 0 {
+                return Ok(Stop::HostClosed);
+            }
             let input = buf.get(..n).unwrap_or_default();
             if !input.is_empty() && !self.host_seen {
                 self.host_seen = true;
@@ -151,7 +171,7 @@ impl Session {
                     FrontEvent::Output(bytes) => self.write(&bytes).await?,
                     FrontEvent::Command(line) => {
                         if self.command(&line).await? {
-                            return Ok(());
+                            return Ok(Stop::Unplugged);
                         }
                     }
                 }
@@ -197,12 +217,12 @@ impl Session {
     /// Handle one command line; returns true when the board was pulled.
     async fn command(&mut self, line: &str) -> io::Result<bool> {
         let received = SystemTime::now();
-        let clock = tokio::time::Instant::now();
+        let clock = Instant::now();
         let key = line_fault_key(line);
         if key.as_deref().is_some_and(|k| self.cfg.faults.stalls(k)) {
             return Ok(false);
         }
-        let reply = self.lock_modem().handle(line, Instant::now());
+        let reply = self.lock_modem().handle(line, clock.into_std());
         let delay = command_delay(self.cfg.latency, reply.kind);
         let mut pieces = self.front.render_reply(&reply);
         if self.has(&Fault::UrcStorm) && pieces.len() > 1 {
@@ -250,12 +270,7 @@ impl Session {
             wire_out: wire_time(self.cfg.baud, written),
             answered: SystemTime::now(),
         });
-        if unplug {
-            // Let the host read the half before the pull discards it.
-            self.port.drain(Duration::from_secs(2)).await;
-            return Ok(true);
-        }
-        Ok(false)
+        Ok(unplug)
     }
 
     fn log_cost(&self, cost: CommandCost) {
@@ -267,18 +282,19 @@ impl Session {
     }
 
     /// Write for the host, paced at the configured baud rate.
-    async fn write(&self, bytes: &[u8]) -> io::Result<()> {
-        self.write_from(bytes, tokio::time::Instant::now()).await
+    async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.write_from(bytes, Instant::now()).await
     }
 
     /// Write paced as if the first bit left at `start`: deadlines are
     /// absolute, so a late wake-up is caught up rather than added.
-    async fn write_from(&self, bytes: &[u8], start: tokio::time::Instant) -> io::Result<()> {
+    async fn write_from(&mut self, bytes: &[u8], start: Instant) -> io::Result<()> {
         if bytes.is_empty() {
             return Ok(());
         }
         let Some(baud) = self.cfg.baud.filter(|b| *b > 0) else {
-            return self.port.write_all(bytes).await;
+            self.port.write_all(bytes).await?;
+            return self.port.flush().await;
         };
         self.add_busy(wire_time(Some(baud), bytes.len()));
         let mut sent = 0;
@@ -289,6 +305,7 @@ impl Session {
             // the end of a reply before a real wire would deliver it.
             tokio::time::sleep_until(start + wire_time(Some(baud), sent)).await;
             self.port.write_all(chunk).await?;
+            self.port.flush().await?;
         }
         Ok(())
     }

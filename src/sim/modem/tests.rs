@@ -649,6 +649,113 @@ fn fault_cme_on_a_chosen_command() {
     assert_eq!(result(&mut at, "AT"), "ERROR");
 }
 
+// ---- substitute: genuine tokens of another kind under the command's prefix ----
+
+/// The kind of a token text, by its shape: a JWT has three parts; part 1
+/// of an identity token is CBOR tag 55799, of a key-generation token DER.
+fn shape(tok: &str) -> &'static str {
+    match tok.split('.').count() {
+        3 => "jwt",
+        _ if b64(tok.split_once('.').unwrap().0).starts_with(&[0xd9, 0xd9, 0xf7]) => "identity",
+        _ => "keygen",
+    }
+}
+
+#[test]
+fn substitute_keygen_for_attest_is_made_for_the_last_sec_tag_and_not_stored() {
+    let mut m = board(&["substitute=keygen@ATTESTTOKEN"]);
+    let challenge = "00112233445566778899aabbccddeeff";
+    let attest = format!("AT%ATTESTTOKEN=\"{challenge}\"");
+    // No sec_tag named yet: nRF Cloud's default, the plan's usual one.
+    let line = ok(&mut m, &attest).remove(0);
+    assert!(line.starts_with("%ATTESTTOKEN: \""), "{line}");
+    let (der, items) = keygen_parts(&m, &line);
+    assert_eq!(int_of(&items[0]), 9, "a CSR");
+    assert_eq!(bytes_of(&items[2]), encode::sec_tag_cbor(16_842_753));
+    assert_eq!(bytes_of(&items[3]), encode::sha256(&der));
+    verify_csr(&der);
+    // The last sec_tag a host named, here in a %CMNG list.
+    ok(&mut m, "AT%CMNG=1,42");
+    let line = ok(&mut m, &attest).remove(0);
+    let (_, items) = keygen_parts(&m, &line);
+    assert_eq!(bytes_of(&items[2]), encode::sec_tag_cbor(42));
+    // A relayed token leaves the credential store alone.
+    assert!(ok(&mut m, "AT%CMNG=1,16842753").is_empty());
+    assert!(ok(&mut m, "AT%CMNG=1,42").is_empty());
+    // Counted by kind: two key-generation tokens, no identity token.
+    assert_eq!((m.stats().attest_tokens, m.stats().keygen_tokens), (0, 2));
+    // The delay is the command's own.
+    assert_eq!(run(&mut m, &attest).kind, CommandKind::AttestToken);
+}
+
+#[test]
+fn substitute_format_at_keygen_keeps_the_request_and_the_rules() {
+    let mut m = board(&["substitute=keygen-pubkey@KEYGEN"]);
+    ok(&mut m, "AT+CMEE=1");
+    ok(&mut m, "AT+CFUN=1");
+    assert_eq!(result(&mut m, "AT%KEYGEN=16,2,0"), "+CME ERROR: 518");
+    ok(&mut m, "AT+CFUN=4");
+    let reply = run(&mut m, "AT%KEYGEN=16,2,0");
+    assert_eq!(reply.kind, CommandKind::KeygenCsr, "asked for a CSR");
+    let (der, items) = keygen_parts(&m, &reply.info[0]);
+    assert_eq!(int_of(&items[0]), 8, "answered with a public key");
+    assert_eq!(bytes_of(&items[2]), encode::sec_tag_cbor(16));
+    // The key went into the slot as usual, so the slot is now occupied.
+    let sha = hex::encode_upper(encode::sha256(&der));
+    assert_eq!(
+        ok(&mut m, "AT%CMNG=1,16,2"),
+        [format!("%CMNG: 16,2,\"{sha}\"")]
+    );
+    assert_eq!(result(&mut m, "AT%KEYGEN=16,2,0"), "+CME ERROR: 519");
+
+    let mut csr = board(&["substitute=keygen@KEYGEN"]);
+    let line = ok(&mut csr, "AT%KEYGEN=17,2,1").remove(0);
+    let (der, items) = keygen_parts(&csr, &line);
+    assert_eq!(int_of(&items[0]), 9);
+    verify_csr(&der);
+}
+
+#[test]
+fn substitute_identity_elsewhere_carries_the_boards_own_nonce() {
+    let mut m = board(&["substitute=identity@JWT", "substitute=identity@KEYGEN"]);
+    for command in ["AT%JWT", "AT%KEYGEN=16,2,0"] {
+        let line = ok(&mut m, command).remove(0);
+        let prefix = if command == "AT%JWT" {
+            "%JWT: \""
+        } else {
+            "%KEYGEN: \""
+        };
+        assert!(line.starts_with(prefix), "{line}");
+        let tok = token(&line);
+        assert_eq!(shape(&tok), "identity");
+        let (body, cose_b64) = tok.split_once('.').unwrap();
+        let body = b64(body);
+        verify_cose(&b64(cose_b64), &identity_key(&m), Some(&body)).unwrap();
+        assert_eq!(bytes_of(&self_described(&body)[4]).len(), 16);
+    }
+    assert_eq!((m.stats().attest_tokens, m.stats().jwts), (2, 0));
+    // The diagonal is the genuine answer: the challenge is the nonce.
+    let mut same = board(&["substitute=identity@ATTESTTOKEN"]);
+    let challenge = "ffeeddccbbaa99887766554433221100";
+    let tok = token(&ok(&mut same, &format!("AT%ATTESTTOKEN=\"{challenge}\""))[0]);
+    let body = b64(tok.split_once('.').unwrap().0);
+    assert_eq!(hex::encode(bytes_of(&self_described(&body)[4])), challenge);
+}
+
+#[test]
+fn substitute_jwt_elsewhere_is_signed_by_the_identity_key() {
+    let mut m = board(&["substitute=jwt@ATTESTTOKEN"]);
+    let line = ok(&mut m, "AT%ATTESTTOKEN").remove(0);
+    assert!(line.starts_with("%ATTESTTOKEN: \""), "{line}");
+    let tok = token(&line);
+    assert_eq!(shape(&tok), "jwt");
+    let (_, claims) = jwt_parts(&tok, &identity_key(&m)).unwrap();
+    let uuid = m.identity().device_uuid;
+    assert_eq!(claims["iss"], format!("nRF9161.{uuid}"));
+    assert_eq!(claims["sub"], uuid.to_string());
+    assert!(claims.get("iat").is_none() && claims.get("exp").is_none());
+}
+
 #[test]
 fn cclk_text_round_trips() {
     let (unix, tz) = parse_cclk("24/02/29,23:59:59-20").unwrap();
