@@ -9,7 +9,6 @@
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -62,79 +61,16 @@ pub enum LogFormat {
     Json,
 }
 
-// The AT engine's own enums, so config and engine cannot drift.
-pub use crate::at::DialectChoice;
-pub use crate::serial::{FlowControl, LineEnding};
+// The engine's own types, so config and engine cannot drift.
+pub use crate::at::{CommandTimeouts, DialectChoice};
+pub use crate::serial::{FlowControl, LineEnding, Parity, SerialSettings};
 
-/// One step of the provisioning plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Step {
-    Probe,
-    Identify,
-    Offline,
-    Attest,
-    Keygen,
-    Certify,
-    Install,
-    Confirm,
-    Jwt,
-    Restore,
-}
-
-impl Step {
-    /// Every step, in the default plan order.
-    pub const ALL: [Step; 10] = [
-        Step::Probe,
-        Step::Identify,
-        Step::Offline,
-        Step::Attest,
-        Step::Keygen,
-        Step::Certify,
-        Step::Install,
-        Step::Confirm,
-        Step::Jwt,
-        Step::Restore,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Step::Probe => "probe",
-            Step::Identify => "identify",
-            Step::Offline => "offline",
-            Step::Attest => "attest",
-            Step::Keygen => "keygen",
-            Step::Certify => "certify",
-            Step::Install => "install",
-            Step::Confirm => "confirm",
-            Step::Jwt => "jwt",
-            Step::Restore => "restore",
-        }
-    }
-}
-
-impl fmt::Display for Step {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Step {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Step::ALL
-            .into_iter()
-            .find(|step| step.as_str() == s)
-            .ok_or_else(|| format!("unknown step `{s}`, expected one of {}", step_list()))
-    }
-}
+/// The steps of the plan (their order rules live with each step's body in
+/// `plan::steps`).
+pub use crate::record::Step;
 
 fn step_list() -> String {
-    Step::ALL
-        .iter()
-        .map(|s| format!("`{s}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    Step::list()
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -144,7 +80,12 @@ pub struct StationConfig {
     pub trust_file: PathBuf,
     pub log_format: LogFormat,
     pub ports: PortsConfig,
-    pub serial: SerialConfig,
+    /// `[serial]`: how ports are opened.
+    pub serial: SerialSettings,
+    /// `[serial] line_ending`: what ends each command.
+    pub line_ending: LineEnding,
+    /// `[serial] dialect`: how commands are written, or detect it.
+    pub dialect: DialectChoice,
     pub timeouts: Timeouts,
     pub plan: PlanConfig,
     pub ca: Option<CaConfig>,
@@ -178,41 +119,20 @@ pub struct PortsConfig {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct SerialConfig {
-    pub baud: u32,
-    pub flow_control: FlowControl,
-    pub line_ending: LineEnding,
-    pub dtr: bool,
-    pub dialect: DialectChoice,
-}
-
-impl Default for SerialConfig {
-    fn default() -> Self {
-        SerialConfig {
-            baud: 115_200,
-            flow_control: FlowControl::RtsCts,
-            line_ending: LineEnding::Crlf,
-            dtr: true,
-            dialect: DialectChoice::Auto,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
 pub struct Timeouts {
-    pub command: Duration,
-    pub attest: Duration,
-    pub keygen: Duration,
+    /// Each command class's deadline (`command`, `attest`, `keygen`, `jwt`,
+    /// `cmng`, `cfun`).
+    pub commands: CommandTimeouts,
+    /// A whole run on one board.
     pub run: Duration,
+    /// How long runs in flight may finish after SIGTERM.
     pub shutdown_grace: Duration,
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
-            command: Duration::from_secs(5),
-            attest: Duration::from_secs(10),
-            keygen: Duration::from_secs(60),
+            commands: CommandTimeouts::default(),
             run: Duration::from_secs(180),
             shutdown_grace: Duration::from_secs(30),
         }
@@ -341,6 +261,9 @@ struct RawPorts {
 #[serde(deny_unknown_fields)]
 struct RawSerial {
     baud: Option<Spanned<u32>>,
+    data_bits: Option<Spanned<u8>>,
+    parity: Option<Parity>,
+    stop_bits: Option<Spanned<u8>>,
     flow_control: Option<FlowControl>,
     line_ending: Option<LineEnding>,
     dtr: Option<bool>,
@@ -353,6 +276,9 @@ struct RawTimeouts {
     command: Option<Spanned<Seconds>>,
     attest: Option<Spanned<Seconds>>,
     keygen: Option<Spanned<Seconds>>,
+    jwt: Option<Spanned<Seconds>>,
+    cmng: Option<Spanned<Seconds>>,
+    cfun: Option<Spanned<Seconds>>,
     run: Option<Spanned<Seconds>>,
     shutdown_grace: Option<Spanned<Seconds>>,
 }
@@ -464,6 +390,8 @@ fn parse_with_base(
 
     let station_id = validate_station_id(&src, raw.station_id)?;
     let ports = validate_ports(&src, raw.ports)?;
+    let line_ending = raw.serial.line_ending.unwrap_or_default();
+    let dialect = raw.serial.dialect.unwrap_or_default();
     let serial = validate_serial(&src, raw.serial)?;
     let timeouts = validate_timeouts(&src, raw.timeouts)?;
     let (plan, plan_span) = match raw.plan {
@@ -479,9 +407,11 @@ fn parse_with_base(
     };
     let identity = validate_identity(&src, raw.identity)?;
     if ca.is_none() {
-        if let Some(step) = [Step::Certify, Step::Install]
-            .into_iter()
-            .find(|s| plan.has(*s))
+        if let Some(step) = plan
+            .steps
+            .iter()
+            .copied()
+            .find(|s| crate::plan::steps::rules(*s).needs_ca)
         {
             return Err(src.at(
                 plan_span,
@@ -498,11 +428,13 @@ fn parse_with_base(
         database: raw
             .database
             .map(&resolve)
-            .unwrap_or_else(crate::store::default_db_path),
+            .unwrap_or_else(crate::ledger::default_db_path),
         trust_file: resolve(raw.trust_file),
         log_format: raw.log_format,
         ports,
         serial,
+        line_ending,
+        dialect,
         timeouts,
         plan,
         ca: ca.map(|ca| CaConfig {
@@ -598,8 +530,8 @@ fn validate_ports(src: &Source, raw: RawPorts) -> Result<PortsConfig, ConfigErro
     })
 }
 
-fn validate_serial(src: &Source, raw: RawSerial) -> Result<SerialConfig, ConfigError> {
-    let defaults = SerialConfig::default();
+fn validate_serial(src: &Source, raw: RawSerial) -> Result<SerialSettings, ConfigError> {
+    let defaults = SerialSettings::default();
     let baud = match raw.baud {
         Some(b) if *b.get_ref() == 0 => {
             return Err(src.at(b.span(), "serial.baud must be a positive rate, e.g. 115200"));
@@ -607,12 +539,28 @@ fn validate_serial(src: &Source, raw: RawSerial) -> Result<SerialConfig, ConfigE
         Some(b) => b.into_inner(),
         None => defaults.baud,
     };
-    Ok(SerialConfig {
+    let data_bits = match raw.data_bits {
+        Some(d) if !(5..=8).contains(d.get_ref()) => {
+            return Err(src.at(d.span(), "serial.data_bits must be 5, 6, 7 or 8"));
+        }
+        Some(d) => d.into_inner(),
+        None => defaults.data_bits,
+    };
+    let stop_bits = match raw.stop_bits {
+        Some(b) if !(1..=2).contains(b.get_ref()) => {
+            return Err(src.at(b.span(), "serial.stop_bits must be 1 or 2"));
+        }
+        Some(b) => b.into_inner(),
+        None => defaults.stop_bits,
+    };
+    Ok(SerialSettings {
         baud,
+        data_bits,
+        parity: raw.parity.unwrap_or(defaults.parity),
+        stop_bits,
         flow_control: raw.flow_control.unwrap_or(defaults.flow_control),
-        line_ending: raw.line_ending.unwrap_or(defaults.line_ending),
         dtr: raw.dtr.unwrap_or(defaults.dtr),
-        dialect: raw.dialect.unwrap_or(defaults.dialect),
+        exclusive: defaults.exclusive,
     })
 }
 
@@ -648,10 +596,16 @@ fn seconds(
 
 fn validate_timeouts(src: &Source, raw: RawTimeouts) -> Result<Timeouts, ConfigError> {
     let d = Timeouts::default();
+    let c = &d.commands;
     Ok(Timeouts {
-        command: seconds(src, raw.command, "command", d.command, false)?,
-        attest: seconds(src, raw.attest, "attest", d.attest, false)?,
-        keygen: seconds(src, raw.keygen, "keygen", d.keygen, false)?,
+        commands: CommandTimeouts {
+            command: seconds(src, raw.command, "command", c.command, false)?,
+            attest: seconds(src, raw.attest, "attest", c.attest, false)?,
+            keygen: seconds(src, raw.keygen, "keygen", c.keygen, false)?,
+            jwt: seconds(src, raw.jwt, "jwt", c.jwt, false)?,
+            cmng: seconds(src, raw.cmng, "cmng", c.cmng, false)?,
+            cfun: seconds(src, raw.cfun, "cfun", c.cfun, false)?,
+        },
         run: seconds(src, raw.run, "run", d.run, false)?,
         shutdown_grace: seconds(
             src,
@@ -826,28 +780,10 @@ fn validate_plan(src: &Source, raw: RawPlan) -> Result<PlanConfig, ConfigError> 
     })
 }
 
-/// Order rules: each step listed once; probe first and restore last when
-/// present; a step after the steps it consumes the results of.
+/// Order rules: each step listed once, and each step's own rules (what
+/// must come before it, where it must stand; see `plan::steps`).
 fn validate_order(src: &Source, steps: &[Spanned<Step>]) -> Result<(), ConfigError> {
-    // (step, what must come before it, why)
-    const NEEDS: &[(Step, Step, &str)] = &[
-        (
-            Step::Keygen,
-            Step::Offline,
-            "the modem refuses %KEYGEN while online (CME 518)",
-        ),
-        (
-            Step::Certify,
-            Step::Keygen,
-            "it signs the CSR that keygen produces",
-        ),
-        (
-            Step::Install,
-            Step::Offline,
-            "the modem refuses %CMNG writes while online (CME 518)",
-        ),
-        (Step::Confirm, Step::Install, "it checks what install wrote"),
-    ];
+    use crate::plan::steps::{Place, rules};
     let last = steps.len() - 1;
     for (i, step) in steps.iter().enumerate() {
         let name = *step.get_ref();
@@ -860,20 +796,18 @@ fn validate_order(src: &Source, steps: &[Spanned<Step>]) -> Result<(), ConfigErr
                 ),
             ));
         }
-        if name == Step::Probe && i != 0 {
-            return Err(src.at(
-                step.span(),
-                "step `probe` must come first: it finds out how to talk to the modem",
-            ));
+        let rules = rules(name);
+        match rules.place {
+            Place::First(why) if i != 0 => {
+                return Err(src.at(step.span(), format!("step `{name}` must come first: {why}")));
+            }
+            Place::Last(why) if i != last => {
+                return Err(src.at(step.span(), format!("step `{name}` must come last: {why}")));
+            }
+            _ => {}
         }
-        if name == Step::Restore && i != last {
-            return Err(src.at(
-                step.span(),
-                "step `restore` must come last: it puts the modem back in its normal functional mode",
-            ));
-        }
-        for (needy, needed, why) in NEEDS {
-            if name == *needy && !steps[..i].iter().any(|s| s.get_ref() == needed) {
+        for (needed, why) in rules.needs {
+            if !steps[..i].iter().any(|s| s.get_ref() == needed) {
                 return Err(src.at(
                     step.span(),
                     format!("step `{name}` needs step `{needed}` before it: {why}"),

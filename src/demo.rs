@@ -15,9 +15,9 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::ca::StationCa;
 use crate::config::StationConfig;
+use crate::record::{Outcome, RunRecord};
 use crate::sim::{Fleet, Latency, SimOptions};
-use crate::station::{self, Station, StationEvent};
-use crate::store::{Outcome, RunRecord, Store};
+use crate::station::{self, Sources, Station, StationEvent};
 
 /// Why the demo could not run (as opposed to a board failing).
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +34,7 @@ pub enum DemoError {
     #[error("station CA: {0}")]
     Ca(#[from] crate::ca::CaError),
     #[error("database: {0}")]
-    Store(#[from] crate::store::StoreError),
+    Ledger(#[from] crate::ledger::LedgerError),
     #[error("no progress for {0:?}: the station stalled")]
     Stalled(Duration),
 }
@@ -87,9 +87,7 @@ pub async fn run(
         "nrf-provd demo: {boards} simulated nRF91 boards, {rounds} round(s), station CA and trust file in {}",
         dir.display()
     ));
-    let store = Arc::new(Store::open(&config.database)?);
-    let ctx = station::plan_context(&config, Arc::clone(&store))?;
-    let station = Station::new(station::port_options(&config), ctx);
+    let station = Station::from_config(&config, Sources::default())?;
     let mut events = station.subscribe();
     let serving = tokio::spawn(Arc::clone(&station).serve());
 
@@ -121,8 +119,12 @@ pub async fn run(
                 }
             };
             match event {
-                StationEvent::BoardFound { port } => say(format!("[{}] board found", short(&port))),
-                StationEvent::StepFinished { port, step } => say(format!(
+                StationEvent::BoardArrived { port, dialect } => say(format!(
+                    "[{}] board found ({} dialect)",
+                    short(&port),
+                    dialect.as_str()
+                )),
+                StationEvent::StepFinished { port, step, .. } => say(format!(
                     "[{}] {:<9} {:<4} {:>8.1} ms  {}",
                     short(&port),
                     step.name,
@@ -137,15 +139,14 @@ pub async fn run(
                         record.outcome.as_str().to_uppercase(),
                         record.id,
                         record
-                            .reason
-                            .as_deref()
+                            .reason_line()
                             .map(|r| format!(": {r}"))
                             .unwrap_or_default()
                     ));
-                    runs.push(*record);
+                    runs.push(Arc::unwrap_or_clone(record));
                     finished += 1;
                 }
-                StationEvent::BoardLeft { .. } => {}
+                _ => {}
             }
         }
     }

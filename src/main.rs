@@ -11,9 +11,11 @@ struct Cli {
     /// Log format on stderr [default: the config's `log_format` for `run`, else text].
     #[arg(long, global = true, value_enum)]
     log_format: Option<LogFormat>,
-    /// Log filter (tracing EnvFilter syntax), e.g. `debug` or `nrf_provd::at=trace`.
-    #[arg(long, global = true, env = "NRF_PROVD_LOG", default_value = "warn")]
-    log: String,
+    /// Log filter (tracing EnvFilter syntax), e.g. `debug` or `nrf_provd::at=trace`
+    /// [default: `info` for run and provision (one line per run, the station's
+    /// start and reloads, warnings, errors), `warn` for the other commands].
+    #[arg(long, global = true, env = "NRF_PROVD_LOG")]
+    log: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -65,7 +67,14 @@ async fn main() -> ExitCode {
             .unwrap_or_default(),
         _ => LogFormat::Text,
     });
-    init_logging(format, &cli.log);
+    let filter = cli.log.clone().unwrap_or_else(|| {
+        match &cli.command {
+            Command::Run(_) | Command::Provision(_) => "info",
+            _ => "warn",
+        }
+        .to_string()
+    });
+    init_logging(format, &filter);
     match cli.command {
         Command::At(args) => cli::at::run(args).await,
         Command::Parse(args) => cli::token::parse(args).await,

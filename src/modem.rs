@@ -79,6 +79,16 @@ impl FunctionalMode {
         }
     }
 
+    /// The mode in words, for a record.
+    pub fn words(self) -> String {
+        match self {
+            FunctionalMode::Off => "off".into(),
+            FunctionalMode::On => "online".into(),
+            FunctionalMode::Offline => "offline".into(),
+            FunctionalMode::Other(n) => format!("mode {n}"),
+        }
+    }
+
     /// Key generation and credential writes need the modem off or offline.
     pub fn allows_key_operations(self) -> bool {
         matches!(self, FunctionalMode::Off | FunctionalMode::Offline)
@@ -118,6 +128,26 @@ pub enum CredentialType {
 }
 
 impl CredentialType {
+    /// The type in words, for a record.
+    pub fn words(self) -> &'static str {
+        use CredentialType::*;
+        match self {
+            RootCa => "root CA certificate",
+            ClientCert => "client certificate",
+            ClientKey => "client private key",
+            Psk => "PSK",
+            PskIdentity => "PSK identity",
+            PublicKey => "public key",
+            DeviceIdentityPublicKey => "device identity public key",
+            Reserved => "reserved",
+            EndorsementKey => "endorsement key",
+            OwnershipKey => "ownership key",
+            NordicIdentityRootCa => "Nordic identity root CA",
+            NordicPublicKey => "Nordic public key",
+            Other(_) => "credential of an unknown type",
+        }
+    }
+
     pub fn from_code(code: u8) -> Self {
         use CredentialType::*;
         match code {

@@ -79,9 +79,10 @@ pub enum Parity {
     Odd,
 }
 
-/// Port settings (115200 8N1, RTS/CTS, DTR asserted, exclusive, CRLF).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(default, deny_unknown_fields)]
+/// Port settings, the one place their defaults live (115200 8N1, RTS/CTS,
+/// DTR asserted, exclusive), as Nordic's tools open a port. The station
+/// config's `[serial]` fills the same struct.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SerialSettings {
     pub baud: u32,
     pub data_bits: u8,
@@ -90,7 +91,6 @@ pub struct SerialSettings {
     pub flow_control: FlowControl,
     pub dtr: bool,
     pub exclusive: bool,
-    pub line_ending: LineEnding,
 }
 
 impl Default for SerialSettings {
@@ -103,7 +103,6 @@ impl Default for SerialSettings {
             flow_control: FlowControl::RtsCts,
             dtr: true,
             exclusive: true,
-            line_ending: LineEnding::Crlf,
         }
     }
 }
@@ -164,19 +163,6 @@ pub fn open(path: &Path, settings: &SerialSettings) -> Result<SerialStream, AtEr
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn settings_from_toml() {
-        let s: SerialSettings =
-            toml::from_str("baud = 9600\nflow_control = \"none\"\nline_ending = \"cr\"").unwrap();
-        assert_eq!(s.baud, 9600);
-        assert_eq!(s.flow_control, FlowControl::None);
-        assert_eq!(s.line_ending, LineEnding::Cr);
-        assert!(s.dtr);
-        assert!(toml::from_str::<SerialSettings>("bogus = 1").is_err());
-        assert!(toml::from_str::<SerialSettings>("flow_control = \"rtscts\"").is_ok());
-        assert!(toml::from_str::<SerialSettings>("flow_control = \"xonxoff\"").is_ok());
-    }
 
     #[test]
     fn bad_data_bits_is_an_open_error() {

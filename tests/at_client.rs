@@ -18,7 +18,6 @@ fn client(
     let (ours, theirs) = duplex(64 * 1024);
     let options = ClientOptions {
         dialect,
-        default_timeout: Duration::from_secs(5),
         ..ClientOptions::default()
     };
     let (c, rx) = Client::new(ours, options);

@@ -51,7 +51,7 @@ fn shipped_station_toml_parses_with_documented_values() {
     assert_eq!(config.plan.steps, Step::ALL.to_vec());
     assert_eq!(config.plan.sec_tag, 16_842_753);
     assert_eq!(config.serial.flow_control, FlowControl::RtsCts);
-    assert_eq!(config.timeouts.keygen, Duration::from_secs(60));
+    assert_eq!(config.timeouts.commands.keygen, Duration::from_secs(60));
     let ca = config.ca.unwrap_or_else(|| panic!("station.toml has [ca]"));
     assert_eq!(ca.validity_days, 3650);
     assert_eq!(ca.install, vec![PathBuf::from("/etc/nrf-provd/ca.pem")]);
@@ -73,11 +73,11 @@ fn defaults_fill_what_is_left_out() {
     assert_eq!(config.ports.rescan_interval, Duration::from_millis(1000));
     assert!(config.ports.exclude.is_empty());
     assert_eq!(config.serial.baud, 115_200);
-    assert_eq!(config.serial.line_ending, LineEnding::Crlf);
+    assert_eq!(config.line_ending, LineEnding::Crlf);
     assert!(config.serial.dtr);
-    assert_eq!(config.serial.dialect, DialectChoice::Auto);
-    assert_eq!(config.timeouts.command, Duration::from_secs(5));
-    assert_eq!(config.timeouts.attest, Duration::from_secs(10));
+    assert_eq!(config.dialect, DialectChoice::Auto);
+    assert_eq!(config.timeouts.commands.command, Duration::from_secs(5));
+    assert_eq!(config.timeouts.commands.attest, Duration::from_secs(10));
     assert_eq!(config.timeouts.run, Duration::from_secs(180));
     assert_eq!(config.timeouts.shutdown_grace, Duration::from_secs(30));
     assert_eq!(config.plan.steps, Step::ALL.to_vec());
@@ -95,7 +95,7 @@ fn defaults_fill_what_is_left_out() {
 fn fractional_timeouts_are_seconds() {
     let text = format!("{MINIMAL}\n[timeouts]\ncommand = 0.25\nshutdown_grace = 0\n");
     let config = StationConfig::parse(&text, "station.toml").unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(config.timeouts.command, Duration::from_millis(250));
+    assert_eq!(config.timeouts.commands.command, Duration::from_millis(250));
     assert_eq!(config.timeouts.shutdown_grace, Duration::ZERO);
 }
 
@@ -317,7 +317,7 @@ fn timeout_of_the_wrong_type_asks_for_seconds() {
 fn unknown_keys_in_every_section_are_errors_with_positions() {
     for (section, key) in [
         ("[plan]\n", "sectag"),
-        ("[serial]\n", "parity"),
+        ("[serial]\n", "partiy"),
         ("[timeouts]\n", "probe"),
     ] {
         let text = format!("{MINIMAL}\n{section}{key} = 1\n");

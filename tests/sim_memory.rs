@@ -7,7 +7,7 @@ mod sim_support;
 use std::time::Duration;
 
 use nrf_provd::at::{AtError, Client, ClientOptions, Notification};
-use nrf_provd::modem::{FunctionalMode, JwtRequest, KeygenFormat, Modem};
+use nrf_provd::modem::{FunctionalMode, JwtRequest, KeyFormat, Modem};
 use nrf_provd::sim::memory::Board;
 use nrf_provd::sim::{Fleet, Latency, SimOptions};
 use nrf_provd::token::encode::sha256;
@@ -75,12 +75,12 @@ async fn realistic_board_answers_in_virtual_time_exactly_as_modelled() {
     assert_eq!(attest.nonce, CHALLENGE);
     assert_eq!(took, ms(60));
 
-    let (token, took) = timed(modem.keygen(TAG, KeygenFormat::Csr, None, None)).await;
+    let (token, took) = timed(modem.keygen(TAG, KeyFormat::Csr, None, None)).await;
     let keygen = verify_keygen(&token.expect("keygen"), &trust).expect("authentic");
     assert_eq!(keygen.digest, sha256(&keygen.der));
     assert_eq!(took, ms(1200));
 
-    let (token, took) = timed(modem.keygen(17, KeygenFormat::PublicKey, None, None)).await;
+    let (token, took) = timed(modem.keygen(17, KeyFormat::PublicKey, None, None)).await;
     verify_keygen(&token.expect("keygen"), &trust).expect("authentic");
     assert_eq!(took, ms(900));
 
@@ -159,7 +159,7 @@ async fn unplug_and_replug_keep_the_board() {
     let (mut first, _notifications) = modem(host);
     first.enable_cmee().await.expect("cmee");
     first
-        .keygen(TAG, KeygenFormat::Csr, None, None)
+        .keygen(TAG, KeyFormat::Csr, None, None)
         .await
         .expect("keygen");
     assert!(board.is_plugged());
@@ -211,7 +211,7 @@ async fn unplug_fault_gives_end_of_stream_in_the_middle_of_the_reply() {
     // Through the AT client the cut reply is a disconnect, not a token.
     let (mut modem, _n) = modem(board.replug().await);
     assert!(matches!(
-        modem.keygen(18, KeygenFormat::Csr, None, None).await,
+        modem.keygen(18, KeyFormat::Csr, None, None).await,
         Err(AtError::Disconnected { .. })
     ));
 }

@@ -8,19 +8,10 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use nrf_provd::ledger::SqliteLedger;
+use nrf_provd::record::{Outcome, ReasonCode};
 use nrf_provd::sim::Latency;
-use nrf_provd::store::{Outcome, Store};
-use station_support::{Env, binary, runs_in, wait_for_runs};
-
-fn spawn_daemon(config: &std::path::Path) -> Child {
-    Command::new(binary())
-        .args(["run", "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn nrf-provd run")
-}
+use station_support::{Daemon, Env, binary, runs_in};
 
 fn signal(child: &Child, sig: Signal) {
     kill(Pid::from_raw(child.id() as i32), sig).expect("signal daemon");
@@ -38,20 +29,20 @@ async fn exit_of(mut child: Child) -> std::process::ExitStatus {
     panic!("daemon did not exit within 60 s");
 }
 
+/// The daemon's log line of a step that finished (so a run is in flight
+/// when the step is not the last).
+const ATTEST_DONE: [&str; 3] = ["step done", "step=attest", "passed=true"];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_run_lets_the_run_finish_and_exits_cleanly() {
     let env = Env::new(1, Latency::Realistic, &[]).await;
     let config = env.write_config(|_| {});
     let db = env.config.database.clone();
-    let daemon = spawn_daemon(&config);
-    wait_for_runs(&db, "a run in flight", |runs| {
-        runs.iter().any(|r| r.outcome == Outcome::InFlight)
-    })
-    .await;
-    signal(&daemon, Signal::SIGTERM);
-    let status = exit_of(daemon).await;
+    let mut daemon = Daemon::spawn(&config);
+    daemon.wait_for_log(&ATTEST_DONE).await;
+    let status = daemon.stop().await;
     assert!(status.success(), "{status:?}");
-    let runs = runs_in(&db);
+    let runs = runs_in(&db).await;
     assert_eq!(runs.len(), 1);
     assert_eq!(
         runs[0].outcome,
@@ -65,16 +56,13 @@ async fn sigterm_with_no_grace_records_the_run_as_interrupted() {
     let env = Env::new(1, Latency::Realistic, &[]).await;
     let config = env.write_config(|t| *t = t.replace("shutdown_grace = 20", "shutdown_grace = 0"));
     let db = env.config.database.clone();
-    let daemon = spawn_daemon(&config);
-    wait_for_runs(&db, "a run in flight", |runs| {
-        runs.iter().any(|r| r.outcome == Outcome::InFlight)
-    })
-    .await;
-    signal(&daemon, Signal::SIGTERM);
-    assert!(exit_of(daemon).await.success());
-    let runs = runs_in(&db);
+    let mut daemon = Daemon::spawn(&config);
+    daemon.wait_for_log(&ATTEST_DONE).await;
+    assert!(daemon.stop().await.success());
+    let runs = runs_in(&db).await;
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].outcome, Outcome::Interrupted, "{:#?}", runs[0]);
+    assert_eq!(runs[0].reason_code, Some(ReasonCode::Interrupted));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,42 +79,25 @@ async fn sighup_reloads_the_trust_file() {
     std::fs::write(&env.config.trust_file, partial).unwrap();
     let config = env.write_config(|_| {});
     let db = env.config.database.clone();
-    let daemon = spawn_daemon(&config);
-    let runs = wait_for_runs(&db, "two runs", |runs| {
-        runs.iter()
-            .filter(|r| r.outcome != Outcome::InFlight)
-            .count()
-            == 2
-    })
-    .await;
-    let failed = runs
-        .iter()
-        .find(|r| r.outcome == Outcome::Failed)
-        .expect("untrusted board fails");
+    let mut daemon = Daemon::spawn(&config);
+    let lines = daemon.runs_finished(2).await;
     assert!(
-        failed
-            .reason
-            .as_deref()
-            .unwrap()
-            .starts_with("key_trusted:"),
-        "{:?}",
-        failed.reason
+        lines
+            .iter()
+            .any(|l| l.contains("FAILED attest key_trusted:")),
+        "{lines:#?}"
     );
 
     std::fs::write(&env.config.trust_file, full).unwrap();
-    signal(&daemon, Signal::SIGHUP);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    env.fleet.unplug(1).await;
+    daemon.signal(Signal::SIGHUP);
+    daemon
+        .wait_for_log(&["reloaded trust file", "trusted=2"])
+        .await;
     env.fleet.replug(1).await.unwrap();
-    let runs = wait_for_runs(&db, "third run", |runs| {
-        runs.iter()
-            .filter(|r| r.outcome != Outcome::InFlight)
-            .count()
-            == 3
-    })
-    .await;
-    signal(&daemon, Signal::SIGTERM);
-    assert!(exit_of(daemon).await.success());
+    let third = daemon.runs_finished(1).await;
+    assert!(third[0].contains("PASSED"), "{third:?}");
+    assert!(daemon.stop().await.success());
+    let runs = runs_in(&db).await;
     let latest = runs.iter().max_by_key(|r| r.id).unwrap();
     assert_eq!(
         latest.device.device_uuid.map(|u| u.to_string()),
@@ -140,51 +111,45 @@ async fn sigkill_with_runs_in_flight_loses_no_committed_record() {
     let env = Env::new(4, Latency::Realistic, &[]).await;
     let config = env.write_config(|_| {});
     let db = env.config.database.clone();
-    let daemon = spawn_daemon(&config);
+    let mut daemon = Daemon::spawn(&config);
     // Let every board finish once, then replug two so runs are in flight.
-    wait_for_runs(&db, "four finished runs", |runs| {
-        runs.iter().filter(|r| r.outcome == Outcome::Passed).count() == 4
-    })
-    .await;
-    env.fleet.unplug(0).await;
-    env.fleet.unplug(1).await;
+    let lines = daemon.runs_finished(4).await;
+    assert!(lines.iter().all(|l| l.contains("PASSED")), "{lines:#?}");
     env.fleet.replug(0).await.unwrap();
     env.fleet.replug(1).await.unwrap();
-    wait_for_runs(&db, "runs in flight", |runs| {
-        runs.iter()
-            .filter(|r| r.outcome == Outcome::InFlight)
-            .count()
-            == 2
-    })
-    .await;
+    daemon.wait_for_log(&ATTEST_DONE).await;
+    daemon.wait_for_log(&ATTEST_DONE).await;
     let committed: Vec<_> = runs_in(&db)
+        .await
         .into_iter()
         .filter(|r| r.outcome == Outcome::Passed)
         .collect();
-    signal(&daemon, Signal::SIGKILL);
-    let _ = exit_of(daemon).await;
+    assert_eq!(committed.len(), 4);
+    daemon.signal(Signal::SIGKILL);
+    let _ = exit_of(daemon.child).await;
 
     // Restart: the database opens, committed runs are intact, none of the
     // runs in flight is marked passed.
-    let store = Store::open(&db).expect("database opens after SIGKILL");
-    assert_eq!(store.recovered(), 2);
-    drop(store);
-    let after = runs_in(&db);
+    let ledger = SqliteLedger::open(&db).expect("database opens after SIGKILL");
+    assert_eq!(ledger.recovered(), 2);
+    drop(ledger);
+    let after = runs_in(&db).await;
     for run in &committed {
         let same = after
             .iter()
             .find(|r| r.id == run.id)
             .expect("committed run kept");
-        assert_eq!(same.outcome, Outcome::Passed);
-        assert_eq!(same.steps.len(), run.steps.len());
-        assert_eq!(same.tokens.len(), run.tokens.len());
+        assert_eq!(same, run, "a committed run is unchanged");
     }
-    assert_eq!(
-        after
+    let interrupted: Vec<_> = after
+        .iter()
+        .filter(|r| r.outcome == Outcome::Interrupted)
+        .collect();
+    assert_eq!(interrupted.len(), 2);
+    assert!(
+        interrupted
             .iter()
-            .filter(|r| r.outcome == Outcome::Interrupted)
-            .count(),
-        2
+            .all(|r| r.reason_code == Some(ReasonCode::Interrupted))
     );
     assert_eq!(after.len(), 6);
 }
@@ -242,7 +207,7 @@ async fn the_daemon_tells_systemd_ready_status_watchdog_and_stopping() {
             seen.push(String::from_utf8_lossy(&buf[..n]).to_string());
         }
         let all = seen.join("\n");
-        if !stopping_sent && all.contains("passed 1") && all.contains("WATCHDOG=1") {
+        if !stopping_sent && all.contains("passed 1,") && all.contains("WATCHDOG=1") {
             signal(&daemon, Signal::SIGTERM);
             stopping_sent = true;
         }
@@ -257,7 +222,7 @@ async fn the_daemon_tells_systemd_ready_status_watchdog_and_stopping() {
     let all = seen.join("\n");
     assert!(all.contains("READY=1"), "{all}");
     assert!(
-        all.contains("STATUS=boards seen 1, passed 1, failed 0"),
+        all.contains("boards seen 1; runs 1: passed 1, failed 0, interrupted 0"),
         "{all}"
     );
     assert!(all.contains("WATCHDOG=1"), "{all}");
@@ -293,10 +258,15 @@ async fn provision_runs_the_plan_once_and_exits_by_outcome() {
     assert_eq!(forged.status.code(), Some(1));
     let record: serde_json::Value = serde_json::from_slice(&forged.stdout).expect("JSON record");
     assert_eq!(record["failed_step"], "attest");
-    assert!(record["reason"].as_str().unwrap().starts_with("signature:"));
+    assert_eq!(record["reason_code"], "signature");
+    assert!(record["reason"].as_str().unwrap().contains("signature"));
 
     let missing = run("/nonexistent/ttyACM9".into()).await.unwrap();
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/ttyACM9"));
-    assert_eq!(runs_in(&env.config.database).len(), 2, "both runs recorded");
+    assert_eq!(
+        runs_in(&env.config.database).await.len(),
+        2,
+        "both runs recorded"
+    );
 }

@@ -6,9 +6,9 @@ mod station_support;
 
 use std::time::Duration;
 
+use nrf_provd::record::{Outcome, ReasonCode, RunRecord, Step};
 use nrf_provd::sim::{Latency, SimDialect, SimOptions};
 use nrf_provd::station::StationEvent;
-use nrf_provd::store::{Outcome, RunRecord};
 use nrf_provd::trust::TrustStore;
 use station_support::{Env, finished_runs};
 
@@ -43,7 +43,7 @@ async fn eight_boards_in_parallel_all_pass_with_complete_records() {
         runs.iter().all(|r| r.outcome == Outcome::Passed),
         "{runs:#?}"
     );
-    let stored = env.runs();
+    let stored = env.runs().await;
     assert_eq!(stored.len(), 8);
     for run in &stored {
         assert_eq!(run.outcome, Outcome::Passed);
@@ -86,7 +86,7 @@ async fn each_fault_fails_its_step_with_its_reason_while_the_others_pass() {
         .collect();
     let fault_refs: Vec<&str> = faults.iter().map(String::as_str).collect();
     let mut env = Env::new(cases.len() + 2, Latency::None, &fault_refs).await;
-    env.config.timeouts.keygen = Duration::from_secs(1);
+    env.config.timeouts.commands.keygen = Duration::from_secs(1);
     env.config.plan.retries = 0;
     let (station, mut events, serving) = env.station();
     let runs = finished_runs(&mut events, cases.len() + 2).await;
@@ -97,21 +97,26 @@ async fn each_fault_fails_its_step_with_its_reason_while_the_others_pass() {
         let run = by_port(&runs, &env, i + 1);
         assert_eq!(run.outcome, Outcome::Failed, "{fault}: {run:#?}");
         assert_eq!(
-            run.failed_step.as_deref(),
+            run.failed_step.map(|s| s.as_str()),
             Some(*step),
             "{fault}: {:?}",
             run.reason
         );
-        let got = run.reason.as_deref().unwrap_or_default();
-        assert!(
-            got.starts_with(&format!("{reason}:")),
-            "{fault}: reason {got:?}"
+        assert_eq!(
+            run.reason_code.map(|c| c.as_str()),
+            Some(*reason),
+            "{fault}: {:?}",
+            run.reason
         );
     }
     for healthy in [0, cases.len() + 1] {
         assert_eq!(by_port(&runs, &env, healthy).outcome, Outcome::Passed);
     }
-    assert_eq!(env.runs().len(), cases.len() + 2, "every run is recorded");
+    assert_eq!(
+        env.runs().await.len(),
+        cases.len() + 2,
+        "every run is recorded"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,13 +130,19 @@ async fn a_board_left_in_its_fixture_is_provisioned_once_and_the_next_board_agai
     std::fs::write(&env.config.trust_file, trust.to_csv()).unwrap();
     let (station, mut events, serving) = env.station();
     let first = finished_runs(&mut events, 1).await;
-    // Leave it in the fixture for a while: the station must not loop on it.
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(
-        env.runs().len(),
-        1,
-        "a board in its fixture is provisioned once"
-    );
+    // Leave it in the fixture while the station asks it, five times, who
+    // it is: the station must not start another run on it.
+    let asked = env.fleet.stats(0).commands;
+    while env.fleet.stats(0).commands < asked + 5 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    while let Ok(event) = events.try_recv() {
+        assert!(
+            !matches!(event, StationEvent::BoardArrived { .. }),
+            "a board in its fixture is provisioned once: {event:?}"
+        );
+    }
+    assert_eq!(env.runs().await.len(), 1);
     // A different board in the same fixture.
     env.fleet.swap(0, next_board).await.unwrap();
     let second = finished_runs(&mut events, 1).await;
@@ -153,9 +164,9 @@ async fn a_board_unplugged_mid_run_fails_at_that_step_and_the_port_takes_the_nex
             .await
             .expect("progress")
             .expect("events");
-        if let StationEvent::StepFinished { port, step } = event
+        if let StationEvent::StepFinished { port, step, .. } = event
             && port == victim
-            && step.name == "attest"
+            && step.name == Step::Attest
         {
             env.fleet.unplug(0).await;
             break;
@@ -164,14 +175,8 @@ async fn a_board_unplugged_mid_run_fails_at_that_step_and_the_port_takes_the_nex
     let runs = finished_runs(&mut events, 2).await;
     let pulled = runs.iter().find(|r| r.port == victim).unwrap();
     assert_eq!(pulled.outcome, Outcome::Failed);
-    assert_eq!(pulled.failed_step.as_deref(), Some("keygen"), "{pulled:#?}");
-    assert!(
-        pulled
-            .reason
-            .as_deref()
-            .unwrap()
-            .starts_with("disconnected")
-    );
+    assert_eq!(pulled.failed_step, Some(Step::Keygen), "{pulled:#?}");
+    assert_eq!(pulled.reason_code, Some(ReasonCode::Disconnected));
     assert_eq!(
         runs.iter().find(|r| r.port != victim).unwrap().outcome,
         Outcome::Passed
@@ -189,16 +194,12 @@ async fn a_board_unplugged_mid_run_fails_at_that_step_and_the_port_takes_the_nex
 async fn replayed_keygen_tokens_and_jwts_are_rejected_as_replay() {
     // Without attest the replayed keygen token is caught by the nonce store.
     let mut env = Env::new(1, Latency::None, &["0:replay"]).await;
-    env.config.plan.steps.retain(|s| s.as_str() != "attest");
+    env.config.plan.steps.retain(|s| *s != Step::Attest);
     let (first, second) = two_insertions(&env).await;
     assert_eq!(first.outcome, Outcome::Passed, "{:#?}", first);
     assert_eq!(second.outcome, Outcome::Failed);
-    assert_eq!(second.failed_step.as_deref(), Some("keygen"));
-    assert!(
-        second.reason.as_deref().unwrap().starts_with("replay:"),
-        "{:?}",
-        second.reason
-    );
+    assert_eq!(second.failed_step, Some(Step::Keygen));
+    assert_eq!(second.reason_code, Some(ReasonCode::Replay), "{second:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,12 +207,8 @@ async fn a_replayed_identity_token_fails_its_fresh_challenge() {
     let env = Env::new(1, Latency::None, &["0:replay"]).await;
     let (first, second) = two_insertions(&env).await;
     assert_eq!(first.outcome, Outcome::Passed);
-    assert_eq!(second.failed_step.as_deref(), Some("attest"));
-    assert!(
-        second.reason.as_deref().unwrap().starts_with("nonce:"),
-        "{:?}",
-        second.reason
-    );
+    assert_eq!(second.failed_step, Some(Step::Attest));
+    assert_eq!(second.reason_code, Some(ReasonCode::Nonce), "{second:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

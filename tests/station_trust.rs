@@ -11,8 +11,7 @@ use std::time::{Duration, SystemTime};
 use nix::sys::signal::Signal;
 use nrf_provd::ca::StationCa;
 use nrf_provd::sim::Latency;
-use nrf_provd::store::Outcome;
-use station_support::{Daemon, Env, refused_start, wait_for_runs};
+use station_support::{Daemon, Env, refused_start};
 
 const HEADER_ONLY: &str = "# no devices yet\ndevice_uuid,public_key\n";
 
@@ -33,13 +32,11 @@ async fn the_daemon_refuses_an_empty_or_writable_trust_file() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("writable by group or others"), "{err}");
     assert!(
-        wait_is_empty(&env.config.database),
+        station_support::runs_in(&env.config.database)
+            .await
+            .is_empty(),
         "no run was recorded by a station that refused to start"
     );
-}
-
-fn wait_is_empty(db: &std::path::Path) -> bool {
-    station_support::runs_in(db).is_empty()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,16 +57,13 @@ async fn the_daemon_refuses_an_expired_ca() {
 async fn a_reload_that_would_drop_every_key_or_expire_the_ca_keeps_the_running_set() {
     let env = Env::new(1, Latency::None, &[]).await;
     let config = env.write_config(|_| {});
-    let db = env.config.database.clone();
     let mut daemon = Daemon::spawn(&config);
     let loaded = daemon
         .wait_for_log(&["trusted device identity keys loaded", "trusted=1"])
         .await;
     assert!(loaded.contains("sha256="), "{loaded}");
-    wait_for_runs(&db, "first run passed", |runs| {
-        runs.iter().any(|r| r.outcome == Outcome::Passed)
-    })
-    .await;
+    let first = daemon.runs_finished(1).await;
+    assert!(first[0].contains("PASSED"), "{first:?}");
 
     // An emptied trust file is refused on SIGHUP; the running keys stay.
     std::fs::write(&env.config.trust_file, HEADER_ONLY).unwrap();
@@ -97,16 +91,7 @@ async fn a_reload_that_would_drop_every_key_or_expire_the_ca_keeps_the_running_s
 
     // The board, put back, passes with the keys and CA the station kept.
     env.fleet.replug(0).await.unwrap();
-    let runs = wait_for_runs(&db, "second run finished", |runs| {
-        runs.iter()
-            .filter(|r| r.outcome != Outcome::InFlight)
-            .count()
-            == 2
-    })
-    .await;
-    assert!(
-        runs.iter().all(|r| r.outcome == Outcome::Passed),
-        "{runs:#?}"
-    );
+    let second = daemon.runs_finished(1).await;
+    assert!(second[0].contains("PASSED"), "{second:?}");
     assert!(daemon.stop().await.success());
 }

@@ -6,10 +6,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use nrf_provd::ca::{Issuance, StationCa};
-use nrf_provd::store::export::{self, OnboardOptions};
-use nrf_provd::store::{
-    Artifact, DeviceInfo, NonceClaim, Outcome, RunFilter, RunRecord, RunStart, StepRecord, Store,
-    StoreError, TokenRecord,
+use nrf_provd::ledger::export::{self, OnboardOptions};
+use nrf_provd::ledger::{
+    Artifact, ArtifactKind, Claim, ClaimKind, ClaimOutcome, DeviceInfo, Ledger, LedgerError,
+    LedgerReader, Outcome, ReasonCode, RunFilter, RunRecord, RunStart, SqliteLedger, Step,
+    StepRecord, TokenRecord,
 };
 use nrf_provd::token::TokenKind;
 use time::OffsetDateTime;
@@ -24,8 +25,8 @@ fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"))
 }
 
-fn open(path: &Path) -> Store {
-    Store::open(path).unwrap_or_else(|e| panic!("open: {e}"))
+fn open(path: &Path) -> SqliteLedger {
+    SqliteLedger::open(path).unwrap_or_else(|e| panic!("open: {e}"))
 }
 
 fn start(at: OffsetDateTime, port: &str) -> RunStart {
@@ -50,6 +51,7 @@ fn passed(id: i64, device: &str, at: OffsetDateTime, certificate: &str) -> RunRe
         finished_at: Some(at + Duration::from_millis(12_345)),
         outcome: Outcome::Passed,
         failed_step: None,
+        reason_code: None,
         reason: None,
         device: DeviceInfo {
             device_uuid: Some(uuid(device)),
@@ -61,7 +63,7 @@ fn passed(id: i64, device: &str, at: OffsetDateTime, certificate: &str) -> RunRe
         },
         steps: vec![
             StepRecord {
-                name: "probe".into(),
+                name: Step::Probe,
                 started_at: at,
                 duration: Duration::from_micros(15_250),
                 passed: true,
@@ -69,7 +71,7 @@ fn passed(id: i64, device: &str, at: OffsetDateTime, certificate: &str) -> RunRe
                 detail: "dialect raw".into(),
             },
             StepRecord {
-                name: "attest".into(),
+                name: Step::Attest,
                 started_at: at + Duration::from_secs(1),
                 duration: Duration::from_millis(800),
                 passed: true,
@@ -93,14 +95,14 @@ fn passed(id: i64, device: &str, at: OffsetDateTime, certificate: &str) -> RunRe
         ],
         artifacts: vec![
             Artifact {
-                kind: "csr".into(),
+                kind: ArtifactKind::Csr,
                 sec_tag: Some(16_842_753),
                 content:
                     "-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n"
                         .into(),
             },
             Artifact {
-                kind: "device_certificate".into(),
+                kind: ArtifactKind::DeviceCertificate,
                 sec_tag: Some(16_842_753),
                 content: certificate.into(),
             },
@@ -108,26 +110,38 @@ fn passed(id: i64, device: &str, at: OffsetDateTime, certificate: &str) -> RunRe
     }
 }
 
-fn begin_and_finish(
-    store: &Store,
+async fn begin_and_finish(
+    store: &SqliteLedger,
     device: &str,
     at: OffsetDateTime,
     certificate: &str,
 ) -> RunRecord {
     let id = store
         .begin_run(&start(at, "/dev/nrf91/A-if00"))
+        .await
         .unwrap_or_else(|e| panic!("begin: {e}"));
     let record = passed(id, device, at, certificate);
     store
         .finish_run(&record)
+        .await
         .unwrap_or_else(|e| panic!("finish: {e}"));
     record
 }
 
-fn all_runs(store: &Store) -> Vec<RunRecord> {
+async fn all_runs(store: &impl LedgerReader) -> Vec<RunRecord> {
     store
         .runs(&RunFilter::default())
+        .await
         .unwrap_or_else(|e| panic!("runs: {e}"))
+}
+
+/// A claim of `value` as `kind` now.
+fn claim_of(kind: ClaimKind, value: &str) -> Claim {
+    Claim {
+        kind,
+        value: value.into(),
+        at: datetime!(2024-05-01 10:00 UTC),
+    }
 }
 
 fn mode(path: &Path) -> u32 {
@@ -138,12 +152,12 @@ fn mode(path: &Path) -> u32 {
         & 0o777
 }
 
-#[test]
-fn database_and_side_files_are_private() {
+#[tokio::test]
+async fn database_and_side_files_are_private() {
     let dir = tmp();
     let path = dir.path().join("results.db");
     let store = open(&path);
-    begin_and_finish(&store, DEVICE, datetime!(2024-05-01 10:00 UTC), "");
+    begin_and_finish(&store, DEVICE, datetime!(2024-05-01 10:00 UTC), "").await;
     assert_eq!(mode(&path), 0o600);
     for suffix in ["-wal", "-shm", ".lock"] {
         // WAL mode keeps -wal and -shm while the database is open.
@@ -152,8 +166,8 @@ fn database_and_side_files_are_private() {
     }
 }
 
-#[test]
-fn an_existing_database_with_loose_mode_is_tightened() {
+#[tokio::test]
+async fn an_existing_database_with_loose_mode_is_tightened() {
     let dir = tmp();
     let path = dir.path().join("results.db");
     std::fs::write(&path, b"").unwrap_or_else(|e| panic!("{e}"));
@@ -163,154 +177,167 @@ fn an_existing_database_with_loose_mode_is_tightened() {
     assert_eq!(mode(&path), 0o600);
 }
 
-#[test]
-fn reopening_keeps_schema_and_records() {
+#[tokio::test]
+async fn reopening_keeps_schema_and_records() {
     let dir = tmp();
     let path = dir.path().join("results.db");
     let record = {
         let store = open(&path);
-        begin_and_finish(&store, DEVICE, datetime!(2024-05-01 10:00 UTC), "")
+        begin_and_finish(&store, DEVICE, datetime!(2024-05-01 10:00 UTC), "").await
     };
     for _ in 0..2 {
         let store = open(&path);
         assert_eq!(store.recovered(), 0);
-        assert_eq!(all_runs(&store), vec![record.clone()]);
+        assert_eq!(all_runs(&store).await, vec![record.clone()]);
     }
 }
 
-#[test]
-fn a_finished_run_round_trips_exactly() {
+#[tokio::test]
+async fn a_finished_run_round_trips_exactly() {
     let dir = tmp();
     let store = open(&dir.path().join("results.db"));
     let at = datetime!(2024-05-01 10:00:00.123456 UTC);
-    let record = begin_and_finish(&store, DEVICE, at, "PEM");
-    let runs = all_runs(&store);
+    let record = begin_and_finish(&store, DEVICE, at, "PEM").await;
+    let runs = all_runs(&store).await;
     assert_eq!(runs, vec![record]);
 }
 
-#[test]
-fn times_in_other_offsets_come_back_as_the_same_instant() {
+#[tokio::test]
+async fn times_in_other_offsets_come_back_as_the_same_instant() {
     let dir = tmp();
     let store = open(&dir.path().join("results.db"));
     let at = datetime!(2024-05-01 12:00 +02:00);
     let id = store
         .begin_run(&start(at, "p"))
+        .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let runs = all_runs(&store);
+    let runs = all_runs(&store).await;
     assert_eq!(runs[0].id, id);
     assert_eq!(runs[0].started_at, at);
     assert_eq!(runs[0].outcome, Outcome::InFlight);
 }
 
-#[test]
-fn a_repeated_nonce_is_a_replay_naming_the_first_run() {
+#[tokio::test]
+async fn a_repeated_nonce_is_a_replay_naming_the_first_run() {
     let dir = tmp();
     let store = open(&dir.path().join("results.db"));
     let at = datetime!(2024-05-01 10:00 UTC);
     let first = store
         .begin_run(&start(at, "a"))
+        .await
         .unwrap_or_else(|e| panic!("{e}"));
     let second = store
         .begin_run(&start(at, "b"))
+        .await
         .unwrap_or_else(|e| panic!("{e}"));
     let nonce = "00112233445566778899aabbccddeeff";
-    let claim = |run, kind, value| {
+    let claim = async |run, kind, value: &str| {
         store
-            .claim_nonce(run, kind, value)
+            .claim(run, &claim_of(kind, value))
+            .await
             .unwrap_or_else(|e| panic!("claim: {e}"))
     };
-    assert_eq!(claim(first, "attest", nonce), NonceClaim::Fresh);
+    use ClaimKind::{AttestNonce, JwtJti, KeygenNonce};
+    assert_eq!(claim(first, AttestNonce, nonce).await, ClaimOutcome::Fresh);
     assert_eq!(
-        claim(second, "attest", nonce),
-        NonceClaim::Replay { first_run: first }
+        claim(second, AttestNonce, nonce).await,
+        ClaimOutcome::Replay { first_run: first }
     );
     // Hex is compared without regard to case.
     let upper = nonce.to_uppercase();
     assert_eq!(
-        claim(second, "attest", &upper),
-        NonceClaim::Replay { first_run: first }
+        claim(second, AttestNonce, &upper).await,
+        ClaimOutcome::Replay { first_run: first }
     );
     // Another kind is another namespace.
-    assert_eq!(claim(second, "keygen", nonce), NonceClaim::Fresh);
+    assert_eq!(claim(second, KeygenNonce, nonce).await, ClaimOutcome::Fresh);
     // jti values are case-sensitive strings.
     assert_eq!(
-        claim(first, "jwt_jti", "nRF9151.abc.XyZ"),
-        NonceClaim::Fresh
+        claim(first, JwtJti, "nRF9151.abc.XyZ").await,
+        ClaimOutcome::Fresh
     );
     assert_eq!(
-        claim(second, "jwt_jti", "nRF9151.abc.xyz"),
-        NonceClaim::Fresh
+        claim(second, JwtJti, "nRF9151.abc.xyz").await,
+        ClaimOutcome::Fresh
     );
 }
 
-#[test]
-fn a_nonce_for_an_unknown_run_is_refused() {
+#[tokio::test]
+async fn a_nonce_for_an_unknown_run_is_refused() {
     let dir = tmp();
     let store = open(&dir.path().join("results.db"));
-    let result = store.claim_nonce(42, "attest", "00");
+    let result = store
+        .claim(42, &claim_of(ClaimKind::AttestNonce, "00"))
+        .await;
     assert!(
-        matches!(result, Err(StoreError::UnknownRun(42))),
+        matches!(result, Err(LedgerError::UnknownRun(42))),
         "{result:?}"
     );
 }
 
-#[test]
-fn replay_defence_survives_reopening() {
+#[tokio::test]
+async fn replay_defence_survives_reopening() {
     let dir = tmp();
     let path = dir.path().join("results.db");
     let first = {
         let store = open(&path);
         let id = store
             .begin_run(&start(datetime!(2024-05-01 10:00 UTC), "a"))
+            .await
             .unwrap_or_else(|e| panic!("{e}"));
         store
-            .claim_nonce(id, "attest", "abcd")
+            .claim(id, &claim_of(ClaimKind::AttestNonce, "abcd"))
+            .await
             .unwrap_or_else(|e| panic!("{e}"));
         id
     };
     let store = open(&path);
     let id = store
         .begin_run(&start(datetime!(2024-05-02 10:00 UTC), "a"))
+        .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         store
-            .claim_nonce(id, "attest", "abcd")
+            .claim(id, &claim_of(ClaimKind::AttestNonce, "abcd"))
+            .await
             .unwrap_or_else(|e| panic!("{e}")),
-        NonceClaim::Replay { first_run: first }
+        ClaimOutcome::Replay { first_run: first }
     );
 }
 
-#[test]
-fn runs_left_in_flight_are_interrupted_on_reopen() {
+#[tokio::test]
+async fn runs_left_in_flight_are_interrupted_on_reopen() {
     let dir = tmp();
     let path = dir.path().join("results.db");
     let (done, left) = {
         let store = open(&path);
-        let done = begin_and_finish(&store, DEVICE, datetime!(2024-05-01 10:00 UTC), "");
+        let done = begin_and_finish(&store, DEVICE, datetime!(2024-05-01 10:00 UTC), "").await;
         let left = store
             .begin_run(&start(datetime!(2024-05-01 10:01 UTC), "b"))
+            .await
             .unwrap_or_else(|e| panic!("{e}"));
         // Dropped without finishing `left`, as a crash would leave it.
         (done, left)
     };
     let store = open(&path);
     assert_eq!(store.recovered(), 1);
-    let runs = all_runs(&store);
+    let runs = all_runs(&store).await;
     assert_eq!(runs[0], done);
     assert_eq!(runs[1].id, left);
     assert_eq!(runs[1].outcome, Outcome::Interrupted);
+    assert_eq!(runs[1].reason_code, Some(ReasonCode::Interrupted));
     assert!(
         runs[1]
             .reason
             .as_deref()
             .unwrap_or("")
-            .contains("interrupted")
+            .contains("stopped before the run finished")
     );
     // An interrupted run cannot later be reported as passed.
     let late = passed(left, DEVICE, datetime!(2024-05-01 10:01 UTC), "");
     assert!(matches!(
-        store.finish_run(&late),
-        Err(StoreError::AlreadyFinished { .. })
+        store.finish_run(&late).await,
+        Err(LedgerError::AlreadyFinished { .. })
     ));
     drop(store);
     assert_eq!(open(&path).recovered(), 0);
@@ -318,24 +345,26 @@ fn runs_left_in_flight_are_interrupted_on_reopen() {
 
 /// Runs only as the child of `committed_runs_survive_an_abort`: records one
 /// finished run, starts another, then dies without any cleanup.
-#[test]
-fn crash_child() {
+#[tokio::test]
+async fn crash_child() {
     let Some(path) = std::env::var_os("NRF_PROVD_TEST_CRASH_DB") else {
         return;
     };
     let store = open(Path::new(&path));
-    begin_and_finish(&store, DEVICE, datetime!(2024-05-01 10:00 UTC), "PEM");
+    begin_and_finish(&store, DEVICE, datetime!(2024-05-01 10:00 UTC), "PEM").await;
     let id = store
         .begin_run(&start(datetime!(2024-05-01 10:01 UTC), "b"))
+        .await
         .unwrap_or_else(|e| panic!("{e}"));
     store
-        .claim_nonce(id, "attest", "feed")
+        .claim(id, &claim_of(ClaimKind::AttestNonce, "feed"))
+        .await
         .unwrap_or_else(|e| panic!("{e}"));
     std::process::abort();
 }
 
-#[test]
-fn committed_runs_survive_an_abort() {
+#[tokio::test]
+async fn committed_runs_survive_an_abort() {
     let dir = tmp();
     let path = dir.path().join("results.db");
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
@@ -350,7 +379,7 @@ fn committed_runs_survive_an_abort() {
 
     let store = open(&path);
     assert_eq!(store.recovered(), 1);
-    let runs = all_runs(&store);
+    let runs = all_runs(&store).await;
     assert_eq!(runs.len(), 2);
     assert_eq!(
         runs[0],
@@ -359,79 +388,81 @@ fn committed_runs_survive_an_abort() {
     assert_eq!(runs[1].outcome, Outcome::Interrupted);
     assert_eq!(
         store
-            .claim_nonce(runs[1].id, "attest", "feed")
+            .claim(runs[1].id, &claim_of(ClaimKind::AttestNonce, "feed"))
+            .await
             .unwrap_or_else(|e| panic!("{e}")),
-        NonceClaim::Replay {
+        ClaimOutcome::Replay {
             first_run: runs[1].id
         }
     );
 }
 
-#[test]
-fn finishing_wrongly_is_refused() {
+#[tokio::test]
+async fn finishing_wrongly_is_refused() {
     let dir = tmp();
     let store = open(&dir.path().join("results.db"));
     let at = datetime!(2024-05-01 10:00 UTC);
     let unknown = passed(99, DEVICE, at, "");
     assert!(matches!(
-        store.finish_run(&unknown),
-        Err(StoreError::UnknownRun(99))
+        store.finish_run(&unknown).await,
+        Err(LedgerError::UnknownRun(99))
     ));
 
-    let record = begin_and_finish(&store, DEVICE, at, "");
+    let record = begin_and_finish(&store, DEVICE, at, "").await;
     assert!(matches!(
-        store.finish_run(&record),
-        Err(StoreError::AlreadyFinished { .. })
+        store.finish_run(&record).await,
+        Err(LedgerError::AlreadyFinished { .. })
     ));
 
     let id = store
         .begin_run(&start(at, "a"))
+        .await
         .unwrap_or_else(|e| panic!("{e}"));
     let mut in_flight = passed(id, DEVICE, at, "");
     in_flight.outcome = Outcome::InFlight;
     assert!(matches!(
-        store.finish_run(&in_flight),
-        Err(StoreError::InvalidRecord(_))
+        store.finish_run(&in_flight).await,
+        Err(LedgerError::InvalidRecord(_))
     ));
 }
 
-#[test]
-fn a_second_writer_on_the_same_database_is_refused() {
+#[tokio::test]
+async fn a_second_writer_on_the_same_database_is_refused() {
     let dir = tmp();
     let path = dir.path().join("results.db");
     let _store = open(&path);
-    assert!(matches!(Store::open(&path), Err(StoreError::InUse { .. })));
+    assert!(matches!(
+        SqliteLedger::open(&path),
+        Err(LedgerError::InUse { .. })
+    ));
 }
 
-#[test]
-fn a_reader_sees_committed_runs_while_the_writer_is_open() {
+#[tokio::test]
+async fn a_reader_sees_committed_runs_while_the_writer_is_open() {
     let dir = tmp();
     let path = dir.path().join("results.db");
     let store = open(&path);
-    let record = begin_and_finish(&store, DEVICE, datetime!(2024-05-01 10:00 UTC), "");
+    let record = begin_and_finish(&store, DEVICE, datetime!(2024-05-01 10:00 UTC), "").await;
     let in_flight = store
         .begin_run(&start(datetime!(2024-05-01 10:05 UTC), "b"))
+        .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let reader = Store::open_read_only(&path).unwrap_or_else(|e| panic!("{e}"));
-    let runs = all_runs(&reader);
+    let reader = SqliteLedger::open_read_only(&path).unwrap_or_else(|e| panic!("{e}"));
+    let runs = all_runs(&reader).await;
     assert_eq!(runs[0], record);
     // The reader does not touch runs in flight.
     assert_eq!(runs[1].id, in_flight);
     assert_eq!(runs[1].outcome, Outcome::InFlight);
-    assert!(
-        reader
-            .begin_run(&start(datetime!(2024-05-01 10:06 UTC), "c"))
-            .is_err()
-    );
+    // A reader has no write methods at all (SqliteReader is not a Ledger).
 }
 
-#[test]
-fn read_only_open_refuses_missing_and_foreign_databases() {
+#[tokio::test]
+async fn read_only_open_refuses_missing_and_foreign_databases() {
     let dir = tmp();
     let missing = dir.path().join("missing.db");
     assert!(matches!(
-        Store::open_read_only(&missing),
-        Err(StoreError::Io { .. })
+        SqliteLedger::open_read_only(&missing),
+        Err(LedgerError::Io { .. })
     ));
     assert!(!missing.exists(), "reading must not create a database");
 
@@ -442,13 +473,13 @@ fn read_only_open_refuses_missing_and_foreign_databases() {
             .unwrap_or_else(|e| panic!("{e}"));
     }
     assert!(matches!(
-        Store::open_read_only(&foreign),
-        Err(StoreError::NoSchema { .. })
+        SqliteLedger::open_read_only(&foreign),
+        Err(LedgerError::NoSchema { .. })
     ));
 }
 
-#[test]
-fn a_database_from_a_newer_release_is_left_alone() {
+#[tokio::test]
+async fn a_database_from_a_newer_release_is_left_alone() {
     let dir = tmp();
     let path = dir.path().join("results.db");
     drop(open(&path));
@@ -458,68 +489,78 @@ fn a_database_from_a_newer_release_is_left_alone() {
             .unwrap_or_else(|e| panic!("{e}"));
     }
     assert!(matches!(
-        Store::open(&path),
-        Err(StoreError::NewerSchema { found: 99, .. })
+        SqliteLedger::open(&path),
+        Err(LedgerError::NewerSchema { found: 99, .. })
     ));
 }
 
-#[test]
-fn filters_select_by_device_time_and_count() {
+#[tokio::test]
+async fn filters_select_by_device_time_and_count() {
     let dir = tmp();
     let store = open(&dir.path().join("results.db"));
-    let a1 = begin_and_finish(&store, DEVICE, datetime!(2024-05-01 10:00 UTC), "");
-    let b1 = begin_and_finish(&store, OTHER_DEVICE, datetime!(2024-05-02 10:00 UTC), "");
-    let a2 = begin_and_finish(&store, DEVICE, datetime!(2024-05-03 10:00 UTC), "");
-    let runs = |filter: RunFilter| -> Vec<i64> {
+    let a1 = begin_and_finish(&store, DEVICE, datetime!(2024-05-01 10:00 UTC), "").await;
+    let b1 = begin_and_finish(&store, OTHER_DEVICE, datetime!(2024-05-02 10:00 UTC), "").await;
+    let a2 = begin_and_finish(&store, DEVICE, datetime!(2024-05-03 10:00 UTC), "").await;
+    let runs = async |filter: RunFilter| -> Vec<i64> {
         store
             .runs(&filter)
+            .await
             .unwrap_or_else(|e| panic!("{e}"))
             .iter()
             .map(|r| r.id)
             .collect()
     };
-    assert_eq!(runs(RunFilter::default()), vec![a1.id, b1.id, a2.id]);
+    assert_eq!(runs(RunFilter::default()).await, vec![a1.id, b1.id, a2.id]);
     assert_eq!(
         runs(RunFilter {
             device_uuid: Some(uuid(DEVICE)),
             ..Default::default()
-        }),
+        })
+        .await,
         vec![a1.id, a2.id]
     );
     assert_eq!(
         runs(RunFilter {
             since: Some(datetime!(2024-05-02 00:00 UTC)),
             ..Default::default()
-        }),
+        })
+        .await,
         vec![b1.id, a2.id]
     );
     assert_eq!(
         runs(RunFilter {
             limit: Some(2),
             ..Default::default()
-        }),
+        })
+        .await,
         vec![b1.id, a2.id]
     );
 }
 
-#[test]
-fn counts_follow_outcomes() {
+#[tokio::test]
+async fn counts_follow_outcomes() {
     let dir = tmp();
     let store = open(&dir.path().join("results.db"));
     let at = datetime!(2024-05-01 10:00 UTC);
-    begin_and_finish(&store, DEVICE, at, "");
+    begin_and_finish(&store, DEVICE, at, "").await;
     let id = store
         .begin_run(&start(at, "b"))
+        .await
         .unwrap_or_else(|e| panic!("{e}"));
     let mut failed = passed(id, OTHER_DEVICE, at, "");
     failed.outcome = Outcome::Failed;
-    failed.failed_step = Some("attest".into());
-    failed.reason = Some("replay".into());
-    store.finish_run(&failed).unwrap_or_else(|e| panic!("{e}"));
+    failed.failed_step = Some(Step::Attest);
+    failed.reason_code = Some(ReasonCode::Replay);
+    failed.reason = Some("identity token nonce already seen in run 1".into());
+    store
+        .finish_run(&failed)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     store
         .begin_run(&start(at, "c"))
+        .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let counts = store.counts().unwrap_or_else(|e| panic!("{e}"));
+    let counts = store.counts().await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         (
             counts.seen,
@@ -550,8 +591,9 @@ fn export_fixture() -> (Vec<RunRecord>, String) {
     let old = passed(1, DEVICE, datetime!(2024-05-01 10:00 UTC), "old");
     let mut failed = passed(2, OTHER_DEVICE, datetime!(2024-05-01 11:00 UTC), &cert.pem);
     failed.outcome = Outcome::Failed;
-    failed.failed_step = Some("keygen".into());
-    failed.reason = Some("signature: bad, really".into());
+    failed.failed_step = Some(Step::Keygen);
+    failed.reason_code = Some(ReasonCode::Signature);
+    failed.reason = Some("bad, really".into());
     let newer = passed(3, DEVICE, datetime!(2024-05-02 09:30:15.5 UTC), &cert.pem);
     (vec![old, failed, newer], cert.pem)
 }
@@ -562,26 +604,26 @@ fn render(f: impl FnOnce(&mut Vec<u8>)) -> String {
     String::from_utf8(out).unwrap_or_else(|e| panic!("{e}"))
 }
 
-#[test]
-fn csv_has_a_header_and_one_row_per_run() {
+#[tokio::test]
+async fn csv_has_a_header_and_one_row_per_run() {
     let (runs, _) = export_fixture();
     let text = render(|out| export::csv(&runs, out).unwrap_or_else(|e| panic!("{e}")));
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
         lines[0],
-        "run_id,station_id,port,started_at,finished_at,duration_s,outcome,failed_step,reason,device_uuid,imei,model,firmware,firmware_uuid,hw_version"
+        "run_id,station_id,port,started_at,finished_at,duration_s,outcome,failed_step,reason_code,reason,device_uuid,imei,model,firmware,firmware_uuid,hw_version"
     );
     assert_eq!(lines.len(), 4);
     assert_eq!(
         lines[2],
         format!(
-            "2,s1,/dev/nrf91/A-if00,2024-05-01T11:00:00Z,2024-05-01T11:00:12.345Z,12.345,failed,keygen,\"signature: bad, really\",{OTHER_DEVICE},351358815178345,nRF9151-LACA,mfw_nrf91x1_2.0.2,7d6fbc4a-0a3f-4c36-9ab5-0d3fd1fcd5f4,nRF9151 LACA A0A"
+            "2,s1,/dev/nrf91/A-if00,2024-05-01T11:00:00Z,2024-05-01T11:00:12.345Z,12.345,failed,keygen,signature,\"bad, really\",{OTHER_DEVICE},351358815178345,nRF9151-LACA,mfw_nrf91x1_2.0.2,7d6fbc4a-0a3f-4c36-9ab5-0d3fd1fcd5f4,nRF9151 LACA A0A"
         )
     );
 }
 
-#[test]
-fn attest_csv_is_nordics_headerless_format_one_row_per_device() {
+#[tokio::test]
+async fn attest_csv_is_nordics_headerless_format_one_row_per_device() {
     let (runs, _) = export_fixture();
     let mut rows = 0;
     let text =
@@ -595,8 +637,8 @@ fn attest_csv_is_nordics_headerless_format_one_row_per_device() {
     assert_eq!(rows, 1);
 }
 
-#[test]
-fn attest_csv_leaves_out_tokens_that_did_not_verify() {
+#[tokio::test]
+async fn attest_csv_leaves_out_tokens_that_did_not_verify() {
     let (mut runs, _) = export_fixture();
     for run in &mut runs {
         for token in &mut run.tokens {
@@ -609,8 +651,8 @@ fn attest_csv_leaves_out_tokens_that_did_not_verify() {
     assert_eq!(text, "");
 }
 
-#[test]
-fn onboard_csv_is_nordics_headerless_format() {
+#[tokio::test]
+async fn onboard_csv_is_nordics_headerless_format() {
     let (runs, pem) = export_fixture();
     let options = OnboardOptions {
         subtype: String::new(),
@@ -635,8 +677,8 @@ fn onboard_csv_is_nordics_headerless_format() {
     );
 }
 
-#[test]
-fn table_starts_with_column_names_and_ends_with_a_summary() {
+#[tokio::test]
+async fn table_starts_with_column_names_and_ends_with_a_summary() {
     let (runs, _) = export_fixture();
     let text = render(|out| export::table(&runs, out).unwrap_or_else(|e| panic!("{e}")));
     let lines: Vec<&str> = text.lines().collect();
@@ -654,8 +696,8 @@ fn table_starts_with_column_names_and_ends_with_a_summary() {
     );
 }
 
-#[test]
-fn json_carries_the_whole_record() {
+#[tokio::test]
+async fn json_carries_the_whole_record() {
     let (runs, _) = export_fixture();
     let text = render(|out| export::json(&runs, out).unwrap_or_else(|e| panic!("{e}")));
     let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
@@ -668,31 +710,31 @@ fn json_carries_the_whole_record() {
     assert_eq!(run["artifacts"][1]["sec_tag"], 16_842_753);
 }
 
-#[test]
-fn a_store_can_be_shared_between_threads() {
-    fn shareable<T: Send + Sync>() {}
-    shareable::<Store>();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_ledger_serves_many_tasks_and_a_value_is_claimed_once() {
     let dir = tmp();
     let store = std::sync::Arc::new(open(&dir.path().join("results.db")));
-    let handles: Vec<_> = (0..4)
+    let tasks: Vec<_> = (0..8)
         .map(|i| {
             let store = store.clone();
-            std::thread::spawn(move || {
+            tokio::spawn(async move {
                 let id = store
                     .begin_run(&start(datetime!(2024-05-01 10:00 UTC), &format!("p{i}")))
+                    .await
                     .unwrap_or_else(|e| panic!("{e}"));
                 store
-                    .claim_nonce(id, "attest", "0011")
+                    .claim(id, &claim_of(ClaimKind::AttestNonce, "0011"))
+                    .await
                     .unwrap_or_else(|e| panic!("{e}"))
             })
         })
         .collect();
-    let claims: Vec<NonceClaim> = handles
-        .into_iter()
-        .map(|h| h.join().unwrap_or_else(|_| panic!("thread panicked")))
-        .collect();
+    let mut claims = Vec::new();
+    for task in tasks {
+        claims.push(task.await.unwrap_or_else(|_| panic!("task panicked")));
+    }
     assert_eq!(
-        claims.iter().filter(|c| **c == NonceClaim::Fresh).count(),
+        claims.iter().filter(|c| **c == ClaimOutcome::Fresh).count(),
         1
     );
 }

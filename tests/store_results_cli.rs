@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use nrf_provd::store::{DeviceInfo, Outcome, RunRecord, RunStart, Store};
+use nrf_provd::ledger::{
+    DeviceInfo, Ledger, Outcome, ReasonCode, RunRecord, RunStart, SqliteLedger, Step,
+};
 use time::macros::datetime;
 
 const DEVICE: &str = "50503041-3633-4261-803d-1e2b8f70111a";
@@ -23,8 +25,8 @@ fn stdout(output: &Output) -> String {
 }
 
 /// A database with one failed run of DEVICE and one run still in flight.
-fn database(path: &Path) -> Store {
-    let store = Store::open(path).unwrap_or_else(|e| panic!("{e}"));
+async fn database(path: &Path) -> SqliteLedger {
+    let store = SqliteLedger::open(path).unwrap_or_else(|e| panic!("{e}"));
     let at = datetime!(2024-05-01 10:00 UTC);
     let start = |port: &str| RunStart {
         station_id: "s1".into(),
@@ -33,6 +35,7 @@ fn database(path: &Path) -> Store {
     };
     let id = store
         .begin_run(&start("/dev/a"))
+        .await
         .unwrap_or_else(|e| panic!("{e}"));
     store
         .finish_run(&RunRecord {
@@ -42,8 +45,9 @@ fn database(path: &Path) -> Store {
             started_at: at,
             finished_at: Some(datetime!(2024-05-01 10:00:30 UTC)),
             outcome: Outcome::Failed,
-            failed_step: Some("attest".into()),
-            reason: Some("replay".into()),
+            failed_step: Some(Step::Attest),
+            reason_code: Some(ReasonCode::Replay),
+            reason: Some("identity token nonce already seen in run 1".into()),
             device: DeviceInfo {
                 device_uuid: Some(uuid::Uuid::parse_str(DEVICE).unwrap_or_default()),
                 ..Default::default()
@@ -52,18 +56,20 @@ fn database(path: &Path) -> Store {
             tokens: vec![],
             artifacts: vec![],
         })
+        .await
         .unwrap_or_else(|e| panic!("{e}"));
     store
         .begin_run(&start("/dev/b"))
+        .await
         .unwrap_or_else(|e| panic!("{e}"));
     store
 }
 
-#[test]
-fn every_format_reads_a_database_in_use() {
+#[tokio::test]
+async fn every_format_reads_a_database_in_use() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let db = dir.path().join("results.db");
-    let _daemon = database(&db);
+    let _daemon = database(&db).await;
     let db = db.to_str().unwrap_or_default();
 
     let table = results(&["--db", db]);
@@ -77,6 +83,15 @@ fn every_format_reads_a_database_in_use() {
     assert_eq!(lines.len(), 2, "{text}");
     assert!(lines[0].starts_with("run_id,station_id,port,"));
     assert!(lines[1].contains(",failed,attest,replay,"), "{text}");
+
+    let json = results(&["--db", db, "--format", "json", "--device", DEVICE]);
+    let value: serde_json::Value =
+        serde_json::from_slice(&json.stdout).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(value[0]["reason_code"], "replay");
+    assert_eq!(
+        value[0]["reason"],
+        "identity token nonce already seen in run 1"
+    );
 
     let json = results(&["--db", db, "--format", "json", "--since", "2024-05-01"]);
     let value: serde_json::Value =
@@ -101,11 +116,11 @@ fn every_format_reads_a_database_in_use() {
     }
 }
 
-#[test]
-fn reading_does_not_recover_runs_in_flight() {
+#[tokio::test]
+async fn reading_does_not_recover_runs_in_flight() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let db = dir.path().join("results.db");
-    drop(database(&db));
+    drop(database(&db).await);
     let out = results(&["--db", db.to_str().unwrap_or_default(), "--format", "csv"]);
     assert!(stdout(&out).contains(",in_flight,"), "{}", stdout(&out));
 }

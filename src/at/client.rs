@@ -30,16 +30,42 @@ const SETTLE: Duration = Duration::from_millis(200);
 /// Per-attempt deadline while detecting the dialect.
 const DETECT_ATTEMPT: Duration = Duration::from_millis(500);
 
+/// The deadline of each class of command: the one place these defaults
+/// live (the station config's `[timeouts]` fills the same struct).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandTimeouts {
+    /// Any command without a slower class of its own.
+    pub command: Duration,
+    /// `%ATTESTTOKEN` (the modem signs).
+    pub attest: Duration,
+    /// `%KEYGEN`: key generation is the slowest command.
+    pub keygen: Duration,
+    /// `%JWT` (the modem signs).
+    pub jwt: Duration,
+    /// `%CMNG` (credential writes go to flash).
+    pub cmng: Duration,
+    /// `+CFUN=` (going offline may wait for a network detach).
+    pub cfun: Duration,
+}
+
+impl Default for CommandTimeouts {
+    fn default() -> Self {
+        CommandTimeouts {
+            command: Duration::from_secs(5),
+            attest: Duration::from_secs(10),
+            keygen: Duration::from_secs(60),
+            jwt: Duration::from_secs(10),
+            cmng: Duration::from_secs(10),
+            cfun: Duration::from_secs(15),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
     pub dialect: Dialect,
     pub line_ending: LineEnding,
-    /// Deadline for commands without a slower default of their own.
-    pub default_timeout: Duration,
-    /// Deadline for `%KEYGEN`: key generation is the slowest command.
-    pub keygen_timeout: Duration,
-    /// Deadline for `%ATTESTTOKEN`, `%JWT` and `%CMNG` (signing, flash writes).
-    pub token_timeout: Duration,
+    pub timeouts: CommandTimeouts,
     /// Longest accepted line; enough for a `%CMNG` read of a 4 KiB PEM.
     pub max_line: usize,
 }
@@ -49,9 +75,7 @@ impl Default for ClientOptions {
         ClientOptions {
             dialect: Dialect::Raw,
             line_ending: LineEnding::Crlf,
-            default_timeout: Duration::from_secs(5),
-            keygen_timeout: Duration::from_secs(60),
-            token_timeout: Duration::from_secs(10),
+            timeouts: CommandTimeouts::default(),
             max_line: 16 * 1024,
         }
     }
@@ -190,21 +214,24 @@ impl Exchange {
     }
 }
 
-/// Deadline for `cmd` when the caller gives none: key generation is slow,
-/// attestation and credential writes take seconds, mode changes may wait for
-/// network detach.
-pub fn default_timeout_for(cmd: &str, options: &ClientOptions) -> Duration {
+/// Deadline for `cmd` when the caller gives none: its class's deadline (see
+/// [`CommandTimeouts`]), never shorter than the general one.
+pub fn default_timeout_for(cmd: &str, timeouts: &CommandTimeouts) -> Duration {
     let upper = cmd.to_ascii_uppercase();
     let specific = if upper.contains("%KEYGEN") {
-        options.keygen_timeout
+        timeouts.keygen
     } else if upper.contains("+CFUN=") {
-        Duration::from_secs(15)
-    } else if upper.contains("%ATTESTTOKEN") || upper.contains("%JWT") || upper.contains("%CMNG") {
-        options.token_timeout
+        timeouts.cfun
+    } else if upper.contains("%ATTESTTOKEN") {
+        timeouts.attest
+    } else if upper.contains("%JWT") {
+        timeouts.jwt
+    } else if upper.contains("%CMNG") {
+        timeouts.cmng
     } else {
-        options.default_timeout
+        timeouts.command
     };
-    specific.max(options.default_timeout)
+    specific.max(timeouts.command)
 }
 
 /// Errors that mean the port is gone (USB unplug, closed pty master).
@@ -283,7 +310,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Client<T> {
 
     /// Send `cmd` with its default deadline (see [`default_timeout_for`]).
     pub async fn command(&mut self, cmd: &str) -> Result<Response, AtError> {
-        let timeout = default_timeout_for(cmd, &self.options);
+        let timeout = default_timeout_for(cmd, &self.options.timeouts);
         self.command_with_timeout(cmd, timeout).await
     }
 
@@ -534,24 +561,27 @@ mod tests {
 
     #[test]
     fn timeouts_per_command() {
-        let options = ClientOptions::default();
-        let d = options.default_timeout;
-        assert_eq!(
-            default_timeout_for("AT%KEYGEN=1,2,0", &options),
-            Duration::from_secs(60)
-        );
-        assert_eq!(
-            default_timeout_for("AT%ATTESTTOKEN", &options),
-            Duration::from_secs(10)
-        );
-        assert_eq!(default_timeout_for("AT+CGSN", &options), d);
-        let slow = ClientOptions {
-            default_timeout: Duration::from_secs(90),
-            ..ClientOptions::default()
+        let t = CommandTimeouts {
+            command: Duration::from_secs(5),
+            attest: Duration::from_secs(11),
+            keygen: Duration::from_secs(60),
+            jwt: Duration::from_secs(12),
+            cmng: Duration::from_secs(13),
+            cfun: Duration::from_secs(14),
         };
-        assert_eq!(
-            default_timeout_for("AT+CGSN", &slow),
-            Duration::from_secs(90)
-        );
+        let secs = |cmd| default_timeout_for(cmd, &t).as_secs();
+        assert_eq!(secs("AT%KEYGEN=1,2,0"), 60);
+        assert_eq!(secs("AT%ATTESTTOKEN"), 11);
+        assert_eq!(secs("AT%JWT=0,0"), 12);
+        assert_eq!(secs("AT%CMNG=1"), 13);
+        assert_eq!(secs("AT+CFUN=4"), 14);
+        assert_eq!(secs("AT+CFUN?"), 5);
+        assert_eq!(secs("AT+CGSN"), 5);
+        let slow = CommandTimeouts {
+            command: Duration::from_secs(90),
+            ..t
+        };
+        assert_eq!(default_timeout_for("AT+CGSN", &slow).as_secs(), 90);
+        assert_eq!(default_timeout_for("AT%JWT", &slow).as_secs(), 90);
     }
 }

@@ -9,7 +9,9 @@ pub mod codec;
 pub mod error;
 pub mod parse;
 
-pub use client::{Client, ClientOptions, Notification, Response, default_timeout_for};
+pub use client::{
+    Client, ClientOptions, CommandTimeouts, Notification, Response, default_timeout_for,
+};
 pub use error::{AtError, cme_meaning};
 
 /// How commands are written to the peer.
@@ -22,6 +24,15 @@ pub enum Dialect {
     Raw,
     /// Zephyr shell: `at '<command>'`, echoed, with prompts and colours.
     Shell,
+}
+
+impl Dialect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dialect::Raw => "raw",
+            Dialect::Shell => "shell",
+        }
+    }
 }
 
 /// A configured dialect, or detection at connect time.

@@ -25,9 +25,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::config::StationConfig;
+use crate::ledger::RunFilter;
+use crate::record::RunRecord;
 use crate::sim::{FaultSpec, Latency};
-use crate::station::{self, Station, StationEvent};
-use crate::store::{RunFilter, RunRecord, Store};
+use crate::station::{self, Sources, Station, StationEvent};
 use child::{SimChild, SimSpec};
 use report::{Costs, Row};
 
@@ -69,7 +70,7 @@ pub enum BenchError {
     #[error(transparent)]
     Demo(#[from] crate::demo::DemoError),
     #[error("database: {0}")]
-    Store(#[from] crate::store::StoreError),
+    Ledger(#[from] crate::ledger::LedgerError),
     #[error("no station event for {0:?}: the station stalled")]
     Stalled(Duration),
     #[error("{0}")]
@@ -149,10 +150,9 @@ pub async fn run(
     Ok(rows)
 }
 
-/// The simulator, the store and the station of one row or soak.
+/// The simulator and the station of one row or soak.
 struct Rig {
     sim: SimChild,
-    store: Arc<Store>,
     station: Arc<Station>,
     events: broadcast::Receiver<StationEvent>,
 }
@@ -167,13 +167,10 @@ impl Rig {
         let mut config = crate::demo::station_config(dir, &sim.ports_dir, &sim.trust_csv)?;
         config.station_id = "bench".into();
         tweak(&mut config);
-        let store = Arc::new(Store::open(&config.database)?);
-        let ctx = station::plan_context(&config, Arc::clone(&store))?;
-        let station = Station::new(station::port_options(&config), ctx);
+        let station = Station::from_config(&config, Sources::default())?;
         let events = station.subscribe();
         Ok(Rig {
             sim,
-            store,
             station,
             events,
         })
@@ -181,10 +178,7 @@ impl Rig {
 
     /// Runs the station has finished (and committed) so far.
     fn finished(&self) -> u64 {
-        let c = &self.station.counters;
-        c.passed.load(Ordering::Relaxed)
-            + c.failed.load(Ordering::Relaxed)
-            + c.interrupted.load(Ordering::Relaxed)
+        self.station.runs_finished()
     }
 
     /// Wait until `target` runs have finished. The counters are exact; the
@@ -202,11 +196,7 @@ impl Rig {
     }
 
     async fn all_runs(&self) -> Result<Vec<RunRecord>, BenchError> {
-        let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || store.runs(&RunFilter::default()))
-            .await
-            .map_err(|e| BenchError::Invalid(format!("reading runs: {e}")))?
-            .map_err(BenchError::Store)
+        Ok(self.station.reader().runs(&RunFilter::default()).await?)
     }
 }
 

@@ -28,7 +28,7 @@ use serde_json::Value;
 
 use super::metrics::{Sample, percentile};
 use super::{BenchError, board_index};
-use crate::store::{Outcome, RunRecord};
+use crate::record::{Outcome, RunRecord};
 
 /// Per board slot: `[received_us, delay_us, wire_in_us, wire_out_us,
 /// answered_us]` (see `sim::control`).
@@ -240,7 +240,7 @@ pub fn table_row(row: &Row) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::DeviceInfo;
+    use crate::record::DeviceInfo;
     use time::OffsetDateTime;
 
     fn run(port: &str, start_us: i64, cycle_us: i64) -> RunRecord {
@@ -254,6 +254,7 @@ mod tests {
             finished_at: Some(started_at + time::Duration::microseconds(cycle_us)),
             outcome: Outcome::Passed,
             failed_step: None,
+            reason_code: None,
             reason: None,
             device: DeviceInfo::default(),
             steps: Vec::new(),

@@ -36,9 +36,9 @@ use tokio::sync::broadcast::error::RecvError;
 use super::child::{self, SimSpec};
 use super::metrics::{self, Sample, Sampler, percentile};
 use super::{BenchError, Rig, STALL_LIMIT, WorkDir, board_index, panics};
+use crate::record::{Outcome, RunId, RunRecord};
 use crate::sim::{FaultSpec, Latency};
 use crate::station::StationEvent;
-use crate::store::{Outcome, RunId, RunRecord};
 
 /// How often the simulator's cost log is emptied (it is not used here).
 const DRAIN_COSTS_EVERY: Duration = Duration::from_secs(30);
@@ -258,7 +258,7 @@ pub async fn run(
             .as_deref()
             .and_then(|r| r.split(':').next())
             .unwrap_or("?");
-        let key = format!("{}: {code}", run.failed_step.as_deref().unwrap_or("?"));
+        let key = format!("{}: {code}", run.failed_step.map_or("?", |s| s.as_str()));
         *failures.entry(key).or_insert(0) += 1;
     }
     let mut passed_cycles: Vec<f64> = runs
@@ -511,7 +511,7 @@ pub fn render(report: &SoakReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{DeviceInfo, TokenRecord};
+    use crate::record::{DeviceInfo, TokenRecord};
     use serde_json::json;
 
     fn run(id: RunId, outcome: Outcome, tokens: &[&str]) -> RunRecord {
@@ -523,6 +523,7 @@ mod tests {
             finished_at: Some(time::OffsetDateTime::UNIX_EPOCH),
             outcome,
             failed_step: None,
+            reason_code: None,
             reason: None,
             device: DeviceInfo::default(),
             steps: Vec::new(),

@@ -55,7 +55,6 @@ pub async fn run(args: AtArgs) -> ExitCode {
     let settings = SerialSettings {
         baud: args.baud,
         flow_control: args.flow_control,
-        line_ending: args.line_ending,
         ..SerialSettings::default()
     };
     let port = match serial::open(&args.port, &settings) {

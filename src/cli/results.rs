@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
-use crate::store::export::{self, OnboardOptions};
-use crate::store::{RunFilter, Store, default_db_path};
+use crate::ledger::export::{self, OnboardOptions};
+use crate::ledger::{LedgerReader, RunFilter, SqliteLedger, default_db_path};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -77,16 +77,9 @@ pub fn parse_since(text: &str) -> Result<OffsetDateTime, String> {
 }
 
 pub async fn run(args: ResultsArgs) -> ExitCode {
-    match tokio::task::spawn_blocking(move || results(&args)).await {
-        Ok(code) => code,
-        Err(e) => super::error_exit(format!("results: {e}")),
-    }
-}
-
-fn results(args: &ResultsArgs) -> ExitCode {
     let path = args.db.clone().unwrap_or_else(default_db_path);
-    let store = match Store::open_read_only(&path) {
-        Ok(store) => store,
+    let reader = match SqliteLedger::open_read_only(&path) {
+        Ok(reader) => reader,
         Err(e) => return super::error_exit(e),
     };
     let filter = RunFilter {
@@ -94,11 +87,14 @@ fn results(args: &ResultsArgs) -> ExitCode {
         since: args.since,
         limit: args.limit,
     };
-    let runs = match store.runs(&filter) {
+    let runs = match reader.runs(&filter).await {
         Ok(runs) => runs,
         Err(e) => return super::error_exit(e),
     };
+    write_results(&args, &runs)
+}
 
+fn write_results(args: &ResultsArgs, runs: &[crate::record::RunRecord]) -> ExitCode {
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     let options = OnboardOptions {
@@ -107,11 +103,11 @@ fn results(args: &ResultsArgs) -> ExitCode {
         fw_types: args.fw_types.clone(),
     };
     let written = match args.format {
-        Format::Table => export::table(&runs, &mut out).map(|()| None),
-        Format::Json => export::json(&runs, &mut out).map(|()| None),
-        Format::Csv => export::csv(&runs, &mut out).map(|()| None),
-        Format::AttestCsv => export::attest_csv(&runs, &mut out).map(Some),
-        Format::OnboardCsv => export::onboard_csv(&runs, &options, &mut out).map(Some),
+        Format::Table => export::table(runs, &mut out).map(|()| None),
+        Format::Json => export::json(runs, &mut out).map(|()| None),
+        Format::Csv => export::csv(runs, &mut out).map(|()| None),
+        Format::AttestCsv => export::attest_csv(runs, &mut out).map(Some),
+        Format::OnboardCsv => export::onboard_csv(runs, &options, &mut out).map(Some),
     };
     let written = written.and_then(|rows| out.flush().map(|()| rows));
     match written {

@@ -8,8 +8,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
 use crate::config::StationConfig;
-use crate::station::{self, Station};
-use crate::store::{Outcome, RunRecord};
+use crate::record::{Outcome, RunRecord};
+use crate::station::{self, Sources, Station, systemd};
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -46,8 +46,11 @@ pub struct DemoArgs {
 
 /// The daemon: serve every configured port until SIGTERM/SIGINT.
 pub async fn run(args: RunArgs) -> ExitCode {
-    let (options, ctx) = match load(&args.config) {
-        Ok(parts) => parts,
+    let station = match StationConfig::load(&args.config)
+        .map_err(station::SetupError::from)
+        .and_then(|config| Station::from_config(&config, Sources::default()))
+    {
+        Ok(station) => station,
         Err(err) => return super::error_exit(err),
     };
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
@@ -57,18 +60,17 @@ pub async fn run(args: RunArgs) -> ExitCode {
     ) else {
         return super::error_exit("cannot install signal handlers");
     };
-    let recovered = ctx.store.recovered();
+    let recovered = station.recovered();
     if recovered > 0 {
         warn!(
             recovered,
             "runs left in flight by an earlier crash are recorded as interrupted"
         );
     }
-    let station = Station::new(options, ctx);
+    let status = tokio::spawn(systemd::report_status(station.subscribe()));
     let serving = tokio::spawn(Arc::clone(&station).serve());
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    station::spawn_watchdog();
-    station::notify_status(&station.counters);
+    systemd::notify_ready();
+    systemd::spawn_watchdog();
     info!(config = %args.config.display(), "station ready");
     loop {
         tokio::select! {
@@ -77,54 +79,39 @@ pub async fn run(args: RunArgs) -> ExitCode {
             _ = hup.recv() => reload(&station, &args.config),
         }
     }
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    systemd::notify_stopping();
     info!("shutting down");
     station.shutdown();
     if let Err(err) = serving.await {
         error!(%err, "station task failed");
     }
-    info!(status = %station.counters.status_line(), "stopped");
+    // The station's last handle closes the event stream; the status
+    // reporter then returns the shift's counts.
+    drop(station);
+    if let Ok(shift) = status.await {
+        info!(status = %shift.status_line(), "stopped");
+    }
     ExitCode::SUCCESS
 }
 
-/// SIGHUP: re-read the config's trust file and port list. A broken file
+/// SIGHUP: re-read the config's trust file, CA and port list. A broken file
 /// keeps the running configuration (and says why).
 fn reload(station: &Station, path: &Path) {
-    let running = station.context();
     let reloaded = StationConfig::load(path)
         .map_err(station::SetupError::from)
-        .and_then(|config| {
-            let ctx = station::plan_context(&config, Arc::clone(&running.store))?;
-            running.trust.check_replacement(
-                &ctx.trust,
-                &config.trust_file,
-                config.identity.reload_max_drop,
-            )?;
-            Ok((station::port_options(&config), ctx))
-        });
-    match reloaded {
-        Ok((options, ctx)) => {
-            info!(trusted = ctx.trust.len(), "reloaded trust file and ports");
-            station.reload(ctx, options.patterns, options.exclude);
-        }
-        Err(err) => error!(%err, "reload failed; keeping the running configuration"),
+        .and_then(|config| station.reload(&config));
+    if let Err(err) = reloaded {
+        error!(%err, "reload failed; keeping the running configuration");
     }
-}
-
-/// The station a config file describes: its ports and its plan context.
-fn load(
-    path: &Path,
-) -> Result<(station::PortOptions, crate::plan::PlanContext), station::SetupError> {
-    station::assemble(&StationConfig::load(path)?)
 }
 
 /// Run the plan once on one port and print the record.
 pub async fn provision(args: ProvisionArgs) -> ExitCode {
-    let (options, ctx) = match load(&args.config) {
-        Ok(parts) => parts,
+    let config = match StationConfig::load(&args.config) {
+        Ok(config) => config,
         Err(err) => return super::error_exit(err),
     };
-    let record = match station::provision_port(Arc::new(ctx), &args.port, &options).await {
+    let record = match station::provision_port(&config, &args.port).await {
         Ok(record) => record,
         Err(err) => return super::error_exit(err),
     };
@@ -164,7 +151,7 @@ fn print_record(record: &RunRecord) {
             step.detail
         );
     }
-    if let Some(reason) = &record.reason {
+    if let Some(reason) = record.reason_line() {
         println!("  reason: {reason}");
     }
 }

@@ -185,7 +185,7 @@ impl CheckName {
 
 impl fmt::Display for CheckName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -253,6 +253,15 @@ impl Verdict {
             .into_iter()
             .find_map(|name| self.check(name).filter(|c| !c.passed))
             .or_else(|| self.first_failure())
+    }
+
+    /// The failed check that best explains why the bindings do not hold
+    /// (see [`Verdict::bindings_hold`]), ignoring the key checks.
+    pub fn binding_failure(&self) -> Option<&Check> {
+        [CheckName::Kind, CheckName::DeviceUuid]
+            .into_iter()
+            .find_map(|name| self.check(name).filter(|c| !c.passed))
+            .or_else(|| self.failures().find(|c| !c.name.needs_key()))
     }
 
     fn push(&mut self, name: CheckName, passed: bool, detail: impl Into<String>) {

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nrf_provd::config::StationConfig;
+use nrf_provd::ledger::{LedgerReader, RunFilter, SqliteLedger};
+use nrf_provd::record::RunRecord;
 use nrf_provd::sim::{FaultSpec, Fleet, Latency, SimOptions};
-use nrf_provd::station::{self, Station, StationEvent};
-use nrf_provd::store::{RunFilter, RunRecord, Store};
+use nrf_provd::station::{Sources, Station, StationEvent};
 use tokio::sync::broadcast;
 
 pub struct Env {
@@ -56,8 +57,8 @@ impl Env {
         broadcast::Receiver<StationEvent>,
         tokio::task::JoinHandle<()>,
     ) {
-        let (options, ctx) = station::assemble(&self.config).expect("assemble station");
-        let station = Station::new(options, ctx);
+        let station =
+            Station::from_config(&self.config, Sources::default()).expect("assemble station");
         let events = station.subscribe();
         let serving = tokio::spawn(Arc::clone(&station).serve());
         (station, events, serving)
@@ -104,14 +105,15 @@ key = "{key}"
         path
     }
 
-    pub fn runs(&self) -> Vec<RunRecord> {
-        runs_in(&self.config.database)
+    pub async fn runs(&self) -> Vec<RunRecord> {
+        runs_in(&self.config.database).await
     }
 }
 
-pub fn runs_in(db: &Path) -> Vec<RunRecord> {
-    match Store::open_read_only(db) {
-        Ok(store) => store.runs(&RunFilter::default()).unwrap_or_default(),
+/// Every run recorded in the database at `db` (none when there is none).
+pub async fn runs_in(db: &Path) -> Vec<RunRecord> {
+    match SqliteLedger::open_read_only(db) {
+        Ok(reader) => reader.runs(&RunFilter::default()).await.unwrap_or_default(),
         Err(_) => Vec::new(),
     }
 }
@@ -129,26 +131,10 @@ pub async fn finished_runs(
             .expect("station made no progress for 120 s")
             .expect("event channel");
         if let StationEvent::RunFinished { record, .. } = event {
-            runs.push(*record);
+            runs.push(std::sync::Arc::unwrap_or_clone(record));
         }
     }
     runs
-}
-
-/// Wait until `condition` holds on the database's runs.
-pub async fn wait_for_runs(
-    db: &Path,
-    what: &str,
-    condition: impl Fn(&[RunRecord]) -> bool,
-) -> Vec<RunRecord> {
-    for _ in 0..1200 {
-        let runs = runs_in(db);
-        if condition(&runs) {
-            return runs;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for: {what}; runs: {:?}", runs_in(db));
 }
 
 pub fn binary() -> &'static str {
@@ -169,7 +155,8 @@ impl Daemon {
     pub fn spawn(config: &Path) -> Daemon {
         use std::io::BufRead;
         let mut child = std::process::Command::new(binary())
-            .args(["--log", "info", "run", "--config"])
+            // The station's own lines plus each step as it finishes.
+            .args(["--log", "info,nrf_provd::plan=debug", "run", "--config"])
             .arg(config)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -218,6 +205,16 @@ impl Daemon {
                 ),
             }
         }
+    }
+
+    /// Wait for `n` more runs to finish (the station's one line per run);
+    /// returns those lines.
+    pub async fn runs_finished(&mut self, n: usize) -> Vec<String> {
+        let mut lines = Vec::new();
+        while lines.len() < n {
+            lines.push(self.wait_for_log(&[nrf_provd::station::RUN_LOG]).await);
+        }
+        lines
     }
 
     pub fn signal(&self, sig: nix::sys::signal::Signal) {

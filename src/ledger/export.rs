@@ -15,10 +15,28 @@ use time::OffsetDateTime;
 use time::format_description::BorrowedFormatItem;
 use time::macros::format_description;
 
-use super::{Outcome, RunRecord};
+use super::{ArtifactKind, Outcome, RunRecord, Step};
+use crate::token::TokenKind;
 
 /// Header of [`csv`].
-pub const CSV_HEADER: &str = "run_id,station_id,port,started_at,finished_at,duration_s,outcome,failed_step,reason,device_uuid,imei,model,firmware,firmware_uuid,hw_version";
+pub const CSV_HEADER: [&str; 16] = [
+    "run_id",
+    "station_id",
+    "port",
+    "started_at",
+    "finished_at",
+    "duration_s",
+    "outcome",
+    "failed_step",
+    "reason_code",
+    "reason",
+    "device_uuid",
+    "imei",
+    "model",
+    "firmware",
+    "firmware_uuid",
+    "hw_version",
+];
 
 /// Rows nRF Cloud accepts in one bulk claim or onboarding request.
 pub const NRF_CLOUD_MAX_ROWS: usize = 1000;
@@ -47,17 +65,28 @@ fn python_isoformat(t: OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
-/// RFC 4180 / Python `QUOTE_MINIMAL` quoting.
-fn field(text: &str) -> String {
-    if text.contains([',', '"', '\r', '\n']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text.to_owned()
+/// A CSV writer as Python's `csv` module writes (`QUOTE_MINIMAL`, `\n`
+/// line ends), which is what Nordic's tools read.
+fn csv_writer(out: &mut dyn Write) -> csv::Writer<&mut dyn Write> {
+    csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .flexible(true)
+        .from_writer(out)
+}
+
+fn csv_io(e: csv::Error) -> io::Error {
+    match e.into_kind() {
+        csv::ErrorKind::Io(e) => e,
+        other => io::Error::other(format!("{other:?}")),
     }
 }
 
 fn opt(text: &Option<String>) -> &str {
     text.as_deref().unwrap_or("")
+}
+
+fn step_name(step: Option<Step>) -> &'static str {
+    step.map_or("", Step::as_str)
 }
 
 fn uuid(u: Option<uuid::Uuid>) -> String {
@@ -100,8 +129,8 @@ pub fn table(runs: &[RunRecord], out: &mut dyn Write) -> io::Result<()> {
                 uuid(run.device.device_uuid),
                 cell(opt(&run.device.imei)),
                 run.outcome.to_string(),
-                cell(opt(&run.failed_step)),
-                cell(opt(&run.reason)),
+                step_name(run.failed_step).to_owned(),
+                cell(&run.reason_line().unwrap_or_default()),
             ]
         })
         .collect();
@@ -147,33 +176,36 @@ pub fn json(runs: &[RunRecord], out: &mut dyn Write) -> io::Result<()> {
 
 /// One row per run, with [`CSV_HEADER`].
 pub fn csv(runs: &[RunRecord], out: &mut dyn Write) -> io::Result<()> {
-    writeln!(out, "{CSV_HEADER}")?;
+    let mut writer = csv_writer(out);
+    writer.write_record(CSV_HEADER).map_err(csv_io)?;
     for run in runs {
         let duration = run
             .finished_at
             .map(|end| format!("{:.3}", (end - run.started_at).as_seconds_f64()))
             .unwrap_or_default();
         let d = &run.device;
-        let cells = [
-            run.id.to_string(),
-            field(&run.station_id),
-            field(&run.port),
-            rfc3339(run.started_at),
-            run.finished_at.map(rfc3339).unwrap_or_default(),
-            duration,
-            run.outcome.to_string(),
-            field(opt(&run.failed_step)),
-            field(opt(&run.reason)),
-            uuid(d.device_uuid),
-            field(opt(&d.imei)),
-            field(opt(&d.model)),
-            field(opt(&d.firmware)),
-            uuid(d.firmware_uuid),
-            field(opt(&d.hw_version)),
-        ];
-        writeln!(out, "{}", cells.join(","))?;
+        writer
+            .write_record([
+                run.id.to_string().as_str(),
+                &run.station_id,
+                &run.port,
+                &rfc3339(run.started_at),
+                &run.finished_at.map(rfc3339).unwrap_or_default(),
+                &duration,
+                run.outcome.as_str(),
+                step_name(run.failed_step),
+                run.reason_code.map_or("", |c| c.as_str()),
+                opt(&run.reason),
+                &uuid(d.device_uuid),
+                opt(&d.imei),
+                opt(&d.model),
+                opt(&d.firmware),
+                &uuid(d.firmware_uuid),
+                opt(&d.hw_version),
+            ])
+            .map_err(csv_io)?;
     }
-    Ok(())
+    writer.flush()
 }
 
 /// Newest first, one item per key: Nordic's tools keep one row per device.
@@ -206,26 +238,31 @@ pub fn attest_csv(runs: &[RunRecord], out: &mut dyn Write) -> io::Result<usize> 
             .tokens
             .iter()
             .rev()
-            .find(|t| t.kind == crate::token::TokenKind::Identity && t.authentic)?;
+            .find(|t| t.kind == TokenKind::Identity && t.authentic)?;
         // When the token was taken: the attest step's start, else the run's.
         let when = run
             .steps
             .iter()
-            .find(|s| s.name == "attest")
+            .find(|s| s.name == Step::Attest)
             .map_or(run.started_at, |s| s.started_at);
-        let row = format!(
-            "{},{},{},{}",
-            field(opt(&run.device.imei)),
-            uuid,
-            field(&token.text),
-            python_isoformat(when)
-        );
+        let row = vec![
+            opt(&run.device.imei).to_owned(),
+            uuid.clone(),
+            token.text.clone(),
+            python_isoformat(when),
+        ];
         Some((uuid, row))
     });
-    for row in &rows {
-        writeln!(out, "{row}")?;
-    }
+    write_rows(out, &rows)?;
     Ok(rows.len())
+}
+
+fn write_rows(out: &mut dyn Write, rows: &[Vec<String>]) -> io::Result<()> {
+    let mut writer = csv_writer(out);
+    for row in rows {
+        writer.write_record(row).map_err(csv_io)?;
+    }
+    writer.flush()
 }
 
 /// Common name of a PEM certificate's subject, if it has one.
@@ -266,24 +303,22 @@ pub fn onboard_csv(
             .artifacts
             .iter()
             .rev()
-            .find(|a| a.kind == "device_certificate")?;
+            .find(|a| a.kind == ArtifactKind::DeviceCertificate)?;
         let uuid = run.device.device_uuid.map(|u| u.hyphenated().to_string());
         let device_id = certificate_cn(&cert.content).or_else(|| uuid.clone())?;
-        // Python writes the PEM as read from disk: "\n" line ends.
+        // Python writes the PEM as read from disk: "\n" line ends (and so
+        // the PEM column is always quoted).
         let pem = cert.content.replace("\r\n", "\n");
-        let row = format!(
-            "{},{},{},{},\"{}\"",
-            field(&device_id),
-            field(&options.subtype),
-            field(&options.tags),
-            field(&options.fw_types),
-            pem.replace('"', "\"\"")
-        );
+        let row = vec![
+            device_id.clone(),
+            options.subtype.clone(),
+            options.tags.clone(),
+            options.fw_types.clone(),
+            pem,
+        ];
         Some((uuid.unwrap_or_else(|| device_id.clone()), row))
     });
-    for row in &rows {
-        writeln!(out, "{row}")?;
-    }
+    write_rows(out, &rows)?;
     Ok(rows.len())
 }
 
@@ -293,10 +328,21 @@ mod tests {
 
     #[test]
     fn quoting_follows_python_quote_minimal() {
-        assert_eq!(field("plain"), "plain");
-        assert_eq!(field("a,b"), "\"a,b\"");
-        assert_eq!(field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(field("two\nlines"), "\"two\nlines\"");
+        let mut out = Vec::new();
+        write_rows(
+            &mut out,
+            &[vec![
+                "plain".into(),
+                "a,b".into(),
+                "say \"hi\"".into(),
+                "two\nlines".into(),
+            ]],
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "plain,\"a,b\",\"say \"\"hi\"\"\",\"two\nlines\"\n"
+        );
     }
 
     #[test]

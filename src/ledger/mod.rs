@@ -1,0 +1,195 @@
+//! The ledger: where runs are recorded and where the replay defence lives.
+//!
+//! Two interfaces, both async, so that a ledger on a server and the
+//! embedded one look the same to their callers:
+//! - [`Ledger`], the write side the station uses during a run: begin a run,
+//!   claim a nonce / `jti` (each accepted once, ever), finish the run;
+//! - [`LedgerReader`], the read side for `results`, exports and checks.
+//!
+//! [`SqliteLedger`] is the embedded implementation (WAL, `synchronous=FULL`,
+//! versioned migrations); it does its own blocking, so no caller needs
+//! `spawn_blocking`. The records themselves are domain types in
+//! [`crate::record`]; [`export`] turns them into tables, JSON and Nordic's
+//! CSV formats.
+
+pub mod export;
+mod sqlite;
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+pub use crate::record::{
+    Artifact, ArtifactKind, DeviceInfo, Outcome, ReasonCode, RunId, RunRecord, RunStart, Step,
+    StepRecord, TokenRecord,
+};
+pub use sqlite::{SqliteLedger, SqliteReader};
+
+/// Database used when none is configured: `$STATE_DIRECTORY/results.db`
+/// under systemd (`StateDirectory=`), else `./nrf-provd.db`.
+pub fn default_db_path() -> PathBuf {
+    std::env::var_os("STATE_DIRECTORY")
+        .and_then(|dirs| {
+            // systemd passes one directory per StateDirectory= entry, ':'-separated.
+            std::env::split_paths(&dirs).find(|d| !d.as_os_str().is_empty())
+        })
+        .map(|dir| dir.join("results.db"))
+        .unwrap_or_else(|| PathBuf::from("nrf-provd.db"))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("{}: {action}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: database is in use by another nrf-provd process (one daemon per database)", path.display())]
+    InUse { path: PathBuf },
+    #[error("{}: database schema version {found} is newer than this nrf-provd supports ({supported}); use a newer nrf-provd", path.display())]
+    NewerSchema {
+        path: PathBuf,
+        found: i64,
+        supported: usize,
+    },
+    #[error("{}: not an nrf-provd results database (no schema); run the daemon once to create it", path.display())]
+    NoSchema { path: PathBuf },
+    #[error("database: {context}: {source}")]
+    Sqlite {
+        context: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("database holds an unreadable {what}: {value:?}")]
+    Corrupt { what: &'static str, value: String },
+    #[error("run {0} does not exist")]
+    UnknownRun(RunId),
+    #[error("run {id} is already recorded as {outcome}; a run is finished once")]
+    AlreadyFinished { id: RunId, outcome: String },
+    #[error("invalid run record: {0}")]
+    InvalidRecord(String),
+    #[error("database: the blocking task failed: {0}")]
+    Task(String),
+}
+
+/// What a run claims so that it can be used once, ever: the replay defence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClaimKind {
+    /// The challenge an identity token answered.
+    AttestNonce,
+    /// The modem's nonce in a key-generation token.
+    KeygenNonce,
+    /// A JWT's `jti`.
+    JwtJti,
+}
+
+impl ClaimKind {
+    /// The name stored in the ledger.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClaimKind::AttestNonce => "attest",
+            ClaimKind::KeygenNonce => "keygen",
+            ClaimKind::JwtJti => "jwt_jti",
+        }
+    }
+
+    /// Words for a reason text.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ClaimKind::AttestNonce => "identity token nonce",
+            ClaimKind::KeygenNonce => "key-generation token nonce",
+            ClaimKind::JwtJti => "JWT jti",
+        }
+    }
+}
+
+/// One claim of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub kind: ClaimKind,
+    /// Hex nonces are compared case-insensitively; a `jti` exactly.
+    pub value: String,
+    pub at: OffsetDateTime,
+}
+
+/// Answer to [`Ledger::claim`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// Never seen before; now recorded against this run.
+    Fresh,
+    /// Already claimed, by `first_run` (which may be this same run if the
+    /// caller claims a value twice).
+    Replay { first_run: RunId },
+}
+
+/// The write side, used by the station during runs.
+#[async_trait]
+pub trait Ledger: Send + Sync {
+    /// Record that a run started (durably: a crash later leaves a run the
+    /// ledger reports as interrupted, never as passed).
+    async fn begin_run(&self, start: &RunStart) -> Result<RunId, LedgerError>;
+
+    /// Claim a nonce or `jti` for `run`, durably; a second claim of the same
+    /// value is a [`ClaimOutcome::Replay`].
+    async fn claim(&self, run: RunId, claim: &Claim) -> Result<ClaimOutcome, LedgerError>;
+
+    /// Record the end of a run in one transaction; durable when it returns.
+    async fn finish_run(&self, record: &RunRecord) -> Result<(), LedgerError>;
+}
+
+/// Which runs [`LedgerReader::runs`] returns: all filters must match. With
+/// `limit`, the most recent `limit` runs; results are always oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunFilter {
+    pub device_uuid: Option<Uuid>,
+    pub since: Option<OffsetDateTime>,
+    pub limit: Option<usize>,
+}
+
+/// Number of runs by outcome; `seen` counts every run (one per board
+/// insertion), in flight included.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    pub seen: u64,
+    pub passed: u64,
+    pub failed: u64,
+    pub interrupted: u64,
+    pub in_flight: u64,
+}
+
+/// The read side: `results`, exports, bench and soak checks.
+#[async_trait]
+pub trait LedgerReader: Send + Sync {
+    /// Recorded runs matching `filter`, oldest first.
+    async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, LedgerError>;
+
+    /// Number of runs by outcome.
+    async fn counts(&self) -> Result<Counts, LedgerError>;
+}
+
+/// Fixed-width UTC timestamps: readable in `sqlite3` and sortable as text.
+pub(crate) mod dbtime {
+    use time::format_description::BorrowedFormatItem;
+    use time::macros::format_description;
+    use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
+
+    const FORMAT: &[BorrowedFormatItem<'static>] =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+
+    pub fn format(t: OffsetDateTime) -> String {
+        // Formatting a UTC time with this description cannot fail for years 0..=9999.
+        t.to_offset(UtcOffset::UTC)
+            .format(FORMAT)
+            .unwrap_or_else(|_| t.unix_timestamp().to_string())
+    }
+
+    pub fn parse(text: &str) -> Option<OffsetDateTime> {
+        PrimitiveDateTime::parse(text, FORMAT)
+            .ok()
+            .map(PrimitiveDateTime::assume_utc)
+    }
+}

@@ -1,0 +1,285 @@
+//! The provisioning plan: the configured steps, run in order on one board,
+//! each recorded with its timing and outcome into a [`RunRecord`].
+//!
+//! The plan decides; the modem talks; the verifier judges; the identity
+//! authorities vouch; the ledger remembers. A device passes only when every
+//! step passed. Everything the plan touches comes in through
+//! [`PlanContext`] (ledger, authorities, CA, clock, random source) and the
+//! modem link, which is any byte stream ([`Link`]): a serial port in the
+//! station, `tokio::io::duplex` in a test.
+
+pub mod authority;
+pub mod context;
+pub mod steps;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+use crate::at::{AtError, Dialect};
+use crate::ca::StationCa;
+use crate::config::PlanConfig;
+use crate::ledger::{Claim, ClaimKind, ClaimOutcome, Ledger};
+use crate::modem::{CredentialType, FunctionalMode, Modem};
+use crate::record::{ReasonCode, RunRecord, Step, StepRecord, TokenRecord};
+use crate::token::{self, Expected, Token, Verdict};
+use crate::trust::TrustStore;
+pub use authority::{IdentityAuthority, Judgement, KeysAuthority, VerifiedBy, Vouch};
+pub use context::{Clock, FollowingClock, OsRandom, RandomSource, SeededRandom, SystemClock};
+
+/// A byte stream a modem answers on: a serial port, a pty, an in-memory
+/// duplex.
+pub trait Link: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Link for T {}
+
+/// Everything a run needs besides the board itself. Shared by all ports.
+pub struct PlanContext {
+    pub plan: PlanConfig,
+    /// Asked in order who vouches for a device's identity.
+    pub authorities: Vec<Arc<dyn IdentityAuthority>>,
+    /// The trust file's keys (also inside the `keys` authority), kept to
+    /// judge a reload against.
+    pub trust: Arc<TrustStore>,
+    pub ca: Option<Arc<StationCa>>,
+    /// PEM of the CA certificate(s) written as the sec_tag's root CA entry.
+    pub ca_install_pem: Option<String>,
+    /// Validity of device certificates the station CA signs.
+    pub certificate_validity: Duration,
+    pub ledger: Arc<dyn Ledger>,
+    pub clock: Arc<dyn Clock>,
+    pub random: Arc<dyn RandomSource>,
+}
+
+/// How the board answered when it arrived: found once per board by the
+/// station's presence check, used by the probe step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arrival {
+    pub dialect: Dialect,
+    /// Whether the dialect was detected (rather than configured).
+    pub detected: bool,
+}
+
+/// Why a run failed: the step, a machine-readable code and a detail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepFailure {
+    pub step: Step,
+    pub code: ReasonCode,
+    pub detail: String,
+}
+
+impl StepFailure {
+    pub fn new(step: Step, code: ReasonCode, detail: impl Into<String>) -> Self {
+        Self {
+            step,
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn from_at(step: Step, err: &AtError) -> Self {
+        let code = match err {
+            AtError::Timeout { .. } => ReasonCode::Timeout,
+            AtError::Error { .. } => ReasonCode::Error,
+            AtError::Cme { .. } => ReasonCode::Cme,
+            AtError::Cms { .. } => ReasonCode::Cms,
+            AtError::Disconnected { .. } => ReasonCode::Disconnected,
+            AtError::Overlong { .. } => ReasonCode::Overlong,
+            AtError::Malformed { .. } => ReasonCode::Malformed,
+            AtError::InvalidArgument { .. } => ReasonCode::Config,
+            AtError::Open { .. } | AtError::Io(_) => ReasonCode::Io,
+        };
+        Self::new(step, code, err.to_string())
+    }
+
+    /// `code: detail`, for logs.
+    pub fn reason(&self) -> String {
+        format!("{}: {}", self.code, self.detail)
+    }
+}
+
+/// Told as steps start and finish: live progress for the station's events.
+pub trait PlanObserver: Send + Sync {
+    fn step_started(&self, _step: Step) {}
+    fn step_finished(&self, _record: &StepRecord) {}
+}
+
+/// An observer that watches nothing.
+impl PlanObserver for () {}
+
+/// What the run learned so far; later steps check against earlier ones.
+#[derive(Default)]
+pub(crate) struct RunState {
+    pub device_uuid: Option<Uuid>,
+    pub original_mode: Option<FunctionalMode>,
+    /// Who vouched for the device, and its key when known.
+    pub vouch: Option<Vouch>,
+    /// Generated key's SPKI and CSR common name, from a verified keygen token.
+    pub keygen: Option<(Vec<u8>, String)>,
+    pub certificate_pem: Option<String>,
+    /// (credential type, content as written) for the confirm step.
+    pub written: Vec<(CredentialType, String)>,
+}
+
+/// One run in progress: what every step's body works with.
+pub(crate) struct Run<'a, T> {
+    pub ctx: &'a PlanContext,
+    pub modem: &'a mut Modem<T>,
+    pub record: &'a mut RunRecord,
+    pub arrival: Arrival,
+    pub state: RunState,
+}
+
+impl<T: Link> Run<'_, T> {
+    /// The AT error as this step's failure.
+    pub fn at(step: Step) -> impl Fn(AtError) -> StepFailure {
+        move |e| StepFailure::from_at(step, &e)
+    }
+
+    /// Decode a token and record it with `verdict_of`'s verdict (what it
+    /// decoded as, not what was asked for).
+    pub fn record_token(&mut self, text: &str, verdict: &Verdict) {
+        self.record.tokens.push(TokenRecord {
+            kind: verdict.kind,
+            text: text.into(),
+            authentic: verdict.authentic(),
+            checks_json: serde_json::to_string(&verdict.checks).unwrap_or_default(),
+        });
+    }
+
+    /// Decode a token, verify it against what its command must show with
+    /// `keys`, record it, and fail the step unless `accept` holds for the
+    /// verdict.
+    pub fn judge(
+        &mut self,
+        step: Step,
+        text: &str,
+        expected: &Expected,
+        keys: &TrustStore,
+        accept: fn(&Verdict) -> bool,
+    ) -> Result<Token, StepFailure> {
+        let token = token::decode(text)
+            .map_err(|e| StepFailure::new(step, ReasonCode::Decode, e.to_string()))?;
+        let verdict = token::verify::verify(&token, expected, keys);
+        self.record_token(text, &verdict);
+        if accept(&verdict) {
+            return Ok(token);
+        }
+        let (code, detail) = authority::explain(&verdict);
+        Err(StepFailure::new(step, code, detail))
+    }
+
+    /// Record a nonce or jti under the ledger's uniqueness constraint.
+    pub async fn claim(
+        &mut self,
+        step: Step,
+        kind: ClaimKind,
+        value: &str,
+    ) -> Result<(), StepFailure> {
+        let claim = Claim {
+            kind,
+            value: value.to_string(),
+            at: self.ctx.clock.now_utc(),
+        };
+        match self.ctx.ledger.claim(self.record.id, &claim).await {
+            Ok(ClaimOutcome::Fresh) => Ok(()),
+            Ok(ClaimOutcome::Replay { first_run }) => Err(StepFailure::new(
+                step,
+                ReasonCode::Replay,
+                format!("{} already seen in run {first_run}", kind.describe()),
+            )),
+            Err(e) => Err(StepFailure::new(step, ReasonCode::Store, e.to_string())),
+        }
+    }
+
+    /// The keys to verify this device's later tokens with, and the rule
+    /// they must meet: authentic under the vouched key when the authority
+    /// knew it, else every binding holds.
+    pub fn device_keys(&self) -> (TrustStore, fn(&Verdict) -> bool) {
+        match (&self.state.vouch, self.state.device_uuid) {
+            (Some(vouch), Some(uuid)) if vouch.key.is_some() => {
+                (vouch.keys(uuid), Verdict::authentic)
+            }
+            (Some(_), _) => (TrustStore::new(), Verdict::bindings_hold),
+            // No vouch (attest is not in the plan): only the trust file can
+            // say whose key signed, and the token must be authentic under it.
+            (None, _) => ((*self.ctx.trust).clone(), Verdict::authentic),
+        }
+    }
+}
+
+/// Run the configured plan on `modem`, filling `record` as steps finish.
+/// The caller owns `record` so that a run cut short still has its steps.
+pub async fn run<T: Link>(
+    ctx: &PlanContext,
+    modem: &mut Modem<T>,
+    arrival: Arrival,
+    record: &mut RunRecord,
+    observer: &dyn PlanObserver,
+) -> Result<(), StepFailure> {
+    let mut run = Run {
+        ctx,
+        modem,
+        record,
+        arrival,
+        state: RunState::default(),
+    };
+    let mut result = Ok(());
+    for &step in &ctx.plan.steps {
+        if step == Step::Restore {
+            continue; // runs last, whatever happened
+        }
+        if let Err(failure) = run_step(&mut run, step, observer).await {
+            result = Err(failure);
+            break;
+        }
+    }
+    if ctx.plan.steps.contains(&Step::Restore) {
+        let restored = run_step(&mut run, Step::Restore, observer).await;
+        if result.is_ok() {
+            result = restored;
+        }
+    }
+    result
+}
+
+/// One step with its retries, recorded into `record.steps`.
+async fn run_step<T: Link>(
+    run: &mut Run<'_, T>,
+    step: Step,
+    observer: &dyn PlanObserver,
+) -> Result<(), StepFailure> {
+    observer.step_started(step);
+    let started_at = run.ctx.clock.now_utc();
+    let clock = run.ctx.clock.monotonic();
+    let mut attempts = 0;
+    let outcome = loop {
+        attempts += 1;
+        let outcome = steps::execute(run, step).await;
+        match &outcome {
+            Err(failure) if failure.code.retryable() && attempts <= run.ctx.plan.retries => {
+                warn!(%step, attempt = attempts, reason = %failure.reason(), "step failed, retrying");
+            }
+            _ => break outcome,
+        }
+    };
+    let duration = clock.elapsed();
+    let (passed, detail) = match &outcome {
+        Ok(detail) => (true, detail.clone()),
+        Err(failure) => (false, failure.reason()),
+    };
+    debug!(%step, passed, elapsed_ms = duration.as_millis() as u64, %detail, "step done");
+    let record = StepRecord {
+        name: step,
+        started_at,
+        duration,
+        passed,
+        attempts,
+        detail,
+    };
+    observer.step_finished(&record);
+    run.record.steps.push(record);
+    outcome.map(|_| ())
+}

@@ -1,0 +1,127 @@
+//! `attest`: `%ATTESTTOKEN` with a fresh challenge; the station checks the
+//! token's kind, nonce and device, then the identity authorities vouch.
+
+use async_trait::async_trait;
+
+use super::Rules;
+use crate::at::AtError;
+use crate::ledger::ClaimKind;
+use crate::modem::{JwtRequest, Modem};
+use crate::plan::authority::{Evidence, IdentityCase, Judgement};
+use crate::plan::{Link, Run, StepFailure};
+use crate::record::{ReasonCode, Step};
+use crate::token::verify::verify;
+use crate::token::{self, Expected, Freshness, IdentityExpected, Token};
+use crate::trust::TrustStore;
+
+pub const RULES: Rules = Rules::ANY;
+
+/// The board, asked for more evidence by an authority.
+struct BoardEvidence<'a, T> {
+    modem: &'a mut Modem<T>,
+}
+
+#[async_trait]
+impl<T: Link> Evidence for BoardEvidence<'_, T> {
+    async fn identity_jwt(&mut self) -> Result<String, AtError> {
+        self.modem.jwt(&JwtRequest::default()).await
+    }
+}
+
+pub async fn run<T: Link>(run: &mut Run<'_, T>) -> Result<String, StepFailure> {
+    const STEP: Step = Step::Attest;
+    let challenge = run.ctx.random.bytes16();
+    let text = run
+        .modem
+        .attest(Some(challenge))
+        .await
+        .map_err(Run::<T>::at(STEP))?;
+    let token = token::decode(&text)
+        .map_err(|e| StepFailure::new(STEP, ReasonCode::Decode, e.to_string()))?;
+    let expected = Expected::Identity(IdentityExpected {
+        freshness: Freshness::Challenge(challenge),
+        device_uuid: run.state.device_uuid,
+    });
+
+    // What the station checks itself, whoever vouches: the kind, the nonce,
+    // the device.
+    let own = verify(&token, &expected, &TrustStore::new());
+    if !own.bindings_hold() {
+        run.record_token(&text, &own);
+        let failure = own
+            .binding_failure()
+            .ok_or_else(|| StepFailure::new(STEP, ReasonCode::Kind, "token not judged"))?;
+        let (_, detail) = crate::plan::authority::explain(&own);
+        return Err(StepFailure::new(STEP, failure.name.into(), detail));
+    }
+    let Token::Identity(identity) = &token else {
+        return Err(StepFailure::new(
+            STEP,
+            ReasonCode::Kind,
+            "not an identity token",
+        ));
+    };
+    let device_uuid = identity.device_uuid;
+    let nonce = identity.nonce;
+
+    let mut not_known = Vec::new();
+    let mut vouch = None;
+    {
+        let mut evidence = BoardEvidence {
+            modem: &mut *run.modem,
+        };
+        let mut case = IdentityCase {
+            token: &token,
+            expected: &expected,
+            device_uuid,
+            evidence: &mut evidence,
+        };
+        for authority in &run.ctx.authorities {
+            match authority.judge(&mut case).await {
+                Judgement::CannotJudge(why) => {
+                    not_known.push(format!("{}: {why}", authority.name()))
+                }
+                Judgement::Vouched(v) => {
+                    vouch = Some(v);
+                    break;
+                }
+                Judgement::Refused {
+                    code,
+                    detail,
+                    verdict,
+                } => {
+                    run.record_token(&text, &verdict);
+                    return Err(StepFailure::new(STEP, code, detail));
+                }
+            }
+        }
+    }
+    let Some(vouch) = vouch else {
+        run.record_token(&text, &own);
+        return Err(StepFailure::new(
+            STEP,
+            ReasonCode::KeyTrusted,
+            format!(
+                "no identity authority vouches for device {device_uuid} ({})",
+                not_known.join("; ")
+            ),
+        ));
+    };
+    run.record_token(&text, &vouch.verdict);
+    run.claim(STEP, ClaimKind::AttestNonce, &hex::encode(nonce))
+        .await?;
+    if run.state.device_uuid.is_none() {
+        // nRF9160: no %DEVICEUUID, the token names the device.
+        tracing::Span::current().record("device", tracing::field::display(device_uuid));
+    }
+    run.state.device_uuid = Some(device_uuid);
+    run.record.device.device_uuid = Some(device_uuid);
+    let detail = format!(
+        "identity token of {device_uuid}, nonce {} = challenge; vouched by {}: {}",
+        hex::encode(nonce),
+        vouch.by,
+        vouch.detail
+    );
+    run.state.vouch = Some(vouch);
+    Ok(detail)
+}

@@ -1,0 +1,30 @@
+//! `identify`: who the board says it is (not proven until attest).
+
+use super::Rules;
+use crate::plan::{Link, Run, StepFailure};
+use crate::record::Step;
+
+pub const RULES: Rules = Rules::ANY;
+
+pub async fn run<T: Link>(run: &mut Run<'_, T>) -> Result<String, StepFailure> {
+    let at = Run::<T>::at(Step::Identify);
+    let id = run.modem.identify().await.map_err(at)?;
+    run.state.device_uuid = id.device_uuid;
+    let device = &mut run.record.device;
+    device.device_uuid = id.device_uuid;
+    if let Some(uuid) = id.device_uuid {
+        tracing::Span::current().record("device", tracing::field::display(uuid));
+    }
+    device.imei = Some(id.imei.clone());
+    device.model = Some(id.model.clone());
+    device.firmware = Some(id.firmware.clone());
+    device.firmware_uuid = id.firmware_uuid;
+    device.hw_version = id.hw_version.clone();
+    Ok(format!(
+        "imei {} uuid {} fw {}",
+        id.imei,
+        id.device_uuid
+            .map_or_else(|| "- (no %DEVICEUUID)".into(), |u| u.to_string()),
+        id.firmware
+    ))
+}

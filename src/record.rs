@@ -1,0 +1,501 @@
+//! The domain's records: what a run did and why it ended as it did. Plain
+//! values shared by the plan (which fills them), the ledger (which keeps
+//! them), the station (which reports them) and the exports. No I/O here.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::token::{CheckName, TokenKind};
+
+/// A run's id in the station's own ledger.
+pub type RunId = i64;
+
+/// One step of the provisioning plan. The rules of each step (what must
+/// come before it) live with its body in `plan::steps`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    Probe,
+    Identify,
+    Offline,
+    Attest,
+    Keygen,
+    Certify,
+    Install,
+    Confirm,
+    Jwt,
+    Restore,
+}
+
+impl Step {
+    /// Every step, in the default plan order.
+    pub const ALL: [Step; 10] = [
+        Step::Probe,
+        Step::Identify,
+        Step::Offline,
+        Step::Attest,
+        Step::Keygen,
+        Step::Certify,
+        Step::Install,
+        Step::Confirm,
+        Step::Jwt,
+        Step::Restore,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Probe => "probe",
+            Step::Identify => "identify",
+            Step::Offline => "offline",
+            Step::Attest => "attest",
+            Step::Keygen => "keygen",
+            Step::Certify => "certify",
+            Step::Install => "install",
+            Step::Confirm => "confirm",
+            Step::Jwt => "jwt",
+            Step::Restore => "restore",
+        }
+    }
+
+    /// The step names, quoted, for error messages.
+    pub fn list() -> String {
+        Step::ALL
+            .iter()
+            .map(|s| format!("`{s}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl FromStr for Step {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Step::ALL
+            .into_iter()
+            .find(|step| step.as_str() == s)
+            .ok_or_else(|| format!("unknown step `{s}`, expected one of {}", Step::list()))
+    }
+}
+
+/// Why a run failed, as a machine-readable code. Stored as `reason_code`
+/// next to the human `reason`; the README's step table lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonCode {
+    // The AT exchange.
+    /// No final result before the deadline.
+    Timeout,
+    /// The modem answered `ERROR`.
+    Error,
+    /// The modem answered `+CME ERROR: <n>`.
+    Cme,
+    /// The modem answered `+CMS ERROR: <n>`.
+    Cms,
+    /// The board went away (unplugged, port closed).
+    Disconnected,
+    /// An answer longer than any real one.
+    Overlong,
+    /// An answer that does not parse.
+    Malformed,
+    /// An I/O error on the port.
+    Io,
+    /// The station's configuration cannot do this step.
+    Config,
+    // Tokens.
+    /// Not a decodable token.
+    Decode,
+    /// A token of another kind than the command returns.
+    Kind,
+    MessageType,
+    KeyTrusted,
+    Algorithm,
+    KeyId,
+    Signature,
+    DeviceUuid,
+    Nonce,
+    SecTag,
+    Digest,
+    CsrSignature,
+    CommonName,
+    JwtTime,
+    JwtIssuer,
+    /// A JWT without a `jti` claim (it cannot be checked for replay).
+    Jti,
+    /// A nonce, `jti` or token seen before.
+    Replay,
+    // The certificate and its installation.
+    /// The station CA could not sign.
+    Ca,
+    /// A `%CMNG` list digest differs from what was written.
+    Mismatch,
+    /// A written credential is not listed.
+    Missing,
+    // The station.
+    /// The run could not be recorded.
+    Store,
+    /// The station stopped before the run finished.
+    Interrupted,
+    /// A code this version does not know (read from a newer database).
+    Other,
+}
+
+impl ReasonCode {
+    pub const ALL: [ReasonCode; 32] = [
+        ReasonCode::Timeout,
+        ReasonCode::Error,
+        ReasonCode::Cme,
+        ReasonCode::Cms,
+        ReasonCode::Disconnected,
+        ReasonCode::Overlong,
+        ReasonCode::Malformed,
+        ReasonCode::Io,
+        ReasonCode::Config,
+        ReasonCode::Decode,
+        ReasonCode::Kind,
+        ReasonCode::MessageType,
+        ReasonCode::KeyTrusted,
+        ReasonCode::Algorithm,
+        ReasonCode::KeyId,
+        ReasonCode::Signature,
+        ReasonCode::DeviceUuid,
+        ReasonCode::Nonce,
+        ReasonCode::SecTag,
+        ReasonCode::Digest,
+        ReasonCode::CsrSignature,
+        ReasonCode::CommonName,
+        ReasonCode::JwtTime,
+        ReasonCode::JwtIssuer,
+        ReasonCode::Jti,
+        ReasonCode::Replay,
+        ReasonCode::Ca,
+        ReasonCode::Mismatch,
+        ReasonCode::Missing,
+        ReasonCode::Store,
+        ReasonCode::Interrupted,
+        ReasonCode::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasonCode::Timeout => "timeout",
+            ReasonCode::Error => "error",
+            ReasonCode::Cme => "cme",
+            ReasonCode::Cms => "cms",
+            ReasonCode::Disconnected => "disconnected",
+            ReasonCode::Overlong => "overlong",
+            ReasonCode::Malformed => "malformed",
+            ReasonCode::Io => "io",
+            ReasonCode::Config => "config",
+            ReasonCode::Decode => "decode",
+            ReasonCode::Kind => "kind",
+            ReasonCode::MessageType => "message_type",
+            ReasonCode::KeyTrusted => "key_trusted",
+            ReasonCode::Algorithm => "algorithm",
+            ReasonCode::KeyId => "key_id",
+            ReasonCode::Signature => "signature",
+            ReasonCode::DeviceUuid => "device_uuid",
+            ReasonCode::Nonce => "nonce",
+            ReasonCode::SecTag => "sec_tag",
+            ReasonCode::Digest => "digest",
+            ReasonCode::CsrSignature => "csr_signature",
+            ReasonCode::CommonName => "common_name",
+            ReasonCode::JwtTime => "jwt_time",
+            ReasonCode::JwtIssuer => "jwt_issuer",
+            ReasonCode::Jti => "jti",
+            ReasonCode::Replay => "replay",
+            ReasonCode::Ca => "ca",
+            ReasonCode::Mismatch => "mismatch",
+            ReasonCode::Missing => "missing",
+            ReasonCode::Store => "store",
+            ReasonCode::Interrupted => "interrupted",
+            ReasonCode::Other => "other",
+        }
+    }
+
+    /// The code stored as `text`; unknown codes (a newer database) read as
+    /// [`ReasonCode::Other`], never as a failure to read the run.
+    pub fn parse(text: &str) -> ReasonCode {
+        ReasonCode::ALL
+            .into_iter()
+            .find(|c| c.as_str() == text)
+            .unwrap_or(ReasonCode::Other)
+    }
+
+    /// Whether trying the step again could honestly succeed. Verification
+    /// failures are final: retrying a forged token until it passes would
+    /// make the verdict optimistic.
+    pub fn retryable(self) -> bool {
+        matches!(
+            self,
+            ReasonCode::Timeout | ReasonCode::Malformed | ReasonCode::Overlong
+        )
+    }
+}
+
+impl From<CheckName> for ReasonCode {
+    fn from(check: CheckName) -> Self {
+        match check {
+            CheckName::Kind => ReasonCode::Kind,
+            CheckName::MessageType => ReasonCode::MessageType,
+            CheckName::KeyTrusted => ReasonCode::KeyTrusted,
+            CheckName::Algorithm => ReasonCode::Algorithm,
+            CheckName::KeyId => ReasonCode::KeyId,
+            CheckName::Signature => ReasonCode::Signature,
+            CheckName::DeviceUuid => ReasonCode::DeviceUuid,
+            CheckName::Nonce => ReasonCode::Nonce,
+            CheckName::SecTag => ReasonCode::SecTag,
+            CheckName::Digest => ReasonCode::Digest,
+            CheckName::CsrSignature => ReasonCode::CsrSignature,
+            CheckName::CommonName => ReasonCode::CommonName,
+            CheckName::JwtTime => ReasonCode::JwtTime,
+            CheckName::JwtIssuer => ReasonCode::JwtIssuer,
+        }
+    }
+}
+
+impl fmt::Display for ReasonCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunStart {
+    pub station_id: String,
+    pub port: String,
+    pub started_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    InFlight,
+    Passed,
+    Failed,
+    Interrupted,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 4] = [
+        Outcome::InFlight,
+        Outcome::Passed,
+        Outcome::Failed,
+        Outcome::Interrupted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::InFlight => "in_flight",
+            Outcome::Passed => "passed",
+            Outcome::Failed => "failed",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == text)
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// One provisioning run. Times are stored with microsecond precision.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RunRecord {
+    pub id: RunId,
+    pub station_id: String,
+    pub port: String,
+    #[serde(with = "ser::time")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "ser::opt_time")]
+    pub finished_at: Option<OffsetDateTime>,
+    pub outcome: Outcome,
+    /// The step that failed; `None` for a pass, and for a failure outside
+    /// the plan (the run could not be recorded).
+    pub failed_step: Option<Step>,
+    /// Why the run failed, for machines.
+    pub reason_code: Option<ReasonCode>,
+    /// Why the run failed, in words.
+    pub reason: Option<String>,
+    pub device: DeviceInfo,
+    pub steps: Vec<StepRecord>,
+    pub tokens: Vec<TokenRecord>,
+    pub artifacts: Vec<Artifact>,
+}
+
+impl RunRecord {
+    /// A run that has just begun.
+    pub fn begun(id: RunId, start: &RunStart) -> Self {
+        RunRecord {
+            id,
+            station_id: start.station_id.clone(),
+            port: start.port.clone(),
+            started_at: start.started_at,
+            finished_at: None,
+            outcome: Outcome::InFlight,
+            failed_step: None,
+            reason_code: None,
+            reason: None,
+            device: DeviceInfo::default(),
+            steps: Vec::new(),
+            tokens: Vec::new(),
+            artifacts: Vec::new(),
+        }
+    }
+
+    /// End the run as failed (or interrupted) with a code and the words.
+    pub fn fail(
+        &mut self,
+        outcome: Outcome,
+        step: Option<Step>,
+        code: ReasonCode,
+        reason: impl Into<String>,
+    ) {
+        self.outcome = outcome;
+        self.failed_step = step;
+        self.reason_code = Some(code);
+        self.reason = Some(reason.into());
+    }
+
+    /// `code: words`, as one line for people.
+    pub fn reason_line(&self) -> Option<String> {
+        match (self.reason_code, &self.reason) {
+            (Some(code), Some(text)) => Some(format!("{code}: {text}")),
+            (Some(code), None) => Some(code.to_string()),
+            (None, Some(text)) => Some(text.clone()),
+            (None, None) => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DeviceInfo {
+    #[serde(with = "ser::opt_uuid")]
+    pub device_uuid: Option<Uuid>,
+    pub imei: Option<String>,
+    pub model: Option<String>,
+    pub firmware: Option<String>,
+    #[serde(with = "ser::opt_uuid")]
+    pub firmware_uuid: Option<Uuid>,
+    pub hw_version: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StepRecord {
+    pub name: Step,
+    #[serde(with = "ser::time")]
+    pub started_at: OffsetDateTime,
+    /// Serialised as `duration_ms` (float, microsecond resolution).
+    #[serde(rename = "duration_ms", with = "ser::millis")]
+    pub duration: Duration,
+    pub passed: bool,
+    pub attempts: u32,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TokenRecord {
+    /// What the token decoded as (not what its command should have returned).
+    pub kind: TokenKind,
+    /// The token as the modem printed it.
+    pub text: String,
+    pub authentic: bool,
+    pub checks_json: String,
+}
+
+/// What a run produced besides tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArtifactKind {
+    /// The CSR the modem generated (PEM).
+    Csr,
+    /// The device certificate the station CA signed (PEM).
+    DeviceCertificate,
+}
+
+impl ArtifactKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArtifactKind::Csr => "csr",
+            ArtifactKind::DeviceCertificate => "device_certificate",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [ArtifactKind::Csr, ArtifactKind::DeviceCertificate]
+            .into_iter()
+            .find(|k| k.as_str() == text)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Artifact {
+    pub kind: ArtifactKind,
+    pub sec_tag: Option<u32>,
+    /// PEM.
+    pub content: String,
+}
+
+/// serde helpers: RFC 3339 times, hyphenated UUIDs, durations in ms.
+pub(crate) mod ser {
+    use serde::Serializer;
+
+    pub fn rfc3339(t: &::time::OffsetDateTime) -> String {
+        t.format(&::time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|_| t.unix_timestamp().to_string())
+    }
+
+    pub mod time {
+        use super::*;
+        pub fn serialize<S: Serializer>(
+            t: &::time::OffsetDateTime,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            s.serialize_str(&rfc3339(t))
+        }
+    }
+
+    pub mod opt_time {
+        use super::*;
+        pub fn serialize<S: Serializer>(
+            t: &Option<::time::OffsetDateTime>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => s.serialize_str(&rfc3339(t)),
+                None => s.serialize_none(),
+            }
+        }
+    }
+
+    pub mod opt_uuid {
+        use super::*;
+        pub fn serialize<S: Serializer>(u: &Option<uuid::Uuid>, s: S) -> Result<S::Ok, S::Error> {
+            match u {
+                Some(u) => s.collect_str(&u.hyphenated()),
+                None => s.serialize_none(),
+            }
+        }
+    }
+
+    pub mod millis {
+        use super::*;
+        pub fn serialize<S: Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_f64(d.as_micros() as f64 / 1000.0)
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! What the station tells whoever watches it: one event per thing a person
+//! cares about. systemd's STATUS, the demo's live view, and later the HTTP
+//! page and metrics are all subscribers of the same stream.
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+use crate::at::Dialect;
+use crate::plan::PlanObserver;
+use crate::record::{RunId, RunRecord, Step, StepRecord};
+
+/// Events a subscriber may fall this far behind before it misses some.
+pub const EVENT_CAPACITY: usize = 4096;
+
+#[derive(Debug, Clone)]
+pub enum StationEvent {
+    /// A port matched the configured paths and is being watched.
+    PortFound { port: String },
+    /// A port is no longer there (or no longer configured).
+    PortGone { port: String },
+    /// A board answered on a port.
+    BoardArrived { port: String, dialect: Dialect },
+    StepStarted {
+        port: String,
+        run: RunId,
+        step: Step,
+    },
+    StepFinished {
+        port: String,
+        run: RunId,
+        step: StepRecord,
+    },
+    /// A run ended and its record is durable (or could not be made so:
+    /// then the record says `store`, never passed).
+    RunFinished {
+        port: String,
+        record: Arc<RunRecord>,
+    },
+    /// The board was unplugged, or another board answers on the port.
+    BoardLeft { port: String },
+    /// The station takes no new board: the ledger cannot take a record.
+    Paused { reason: String },
+    /// The ledger takes records again.
+    Resumed,
+}
+
+impl StationEvent {
+    /// The port the event is about, if any.
+    pub fn port(&self) -> Option<&str> {
+        match self {
+            StationEvent::PortFound { port }
+            | StationEvent::PortGone { port }
+            | StationEvent::BoardArrived { port, .. }
+            | StationEvent::StepStarted { port, .. }
+            | StationEvent::StepFinished { port, .. }
+            | StationEvent::RunFinished { port, .. }
+            | StationEvent::BoardLeft { port } => Some(port),
+            StationEvent::Paused { .. } | StationEvent::Resumed => None,
+        }
+    }
+}
+
+/// The sending side, cloned by every supervisor.
+#[derive(Debug, Clone)]
+pub struct Events(broadcast::Sender<StationEvent>);
+
+impl Default for Events {
+    fn default() -> Self {
+        Events(broadcast::channel(EVENT_CAPACITY).0)
+    }
+}
+
+impl Events {
+    /// Publish; nobody listening is fine.
+    pub fn send(&self, event: StationEvent) {
+        let _ = self.0.send(event);
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<StationEvent> {
+        self.0.subscribe()
+    }
+}
+
+/// Turns the plan's step notifications into station events for one run.
+pub(crate) struct RunObserver<'a> {
+    pub events: &'a Events,
+    pub port: &'a str,
+    pub run: RunId,
+}
+
+impl PlanObserver for RunObserver<'_> {
+    fn step_started(&self, step: Step) {
+        self.events.send(StationEvent::StepStarted {
+            port: self.port.to_string(),
+            run: self.run,
+            step,
+        });
+    }
+
+    fn step_finished(&self, record: &StepRecord) {
+        self.events.send(StationEvent::StepFinished {
+            port: self.port.to_string(),
+            run: self.run,
+            step: record.clone(),
+        });
+    }
+}

@@ -1,0 +1,148 @@
+//! Building a station from its configuration: the one place demo, bench,
+//! tests and the daemon assemble ledger, trust, authorities, CA and ports.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::info;
+
+use crate::at::{AtError, ClientOptions, Dialect};
+use crate::ca::StationCa;
+use crate::config::StationConfig;
+use crate::ledger::{Ledger, LedgerError, SqliteLedger};
+use crate::plan::{
+    Clock, IdentityAuthority, KeysAuthority, OsRandom, PlanContext, RandomSource, SystemClock,
+};
+use crate::trust::{TrustError, TrustStore};
+
+use super::PortOptions;
+use super::recorder::RunSettings;
+
+/// Why the station could not be assembled from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("database {path}: {source}")]
+    Ledger { path: PathBuf, source: LedgerError },
+    #[error("trust file: {0}")]
+    Trust(#[from] TrustError),
+    #[error("station CA: {0}")]
+    Ca(#[from] crate::ca::CaError),
+    #[error("CA certificate to install {path}: {source}")]
+    Install {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("port {path}: {source}")]
+    Port { path: PathBuf, source: AtError },
+}
+
+/// Where a station's time and randomness come from.
+#[derive(Clone)]
+pub struct Sources {
+    pub clock: Arc<dyn Clock>,
+    pub random: Arc<dyn RandomSource>,
+}
+
+impl Default for Sources {
+    /// The operating system's clock and random source.
+    fn default() -> Self {
+        Sources {
+            clock: Arc::new(SystemClock),
+            random: Arc::new(OsRandom),
+        }
+    }
+}
+
+/// Open the configured ledger (the station's SQLite database).
+pub fn open_ledger(config: &StationConfig) -> Result<SqliteLedger, SetupError> {
+    SqliteLedger::open(&config.database).map_err(|source| SetupError::Ledger {
+        path: config.database.clone(),
+        source,
+    })
+}
+
+/// The plan context `config` describes, over an already open ledger
+/// (SIGHUP reloads keep the station's ledger and sources).
+pub fn plan_context(
+    config: &StationConfig,
+    ledger: Arc<dyn Ledger>,
+    sources: &Sources,
+) -> Result<PlanContext, SetupError> {
+    let trust = Arc::new(load_trust(&config.trust_file)?);
+    let authorities: Vec<Arc<dyn IdentityAuthority>> =
+        vec![Arc::new(KeysAuthority::new(Arc::clone(&trust)))];
+    let (ca, ca_install_pem, validity) = match &config.ca {
+        Some(ca_config) => {
+            let ca = StationCa::load(&ca_config.certificate, &ca_config.key)?;
+            let mut pem = String::new();
+            for path in &ca_config.install {
+                let text = std::fs::read_to_string(path).map_err(|source| SetupError::Install {
+                    path: path.clone(),
+                    source,
+                })?;
+                pem.push_str(&text);
+            }
+            let validity = Duration::from_secs(u64::from(ca_config.validity_days) * 86_400);
+            (
+                Some(Arc::new(ca)),
+                (!pem.is_empty()).then_some(pem),
+                validity,
+            )
+        }
+        None => (None, None, Duration::ZERO),
+    };
+    Ok(PlanContext {
+        plan: config.plan.clone(),
+        authorities,
+        trust,
+        ca,
+        ca_install_pem,
+        certificate_validity: validity,
+        ledger,
+        clock: Arc::clone(&sources.clock),
+        random: Arc::clone(&sources.random),
+    })
+}
+
+/// The trust file, refused when it holds no key; its size and digest logged.
+fn load_trust(path: &Path) -> Result<TrustStore, SetupError> {
+    let trust = TrustStore::load(path)?;
+    if trust.is_empty() {
+        return Err(TrustError::Empty {
+            path: path.to_path_buf(),
+        }
+        .into());
+    }
+    info!(
+        trusted = trust.len(),
+        file = %path.display(),
+        sha256 = trust.file_sha256().unwrap_or_default(),
+        "trusted device identity keys loaded"
+    );
+    Ok(trust)
+}
+
+/// How to find and talk to the configured ports.
+pub fn port_options(config: &StationConfig) -> PortOptions {
+    PortOptions {
+        patterns: config.ports.paths.clone(),
+        exclude: config.ports.exclude.clone(),
+        rescan_interval: config.ports.rescan_interval,
+        serial: config.serial.clone(),
+        client: ClientOptions {
+            dialect: config.dialect.fixed().unwrap_or(Dialect::Raw),
+            line_ending: config.line_ending,
+            timeouts: config.timeouts.commands.clone(),
+            ..ClientOptions::default()
+        },
+        dialect: config.dialect,
+        run: RunSettings {
+            station_id: config.station_id.clone(),
+            run_timeout: config.timeouts.run,
+        },
+        shutdown_grace: config.timeouts.shutdown_grace,
+    }
+}
