@@ -9,6 +9,8 @@
 //!   environment variable; never shown or logged.
 //! - [`CloudError`]: typed outcomes; [`CloudError::reason`] gives the run's
 //!   reason code (`cloud_rejected` or `cloud_unreachable`), never a pass.
+//! - [`standin`]: a test double of the two services, written from the
+//!   contract in `reference/nrf91.md`, not from this client.
 //!
 //! Layers: [`requests`] (what is sent) and [`answers`] (what comes back),
 //! both without I/O; [`retry`] (backoff, `Retry-After`); `client` (HTTP).
@@ -20,6 +22,7 @@ mod key;
 pub mod requests;
 pub mod retry;
 mod settings;
+pub mod standin;
 
 pub use answers::{
     BulkClaim, BulkOp, BulkOpStatus, ClaimRowResult, ClaimedDevice, RowError, RowOutcome,
