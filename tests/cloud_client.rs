@@ -325,6 +325,81 @@ async fn refused_connection_is_unreachable() {
 }
 
 #[tokio::test]
+async fn https_with_an_untrusted_certificate_is_unreachable_never_a_pass() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio_rustls::rustls::{self, pki_types};
+
+    // A self-signed certificate no system trust store holds.
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (cert_path, key_path) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+    let ca =
+        nrf_provd::ca::StationCa::generate("nrf-provd test server", Duration::from_secs(86_400))
+            .unwrap_or_else(|e| panic!("{e}"));
+    ca.write(&cert_path, &key_path)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let key_pem = std::fs::read_to_string(&key_path).unwrap_or_else(|e| panic!("{e}"));
+    let (_, key_der) = der::pem::decode_vec(key_pem.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap_or_else(|e| panic!("{e}"))
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![pki_types::CertificateDer::from(ca.certificate_der())],
+        pki_types::PrivateKeyDer::Pkcs8(key_der.into()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let port = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .port();
+    let hellos = Arc::new(AtomicUsize::new(0));
+    let seen = hellos.clone();
+    let server = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let start = tokio_rustls::LazyConfigAcceptor::new(
+                    rustls::server::Acceptor::default(),
+                    stream,
+                );
+                if let Ok(handshake) = start.await {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    let _ = handshake.into_stream(acceptor.config().clone()).await;
+                }
+            });
+        }
+    });
+    let base = format!("https://127.0.0.1:{port}/v1/");
+    let mut s = CloudSettings::with_urls(&base, &base).unwrap_or_else(|e| panic!("{e}"));
+    s.backoff_base = Duration::from_millis(10);
+    s.max_attempts = 2;
+    let client = client(s, KEY);
+
+    let result = client.claim_dry_run("AAAA.BBBB").await;
+    server.abort();
+
+    match result {
+        Err(CloudError::Unreachable { attempts: 2, last }) => {
+            assert!(last.to_lowercase().contains("certificate"), "{last}");
+        }
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+    assert_eq!(
+        hellos.load(Ordering::SeqCst),
+        2,
+        "one TLS ClientHello per attempt"
+    );
+}
+
+#[tokio::test]
 async fn connection_closed_without_an_answer_is_retried() {
     let cloud = standin(StandInConfig::default()).await;
     let key = signing_key();
