@@ -5,6 +5,7 @@ pub mod at;
 pub mod bench;
 pub mod ca;
 pub mod cli;
+pub mod cloud;
 pub mod config;
 pub mod demo;
 pub mod ledger;
