@@ -9,6 +9,7 @@ pub mod config;
 pub mod demo;
 pub mod modem;
 pub mod plan;
+pub mod port_list;
 pub mod serial;
 pub mod sim;
 pub mod station;
