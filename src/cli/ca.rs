@@ -42,7 +42,7 @@ pub struct CreateArgs {
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// Subject of the CA certificate as an RFC 4514 name, e.g.
-    /// `CN=Line 3 CA,O=Acme` [default: `CN=nrf-provd station CA <hostname>`].
+    /// `CN=Line 3 CA,O=Acme`. Default: `CN=nrf-provd station CA <hostname>`.
     #[arg(long, value_name = "DN")]
     pub subject: Option<String>,
     /// Validity of the CA certificate in days, from now.
