@@ -69,6 +69,12 @@ pub enum CaError {
     PublicKey(String),
     #[error("invalid common name {0:?}: must be 1 to 64 characters")]
     CommonName(String),
+    #[error(
+        "invalid subject {text:?}: {detail}; expected an RFC 4514 name such as `CN=Line 3 CA,O=Acme`"
+    )]
+    Subject { text: String, detail: String },
+    #[error("{}: already exists; not overwritten", path.display())]
+    Exists { path: PathBuf },
     #[error("cannot build certificate: {0}")]
     Build(String),
 }
@@ -138,6 +144,32 @@ pub fn common_name(cn: &str) -> Result<Name, CaError> {
     Ok(RdnSequence(vec![rdn]))
 }
 
+/// A distinguished name from its RFC 4514 text, most significant part
+/// last as people write it: `CN=Line 3 CA,O=Acme,C=DE`. Values are
+/// UTF8Strings (C and serialNumber PrintableStrings, as RFC 5280 wants).
+pub fn parse_subject(text: &str) -> Result<Name, CaError> {
+    let error = |detail: &str| CaError::Subject {
+        text: text.to_owned(),
+        detail: detail.to_owned(),
+    };
+    if text.trim().is_empty() {
+        return Err(error("empty"));
+    }
+    let name: Name = text
+        .parse()
+        .map_err(|_| error("an unknown attribute type, a missing `=` or a bad escape"))?;
+    for rdn in name.0.iter() {
+        for atv in rdn.0.iter() {
+            if atv.value.value().is_empty() {
+                let oid = atv.oid.to_string();
+                let kind = const_oid::db::DB.by_oid(&atv.oid).unwrap_or(&oid);
+                return Err(error(&format!("{kind} has an empty value")));
+            }
+        }
+    }
+    Ok(name)
+}
+
 /// A 16-byte serial from random bytes (RFC 5280 allows up to 20; unique
 /// with overwhelming odds).
 fn serial_number(mut bytes: [u8; 16]) -> Result<SerialNumber, CaError> {
@@ -204,8 +236,11 @@ fn extension<T: for<'a> Decode<'a>>(
         .and_then(|ext| T::from_der(ext.extn_value.as_bytes()).ok())
 }
 
-/// Write `bytes` to `path` atomically (temporary file, fsync, rename) with `mode`.
-fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CaError> {
+/// Write `bytes` to `path` atomically (temporary file, fsync, rename) with
+/// `mode`. Unless `replace`, a file already at `path` is an error and stays
+/// as it was (the temporary file is hard-linked into place, which fails
+/// when the name exists, rather than renamed over it).
+fn write_atomic(path: &Path, bytes: &[u8], mode: u32, replace: bool) -> Result<(), CaError> {
     let io = |action| {
         move |source| CaError::Io {
             path: path.to_owned(),
@@ -229,7 +264,18 @@ fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CaError> {
         .map_err(io("cannot set mode"))?;
     file.write_all(bytes).map_err(io("cannot write"))?;
     file.sync_all().map_err(io("cannot sync"))?;
-    std::fs::rename(&tmp, path).map_err(io("cannot rename into place"))
+    if replace {
+        return std::fs::rename(&tmp, path).map_err(io("cannot rename into place"));
+    }
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(CaError::Exists {
+            path: path.to_owned(),
+        }),
+        Err(e) => Err(io("cannot link into place")(e)),
+    }
 }
 
 impl StationCa {
@@ -348,6 +394,18 @@ impl StationCa {
         now: SystemTime,
         validity: Duration,
     ) -> Result<Self, CaError> {
+        Self::generate_with_subject(common_name(common_name_text)?, now, validity)
+    }
+
+    /// A fresh self-signed CA with a random P-256 key and any subject, valid
+    /// from `now` for `validity`. Extensions (x509-cert's root profile):
+    /// basicConstraints cA=true and keyUsage keyCertSign + cRLSign, both
+    /// critical; subjectKeyIdentifier.
+    pub fn generate_with_subject(
+        subject: Name,
+        now: SystemTime,
+        validity: Duration,
+    ) -> Result<Self, CaError> {
         let key = SigningKey::random(&mut rand::rngs::OsRng);
         let spki = SubjectPublicKeyInfoOwned::from_key(*key.verifying_key()).map_err(build_err)?;
         let mut serial = [0u8; 16];
@@ -359,7 +417,7 @@ impl StationCa {
                 not_before: x509_time(now)?,
                 not_after: x509_time(now + validity)?,
             },
-            common_name(common_name_text)?,
+            subject,
             spki,
             &key,
         )
@@ -376,8 +434,28 @@ impl StationCa {
     /// each atomically.
     pub fn write(&self, cert_path: &Path, key_path: &Path) -> Result<(), CaError> {
         let key_pem = self.key.to_pkcs8_pem(LineEnding::LF).map_err(build_err)?;
-        write_atomic(key_path, key_pem.as_bytes(), 0o600)?;
-        write_atomic(cert_path, self.certificate_pem().as_bytes(), 0o644)
+        write_atomic(key_path, key_pem.as_bytes(), 0o600, true)?;
+        write_atomic(cert_path, self.certificate_pem().as_bytes(), 0o644, true)
+    }
+
+    /// As [`StationCa::write`], but never over an existing file: when
+    /// either path exists, nothing is written and the error names it.
+    pub fn write_new(&self, cert_path: &Path, key_path: &Path) -> Result<(), CaError> {
+        for path in [key_path, cert_path] {
+            if path.symlink_metadata().is_ok() {
+                return Err(CaError::Exists {
+                    path: path.to_owned(),
+                });
+            }
+        }
+        let key_pem = self.key.to_pkcs8_pem(LineEnding::LF).map_err(build_err)?;
+        write_atomic(key_path, key_pem.as_bytes(), 0o600, false)?;
+        let written = write_atomic(cert_path, self.certificate_pem().as_bytes(), 0o644, false);
+        if written.is_err() {
+            // Appeared since the check above: leave no key without its certificate.
+            let _ = std::fs::remove_file(key_path);
+        }
+        written
     }
 
     pub fn certificate_pem(&self) -> String {

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod ledger;
 pub mod modem;
 pub mod plan;
+pub mod port_list;
 pub mod record;
 pub mod serial;
 pub mod sim;

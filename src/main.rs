@@ -1,46 +1,8 @@
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use nrf_provd::cli;
+use clap::Parser;
+use nrf_provd::cli::{self, Cli, Command};
 use nrf_provd::config::{LogFormat, StationConfig};
-
-/// Provision and authenticate Nordic nRF91 modems on a factory test station.
-#[derive(Debug, Parser)]
-#[command(name = "nrf-provd", version, about)]
-struct Cli {
-    /// Log format on stderr [default: the config's `log_format` for `run`, else text].
-    #[arg(long, global = true, value_enum)]
-    log_format: Option<LogFormat>,
-    /// Log filter (tracing EnvFilter syntax), e.g. `debug` or `nrf_provd::at=trace`
-    /// [default: `info` for run and provision (one line per run, the station's
-    /// start and reloads, warnings, errors), `warn` for the other commands].
-    #[arg(long, global = true, env = "NRF_PROVD_LOG")]
-    log: Option<String>,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Send AT commands to one port and print the answers.
-    At(cli::at::AtArgs),
-    /// Decode an attestation, key-generation or JWT token.
-    Parse(cli::token::ParseArgs),
-    /// Verify a token against a trust file of device identity keys.
-    Verify(cli::token::VerifyArgs),
-    /// Run simulated nRF91 modems on pseudo-terminals.
-    Simulate(cli::simulate::SimulateArgs),
-    /// Run the station daemon.
-    Run(cli::station::RunArgs),
-    /// Run the provisioning plan once on one port.
-    Provision(cli::station::ProvisionArgs),
-    /// Demo: the daemon against simulated modems, no hardware needed.
-    Demo(cli::station::DemoArgs),
-    /// Show recorded results.
-    Results(cli::results::ResultsArgs),
-    /// Measure throughput, cycle time and host cost against simulated modems; or soak.
-    Bench(cli::bench::BenchArgs),
-}
 
 fn init_logging(format: LogFormat, filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
@@ -60,6 +22,9 @@ fn init_logging(format: LogFormat, filter: &str) {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !cli.command.handles_epipe() {
+        cli::quiet_broken_pipes();
+    }
     // The daemon's config may choose the format (journald wants JSON).
     let format = cli.log_format.unwrap_or_else(|| match &cli.command {
         Command::Run(args) => StationConfig::load(&args.config)
@@ -85,5 +50,9 @@ async fn main() -> ExitCode {
         Command::Demo(args) => cli::station::demo(args).await,
         Command::Results(args) => cli::results::run(args).await,
         Command::Bench(args) => cli::bench::run(args).await,
+        Command::Ca(args) => cli::ca::run(args),
+        Command::Ports(args) => cli::ports::run(args),
+        Command::Completions(args) => cli::docs::completions(args),
+        Command::Man(args) => cli::docs::man(args),
     }
 }

@@ -26,8 +26,9 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 5)]
     pub rounds: usize,
     /// `realistic`: the modems take as long as real ones; also reports
-    /// cycle time against the physical limit.
-    #[arg(long, value_enum, default_value_t = Latency::None)]
+    /// cycle time against the physical limit. `none`: they answer at once.
+    // The values are named above: the enum's own docs are rustdoc, not help.
+    #[arg(long, value_enum, default_value_t = Latency::None, hide_possible_values = true)]
     pub latency: Latency,
     /// UART pacing of the modems' output, 0 for none [default: 115200 with
     /// realistic latency, none without].
@@ -79,6 +80,60 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 pub async fn run(args: BenchArgs) -> ExitCode {
+    let out = Output::default();
+    let status = tokio::select! {
+        status = bench(args, &out) => status,
+        // Dropping the bench removes its working directory and kills the
+        // simulator child (kill_on_drop).
+        () = out.stopped() => ExitCode::SUCCESS,
+    };
+    match out.failure() {
+        Some(e) => super::error_exit(format!("cannot write to standard output: {e}")),
+        None => status,
+    }
+}
+
+/// Standard output for the bench, which keeps SIGPIPE ignored (see
+/// `Command::handles_epipe`): once a write fails the bench stops — quietly
+/// when the reader has gone (`bench | head`), with the error otherwise.
+#[derive(Default)]
+struct Output {
+    stopped: tokio::sync::Notify,
+    failure: std::sync::Mutex<Option<std::io::Error>>,
+}
+
+impl Output {
+    fn line(&self, text: impl std::fmt::Display) {
+        self.write(format_args!("{text}\n"));
+    }
+
+    fn write(&self, text: std::fmt::Arguments<'_>) {
+        let Ok(mut failure) = self.failure.lock() else {
+            return;
+        };
+        if failure.is_some() {
+            return;
+        }
+        let mut stdout = std::io::stdout().lock();
+        if let Err(e) = stdout.write_fmt(text).and_then(|()| stdout.flush()) {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                *failure = Some(e);
+            }
+            // Stored permit: `stopped` completes even if it starts waiting later.
+            self.stopped.notify_one();
+        }
+    }
+
+    async fn stopped(&self) {
+        self.stopped.notified().await;
+    }
+
+    fn failure(&self) -> Option<std::io::Error> {
+        self.failure.lock().ok()?.take()
+    }
+}
+
+async fn bench(args: BenchArgs, out: &Output) -> ExitCode {
     let simulator = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => return super::error_exit(format!("cannot find the nrf-provd executable: {e}")),
@@ -114,19 +169,19 @@ pub async fn run(args: BenchArgs) -> ExitCode {
             sample_every: Duration::from_secs(1),
         };
         if !args.json {
-            println!(
+            out.line(format_args!(
                 "nrf-provd soak: {boards} boards for {duration:?}, latency {latency}, {baud_text}, seed {seed}, faults [{}]",
                 args.faults
                     .iter()
                     .map(ToString::to_string)
                     .collect::<Vec<_>>()
                     .join(" ")
-            );
+            ));
         }
         let quiet = args.json;
         let report = match soak::run(&options, |line| {
             if !quiet {
-                println!("{line}");
+                out.line(line);
             }
         })
         .await
@@ -144,9 +199,9 @@ pub async fn run(args: BenchArgs) -> ExitCode {
                 "soak": report,
                 "ok": report.ok(),
             });
-            println!("{doc}");
+            out.line(doc);
         } else {
-            print!("{}", soak::render(&report));
+            out.write(format_args!("{}", soak::render(&report)));
         }
         return if report.ok() {
             ExitCode::SUCCESS
@@ -166,21 +221,20 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         keep: args.keep,
     };
     if !args.json {
-        println!(
+        out.line(format_args!(
             "nrf-provd bench: latency {latency}, {baud_text}, {} round(s) per row, seed {seed}",
             options.rounds
-        );
-        println!(
+        ));
+        out.line(format_args!(
             "machine: {} × {}, Linux {}",
             machine.cpus, machine.cpu_model, machine.kernel
-        );
-        println!("{}", table_header());
+        ));
+        out.line(table_header());
     }
     let json = args.json;
     let rows = bench::run(&options, |row| {
         if !json {
-            println!("{}", table_row(row));
-            let _ = std::io::stdout().flush();
+            out.line(table_row(row));
         }
     })
     .await;
@@ -194,7 +248,7 @@ pub async fn run(args: BenchArgs) -> ExitCode {
                 "seed": seed,
                 "rows": rows,
             });
-            println!("{doc}");
+            out.line(doc);
             ExitCode::SUCCESS
         }
         Ok(_) => ExitCode::SUCCESS,

@@ -39,8 +39,9 @@ pub struct DemoArgs {
     /// Provisioning rounds; between rounds every board is unplugged and replugged.
     #[arg(long, default_value_t = 1)]
     pub rounds: usize,
-    /// How fast the simulated modems answer: `realistic` models a real modem (key generation takes about a second).
-    #[arg(long, value_enum, default_value_t = crate::sim::Latency::Realistic)]
+    /// How fast the simulated modems answer: `realistic` models a real modem (key generation takes about a second), `none` answers at once.
+    // The values are named above: the enum's own docs are rustdoc, not help.
+    #[arg(long, value_enum, default_value_t = crate::sim::Latency::Realistic, hide_possible_values = true)]
     pub latency: crate::sim::Latency,
 }
 
