@@ -141,3 +141,45 @@ fn bad_input_exits_2_with_a_reason() {
     let out = results(&["--device", "not-a-uuid"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn a_database_of_the_previous_release_is_migrated_and_shows_reason_codes() {
+    // tests/fixtures/v1-results.db was written by the previous release
+    // (schema version 1, reasons as "code: words"): one passed run, one
+    // failed at attest (a forged signature), one at keygen (a stall).
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let db = dir.path().join("results.db");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1-results.db"),
+        &db,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let out = results(&["--db", db.to_str().unwrap_or_default(), "--format", "json"]);
+    assert!(out.status.success(), "{out:?}");
+    let runs: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let codes: Vec<&serde_json::Value> = runs
+        .as_array()
+        .unwrap_or_else(|| panic!("array"))
+        .iter()
+        .map(|r| &r["reason_code"])
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            &serde_json::Value::Null,
+            &"signature".into(),
+            &"timeout".into()
+        ]
+    );
+    assert_eq!(runs[1]["failed_step"], "attest");
+    let reason = runs[1]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("signature (ES256 signature does not verify"),
+        "the code prefix moved to reason_code: {reason}"
+    );
+    let version: i64 = rusqlite::Connection::open(&db)
+        .and_then(|c| c.pragma_query_value(None, "user_version", |row| row.get(0)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(version, 2, "migrated in place");
+}

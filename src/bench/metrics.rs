@@ -162,13 +162,22 @@ mod tests {
     fn the_process_reads_itself() {
         assert!(rss_kib() > 0);
         assert!(open_fds() >= 3);
+        // Work until the counter has moved by 5 ms of CPU; a counter that
+        // does not follow the work never gets there.
         let before = process_cpu();
         let mut x = 0u64;
-        for i in 0..2_000_000u64 {
-            x = x.wrapping_mul(31).wrapping_add(i);
+        let mut rounds = 0u64;
+        while process_cpu().saturating_sub(before) < Duration::from_millis(5) {
+            for i in 0..100_000u64 {
+                x = x.wrapping_mul(31).wrapping_add(i);
+            }
+            rounds += 1;
+            assert!(
+                rounds < 100_000,
+                "process CPU time did not advance with work"
+            );
         }
         std::hint::black_box(x);
-        assert!(process_cpu() >= before);
         let (samples, _cpu) = Sampler::start(Duration::from_millis(1)).finish();
         assert!(samples.len() >= 2);
         assert!(samples.iter().all(|s| s.rss_kib > 0));

@@ -13,6 +13,7 @@
 //! CSV formats.
 
 pub mod export;
+mod memory;
 mod sqlite;
 
 use std::path::PathBuf;
@@ -25,6 +26,7 @@ pub use crate::record::{
     Artifact, ArtifactKind, DeviceInfo, Outcome, ReasonCode, RunId, RunRecord, RunStart, Step,
     StepRecord, TokenRecord,
 };
+pub use memory::MemoryLedger;
 pub use sqlite::{SqliteLedger, SqliteReader};
 
 /// Database used when none is configured: `$STATE_DIRECTORY/results.db`
