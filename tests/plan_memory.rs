@@ -13,7 +13,7 @@ use std::time::Duration;
 use nrf_provd::at::{Client, ClientOptions, Dialect};
 use nrf_provd::ca::StationCa;
 use nrf_provd::config::PlanConfig;
-use nrf_provd::ledger::{Ledger, MemoryLedger, RunStart};
+use nrf_provd::ledger::{MemoryLedger, RunStart};
 use nrf_provd::modem::Modem;
 use nrf_provd::plan::{
     self, Arrival, FollowingClock, IdentityAuthority, KeysAuthority, PlanContext, SeededRandom,
