@@ -269,8 +269,54 @@ impl fmt::Display for ReasonCode {
     }
 }
 
+/// Who vouched for a device's identity (recorded as `verified_by`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifiedBy {
+    /// The station's trust file of device identity public keys.
+    Keys,
+    /// nRF Cloud accepted the identity token (a claim dry run).
+    Nrfcloud,
+    /// The same key as the device showed when first seen (trust on first
+    /// sight) — not proof that Nordic made the chip.
+    Pin,
+    /// Nobody: the run checked what it could without a key and collected
+    /// the tokens to be vouched for later.
+    Collect,
+}
+
+impl VerifiedBy {
+    pub const ALL: [VerifiedBy; 4] = [
+        VerifiedBy::Keys,
+        VerifiedBy::Nrfcloud,
+        VerifiedBy::Pin,
+        VerifiedBy::Collect,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerifiedBy::Keys => "keys",
+            VerifiedBy::Nrfcloud => "nrfcloud",
+            VerifiedBy::Pin => "pin",
+            VerifiedBy::Collect => "collect",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        VerifiedBy::ALL.into_iter().find(|v| v.as_str() == text)
+    }
+}
+
+impl fmt::Display for VerifiedBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunStart {
+    /// The run's globally unique id: the same in every ledger it reaches.
+    pub uid: Uuid,
     pub station_id: String,
     pub port: String,
     pub started_at: OffsetDateTime,
@@ -283,14 +329,19 @@ pub enum Outcome {
     Passed,
     Failed,
     Interrupted,
+    /// Every step ran and every check that needs no key passed, but nobody
+    /// vouched for the identity: the tokens are kept to be claimed later.
+    /// Never a pass.
+    Collected,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 4] = [
+    pub const ALL: [Outcome; 5] = [
         Outcome::InFlight,
         Outcome::Passed,
         Outcome::Failed,
         Outcome::Interrupted,
+        Outcome::Collected,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -299,6 +350,7 @@ impl Outcome {
             Outcome::Passed => "passed",
             Outcome::Failed => "failed",
             Outcome::Interrupted => "interrupted",
+            Outcome::Collected => "collected",
         }
     }
 
@@ -317,6 +369,9 @@ impl fmt::Display for Outcome {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct RunRecord {
     pub id: RunId,
+    /// Globally unique (see [`RunStart::uid`]).
+    #[serde(with = "ser::uuid")]
+    pub uid: Uuid,
     pub station_id: String,
     pub port: String,
     #[serde(with = "ser::time")]
@@ -331,6 +386,8 @@ pub struct RunRecord {
     pub reason_code: Option<ReasonCode>,
     /// Why the run failed, in words.
     pub reason: Option<String>,
+    /// Who vouched for the device's identity, when someone did.
+    pub verified_by: Option<VerifiedBy>,
     pub device: DeviceInfo,
     pub steps: Vec<StepRecord>,
     pub tokens: Vec<TokenRecord>,
@@ -342,6 +399,7 @@ impl RunRecord {
     pub fn begun(id: RunId, start: &RunStart) -> Self {
         RunRecord {
             id,
+            uid: start.uid,
             station_id: start.station_id.clone(),
             port: start.port.clone(),
             started_at: start.started_at,
@@ -350,6 +408,7 @@ impl RunRecord {
             failed_step: None,
             reason_code: None,
             reason: None,
+            verified_by: None,
             device: DeviceInfo::default(),
             steps: Vec::new(),
             tokens: Vec::new(),
@@ -482,9 +541,16 @@ pub(crate) mod ser {
         }
     }
 
+    pub mod uuid {
+        use super::*;
+        pub fn serialize<S: Serializer>(u: &::uuid::Uuid, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_str(&u.hyphenated())
+        }
+    }
+
     pub mod opt_uuid {
         use super::*;
-        pub fn serialize<S: Serializer>(u: &Option<uuid::Uuid>, s: S) -> Result<S::Ok, S::Error> {
+        pub fn serialize<S: Serializer>(u: &Option<::uuid::Uuid>, s: S) -> Result<S::Ok, S::Error> {
             match u {
                 Some(u) => s.collect_str(&u.hyphenated()),
                 None => s.serialize_none(),

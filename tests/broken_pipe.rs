@@ -27,7 +27,10 @@ struct Ended {
 /// Run `nrf-provd args…` with stdout a pipe nobody reads.
 fn into_closed_pipe(args: &[&str], tmpdir: &Path) -> Ended {
     let child = {
-        let (read, write) = nix::unistd::pipe().unwrap_or_else(|e| panic!("pipe: {e}"));
+        // Close-on-exec: a child another test thread spawns meanwhile must
+        // not inherit the read end and keep the pipe open.
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .unwrap_or_else(|e| panic!("pipe: {e}"));
         drop(read);
         Command::new(binary())
             .args(args)

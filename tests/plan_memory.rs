@@ -13,18 +13,21 @@ use std::time::Duration;
 use nrf_provd::at::{Client, ClientOptions, Dialect};
 use nrf_provd::ca::StationCa;
 use nrf_provd::config::PlanConfig;
-use nrf_provd::ledger::{MemoryLedger, RunStart};
+use nrf_provd::ledger::MemoryLedger;
 use nrf_provd::modem::Modem;
 use nrf_provd::plan::{
-    self, Arrival, FollowingClock, IdentityAuthority, KeysAuthority, PlanContext, SeededRandom,
+    Arrival, FollowingClock, IdentityAuthority, KeysAuthority, PlanContext, SeededRandom,
 };
-use nrf_provd::record::{Outcome, ReasonCode, RunRecord, Step};
+use nrf_provd::record::{Outcome, ReasonCode, RunRecord, Step, VerifiedBy};
 use nrf_provd::sim::memory::Board;
 use nrf_provd::sim::{Latency, SimOptions};
+use nrf_provd::station::Events;
+use nrf_provd::station::recorder::{self, RunSettings};
 use nrf_provd::token::TokenKind;
 use nrf_provd::trust::TrustStore;
 use time::macros::datetime;
 use tokio::io::DuplexStream;
+use tokio_util::sync::CancellationToken;
 
 const SEED: u64 = 2026;
 const CHALLENGE_SEED: u64 = 42;
@@ -87,32 +90,27 @@ fn modem(host: DuplexStream) -> Modem<DuplexStream> {
     Modem::new(Client::new(host, ClientOptions::default()).0)
 }
 
-/// One run of the plan on the board, begun and finished in the ledger as
-/// the station's recorder does.
+/// One run of the plan on the board, through the station's own recorder
+/// (begun and finished in the ledger).
 async fn run_once(line: &Line, modem: &mut Modem<DuplexStream>) -> RunRecord {
-    let start = RunStart {
-        station_id: "memory".into(),
-        port: "duplex".into(),
-        started_at: line.ctx.clock.now_utc(),
-    };
-    let id = line.ctx.ledger.begin_run(&start).await.expect("begin");
-    let mut record = RunRecord::begun(id, &start);
     let arrival = Arrival {
         dialect: Dialect::Raw,
         detected: false,
     };
-    match plan::run(&line.ctx, modem, arrival, &mut record, &()).await {
-        Ok(()) => record.outcome = Outcome::Passed,
-        Err(failure) => record.fail(
-            Outcome::Failed,
-            Some(failure.step),
-            failure.code,
-            failure.detail,
-        ),
-    }
-    record.finished_at = Some(line.ctx.clock.now_utc());
-    line.ctx.ledger.finish_run(&record).await.expect("finish");
-    record
+    let settings = RunSettings {
+        station_id: "memory".into(),
+        run_timeout: Duration::from_secs(180),
+    };
+    recorder::run_recorded(
+        &line.ctx,
+        modem,
+        arrival,
+        "duplex",
+        &settings,
+        &CancellationToken::new(),
+        &Events::default(),
+    )
+    .await
 }
 
 const fn ms(n: u64) -> Duration {
@@ -128,6 +126,7 @@ async fn the_full_plan_in_memory_gives_the_exact_record() {
     let id = line.board.identity();
 
     assert_eq!(record.outcome, Outcome::Passed, "{record:#?}");
+    assert_eq!(record.verified_by, Some(VerifiedBy::Keys));
     assert_eq!(record.started_at, datetime!(2026-12-01 08:00 UTC));
     // Each step takes exactly the modelled time of its commands (README's
     // latency table), because tokio's clock is paused and the board models

@@ -10,7 +10,7 @@ use nrf_provd::ledger::export::{self, OnboardOptions};
 use nrf_provd::ledger::{
     Artifact, ArtifactKind, Claim, ClaimKind, ClaimOutcome, DeviceInfo, Ledger, LedgerError,
     LedgerReader, Outcome, ReasonCode, RunFilter, RunRecord, RunStart, SqliteLedger, Step,
-    StepRecord, TokenRecord,
+    StepRecord, TokenRecord, VerifiedBy,
 };
 use nrf_provd::token::TokenKind;
 use time::OffsetDateTime;
@@ -29,8 +29,20 @@ fn open(path: &Path) -> SqliteLedger {
     SqliteLedger::open(path).unwrap_or_else(|e| panic!("open: {e}"))
 }
 
+/// The run uid a test derives from where and when a run starts, so that a
+/// record built again for the same start carries the same uid.
+fn uid_of(at: OffsetDateTime, port: &str) -> Uuid {
+    let port_hash = port.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    Uuid::from_u128((at.unix_timestamp_nanos() as u128) << 64 | u128::from(port_hash))
+}
+
+const PORT: &str = "/dev/nrf91/A-if00";
+
 fn start(at: OffsetDateTime, port: &str) -> RunStart {
     RunStart {
+        uid: uid_of(at, port),
         station_id: "s1".into(),
         port: port.into(),
         started_at: at,
@@ -45,14 +57,16 @@ fn uuid(text: &str) -> Uuid {
 fn passed(id: i64, device: &str, at: OffsetDateTime, certificate: &str) -> RunRecord {
     RunRecord {
         id,
+        uid: uid_of(at, PORT),
         station_id: "s1".into(),
-        port: "/dev/nrf91/A-if00".into(),
+        port: PORT.into(),
         started_at: at,
         finished_at: Some(at + Duration::from_millis(12_345)),
         outcome: Outcome::Passed,
         failed_step: None,
         reason_code: None,
         reason: None,
+        verified_by: Some(VerifiedBy::Keys),
         device: DeviceInfo {
             device_uuid: Some(uuid(device)),
             imei: Some("351358815178345".into()),
@@ -117,7 +131,7 @@ async fn begin_and_finish(
     certificate: &str,
 ) -> RunRecord {
     let id = store
-        .begin_run(&start(at, "/dev/nrf91/A-if00"))
+        .begin_run(&start(at, PORT))
         .await
         .unwrap_or_else(|e| panic!("begin: {e}"));
     let record = passed(id, device, at, certificate);

@@ -29,6 +29,7 @@ async fn database(path: &Path) -> SqliteLedger {
     let store = SqliteLedger::open(path).unwrap_or_else(|e| panic!("{e}"));
     let at = datetime!(2024-05-01 10:00 UTC);
     let start = |port: &str| RunStart {
+        uid: uuid::Uuid::from_u128(u128::from(port.as_bytes().last().copied().unwrap_or(0))),
         station_id: "s1".into(),
         port: port.into(),
         started_at: at,
@@ -40,6 +41,7 @@ async fn database(path: &Path) -> SqliteLedger {
     store
         .finish_run(&RunRecord {
             id,
+            uid: uuid::Uuid::from_u128(u128::from(b'a')),
             station_id: "s1".into(),
             port: "/dev/a".into(),
             started_at: at,
@@ -48,6 +50,7 @@ async fn database(path: &Path) -> SqliteLedger {
             failed_step: Some(Step::Attest),
             reason_code: Some(ReasonCode::Replay),
             reason: Some("identity token nonce already seen in run 1".into()),
+            verified_by: None,
             device: DeviceInfo {
                 device_uuid: Some(uuid::Uuid::parse_str(DEVICE).unwrap_or_default()),
                 ..Default::default()

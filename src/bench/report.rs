@@ -248,6 +248,7 @@ mod tests {
             OffsetDateTime::from_unix_timestamp_nanos(i128::from(start_us) * 1000).unwrap();
         RunRecord {
             id: 1,
+            uid: uuid::Uuid::nil(),
             station_id: "bench".into(),
             port: port.into(),
             started_at,
@@ -256,6 +257,7 @@ mod tests {
             failed_step: None,
             reason_code: None,
             reason: None,
+            verified_by: None,
             device: DeviceInfo::default(),
             steps: Vec::new(),
             tokens: Vec::new(),

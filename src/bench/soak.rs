@@ -517,6 +517,7 @@ mod tests {
     fn run(id: RunId, outcome: Outcome, tokens: &[&str]) -> RunRecord {
         RunRecord {
             id,
+            uid: uuid::Uuid::nil(),
             station_id: "soak".into(),
             port: "/x/ttySIM0".into(),
             started_at: time::OffsetDateTime::UNIX_EPOCH,
@@ -525,6 +526,7 @@ mod tests {
             failed_step: None,
             reason_code: None,
             reason: None,
+            verified_by: None,
             device: DeviceInfo::default(),
             steps: Vec::new(),
             tokens: tokens

@@ -8,14 +8,15 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 
 use super::{
-    Claim, ClaimKind, ClaimOutcome, Counts, Ledger, LedgerError, LedgerReader, Outcome, RunFilter,
-    RunId, RunRecord, RunStart,
+    Claim, ClaimKind, ClaimOutcome, Counts, Ledger, LedgerError, LedgerReader, Outcome, Pin,
+    PinOutcome, RunFilter, RunId, RunRecord, RunStart,
 };
 
 #[derive(Default)]
 struct State {
     runs: Vec<RunRecord>,
     claims: HashMap<(ClaimKind, String), RunId>,
+    pins: HashMap<uuid::Uuid, Pin>,
 }
 
 #[derive(Default)]
@@ -84,6 +85,18 @@ impl Ledger for MemoryLedger {
         *stored = record.clone();
         Ok(())
     }
+
+    async fn pin(&self, pin: &Pin) -> Result<PinOutcome, LedgerError> {
+        let mut state = self.state();
+        Ok(match state.pins.get(&pin.device_uuid) {
+            None => {
+                state.pins.insert(pin.device_uuid, pin.clone());
+                PinOutcome::Pinned
+            }
+            Some(first) if first.public_key == pin.public_key => PinOutcome::Same(first.clone()),
+            Some(first) => PinOutcome::Changed(first.clone()),
+        })
+    }
 }
 
 #[async_trait]
@@ -112,13 +125,7 @@ impl LedgerReader for MemoryLedger {
         let state = self.state();
         let mut counts = Counts::default();
         for run in &state.runs {
-            counts.seen += 1;
-            match run.outcome {
-                Outcome::Passed => counts.passed += 1,
-                Outcome::Failed => counts.failed += 1,
-                Outcome::Interrupted => counts.interrupted += 1,
-                Outcome::InFlight => counts.in_flight += 1,
-            }
+            counts.add(run.outcome, 1);
         }
         Ok(counts)
     }

@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 pub use crate::record::{
     Artifact, ArtifactKind, DeviceInfo, Outcome, ReasonCode, RunId, RunRecord, RunStart, Step,
-    StepRecord, TokenRecord,
+    StepRecord, TokenRecord, VerifiedBy,
 };
 pub use memory::MemoryLedger;
 pub use sqlite::{SqliteLedger, SqliteReader};
@@ -76,6 +76,61 @@ pub enum LedgerError {
     InvalidRecord(String),
     #[error("database: the blocking task failed: {0}")]
     Task(String),
+    /// A ledger on a server that cannot be reached (network, server down).
+    #[error("{ledger} ledger unreachable: {detail}")]
+    Unreachable {
+        ledger: &'static str,
+        detail: String,
+    },
+}
+
+impl LedgerError {
+    /// Whether the fault may clear by itself (a lock held by another
+    /// process, a full disk, an I/O error, a server that is down), so that
+    /// the station should wait and try again rather than give up.
+    pub fn is_transient(&self) -> bool {
+        use rusqlite::ErrorCode::*;
+        match self {
+            LedgerError::Io { .. } | LedgerError::Task(_) | LedgerError::Unreachable { .. } => true,
+            LedgerError::Sqlite { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(
+                    DatabaseBusy
+                        | DatabaseLocked
+                        | DiskFull
+                        | SystemIoFailure
+                        | CannotOpen
+                        | ReadOnly
+                        | OutOfMemory
+                        | FileLockingProtocolFailed
+                )
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// A device identity key as the `pin` authority saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pin {
+    pub device_uuid: Uuid,
+    /// SubjectPublicKeyInfo DER.
+    pub public_key: Vec<u8>,
+    pub at: OffsetDateTime,
+    pub station_id: String,
+    pub port: String,
+    pub run_uid: Uuid,
+}
+
+/// Answer to [`Ledger::pin`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinOutcome {
+    /// First sight: the key is now pinned to the device UUID.
+    Pinned,
+    /// The key pinned before (when, where).
+    Same(Pin),
+    /// Another key was pinned for this device UUID (when, where, which).
+    Changed(Pin),
 }
 
 /// What a run claims so that it can be used once, ever: the replay defence.
@@ -141,6 +196,10 @@ pub trait Ledger: Send + Sync {
 
     /// Record the end of a run in one transaction; durable when it returns.
     async fn finish_run(&self, record: &RunRecord) -> Result<(), LedgerError>;
+
+    /// Pin `pin.public_key` to its device UUID on first sight, or say which
+    /// key was pinned before: atomically, so two stations cannot both pin.
+    async fn pin(&self, pin: &Pin) -> Result<PinOutcome, LedgerError>;
 }
 
 /// Which runs [`LedgerReader::runs`] returns: all filters must match. With
@@ -160,7 +219,22 @@ pub struct Counts {
     pub passed: u64,
     pub failed: u64,
     pub interrupted: u64,
+    pub collected: u64,
     pub in_flight: u64,
+}
+
+impl Counts {
+    /// Count one run of `outcome`.
+    pub fn add(&mut self, outcome: Outcome, n: u64) {
+        self.seen += n;
+        match outcome {
+            Outcome::Passed => self.passed += n,
+            Outcome::Failed => self.failed += n,
+            Outcome::Interrupted => self.interrupted += n,
+            Outcome::Collected => self.collected += n,
+            Outcome::InFlight => self.in_flight += n,
+        }
+    }
 }
 
 /// The read side: `results`, exports, bench and soak checks.

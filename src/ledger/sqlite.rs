@@ -21,8 +21,8 @@ use uuid::Uuid;
 
 use super::{
     Artifact, ArtifactKind, Claim, ClaimKind, ClaimOutcome, Counts, DeviceInfo, Ledger,
-    LedgerError, LedgerReader, Outcome, ReasonCode, RunFilter, RunId, RunRecord, RunStart, Step,
-    StepRecord, TokenRecord, dbtime,
+    LedgerError, LedgerReader, Outcome, Pin, PinOutcome, ReasonCode, RunFilter, RunId, RunRecord,
+    RunStart, Step, StepRecord, TokenRecord, VerifiedBy, dbtime,
 };
 use crate::token::TokenKind;
 
@@ -31,6 +31,7 @@ use crate::token::TokenKind;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_reason_code.sql"),
+    include_str!("migrations/0003_line.sql"),
 ];
 
 /// Reason recorded for runs found in flight when the ledger is opened.
@@ -204,9 +205,11 @@ impl SqliteLedger {
         }
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(sql("synchronous=FULL"))?;
+        // Foreign keys go on after the migrations: a migration that rebuilds
+        // a table needs them off (and checks them itself before commit).
+        migrate(path, &mut conn)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(sql("foreign_keys=ON"))?;
-        migrate(path, &mut conn)?;
 
         let recovered = conn
             .execute(
@@ -305,8 +308,14 @@ impl Ledger for SqliteLedger {
         let start = start.clone();
         blocking(&self.db, move |conn| {
             conn.execute(
-                "INSERT INTO runs (station_id, port, started_at, outcome) VALUES (?1, ?2, ?3, 'in_flight')",
-                params![start.station_id, start.port, dbtime::format(start.started_at)],
+                "INSERT INTO runs (uid, station_id, port, started_at, outcome)
+                 VALUES (?1, ?2, ?3, ?4, 'in_flight')",
+                params![
+                    uuid_text(start.uid),
+                    start.station_id,
+                    start.port,
+                    dbtime::format(start.started_at)
+                ],
             )
             .map_err(sql("begin run"))?;
             Ok(conn.last_insert_rowid())
@@ -369,6 +378,83 @@ impl Ledger for SqliteLedger {
         let record = record.clone();
         blocking(&self.db, move |conn| finish(conn, &record)).await
     }
+
+    async fn pin(&self, pin: &Pin) -> Result<PinOutcome, LedgerError> {
+        let pin = pin.clone();
+        blocking(&self.db, move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql("pin"))?;
+            let first = tx
+                .query_row(
+                    "SELECT public_key, pinned_at, station_id, port, run_uid FROM pins
+                     WHERE device_uuid = ?1",
+                    [uuid_text(pin.device_uuid)],
+                    |row| {
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, String>(2)?,
+                            row.get::<_, String>(3)?,
+                            row.get::<_, String>(4)?,
+                        ))
+                    },
+                )
+                .optional()
+                .map_err(sql("look up pin"))?;
+            let outcome = match first {
+                None => {
+                    tx.execute(
+                        "INSERT INTO pins (device_uuid, public_key, pinned_at, station_id, port, run_uid)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        params![
+                            uuid_text(pin.device_uuid),
+                            base64_key(&pin.public_key),
+                            dbtime::format(pin.at),
+                            pin.station_id,
+                            pin.port,
+                            uuid_text(pin.run_uid),
+                        ],
+                    )
+                    .map_err(sql("pin"))?;
+                    PinOutcome::Pinned
+                }
+                Some((key, at, station_id, port, run_uid)) => {
+                    let first = Pin {
+                        device_uuid: pin.device_uuid,
+                        public_key: unbase64_key(&key)?,
+                        at: parse_time(at, "pin time")?,
+                        station_id,
+                        port,
+                        run_uid: parse_uuid(Some(run_uid), "pin run")?.unwrap_or_default(),
+                    };
+                    if first.public_key == pin.public_key {
+                        PinOutcome::Same(first)
+                    } else {
+                        PinOutcome::Changed(first)
+                    }
+                }
+            };
+            tx.commit().map_err(sql("pin"))?;
+            Ok(outcome)
+        })
+        .await
+    }
+}
+
+fn base64_key(der: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(der)
+}
+
+fn unbase64_key(text: &str) -> Result<Vec<u8>, LedgerError> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|_| LedgerError::Corrupt {
+            what: "pinned key",
+            value: text.to_string(),
+        })
 }
 
 /// Write a finished run in one transaction: the run row, its steps, tokens
@@ -383,7 +469,7 @@ fn finish(conn: &mut Connection, record: &RunRecord) -> Result<(), LedgerError> 
             "UPDATE runs SET station_id = ?2, port = ?3, started_at = ?4, finished_at = ?5,
                  outcome = ?6, failed_step = ?7, reason = ?8, device_uuid = ?9, imei = ?10,
                  model = ?11, firmware = ?12, firmware_uuid = ?13, hw_version = ?14,
-                 reason_code = ?15
+                 reason_code = ?15, verified_by = ?16
              WHERE id = ?1 AND outcome = 'in_flight'",
             params![
                 record.id,
@@ -401,6 +487,7 @@ fn finish(conn: &mut Connection, record: &RunRecord) -> Result<(), LedgerError> 
                 device.firmware_uuid.map(uuid_text),
                 device.hw_version,
                 record.reason_code.map(ReasonCode::as_str),
+                record.verified_by.map(VerifiedBy::as_str),
             ],
         )
         .map_err(sql("update run"))?;
@@ -552,16 +639,20 @@ fn read_runs(conn: &mut Connection, filter: &RunFilter) -> Result<Vec<RunRecord>
     const SELECTED: &str = "SELECT id FROM runs
          WHERE (?1 IS NULL OR device_uuid = ?1) AND (?2 IS NULL OR started_at >= ?2)
          ORDER BY id DESC LIMIT ?3";
-    // A read-only view of a version 1 database has no reason_code column.
-    let reason_code = if SqliteReader::version(conn)? >= 2 {
-        "reason_code"
+    // A read-only view of an older database (one a daemon holds but has
+    // not yet migrated, or one this user may not write) lacks newer columns.
+    let version = SqliteReader::version(conn)?;
+    let reason_code = if version >= 2 { "reason_code" } else { "NULL" };
+    let (uid, verified_by) = if version >= 3 {
+        ("uid", "verified_by")
     } else {
-        "NULL"
+        ("NULL", "NULL")
     };
     let mut stmt = conn
         .prepare_cached(&format!(
             "SELECT id, station_id, port, started_at, finished_at, outcome, failed_step, reason,
-                    device_uuid, imei, model, firmware, firmware_uuid, hw_version, {reason_code}
+                    device_uuid, imei, model, firmware, firmware_uuid, hw_version, {reason_code},
+                    {uid}, {verified_by}
              FROM runs WHERE id IN ({SELECTED}) ORDER BY id"
         ))
         .map_err(sql("query runs"))?;
@@ -695,12 +786,8 @@ fn count_runs(conn: &mut Connection) -> Result<Counts, LedgerError> {
     for row in rows {
         let (outcome, n) = row.map_err(sql("count runs"))?;
         let n = u64::try_from(n).unwrap_or(0);
-        counts.seen += n;
         match Outcome::parse(&outcome) {
-            Some(Outcome::Passed) => counts.passed += n,
-            Some(Outcome::Failed) => counts.failed += n,
-            Some(Outcome::Interrupted) => counts.interrupted += n,
-            Some(Outcome::InFlight) => counts.in_flight += n,
+            Some(outcome) => counts.add(outcome, n),
             None => {
                 return Err(LedgerError::Corrupt {
                     what: "run outcome",
@@ -729,7 +816,9 @@ fn check_not_newer(path: &Path, version: i64) -> Result<(), LedgerError> {
 }
 
 /// Apply the migrations a database lacks, each in its own transaction
-/// together with its `user_version` bump.
+/// together with its `user_version` bump. Foreign keys are off (the caller
+/// turns them on after); each migration's result is checked for dangling
+/// references before it commits.
 fn migrate(path: &Path, conn: &mut Connection) -> Result<(), LedgerError> {
     let version = user_version(conn)?;
     check_not_newer(path, version)?;
@@ -740,6 +829,16 @@ fn migrate(path: &Path, conn: &mut Connection) -> Result<(), LedgerError> {
             .map_err(sql("begin migration"))?;
         tx.execute_batch(migration)
             .map_err(sql("apply migration"))?;
+        let dangling: Option<String> = tx
+            .query_row("PRAGMA foreign_key_check", [], |row| row.get(0))
+            .optional()
+            .map_err(sql("check foreign keys after migration"))?;
+        if let Some(table) = dangling {
+            return Err(LedgerError::Corrupt {
+                what: "reference after migration, in table",
+                value: table,
+            });
+        }
         tx.pragma_update(None, "user_version", index + 1)
             .map_err(sql("set user_version"))?;
         tx.commit().map_err(sql("commit migration"))?;
@@ -777,6 +876,8 @@ struct RawRun {
     firmware_uuid: Option<String>,
     hw_version: Option<String>,
     reason_code: Option<String>,
+    uid: Option<String>,
+    verified_by: Option<String>,
 }
 
 impl RawRun {
@@ -797,6 +898,8 @@ impl RawRun {
             firmware_uuid: row.get(12)?,
             hw_version: row.get(13)?,
             reason_code: row.get(14)?,
+            uid: row.get(15)?,
+            verified_by: row.get(16)?,
         })
     }
 
@@ -815,6 +918,8 @@ impl RawRun {
         let failed_step = self.failed_step.as_deref().and_then(|s| s.parse().ok());
         Ok(RunRecord {
             id: self.id,
+            // A database older than version 3 read as it is: no uid yet.
+            uid: parse_uuid(self.uid, "run uid")?.unwrap_or_default(),
             station_id: self.station_id,
             port: self.port,
             started_at: parse_time(self.started_at, "run start time")?,
@@ -826,6 +931,7 @@ impl RawRun {
             failed_step,
             reason_code: self.reason_code.as_deref().map(ReasonCode::parse),
             reason: self.reason,
+            verified_by: self.verified_by.as_deref().and_then(VerifiedBy::parse),
             device: DeviceInfo {
                 device_uuid: parse_uuid(self.device_uuid, "device UUID")?,
                 imei: self.imei,

@@ -21,27 +21,7 @@ use crate::token::verify::verify;
 use crate::token::{Expected, Token, Verdict};
 use crate::trust::{TrustStore, TrustedKey};
 
-/// Which authority vouched for a device (recorded as `verified_by`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum VerifiedBy {
-    /// The station's trust file of device identity public keys.
-    Keys,
-}
-
-impl VerifiedBy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VerifiedBy::Keys => "keys",
-        }
-    }
-}
-
-impl std::fmt::Display for VerifiedBy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(self.as_str())
-    }
-}
+pub use crate::record::VerifiedBy;
 
 /// More evidence an authority may ask the board for.
 #[async_trait]

@@ -35,6 +35,7 @@ pub async fn run_recorded<T: Link>(
     events: &Events,
 ) -> RunRecord {
     let start = RunStart {
+        uid: uuid::Builder::from_random_bytes(ctx.random.bytes16()).into_uuid(),
         station_id: settings.station_id.clone(),
         port: port.to_string(),
         started_at: ctx.clock.now_utc(),

@@ -22,6 +22,7 @@ pub struct Shift {
     pub runs_passed: u64,
     pub runs_failed: u64,
     pub runs_interrupted: u64,
+    pub runs_collected: u64,
     /// Why the station takes no new board, while it does not.
     pub paused: Option<String>,
 }
@@ -47,6 +48,7 @@ impl Shift {
             StationEvent::RunFinished { record, .. } => match record.outcome {
                 Outcome::Passed => self.runs_passed += 1,
                 Outcome::Interrupted => self.runs_interrupted += 1,
+                Outcome::Collected => self.runs_collected += 1,
                 Outcome::Failed | Outcome::InFlight => self.runs_failed += 1,
             },
             StationEvent::Paused { reason } => self.paused = Some(reason.clone()),
@@ -56,7 +58,7 @@ impl Shift {
     }
 
     pub fn runs(&self) -> u64 {
-        self.runs_passed + self.runs_failed + self.runs_interrupted
+        self.runs_passed + self.runs_failed + self.runs_interrupted + self.runs_collected
     }
 
     /// systemd's STATUS line: boards and runs counted apart.
@@ -71,6 +73,9 @@ impl Shift {
             self.runs_failed,
             self.runs_interrupted
         );
+        if self.runs_collected > 0 {
+            line.push_str(&format!(", collected {}", self.runs_collected));
+        }
         if let Some(reason) = &self.paused {
             line.push_str(&format!("; PAUSED, taking no board: {reason}"));
         }

@@ -108,6 +108,7 @@ pub async fn run<T: Link>(run: &mut Run<'_, T>) -> Result<String, StepFailure> {
         ));
     };
     run.record_token(&text, &vouch.verdict);
+    run.record.verified_by = Some(vouch.by);
     run.claim(STEP, ClaimKind::AttestNonce, &hex::encode(nonce))
         .await?;
     if run.state.device_uuid.is_none() {
