@@ -184,5 +184,15 @@ fn a_database_of_the_previous_release_is_migrated_and_shows_reason_codes() {
     let version: i64 = rusqlite::Connection::open(&db)
         .and_then(|c| c.pragma_query_value(None, "user_version", |row| row.get(0)))
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(version, 2, "migrated in place");
+    assert_eq!(version, 3, "migrated in place to this release's schema");
+    // Before version 3 only the trust file vouched: passed runs say so.
+    assert_eq!(runs[0]["verified_by"], "keys");
+    assert_eq!(runs[1]["verified_by"], serde_json::Value::Null);
+    let uids: std::collections::HashSet<&str> = runs
+        .as_array()
+        .unwrap_or_else(|| panic!("array"))
+        .iter()
+        .filter_map(|r| r["uid"].as_str())
+        .collect();
+    assert_eq!(uids.len(), 3, "every old run got a uid of its own");
 }

@@ -206,7 +206,10 @@ impl SqliteLedger {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(sql("synchronous=FULL"))?;
         // Foreign keys go on after the migrations: a migration that rebuilds
-        // a table needs them off (and checks them itself before commit).
+        // a table needs them off (and checks them itself before commit). The
+        // bundled SQLite turns them on by default.
+        conn.pragma_update(None, "foreign_keys", "OFF")
+            .map_err(sql("foreign_keys=OFF"))?;
         migrate(path, &mut conn)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(sql("foreign_keys=ON"))?;
