@@ -403,17 +403,11 @@ pub fn expected_sha256(content: &str, dialect: Dialect) -> String {
     hex::encode_upper(Sha256::digest(stored.as_bytes()))
 }
 
-/// `AT+CCLK="yy/MM/dd,hh:mm:ss+zz"` (zz in quarter hours; always UTC here).
+/// `AT+CCLK="yy/MM/dd,hh:mm:ss+zz"` (see [`crate::at::cclk`]; always UTC here).
 pub fn cclk_command(utc: time::OffsetDateTime) -> String {
-    let t = utc.to_offset(time::UtcOffset::UTC);
     format!(
-        "AT+CCLK=\"{:02}/{:02}/{:02},{:02}:{:02}:{:02}+00\"",
-        t.year().rem_euclid(100),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
+        "AT+CCLK=\"{}\"",
+        crate::at::cclk::format(utc.unix_timestamp(), 0)
     )
 }
 

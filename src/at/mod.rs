@@ -1,9 +1,11 @@
 //! The AT protocol engine: framing ([`codec`]), response grammar
-//! ([`parse`]), the async [`Client`] and typed errors ([`AtError`]).
+//! ([`parse`]), the async [`Client`] and typed errors ([`AtError`]); the
+//! `+CCLK` time text ([`cclk`]), shared by host and simulator.
 //!
 //! Data flow: bytes → [`codec::LineCodec`] (lines, prompts/ANSI removed,
 //! overlong lines as items) → [`parse::classify`] (final │ echo │
 //! notification │ information) → [`client::Exchange`] → [`Client`].
+pub mod cclk;
 pub mod client;
 pub mod codec;
 pub mod error;

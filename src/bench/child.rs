@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use super::BenchError;
+use crate::sim::control::{Answer, BoardStats, Cost, Request};
 use crate::sim::{FaultSpec, Latency};
 
 /// How long the simulator may take to start or to answer one request.
@@ -97,10 +97,8 @@ impl SimChild {
         // The listing (one line a board), then {"ready":N}.
         loop {
             let line = sim.next_line().await?;
-            if let Ok(answer) = serde_json::from_str::<Value>(&line) {
-                if answer.get("ready").is_some() {
-                    break;
-                }
+            if let Ok(Answer::Ready(_)) = serde_json::from_str::<Answer>(&line) {
+                break;
             }
         }
         sim.trust_csv =
@@ -121,9 +119,9 @@ impl SimChild {
         }
     }
 
-    /// Send one control command and return its JSON answer.
-    pub async fn request(&mut self, command: &str) -> Result<Value, BenchError> {
-        let line = format!("{command}\n");
+    /// Send one request and read its answer; an `error` answer is an error.
+    pub async fn request(&mut self, request: &Request) -> Result<Answer, BenchError> {
+        let line = format!("{request}\n");
         self.stdin
             .write_all(line.as_bytes())
             .await
@@ -132,21 +130,52 @@ impl SimChild {
             .flush()
             .await
             .map_err(io_error("writing to the simulator"))?;
-        let answer = self.next_line().await?;
-        let value: Value = serde_json::from_str(&answer).map_err(|e| BenchError::Simulator {
-            detail: format!("answer to {command:?} is not JSON ({e}): {answer}"),
-        })?;
-        if let Some(error) = value.get("error") {
-            return Err(BenchError::Simulator {
-                detail: format!("{command:?}: {error}"),
-            });
+        let text = self.next_line().await?;
+        match serde_json::from_str::<Answer>(&text) {
+            Ok(Answer::Error(error)) => Err(BenchError::Simulator {
+                detail: format!("{request:?}: {error}"),
+            }),
+            Ok(answer) => Ok(answer),
+            Err(e) => Err(BenchError::Simulator {
+                detail: format!("answer to {request:?} is not a control answer ({e}): {text}"),
+            }),
         }
-        Ok(value)
+    }
+
+    fn unexpected(request: &Request, answer: &Answer) -> BenchError {
+        BenchError::Simulator {
+            detail: format!("{request:?} answered with {answer:?}"),
+        }
+    }
+
+    /// Pull and plug back `boards` (every board when empty).
+    pub async fn replug(&mut self, boards: &[usize]) -> Result<(), BenchError> {
+        let request = Request::Replug(boards.to_vec());
+        match self.request(&request).await? {
+            Answer::Replugged(_) => Ok(()),
+            other => Err(Self::unexpected(&request, &other)),
+        }
+    }
+
+    /// Every board's counters, in slot order.
+    pub async fn stats(&mut self) -> Result<Vec<BoardStats>, BenchError> {
+        match self.request(&Request::Stats).await? {
+            Answer::Stats(boards) => Ok(boards),
+            other => Err(Self::unexpected(&Request::Stats, &other)),
+        }
+    }
+
+    /// Take every board's logged command costs, in slot order.
+    pub async fn costs(&mut self) -> Result<Vec<Vec<Cost>>, BenchError> {
+        match self.request(&Request::Costs).await? {
+            Answer::Costs(costs) => Ok(costs),
+            other => Err(Self::unexpected(&Request::Costs, &other)),
+        }
     }
 
     /// Ask the child to quit and wait for it (killed after a grace period).
     pub async fn quit(&mut self) {
-        let _ = self.request("quit").await;
+        let _ = self.request(&Request::Quit).await;
         if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
             .await
             .is_err()

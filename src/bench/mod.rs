@@ -221,7 +221,7 @@ async fn measure_row(options: &BenchOptions, boards: usize, dir: &Path) -> Resul
     let mut target = 0;
     for round in 1..=options.rounds {
         if round > 1 {
-            rig.sim.request("replug").await?;
+            rig.sim.replug(&[]).await?;
             round_start = Instant::now();
         }
         target += per_round;
@@ -236,12 +236,13 @@ async fn measure_row(options: &BenchOptions, boards: usize, dir: &Path) -> Resul
     let costs: Option<Costs> = match options.latency {
         Latency::Realistic => {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let answer = rig.sim.request("costs").await?;
+            let costs = rig.sim.costs().await?;
             if options.keep {
                 // For a closer look later, next to the kept database.
-                let _ = std::fs::write(dir.join("costs.json"), answer.to_string());
+                let answer = crate::sim::control::Answer::Costs(costs.clone());
+                let _ = std::fs::write(dir.join("costs.json"), answer.to_line());
             }
-            Some(report::parse_costs(&answer)?)
+            Some(costs)
         }
         Latency::None => None,
     };

@@ -24,23 +24,13 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
-
+use super::board_index;
 use super::metrics::{Sample, percentile};
-use super::{BenchError, board_index};
 use crate::record::{Outcome, RunRecord};
+use crate::sim::control::Cost;
 
-/// Per board slot: `[received_us, delay_us, wire_in_us, wire_out_us,
-/// answered_us]` (see `sim::control`).
-pub type Costs = Vec<Vec<[u64; 5]>>;
-
-/// Read the answer to the simulator's `costs` command.
-pub fn parse_costs(answer: &Value) -> Result<Costs, BenchError> {
-    let costs = answer.get("costs").cloned().unwrap_or(Value::Null);
-    serde_json::from_value(costs).map_err(|e| BenchError::Simulator {
-        detail: format!("unreadable costs: {e}"),
-    })
-}
+/// Per board slot, the simulator's logged command costs (its `costs` answer).
+pub type Costs = Vec<Vec<Cost>>;
 
 /// Everything a row is computed from.
 pub struct RowInput<'a> {
@@ -98,13 +88,15 @@ pub struct WindowCost {
 
 /// The cost of the commands board `costs` received inside `[start, end]`
 /// (Unix microseconds); `None` if nothing modelled was logged there.
-pub fn cost_in_window(costs: &[[u64; 5]], start: i128, end: i128) -> Option<WindowCost> {
+pub fn cost_in_window(costs: &[Cost], start: i128, end: i128) -> Option<WindowCost> {
     let (mut limit, mut at_modem) = (0u64, 0u64);
-    for &[received, delay, _wire_in, wire_out, answered] in costs {
-        let at = i128::from(received);
+    for cost in costs {
+        let at = i128::from(cost.received_us);
         if at >= start && at <= end {
-            limit = limit.saturating_add(delay).saturating_add(wire_out);
-            at_modem = at_modem.saturating_add(answered.saturating_sub(received));
+            limit = limit
+                .saturating_add(cost.delay_us)
+                .saturating_add(cost.wire_out_us);
+            at_modem = at_modem.saturating_add(cost.answered_us.saturating_sub(cost.received_us));
         }
     }
     (limit > 0).then(|| WindowCost {
@@ -270,10 +262,10 @@ mod tests {
         let t0 = 1_700_000_000_000_000u64;
         // A presence poll before, two commands inside, a departure poll after.
         let costs: Costs = vec![vec![
-            [t0 - 10, 5_000, 100, 200, t0 + 5_300],
-            [t0 + 10, 1_000_000, 100, 50_000, t0 + 1_051_010],
-            [t0 + 1_100_000, 100_000, 100, 0, t0 + 1_200_000],
-            [t0 + 2_000_000, 5_000, 100, 200, t0 + 2_005_300],
+            Cost::from([t0 - 10, 5_000, 100, 200, t0 + 5_300]),
+            Cost::from([t0 + 10, 1_000_000, 100, 50_000, t0 + 1_051_010]),
+            Cost::from([t0 + 1_100_000, 100_000, 100, 0, t0 + 1_200_000]),
+            Cost::from([t0 + 2_000_000, 5_000, 100, 200, t0 + 2_005_300]),
         ]];
         let t0 = i64::try_from(t0).unwrap();
         let runs = [run("/x/ttySIM0", t0, 1_300_000)];

@@ -30,13 +30,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::child::{self, SimSpec};
 use super::metrics::{self, Sample, Sampler, percentile};
 use super::{BenchError, Rig, STALL_LIMIT, WorkDir, board_index, panics};
 use crate::record::{Outcome, RunId, RunRecord};
+use crate::sim::control::BoardStats;
 use crate::sim::{FaultSpec, Latency};
 use crate::station::StationEvent;
 
@@ -161,7 +161,7 @@ pub async fn run(
             Ok(StationEvent::RunFinished { port, record }) => {
                 reported.push((record.id, record.outcome));
                 if let Some(i) = board_index(&port) {
-                    rig.sim.request(&format!("replug {i}")).await?;
+                    rig.sim.replug(&[i]).await?;
                 }
             }
             Ok(_) => {}
@@ -169,7 +169,7 @@ pub async fn run(
             Err(RecvError::Closed) => break,
         }
         if Instant::now() >= next_drain {
-            rig.sim.request("costs").await?;
+            rig.sim.costs().await?;
             next_drain += DRAIN_COSTS_EVERY;
             progress(&format!(
                 "{:>6.0} s: {} runs, RSS {:.1} MiB, {} fds",
@@ -204,7 +204,7 @@ pub async fn run(
     let soak_end = soak_started_at + options.duration;
     let cpu = metrics::process_cpu().saturating_sub(cpu_before);
     let (samples, sampler_cpu) = sampler.finish();
-    let stats = rig.sim.request("stats").await?;
+    let stats = rig.sim.stats().await?;
     let runs = rig.all_runs().await?;
     let station_finished = rig.finished();
     let log = rig.sim.log.clone();
@@ -353,23 +353,15 @@ fn records_check(
 }
 
 /// Tokens the simulator issued = token records in the database, per kind.
-fn token_checks(stats: &Value, runs: &[RunRecord]) -> Vec<Check> {
-    let boards = stats
-        .get("stats")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+fn token_checks(boards: &[BoardStats], runs: &[RunRecord]) -> Vec<Check> {
+    let issued = |count: fn(&BoardStats) -> u64| boards.iter().map(count).sum::<u64>();
     [
-        ("attest_tokens", "identity", "tokens_attest"),
-        ("keygen_tokens", "keygen", "tokens_keygen"),
-        ("jwts", "jwt", "tokens_jwt"),
+        (issued(|b| b.attest_tokens), "identity", "tokens_attest"),
+        (issued(|b| b.keygen_tokens), "keygen", "tokens_keygen"),
+        (issued(|b| b.jwts), "jwt", "tokens_jwt"),
     ]
     .into_iter()
-    .map(|(sim_field, kind, name)| {
-        let issued: u64 = boards
-            .iter()
-            .filter_map(|b| b.get(sim_field).and_then(Value::as_u64))
-            .sum();
+    .map(|(issued, kind, name)| {
         let recorded = runs
             .iter()
             .flat_map(|r| &r.tokens)
@@ -512,7 +504,6 @@ pub fn render(report: &SoakReport) -> String {
 mod tests {
     use super::*;
     use crate::record::{DeviceInfo, TokenRecord};
-    use serde_json::json;
 
     fn run(id: RunId, outcome: Outcome, tokens: &[&str]) -> RunRecord {
         RunRecord {
@@ -567,17 +558,18 @@ mod tests {
             run(1, Outcome::Passed, &["identity", "keygen", "jwt"]),
             run(2, Outcome::Failed, &["identity"]),
         ];
-        let stats = json!({"stats": [
-            {"attest_tokens": 1, "keygen_tokens": 1, "jwts": 1},
-            {"attest_tokens": 1, "keygen_tokens": 0, "jwts": 0},
-        ]});
+        let board = |attest_tokens, keygen_tokens, jwts| BoardStats {
+            attest_tokens,
+            keygen_tokens,
+            jwts,
+            ..BoardStats::default()
+        };
+        let stats = [board(1, 1, 1), board(1, 0, 0)];
         assert!(token_checks(&stats, &runs).iter().all(|c| c.passed));
-        let lost = json!({"stats": [
-            {"attest_tokens": 2, "keygen_tokens": 1, "jwts": 1},
-            {"attest_tokens": 1, "keygen_tokens": 0, "jwts": 0},
-        ]});
+        let lost = [board(2, 1, 1), board(1, 0, 0)];
         let checks = token_checks(&lost, &runs);
         assert!(!checks[0].passed && checks[1].passed && checks[2].passed);
+        assert!(!token_checks(&[], &[])[0].passed, "no boards, no proof");
     }
 
     #[test]

@@ -22,8 +22,9 @@ pub struct AtArgs {
     /// Command dialect: raw AT host / SLM, Zephyr shell (`at '...'`), or detect.
     #[arg(long, value_enum, default_value_t = DialectChoice::Auto)]
     pub dialect: DialectChoice,
-    /// Deadline per command in seconds (default: per command, 5 s for most).
-    #[arg(long, value_parser = parse_secs)]
+    /// Deadline per command: seconds (2.5) or with a unit (500ms, 1m)
+    /// [default: per command, 5 s for most].
+    #[arg(long, value_parser = parse_timeout)]
     pub timeout: Option<Duration>,
     #[arg(long, default_value_t = 115_200)]
     pub baud: u32,
@@ -36,12 +37,12 @@ pub struct AtArgs {
     pub commands: Vec<String>,
 }
 
-fn parse_secs(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
-    Duration::try_from_secs_f64(secs)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("{s:?}: expected a positive number of seconds"))
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let timeout = super::parse_duration(s)?;
+    if timeout.is_zero() {
+        return Err(format!("{s:?}: a deadline must be longer than zero"));
+    }
+    Ok(timeout)
 }
 
 fn print_notifications(rx: &mut mpsc::Receiver<Notification>) {

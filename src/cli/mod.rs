@@ -14,6 +14,7 @@ pub mod station;
 pub mod token;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -105,4 +106,41 @@ pub fn quiet_broken_pipes() {
     // SAFETY: SIG_DFL installs no handler code, so nothing can run in signal
     // context; changing a disposition is atomic and thread-safe in the kernel.
     let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+/// A duration argument: a bare number is seconds (`90`, `2.5`), anything
+/// else goes to humantime (`90s`, `10m`, `1h30m`, `500ms`, `1h 30m`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs)
+            .map_err(|_| format!("{text:?}: expected a number of seconds, not negative"));
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?}: {e} (e.g. 90, 90s, 10m, 1h30m, 500ms)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_seconds_or_take_a_unit() {
+        let secs = Duration::from_secs;
+        for (text, want) in [
+            ("90", secs(90)),
+            ("2.5", Duration::from_millis(2500)),
+            ("90s", secs(90)),
+            ("10m", secs(600)),
+            ("1h", secs(3600)),
+            ("1h30m", secs(5400)),
+            (" 1h 30m ", secs(5400)),
+            ("500ms", Duration::from_millis(500)),
+            ("0", Duration::ZERO),
+        ] {
+            assert_eq!(parse_duration(text), Ok(want), "{text}");
+        }
+        for bad in ["", "m", "10 parsecs", "-5", "NaN", "1h30"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -177,7 +177,7 @@ async fn controlled(fleet: Fleet, mut terminate: tokio::signal::unix::Signal) ->
             }
         }
     });
-    let status = match say(&format!("{{\"ready\":{}}}", fleet.len())) {
+    let status = match say(&control::Answer::Ready(fleet.len()).to_line()) {
         Ok(()) => loop {
             let line = tokio::select! {
                 _ = tokio::signal::ctrl_c() => break ExitCode::SUCCESS,
@@ -188,7 +188,7 @@ async fn controlled(fleet: Fleet, mut terminate: tokio::signal::unix::Signal) ->
                 break ExitCode::SUCCESS;
             };
             let (answer, next) = control::handle(&fleet, &line).await;
-            if let Err(e) = say(&answer) {
+            if let Err(e) = say(&answer.to_line()) {
                 break super::error_exit(format!("cannot write to stdout: {e}"));
             }
             if next == control::Next::Quit {

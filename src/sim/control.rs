@@ -1,25 +1,206 @@
-//! The control protocol of `nrf-provd simulate --control`: one command a
+//! The control protocol of `nrf-provd simulate --control`: one request a
 //! line in, one JSON object a line out. It lets another process (the
 //! `bench` command) replug boards and read counters without sharing memory,
-//! so the simulator's CPU time is never counted as the station's.
+//! so the simulator's CPU time is never counted as the station's. Both
+//! sides use the types here: [`Request`] (words, so a person can type them)
+//! and [`Answer`] (serde, externally tagged: `{"<variant>": <value>}`).
 //!
-//! | command        | answer                                                         |
+//! | request        | answer                                                         |
 //! |----------------|----------------------------------------------------------------|
+//! | (at start)     | `{"ready":N}` after the listing: N boards are plugged          |
 //! | `replug`       | `{"replugged":[0,1,…]}`: every board pulled and plugged back   |
 //! | `replug I J …` | the same for boards I, J, …                                    |
-//! | `stats`        | `{"stats":[{"commands":…,"keygen_tokens":…,…},…]}` per board   |
-//! | `costs`        | `{"costs":[[[received_us,delay_us,wire_in_us,wire_out_us,answered_us],…],…]}` per board, taken (each cost is reported once) |
+//! | `stats`        | `{"stats":[{"commands":…,"keygen_tokens":…,…},…]}` per board ([`BoardStats`]) |
+//! | `costs`        | `{"costs":[[[received_us,delay_us,wire_in_us,wire_out_us,answered_us],…],…]}` per board, taken (each cost is reported once; [`Cost`]) |
 //! | `quit`         | `{"quit":true}`, then the simulator exits                      |
 //!
 //! Anything else is answered `{"error":"…"}`. `received_us` (command line
 //! complete) and `answered_us` (reply written and paced) are Unix times in
 //! microseconds; the other fields are durations in microseconds.
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
-use super::Fleet;
+use super::{CommandCost, Fleet, SimStats};
+
+/// A request line (see the module table). `Display` writes the line
+/// `FromStr` reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Pull and plug back these boards; every board when empty.
+    Replug(Vec<usize>),
+    Stats,
+    Costs,
+    Quit,
+}
+
+/// Why a request line was not understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("empty command")]
+    Empty,
+    #[error("unknown command {0:?} (expected replug, stats, costs or quit)")]
+    Unknown(String),
+    #[error("{command} takes no arguments, got {extra:?}")]
+    Arguments {
+        command: &'static str,
+        extra: String,
+    },
+    #[error("no board {0:?}: a board is a number")]
+    Board(String),
+}
+
+impl FromStr for Request {
+    type Err = RequestError;
+
+    fn from_str(line: &str) -> Result<Self, Self::Err> {
+        let mut words = line.split_whitespace();
+        let command = words.next().ok_or(RequestError::Empty)?;
+        let no_arguments =
+            |request: Request, name: &'static str, mut words: std::str::SplitWhitespace<'_>| {
+                match words.next() {
+                    None => Ok(request),
+                    Some(extra) => Err(RequestError::Arguments {
+                        command: name,
+                        extra: extra.to_owned(),
+                    }),
+                }
+            };
+        match command {
+            "replug" => words
+                .map(|w| w.parse().map_err(|_| RequestError::Board(w.to_owned())))
+                .collect::<Result<_, _>>()
+                .map(Request::Replug),
+            "stats" => no_arguments(Request::Stats, "stats", words),
+            "costs" => no_arguments(Request::Costs, "costs", words),
+            "quit" => no_arguments(Request::Quit, "quit", words),
+            other => Err(RequestError::Unknown(other.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Request::Replug(boards) => {
+                f.write_str("replug")?;
+                for board in boards {
+                    write!(f, " {board}")?;
+                }
+                Ok(())
+            }
+            Request::Stats => f.write_str("stats"),
+            Request::Costs => f.write_str("costs"),
+            Request::Quit => f.write_str("quit"),
+        }
+    }
+}
+
+/// An answer line: `{"<variant>": <value>}` in JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Answer {
+    /// Printed once at start, after the listing: the number of boards.
+    Ready(usize),
+    Replugged(Vec<usize>),
+    /// Per board, in slot order.
+    Stats(Vec<BoardStats>),
+    /// Per board, in slot order: the costs logged since the last `costs`.
+    Costs(Vec<Vec<Cost>>),
+    /// Always `true`; the simulator exits after this line.
+    Quit(bool),
+    Error(String),
+}
+
+impl Answer {
+    /// The JSON line (without newline).
+    pub fn to_line(&self) -> String {
+        // Serialising these plain types cannot fail; an empty object would
+        // make the reader report an unreadable answer.
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned())
+    }
+}
+
+/// The counters of one board ([`SimStats`]) as the control channel sends them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoardStats {
+    pub commands: u64,
+    pub attest_tokens: u64,
+    pub keygen_tokens: u64,
+    pub jwts: u64,
+    pub cmng_writes: u64,
+    pub sessions: u64,
+    pub modelled_busy_us: u64,
+}
+
+impl From<&SimStats> for BoardStats {
+    fn from(s: &SimStats) -> Self {
+        BoardStats {
+            commands: s.commands,
+            attest_tokens: s.attest_tokens,
+            keygen_tokens: s.keygen_tokens,
+            jwts: s.jwts,
+            cmng_writes: s.cmng_writes,
+            sessions: s.sessions,
+            modelled_busy_us: micros(s.modelled_busy),
+        }
+    }
+}
+
+/// One answered command's modelled cost ([`CommandCost`]) in microseconds;
+/// sent as the array `[received_us, delay_us, wire_in_us, wire_out_us,
+/// answered_us]` to keep the `costs` line short.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "[u64; 5]", into = "[u64; 5]")]
+pub struct Cost {
+    /// Unix time the command line was complete.
+    pub received_us: u64,
+    pub delay_us: u64,
+    pub wire_in_us: u64,
+    pub wire_out_us: u64,
+    /// Unix time the reply was written and its wire time was over.
+    pub answered_us: u64,
+}
+
+impl From<[u64; 5]> for Cost {
+    fn from([received_us, delay_us, wire_in_us, wire_out_us, answered_us]: [u64; 5]) -> Self {
+        Cost {
+            received_us,
+            delay_us,
+            wire_in_us,
+            wire_out_us,
+            answered_us,
+        }
+    }
+}
+
+impl From<Cost> for [u64; 5] {
+    fn from(c: Cost) -> Self {
+        [
+            c.received_us,
+            c.delay_us,
+            c.wire_in_us,
+            c.wire_out_us,
+            c.answered_us,
+        ]
+    }
+}
+
+impl From<&CommandCost> for Cost {
+    fn from(c: &CommandCost) -> Self {
+        let unix = |t: SystemTime| micros(t.duration_since(UNIX_EPOCH).unwrap_or_default());
+        Cost {
+            received_us: unix(c.received),
+            delay_us: micros(c.delay),
+            wire_in_us: micros(c.wire_in),
+            wire_out_us: micros(c.wire_out),
+            answered_us: unix(c.answered),
+        }
+    }
+}
 
 /// What the caller should do after answering.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,73 +213,37 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// Handle one control line; returns the JSON answer (one line, no newline).
-pub async fn handle(fleet: &Fleet, line: &str) -> (String, Next) {
-    let mut words = line.split_whitespace();
-    let answer = match words.next() {
-        Some("replug") => replug(fleet, words.collect()).await,
-        Some("stats") => {
-            json!({ "stats": (0..fleet.len()).map(|i| stats(fleet, i)).collect::<Vec<_>>() })
-        }
-        Some("costs") => {
-            let all: Vec<Vec<[u64; 5]>> = (0..fleet.len())
-                .map(|i| {
-                    fleet
-                        .take_costs(i)
-                        .iter()
-                        .map(|c| {
-                            let unix = |t: std::time::SystemTime| {
-                                micros(t.duration_since(UNIX_EPOCH).unwrap_or_default())
-                            };
-                            [
-                                unix(c.received),
-                                micros(c.delay),
-                                micros(c.wire_in),
-                                micros(c.wire_out),
-                                unix(c.answered),
-                            ]
-                        })
-                        .collect()
-                })
-                .collect();
-            json!({ "costs": all })
-        }
-        Some("quit") => return (json!({ "quit": true }).to_string(), Next::Quit),
-        Some(other) => json!({ "error": format!("unknown command {other:?}") }),
-        None => json!({ "error": "empty command" }),
+/// Handle one control line; returns the answer.
+pub async fn handle(fleet: &Fleet, line: &str) -> (Answer, Next) {
+    let request = match line.parse::<Request>() {
+        Ok(request) => request,
+        Err(e) => return (Answer::Error(e.to_string()), Next::Continue),
     };
-    (answer.to_string(), Next::Continue)
+    let answer = match request {
+        Request::Replug(boards) => replug(fleet, boards).await,
+        Request::Stats => Answer::Stats(
+            (0..fleet.len())
+                .map(|i| BoardStats::from(&fleet.stats(i)))
+                .collect(),
+        ),
+        Request::Costs => Answer::Costs(
+            (0..fleet.len())
+                .map(|i| fleet.take_costs(i).iter().map(Cost::from).collect())
+                .collect(),
+        ),
+        Request::Quit => return (Answer::Quit(true), Next::Quit),
+    };
+    (answer, Next::Continue)
 }
 
-fn stats(fleet: &Fleet, i: usize) -> Value {
-    let s = fleet.stats(i);
-    json!({
-        "commands": s.commands,
-        "attest_tokens": s.attest_tokens,
-        "keygen_tokens": s.keygen_tokens,
-        "jwts": s.jwts,
-        "cmng_writes": s.cmng_writes,
-        "sessions": s.sessions,
-        "modelled_busy_us": micros(s.modelled_busy),
-    })
-}
-
-async fn replug(fleet: &Fleet, which: Vec<&str>) -> Value {
-    let indices: Vec<usize> = if which.is_empty() {
+async fn replug(fleet: &Fleet, boards: Vec<usize>) -> Answer {
+    let indices: Vec<usize> = if boards.is_empty() {
         (0..fleet.len()).collect()
     } else {
-        let mut indices = Vec::with_capacity(which.len());
-        for word in which {
-            match word.parse::<usize>() {
-                Ok(i) if i < fleet.len() => indices.push(i),
-                _ => {
-                    return json!({
-                        "error": format!("no board {word:?}: the fleet has {}", fleet.len())
-                    });
-                }
-            }
+        if let Some(bad) = boards.iter().find(|i| **i >= fleet.len()) {
+            return Answer::Error(format!("no board {bad}: the fleet has {}", fleet.len()));
         }
-        indices
+        boards
     };
     // Pull all first, then plug all back: like an operator swapping a tray.
     for &i in &indices {
@@ -106,10 +251,10 @@ async fn replug(fleet: &Fleet, which: Vec<&str>) -> Value {
     }
     for &i in &indices {
         if let Err(e) = fleet.replug(i).await {
-            return json!({ "error": format!("replug {i}: {e}") });
+            return Answer::Error(format!("replug {i}: {e}"));
         }
     }
-    json!({ "replugged": indices })
+    Answer::Replugged(indices)
 }
 
 #[cfg(test)]
@@ -117,8 +262,65 @@ mod tests {
     use super::*;
     use crate::sim::{Latency, SimOptions};
 
-    fn parse(answer: &str) -> Value {
-        serde_json::from_str(answer).unwrap()
+    #[test]
+    fn requests_read_back_what_they_write() {
+        for request in [
+            Request::Replug(vec![]),
+            Request::Replug(vec![0, 7, 12]),
+            Request::Stats,
+            Request::Costs,
+            Request::Quit,
+        ] {
+            assert_eq!(request.to_string().parse::<Request>(), Ok(request));
+        }
+        assert_eq!("  replug   1  2 ".parse(), Ok(Request::Replug(vec![1, 2])));
+        assert_eq!("".parse::<Request>(), Err(RequestError::Empty));
+        assert!(matches!(
+            "dance".parse::<Request>(),
+            Err(RequestError::Unknown(_))
+        ));
+        assert!(matches!(
+            "replug x".parse::<Request>(),
+            Err(RequestError::Board(_))
+        ));
+        assert!(matches!(
+            "stats 1".parse::<Request>(),
+            Err(RequestError::Arguments { .. })
+        ));
+    }
+
+    #[test]
+    fn answers_are_readable_json_lines_that_parse_back() {
+        let cost = Cost {
+            received_us: 1,
+            delay_us: 2,
+            wire_in_us: 3,
+            wire_out_us: 4,
+            answered_us: 5,
+        };
+        let cases = [
+            (Answer::Ready(2), r#"{"ready":2}"#),
+            (Answer::Replugged(vec![0, 1]), r#"{"replugged":[0,1]}"#),
+            (
+                Answer::Costs(vec![vec![cost], vec![]]),
+                r#"{"costs":[[[1,2,3,4,5]],[]]}"#,
+            ),
+            (Answer::Quit(true), r#"{"quit":true}"#),
+            (Answer::Error("no".into()), r#"{"error":"no"}"#),
+        ];
+        for (answer, line) in cases {
+            assert_eq!(answer.to_line(), line);
+            assert_eq!(serde_json::from_str::<Answer>(line).unwrap(), answer);
+        }
+        let stats = Answer::Stats(vec![BoardStats {
+            commands: 3,
+            ..BoardStats::default()
+        }])
+        .to_line();
+        assert!(
+            stats.starts_with(r#"{"stats":[{"commands":3,"attest_tokens":0,"#),
+            "{stats}"
+        );
     }
 
     #[tokio::test]
@@ -156,50 +358,66 @@ mod tests {
 
         // Logged once the paced reply is over, which may be just after the
         // host has read it.
-        let mut costs = json!(null);
+        let mut costs = Vec::new();
         for _ in 0..100 {
             let (answer, next) = handle(&fleet, "costs").await;
             assert_eq!(next, Next::Continue);
-            costs = parse(&answer);
-            if costs["costs"][1] != json!([]) {
+            let Answer::Costs(all) = answer else {
+                panic!("{answer:?}")
+            };
+            costs = all;
+            if !costs[1].is_empty() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert_eq!(costs["costs"][0], json!([]));
-        let one = &costs["costs"][1][0];
-        assert_eq!(one[1], json!(5_000), "AT+CGSN is a 5 ms query");
+        assert!(costs[0].is_empty());
+        let one = costs[1][0];
+        assert_eq!(one.delay_us, 5_000, "AT+CGSN is a 5 ms query");
         // Every byte of the reply at 10 bits a byte, 115200 baud.
         let bytes = answer.len() as u64;
-        assert_eq!(one[3], json!(bytes * 10 * 1_000_000 / 115_200));
+        assert_eq!(one.wire_out_us, bytes * 10 * 1_000_000 / 115_200);
         // Answered no sooner than the modelled time after it was received.
-        let (received, answered) = (one[0].as_u64().unwrap(), one[4].as_u64().unwrap());
         assert!(
-            answered >= received + 5_000 + one[3].as_u64().unwrap() - 1,
-            "{one}"
+            one.answered_us >= one.received_us + 5_000 + one.wire_out_us - 1,
+            "{one:?}"
         );
         // Taken: reported once.
         assert_eq!(
-            parse(&handle(&fleet, "costs").await.0)["costs"][1],
-            json!([])
+            handle(&fleet, "costs").await.0,
+            Answer::Costs(vec![vec![], vec![]])
         );
 
-        let stats = parse(&handle(&fleet, "stats").await.0);
-        assert_eq!(stats["stats"][1]["commands"], json!(1));
-        assert_eq!(stats["stats"][1]["sessions"], json!(1));
+        let sessions = |answer: Answer| match answer {
+            Answer::Stats(boards) => boards.iter().map(|b| b.sessions).collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        let (stats, _) = handle(&fleet, "stats").await;
+        let Answer::Stats(boards) = &stats else {
+            panic!("{stats:?}")
+        };
+        assert_eq!(boards[1].commands, 1);
+        assert_eq!(sessions(stats), [1, 1]);
 
-        let replugged = parse(&handle(&fleet, "replug 1").await.0);
-        assert_eq!(replugged, json!({ "replugged": [1] }));
-        let stats = parse(&handle(&fleet, "stats").await.0);
-        assert_eq!(stats["stats"][0]["sessions"], json!(1));
-        assert_eq!(stats["stats"][1]["sessions"], json!(2));
+        assert_eq!(
+            handle(&fleet, "replug 1").await.0,
+            Answer::Replugged(vec![1])
+        );
+        assert_eq!(sessions(handle(&fleet, "stats").await.0), [1, 2]);
         assert!(fleet.is_plugged(1));
 
-        let bad = parse(&handle(&fleet, "replug 7").await.0);
-        assert!(bad["error"].as_str().unwrap().contains("no board"));
-        let bad = parse(&handle(&fleet, "dance").await.0);
-        assert!(bad["error"].as_str().unwrap().contains("unknown command"));
-        assert_eq!(handle(&fleet, "quit").await.1, Next::Quit);
+        let Answer::Error(bad) = handle(&fleet, "replug 7").await.0 else {
+            panic!("replug 7 answered")
+        };
+        assert!(bad.contains("no board 7"), "{bad}");
+        let Answer::Error(bad) = handle(&fleet, "dance").await.0 else {
+            panic!("dance answered")
+        };
+        assert!(bad.contains("unknown command"), "{bad}");
+        assert_eq!(
+            handle(&fleet, "quit").await,
+            (Answer::Quit(true), Next::Quit)
+        );
         fleet.shutdown().await;
     }
 }

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use p256::ecdsa::{Signature, SigningKey, signature::Signer};
+use p256::ecdsa::SigningKey;
 use p256::pkcs8::DecodePrivateKey;
 use rand::{Rng, RngCore, rngs::StdRng};
 use sha2::{Digest, Sha256};
@@ -41,6 +41,7 @@ use super::SimStats;
 use super::fault::{CapturedToken, Fault, FaultSet};
 use super::identity::{ModemIdentity, derived_rng, spki_der};
 use super::syntax::{self, Command, Form, Param, normalize_name};
+use crate::at::cclk;
 use crate::token::cose::{self, KID_IDENTITY};
 use crate::token::csr;
 use crate::token::encode::{
@@ -430,7 +431,7 @@ impl Modem {
 
     fn set_clock(&mut self, params: &[Param], now: Instant) -> Handled {
         let parsed = match params {
-            [p] => p.quoted().and_then(parse_cclk),
+            [p] => p.quoted().and_then(cclk::parse),
             _ => None,
         };
         let Some((unix, tz_quarters)) = parsed else {
@@ -456,7 +457,7 @@ impl Modem {
 
     fn clock_text(&self, now: Instant) -> String {
         let tz = self.clock.map_or(0, |c| c.tz_quarters);
-        format_cclk(self.unix_now(now), tz)
+        cclk::format(self.unix_now(now), tz)
     }
 
     /// The UUID tokens carry (another one under the wrong-uuid fault).
@@ -478,22 +479,14 @@ impl Modem {
     }
 
     /// COSE_Sign1 over `payload` by the identity signer, with one bit of the
-    /// signature flipped under the bad-signature fault.
+    /// signature flipped under the bad-signature fault (the signature is the
+    /// last item of the COSE_Sign1, so its last byte is the encoding's).
     fn sign_cose(&self, payload: &[u8], detached: bool) -> Vec<u8> {
-        let key = self.identity_signer();
-        if !self.faults.has(&Fault::BadSignature) {
-            return cose::sign1(key, KID_IDENTITY, payload, detached);
+        let mut signed = cose::sign1(self.identity_signer(), KID_IDENTITY, payload, detached);
+        if self.faults.has(&Fault::BadSignature) {
+            flip_last_bit(&mut signed);
         }
-        let protected = cose::protected_es256();
-        let signature: Signature = key.sign(&cose::sig_structure(&protected, payload));
-        let mut bytes = signature.to_bytes().to_vec();
-        flip_last_bit(&mut bytes);
-        cose::encode_sign1(
-            &protected,
-            KID_IDENTITY,
-            (!detached).then_some(payload),
-            &bytes,
-        )
+        signed
     }
 
     fn nonce(&mut self) -> [u8; 16] {
@@ -845,12 +838,10 @@ impl Modem {
             ("kid", json_string(&kid)),
         ]);
         let claims = padded_json(&claims);
-        let fresh = sign_jwt(
-            &header,
-            &claims,
-            &order.key,
-            self.faults.has(&Fault::BadSignature),
-        );
+        let mut fresh = encode::jwt_exact(&header, &claims, &order.key);
+        if self.faults.has(&Fault::BadSignature) {
+            fresh = flip_jwt_signature_bit(&fresh);
+        }
         let mut first = std::mem::take(&mut self.first.jwt);
         let token = self.replayed(&mut first, fresh);
         self.first.jwt = first;
@@ -1028,66 +1019,14 @@ fn padded_json(members: &[(&str, String)]) -> String {
     json
 }
 
-/// A compact ES256 JWS over the exact JSON texts given (so the padding
-/// survives); the same construction as [`encode::jwt`].
-fn sign_jwt(header: &str, claims: &str, key: &SigningKey, corrupt: bool) -> String {
-    let input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header),
-        URL_SAFE_NO_PAD.encode(claims)
-    );
-    let signature: Signature = key.sign(input.as_bytes());
-    let mut bytes = signature.to_bytes().to_vec();
-    if corrupt {
-        flip_last_bit(&mut bytes);
-    }
+/// The bad-signature fault on a JWT: the last bit of its signature flipped.
+fn flip_jwt_signature_bit(jwt: &str) -> String {
+    let Some((input, signature)) = jwt.rsplit_once('.') else {
+        return jwt.to_owned();
+    };
+    let mut bytes = URL_SAFE_NO_PAD.decode(signature).unwrap_or_default();
+    flip_last_bit(&mut bytes);
     format!("{input}.{}", URL_SAFE_NO_PAD.encode(bytes))
-}
-
-/// Parse `yy/MM/dd,hh:mm:ss±zz` (zz in quarter hours) to (unix time, zz).
-pub fn parse_cclk(text: &str) -> Option<(i64, i32)> {
-    let (date, time) = text.split_once(',')?;
-    let mut d = date.split('/').map(|p| p.parse::<u16>().ok());
-    let (yy, mo, dd) = (d.next()??, d.next()??, d.next()??);
-    if d.next().is_some() || yy > 99 {
-        return None;
-    }
-    let sign_at = time.find(['+', '-'])?;
-    let (hms, tz) = time.split_at(sign_at);
-    let tz: i32 = tz.parse().ok()?;
-    if !(-48..=56).contains(&tz) {
-        return None;
-    }
-    let mut t = hms.split(':').map(|p| p.parse::<u8>().ok());
-    let (h, m, s) = (t.next()??, t.next()??, t.next()??);
-    if t.next().is_some() {
-        return None;
-    }
-    let month = time::Month::try_from(u8::try_from(mo).ok()?).ok()?;
-    let date =
-        time::Date::from_calendar_date(2000 + i32::from(yy), month, u8::try_from(dd).ok()?).ok()?;
-    let local = time::PrimitiveDateTime::new(date, time::Time::from_hms(h, m, s).ok()?);
-    Some((
-        local.assume_utc().unix_timestamp() - i64::from(tz) * 900,
-        tz,
-    ))
-}
-
-/// Format unix time in `yy/MM/dd,hh:mm:ss±zz` with zone `tz` quarter hours.
-pub fn format_cclk(unix: i64, tz: i32) -> String {
-    let local = time::OffsetDateTime::from_unix_timestamp(unix + i64::from(tz) * 900)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:02}/{:02}/{:02},{:02}:{:02}:{:02}{}{:02}",
-        local.year().rem_euclid(100),
-        u8::from(local.month()),
-        local.day(),
-        local.hour(),
-        local.minute(),
-        local.second(),
-        if tz < 0 { '-' } else { '+' },
-        tz.abs()
-    )
 }
 
 #[cfg(test)]

@@ -1,15 +1,21 @@
-//! COSE_Sign1 framing shared by the verifier and the simulator.
+//! COSE_Sign1 framing shared by the verifier and the simulator, built and
+//! read with `coset`.
 //!
 //! The one place that decides which bytes a modem's ES256 signature covers
 //! (`sig_structure`). Nordic does not publish the exact input; we use RFC 9052
 //! `Sig_structure` ("Signature1", protected bytes as received, empty external
 //! AAD, payload). If the real construction is learned it changes here only.
+//! Signatures are checked by the caller over `sig_structure` (with ring), never
+//! through coset: its `verify_detached_signature` panics when the payload is
+//! present.
 
 use ciborium::value::Value;
+use coset::iana::EnumI64;
+use coset::{AsCborValue, Header, HeaderBuilder, ProtectedHeader, TaggedCborSerializable, iana};
 use p256::ecdsa::{Signature, SigningKey, signature::Signer};
 
 /// COSE algorithm identifier of ES256 (ECDSA P-256 with SHA-256).
-pub const ALG_ES256: i64 = -7;
+pub const ALG_ES256: i64 = iana::Algorithm::ES256 as i64;
 /// Key id of the device identity key: the CBOR encoding of -2.
 pub const KID_IDENTITY: &[u8] = &[0x21];
 /// Key id Nordic's tools call "nordic base production key" (CBOR -4).
@@ -17,7 +23,7 @@ pub const KID_NORDIC_PRODUCTION: &[u8] = &[0x23];
 /// Key id Nordic's tools call "nordic base R&D key" (CBOR -5).
 pub const KID_NORDIC_RND: &[u8] = &[0x24];
 /// CBOR tag of COSE_Sign1.
-pub const TAG_COSE_SIGN1: u64 = 18;
+pub const TAG_COSE_SIGN1: u64 = iana::CborTag::CoseSign1 as u64;
 /// CBOR "self-described CBOR" tag (bytes d9 d9 f7) around token bodies.
 pub const TAG_SELF_DESCRIBED: u64 = 55799;
 
@@ -30,10 +36,16 @@ pub fn to_cbor(value: &Value) -> Vec<u8> {
 
 /// The protected header a modem sends: the bstr contents `{1: -7}` (`a1 01 26`).
 pub fn protected_es256() -> Vec<u8> {
-    to_cbor(&Value::Map(vec![(
-        Value::Integer(1.into()),
-        Value::Integer(ALG_ES256.into()),
-    )]))
+    ProtectedHeader {
+        original_data: None,
+        header: HeaderBuilder::new()
+            .algorithm(iana::Algorithm::ES256)
+            .build(),
+    }
+    .cbor_bstr()
+    .ok()
+    .and_then(|bstr| bstr.into_bytes().ok())
+    .unwrap_or_default()
 }
 
 /// The bytes an ES256 signature of a COSE_Sign1 covers (RFC 9052 §4.4).
@@ -61,22 +73,27 @@ pub fn sign1(key: &SigningKey, kid: &[u8], payload: &[u8], detached: bool) -> Ve
     )
 }
 
-/// Frame the four COSE_Sign1 fields as tag 18 around an array.
+/// Frame the four COSE_Sign1 fields as tag 18 around an array: `protected`
+/// bytes as given, `{4: kid}` unprotected (omitted when `kid` is empty).
 pub fn encode_sign1(
     protected: &[u8],
     kid: &[u8],
     payload: Option<&[u8]>,
     signature: &[u8],
 ) -> Vec<u8> {
-    to_cbor(&Value::Tag(
-        TAG_COSE_SIGN1,
-        Box::new(Value::Array(vec![
-            Value::Bytes(protected.to_vec()),
-            Value::Map(vec![(Value::Integer(4.into()), Value::Bytes(kid.to_vec()))]),
-            payload.map_or(Value::Null, |p| Value::Bytes(p.to_vec())),
-            Value::Bytes(signature.to_vec()),
-        ])),
-    ))
+    let sign1 = coset::CoseSign1 {
+        // Serialised from the bytes as given, never re-encoded.
+        protected: ProtectedHeader {
+            original_data: Some(protected.to_vec()),
+            header: Header::default(),
+        },
+        unprotected: HeaderBuilder::new().key_id(kid.to_vec()).build(),
+        payload: payload.map(<[u8]>::to_vec),
+        signature: signature.to_vec(),
+    };
+    // Only duplicate header labels can fail to encode, and this header has
+    // one label; an empty result would only make a verifier reject.
+    sign1.to_tagged_vec().unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------
@@ -94,6 +111,7 @@ pub struct CoseSign1 {
     /// Protected header bstr contents exactly as received (signed over).
     pub protected: Vec<u8>,
     /// `alg` (label 1) from the protected header, when it is an integer.
+    /// Only values IANA registers or reserves for private use decode.
     pub alg: Option<i64>,
     /// `kid` (label 4), from the protected header or else the unprotected one.
     pub kid: Option<Vec<u8>>,
@@ -152,13 +170,6 @@ pub(crate) fn as_i64(value: &Value) -> Option<i64> {
     }
 }
 
-/// Look up an integer label in a CBOR map (first occurrence).
-fn map_get(map: &[(Value, Value)], label: i64) -> Option<&Value> {
-    map.iter()
-        .find(|(k, _)| as_i64(k) == Some(label))
-        .map(|(_, v)| v)
-}
-
 fn field_err(part: Part, field: &'static str, problem: impl Into<String>) -> TokenError {
     TokenError::Field {
         part,
@@ -167,7 +178,12 @@ fn field_err(part: Part, field: &'static str, problem: impl Into<String>) -> Tok
     }
 }
 
-/// Decode a COSE_Sign1, tagged (18) or untagged.
+/// Decode a tagged (18) COSE_Sign1 in preferred CBOR encoding.
+///
+/// The structure is read by coset, which also polices what RFC 9052 asks
+/// (no duplicate header labels, a non-empty byte-string `kid`, registered
+/// algorithm values). The protected header bytes are kept as received: the
+/// signature covers them.
 pub fn decode_sign1(bytes: &[u8]) -> Result<CoseSign1, TokenError> {
     let part = Part::Cose;
     let value = read_cbor(bytes, part)?;
@@ -191,66 +207,149 @@ pub fn decode_sign1(bytes: &[u8]) -> Result<CoseSign1, TokenError> {
                 format!("CBOR tag {tag}, expected 18 (COSE_Sign1)"),
             ));
         }
-        other => other,
-    };
-    let Value::Array(items) = items else {
-        return Err(field_err(part, "structure", "expected an array of 4 items"));
-    };
-    let [protected, unprotected, payload, signature]: [Value; 4] =
-        items.try_into().map_err(|items: Vec<Value>| {
-            field_err(
-                part,
-                "structure",
-                format!("array of {} items, expected 4", items.len()),
-            )
-        })?;
-
-    let Value::Bytes(protected) = protected else {
-        return Err(field_err(part, "protected (item 1)", "not a byte string"));
-    };
-    let protected_map = if protected.is_empty() {
-        Vec::new()
-    } else {
-        match read_cbor(&protected, Part::CoseProtected)? {
-            Value::Map(map) => map,
-            _ => {
-                return Err(field_err(
-                    Part::CoseProtected,
-                    "header",
-                    "protected header is not a map",
-                ));
-            }
-        }
-    };
-    let Value::Map(unprotected) = unprotected else {
-        return Err(field_err(part, "unprotected (item 2)", "not a map"));
-    };
-    let payload = match payload {
-        Value::Bytes(p) => Some(p),
-        Value::Null => None,
         _ => {
             return Err(field_err(
                 part,
-                "payload (item 3)",
-                "neither a byte string nor null",
+                "tag",
+                "no CBOR tag, expected 18 (COSE_Sign1)",
             ));
         }
     };
-    let Value::Bytes(signature) = signature else {
-        return Err(field_err(part, "signature (item 4)", "not a byte string"));
+    let mut items = match items {
+        Value::Array(a) if a.len() == 4 => a,
+        Value::Array(a) => {
+            return Err(field_err(
+                part,
+                "structure",
+                format!("array of {} items, expected 4", a.len()),
+            ));
+        }
+        _ => return Err(field_err(part, "structure", "expected an array of 4 items")),
     };
-
-    let alg = map_get(&protected_map, 1).and_then(as_i64);
-    let kid = match map_get(&protected_map, 4).or_else(|| map_get(&unprotected, 4)) {
-        None => None,
-        Some(Value::Bytes(kid)) => Some(kid.clone()),
-        Some(_) => return Err(field_err(part, "kid (label 4)", "not a byte string")),
+    // The protected header is read here once, with the wire's nesting limit
+    // and a located error; coset gets an empty bstr in its place (which it
+    // reads as an empty header without parsing) and the rest.
+    let protected = match items.first_mut() {
+        Some(Value::Bytes(bytes)) => std::mem::take(bytes),
+        _ => return Err(field_err(part, "protected (item 1)", "not a byte string")),
     };
+    let header = if protected.is_empty() {
+        Header::default()
+    } else {
+        let value = read_cbor(&protected, Part::CoseProtected)?;
+        Header::from_cbor_value(value)
+            .map_err(|e| field_err(Part::CoseProtected, "header", e.to_string()))?
+    };
+    let mut sign1 = coset::CoseSign1::from_cbor_value(Value::Array(items))
+        .map_err(|e| field_err(part, "structure", format!("not a COSE_Sign1: {e}")))?;
+    sign1.protected = ProtectedHeader {
+        original_data: Some(protected),
+        header,
+    };
+    let alg = match &sign1.protected.header.alg {
+        Some(coset::Algorithm::Assigned(alg)) => Some(alg.to_i64()),
+        Some(coset::Algorithm::PrivateUse(alg)) => Some(*alg),
+        Some(coset::Algorithm::Text(_)) | None => None,
+    };
+    let kid = [&sign1.protected.header.key_id, &sign1.unprotected.key_id]
+        .into_iter()
+        .find(|kid| !kid.is_empty())
+        .cloned();
     Ok(CoseSign1 {
-        protected,
+        protected: sign1.protected.original_data.unwrap_or_default(),
         alg,
         kid,
-        payload,
-        signature,
+        payload: sign1.payload,
+        signature: sign1.signature,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SIG: [u8; 64] = [7; 64];
+
+    #[test]
+    fn builds_the_bytes_a_modem_sends() {
+        let detached = encode_sign1(&protected_es256(), KID_IDENTITY, None, &SIG);
+        // d2 (tag 18) 84 (array 4) 43 a1 01 26 (bstr {1:-7}) a1 04 41 21
+        // ({4: h'21'}) f6 (null) 58 40 (bstr 64)
+        assert_eq!(
+            hex::encode(&detached[..16]),
+            "d28443a10126a1044121f65840070707"
+        );
+        let decoded = decode_sign1(&detached).unwrap();
+        assert_eq!(decoded.protected, [0xa1, 0x01, 0x26]);
+        assert_eq!(decoded.alg, Some(ALG_ES256));
+        assert_eq!(decoded.kid.as_deref(), Some(KID_IDENTITY));
+        assert_eq!(decoded.payload, None);
+        assert_eq!(decoded.signature, SIG);
+        let embedded = encode_sign1(&protected_es256(), KID_IDENTITY, Some(b"p"), &SIG);
+        assert_eq!(
+            decode_sign1(&embedded).unwrap().payload.as_deref(),
+            Some(&b"p"[..])
+        );
+    }
+
+    #[test]
+    fn protected_header_bytes_are_kept_as_received() {
+        // {1: -7} with -7 in a one-byte extended form: not preferred, but
+        // inside the signed bstr, so kept exactly for the signing input.
+        let protected = [0xa1, 0x01, 0x38, 0x06];
+        let cose = encode_sign1(&protected, KID_IDENTITY, None, &SIG);
+        let decoded = decode_sign1(&cose).unwrap();
+        assert_eq!(decoded.protected, protected);
+        assert_eq!(decoded.alg, Some(ALG_ES256));
+    }
+
+    #[test]
+    fn refuses_what_a_modem_never_sends() {
+        let good = encode_sign1(&protected_es256(), KID_IDENTITY, None, &SIG);
+        let preferred = "not in preferred (shortest, definite-length) CBOR encoding";
+        let mut empty_kid = good.clone();
+        empty_kid.splice(6..10, [0xa1, 0x04, 0x40]); // {4: h''}
+        let mut undefined = good.clone();
+        undefined[10] = 0xf7; // `undefined` for the null payload
+        // {256: [[[…0]]]}, 20 arrays deep.
+        let deep = [&[0xa1, 0x19, 0x01, 0x00][..], &[0x81; 20][..], &[0x00][..]].concat();
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (good[1..].to_vec(), "no CBOR tag, expected 18"),
+            (
+                [&[0xd1][..], &good[1..]].concat(),
+                "CBOR tag 17, expected 18",
+            ),
+            // The protected bstr's length in a long form (58 03, not 43).
+            (
+                [&good[..2], &[0x58, 0x03][..], &good[3..]].concat(),
+                preferred,
+            ),
+            (
+                [&[0xd2, 0x9f][..], &good[2..], &[0xff][..]].concat(),
+                preferred,
+            ),
+            (undefined, preferred),
+            (
+                [&[0xd2, 0x83][..], &good[2..10], &good[11..]].concat(),
+                "array of 3 items, expected 4",
+            ),
+            (
+                encode_sign1(&[0xa2, 0x01, 0x26, 0x01, 0x26], KID_IDENTITY, None, &SIG),
+                "protected header): header: duplicate map key",
+            ),
+            (empty_kid, "expected non-empty bstr"),
+            (
+                [&good[..], &[0x00][..]].concat(),
+                "unexpected byte(s) after",
+            ),
+            (
+                encode_sign1(&deep, KID_IDENTITY, None, &SIG),
+                "protected header): bad CBOR at byte 0: nested too deeply",
+            ),
+        ];
+        for (bytes, reason) in cases {
+            let error = decode_sign1(&bytes).expect_err(reason).to_string();
+            assert!(error.contains(reason), "{}: {error}", hex::encode(&bytes));
+        }
+    }
 }

@@ -99,10 +99,17 @@ pub fn keygen_token(der: &[u8], payload: &KeygenPayload, key: &SigningKey) -> St
 
 /// A compact JWS (ES256): `b64(header).b64(claims).b64(r||s)`.
 pub fn jwt(header: &serde_json::Value, claims: &serde_json::Value, key: &SigningKey) -> String {
+    jwt_exact(&header.to_string(), &claims.to_string(), key)
+}
+
+/// A compact JWS (ES256) over the exact JSON texts given: the signature
+/// covers the text as written (a modem pads its JSON with spaces), so it
+/// must not be re-serialised. The one JWT signer of the project.
+pub fn jwt_exact(header_json: &str, claims_json: &str, key: &SigningKey) -> String {
     let signing_input = format!(
         "{}.{}",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
+        URL_SAFE_NO_PAD.encode(header_json),
+        URL_SAFE_NO_PAD.encode(claims_json)
     );
     let signature: Signature = key.sign(signing_input.as_bytes());
     format!(
@@ -126,6 +133,32 @@ mod tests {
         let ours = cose::sign1(&key, KID_IDENTITY, b"body", true);
         assert_eq!(real[..12], ours[..12]);
         assert_eq!(real.len(), ours.len());
+    }
+
+    #[test]
+    fn jwt_exact_signs_the_text_as_written() {
+        use p256::ecdsa::signature::Verifier;
+        let key = SigningKey::from_slice(&[9u8; 32]).unwrap();
+        let header = r#"{"typ":"JWT","alg":"ES256"}  "#;
+        let claims = r#"{"iss":"nRF9161.x"}  "#;
+        let token = jwt_exact(header, claims, &key);
+        let parts: Vec<&str> = token.split('.').collect();
+        assert_eq!(URL_SAFE_NO_PAD.decode(parts[0]).unwrap(), header.as_bytes());
+        assert_eq!(URL_SAFE_NO_PAD.decode(parts[1]).unwrap(), claims.as_bytes());
+        let signature = Signature::from_slice(&URL_SAFE_NO_PAD.decode(parts[2]).unwrap()).unwrap();
+        let input = format!("{}.{}", parts[0], parts[1]);
+        key.verifying_key()
+            .verify(input.as_bytes(), &signature)
+            .unwrap();
+        // The Value form is the same signer over the compact serialisation.
+        let value = serde_json::json!({"a": 1});
+        assert_eq!(
+            jwt(&value, &value, &key).rsplit_once('.').unwrap().0,
+            jwt_exact("{\"a\":1}", "{\"a\":1}", &key)
+                .rsplit_once('.')
+                .unwrap()
+                .0
+        );
     }
 
     #[test]
