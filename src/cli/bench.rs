@@ -27,8 +27,7 @@ pub struct BenchArgs {
     pub rounds: usize,
     /// `realistic`: the modems take as long as real ones; also reports
     /// cycle time against the physical limit. `none`: they answer at once.
-    // The values are named above: the enum's own docs are rustdoc, not help.
-    #[arg(long, value_enum, default_value_t = Latency::None, hide_possible_values = true)]
+    #[arg(long, value_enum, default_value_t = Latency::None)]
     pub latency: Latency,
     /// UART pacing of the modems' output, 0 for none [default: 115200 with
     /// realistic latency, none without].

@@ -25,8 +25,7 @@ pub struct SimulateArgs {
     pub dialect: SimDialect,
     /// `realistic` delays each reply like a real modem (key generation
     /// about 1.2 s); `none` answers at once.
-    // The values are named above: the enum's own docs are rustdoc, not help.
-    #[arg(long, value_enum, default_value_t = Latency::None, hide_possible_values = true)]
+    #[arg(long, value_enum, default_value_t = Latency::None)]
     pub latency: Latency,
     /// Pace output at this UART baud rate (10 bits a byte).
     #[arg(long)]

@@ -40,8 +40,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 1)]
     pub rounds: usize,
     /// How fast the simulated modems answer: `realistic` models a real modem (key generation takes about a second), `none` answers at once.
-    // The values are named above: the enum's own docs are rustdoc, not help.
-    #[arg(long, value_enum, default_value_t = crate::sim::Latency::Realistic, hide_possible_values = true)]
+    #[arg(long, value_enum, default_value_t = crate::sim::Latency::Realistic)]
     pub latency: crate::sim::Latency,
 }
 

@@ -87,7 +87,7 @@ pub enum Latency {
     /// Answer as fast as possible.
     #[default]
     None,
-    /// Per-command delays of a real modem; see [`timing`] for the table.
+    /// Per-command delays of a real modem (the README's latency table).
     Realistic,
 }
 
