@@ -140,6 +140,22 @@ pub enum ReasonCode {
     Mismatch,
     /// A written credential is not listed.
     Missing,
+    // Identity authorities.
+    /// nRF Cloud refused the identity token.
+    CloudRejected,
+    /// nRF Cloud did not answer (timeout, refused connection, 5xx).
+    CloudUnreachable,
+    /// The device UUID answered with another key than the one pinned.
+    IdentityChanged,
+    // The line's shared ledger.
+    /// The shared ledger could not be reached, and it must make the claims.
+    LedgerUnreachable,
+    /// The same device UUID is running on another port of the line now.
+    DuplicateIdentity,
+    /// The device already passed on the line and the policy refuses again.
+    Reprovision,
+    /// The shared ledger found, after the run, a token it had seen elsewhere.
+    Conflict,
     // The station.
     /// The run could not be recorded.
     Store,
@@ -150,7 +166,7 @@ pub enum ReasonCode {
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 32] = [
+    pub const ALL: [ReasonCode; 39] = [
         ReasonCode::Timeout,
         ReasonCode::Error,
         ReasonCode::Cme,
@@ -180,6 +196,13 @@ impl ReasonCode {
         ReasonCode::Ca,
         ReasonCode::Mismatch,
         ReasonCode::Missing,
+        ReasonCode::CloudRejected,
+        ReasonCode::CloudUnreachable,
+        ReasonCode::IdentityChanged,
+        ReasonCode::LedgerUnreachable,
+        ReasonCode::DuplicateIdentity,
+        ReasonCode::Reprovision,
+        ReasonCode::Conflict,
         ReasonCode::Store,
         ReasonCode::Interrupted,
         ReasonCode::Other,
@@ -216,6 +239,13 @@ impl ReasonCode {
             ReasonCode::Ca => "ca",
             ReasonCode::Mismatch => "mismatch",
             ReasonCode::Missing => "missing",
+            ReasonCode::CloudRejected => "cloud_rejected",
+            ReasonCode::CloudUnreachable => "cloud_unreachable",
+            ReasonCode::IdentityChanged => "identity_changed",
+            ReasonCode::LedgerUnreachable => "ledger_unreachable",
+            ReasonCode::DuplicateIdentity => "duplicate_identity",
+            ReasonCode::Reprovision => "reprovision",
+            ReasonCode::Conflict => "conflict",
             ReasonCode::Store => "store",
             ReasonCode::Interrupted => "interrupted",
             ReasonCode::Other => "other",

@@ -200,6 +200,22 @@ pub trait Ledger: Send + Sync {
     /// Pin `pin.public_key` to its device UUID on first sight, or say which
     /// key was pinned before: atomically, so two stations cannot both pin.
     async fn pin(&self, pin: &Pin) -> Result<PinOutcome, LedgerError>;
+
+    /// How the ledger is doing, for the operator's view and metrics.
+    fn status(&self) -> LedgerStatus {
+        LedgerStatus::default()
+    }
+}
+
+/// A ledger's health, as the operator's view and the metrics show it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LedgerStatus {
+    /// Runs recorded locally and not yet forwarded to a shared ledger.
+    pub backlog: u64,
+    /// Conflicts a shared ledger found after the runs were recorded.
+    pub conflicts: u64,
+    /// Whether a shared ledger is configured and was reachable last time.
+    pub shared_reachable: Option<bool>,
 }
 
 /// Which runs [`LedgerReader::runs`] returns: all filters must match. With

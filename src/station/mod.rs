@@ -117,6 +117,11 @@ impl Station {
         Arc::clone(&self.reader)
     }
 
+    /// How the ledger is doing (forwarding backlog, conflicts).
+    pub fn ledger_status(&self) -> crate::ledger::LedgerStatus {
+        self.ledger.status()
+    }
+
     /// Runs finished since the station started.
     pub fn runs_finished(&self) -> u64 {
         self.finished.load(Ordering::Relaxed)
