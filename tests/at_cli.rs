@@ -48,6 +48,8 @@ async fn cme_error_exits_1_with_code_and_meaning() {
         vec![
             step("at 'AT+CGSN'", "ERROR\r\n"),
             step("AT+CGSN", "352656100367872\r\nOK\r\n"),
+            // The dialect that seemed to work is confirmed by a second command.
+            step("AT+CGSN=1", "+CGSN: \"352656100367872\"\r\nOK\r\n"),
             step("AT%KEYGEN=17,2,0", "+CME ERROR: 518\r\n"),
             step("AT+CGMM", "nRF9161-LACA\r\nOK\r\n"),
         ],

@@ -10,18 +10,19 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nrf_provd::at::{Client, ClientOptions, Dialect};
+use nrf_provd::at::{Client, ClientOptions, DialectChoice};
 use nrf_provd::ca::StationCa;
 use nrf_provd::config::PlanConfig;
 use nrf_provd::ledger::MemoryLedger;
 use nrf_provd::modem::Modem;
 use nrf_provd::plan::{
-    Arrival, FollowingClock, IdentityAuthority, KeysAuthority, PlanContext, SeededRandom,
+    FollowingClock, IdentityAuthority, KeysAuthority, PlanContext, SeededRandom,
 };
 use nrf_provd::record::{Outcome, ReasonCode, RunRecord, Step, VerifiedBy};
 use nrf_provd::sim::memory::Board;
 use nrf_provd::sim::{Latency, SimOptions};
 use nrf_provd::station::Events;
+use nrf_provd::station::presence;
 use nrf_provd::station::recorder::{self, RunSettings};
 use nrf_provd::token::TokenKind;
 use nrf_provd::trust::TrustStore;
@@ -93,10 +94,10 @@ fn modem(host: DuplexStream) -> Modem<DuplexStream> {
 /// One run of the plan on the board, through the station's own recorder
 /// (begun and finished in the ledger).
 async fn run_once(line: &Line, modem: &mut Modem<DuplexStream>) -> RunRecord {
-    let arrival = Arrival {
-        dialect: Dialect::Raw,
-        detected: false,
-    };
+    // As the station does: a board is there (the link settled) before a run.
+    let arrival = presence::probe(modem, DialectChoice::Raw)
+        .await
+        .expect("the board answers");
     let settings = RunSettings {
         station_id: "memory".into(),
         run_timeout: Duration::from_secs(180),
@@ -127,7 +128,9 @@ async fn the_full_plan_in_memory_gives_the_exact_record() {
 
     assert_eq!(record.outcome, Outcome::Passed, "{record:#?}");
     assert_eq!(record.verified_by, Some(VerifiedBy::Keys));
-    assert_eq!(record.started_at, datetime!(2026-12-01 08:00 UTC));
+    // The board was found (the link settled: 400 ms of quiet, `AT`: 5 ms)
+    // before the run began.
+    assert_eq!(record.started_at, datetime!(2026-12-01 08:00:00.405 UTC));
     // Each step takes exactly the modelled time of its commands (README's
     // latency table), because tokio's clock is paused and the board models
     // its delays on it.
@@ -149,7 +152,7 @@ async fn the_full_plan_in_memory_gives_the_exact_record() {
     );
     assert_eq!(
         record.finished_at,
-        Some(datetime!(2026-12-01 08:00 UTC) + ms(1777))
+        Some(datetime!(2026-12-01 08:00:00.405 UTC) + ms(1777))
     );
     assert!(
         wall.elapsed() < Duration::from_secs(30),

@@ -28,8 +28,11 @@ fn options(latency: Latency, faults: &[&str]) -> SimOptions {
     }
 }
 
-fn modem(host: DuplexStream) -> (Modem<DuplexStream>, mpsc::Receiver<Notification>) {
-    let (client, notifications) = Client::new(host, ClientOptions::default());
+/// A modem on `host` whose new link has settled (as the station's presence
+/// check does before anything is timed).
+async fn modem(host: DuplexStream) -> (Modem<DuplexStream>, mpsc::Receiver<Notification>) {
+    let (mut client, notifications) = Client::new(host, ClientOptions::default());
+    client.settle().await.expect("settle");
     (Modem::new(client), notifications)
 }
 
@@ -52,7 +55,7 @@ async fn realistic_board_answers_in_virtual_time_exactly_as_modelled() {
     let (board, host) = Board::start(SEED, 0, options(Latency::Realistic, &[]));
     let trust = trust_keys(&board.trust_csv());
     let id = board.identity();
-    let (mut modem, _notifications) = modem(host);
+    let (mut modem, _notifications) = modem(host).await;
     let wall = std::time::Instant::now();
     let begin = Instant::now();
 
@@ -156,7 +159,7 @@ async fn the_in_memory_board_is_the_fleets_board_with_the_same_trust_file() {
 #[tokio::test(start_paused = true)]
 async fn unplug_and_replug_keep_the_board() {
     let (board, host) = Board::start(SEED, 0, options(Latency::Realistic, &[]));
-    let (mut first, _notifications) = modem(host);
+    let (mut first, _notifications) = modem(host).await;
     first.enable_cmee().await.expect("cmee");
     first
         .keygen(TAG, KeyFormat::Csr, None, None)
@@ -170,7 +173,7 @@ async fn unplug_and_replug_keep_the_board() {
         Err(AtError::Disconnected { .. })
     ));
 
-    let (mut modem, _notifications) = modem(board.replug().await);
+    let (mut modem, _notifications) = modem(board.replug().await).await;
     assert!(board.is_plugged());
     // Booted again: CME errors off, radio off; the key is still in flash.
     assert_eq!(
@@ -209,7 +212,7 @@ async fn unplug_fault_gives_end_of_stream_in_the_middle_of_the_reply() {
     assert!(host.write_all(b"AT\r\n").await.is_err());
 
     // Through the AT client the cut reply is a disconnect, not a token.
-    let (mut modem, _n) = modem(board.replug().await);
+    let (mut modem, _n) = modem(board.replug().await).await;
     assert!(matches!(
         modem.keygen(18, KeyFormat::Csr, None, None).await,
         Err(AtError::Disconnected { .. })
@@ -219,7 +222,7 @@ async fn unplug_fault_gives_end_of_stream_in_the_middle_of_the_reply() {
 #[tokio::test(start_paused = true)]
 async fn stall_times_out_in_virtual_time_and_the_next_command_is_answered() {
     let (board, host) = Board::start(SEED, 0, options(Latency::Realistic, &["0:stall@CGMM"]));
-    let (mut modem, _notifications) = modem(host);
+    let (mut modem, _notifications) = modem(host).await;
     let (stalled, took) = timed(
         modem
             .client()
@@ -237,7 +240,7 @@ async fn stall_times_out_in_virtual_time_and_the_next_command_is_answered() {
 #[tokio::test(start_paused = true)]
 async fn urc_storm_goes_to_the_notification_channel() {
     let (board, host) = Board::start(SEED, 0, options(Latency::Realistic, &["0:urc-storm"]));
-    let (mut modem, mut notifications) = modem(host);
+    let (mut modem, mut notifications) = modem(host).await;
     for _ in 0..5 {
         let identity = modem.identify().await.expect("identify");
         assert_eq!(identity.imei, board.identity().imei);
@@ -264,7 +267,7 @@ async fn urc_storm_goes_to_the_notification_channel() {
 #[tokio::test(start_paused = true)]
 async fn garbage_does_not_get_in_the_way_of_answers() {
     let (board, host) = Board::start(SEED, 0, options(Latency::Realistic, &["0:garbage"]));
-    let (mut modem, _notifications) = modem(host);
+    let (mut modem, _notifications) = modem(host).await;
     let trust = trust_keys(&board.trust_csv());
     modem.client().settle().await.expect("settle");
     for _ in 0..5 {

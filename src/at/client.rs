@@ -24,8 +24,16 @@ use crate::serial::LineEnding;
 /// memory.
 pub const NOTIFICATION_CAPACITY: usize = 256;
 
-/// How long [`Client::settle`] waits for the peer to go quiet.
-const SETTLE: Duration = Duration::from_millis(200);
+/// How long the line must stay quiet for [`Client::settle`] to trust it.
+const QUIET: Duration = Duration::from_millis(200);
+/// The longest [`Client::settle`] waits for quiet: a modem may still be
+/// answering a command a killed host sent (key generation takes seconds).
+const SETTLE_MAX: Duration = Duration::from_secs(3);
+
+/// The most one response may hold (information lines, in bytes): the
+/// largest real answer, a `%CMNG` read of a 4 KiB PEM, is well under it.
+/// Past it the command fails `overlong` and the port is settled.
+pub const MAX_RESPONSE: usize = 64 * 1024;
 
 /// Per-attempt deadline while detecting the dialect.
 const DETECT_ATTEMPT: Duration = Duration::from_millis(500);
@@ -68,6 +76,8 @@ pub struct ClientOptions {
     pub timeouts: CommandTimeouts,
     /// Longest accepted line; enough for a `%CMNG` read of a 4 KiB PEM.
     pub max_line: usize,
+    /// Most bytes one response may hold (see [`MAX_RESPONSE`]).
+    pub max_response: usize,
 }
 
 impl Default for ClientOptions {
@@ -77,6 +87,7 @@ impl Default for ClientOptions {
             line_ending: LineEnding::Crlf,
             timeouts: CommandTimeouts::default(),
             max_line: 16 * 1024,
+            max_response: MAX_RESPONSE,
         }
     }
 }
@@ -142,14 +153,24 @@ pub struct Exchange {
     ctx: CommandContext,
     lines: Vec<String>,
     overlong: Option<usize>,
+    /// Bytes of information lines so far, and the most allowed.
+    bytes: usize,
+    max_bytes: usize,
 }
 
 impl Exchange {
     pub fn new(command: &str, dialect: Dialect) -> Self {
+        Self::with_limit(command, dialect, MAX_RESPONSE)
+    }
+
+    /// An exchange whose response may hold at most `max_bytes` of lines.
+    pub fn with_limit(command: &str, dialect: Dialect, max_bytes: usize) -> Self {
         Exchange {
             ctx: CommandContext::new(command, dialect),
             lines: Vec::new(),
             overlong: None,
+            bytes: 0,
+            max_bytes,
         }
     }
 
@@ -158,18 +179,36 @@ impl Exchange {
             Frame::Line(line) => line,
             Frame::Overlong { length } => {
                 self.overlong = Some(self.overlong.unwrap_or(0).max(length));
-                return Step::Pending;
+                return self.count(length);
             }
         };
         match classify(&line, &self.ctx) {
             LineClass::Echo => Step::Pending,
             LineClass::Info => {
-                self.lines.push(line);
-                Step::Pending
+                let step = self.count(line.len());
+                if matches!(step, Step::Pending) {
+                    self.lines.push(line);
+                }
+                step
             }
             LineClass::Notification => Step::Notify(line),
             LineClass::Final(result) => Step::Done(self.finish(result)),
         }
+    }
+
+    /// Count `len` more bytes of response; past the limit the command is
+    /// done, failed `overlong`, without waiting for its end (a flood may
+    /// never end before the deadline, and must not grow memory until then).
+    fn count(&mut self, len: usize) -> Step {
+        self.bytes = self.bytes.saturating_add(len);
+        if self.bytes > self.max_bytes {
+            self.lines = Vec::new();
+            return Step::Done(Err(AtError::Overlong {
+                command: self.ctx.command().to_string(),
+                length: self.bytes,
+            }));
+        }
+        Step::Pending
     }
 
     fn finish(&mut self, result: FinalResult) -> Result<Response, AtError> {
@@ -269,6 +308,9 @@ pub struct Client<T> {
     gone: Option<String>,
     /// A deadline cut a write short: the peer holds half a command line.
     torn_write: bool,
+    /// The line may hold answers meant for someone else (just opened, or a
+    /// command timed out or overflowed): settle before the next command.
+    unsettled: bool,
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Client<T> {
@@ -282,6 +324,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Client<T> {
             dropped: 0,
             gone: None,
             torn_write: false,
+            unsettled: true,
         };
         (client, rx)
     }
@@ -321,9 +364,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Client<T> {
         cmd: &str,
         timeout: Duration,
     ) -> Result<Response, AtError> {
+        if self.unsettled {
+            self.settle().await?;
+        }
         self.drain_pending();
         self.check_alive()?;
-        let mut exchange = Exchange::new(cmd, self.options.dialect);
+        let mut exchange =
+            Exchange::with_limit(cmd, self.options.dialect, self.options.max_response);
         let mut bytes = Vec::new();
         if self.torn_write {
             // Terminate the half-written line so the peer rejects it alone.
@@ -345,6 +392,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Client<T> {
                 partial_lines: exchange.partial_lines().to_vec(),
             }),
         };
+        // Its answer (or the rest of a flood) may still come: it must not
+        // be taken for the next command's.
+        if matches!(
+            result,
+            Err(AtError::Timeout { .. } | AtError::Overlong { .. })
+        ) {
+            self.unsettled = true;
+        }
         match &result {
             Ok(r) => tracing::debug!(command = cmd, lines = r.lines.len(), "AT ok"),
             Err(e) => tracing::debug!(command = cmd, error = %e, "AT failed"),
@@ -462,50 +517,93 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Client<T> {
         }
     }
 
-    /// Like Nordic's tools on open: write one line ending, wait ~0.2 s and
-    /// discard whatever arrived (boot noise, a half-typed shell line).
+    /// Make the line trustworthy before a command: wait until it is quiet
+    /// (answers still on their way, boot noise; at most a few seconds),
+    /// write one line ending (ends a command line a killed host left half
+    /// written), and wait for quiet again. Notifications still go to the
+    /// channel; everything else is discarded. Done by itself when a client
+    /// is new and after a command timed out or overflowed.
     pub async fn settle(&mut self) -> Result<(), AtError> {
         self.check_alive()?;
+        self.unsettled = false;
+        self.until_quiet().await?;
         let ending = self.options.line_ending.bytes();
-        match tokio::time::timeout(SETTLE, self.write(ending)).await {
+        match tokio::time::timeout(QUIET, self.write(ending)).await {
             Ok(result) => result?,
             Err(_) => tracing::debug!("settle: line ending not written (flow control?)"),
         }
-        let deadline = Instant::now() + SETTLE;
-        loop {
-            match tokio::time::timeout_at(deadline, self.next_frame()).await {
-                Err(_) => break,
-                Ok(Ok(frame)) => tracing::debug!(?frame, "settle: discarding"),
-                Ok(Err(e)) => return Err(e),
-            }
-        }
+        self.until_quiet().await?;
         self.io.read_buffer_mut().clear();
         self.io.codec_mut().reset();
         Ok(())
+    }
+
+    /// Read until nothing arrives for [`QUIET`], at most [`SETTLE_MAX`].
+    async fn until_quiet(&mut self) -> Result<(), AtError> {
+        let give_up = Instant::now() + SETTLE_MAX;
+        loop {
+            let quiet = (Instant::now() + QUIET).min(give_up);
+            match tokio::time::timeout_at(quiet, self.next_frame()).await {
+                Err(_) => return Ok(()),
+                Ok(Ok(Frame::Line(line))) if is_notification_idle(&line) => self.notify(line),
+                Ok(Ok(frame)) => tracing::debug!(?frame, "settle: discarding"),
+                Ok(Err(e)) => return Err(e),
+            }
+            if Instant::now() >= give_up {
+                tracing::debug!("settle: the line did not go quiet; going on");
+                return Ok(());
+            }
+        }
     }
 
     /// Find the dialect the way Nordic's tools do: send `AT+CGSN` as a shell
     /// command and raw, up to 3 rounds, and take the form whose answer has a
     /// 15-digit IMEI followed by `OK`. Shell goes first: a raw AT host
     /// rejects `at '…'` with an immediate `ERROR`, while a shell ignores a raw
-    /// `AT+CGSN` silently (costing a timeout). Sets the client's dialect.
+    /// `AT+CGSN` silently (costing a timeout).
+    ///
+    /// A port can hold answers meant for someone else (a host killed while
+    /// the modem worked on its command): an answer that does not fit makes
+    /// the client settle before the next try, and a dialect that seems to
+    /// work is confirmed with a second, different command (`AT+CGSN=1` must
+    /// name the same IMEI) before it is believed. Sets the client's dialect.
     pub async fn detect_dialect(&mut self) -> Result<Dialect, AtError> {
         let original = self.options.dialect;
         let mut last_error = None;
         for _round in 0..3 {
             for dialect in [Dialect::Shell, Dialect::Raw] {
                 self.options.dialect = dialect;
-                match self.command_with_timeout("AT+CGSN", DETECT_ATTEMPT).await {
-                    Ok(r) if r.lines.iter().any(|l| find_imei(l).is_some()) => {
-                        tracing::debug!(?dialect, "dialect detected");
+                let outcome = match self.command_with_timeout("AT+CGSN", DETECT_ATTEMPT).await {
+                    Ok(r) => match r.lines.iter().find_map(|l| find_imei(l)) {
+                        Some(imei) => {
+                            let imei = imei.to_string();
+                            self.confirm(&imei).await
+                        }
+                        None => Err(AtError::Malformed {
+                            line: format!("no IMEI in the answer {:?}", r.lines),
+                        }),
+                    },
+                    Err(e) => Err(e),
+                };
+                match outcome {
+                    Ok(()) => {
+                        tracing::debug!(?dialect, "dialect detected and confirmed");
                         return Ok(dialect);
                     }
-                    Ok(r) => tracing::debug!(?dialect, lines = ?r.lines, "no IMEI in answer"),
                     Err(e @ AtError::Disconnected { .. }) => {
                         self.options.dialect = original;
                         return Err(e);
                     }
-                    Err(e) => last_error = Some(e),
+                    Err(e) => {
+                        tracing::debug!(?dialect, error = %e, "not this dialect (yet)");
+                        // A timeout settles by itself before the next try;
+                        // an answer that did not fit may have been someone
+                        // else's, with ours still on its way.
+                        if !matches!(e, AtError::Timeout { .. }) {
+                            self.unsettled = true;
+                        }
+                        last_error = Some(e);
+                    }
                 }
             }
         }
@@ -513,6 +611,25 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Client<T> {
         Err(last_error.unwrap_or(AtError::Malformed {
             line: "no 15-digit IMEI in any AT+CGSN answer".to_string(),
         }))
+    }
+
+    /// `AT+CGSN=1` in the current dialect names `imei`: the answers line up
+    /// with the commands.
+    async fn confirm(&mut self, imei: &str) -> Result<(), AtError> {
+        let r = self
+            .command_with_timeout("AT+CGSN=1", DETECT_ATTEMPT)
+            .await?;
+        let confirmed = r
+            .first_with_prefix("+CGSN:")
+            .and_then(find_imei)
+            .is_some_and(|again| again == imei);
+        if confirmed {
+            Ok(())
+        } else {
+            Err(AtError::Malformed {
+                line: format!("AT+CGSN=1 did not confirm IMEI {imei}: {:?}", r.lines),
+            })
+        }
     }
 }
 

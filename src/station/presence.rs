@@ -73,6 +73,11 @@ pub enum Departure {
     Shutdown,
 }
 
+/// Departure polls that fail this many times in a row find the dialect
+/// again: the board may have been reset into another application, or the
+/// dialect was taken from answers meant for someone else.
+pub const REDETECT_AFTER: u32 = 3;
+
 /// After a run: poll who answers until the board is unplugged, another
 /// board answers, or `stop` is cancelled. A board left in its fixture is
 /// never provisioned twice. `still_there` says whether the port itself
@@ -84,6 +89,7 @@ pub async fn wait_for_departure<T: Link>(
     interval: Duration,
     still_there: impl Fn() -> bool,
 ) -> Departure {
+    let mut failures = 0;
     loop {
         pause(stop, interval).await;
         if stop.is_cancelled() {
@@ -98,10 +104,24 @@ pub async fn wait_for_departure<T: Link>(
             Ok(Some(now)) if provisioned.is_some_and(|p| p != now) => {
                 return Departure::OtherBoard;
             }
-            Ok(_) => {}
+            Ok(_) => failures = 0,
             Err(AtError::Disconnected { .. } | AtError::Io(_)) => return Departure::Unplugged,
-            // Silent: powered off in its fixture, or being swapped.
-            Err(err) => debug!(%err, "board silent"),
+            // Silent or refusing: powered off in its fixture, being swapped,
+            // or spoken to in the wrong dialect.
+            Err(err) => {
+                debug!(%err, "board silent");
+                failures += 1;
+                if failures >= REDETECT_AFTER {
+                    failures = 0;
+                    match modem.client().detect_dialect().await {
+                        Ok(dialect) => debug!(?dialect, "dialect found again"),
+                        Err(AtError::Disconnected { .. } | AtError::Io(_)) => {
+                            return Departure::Unplugged;
+                        }
+                        Err(err) => debug!(%err, "no dialect answers"),
+                    }
+                }
+            }
         }
     }
 }

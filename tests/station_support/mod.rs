@@ -153,10 +153,16 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn spawn(config: &Path) -> Daemon {
+        // The station's own lines plus each step as it finishes.
+        Daemon::spawn_logging(config, "info,nrf_provd::plan=debug")
+    }
+
+    /// As [`Daemon::spawn`] with the log filter `filter` (e.g. with
+    /// `nrf_provd::at=debug` every AT command sent is a line).
+    pub fn spawn_logging(config: &Path, filter: &str) -> Daemon {
         use std::io::BufRead;
         let mut child = std::process::Command::new(binary())
-            // The station's own lines plus each step as it finishes.
-            .args(["--log", "info,nrf_provd::plan=debug", "run", "--config"])
+            .args(["--log", filter, "run", "--config"])
             .arg(config)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
