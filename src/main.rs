@@ -22,6 +22,16 @@ fn init_logging(format: LogFormat, filter: &str) {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A file-size limit (or a quota) reached while writing the database is a
+    // fault the station waits out, not a reason to die: take EFBIG as an
+    // error instead of the default SIGXFSZ, which would kill the process.
+    // SAFETY: setting a signal's disposition to "ignore" runs no handler code.
+    let _ = unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGXFSZ,
+            nix::sys::signal::SigHandler::SigIgn,
+        )
+    };
     if !cli.command.handles_epipe() {
         cli::quiet_broken_pipes();
     }

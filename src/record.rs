@@ -352,7 +352,7 @@ pub struct RunStart {
     pub started_at: OffsetDateTime,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     InFlight,
@@ -396,7 +396,7 @@ impl fmt::Display for Outcome {
 }
 
 /// One provisioning run. Times are stored with microsecond precision.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RunRecord {
     pub id: RunId,
     /// Globally unique (see [`RunStart::uid`]).
@@ -460,6 +460,26 @@ impl RunRecord {
         self.reason = Some(reason.into());
     }
 
+    /// This run as it is recorded when its commit failed for `why` and is
+    /// retried later: what really happened (the steps, the certificate
+    /// installed), but never as passed — a pass the station could not make
+    /// durable in time is a failure with reason `store`. A run that failed
+    /// on its own keeps its own reason.
+    pub fn uncommitted(&self, why: &str) -> RunRecord {
+        let mut record = self.clone();
+        if record.outcome == Outcome::Passed || record.outcome == Outcome::Collected {
+            record.fail(
+                Outcome::Failed,
+                None,
+                ReasonCode::Store,
+                format!(
+                    "every step passed, but the record could not be committed when the run ended ({why}); committed later"
+                ),
+            );
+        }
+        record
+    }
+
     /// `code: words`, as one line for people.
     pub fn reason_line(&self) -> Option<String> {
         match (self.reason_code, &self.reason) {
@@ -471,7 +491,7 @@ impl RunRecord {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeviceInfo {
     #[serde(with = "ser::opt_uuid")]
     pub device_uuid: Option<Uuid>,
@@ -483,7 +503,7 @@ pub struct DeviceInfo {
     pub hw_version: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StepRecord {
     pub name: Step,
     #[serde(with = "ser::time")]
@@ -496,7 +516,7 @@ pub struct StepRecord {
     pub detail: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TokenRecord {
     /// What the token decoded as (not what its command should have returned).
     pub kind: TokenKind,
@@ -507,7 +527,7 @@ pub struct TokenRecord {
 }
 
 /// What a run produced besides tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ArtifactKind {
     /// The CSR the modem generated (PEM).
@@ -531,7 +551,7 @@ impl ArtifactKind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Artifact {
     pub kind: ArtifactKind,
     pub sec_tag: Option<u32>,
@@ -541,11 +561,16 @@ pub struct Artifact {
 
 /// serde helpers: RFC 3339 times, hyphenated UUIDs, durations in ms.
 pub(crate) mod ser {
-    use serde::Serializer;
+    use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn rfc3339(t: &::time::OffsetDateTime) -> String {
         t.format(&::time::format_description::well_known::Rfc3339)
             .unwrap_or_else(|_| t.unix_timestamp().to_string())
+    }
+
+    fn parse_rfc3339<E: serde::de::Error>(text: &str) -> Result<::time::OffsetDateTime, E> {
+        ::time::OffsetDateTime::parse(text, &::time::format_description::well_known::Rfc3339)
+            .map_err(|e| E::custom(format!("not an RFC 3339 time {text:?}: {e}")))
     }
 
     pub mod time {
@@ -555,6 +580,11 @@ pub(crate) mod ser {
             s: S,
         ) -> Result<S::Ok, S::Error> {
             s.serialize_str(&rfc3339(t))
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<::time::OffsetDateTime, D::Error> {
+            parse_rfc3339(&String::deserialize(d)?)
         }
     }
 
@@ -569,12 +599,22 @@ pub(crate) mod ser {
                 None => s.serialize_none(),
             }
         }
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<::time::OffsetDateTime>, D::Error> {
+            Option::<String>::deserialize(d)?
+                .map(|t| parse_rfc3339(&t))
+                .transpose()
+        }
     }
 
     pub mod uuid {
         use super::*;
         pub fn serialize<S: Serializer>(u: &::uuid::Uuid, s: S) -> Result<S::Ok, S::Error> {
             s.collect_str(&u.hyphenated())
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<::uuid::Uuid, D::Error> {
+            ::uuid::Uuid::deserialize(d)
         }
     }
 
@@ -586,12 +626,24 @@ pub(crate) mod ser {
                 None => s.serialize_none(),
             }
         }
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<::uuid::Uuid>, D::Error> {
+            Option::<::uuid::Uuid>::deserialize(d)
+        }
     }
 
     pub mod millis {
         use super::*;
         pub fn serialize<S: Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
             s.serialize_f64(d.as_micros() as f64 / 1000.0)
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<std::time::Duration, D::Error> {
+            let ms = f64::deserialize(d)?;
+            std::time::Duration::try_from_secs_f64(ms / 1000.0)
+                .map_err(|e| serde::de::Error::custom(format!("duration {ms} ms: {e}")))
         }
     }
 }

@@ -21,9 +21,9 @@ use nrf_provd::plan::{
 use nrf_provd::record::{Outcome, ReasonCode, RunRecord, Step, VerifiedBy};
 use nrf_provd::sim::memory::Board;
 use nrf_provd::sim::{Latency, SimOptions};
-use nrf_provd::station::Events;
 use nrf_provd::station::presence;
 use nrf_provd::station::recorder::{self, RunSettings};
+use nrf_provd::station::{Events, LedgerGate};
 use nrf_provd::token::TokenKind;
 use nrf_provd::trust::TrustStore;
 use time::macros::datetime;
@@ -51,6 +51,7 @@ fn fixed_ca(dir: &Path) -> StationCa {
 struct Line {
     board: Board,
     ctx: PlanContext,
+    gate: Arc<LedgerGate>,
     _dir: tempfile::TempDir,
 }
 
@@ -66,6 +67,8 @@ fn line(faults: &[&str], plan: PlanConfig) -> (Line, DuplexStream) {
     let trust = Arc::new(TrustStore::parse(&board.trust_csv()).expect("trust file"));
     let authorities: Vec<Arc<dyn IdentityAuthority>> =
         vec![Arc::new(KeysAuthority::new(Arc::clone(&trust)))];
+    // As the station does: the plan's ledger is behind the health gate.
+    let gate = LedgerGate::new(Arc::new(MemoryLedger::new()), Events::default());
     let ctx = PlanContext {
         plan,
         authorities,
@@ -73,7 +76,7 @@ fn line(faults: &[&str], plan: PlanConfig) -> (Line, DuplexStream) {
         ca_install_pem: Some(ca.certificate_pem()),
         ca: Some(Arc::new(ca)),
         certificate_validity: Duration::from_secs(30 * 86_400),
-        ledger: Arc::new(MemoryLedger::new()),
+        ledger: gate.clone(),
         clock: Arc::new(FollowingClock::starting_at(datetime!(2026-12-01 08:00 UTC))),
         random: Arc::new(SeededRandom::new(CHALLENGE_SEED)),
     };
@@ -81,6 +84,7 @@ fn line(faults: &[&str], plan: PlanConfig) -> (Line, DuplexStream) {
         Line {
             board,
             ctx,
+            gate,
             _dir: dir,
         },
         host,
@@ -102,16 +106,19 @@ async fn run_once(line: &Line, modem: &mut Modem<DuplexStream>) -> RunRecord {
         station_id: "memory".into(),
         run_timeout: Duration::from_secs(180),
     };
-    recorder::run_recorded(
-        &line.ctx,
-        modem,
-        arrival,
-        "duplex",
-        &settings,
-        &CancellationToken::new(),
-        &Events::default(),
-    )
-    .await
+    let abort = CancellationToken::new();
+    let events = Events::default();
+    let recorder = recorder::Recorder {
+        ctx: &line.ctx,
+        gate: &line.gate,
+        settings: &settings,
+        abort: &abort,
+        events: &events,
+    };
+    match recorder.run(modem, arrival, "duplex").await {
+        recorder::Recorded::Run(record) => *record,
+        recorder::Recorded::NotBegun(e) => panic!("the memory ledger refused a run: {e}"),
+    }
 }
 
 const fn ms(n: u64) -> Duration {

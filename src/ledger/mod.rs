@@ -27,7 +27,7 @@ pub use crate::record::{
     StepRecord, TokenRecord, VerifiedBy,
 };
 pub use memory::MemoryLedger;
-pub use sqlite::{SqliteLedger, SqliteReader};
+pub use sqlite::{SCHEMA_VERSION, SqliteLedger, SqliteReader};
 
 /// Database used when none is configured: `$STATE_DIRECTORY/results.db`
 /// under systemd (`StateDirectory=`), else `./nrf-provd.db`.
@@ -76,6 +76,11 @@ pub enum LedgerError {
     InvalidRecord(String),
     #[error("database: the blocking task failed: {0}")]
     Task(String),
+    #[error(
+        "{}: the database is damaged ({detail}); nrf-provd will not record into it. Stop the station, keep a copy of the file, then restore the latest backup, or save what still reads with `sqlite3 {} .recover | sqlite3 NEW.db` and point `database` at NEW.db",
+        path.display(), path.display()
+    )]
+    Damaged { path: PathBuf, detail: String },
     /// A ledger on a server that cannot be reached (network, server down).
     #[error("{ledger} ledger unreachable: {detail}")]
     Unreachable {
@@ -200,6 +205,12 @@ pub trait Ledger: Send + Sync {
     /// Pin `pin.public_key` to its device UUID on first sight, or say which
     /// key was pinned before: atomically, so two stations cannot both pin.
     async fn pin(&self, pin: &Pin) -> Result<PinOutcome, LedgerError>;
+
+    /// Whether the ledger can take a record now: a small real write. The
+    /// station calls it while paused, to know when to resume.
+    async fn probe(&self) -> Result<(), LedgerError> {
+        Ok(())
+    }
 
     /// How the ledger is doing, for the operator's view and metrics.
     fn status(&self) -> LedgerStatus {

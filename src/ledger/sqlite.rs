@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions, Permissions};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -32,12 +32,21 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_reason_code.sql"),
     include_str!("migrations/0003_line.sql"),
+    include_str!("migrations/0004_health.sql"),
 ];
+
+/// The schema version this release writes (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
 /// Reason recorded for runs found in flight when the ledger is opened.
 const RECOVERED_REASON: &str = "the station stopped before the run finished";
 
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a write waits for a lock another process holds before it fails
+/// (and the station pauses and retries): short, so that ports do not queue
+/// behind one another for long. Readers never block this writer (WAL).
+const BUSY_TIMEOUT: Duration = Duration::from_millis(250);
+/// How long a read-only view waits for a lock.
+const READ_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The connection and what was learned opening it.
 struct Db {
@@ -73,6 +82,9 @@ where
 #[derive(Clone)]
 pub struct SqliteLedger {
     db: Arc<Db>,
+    /// `<database>.pending/`: records whose commit failed, one file each,
+    /// applied on the next open (see [`SqliteLedger::open`]).
+    pending_dir: PathBuf,
 }
 
 /// A read-only view of a ledger (`nrf-provd results`), safe while a daemon
@@ -192,6 +204,7 @@ impl SqliteLedger {
         .map_err(sql("open"))?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(sql("busy_timeout"))?;
+        check_health(path, &conn)?;
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
             .map_err(sql("journal_mode=WAL"))?;
@@ -214,6 +227,11 @@ impl SqliteLedger {
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(sql("foreign_keys=ON"))?;
 
+        // Records a commit could not take earlier, kept beside the database:
+        // what really happened, before recovery would call them interrupted.
+        let pending_dir = side_file(path, ".pending");
+        replay_pending(&pending_dir, &mut conn)?;
+
         let recovered = conn
             .execute(
                 "UPDATE runs SET outcome = 'interrupted',
@@ -234,6 +252,7 @@ impl SqliteLedger {
                 recovered,
                 _lock: Some(lock),
             }),
+            pending_dir,
         })
     }
 
@@ -268,7 +287,7 @@ impl SqliteLedger {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(sql("open read-only"))?;
-        conn.busy_timeout(BUSY_TIMEOUT)
+        conn.busy_timeout(READ_BUSY_TIMEOUT)
             .map_err(sql("busy_timeout"))?;
         let version = user_version(&conn)?;
         if version == 0 {
@@ -379,7 +398,42 @@ impl Ledger for SqliteLedger {
             )));
         }
         let record = record.clone();
-        blocking(&self.db, move |conn| finish(conn, &record)).await
+        let pending_dir = self.pending_dir.clone();
+        blocking(&self.db, move |conn| {
+            match finish(conn, &record) {
+                Ok(()) => {
+                    // Committed at last: the kept copy has done its job.
+                    let _ = std::fs::remove_file(pending_file(&pending_dir, &record));
+                    Ok(())
+                }
+                Err(e) if e.is_transient() => {
+                    // Keep what happened, in case the station stops before
+                    // the database takes it (best effort: a full disk may
+                    // refuse this too, and the station still holds it).
+                    let kept = record.uncommitted(&e.to_string());
+                    if let Err(keep) = keep_pending(&pending_dir, &kept) {
+                        tracing::warn!(run = record.id, error = %keep, "could not keep the uncommitted record beside the database");
+                    }
+                    Err(e)
+                }
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
+    async fn probe(&self) -> Result<(), LedgerError> {
+        let at = dbtime::format(OffsetDateTime::now_utc());
+        blocking(&self.db, move |conn| {
+            conn.execute(
+                "INSERT INTO health (id, probed_at) VALUES (1, ?1)
+                 ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",
+                [at],
+            )
+            .map_err(sql("probe"))?;
+            Ok(())
+        })
+        .await
     }
 
     async fn pin(&self, pin: &Pin) -> Result<PinOutcome, LedgerError> {
@@ -800,6 +854,85 @@ fn count_runs(conn: &mut Connection) -> Result<Counts, LedgerError> {
         }
     }
     Ok(counts)
+}
+
+/// Refuse a damaged database: recording into it would lose what is there
+/// and what comes.
+fn check_health(path: &Path, conn: &Connection) -> Result<(), LedgerError> {
+    let damaged = |detail: String| LedgerError::Damaged {
+        path: path.to_owned(),
+        detail,
+    };
+    let mut stmt = conn
+        .prepare("PRAGMA quick_check")
+        .map_err(|e| damaged(e.to_string()))?;
+    let problems: Vec<String> = stmt
+        .query_map([], |row| row.get::<_, String>(0))
+        .and_then(|rows| rows.collect())
+        .map_err(|e| damaged(e.to_string()))?;
+    match problems.as_slice() {
+        [ok] if ok == "ok" => Ok(()),
+        _ => Err(damaged(problems.join("; "))),
+    }
+}
+
+fn pending_file(dir: &Path, record: &RunRecord) -> PathBuf {
+    dir.join(format!("{}.json", record.uid.hyphenated()))
+}
+
+/// Write `record` into `dir` (0700) as JSON, durably.
+fn keep_pending(dir: &Path, record: &RunRecord) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let path = pending_file(dir, record);
+    let tmp = path.with_extension("tmp");
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(&serde_json::to_vec(record).map_err(std::io::Error::other)?)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    File::open(dir)?.sync_all()
+}
+
+/// Apply the records `keep_pending` left (each commits as it would have),
+/// then remove them. A file that does not parse is left in place and named.
+fn replay_pending(dir: &Path, conn: &mut Connection) -> Result<(), LedgerError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(dir, "cannot read pending records")(e)),
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let record: RunRecord = match std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
+        {
+            Ok(record) => record,
+            Err(e) => {
+                tracing::error!(file = %path.display(), error = %e, "a kept record does not read; leaving it in place");
+                continue;
+            }
+        };
+        match finish(conn, &record) {
+            Ok(()) | Err(LedgerError::AlreadyFinished { .. }) => {
+                tracing::info!(run = record.id, "recorded a run whose commit had failed");
+                let _ = std::fs::remove_file(&path);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn user_version(conn: &Connection) -> Result<i64, LedgerError> {

@@ -13,6 +13,7 @@
 //! - [`systemd`]: READY/STATUS/WATCHDOG/STOPPING, STATUS from the events.
 
 pub mod events;
+pub mod gate;
 pub mod presence;
 pub mod recorder;
 pub mod setup;
@@ -39,6 +40,7 @@ use crate::record::{Outcome, ReasonCode, RunRecord};
 use crate::serial::{self, SerialSettings};
 
 pub use events::{Events, StationEvent};
+pub use gate::LedgerGate;
 pub use presence::Departure;
 pub use recorder::RunSettings;
 pub use setup::{SetupError, Sources};
@@ -65,8 +67,8 @@ const DEPARTURE_POLL: Duration = Duration::from_millis(200);
 pub struct Station {
     options: RwLock<PortOptions>,
     ctx: RwLock<Arc<PlanContext>>,
-    /// The ledger and sources every reload keeps.
-    ledger: Arc<dyn Ledger>,
+    /// The ledger (behind its health gate) and sources every reload keeps.
+    ledger: Arc<LedgerGate>,
     /// The station's own records, for reading (API, bench, checks).
     reader: Arc<dyn LedgerReader>,
     /// Runs finished since start: exact, where event subscribers may lag.
@@ -91,9 +93,21 @@ impl Station {
     ) -> Result<Arc<Station>, SetupError> {
         let sqlite = Arc::new(setup::open_ledger(config)?);
         let recovered = sqlite.recovered();
-        let ledger: Arc<dyn Ledger> = sqlite.clone();
-        let reader: Arc<dyn LedgerReader> = sqlite;
-        let ctx = setup::plan_context(config, Arc::clone(&ledger), &sources)?;
+        Self::with_ledger(config, sqlite.clone(), sqlite, recovered, sources)
+    }
+
+    /// The station `config` describes over a ledger of the caller's (the
+    /// line's shared ledger; a test's ledger that fails on purpose).
+    pub fn with_ledger(
+        config: &StationConfig,
+        ledger: Arc<dyn Ledger>,
+        reader: Arc<dyn LedgerReader>,
+        recovered: usize,
+        sources: Sources,
+    ) -> Result<Arc<Station>, SetupError> {
+        let events = Events::default();
+        let ledger = LedgerGate::new(ledger, events.clone());
+        let ctx = setup::plan_context(config, ledger.clone(), &sources)?;
         Ok(Arc::new(Station {
             options: RwLock::new(setup::port_options(config)),
             ctx: RwLock::new(Arc::new(ctx)),
@@ -101,7 +115,7 @@ impl Station {
             reader,
             finished: AtomicU64::new(0),
             sources,
-            events: Events::default(),
+            events,
             recovered,
             stop: CancellationToken::new(),
             abort: CancellationToken::new(),
@@ -139,7 +153,7 @@ impl Station {
     /// allows, changes nothing and says why.
     pub fn reload(&self, config: &StationConfig) -> Result<(), SetupError> {
         let running = self.context();
-        let ctx = setup::plan_context(config, Arc::clone(&self.ledger), &self.sources)?;
+        let ctx = setup::plan_context(config, self.ledger.clone(), &self.sources)?;
         running.trust.check_replacement(
             &ctx.trust,
             &config.trust_file,
@@ -177,6 +191,11 @@ impl Station {
     /// Scan for ports and supervise each until shutdown; returns when every
     /// supervisor has finished.
     pub async fn serve(self: Arc<Self>) {
+        // Retries the ledger while it cannot take records; stops with the
+        // station, after the last supervisor (so deferred records get every
+        // chance).
+        let healer_stop = CancellationToken::new();
+        let healer = tokio::spawn(Arc::clone(&self.ledger).keep_trying(healer_stop.clone()));
         let mut supervisors: JoinSet<()> = JoinSet::new();
         // Which port each supervisor task serves: a task that ends (port
         // gone) or panics frees its port for the next scan.
@@ -228,6 +247,15 @@ impl Station {
             self.abort.cancel();
             while supervisors.join_next().await.is_some() {}
         }
+        let waiting = self.ledger.deferred();
+        if waiting > 0 {
+            warn!(
+                waiting,
+                "stopping with runs the database did not take; they are kept beside it and recorded at the next start"
+            );
+        }
+        healer_stop.cancel();
+        let _ = healer.await;
     }
 
     /// One port's life: open, wait for a board, provision it, wait for it
@@ -264,6 +292,7 @@ impl Station {
         options: &PortOptions,
         still_there: impl Fn() -> bool,
     ) {
+        let mut arrived = false;
         loop {
             let Some(arrival) = presence::wait_for_board(
                 modem,
@@ -275,21 +304,36 @@ impl Station {
             else {
                 return;
             };
-            self.events.send(StationEvent::BoardArrived {
-                port: port.to_string(),
-                dialect: arrival.dialect,
-            });
+            if !arrived {
+                arrived = true;
+                self.events.send(StationEvent::BoardArrived {
+                    port: port.to_string(),
+                    dialect: arrival.dialect,
+                });
+            }
+            // Take no board while the ledger cannot record its run.
+            if !self.ledger.wait_open(&self.stop).await {
+                return;
+            }
             let ctx = self.context();
-            let record = recorder::run_recorded(
-                &ctx,
-                modem,
-                arrival,
-                port,
-                &options.run,
-                &self.abort,
-                &self.events,
-            )
+            let recorded = recorder::Recorder {
+                ctx: &ctx,
+                gate: &self.ledger,
+                settings: &options.run,
+                abort: &self.abort,
+                events: &self.events,
+            }
+            .run(modem, arrival, port)
             .await;
+            let record = match recorded {
+                recorder::Recorded::Run(record) => *record,
+                // The gate is shut now: wait for it, then find the board again.
+                recorder::Recorded::NotBegun(err) => {
+                    debug!(%err, "run not begun; waiting for the database");
+                    continue;
+                }
+            };
+            arrived = false;
             let imei = record.device.imei.clone();
             let disconnected = record.reason_code == Some(ReasonCode::Disconnected);
             log_run(&record);
@@ -400,16 +444,23 @@ pub async fn provision_port(config: &StationConfig, port: &Path) -> Result<RunRe
         })?;
     let ctx = station.context();
     let never = CancellationToken::new();
-    Ok(recorder::run_recorded(
-        &ctx,
-        &mut modem,
-        arrival,
-        &port.display().to_string(),
-        &options.run,
-        &never,
-        &station.events,
-    )
-    .await)
+    let recorder = recorder::Recorder {
+        ctx: &ctx,
+        gate: &station.ledger,
+        settings: &options.run,
+        abort: &never,
+        events: &station.events,
+    };
+    match recorder
+        .run(&mut modem, arrival, &port.display().to_string())
+        .await
+    {
+        recorder::Recorded::Run(record) => Ok(*record),
+        recorder::Recorded::NotBegun(source) => Err(SetupError::Ledger {
+            path: config.database.clone(),
+            source,
+        }),
+    }
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {

@@ -13,6 +13,8 @@ use crate::plan::{self, Arrival, Link, PlanContext, PlanObserver};
 use crate::record::{Outcome, ReasonCode, RunRecord, RunStart};
 
 use super::events::{Events, RunObserver};
+use super::gate::LedgerGate;
+use crate::ledger::LedgerError;
 
 /// What a run is recorded under and how long it may take.
 #[derive(Debug, Clone)]
@@ -22,18 +24,56 @@ pub struct RunSettings {
     pub run_timeout: Duration,
 }
 
-/// Begin a run in the ledger, run the plan under the run deadline and the
-/// abort token, and finish it. The record is durable before this returns,
-/// unless the ledger refused it (then it says so and is not passed).
-pub async fn run_recorded<T: Link>(
-    ctx: &PlanContext,
+/// How a board's turn ended.
+#[derive(Debug)]
+pub enum Recorded {
+    /// The run happened; its record is durable, or deferred until the
+    /// ledger takes records again (then it says `store`, never passed).
+    Run(Box<RunRecord>),
+    /// The ledger could not begin the run for a fault that may clear: no
+    /// command was sent; wait for the gate and try the board again.
+    NotBegun(LedgerError),
+}
+
+/// What every run of a station is recorded with.
+pub struct Recorder<'a> {
+    pub ctx: &'a PlanContext,
+    /// Keeps a record whose commit failed until the ledger is back.
+    pub gate: &'a LedgerGate,
+    pub settings: &'a RunSettings,
+    /// Cancelled when the shutdown grace is over: the run is cut short.
+    pub abort: &'a CancellationToken,
+    pub events: &'a Events,
+}
+
+impl Recorder<'_> {
+    /// Begin a run in the ledger, run the plan under the run deadline and
+    /// the abort token, and finish it. The record is durable before this
+    /// returns, or kept by the gate until the ledger is back (and then it
+    /// is not passed).
+    pub async fn run<T: Link>(
+        &self,
+        modem: &mut Modem<T>,
+        arrival: Arrival,
+        port: &str,
+    ) -> Recorded {
+        run_recorded(self, modem, arrival, port).await
+    }
+}
+
+async fn run_recorded<T: Link>(
+    recorder: &Recorder<'_>,
     modem: &mut Modem<T>,
     arrival: Arrival,
     port: &str,
-    settings: &RunSettings,
-    abort: &CancellationToken,
-    events: &Events,
-) -> RunRecord {
+) -> Recorded {
+    let Recorder {
+        ctx,
+        gate,
+        settings,
+        abort,
+        events,
+    } = *recorder;
     let start = RunStart {
         uid: uuid::Builder::from_random_bytes(ctx.random.bytes16()).into_uuid(),
         station_id: settings.station_id.clone(),
@@ -42,7 +82,8 @@ pub async fn run_recorded<T: Link>(
     };
     let id = match ctx.ledger.begin_run(&start).await {
         Ok(id) => id,
-        Err(err) => return unrecorded(ctx, &start, err.to_string()),
+        Err(err) if err.is_transient() => return Recorded::NotBegun(err),
+        Err(err) => return Recorded::Run(Box::new(unrecorded(ctx, &start, err.to_string()))),
     };
     let mut record = RunRecord::begun(id, &start);
     let observer = RunObserver {
@@ -88,12 +129,21 @@ pub async fn run_recorded<T: Link>(
         }
     }
     record.finished_at = Some(ctx.clock.now_utc());
-    if let Err(err) = ctx.ledger.finish_run(&record).await {
-        // Not durable, so not done: the operator must not see a pass.
-        error!(%err, run = record.id, "could not commit run");
-        record.fail(Outcome::Failed, None, ReasonCode::Store, err.to_string());
+    match ctx.ledger.finish_run(&record).await {
+        Ok(()) => {}
+        Err(err) if err.is_transient() => {
+            // Not durable yet, so not done: the operator must not see a
+            // pass; the record is kept and committed when the ledger is back.
+            warn!(%err, run = record.id, "could not commit the run now; keeping it to commit later");
+            record = record.uncommitted(&err.to_string());
+            gate.defer(record.clone());
+        }
+        Err(err) => {
+            error!(%err, run = record.id, "could not commit the run");
+            record.fail(Outcome::Failed, None, ReasonCode::Store, err.to_string());
+        }
     }
-    record
+    Recorded::Run(Box::new(record))
 }
 
 /// The step a run was in when it was cut short: the one after the last

@@ -136,3 +136,36 @@ pub fn spawn_watchdog() {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_counts_boards_and_runs_apart_and_says_when_paused() {
+        let mut shift = Shift::default();
+        for port in ["a", "b"] {
+            shift.apply(&StationEvent::PortFound { port: port.into() });
+        }
+        shift.apply(&StationEvent::BoardArrived {
+            port: "a".into(),
+            dialect: crate::at::Dialect::Raw,
+        });
+        assert_eq!(
+            shift.status_line(),
+            "ports 2, boards present 1, boards seen 1; runs 0: passed 0, failed 0, interrupted 0"
+        );
+        shift.apply(&StationEvent::Paused {
+            reason: "database is locked".into(),
+        });
+        assert!(
+            shift
+                .status_line()
+                .ends_with("; PAUSED, taking no board: database is locked"),
+            "{}",
+            shift.status_line()
+        );
+        shift.apply(&StationEvent::Resumed);
+        assert!(!shift.status_line().contains("PAUSED"));
+    }
+}

@@ -149,6 +149,10 @@ pub struct Daemon {
     lines: std::sync::mpsc::Receiver<String>,
     /// Every line read so far.
     pub log: Vec<String>,
+    /// Where the next `wait_for_log` starts looking in `log`.
+    cursor: usize,
+    /// Run lines `runs_finished` has handed out.
+    runs_seen: usize,
 }
 
 impl Daemon {
@@ -182,45 +186,71 @@ impl Daemon {
             child,
             lines,
             log: Vec::new(),
+            cursor: 0,
+            runs_seen: 0,
         }
     }
 
-    /// The next log line containing every one of `needles` (panics after a
-    /// generous deadline, or when the daemon's stderr closes first).
-    pub async fn wait_for_log(&mut self, needles: &[&str]) -> String {
+    /// Read what the daemon wrote until `done` holds on the log (panics after
+    /// a generous deadline, or when the daemon's stderr closes first).
+    async fn read_until(&mut self, what: &str, done: impl Fn(&Daemon) -> bool) {
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        loop {
+        while !done(self) {
             match self.lines.try_recv() {
-                Ok(line) => {
-                    self.log.push(line.clone());
-                    if needles.iter().all(|n| line.contains(n)) {
-                        return line;
-                    }
-                }
+                Ok(line) => self.log.push(line),
                 Err(std::sync::mpsc::TryRecvError::Empty) => {
                     assert!(
                         std::time::Instant::now() < deadline,
-                        "no log line with {needles:?} within 120 s; log:\n{}",
+                        "no {what} within 120 s; log:\n{}",
                         self.log.join("\n")
                     );
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => panic!(
-                    "daemon exited before logging {needles:?}; log:\n{}",
-                    self.log.join("\n")
-                ),
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    panic!("daemon exited before {what}; log:\n{}", self.log.join("\n"))
+                }
             }
         }
     }
 
-    /// Wait for `n` more runs to finish (the station's one line per run);
-    /// returns those lines.
+    /// The next log line (after the last one this found) containing every
+    /// one of `needles`.
+    pub async fn wait_for_log(&mut self, needles: &[&str]) -> String {
+        let found = |d: &Daemon| {
+            d.log[d.cursor.min(d.log.len())..]
+                .iter()
+                .position(|l| needles.iter().all(|n| l.contains(n)))
+        };
+        self.read_until(&format!("log line with {needles:?}"), |d| {
+            found(d).is_some()
+        })
+        .await;
+        let at = self.cursor + found(self).unwrap_or_default();
+        self.cursor = at + 1;
+        self.log[at].clone()
+    }
+
+    /// Wait for `n` more runs to finish (the station's one line per run,
+    /// wherever they are in the log); returns those lines. Later
+    /// `wait_for_log`s look after the last of them.
     pub async fn runs_finished(&mut self, n: usize) -> Vec<String> {
-        let mut lines = Vec::new();
-        while lines.len() < n {
-            lines.push(self.wait_for_log(&[nrf_provd::station::RUN_LOG]).await);
+        let run_lines = |d: &Daemon| -> Vec<usize> {
+            d.log
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.contains(nrf_provd::station::RUN_LOG))
+                .map(|(i, _)| i)
+                .collect()
+        };
+        let want = self.runs_seen + n;
+        self.read_until(&format!("{want} run lines"), |d| run_lines(d).len() >= want)
+            .await;
+        let at = run_lines(self)[self.runs_seen..want].to_vec();
+        self.runs_seen = want;
+        if let Some(last) = at.last() {
+            self.cursor = self.cursor.max(last + 1);
         }
-        lines
+        at.iter().map(|&i| self.log[i].clone()).collect()
     }
 
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
