@@ -20,6 +20,8 @@
 //!                                           trust file (the board is left out of it)
 //!          | "legacy-csr"                   CSR signatureAlgorithm with a NULL parameter,
 //!                                           as older modem firmware encodes it
+//!          | "flood=" SIZE "@" CMD          the first answer to CMD is preceded by SIZE bytes
+//!                                           of 1 KiB information lines (SIZE: 200M, 64K, 5000)
 //!          | "substitute=" KIND "@" TCMD    TCMD is answered with a genuine token of KIND
 //!                                           under TCMD's own prefix, e.g.
 //!                                           %ATTESTTOKEN: "<keygen token>"
@@ -139,6 +141,12 @@ pub enum Fault {
     BadDigest,
     UntrustedKey,
     LegacyCsr,
+    /// The first answer to `command` is preceded by `bytes` of 1 KiB
+    /// information lines: a response that would eat a host's memory.
+    Flood {
+        bytes: u64,
+        command: String,
+    },
     /// `command` (one of [`TOKEN_COMMANDS`]) answers with a genuine `token`.
     Substitute {
         token: CapturedToken,
@@ -173,6 +181,8 @@ pub enum FaultParseError {
     UnexpectedCommand(String),
     #[error("bad CME error code {0:?} (expected 1..=65535)")]
     BadCode(String),
+    #[error("bad flood size {0:?} (expected bytes, e.g. 5000, 64K or 200M)")]
+    BadSize(String),
     #[error("unknown token kind {0:?} (expected identity, keygen, keygen-pubkey or jwt)")]
     BadTokenKind(String),
     #[error("substitute applies to a token command (ATTESTTOKEN, KEYGEN or JWT), not {0:?}")]
@@ -247,6 +257,14 @@ impl FromStr for Fault {
                     command.ok_or_else(|| FaultParseError::MissingCommand(head.to_owned()))?;
                 return Ok(Fault::Cme { code, command });
             }
+            _ if head_lower.starts_with("flood=") => {
+                let size = head.get("flood=".len()..).unwrap_or_default();
+                let bytes =
+                    parse_size(size).ok_or_else(|| FaultParseError::BadSize(size.to_owned()))?;
+                let command =
+                    command.ok_or_else(|| FaultParseError::MissingCommand(head.to_owned()))?;
+                return Ok(Fault::Flood { bytes, command });
+            }
             _ if head_lower.starts_with("substitute=") => {
                 let token = head
                     .get("substitute=".len()..)
@@ -277,6 +295,24 @@ impl FromStr for Fault {
     }
 }
 
+/// `5000`, `64K`, `200M`, `1G` (powers of 1024).
+fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((at, _)) => text.split_at(at),
+        None => (text, ""),
+    };
+    let n: u64 = digits.parse().ok()?;
+    let factor: u64 = match unit.to_ascii_uppercase().as_str() {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(factor).filter(|b| *b > 0)
+}
+
 impl fmt::Display for FaultTargets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
@@ -294,6 +330,7 @@ impl fmt::Display for Fault {
             Fault::Garbage => f.write_str("garbage"),
             Fault::Unplug { command } => write!(f, "unplug@{command}"),
             Fault::Stall { command } => write!(f, "stall@{command}"),
+            Fault::Flood { bytes, command } => write!(f, "flood={bytes}@{command}"),
             Fault::Cme { code, command } => write!(f, "cme={code}@{command}"),
             Fault::BadSignature => f.write_str("bad-signature"),
             Fault::IgnoreChallenge => f.write_str("ignore-challenge"),
@@ -339,6 +376,14 @@ impl FaultSet {
     pub fn cme_for(&self, name: &str) -> Option<u16> {
         self.faults.iter().find_map(|f| match f {
             Fault::Cme { code, command } if command == name => Some(*code),
+            _ => None,
+        })
+    }
+
+    /// Bytes of flood before the first answer to `name`, if any.
+    pub fn flood_for(&self, name: &str) -> Option<u64> {
+        self.faults.iter().find_map(|f| match f {
+            Fault::Flood { bytes, command } if command == name => Some(*bytes),
             _ => None,
         })
     }

@@ -222,6 +222,8 @@ pub struct Modem {
     /// The last sec_tag a host named (`%KEYGEN`, `%CMNG`, `%JWT`).
     last_sec_tag: Option<u64>,
     stats: SimStats,
+    /// One-shot faults already shown (see [`Modem::first_time`]).
+    once: std::collections::HashSet<String>,
 }
 
 impl Modem {
@@ -257,6 +259,7 @@ impl Modem {
             first: FirstTokens::default(),
             last_sec_tag: None,
             stats: SimStats::default(),
+            once: std::collections::HashSet::new(),
         }
     }
 
@@ -274,6 +277,12 @@ impl Modem {
 
     pub fn stats(&self) -> &SimStats {
         &self.stats
+    }
+
+    /// True the first time `what` is asked of this board (kept across
+    /// replugs, like flash): one-shot faults.
+    pub fn first_time(&mut self, what: &str) -> bool {
+        self.once.insert(what.to_string())
     }
 
     /// Add modelled time (command delay, wire time) to the statistics.

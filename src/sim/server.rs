@@ -222,6 +222,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if key.as_deref().is_some_and(|k| self.cfg.faults.stalls(k)) {
             return Ok(false);
         }
+        if let Some(bytes) = key.as_deref().and_then(|k| self.cfg.faults.flood_for(k)) {
+            let first = key
+                .as_deref()
+                .is_some_and(|k| self.lock_modem().first_time(&format!("flood@{k}")));
+            if first {
+                self.flood(key.as_deref().unwrap_or("X"), bytes).await?;
+            }
+        }
         let reply = self.lock_modem().handle(line, clock.into_std());
         let delay = command_delay(self.cfg.latency, reply.kind);
         let mut pieces = self.front.render_reply(&reply);
@@ -271,6 +279,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             answered: SystemTime::now(),
         });
         Ok(unplug)
+    }
+
+    /// `bytes` of 1 KiB `%<CMD>: "AAA…"` lines, as fast as the link takes them.
+    async fn flood(&mut self, command: &str, bytes: u64) -> io::Result<()> {
+        let mut line = format!("%{command}: \"");
+        line.push_str(&"A".repeat(1024 - line.len() - 3));
+        line.push_str("\"\r\n");
+        let chunk = line.repeat(64);
+        let mut left = bytes;
+        while left > 0 {
+            let n = usize::try_from(left.min(chunk.len() as u64)).unwrap_or(chunk.len());
+            self.write(chunk.as_bytes().get(..n).unwrap_or_default())
+                .await?;
+            left -= n as u64;
+        }
+        Ok(())
     }
 
     fn log_cost(&self, cost: CommandCost) {
