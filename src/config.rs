@@ -16,7 +16,7 @@ use toml::Spanned;
 
 /// The configuration `nrf-provd demo` starts from (paths are placeholders the
 /// demo replaces).
-const DEMO_TOML: &str = include_str!("../config/demo.toml");
+pub(crate) const DEMO_TOML: &str = include_str!("../config/demo.toml");
 const DEMO_ORIGIN: &str = "config/demo.toml (embedded)";
 
 /// Largest sec_tag a host may use; higher values belong to the modem.

@@ -19,9 +19,34 @@ fn init_logging(format: LogFormat, filter: &str) {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let cli = Cli::parse();
+/// A station waits on serial ports and SQLite; a run costs about 2 ms of
+/// CPU (README, "Speed"), so a few workers are plenty, and a bound keeps the
+/// unit's `TasksMax=` meaningful on a host with many cores.
+const WORKER_THREADS_MAX: usize = 4;
+/// SQLite calls run on the blocking pool; while another process holds the
+/// database they wait out its busy timeout. Beyond this many they queue
+/// instead of each starting a thread.
+const BLOCKING_THREADS_MAX: usize = 16;
+
+fn main() -> ExitCode {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(WORKER_THREADS_MAX);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .max_blocking_threads(BLOCKING_THREADS_MAX)
+        .enable_all()
+        .build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(run(Cli::parse())),
+        Err(e) => {
+            eprintln!("nrf-provd: cannot start the async runtime: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> ExitCode {
     // A file-size limit (or a quota) reached while writing the database is a
     // fault the station waits out, not a reason to die: take EFBIG as an
     // error instead of the default SIGXFSZ, which would kill the process.

@@ -151,10 +151,38 @@ fn a_short_soak_with_faults_loses_no_record() {
     ] {
         assert_eq!(check(name)["passed"], true, "{soak}");
     }
-    for name in ["rss_flat", "fds_flat"] {
+    for name in ["rss_flat", "anon_flat", "fds_flat", "threads_flat"] {
         check(name);
     }
     assert_eq!(output.status.success(), doc["ok"] == true);
+}
+
+#[test]
+fn the_crash_bench_kills_the_daemon_and_finds_nothing_lost() {
+    let output = nrf_provd(&[
+        "bench", "--crash", "3", "--boards", "2", "--seed", "7", "--json",
+    ]);
+    let out = String::from_utf8_lossy(&output.stdout);
+    let doc: Value = serde_json::from_str(&out).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {out}\nstderr:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    let crash = &doc["crash"];
+    assert_eq!(crash["kills"], 3, "{crash}");
+    // The last daemon provisions both boards before its clean stop.
+    assert!(crash["passed"].as_u64().unwrap() >= 2, "{crash}");
+    for empty in ["lost", "changed", "integrity"] {
+        assert_eq!(crash[empty], serde_json::json!([]), "{empty}: {crash}");
+    }
+    assert_eq!(crash["left_in_flight"], 0, "{crash}");
+    assert_eq!(
+        crash["failed_after_restart"],
+        serde_json::json!({}),
+        "{crash}"
+    );
+    assert!(output.status.success(), "{crash}");
 }
 
 #[test]

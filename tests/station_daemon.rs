@@ -18,7 +18,7 @@ fn signal(child: &Child, sig: Signal) {
 }
 
 /// Wait for the child to exit (bounded) and return its status.
-async fn exit_of(mut child: Child) -> std::process::ExitStatus {
+async fn exit_of(child: &mut Child) -> std::process::ExitStatus {
     for _ in 0..600 {
         if let Some(status) = child.try_wait().expect("wait") {
             return status;
@@ -126,7 +126,7 @@ async fn sigkill_with_runs_in_flight_loses_no_committed_record() {
         .collect();
     assert_eq!(committed.len(), 4);
     daemon.signal(Signal::SIGKILL);
-    let _ = exit_of(daemon.child).await;
+    let _ = exit_of(&mut daemon.child).await;
 
     // Restart: the database opens, committed runs are intact, none of the
     // runs in flight is marked passed.
@@ -188,7 +188,7 @@ async fn the_daemon_tells_systemd_ready_status_watchdog_and_stopping() {
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     // systemd names the watched process in WATCHDOG_PID; exec keeps the pid.
-    let daemon = Command::new("sh")
+    let mut daemon = Command::new("sh")
         .arg("-c")
         .arg(r#"WATCHDOG_PID=$$ exec "$0" run --config "$1""#)
         .arg(binary())
@@ -218,7 +218,7 @@ async fn the_daemon_tells_systemd_ready_status_watchdog_and_stopping() {
     if !stopping_sent {
         signal(&daemon, Signal::SIGTERM);
     }
-    assert!(exit_of(daemon).await.success());
+    assert!(exit_of(&mut daemon).await.success());
     let all = seen.join("\n");
     assert!(all.contains("READY=1"), "{all}");
     assert!(

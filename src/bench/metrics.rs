@@ -1,6 +1,7 @@
-//! What the bench measures about its own process (the station side):
-//! CPU time from `getrusage`, resident memory and open descriptors from
-//! `/proc/self`, sampled on a thread whose own CPU time is subtracted.
+//! What the bench measures about the station's process (its own for a
+//! bench row, the daemon child's for a soak or crash bench): CPU time from
+//! `getrusage`, resident memory, descriptors and threads from `/proc`,
+//! sampled on a thread whose own CPU time is subtracted where it counts.
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
@@ -26,43 +27,79 @@ pub fn process_cpu() -> Duration {
     cpu_of(UsageWho::RUSAGE_SELF)
 }
 
+/// The process a reading is of: this one (a bench row's station runs
+/// here) or a child (the daemon of a soak or crash bench).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watched {
+    This,
+    Pid(u32),
+}
+
+impl Watched {
+    fn proc_dir(self) -> String {
+        match self {
+            Watched::This => "/proc/self".into(),
+            Watched::Pid(pid) => format!("/proc/{pid}"),
+        }
+    }
+
+    /// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `RssAnon`), or a
+    /// plain count (`Threads`); 0 once the process is gone.
+    fn status_field(self, field: &str) -> u64 {
+        std::fs::read_to_string(format!("{}/status", self.proc_dir()))
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+                    .and_then(|v| v.split_whitespace().next())
+                    .and_then(|n| n.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    /// Resident set size in KiB (`VmRSS`).
+    pub fn rss_kib(self) -> u64 {
+        self.status_field("VmRSS")
+    }
+
+    /// Anonymous resident memory in KiB (`RssAnon`): the heap and the
+    /// thread stacks, without the executable's pages. A leak shows here.
+    pub fn anon_kib(self) -> u64 {
+        self.status_field("RssAnon")
+    }
+
+    pub fn threads(self) -> u64 {
+        self.status_field("Threads")
+    }
+
+    /// Open file descriptors (for this process, not counting the one used
+    /// to list them).
+    pub fn open_fds(self) -> usize {
+        let count = std::fs::read_dir(format!("{}/fd", self.proc_dir()))
+            .map(|dir| dir.count())
+            .unwrap_or(0);
+        match self {
+            Watched::This => count.saturating_sub(1),
+            Watched::Pid(_) => count,
+        }
+    }
+}
+
 /// Resident set size of this process, in KiB (`VmRSS`; 0 if unreadable).
 pub fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|kib| kib.parse().ok())
-        })
-        .unwrap_or(0)
+    Watched::This.rss_kib()
 }
 
-/// Heap bytes the allocator has handed out and not had back, in KiB
-/// (glibc `mallinfo2`: `uordblks + hblkhd`). Unlike RSS it does not count
-/// memory freed but kept by the allocator, so a leak shows here first.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-pub fn heap_in_use_kib() -> Option<u64> {
-    // SAFETY: mallinfo2 takes no arguments, only reads the allocator's
-    // statistics under its own locks and returns a plain struct by value.
-    let info = unsafe { nix::libc::mallinfo2() };
-    u64::try_from(info.uordblks.saturating_add(info.hblkhd) / 1024).ok()
-}
-
-/// Not available outside glibc.
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-pub fn heap_in_use_kib() -> Option<u64> {
-    None
-}
-
-/// Open file descriptors of this process (not counting the one used to
-/// list them).
+/// Open file descriptors of this process.
 pub fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .map(|dir| dir.count().saturating_sub(1))
-        .unwrap_or(0)
+    Watched::This.open_fds()
+}
+
+/// User plus system CPU time of this process's children that have been
+/// waited for (a daemon child's whole life, once it has exited).
+pub fn children_cpu() -> Duration {
+    cpu_of(UsageWho::RUSAGE_CHILDREN)
 }
 
 /// 1-, 5- and 15-minute load averages of the machine.
@@ -84,43 +121,45 @@ pub struct Sample {
     /// Since the sampler started.
     pub at: Duration,
     pub rss_kib: u64,
-    /// See [`heap_in_use_kib`].
-    pub heap_kib: Option<u64>,
+    /// See [`Watched::anon_kib`].
+    pub anon_kib: u64,
     pub fds: usize,
+    pub threads: u64,
 }
 
 impl Sample {
-    fn now(start: Instant) -> Sample {
+    fn now(start: Instant, watched: Watched) -> Sample {
         Sample {
             at: start.elapsed(),
-            rss_kib: rss_kib(),
-            heap_kib: heap_in_use_kib(),
-            fds: open_fds(),
+            rss_kib: watched.rss_kib(),
+            anon_kib: watched.anon_kib(),
+            fds: watched.open_fds(),
+            threads: watched.threads(),
         }
     }
 }
 
-/// Samples RSS and descriptors every `every` on its own thread.
+/// Samples memory, descriptors and threads every `every` on its own thread.
 pub struct Sampler {
     stop: mpsc::Sender<()>,
     thread: JoinHandle<(Vec<Sample>, Duration)>,
 }
 
 impl Sampler {
-    pub fn start(every: Duration) -> Sampler {
+    pub fn start(every: Duration, watched: Watched) -> Sampler {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
             let start = Instant::now();
             let mut samples = Vec::new();
             loop {
-                samples.push(Sample::now(start));
+                samples.push(Sample::now(start, watched));
                 match stopped.recv_timeout(every) {
                     Err(RecvTimeoutError::Timeout) => {}
                     Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
                 }
             }
             // Take a last sample so short rows still see their end state.
-            samples.push(Sample::now(start));
+            samples.push(Sample::now(start, watched));
             (samples, cpu_of(UsageWho::RUSAGE_THREAD))
         });
         Sampler { stop, thread }
@@ -178,8 +217,15 @@ mod tests {
             );
         }
         std::hint::black_box(x);
-        let (samples, _cpu) = Sampler::start(Duration::from_millis(1)).finish();
+        let (samples, _cpu) = Sampler::start(Duration::from_millis(1), Watched::This).finish();
         assert!(samples.len() >= 2);
-        assert!(samples.iter().all(|s| s.rss_kib > 0));
+        assert!(samples.iter().all(|s| s.rss_kib > 0 && s.anon_kib > 0));
+        assert!(
+            samples.iter().all(|s| s.threads >= 2),
+            "the sampler is a thread"
+        );
+        let me = Watched::Pid(std::process::id());
+        assert!(me.rss_kib() > 0 && me.open_fds() >= 3);
+        assert_eq!(Watched::Pid(u32::MAX).rss_kib(), 0, "no such process");
     }
 }

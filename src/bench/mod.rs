@@ -13,6 +13,8 @@
 //! column means and [`soak`] for the endurance run.
 
 pub mod child;
+pub mod crash;
+pub mod daemon;
 pub mod metrics;
 pub mod report;
 pub mod soak;
@@ -212,7 +214,7 @@ async fn measure_row(options: &BenchOptions, boards: usize, dir: &Path) -> Resul
     let mut rig = Rig::start(&spec, dir, |_| {}).await?;
     let panics_before = panics();
     let load_before = metrics::load_average();
-    let sampler = metrics::Sampler::start(ROW_SAMPLE_EVERY);
+    let sampler = metrics::Sampler::start(ROW_SAMPLE_EVERY, metrics::Watched::This);
     let cpu_before = metrics::process_cpu();
     let mut round_start = Instant::now();
     let serving = tokio::spawn(Arc::clone(&rig.station).serve());

@@ -8,40 +8,42 @@
 //! longer than a run, so runs in flight finish normally.
 //!
 //! Checks (all must hold):
-//! - records: every run the station reported finished (`RunFinished`) is in
+//! - records: every run the daemon reported finished (its run line) is in
 //!   the database exactly once with the same outcome; the database holds no
-//!   other run and none in flight; the station's counters agree.
+//!   other run and none in flight.
 //! - tokens: for each kind, the tokens the simulator issued equal the token
 //!   records in the database (a simulated cycle is "completed" for a kind
 //!   when its token was issued; each must be recorded exactly once).
 //! - panics: none in the station process, none in the simulator's log.
-//! - flat: in the last quarter, RSS at most 10% above the first quarter's
-//!   maximum, and the median descriptor count no higher than in the first
-//!   quarter (medians: a port being reopened holds two for a moment, and
-//!   the first second has no port open yet).
+//! - flat: in the last quarter, RSS and anonymous memory at most 10% above
+//!   the first quarter's maximum, and the median descriptor and thread
+//!   counts no higher than in the first quarter (medians: a port being
+//!   reopened holds two for a moment, and the first second has no port
+//!   open yet).
 //!
-//! Also reported: the heap in use (glibc `mallinfo2`), which unlike RSS
-//! excludes memory the allocator keeps after a free, and a timeline. The
-//! process measured is the station plus the soak's own list of reported
-//! runs (16 bytes a run).
+//! The station is a daemon child (`nrf-provd run` on a generated config),
+//! so the process measured is the daemon alone: the soak's bookkeeping
+//! lives here. Its runs are learnt from its log (one JSON line a run).
+//! Also reported: anonymous memory (`RssAnon`: heap and stacks, without
+//! the executable's pages), threads and a timeline.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::broadcast::error::RecvError;
-
-use super::child::{self, SimSpec};
-use super::metrics::{self, Sample, Sampler, percentile};
-use super::{BenchError, Rig, STALL_LIMIT, WorkDir, board_index, panics};
+use super::child::{self, SimChild, SimSpec};
+use super::daemon::{self, DaemonChild};
+use super::metrics::{self, Sample, Sampler, Watched, percentile};
+use super::{BenchError, STALL_LIMIT, WorkDir, board_index};
+use crate::ledger::{LedgerReader, RunFilter, SqliteLedger};
 use crate::record::{Outcome, RunId, RunRecord};
 use crate::sim::control::BoardStats;
 use crate::sim::{FaultSpec, Latency};
-use crate::station::StationEvent;
 
 /// How often the simulator's cost log is emptied (it is not used here).
 const DRAIN_COSTS_EVERY: Duration = Duration::from_secs(30);
+/// The daemon's shutdown grace (a run timeout and 30 s) and a margin.
+const STOP_LIMIT: Duration = Duration::from_secs(180);
 
 #[derive(Debug, Clone)]
 pub struct SoakOptions {
@@ -92,9 +94,10 @@ pub struct SoakReport {
     pub passed_cycle_p99_ms: Option<f64>,
     pub cpu_ms_per_cycle: f64,
     pub rss_mib: Quarters,
-    /// Heap in use, where the allocator reports it.
-    pub heap_mib: Option<Quarters>,
+    /// Anonymous resident memory (`RssAnon`: heap and stacks).
+    pub anon_mib: Quarters,
     pub fds: Quarters,
+    pub threads: Quarters,
     /// Means over consecutive spans of the soak (at most 12, at least a minute).
     pub timeline: Vec<Point>,
     pub checks: Vec<Check>,
@@ -106,8 +109,9 @@ pub struct Point {
     /// End of the span, seconds since the soak began.
     pub until_s: f64,
     pub rss_mib: f64,
-    pub heap_mib: Option<f64>,
+    pub anon_mib: f64,
     pub fds: f64,
+    pub threads: f64,
 }
 
 impl SoakReport {
@@ -125,7 +129,6 @@ pub async fn run(
             "a soak needs at least one board and a duration".into(),
         ));
     }
-    super::panic_counter();
     let base = WorkDir::create("soak", options.keep)?;
     let dir = base.sub("run")?;
     let spec = SimSpec {
@@ -136,88 +139,81 @@ pub async fn run(
         seed: options.seed,
         faults: &options.faults,
     };
-    let mut rig = Rig::start(&spec, &dir, |config| {
+    let mut sim = SimChild::start(&spec, &dir).await?;
+    let config = daemon::write_config(&dir, &sim, |table| {
         // Runs in flight at the end finish normally, tokens recorded.
-        config.timeouts.shutdown_grace = config.timeouts.run + Duration::from_secs(30);
-    })
-    .await?;
-    let panics_before = panics();
-    let sampler = Sampler::start(options.sample_every);
-    let cpu_before = metrics::process_cpu();
+        if let Some(toml::Value::Table(timeouts)) = table.get_mut("timeouts") {
+            let run = timeouts
+                .get("run")
+                .and_then(toml::Value::as_integer)
+                .unwrap_or(60);
+            timeouts.insert("shutdown_grace".into(), (run + 30).into());
+        }
+    })?;
+    let log = dir.join("daemon.log");
+    let cpu_before = metrics::children_cpu();
+    let mut daemon = DaemonChild::start(&options.simulator, &config, &log)?;
+    let watched = Watched::Pid(daemon.pid);
+    let sampler = Sampler::start(options.sample_every, watched);
     let started = Instant::now();
     let soak_started_at = time::OffsetDateTime::now_utc();
     let deadline = tokio::time::Instant::now() + options.duration;
-    let mut serving = tokio::spawn(Arc::clone(&rig.station).serve());
     let mut reported: Vec<(RunId, Outcome)> = Vec::new();
-    let mut lagged = 0u64;
     let mut next_drain = Instant::now() + DRAIN_COSTS_EVERY;
     loop {
-        let event = tokio::select! {
-            event = rig.events.recv() => event,
+        let run = tokio::select! {
+            run = daemon.next_run() => run,
             () = tokio::time::sleep_until(deadline) => break,
             () = tokio::time::sleep(STALL_LIMIT) => return Err(BenchError::Stalled(STALL_LIMIT)),
         };
-        match event {
-            Ok(StationEvent::RunFinished { port, record }) => {
-                reported.push((record.id, record.outcome));
-                if let Some(i) = board_index(&port) {
-                    rig.sim.replug(&[i]).await?;
-                }
-            }
-            Ok(_) => {}
-            Err(RecvError::Lagged(n)) => lagged += n,
-            Err(RecvError::Closed) => break,
+        let Some(run) = run else {
+            return Err(BenchError::Simulator {
+                detail: format!("the daemon exited on its own; see {}", log.display()),
+            });
+        };
+        reported.push((run.run, run.outcome));
+        if let Some(i) = board_index(&run.port) {
+            sim.replug(&[i]).await?;
         }
         if Instant::now() >= next_drain {
-            rig.sim.costs().await?;
+            sim.costs().await?;
             next_drain += DRAIN_COSTS_EVERY;
             progress(&format!(
-                "{:>6.0} s: {} runs, RSS {:.1} MiB, {} fds",
+                "{:>6.0} s: {} runs, daemon RSS {:.1} MiB, anon {:.1} MiB, {} fds, {} threads",
                 started.elapsed().as_secs_f64(),
                 reported.len(),
-                metrics::rss_kib() as f64 / 1024.0,
-                metrics::open_fds()
+                watched.rss_kib() as f64 / 1024.0,
+                watched.anon_kib() as f64 / 1024.0,
+                watched.open_fds(),
+                watched.threads()
             ));
         }
     }
     progress("time is up: letting runs in flight finish");
-    rig.station.shutdown();
-    loop {
-        tokio::select! {
-            _ = &mut serving => break,
-            event = rig.events.recv() => match event {
-                Ok(StationEvent::RunFinished { record, .. }) => {
-                    reported.push((record.id, record.outcome));
-                }
-                Ok(_) => {}
-                Err(RecvError::Lagged(n)) => lagged += n,
-                Err(RecvError::Closed) => {}
-            },
-        }
-    }
-    while let Ok(event) = rig.events.try_recv() {
-        if let StationEvent::RunFinished { record, .. } = event {
-            reported.push((record.id, record.outcome));
-        }
-    }
+    let (samples, _) = sampler.finish();
+    reported.extend(
+        daemon
+            .stop(STOP_LIMIT)
+            .await?
+            .into_iter()
+            .map(|r| (r.run, r.outcome)),
+    );
+    // The daemon has been waited for: its whole CPU time is counted now.
+    let cpu = metrics::children_cpu().saturating_sub(cpu_before);
     let seconds = started.elapsed().as_secs_f64();
     let soak_end = soak_started_at + options.duration;
-    let cpu = metrics::process_cpu().saturating_sub(cpu_before);
-    let (samples, sampler_cpu) = sampler.finish();
-    let stats = rig.sim.stats().await?;
-    let runs = rig.all_runs().await?;
-    let station_finished = rig.finished();
-    let log = rig.sim.log.clone();
-    rig.sim.quit().await;
-    let station_panics = panics() - panics_before;
-    let simulator_panics = child::panics_in(&log);
+    let stats = sim.stats().await?;
+    let runs = read_runs(&dir.join("results.db")).await?;
+    sim.quit().await;
+    let daemon_panics = child::panics_in(&log);
+    let simulator_panics = child::panics_in(&sim.log);
 
     let mut checks = vec![
-        records_check(&reported, lagged, &runs, station_finished),
+        records_check(&reported, &runs),
         Check {
             name: "panics",
-            passed: station_panics == 0 && simulator_panics == 0,
-            detail: format!("station {station_panics}, simulator {simulator_panics}"),
+            passed: daemon_panics == 0 && simulator_panics == 0,
+            detail: format!("daemon {daemon_panics}, simulator {simulator_panics}"),
         },
     ];
     checks.extend(token_checks(&stats, &runs));
@@ -227,37 +223,35 @@ pub async fn run(
         .filter(|s| s.at <= options.duration)
         .collect();
     let rss = quarters(&soaking, |s| s.rss_kib as f64 / 1024.0);
+    let anon = quarters(&soaking, |s| s.anon_kib as f64 / 1024.0);
     let fds = quarters(&soaking, |s| s.fds as f64);
-    let heap = soaking
-        .iter()
-        .all(|s| s.heap_kib.is_some())
-        .then(|| quarters(&soaking, |s| s.heap_kib.unwrap_or(0) as f64 / 1024.0));
+    let threads = quarters(&soaking, |s| s.threads as f64);
     let timeline = timeline(&soaking, options.duration);
-    checks.push(Check {
-        name: "rss_flat",
-        passed: rss.last_max <= rss.first_max * 1.10,
-        detail: format!(
-            "max {:.1} MiB in the first quarter, {:.1} MiB in the last",
-            rss.first_max, rss.last_max
-        ),
-    });
-    checks.push(Check {
-        name: "fds_flat",
-        passed: fds.last_median <= fds.first_median,
-        detail: format!(
-            "median {} (max {}) in the first quarter, {} (max {}) in the last",
-            fds.first_median, fds.first_max, fds.last_median, fds.last_max
-        ),
-    });
+    for (name, q) in [("rss_flat", &rss), ("anon_flat", &anon)] {
+        checks.push(Check {
+            name,
+            passed: q.last_max <= q.first_max * 1.10,
+            detail: format!(
+                "max {:.1} MiB in the first quarter, {:.1} MiB in the last",
+                q.first_max, q.last_max
+            ),
+        });
+    }
+    for (name, q) in [("fds_flat", &fds), ("threads_flat", &threads)] {
+        checks.push(Check {
+            name,
+            passed: q.last_median <= q.first_median,
+            detail: format!(
+                "median {} (max {}) in the first quarter, {} (max {}) in the last",
+                q.first_median, q.first_max, q.last_median, q.last_max
+            ),
+        });
+    }
 
     let count = |o: Outcome| runs.iter().filter(|r| r.outcome == o).count();
     let mut failures = BTreeMap::new();
     for run in runs.iter().filter(|r| r.outcome == Outcome::Failed) {
-        let code = run
-            .reason
-            .as_deref()
-            .and_then(|r| r.split(':').next())
-            .unwrap_or("?");
+        let code = run.reason_code.map_or("?", |c| c.as_str());
         let key = format!("{}: {code}", run.failed_step.map_or("?", |s| s.as_str()));
         *failures.entry(key).or_insert(0) += 1;
     }
@@ -289,23 +283,24 @@ pub async fn run(
         cpu_ms_per_cycle: if runs.is_empty() {
             0.0
         } else {
-            cpu.saturating_sub(sampler_cpu).as_secs_f64() * 1e3 / runs.len() as f64
+            cpu.as_secs_f64() * 1e3 / runs.len() as f64
         },
         rss_mib: rss,
-        heap_mib: heap,
+        anon_mib: anon,
         fds,
+        threads,
         timeline,
         checks,
     })
 }
 
+async fn read_runs(database: &std::path::Path) -> Result<Vec<RunRecord>, BenchError> {
+    let reader = SqliteLedger::open_read_only(database)?;
+    Ok(reader.runs(&RunFilter::default()).await?)
+}
+
 /// Every reported run in the database exactly once, nothing else there.
-fn records_check(
-    reported: &[(RunId, Outcome)],
-    lagged: u64,
-    runs: &[RunRecord],
-    station_finished: u64,
-) -> Check {
+fn records_check(reported: &[(RunId, Outcome)], runs: &[RunRecord]) -> Check {
     let in_db: HashMap<RunId, Outcome> = runs.iter().map(|r| (r.id, r.outcome)).collect();
     let mut problems = Vec::new();
     let mut seen = HashMap::new();
@@ -328,21 +323,12 @@ fn records_check(
     if let Some(run) = runs.iter().find(|r| r.outcome == Outcome::InFlight) {
         problems.push(format!("run {} left in flight", run.id));
     }
-    if u64::try_from(runs.len()).ok() != Some(station_finished) {
-        problems.push(format!(
-            "station counted {station_finished} runs, database holds {}",
-            runs.len()
-        ));
-    }
-    if lagged > 0 {
-        problems.push(format!("{lagged} station events lost by the bench"));
-    }
     Check {
         name: "records",
         passed: problems.is_empty(),
         detail: if problems.is_empty() {
             format!(
-                "{} runs reported = {} in the database = {station_finished} counted, none in flight",
+                "{} runs reported = {} in the database, none in flight",
                 reported.len(),
                 runs.len()
             )
@@ -421,11 +407,9 @@ fn timeline(samples: &[Sample], duration: Duration) -> Vec<Point> {
             points.push(Point {
                 until_s: until.as_secs_f64(),
                 rss_mib: mean(&|s| s.rss_kib as f64 / 1024.0),
-                heap_mib: inside
-                    .iter()
-                    .all(|s| s.heap_kib.is_some())
-                    .then(|| mean(&|s| s.heap_kib.unwrap_or(0) as f64 / 1024.0)),
+                anon_mib: mean(&|s| s.anon_kib as f64 / 1024.0),
                 fds: mean(&|s| s.fds as f64),
+                threads: mean(&|s| s.threads as f64),
             });
         }
         from = until;
@@ -463,27 +447,25 @@ pub fn render(report: &SoakReport) -> String {
         report.rss_mib.last_mean,
         report.rss_mib.last_max
     ));
-    if let Some(heap) = &report.heap_mib {
+    let anon = &report.anon_mib;
+    out.push_str(&format!(
+        "anon first quarter mean {:.1} MiB max {:.1} MiB; last quarter mean {:.1} MiB max {:.1} MiB\n",
+        anon.first_mean, anon.first_max, anon.last_mean, anon.last_max
+    ));
+    for (name, q) in [("fds ", &report.fds), ("threads", &report.threads)] {
         out.push_str(&format!(
-            "heap first quarter mean {:.1} MiB max {:.1} MiB; last quarter mean {:.1} MiB max {:.1} MiB\n",
-            heap.first_mean, heap.first_max, heap.last_mean, heap.last_max
+            "{name} first quarter mean {:.1} max {}; last quarter mean {:.1} max {}\n",
+            q.first_mean, q.first_max, q.last_mean, q.last_max
         ));
     }
-    out.push_str(&format!(
-        "fds  first quarter mean {:.1} max {}; last quarter mean {:.1} max {}\n",
-        report.fds.first_mean, report.fds.first_max, report.fds.last_mean, report.fds.last_max
-    ));
     out.push_str("timeline (means): ");
     let points: Vec<String> = report
         .timeline
         .iter()
         .map(|p| {
-            let heap = p
-                .heap_mib
-                .map_or_else(String::new, |h| format!(" heap {h:.1}"));
             format!(
-                "{:.0}s rss {:.1}{heap} fds {:.0}",
-                p.until_s, p.rss_mib, p.fds
+                "{:.0}s rss {:.1} anon {:.1} fds {:.0} threads {:.0}",
+                p.until_s, p.rss_mib, p.anon_mib, p.fds, p.threads
             )
         })
         .collect();
@@ -537,19 +519,23 @@ mod tests {
     fn records_must_match_exactly_once() {
         let runs = [run(1, Outcome::Passed, &[]), run(2, Outcome::Failed, &[])];
         let reported = [(1, Outcome::Passed), (2, Outcome::Failed)];
-        assert!(records_check(&reported, 0, &runs, 2).passed);
-        // Missing, duplicated, mismatched, unreported, lost events.
-        assert!(!records_check(&[(1, Outcome::Passed)], 0, &runs, 2).passed);
+        assert!(records_check(&reported, &runs).passed);
+        // Missing, duplicated, mismatched, never reported, in flight.
+        assert!(!records_check(&[(1, Outcome::Passed)], &runs).passed);
         let twice = [
             (1, Outcome::Passed),
             (1, Outcome::Passed),
             (2, Outcome::Failed),
         ];
-        assert!(!records_check(&twice, 0, &runs, 2).passed);
+        assert!(!records_check(&twice, &runs).passed);
         let wrong = [(1, Outcome::Failed), (2, Outcome::Failed)];
-        assert!(!records_check(&wrong, 0, &runs, 2).passed);
-        assert!(!records_check(&reported, 0, &runs, 3).passed);
-        assert!(!records_check(&reported, 1, &runs, 2).passed);
+        assert!(!records_check(&wrong, &runs).passed);
+        let with_extra = [
+            run(1, Outcome::Passed, &[]),
+            run(2, Outcome::Failed, &[]),
+            run(3, Outcome::InFlight, &[]),
+        ];
+        assert!(!records_check(&reported, &with_extra).passed);
     }
 
     #[test]
@@ -578,8 +564,9 @@ mod tests {
             .map(|i| Sample {
                 at: Duration::from_secs(i),
                 rss_kib: 1024 * (10 + i),
-                heap_kib: None,
+                anon_kib: 1024,
                 fds: 20,
+                threads: 4,
             })
             .collect();
         let q = quarters(&samples, |s| s.rss_kib as f64 / 1024.0);

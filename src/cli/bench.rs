@@ -6,6 +6,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::bench::crash::{self, CrashOptions};
 use crate::bench::report::{table_header, table_row};
 use crate::bench::soak::{self, SoakOptions};
 use crate::bench::{self, BenchOptions, Machine};
@@ -13,6 +14,7 @@ use crate::sim::{FaultSpec, Latency};
 
 const DEFAULT_BOARDS: &[usize] = &[1, 8, 32, 64, 128];
 const DEFAULT_SOAK_BOARDS: usize = 64;
+const DEFAULT_CRASH_BOARDS: usize = 8;
 const DEFAULT_BAUD: u32 = 115_200;
 
 #[derive(Debug, clap::Args)]
@@ -26,9 +28,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 5)]
     pub rounds: usize,
     /// `realistic`: the modems take as long as real ones; also reports
-    /// cycle time against the physical limit. `none`: they answer at once.
-    #[arg(long, value_enum, default_value_t = Latency::None)]
-    pub latency: Latency,
+    /// cycle time against the physical limit. `none`: they answer at once
+    /// [default: none; realistic with --crash].
+    #[arg(long, value_enum)]
+    pub latency: Option<Latency>,
     /// UART pacing of the modems' output, 0 for none [default: 115200 with
     /// realistic latency, none without].
     #[arg(long)]
@@ -42,6 +45,13 @@ pub struct BenchArgs {
     /// lost records. Exit 1 if a check fails.
     #[arg(long, value_parser = super::parse_duration, value_name = "DURATION")]
     pub soak: Option<Duration>,
+    /// Crash bench instead: SIGKILL the daemon N times at random moments
+    /// while it provisions boards (8 unless --boards), restart it on the
+    /// same database, and report committed runs lost or changed, runs left
+    /// in flight, integrity, and boards failing after a restart. Exit 1 if
+    /// any of them is not zero.
+    #[arg(long, value_name = "N", conflicts_with_all = ["soak", "faults", "rounds"])]
+    pub crash: Option<usize>,
     /// Make modems misbehave (as `simulate --fault`), repeatable.
     #[arg(long = "fault", value_name = "SPEC")]
     pub faults: Vec<FaultSpec>,
@@ -58,7 +68,8 @@ Examples:
   nrf-provd bench                                   # host cost, modems answer at once
   nrf-provd bench --latency realistic --rounds 3    # against the physical limit
   nrf-provd bench --soak 10m --latency realistic \\
-      --fault 0-3:urc-storm --fault 4-7:garbage --fault 8-9:bad-signature --fault 10:stall@KEYGEN";
+      --fault 0-3:urc-storm --fault 4-7:garbage --fault 8-9:bad-signature --fault 10:stall@KEYGEN
+  nrf-provd bench --crash 100                       # 100 SIGKILLs, nothing may be lost";
 
 pub async fn run(args: BenchArgs) -> ExitCode {
     let out = Output::default();
@@ -119,7 +130,12 @@ async fn bench(args: BenchArgs, out: &Output) -> ExitCode {
         Ok(exe) => exe,
         Err(e) => return super::error_exit(format!("cannot find the nrf-provd executable: {e}")),
     };
-    let baud = match (args.baud, args.latency) {
+    let default_latency = if args.crash.is_some() {
+        Latency::Realistic
+    } else {
+        Latency::None
+    };
+    let baud = match (args.baud, args.latency.unwrap_or(default_latency)) {
         (Some(0), _) => None,
         (Some(b), _) => Some(b),
         (None, Latency::Realistic) => Some(DEFAULT_BAUD),
@@ -127,7 +143,10 @@ async fn bench(args: BenchArgs, out: &Output) -> ExitCode {
     };
     let seed = args.seed.unwrap_or_else(rand::random);
     let machine = Machine::this();
-    let latency = match args.latency {
+    if let Some(kills) = args.crash {
+        return crash(&args, kills, seed, simulator, &machine, out).await;
+    }
+    let latency = match args.latency.unwrap_or(Latency::None) {
         Latency::None => "none",
         Latency::Realistic => "realistic",
     };
@@ -141,7 +160,7 @@ async fn bench(args: BenchArgs, out: &Output) -> ExitCode {
         let options = SoakOptions {
             boards,
             duration,
-            latency: args.latency,
+            latency: args.latency.unwrap_or(Latency::None),
             baud,
             faults: args.faults.clone(),
             seed,
@@ -194,7 +213,7 @@ async fn bench(args: BenchArgs, out: &Output) -> ExitCode {
     let options = BenchOptions {
         boards: args.boards.unwrap_or_else(|| DEFAULT_BOARDS.to_vec()),
         rounds: args.rounds,
-        latency: args.latency,
+        latency: args.latency.unwrap_or(Latency::None),
         baud,
         faults: args.faults.clone(),
         seed,
@@ -234,5 +253,76 @@ async fn bench(args: BenchArgs, out: &Output) -> ExitCode {
         }
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => super::error_exit(e),
+    }
+}
+
+/// `bench --crash N`: the report, exit 1 unless every target is met.
+async fn crash(
+    args: &BenchArgs,
+    kills: usize,
+    seed: u64,
+    executable: std::path::PathBuf,
+    machine: &Machine,
+    out: &Output,
+) -> ExitCode {
+    let boards = match args.boards.as_deref() {
+        None => DEFAULT_CRASH_BOARDS,
+        Some([one]) => *one,
+        Some(_) => return super::error_exit("--crash takes one board count"),
+    };
+    let latency = args.latency.unwrap_or(Latency::Realistic);
+    let baud = match (args.baud, latency) {
+        (Some(0), _) | (None, Latency::None) => None,
+        (Some(b), _) => Some(b),
+        (None, Latency::Realistic) => Some(DEFAULT_BAUD),
+    };
+    let options = CrashOptions {
+        kills,
+        boards,
+        latency,
+        baud,
+        seed,
+        executable,
+        keep: args.keep,
+    };
+    if !args.json {
+        out.line(format_args!(
+            "nrf-provd crash bench: {kills} SIGKILLs, {boards} boards, latency {}, seed {seed}",
+            latency_name(latency)
+        ));
+    }
+    let quiet = args.json;
+    let report = match crash::run(&options, |line| {
+        if !quiet {
+            out.line(line);
+        }
+    })
+    .await
+    {
+        Ok(report) => report,
+        Err(e) => return super::error_exit(e),
+    };
+    if args.json {
+        out.line(serde_json::json!({
+            "machine": machine,
+            "latency": latency_name(latency),
+            "seed": seed,
+            "crash": report,
+            "ok": report.ok(),
+        }));
+    } else {
+        out.write(format_args!("{}", crash::render(&report)));
+    }
+    if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(super::EXIT_FAIL)
+    }
+}
+
+fn latency_name(latency: Latency) -> &'static str {
+    match latency {
+        Latency::None => "none",
+        Latency::Realistic => "realistic",
     }
 }

@@ -165,13 +165,25 @@ impl Daemon {
     /// `nrf_provd::at=debug` every AT command sent is a line).
     pub fn spawn_logging(config: &Path, filter: &str) -> Daemon {
         use std::io::BufRead;
-        let mut child = std::process::Command::new(binary())
+        use std::os::unix::process::CommandExt;
+        let mut command = std::process::Command::new(binary());
+        command
             .args(["--log", filter, "run", "--config"])
             .arg(config)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn nrf-provd run");
+            .stderr(std::process::Stdio::piped());
+        // A daemon outlives a test that fails (or a test binary that is
+        // killed) unless told otherwise: it dies with the thread that
+        // started it. Drop covers the normal end of a test.
+        // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag of the new
+        // process; it allocates nothing and is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let mut child = command.spawn().expect("spawn nrf-provd run");
         let stderr = child.stderr.take().expect("stderr piped");
         let (tx, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -269,6 +281,17 @@ impl Daemon {
         }
         let _ = self.child.kill();
         panic!("daemon did not exit within 60 s");
+    }
+}
+
+impl Drop for Daemon {
+    /// A daemon a test did not stop (it failed, or it returned early) is
+    /// killed and reaped, not left running.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
