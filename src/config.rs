@@ -67,7 +67,7 @@ pub use crate::serial::{FlowControl, LineEnding, Parity, SerialSettings};
 
 /// The steps of the plan (their order rules live with each step's body in
 /// `plan::steps`).
-pub use crate::record::Step;
+pub use crate::record::{Step, VerifiedBy};
 
 fn step_list() -> String {
     Step::list()
@@ -77,7 +77,9 @@ fn step_list() -> String {
 pub struct StationConfig {
     pub station_id: String,
     pub database: PathBuf,
-    pub trust_file: PathBuf,
+    /// The device identity keys of the `keys` authority; set exactly when
+    /// `identity.authorities` lists `keys`.
+    pub trust_file: Option<PathBuf>,
     pub log_format: LogFormat,
     pub ports: PortsConfig,
     /// `[serial]`: how ports are opened.
@@ -90,11 +92,17 @@ pub struct StationConfig {
     pub plan: PlanConfig,
     pub ca: Option<CaConfig>,
     pub identity: IdentityConfig,
+    /// `[cloud]`: nRF Cloud, for the `nrfcloud` authority and the hand-off.
+    pub cloud: Option<CloudConfig>,
 }
 
 /// Who judges a device's identity, and how the station guards that source.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IdentityConfig {
+    /// Asked in this order; only `keys` can pass a device on to the next
+    /// (when the trust file does not list it), so it alone may come first
+    /// of two.
+    pub authorities: Vec<VerifiedBy>,
     /// Largest share (0..=1) of the trusted keys a SIGHUP reload may drop;
     /// a reload dropping more keeps the running keys. A reload that would
     /// leave no key at all is always refused.
@@ -104,9 +112,69 @@ pub struct IdentityConfig {
 impl Default for IdentityConfig {
     fn default() -> Self {
         IdentityConfig {
+            authorities: vec![VerifiedBy::Keys],
             reload_max_drop: 1.0,
         }
     }
+}
+
+impl IdentityConfig {
+    pub fn uses(&self, authority: VerifiedBy) -> bool {
+        self.authorities.contains(&authority)
+    }
+}
+
+/// Where the nRF Cloud API key comes from; the key itself is read when the
+/// station starts (see [`crate::cloud::ApiKey`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiKeySource {
+    /// A file only its owner can read (refused otherwise).
+    File(PathBuf),
+    /// An environment variable (e.g. from systemd's `LoadCredential=`).
+    Env(String),
+}
+
+/// What the station hands off to nRF Cloud by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HandOff {
+    /// Nothing: `nrf-provd cloud claim` / `onboard` do it by hand.
+    #[default]
+    Off,
+    Claim,
+    ClaimAndOnboard,
+}
+
+impl HandOff {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandOff::Off => "off",
+            HandOff::Claim => "claim",
+            HandOff::ClaimAndOnboard => "claim+onboard",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        [HandOff::Off, HandOff::Claim, HandOff::ClaimAndOnboard]
+            .into_iter()
+            .find(|h| h.as_str() == text)
+    }
+}
+
+/// `[cloud]`: how to reach nRF Cloud and what to tell it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CloudConfig {
+    /// Base URLs, timeouts and retries.
+    pub settings: crate::cloud::CloudSettings,
+    pub api_key: ApiKeySource,
+    /// Provisioning tags sent with each claim.
+    pub claim_tags: Vec<String>,
+    /// Onboarding CSV columns: sub type, tags and firmware types.
+    pub onboard_sub_type: String,
+    pub onboard_tags: Vec<String>,
+    pub onboard_fw_types: Vec<String>,
+    pub hand_off: HandOff,
+    /// How often the daemon hands off what is waiting (`hand_off` not off).
+    pub hand_off_every: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -228,7 +296,7 @@ impl StationConfig {
 struct RawConfig {
     station_id: Spanned<String>,
     database: Option<PathBuf>,
-    trust_file: PathBuf,
+    trust_file: Option<Spanned<PathBuf>>,
     #[serde(default)]
     log_format: LogFormat,
     ports: RawPorts,
@@ -240,12 +308,35 @@ struct RawConfig {
     ca: Option<Spanned<RawCa>>,
     #[serde(default)]
     identity: RawIdentity,
+    cloud: Option<Spanned<RawCloud>>,
 }
 
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawIdentity {
+    authorities: Option<Spanned<Vec<Spanned<String>>>>,
     reload_max_drop: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCloud {
+    stage: Option<Spanned<String>>,
+    provisioning_url: Option<Spanned<String>>,
+    api_url: Option<Spanned<String>>,
+    api_key_file: Option<PathBuf>,
+    api_key_env: Option<Spanned<String>>,
+    request_timeout: Option<Spanned<Seconds>>,
+    attempts: Option<Spanned<u32>>,
+    #[serde(default)]
+    claim_tags: Vec<Spanned<String>>,
+    #[serde(default)]
+    onboard_sub_type: String,
+    #[serde(default)]
+    onboard_tags: Vec<Spanned<String>>,
+    onboard_fw_types: Option<Vec<Spanned<String>>>,
+    hand_off: Option<Spanned<String>>,
+    hand_off_every: Option<Spanned<Seconds>>,
 }
 
 #[derive(Deserialize)]
@@ -405,7 +496,41 @@ fn parse_with_base(
         Some(ca) => Some(validate_ca(&src, ca.into_inner())?),
         None => None,
     };
+    let identity_span = raw
+        .identity
+        .authorities
+        .as_ref()
+        .map_or(0..0, Spanned::span);
     let identity = validate_identity(&src, raw.identity)?;
+    let trust_file = match (raw.trust_file, identity.uses(VerifiedBy::Keys)) {
+        (Some(file), true) => Some(resolve(file.into_inner())),
+        (None, true) => {
+            return Err(src.at(
+                identity_span,
+                "identity.authorities lists `keys` (the default) but there is no trust_file; \
+                 set trust_file to the CSV of device identity keys, or choose other authorities",
+            ));
+        }
+        (Some(file), false) => {
+            return Err(src.at(
+                file.span(),
+                "trust_file is set but identity.authorities does not list `keys`, so it would \
+                 never be read; remove it, or add \"keys\" to identity.authorities",
+            ));
+        }
+        (None, false) => None,
+    };
+    let cloud = match raw.cloud {
+        Some(cloud) => Some(validate_cloud(&src, cloud.into_inner(), &resolve)?),
+        None => None,
+    };
+    if cloud.is_none() && identity.uses(VerifiedBy::Nrfcloud) {
+        return Err(src.at(
+            identity_span,
+            "identity.authorities lists `nrfcloud` but there is no [cloud] section; \
+             add [cloud] with api_key_file (or api_key_env)",
+        ));
+    }
     if ca.is_none() {
         if let Some(step) = plan
             .steps
@@ -429,7 +554,7 @@ fn parse_with_base(
             .database
             .map(&resolve)
             .unwrap_or_else(crate::ledger::default_db_path),
-        trust_file: resolve(raw.trust_file),
+        trust_file,
         log_format: raw.log_format,
         ports,
         serial,
@@ -444,11 +569,52 @@ fn parse_with_base(
             install: ca.install.into_iter().map(&resolve).collect(),
         }),
         identity,
+        cloud,
     })
 }
 
 fn validate_identity(src: &Source, raw: RawIdentity) -> Result<IdentityConfig, ConfigError> {
     let d = IdentityConfig::default();
+    let authorities = match raw.authorities {
+        None => d.authorities,
+        Some(list) => {
+            let span = list.span();
+            let mut authorities = Vec::new();
+            for item in list.into_inner() {
+                let Some(by) = VerifiedBy::parse(item.get_ref()) else {
+                    return Err(src.at(
+                        item.span(),
+                        format!(
+                            "unknown identity authority {:?}; expected keys, nrfcloud, pin or collect",
+                            item.get_ref()
+                        ),
+                    ));
+                };
+                if authorities.contains(&by) {
+                    return Err(src.at(item.span(), format!("`{by}` is listed twice")));
+                }
+                // Only `keys` passes a device it does not know to the next
+                // authority; the others always decide.
+                if let Some(last) = authorities.last().filter(|a| **a != VerifiedBy::Keys) {
+                    return Err(src.at(
+                        item.span(),
+                        format!(
+                            "`{by}` would never be asked: `{last}` decides every device it sees; \
+                             only `keys` may come before another authority"
+                        ),
+                    ));
+                }
+                authorities.push(by);
+            }
+            if authorities.is_empty() {
+                return Err(src.at(
+                    span,
+                    "identity.authorities is empty; list who judges a device, e.g. [\"keys\"]",
+                ));
+            }
+            authorities
+        }
+    };
     let reload_max_drop = match raw.reload_max_drop {
         Some(share) if !(0.0..=1.0).contains(share.get_ref()) => {
             return Err(src.at(
@@ -459,7 +625,126 @@ fn validate_identity(src: &Source, raw: RawIdentity) -> Result<IdentityConfig, C
         Some(share) => share.into_inner(),
         None => d.reload_max_drop,
     };
-    Ok(IdentityConfig { reload_max_drop })
+    Ok(IdentityConfig {
+        authorities,
+        reload_max_drop,
+    })
+}
+
+fn validate_cloud(
+    src: &Source,
+    raw: RawCloud,
+    resolve: &dyn Fn(PathBuf) -> PathBuf,
+) -> Result<CloudConfig, ConfigError> {
+    use crate::cloud::CloudSettings;
+    let stage = raw
+        .stage
+        .unwrap_or_else(|| Spanned::new(0..0, "prod".to_string()));
+    let mut settings = CloudSettings::for_stage(stage.get_ref())
+        .map_err(|e| src.at(stage.span(), e.to_string()))?;
+    if raw.provisioning_url.is_some() || raw.api_url.is_some() {
+        let pick = |url: &Option<Spanned<String>>, default: &str| {
+            url.as_ref()
+                .map_or_else(|| default.to_string(), |u| u.get_ref().clone())
+        };
+        let span = raw
+            .provisioning_url
+            .as_ref()
+            .or(raw.api_url.as_ref())
+            .map_or(0..0, Spanned::span);
+        let urls = CloudSettings::with_urls(
+            &pick(&raw.provisioning_url, settings.provisioning_url.as_str()),
+            &pick(&raw.api_url, settings.api_url.as_str()),
+        )
+        .map_err(|e| src.at(span, e.to_string()))?;
+        settings.provisioning_url = urls.provisioning_url;
+        settings.api_url = urls.api_url;
+    }
+    settings.request_timeout = seconds(
+        src,
+        raw.request_timeout,
+        "cloud.request_timeout",
+        settings.request_timeout,
+        false,
+    )?;
+    if let Some(attempts) = raw.attempts {
+        if *attempts.get_ref() == 0 {
+            return Err(src.at(
+                attempts.span(),
+                "cloud.attempts must be at least 1 (1 = never retry)",
+            ));
+        }
+        settings.max_attempts = attempts.into_inner();
+    }
+    let api_key = match (raw.api_key_file, raw.api_key_env) {
+        (Some(file), None) => ApiKeySource::File(resolve(file)),
+        (None, Some(env)) if !env.get_ref().is_empty() => ApiKeySource::Env(env.into_inner()),
+        (None, Some(env)) => {
+            return Err(src.at(env.span(), "cloud.api_key_env is empty"));
+        }
+        (Some(_), Some(env)) => {
+            return Err(src.at(
+                env.span(),
+                "set one of cloud.api_key_file and cloud.api_key_env, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(src.whole(
+                "[cloud] needs the nRF Cloud API key: api_key_file = \"/etc/nrf-provd/nrfcloud-api-key\" \
+                 (mode 0600) or api_key_env = \"NRF_CLOUD_API_KEY\"",
+            ));
+        }
+    };
+    let tags = |list: Vec<Spanned<String>>, what: &str, separator: char| {
+        list.into_iter()
+            .map(|tag| {
+                let text = tag.get_ref();
+                if text.is_empty() || text.contains(separator) || text.chars().any(char::is_control) {
+                    Err(src.at(
+                        tag.span(),
+                        format!("{what}: {text:?} must be non-empty, on one line and without {separator:?}"),
+                    ))
+                } else {
+                    Ok(tag.into_inner())
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let claim_tags = tags(raw.claim_tags, "cloud.claim_tags", ',')?;
+    let onboard_tags = tags(raw.onboard_tags, "cloud.onboard_tags", '|')?;
+    let onboard_fw_types = match raw.onboard_fw_types {
+        Some(list) => tags(list, "cloud.onboard_fw_types", '|')?,
+        None => vec!["APP".into(), "MODEM".into()],
+    };
+    let hand_off = match raw.hand_off {
+        Some(h) => HandOff::parse(h.get_ref()).ok_or_else(|| {
+            src.at(
+                h.span(),
+                format!(
+                    "cloud.hand_off {:?}: expected \"off\", \"claim\" or \"claim+onboard\"",
+                    h.get_ref()
+                ),
+            )
+        })?,
+        None => HandOff::Off,
+    };
+    let hand_off_every = seconds(
+        src,
+        raw.hand_off_every,
+        "cloud.hand_off_every",
+        Duration::from_secs(60),
+        false,
+    )?;
+    Ok(CloudConfig {
+        settings,
+        api_key,
+        claim_tags,
+        onboard_sub_type: raw.onboard_sub_type,
+        onboard_tags,
+        onboard_fw_types,
+        hand_off,
+        hand_off_every,
+    })
 }
 
 fn validate_station_id(src: &Source, id: Spanned<String>) -> Result<String, ConfigError> {
@@ -589,7 +874,7 @@ fn seconds(
         };
         src.at(
             value.span(),
-            format!("timeouts.{name} must be a number of seconds, {expected} (e.g. 5 or 0.5)"),
+            format!("{name} must be a number of seconds, {expected} (e.g. 5 or 0.5)"),
         )
     })
 }
@@ -599,18 +884,18 @@ fn validate_timeouts(src: &Source, raw: RawTimeouts) -> Result<Timeouts, ConfigE
     let c = &d.commands;
     Ok(Timeouts {
         commands: CommandTimeouts {
-            command: seconds(src, raw.command, "command", c.command, false)?,
-            attest: seconds(src, raw.attest, "attest", c.attest, false)?,
-            keygen: seconds(src, raw.keygen, "keygen", c.keygen, false)?,
-            jwt: seconds(src, raw.jwt, "jwt", c.jwt, false)?,
-            cmng: seconds(src, raw.cmng, "cmng", c.cmng, false)?,
-            cfun: seconds(src, raw.cfun, "cfun", c.cfun, false)?,
+            command: seconds(src, raw.command, "timeouts.command", c.command, false)?,
+            attest: seconds(src, raw.attest, "timeouts.attest", c.attest, false)?,
+            keygen: seconds(src, raw.keygen, "timeouts.keygen", c.keygen, false)?,
+            jwt: seconds(src, raw.jwt, "timeouts.jwt", c.jwt, false)?,
+            cmng: seconds(src, raw.cmng, "timeouts.cmng", c.cmng, false)?,
+            cfun: seconds(src, raw.cfun, "timeouts.cfun", c.cfun, false)?,
         },
-        run: seconds(src, raw.run, "run", d.run, false)?,
+        run: seconds(src, raw.run, "timeouts.run", d.run, false)?,
         shutdown_grace: seconds(
             src,
             raw.shutdown_grace,
-            "shutdown_grace",
+            "timeouts.shutdown_grace",
             d.shutdown_grace,
             true,
         )?,

@@ -183,7 +183,7 @@ pub fn station_config(
     let mut config = StationConfig::demo();
     config.ports.paths = vec![ports_dir.join("ttySIM*").display().to_string()];
     config.database = dir.join("results.db");
-    config.trust_file = write("trusted-devices.csv", trust_csv)?;
+    config.trust_file = Some(write("trusted-devices.csv", trust_csv)?);
     let ca = StationCa::generate(
         "nrf-provd demo station CA",
         Duration::from_secs(365 * 86_400),

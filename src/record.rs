@@ -289,6 +289,8 @@ impl From<CheckName> for ReasonCode {
             CheckName::CommonName => ReasonCode::CommonName,
             CheckName::JwtTime => ReasonCode::JwtTime,
             CheckName::JwtIssuer => ReasonCode::JwtIssuer,
+            // The device signs with another key than the one pinned.
+            CheckName::PinnedSignature => ReasonCode::IdentityChanged,
         }
     }
 }
@@ -458,6 +460,16 @@ impl RunRecord {
         self.failed_step = step;
         self.reason_code = Some(code);
         self.reason = Some(reason.into());
+    }
+
+    /// The outcome of a run whose every step passed: `passed`, or
+    /// `collected` when nobody vouched for the device (`collect`).
+    pub fn success(&self) -> Outcome {
+        if self.verified_by == Some(VerifiedBy::Collect) {
+            Outcome::Collected
+        } else {
+            Outcome::Passed
+        }
     }
 
     /// This run as it is recorded when its commit failed for `why` and is

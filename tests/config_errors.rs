@@ -106,7 +106,10 @@ fn relative_paths_resolve_against_the_config_directory() {
     std::fs::write(&path, MINIMAL).unwrap_or_else(|e| panic!("{e}"));
     let config = StationConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.database, dir.path().join("results.db"));
-    assert_eq!(config.trust_file, dir.path().join("trusted-devices.csv"));
+    assert_eq!(
+        config.trust_file,
+        Some(dir.path().join("trusted-devices.csv"))
+    );
     let ca = config.ca.unwrap_or_else(|| panic!("has [ca]"));
     assert_eq!(ca.key, dir.path().join("ca.key"));
     assert_eq!(ca.install, vec![dir.path().join("ca.pem")]);
@@ -355,4 +358,101 @@ fn reload_max_drop_must_be_a_share() {
     assert_eq!(config.identity.reload_max_drop, 0.1);
     let config = StationConfig::parse(MINIMAL, "station.toml").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.identity.reload_max_drop, 1.0);
+}
+
+/// MINIMAL without its trust file, with `extra` appended.
+fn without_trust(extra: &str) -> String {
+    format!(
+        "{}\n{extra}",
+        MINIMAL.replace("trust_file = \"trusted-devices.csv\"\n", "")
+    )
+}
+
+#[test]
+fn identity_authorities_are_checked_in_order_and_point_at_the_entry() {
+    // (authorities, offending entry, words in the message)
+    let cases = [
+        (r#"["keys", "nrfclod"]"#, "\"nrfclod\"", "expected keys, nrfcloud, pin or collect"),
+        (r#"["keys", "keys"]"#, "\"keys\"]", "listed twice"),
+        (r#"["keys", "collect", "pin"]"#, "\"pin\"", "would never be asked"),
+        (r#"["pin", "keys"]"#, "\"keys\"", "only `keys` may come before"),
+    ];
+    for (list, needle, words) in cases {
+        let text = format!("{MINIMAL}\n[identity]\nauthorities = {list}\n");
+        let e = err(&text);
+        let at = text.rfind(needle).map(|offset| {
+            let before = &text[..offset];
+            (
+                before.matches('\n').count() + 1,
+                offset - before.rfind('\n').map_or(0, |i| i + 1) + 1,
+            )
+        });
+        assert_eq!(e.position(), at, "{list}: {e}");
+        assert!(e.to_string().contains(words), "{list}: {e}");
+    }
+    let text = format!("{MINIMAL}\n[identity]\nauthorities = []\n");
+    assert!(err(&text).to_string().contains("empty"), "{}", err(&text));
+}
+
+#[test]
+fn the_trust_file_goes_with_the_keys_authority() {
+    // `keys` is the default and needs the file.
+    let e = err(&without_trust(""));
+    assert!(e.to_string().contains("no trust_file"), "{e}");
+    // A trust file no authority reads is a mistake, not a silent no-op.
+    let text = format!("{MINIMAL}\n[identity]\nauthorities = [\"pin\"]\n");
+    let e = err(&text);
+    assert_eq!(e.position(), Some(position_of(&text, "\"trusted-devices.csv\"")));
+    assert!(e.to_string().contains("never be read"), "{e}");
+    // pin and collect need neither a trust file nor a cloud.
+    for by in ["pin", "collect"] {
+        let text = without_trust(&format!("[identity]\nauthorities = [\"{by}\"]\n"));
+        let config = StationConfig::parse(&text, "station.toml").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.trust_file, None);
+        assert_eq!(config.identity.authorities.len(), 1);
+    }
+}
+
+#[test]
+fn nrfcloud_needs_a_cloud_section_with_one_api_key_source() {
+    let e = err(&without_trust("[identity]\nauthorities = [\"nrfcloud\"]\n"));
+    assert!(e.to_string().contains("no [cloud] section"), "{e}");
+
+    let base = "[identity]\nauthorities = [\"nrfcloud\"]\n\n[cloud]\n";
+    let e = err(&without_trust(base));
+    assert!(e.to_string().contains("api_key_file"), "{e}");
+    let text = without_trust(&format!(
+        "{base}api_key_file = \"k\"\napi_key_env = \"NRF_CLOUD_API_KEY\"\n"
+    ));
+    assert!(err(&text).to_string().contains("not both"));
+    let text = without_trust(&format!("{base}api_key_file = \"k\"\nhand_off = \"claim-all\"\n"));
+    let e = err(&text);
+    assert_eq!(e.position(), Some(position_of(&text, "\"claim-all\"")));
+    let text = without_trust(&format!("{base}api_key_file = \"k\"\nstage = \"staging\"\n"));
+    assert!(err(&text).to_string().contains("unknown nRF Cloud stage"));
+    let text = without_trust(&format!("{base}api_key_file = \"k\"\nclaim_tags = [\"a,b\"]\n"));
+    assert_eq!(err(&text).position(), Some(position_of(&text, "\"a,b\"")));
+
+    let text = without_trust(&format!(
+        "{base}api_key_file = \"nrfcloud-api-key\"\nstage = \"dev\"\nrequest_timeout = 3\n\
+         claim_tags = [\"line1\"]\nhand_off = \"claim+onboard\"\nhand_off_every = 30\n"
+    ));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("station.toml");
+    std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{e}"));
+    let config = StationConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let cloud = config.cloud.unwrap_or_else(|| panic!("has [cloud]"));
+    assert_eq!(
+        cloud.settings.provisioning_url.as_str(),
+        "https://api.provisioning.dev.nrfcloud.com/v1/"
+    );
+    assert_eq!(cloud.settings.request_timeout, Duration::from_secs(3));
+    assert_eq!(
+        cloud.api_key,
+        nrf_provd::config::ApiKeySource::File(dir.path().join("nrfcloud-api-key"))
+    );
+    assert_eq!(cloud.claim_tags, vec!["line1".to_string()]);
+    assert_eq!(cloud.hand_off, nrf_provd::config::HandOff::ClaimAndOnboard);
+    assert_eq!(cloud.hand_off_every, Duration::from_secs(30));
+    assert_eq!(cloud.onboard_fw_types, vec!["APP".to_string(), "MODEM".to_string()]);
 }

@@ -15,8 +15,10 @@ use nrf_provd::ca::StationCa;
 use nrf_provd::config::PlanConfig;
 use nrf_provd::ledger::MemoryLedger;
 use nrf_provd::modem::Modem;
+use nrf_provd::plan::authority::fingerprint;
 use nrf_provd::plan::{
-    FollowingClock, IdentityAuthority, KeysAuthority, PlanContext, SeededRandom,
+    Clock, CollectAuthority, FollowingClock, IdentityAuthority, KeysAuthority, PinAuthority,
+    PlanContext, SeededRandom,
 };
 use nrf_provd::record::{Outcome, ReasonCode, RunRecord, Step, VerifiedBy};
 use nrf_provd::sim::memory::Board;
@@ -56,6 +58,22 @@ struct Line {
 }
 
 fn line(faults: &[&str], plan: PlanConfig) -> (Line, DuplexStream) {
+    line_with(
+        faults,
+        plan,
+        &[VerifiedBy::Keys],
+        Arc::new(MemoryLedger::new()),
+    )
+}
+
+/// A line whose identity authorities are `by`, in order, over `ledger`
+/// (shared by lines that must see the same pins).
+fn line_with(
+    faults: &[&str],
+    plan: PlanConfig,
+    by: &[VerifiedBy],
+    ledger: Arc<MemoryLedger>,
+) -> (Line, DuplexStream) {
     let options = SimOptions {
         latency: Latency::Realistic,
         faults: faults.iter().map(|f| f.parse().expect("fault")).collect(),
@@ -65,10 +83,23 @@ fn line(faults: &[&str], plan: PlanConfig) -> (Line, DuplexStream) {
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = fixed_ca(dir.path());
     let trust = Arc::new(TrustStore::parse(&board.trust_csv()).expect("trust file"));
-    let authorities: Vec<Arc<dyn IdentityAuthority>> =
-        vec![Arc::new(KeysAuthority::new(Arc::clone(&trust)))];
     // As the station does: the plan's ledger is behind the health gate.
-    let gate = LedgerGate::new(Arc::new(MemoryLedger::new()), Events::default());
+    let gate = LedgerGate::new(ledger, Events::default());
+    let clock: Arc<dyn Clock> =
+        Arc::new(FollowingClock::starting_at(datetime!(2026-12-01 08:00 UTC)));
+    let authorities: Vec<Arc<dyn IdentityAuthority>> = by
+        .iter()
+        .map(|by| -> Arc<dyn IdentityAuthority> {
+            match by {
+                VerifiedBy::Keys => Arc::new(KeysAuthority::new(Arc::clone(&trust))),
+                VerifiedBy::Pin => Arc::new(PinAuthority::new(gate.clone(), Arc::clone(&clock))),
+                VerifiedBy::Collect => Arc::new(CollectAuthority),
+                VerifiedBy::Nrfcloud => {
+                    panic!("nrfcloud needs a stand-in: tests/identity_cloud.rs")
+                }
+            }
+        })
+        .collect();
     let ctx = PlanContext {
         plan,
         authorities,
@@ -77,7 +108,7 @@ fn line(faults: &[&str], plan: PlanConfig) -> (Line, DuplexStream) {
         ca: Some(Arc::new(ca)),
         certificate_validity: Duration::from_secs(30 * 86_400),
         ledger: gate.clone(),
-        clock: Arc::new(FollowingClock::starting_at(datetime!(2026-12-01 08:00 UTC))),
+        clock,
         random: Arc::new(SeededRandom::new(CHALLENGE_SEED)),
     };
     (
@@ -316,4 +347,164 @@ async fn tokens_of_this_device_from_an_earlier_run_fail_as_replays() {
         "{:?}",
         second.reason
     );
+}
+
+/// The checks recorded for one token, by name.
+fn checks_of(token: &nrf_provd::record::TokenRecord) -> Vec<(String, bool)> {
+    let checks: Vec<serde_json::Value> =
+        serde_json::from_str(&token.checks_json).expect("checks are JSON");
+    checks
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap_or_default().to_string(),
+                c["passed"] == true,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn pin_learns_the_key_from_two_jwts_and_refuses_another_key_for_the_device_later() {
+    let ledger = Arc::new(MemoryLedger::new());
+    let (line1, host) = line_with(
+        &[],
+        PlanConfig::default(),
+        &[VerifiedBy::Pin],
+        ledger.clone(),
+    );
+    let id = line1.board.identity();
+    let mut m = modem(host);
+    let first = run_once(&line1, &mut m).await;
+    assert_eq!(first.outcome, Outcome::Passed, "{first:#?}");
+    assert_eq!(first.verified_by, Some(VerifiedBy::Pin));
+    // The key learnt from the two JWTs is the board's identity key.
+    let attest = &first.steps[3];
+    assert_eq!(attest.name, Step::Attest);
+    let print = fingerprint(&id.public_key_spki_der());
+    assert!(
+        attest.detail.contains(&print) && attest.detail.contains("pinned on first sight"),
+        "{}",
+        attest.detail
+    );
+    // The simulator signs with this project's COSE signing input, so the
+    // attestation token verifies under the pinned key.
+    assert!(
+        attest.detail.contains("signature verifies"),
+        "{}",
+        attest.detail
+    );
+    let kinds: Vec<TokenKind> = first.tokens.iter().map(|t| t.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            TokenKind::Identity,
+            TokenKind::Jwt,
+            TokenKind::Jwt,
+            TokenKind::Keygen,
+            TokenKind::Jwt
+        ],
+        "the two JWTs the key was learnt from are recorded"
+    );
+    for token in &first.tokens {
+        assert!(!token.authentic, "a pin is never called authentic");
+        let checks = checks_of(token);
+        assert!(
+            checks.contains(&("pinned_signature".into(), true)),
+            "{:?}: {checks:?}",
+            token.kind
+        );
+        assert!(
+            !checks
+                .iter()
+                .any(|(n, _)| n == "key_trusted" || n == "signature")
+        );
+    }
+
+    // The same board again: the same key.
+    let second = run_once(&line1, &mut m).await;
+    assert_eq!(second.outcome, Outcome::Passed, "{second:#?}");
+    assert!(
+        second.steps[3]
+            .detail
+            .contains("the same as pinned at station memory port duplex"),
+        "{}",
+        second.steps[3].detail
+    );
+
+    // A board with the same UUID and another key: refused, naming the pin.
+    let (line2, host) = line_with(
+        &["0:untrusted-key"],
+        PlanConfig::default(),
+        &[VerifiedBy::Pin],
+        ledger,
+    );
+    assert_eq!(line2.board.identity().device_uuid, id.device_uuid);
+    let third = run_once(&line2, &mut modem(host)).await;
+    assert_eq!(third.outcome, Outcome::Failed, "{third:#?}");
+    assert_eq!(third.failed_step, Some(Step::Attest));
+    assert_eq!(third.reason_code, Some(ReasonCode::IdentityChanged));
+    let reason = third.reason.as_deref().unwrap_or_default();
+    assert!(
+        reason.contains(&print)
+            && reason.contains("station memory port duplex")
+            && reason.contains(&first.uid.to_string()),
+        "{reason}"
+    );
+    assert_eq!(third.verified_by, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn collect_checks_what_it_can_without_a_key_and_never_passes() {
+    // Not in the trust file: `keys` cannot judge it, `collect` takes it.
+    let by = [VerifiedBy::Keys, VerifiedBy::Collect];
+    let (line, host) = line_with(
+        &["0:untrusted-key"],
+        PlanConfig::default(),
+        &by,
+        Arc::new(MemoryLedger::new()),
+    );
+    let record = run_once(&line, &mut modem(host)).await;
+    assert_eq!(record.outcome, Outcome::Collected, "{record:#?}");
+    assert_eq!(record.verified_by, Some(VerifiedBy::Collect));
+    assert_eq!(record.steps.len(), 10, "every step ran");
+    for token in &record.tokens {
+        assert!(!token.authentic);
+        let checks = checks_of(token);
+        assert!(checks.iter().all(|(_, passed)| *passed), "{checks:?}");
+        assert!(
+            !checks
+                .iter()
+                .any(|(n, _)| n == "key_trusted" || n == "signature")
+        );
+    }
+    let keygen = checks_of(&record.tokens[1]);
+    assert!(keygen.contains(&("digest".into(), true)), "{keygen:?}");
+    assert!(
+        keygen.contains(&("csr_signature".into(), true)),
+        "{keygen:?}"
+    );
+
+    // What can be checked still fails the run: a digest that does not bind
+    // the CSR, a nonce that is not the challenge.
+    for (fault, step, code) in [
+        ("bad-digest", Step::Keygen, ReasonCode::Digest),
+        ("ignore-challenge", Step::Attest, ReasonCode::Nonce),
+    ] {
+        let (line, host) = line_with(
+            &[&format!("0:{fault}"), "0:untrusted-key"],
+            PlanConfig::default(),
+            &by,
+            Arc::new(MemoryLedger::new()),
+        );
+        let record = run_once(&line, &mut modem(host)).await;
+        assert_eq!(record.outcome, Outcome::Failed, "{fault}: {record:#?}");
+        assert_eq!(record.failed_step, Some(step), "{fault}");
+        assert_eq!(
+            record.reason_code,
+            Some(code),
+            "{fault}: {:?}",
+            record.reason
+        );
+    }
 }

@@ -76,7 +76,7 @@ async fn sighup_reloads_the_trust_file() {
         .filter(|l| !l.starts_with(&uuid1))
         .map(|l| format!("{l}\n"))
         .collect();
-    std::fs::write(&env.config.trust_file, partial).unwrap();
+    std::fs::write(env.trust_file(), partial).unwrap();
     let config = env.write_config(|_| {});
     let db = env.config.database.clone();
     let mut daemon = Daemon::spawn(&config);
@@ -88,7 +88,7 @@ async fn sighup_reloads_the_trust_file() {
         "{lines:#?}"
     );
 
-    std::fs::write(&env.config.trust_file, full).unwrap();
+    std::fs::write(env.trust_file(), full).unwrap();
     daemon.signal(Signal::SIGHUP);
     daemon
         .wait_for_log(&["reloaded trust file", "trusted=2"])

@@ -123,11 +123,11 @@ async fn each_fault_fails_its_step_with_its_reason_while_the_others_pass() {
 async fn a_board_left_in_its_fixture_is_provisioned_once_and_the_next_board_again() {
     let env = Env::new(1, Latency::None, &[]).await;
     let next_board = nrf_provd::sim::ModemIdentity::from_seed(99, 0);
-    let mut trust = TrustStore::load(&env.config.trust_file).unwrap();
+    let mut trust = TrustStore::load(env.trust_file()).unwrap();
     trust
         .insert(next_board.device_uuid, &next_board.public_key_spki_der())
         .unwrap();
-    std::fs::write(&env.config.trust_file, trust.to_csv()).unwrap();
+    std::fs::write(env.trust_file(), trust.to_csv()).unwrap();
     let (station, mut events, serving) = env.station();
     let first = finished_runs(&mut events, 1).await;
     // Leave it in the fixture while the station asks it, five times, who

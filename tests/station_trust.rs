@@ -19,7 +19,7 @@ const HEADER_ONLY: &str = "# no devices yet\ndevice_uuid,public_key\n";
 async fn the_daemon_refuses_an_empty_or_writable_trust_file() {
     let env = Env::new(1, Latency::None, &[]).await;
     let config = env.write_config(|_| {});
-    let trust = &env.config.trust_file;
+    let trust = env.trust_file();
 
     std::fs::write(trust, HEADER_ONLY).unwrap();
     let (code, err) = refused_start(&config);
@@ -66,14 +66,14 @@ async fn a_reload_that_would_drop_every_key_or_expire_the_ca_keeps_the_running_s
     assert!(first[0].contains("PASSED"), "{first:?}");
 
     // An emptied trust file is refused on SIGHUP; the running keys stay.
-    std::fs::write(&env.config.trust_file, HEADER_ONLY).unwrap();
+    std::fs::write(env.trust_file(), HEADER_ONLY).unwrap();
     daemon.signal(Signal::SIGHUP);
     daemon
         .wait_for_log(&["reload failed", "no trusted device keys"])
         .await;
 
     // So does a CA that has expired.
-    std::fs::write(&env.config.trust_file, env.fleet.trust_csv()).unwrap();
+    std::fs::write(env.trust_file(), env.fleet.trust_csv()).unwrap();
     let ca = env.config.ca.as_ref().unwrap();
     let day = Duration::from_secs(86_400);
     let running_ca = (

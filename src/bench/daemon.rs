@@ -50,7 +50,9 @@ pub fn write_config(
     let text = |p: &Path| toml::Value::String(p.display().to_string());
     table.insert("station_id".into(), "bench".into());
     table.insert("database".into(), text(&files.database));
-    table.insert("trust_file".into(), text(&files.trust_file));
+    if let Some(trust_file) = &files.trust_file {
+        table.insert("trust_file".into(), text(trust_file));
+    }
     table.insert("log_format".into(), "json".into());
     let section = |table: &mut toml::Table, name: &str| -> Result<toml::Table, BenchError> {
         match table.remove(name) {

@@ -27,7 +27,10 @@ use crate::modem::{CredentialType, FunctionalMode, Modem};
 use crate::record::{ReasonCode, RunRecord, Step, StepRecord, TokenRecord};
 use crate::token::{self, Expected, Token, Verdict};
 use crate::trust::TrustStore;
-pub use authority::{IdentityAuthority, Judgement, KeysAuthority, VerifiedBy, Vouch};
+pub use authority::{
+    CollectAuthority, IdentityAuthority, Judgement, KeysAuthority, NrfCloudAuthority, PinAuthority,
+    VerifiedBy, Vouch,
+};
 pub use context::{Clock, FollowingClock, OsRandom, RandomSource, SeededRandom, SystemClock};
 
 /// A byte stream a modem answers on: a serial port, a pty, an in-memory
@@ -149,22 +152,33 @@ impl<T: Link> Run<'_, T> {
         });
     }
 
-    /// Decode a token, verify it against what its command must show with
-    /// `keys`, record it, and fail the step unless `accept` holds for the
-    /// verdict.
+    /// Decode a later token of the device (`%KEYGEN`, `%JWT`), judge it as
+    /// the identity's vouch allows (see [`Vouch::judge`]), record it, and
+    /// fail the step unless it is accepted. Without a vouch (no `attest` in
+    /// the plan) it must be authentic under the trust file.
     pub fn judge(
         &mut self,
         step: Step,
         text: &str,
         expected: &Expected,
-        keys: &TrustStore,
-        accept: fn(&Verdict) -> bool,
     ) -> Result<Token, StepFailure> {
         let token = token::decode(text)
             .map_err(|e| StepFailure::new(step, ReasonCode::Decode, e.to_string()))?;
-        let verdict = token::verify::verify(&token, expected, keys);
+        let (verdict, accepted) = match (&self.state.vouch, self.state.device_uuid) {
+            (Some(vouch), Some(uuid)) => vouch.judge(&token, expected, uuid),
+            (Some(_), None) => {
+                let verdict = token::verify::verify(&token, expected, &TrustStore::new());
+                let accepted = verdict.bindings_hold();
+                (verdict, accepted)
+            }
+            (None, _) => {
+                let verdict = token::verify::verify(&token, expected, &self.ctx.trust);
+                let accepted = verdict.authentic();
+                (verdict, accepted)
+            }
+        };
         self.record_token(text, &verdict);
-        if accept(&verdict) {
+        if accepted {
             return Ok(token);
         }
         let (code, detail) = authority::explain(&verdict);
@@ -191,21 +205,6 @@ impl<T: Link> Run<'_, T> {
                 format!("{} already seen in run {first_run}", kind.describe()),
             )),
             Err(e) => Err(StepFailure::new(step, ReasonCode::Store, e.to_string())),
-        }
-    }
-
-    /// The keys to verify this device's later tokens with, and the rule
-    /// they must meet: authentic under the vouched key when the authority
-    /// knew it, else every binding holds.
-    pub fn device_keys(&self) -> (TrustStore, fn(&Verdict) -> bool) {
-        match (&self.state.vouch, self.state.device_uuid) {
-            (Some(vouch), Some(uuid)) if vouch.key.is_some() => {
-                (vouch.keys(uuid), Verdict::authentic)
-            }
-            (Some(_), _) => (TrustStore::new(), Verdict::bindings_hold),
-            // No vouch (attest is not in the plan): only the trust file can
-            // say whose key signed, and the token must be authentic under it.
-            (None, _) => ((*self.ctx.trust).clone(), Verdict::authentic),
         }
     }
 }

@@ -154,11 +154,15 @@ impl Station {
     pub fn reload(&self, config: &StationConfig) -> Result<(), SetupError> {
         let running = self.context();
         let ctx = setup::plan_context(config, self.ledger.clone(), &self.sources)?;
-        running.trust.check_replacement(
-            &ctx.trust,
-            &config.trust_file,
-            config.identity.reload_max_drop,
-        )?;
+        if let Some(trust_file) = &config.trust_file {
+            if !running.trust.is_empty() {
+                running.trust.check_replacement(
+                    &ctx.trust,
+                    trust_file,
+                    config.identity.reload_max_drop,
+                )?;
+            }
+        }
         let trusted = ctx.trust.len();
         *write(&self.ctx) = Arc::new(ctx);
         let new = setup::port_options(config);
@@ -381,6 +385,7 @@ fn log_run(record: &RunRecord) {
     let imei = record.device.imei.as_deref().unwrap_or("-");
     let verdict = match (record.outcome, record.failed_step) {
         (Outcome::Passed, _) => "PASSED".to_string(),
+        (Outcome::Collected, _) => "COLLECTED".to_string(),
         (outcome, step) => format!(
             "{} {}{}",
             outcome.as_str().to_uppercase(),

@@ -102,7 +102,7 @@ async fn run_recorded<T: Link>(
         }
     };
     match result {
-        Some(Ok(Ok(()))) => record.outcome = Outcome::Passed,
+        Some(Ok(Ok(()))) => record.outcome = record.success(),
         Some(Ok(Err(failure))) => record.fail(
             Outcome::Failed,
             Some(failure.step),

@@ -9,10 +9,12 @@ use tracing::info;
 
 use crate::at::{AtError, ClientOptions, Dialect};
 use crate::ca::StationCa;
-use crate::config::StationConfig;
+use crate::cloud::{ApiKey, CloudClient};
+use crate::config::{ApiKeySource, StationConfig, VerifiedBy};
 use crate::ledger::{Ledger, LedgerError, SqliteLedger};
 use crate::plan::{
-    Clock, IdentityAuthority, KeysAuthority, OsRandom, PlanContext, RandomSource, SystemClock,
+    Clock, CollectAuthority, IdentityAuthority, KeysAuthority, NrfCloudAuthority, OsRandom,
+    PinAuthority, PlanContext, RandomSource, SystemClock,
 };
 use crate::trust::{TrustError, TrustStore};
 
@@ -35,6 +37,8 @@ pub enum SetupError {
     },
     #[error("{0}")]
     Config(#[from] crate::config::ConfigError),
+    #[error("nRF Cloud: {0}")]
+    Cloud(String),
     #[error("port {path}: {source}")]
     Port { path: PathBuf, source: AtError },
 }
@@ -71,9 +75,22 @@ pub fn plan_context(
     ledger: Arc<dyn Ledger>,
     sources: &Sources,
 ) -> Result<PlanContext, SetupError> {
-    let trust = Arc::new(load_trust(&config.trust_file)?);
-    let authorities: Vec<Arc<dyn IdentityAuthority>> =
-        vec![Arc::new(KeysAuthority::new(Arc::clone(&trust)))];
+    let trust = Arc::new(match &config.trust_file {
+        Some(path) => load_trust(path)?,
+        None => TrustStore::new(),
+    });
+    let mut authorities: Vec<Arc<dyn IdentityAuthority>> = Vec::new();
+    for by in &config.identity.authorities {
+        authorities.push(match by {
+            VerifiedBy::Keys => Arc::new(KeysAuthority::new(Arc::clone(&trust))),
+            VerifiedBy::Nrfcloud => Arc::new(NrfCloudAuthority::new(cloud_client(config)?)),
+            VerifiedBy::Pin => Arc::new(PinAuthority::new(
+                Arc::clone(&ledger),
+                Arc::clone(&sources.clock),
+            )),
+            VerifiedBy::Collect => Arc::new(CollectAuthority),
+        });
+    }
     let (ca, ca_install_pem, validity) = match &config.ca {
         Some(ca_config) => {
             let ca = StationCa::load(&ca_config.certificate, &ca_config.key)?;
@@ -105,6 +122,22 @@ pub fn plan_context(
         clock: Arc::clone(&sources.clock),
         random: Arc::clone(&sources.random),
     })
+}
+
+/// The nRF Cloud client `[cloud]` describes, with its API key read now.
+pub fn cloud_client(config: &StationConfig) -> Result<Arc<CloudClient>, SetupError> {
+    let cloud = config
+        .cloud
+        .as_ref()
+        .ok_or_else(|| SetupError::Cloud("the configuration has no [cloud] section".into()))?;
+    let key = match &cloud.api_key {
+        ApiKeySource::File(path) => ApiKey::from_file(path),
+        ApiKeySource::Env(name) => ApiKey::from_env(name),
+    }
+    .map_err(|e| SetupError::Cloud(e.to_string()))?;
+    let client = CloudClient::new(cloud.settings.clone(), key)
+        .map_err(|e| SetupError::Cloud(e.to_string()))?;
+    Ok(Arc::new(client))
 }
 
 /// The trust file, refused when it holds no key; its size and digest logged.

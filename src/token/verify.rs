@@ -137,10 +137,13 @@ pub enum CheckName {
     CommonName,
     JwtTime,
     JwtIssuer,
+    /// The signature checked with a key pinned on first sight (`pin`), not
+    /// with a trusted key: never part of an authentic verdict.
+    PinnedSignature,
 }
 
 impl CheckName {
-    pub const ALL: [CheckName; 14] = [
+    pub const ALL: [CheckName; 15] = [
         CheckName::Kind,
         CheckName::MessageType,
         CheckName::KeyTrusted,
@@ -155,6 +158,7 @@ impl CheckName {
         CheckName::CommonName,
         CheckName::JwtTime,
         CheckName::JwtIssuer,
+        CheckName::PinnedSignature,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -173,13 +177,17 @@ impl CheckName {
             CheckName::CommonName => "common_name",
             CheckName::JwtTime => "jwt_time",
             CheckName::JwtIssuer => "jwt_issuer",
+            CheckName::PinnedSignature => "pinned_signature",
         }
     }
 
     /// Whether this check needs the device identity key (as opposed to a
     /// binding the station can check on the token alone).
     pub fn needs_key(self) -> bool {
-        matches!(self, CheckName::KeyTrusted | CheckName::Signature)
+        matches!(
+            self,
+            CheckName::KeyTrusted | CheckName::Signature | CheckName::PinnedSignature
+        )
     }
 }
 
@@ -230,6 +238,20 @@ impl Verdict {
             .filter(|c| !c.name.needs_key())
             .all(|c| c.passed)
             && self.check(CheckName::Kind).is_some_and(|c| c.passed)
+    }
+
+    /// Whether the signature verified under a pinned key (see
+    /// [`verify_pinned`]); `None` when it was not checked.
+    pub fn pinned_signature(&self) -> Option<bool> {
+        self.check(CheckName::PinnedSignature).map(|c| c.passed)
+    }
+
+    /// The verdict without `key_trusted` and `signature`: for an authority
+    /// that vouches without a key (nRF Cloud, collect), whose records must
+    /// not show a trust-file lookup that was never the question.
+    pub fn without_key_checks(mut self) -> Verdict {
+        self.checks.retain(|c| !c.name.needs_key());
+        self
     }
 
     pub fn failures(&self) -> impl Iterator<Item = &Check> {
@@ -312,6 +334,33 @@ pub fn verify(token: &Token, expected: &Expected, trust: &TrustStore) -> Verdict
         ),
     }
     v
+}
+
+/// As [`verify`], with the key the `pin` authority pinned for `device_uuid`
+/// (trust on first sight): the signature is checked with it and recorded
+/// as `pinned_signature`, with no `key_trusted` check, so a pinned token is
+/// never called authentic. A token naming another device gets no signature
+/// check (and fails `device_uuid` when the run knows the device).
+pub fn verify_pinned(
+    token: &Token,
+    expected: &Expected,
+    device_uuid: Uuid,
+    key: &TrustedKey,
+) -> Verdict {
+    let mut store = TrustStore::new();
+    // The key parsed once already; inserting it cannot fail.
+    let _ = store.insert(device_uuid, key.spki_der());
+    let mut verdict = verify(token, expected, &store);
+    verdict.checks.retain(|c| c.name != CheckName::KeyTrusted);
+    for check in &mut verdict.checks {
+        if check.name == CheckName::Signature {
+            check.name = CheckName::PinnedSignature;
+            check.detail = check
+                .detail
+                .replace("the trusted key", "the key pinned on first sight");
+        }
+    }
+    verdict
 }
 
 /// `key_trusted`: the device UUID has a key in the trust store.

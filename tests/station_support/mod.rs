@@ -64,6 +64,14 @@ impl Env {
         (station, events, serving)
     }
 
+    /// The demo configuration's trust file.
+    pub fn trust_file(&self) -> &Path {
+        self.config
+            .trust_file
+            .as_deref()
+            .expect("the demo config has a trust file")
+    }
+
     /// Write the config as TOML for a daemon child process.
     pub fn write_config(&self, tweak: impl FnOnce(&mut String)) -> PathBuf {
         let c = &self.config;
@@ -94,7 +102,7 @@ certificate = "{cert}"
 key = "{key}"
 "#,
             db = c.database.display(),
-            trust = c.trust_file.display(),
+            trust = self.trust_file().display(),
             ports = c.ports.paths[0],
             cert = ca.certificate.display(),
             key = ca.key.display(),

@@ -8,7 +8,7 @@ use crate::at::AtError;
 use crate::ledger::ClaimKind;
 use crate::modem::{JwtRequest, Modem};
 use crate::plan::authority::{Evidence, IdentityCase, Judgement};
-use crate::plan::{Link, Run, StepFailure};
+use crate::plan::{Clock, Link, Run, StepFailure};
 use crate::record::{ReasonCode, Step};
 use crate::token::verify::verify;
 use crate::token::{self, Expected, Freshness, IdentityExpected, Token};
@@ -19,11 +19,18 @@ pub const RULES: Rules = Rules::ANY;
 /// The board, asked for more evidence by an authority.
 struct BoardEvidence<'a, T> {
     modem: &'a mut Modem<T>,
+    clock: &'a dyn Clock,
+    clock_set: bool,
 }
 
 #[async_trait]
 impl<T: Link> Evidence for BoardEvidence<'_, T> {
     async fn identity_jwt(&mut self) -> Result<String, AtError> {
+        // A JWT's iat/exp come from the modem's clock: set it first.
+        if !self.clock_set {
+            self.modem.set_clock(self.clock.now_utc()).await?;
+            self.clock_set = true;
+        }
         self.modem.jwt(&JwtRequest::default()).await
     }
 }
@@ -69,11 +76,15 @@ pub async fn run<T: Link>(run: &mut Run<'_, T>) -> Result<String, StepFailure> {
     {
         let mut evidence = BoardEvidence {
             modem: &mut *run.modem,
+            clock: run.ctx.clock.as_ref(),
+            clock_set: false,
         };
         let mut case = IdentityCase {
             token: &token,
+            text: &text,
             expected: &expected,
             device_uuid,
+            record: &*run.record,
             evidence: &mut evidence,
         };
         for authority in &run.ctx.authorities {
@@ -108,6 +119,9 @@ pub async fn run<T: Link>(run: &mut Run<'_, T>) -> Result<String, StepFailure> {
         ));
     };
     run.record_token(&text, &vouch.verdict);
+    for (evidence, verdict) in &vouch.evidence {
+        run.record_token(evidence, verdict);
+    }
     run.record.verified_by = Some(vouch.by);
     run.claim(STEP, ClaimKind::AttestNonce, &hex::encode(nonce))
         .await?;

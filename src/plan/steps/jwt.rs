@@ -26,8 +26,7 @@ pub async fn run<T: Link>(run: &mut Run<'_, T>) -> Result<String, StepFailure> {
         now: now.unix_timestamp(),
         issuer: None,
     });
-    let (keys, accept) = run.device_keys();
-    let Token::Jwt(jwt) = run.judge(STEP, &text, &expected, &keys, accept)? else {
+    let Token::Jwt(jwt) = run.judge(STEP, &text, &expected)? else {
         return Err(StepFailure::new(STEP, ReasonCode::Kind, "not a JWT"));
     };
     let jti = jwt.claim_str("jti").unwrap_or("");

@@ -56,8 +56,7 @@ pub async fn run<T: Link>(run: &mut Run<'_, T>) -> Result<String, StepFailure> {
         device_uuid: run.state.device_uuid,
         common_name: common_name.clone(),
     });
-    let (keys, accept) = run.device_keys();
-    let Token::Keygen(keygen) = run.judge(STEP, &text, &expected, &keys, accept)? else {
+    let Token::Keygen(keygen) = run.judge(STEP, &text, &expected)? else {
         return Err(StepFailure::new(
             STEP,
             crate::record::ReasonCode::Kind,
