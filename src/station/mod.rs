@@ -344,7 +344,7 @@ fn log_run(record: &RunRecord) {
             record.reason_line().unwrap_or_default()
         ),
     };
-    info!(target: RUN_LOG, run = record.id, device = %device, imei, "{verdict}");
+    info!(target: RUN_LOG, run = record.id, device = %device, imei = %imei, "{verdict}");
 }
 
 /// The log target of the one line per run (`--log nrf_provd::run=info`).
