@@ -54,11 +54,12 @@ function ago(ms) {
 }
 
 function clock(ms) {
-  return new Date(ms - page.offset).toLocaleTimeString();
+  return new Date(ms - page.offset).toLocaleTimeString([], { hour12: false });
 }
 
+// The words usually start with the check's name already ("signature (…)").
 function reasonText(code, words) {
-  if (code && words) return code + ': ' + words;
+  if (code && words) return words.startsWith(code) ? words : code + ': ' + words;
   return code || words || '';
 }
 
@@ -151,12 +152,14 @@ function renderFailures() {
   const body = document.querySelector('#failures tbody');
   body.replaceChildren(...page.failures.map(f => {
     const row = el('tr');
-    row.appendChild(el('td', null, clock(f.finished_ms)));
+    row.appendChild(el('td', 'when', clock(f.finished_ms)));
     row.appendChild(el('td', null, shortPort(f.port)));
     row.appendChild(el('td', null, f.step || '–'));
     const reason = el('td');
     reason.appendChild(el('span', 'code', f.reason_code || f.outcome));
-    if (f.reason) reason.appendChild(document.createTextNode(' ' + f.reason));
+    const words = reasonText(f.reason_code, f.reason);
+    const rest = f.reason_code && words.startsWith(f.reason_code) ? words.slice(f.reason_code.length) : ' ' + words;
+    if (f.reason) reason.appendChild(document.createTextNode(rest));
     row.appendChild(reason);
     row.appendChild(el('td', 'mono', f.imei || '–'));
     row.appendChild(el('td', 'mono', f.device_uuid || '–'));
