@@ -55,6 +55,8 @@ fn shipped_station_toml_parses_with_documented_values() {
     let ca = config.ca.unwrap_or_else(|| panic!("station.toml has [ca]"));
     assert_eq!(ca.validity_days, 3650);
     assert_eq!(ca.install, vec![PathBuf::from("/etc/nrf-provd/ca.pem")]);
+    assert_eq!(config.http.listen, Some("127.0.0.1:9091".parse().unwrap()));
+    assert_eq!(config.http.token_file, None);
 }
 
 #[test]
@@ -355,4 +357,64 @@ fn reload_max_drop_must_be_a_share() {
     assert_eq!(config.identity.reload_max_drop, 0.1);
     let config = StationConfig::parse(MINIMAL, "station.toml").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.identity.reload_max_drop, 1.0);
+}
+
+#[test]
+fn http_listens_on_loopback_by_default_and_can_be_turned_off() {
+    let config = StationConfig::parse(MINIMAL, "station.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.http.listen, Some("127.0.0.1:9091".parse().unwrap()));
+    assert_eq!(config.http.token_file, None);
+    let off = format!("{MINIMAL}\n[http]\nlisten = \"\"\n");
+    let config = StationConfig::parse(&off, "station.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.http.listen, None);
+    let v6 = format!("{MINIMAL}\n[http]\nlisten = \"[::1]:8080\"\n");
+    let config = StationConfig::parse(&v6, "station.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.http.listen, Some("[::1]:8080".parse().unwrap()));
+}
+
+#[test]
+fn http_listen_must_be_an_address_and_port() {
+    for bad in ["localhost:9091", "9091", "127.0.0.1", "127.0.0.1:99999"] {
+        let text = format!("{MINIMAL}\n[http]\nlisten = \"{bad}\"\n");
+        let e = err(&text);
+        assert_eq!(
+            e.position(),
+            Some(position_of(&text, &format!("\"{bad}\""))),
+            "{bad}"
+        );
+        let message = e.to_string();
+        assert!(
+            message.contains("http.listen must be an IP address and port"),
+            "{message}"
+        );
+        assert!(message.contains("\"\" to turn the server off"), "{message}");
+    }
+}
+
+#[test]
+fn http_beyond_loopback_needs_a_token_file() {
+    let text = format!("{MINIMAL}\n[http]\nlisten = \"0.0.0.0:9091\"\n");
+    let e = err(&text);
+    assert_eq!(e.position(), Some(position_of(&text, "\"0.0.0.0:9091\"")));
+    assert!(e.to_string().contains("needs http.token_file"), "{e}");
+
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("station.toml");
+    let with_token =
+        format!("{MINIMAL}\n[http]\nlisten = \"0.0.0.0:9091\"\ntoken_file = \"http.token\"\n");
+    std::fs::write(&path, with_token).unwrap_or_else(|e| panic!("{e}"));
+    let config = StationConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.http.listen, Some("0.0.0.0:9091".parse().unwrap()));
+    assert_eq!(config.http.token_file, Some(dir.path().join("http.token")));
+}
+
+#[test]
+fn unknown_http_key_is_an_error() {
+    let text = format!("{MINIMAL}\n[http]\nport = 9091\n");
+    let e = err(&text);
+    assert_eq!(e.position(), Some(position_of(&text, "port = 9091")));
+    assert!(
+        e.to_string().contains("listen"),
+        "lists what is expected: {e}"
+    );
 }
