@@ -421,7 +421,8 @@ fn field_names(line: &str) -> Vec<&str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_default_level_the_daemon_says_one_line_per_run() {
     let env = Env::new(3, Latency::None, &["1:bad-signature", "2:stall@KEYGEN"]).await;
-    let config = env.write_config(|_| {});
+    // The stalled board fails soon (key generation's deadline, twice).
+    let config = env.write_config(|t| *t = t.replace("keygen = 30", "keygen = 0.5"));
     let mut daemon = Daemon::spawn_logging(&config, None);
     let _ = daemon.http_addr().await;
     let lines = daemon.runs_finished(3).await;
@@ -458,6 +459,16 @@ async fn at_the_default_level_the_daemon_says_one_line_per_run() {
         by_port[&env.port(2)].contains("FAILED keygen timeout: "),
         "{by_port:?}"
     );
+    let stopping = log_lines
+        .iter()
+        .position(|l| l.contains("shutting down"))
+        .expect("a shutdown line");
+    assert!(
+        !log_lines[stopping..]
+            .iter()
+            .any(|l| l.contains("port found")),
+        "no port is found again while stopping:\n{log}"
+    );
     // Besides the run lines: the start, the trust file, ports, the stop.
     let other: Vec<&String> = log_lines
         .iter()
@@ -481,6 +492,9 @@ async fn json_logs_carry_the_run_line_without_some() {
     let (status, log) = daemon.stop_with_log().await;
     assert!(status.success());
     let mut runs = 0;
+    if std::env::var_os("SHOW_LOG").is_some() {
+        eprintln!("{}", log.join("\n"));
+    }
     for line in &log {
         let value: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
@@ -494,7 +508,10 @@ async fn json_logs_carry_the_run_line_without_some() {
             );
             assert!(fields["device"].as_str().is_some(), "{line}");
             assert!(fields["run"].as_i64().is_some(), "{line}");
-            let port = value["span"]["port"].as_str().unwrap_or_default();
+            let spans = value["spans"].as_array().cloned().unwrap_or_default();
+            assert_eq!(spans.len(), 1, "the port's span, once: {line}");
+            assert!(value.get("span").is_none(), "no second copy of it: {line}");
+            let port = spans[0]["port"].as_str().unwrap_or_default();
             assert!(port.contains("ttySIM"), "{line}");
         }
     }

@@ -228,7 +228,10 @@ async fn one_run_is_read_by_its_id_in_sqlite_and_in_memory() {
     assert_eq!(read(999).await.ok().flatten(), None);
     let reader = SqliteLedger::open_read_only(&dir.path().join("results.db"))
         .unwrap_or_else(|e| panic!("read-only: {e}"));
-    assert_eq!(reader.run(first.id).await.ok().flatten(), Some(first.clone()));
+    assert_eq!(
+        reader.run(first.id).await.ok().flatten(),
+        Some(first.clone())
+    );
 
     let memory = nrf_provd::ledger::MemoryLedger::new();
     let id = memory
