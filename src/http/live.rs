@@ -1,7 +1,8 @@
 //! The page's live feed: one task folds the station's events into the
 //! [`View`] and sends each change, serialised once, to every connected
 //! page over Server-Sent Events. A page first gets the whole view
-//! (`snapshot`), then one `update` per change. A page that falls behind is
+//! (`snapshot`), then each change (`update`, or `updates`: a JSON array of
+//! those already waiting). A page that falls behind is
 //! disconnected; its browser reconnects and starts from a fresh snapshot,
 //! so a slow client costs the station nothing and never sees a wrong tile.
 
@@ -12,7 +13,10 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
-use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::broadcast::{
+    self,
+    error::{RecvError, TryRecvError},
+};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -24,6 +28,8 @@ use crate::station::systemd::Shift;
 
 /// Updates a page may fall behind by before it is disconnected.
 const UPDATE_CAPACITY: usize = 1024;
+/// Updates sent together at most, when several are waiting.
+const BATCH: usize = 64;
 /// How soon a browser retries after the connection drops.
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 /// A comment line this often keeps proxies from closing an idle stream and
@@ -162,12 +168,30 @@ pub async fn events(State(app): State<App>) -> Sse<impl Stream<Item = Result<Eve
             _ = feed.stop.cancelled() => return None,
             update = feed.updates.recv() => update,
         };
-        match update {
-            Ok(json) => Some((Ok(Event::default().event("update").data(&*json)), feed)),
+        let first = match update {
+            Ok(json) => json,
             // Behind (or the server is stopping): end the stream; the
             // browser reconnects and starts over from a snapshot.
-            Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => None,
+            Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => return None,
+        };
+        // What else is already waiting goes in the same write: a burst of
+        // steps costs one event, not one each.
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match feed.updates.try_recv() {
+                Ok(json) => batch.push(json),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Lagged(_) | TryRecvError::Closed) => return None,
+            }
         }
+        let event = match batch.as_slice() {
+            [one] => Event::default().event("update").data(&**one),
+            many => Event::default().event("updates").data(format!(
+                "[{}]",
+                many.iter().map(|j| &**j).collect::<Vec<_>>().join(",")
+            )),
+        };
+        Some((Ok(event), feed))
     });
     Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
 }

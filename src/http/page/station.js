@@ -194,8 +194,15 @@ function onSnapshot(event) {
   setLink('live');
 }
 
+function onUpdates(event) {
+  for (const u of JSON.parse(event.data)) applyUpdate(u);
+}
+
 function onUpdate(event) {
-  const u = JSON.parse(event.data);
+  applyUpdate(JSON.parse(event.data));
+}
+
+function applyUpdate(u) {
   page.offset = u.now_ms - Date.now();
   if (u.tile) putTile(u.tile);
   if (u.gone) {
@@ -226,6 +233,7 @@ function connect() {
   source = new EventSource('events');
   source.addEventListener('snapshot', onSnapshot);
   source.addEventListener('update', onUpdate);
+  source.addEventListener('updates', onUpdates);
   source.onerror = () => {
     setLink(page.counters ? 'reconnecting' : 'connecting');
     // The browser retries a dropped stream by itself; one it gave up on
