@@ -227,7 +227,14 @@ async fn measure_row(options: &BenchOptions, boards: usize, dir: &Path) -> Resul
     let cpu_before = metrics::process_cpu();
     let http = match options.scrape {
         true => Some(
-            crate::http::HttpServer::start_on(&rig.station, SCRAPE_LISTEN, None, "bench").await?,
+            crate::http::HttpServer::start_on(
+                &rig.station,
+                SCRAPE_LISTEN,
+                None,
+                "bench",
+                rig.station.reader(),
+            )
+            .await?,
         ),
         false => None,
     };

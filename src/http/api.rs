@@ -67,7 +67,7 @@ pub async fn runs(
         limit: Some(limit),
         ..RunFilter::default()
     };
-    match app.station.reader().runs(&filter).await {
+    match app.runs.runs(&filter).await {
         Ok(runs) => Json(runs).into_response(),
         Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
     }
@@ -81,7 +81,7 @@ pub async fn run(State(app): State<App>, Path(id): Path<String>) -> Response {
             format!("run id must be a number, got {id:?}"),
         );
     };
-    match app.station.reader().run(id).await {
+    match app.runs.run(id).await {
         Ok(Some(record)) => Json(record).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no run {id}")),
         Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),

@@ -33,6 +33,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::StationConfig;
+use crate::ledger::{LedgerReader, SqliteLedger};
 use crate::station::Station;
 pub use auth::{AccessToken, TokenError};
 use live::Live;
@@ -44,6 +45,8 @@ use view::View;
 pub enum HttpError {
     #[error(transparent)]
     Token(#[from] TokenError),
+    #[error("http: cannot read the runs for the API: {0}")]
+    Ledger(#[from] crate::ledger::LedgerError),
     #[error(
         "http: cannot listen on {addr}: {source}; set [http] listen to another address, or to \"\" to turn the station page off"
     )]
@@ -57,6 +60,9 @@ pub enum HttpError {
 #[derive(Clone)]
 pub struct App {
     pub station: Arc<Station>,
+    /// The API's own read-only connection to the records, so that a large
+    /// read never waits in line with the station's commits.
+    pub runs: Arc<dyn LedgerReader>,
     pub live: Arc<Live>,
     pub metrics: Arc<Metrics>,
     /// Cancelled when the server stops: live feeds end.
@@ -87,17 +93,20 @@ impl HttpServer {
             .as_deref()
             .map(AccessToken::load)
             .transpose()?;
-        HttpServer::start_on(station, listen, token, &config.station_id)
+        let runs = Arc::new(SqliteLedger::open_read_only(&config.database)?);
+        HttpServer::start_on(station, listen, token, &config.station_id, runs)
             .await
             .map(Some)
     }
 
-    /// Start serving `station` on `listen`, requiring `token` when given.
+    /// Start serving `station` on `listen`, requiring `token` when given;
+    /// the API reads runs from `runs`.
     pub async fn start_on(
         station: &Arc<Station>,
         listen: SocketAddr,
         token: Option<AccessToken>,
         station_id: &str,
+        runs: Arc<dyn LedgerReader>,
     ) -> Result<HttpServer, HttpError> {
         metrics::note_start();
         let listener = conn::listen(listen).map_err(|source| HttpError::Listen {
@@ -112,6 +121,7 @@ impl HttpServer {
         let steps = station.context().plan.steps.len();
         let app = App {
             station: Arc::clone(station),
+            runs,
             live: Live::new(View::new(station_id, steps)),
             metrics: Arc::new(Metrics::new(Arc::clone(station) as _)),
             stop: stop.clone(),
