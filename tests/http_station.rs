@@ -90,7 +90,16 @@ async fn metrics_and_the_api_agree_with_the_database_after_a_run_of_boards() {
     let addr = daemon.http_addr().await;
     daemon.runs_finished(6).await;
 
-    let metrics = scrape(addr);
+    // The page and metrics fold events a few times a second: wait until
+    // they have seen the six runs (bounded; a hang is a failure).
+    let mut metrics = scrape(addr);
+    for _ in 0..200 {
+        if total(&metrics, "nrf_provd_runs", None) >= 6.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        metrics = scrape(addr);
+    }
     let reader = SqliteLedger::open_read_only(&db).expect("database");
     let counts = reader.counts().await.expect("counts");
     let runs = reader

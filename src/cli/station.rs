@@ -47,15 +47,12 @@ pub struct DemoArgs {
 
 /// The daemon: serve every configured port until SIGTERM/SIGINT.
 pub async fn run(args: RunArgs) -> ExitCode {
-    let (config, station) = match StationConfig::load(&args.config)
-        .map_err(station::SetupError::from)
-        .and_then(|config| {
-            Ok((
-                config.clone(),
-                Station::from_config(&config, Sources::default())?,
-            ))
-        }) {
-        Ok(loaded) => loaded,
+    let config = match StationConfig::load(&args.config) {
+        Ok(config) => config,
+        Err(err) => return super::error_exit(err),
+    };
+    let station = match Station::from_config(&config, Sources::default()) {
+        Ok(station) => station,
         Err(err) => return super::error_exit(err),
     };
     // Before the station serves, so the page and metrics see every port.

@@ -1,10 +1,15 @@
-//! The page's live feed: one task folds the station's events into the
-//! [`View`] and sends each change, serialised once, to every connected
-//! page over Server-Sent Events. A page first gets the whole view
-//! (`snapshot`), then each change (`update`, or `updates`: a JSON array of
-//! those already waiting). A page that falls behind is
-//! disconnected; its browser reconnects and starts from a fresh snapshot,
-//! so a slow client costs the station nothing and never sees a wrong tile.
+//! The page's live feed and the metrics' fold: one task reads the
+//! station's events, folds them into the [`View`] and the [`Metrics`], and
+//! sends what changed on the page, serialised once, to every connected page
+//! over Server-Sent Events. A page first gets the whole view (`snapshot`),
+//! then the changes (`updates`, a JSON array).
+//!
+//! The task wakes every [`FOLD_EVERY`] and takes every event waiting, not
+//! once per event: a busy station (64 boards, ~1600 events a second) costs
+//! it twenty wake-ups a second, and each page one write per wake-up. A page
+//! that falls behind is disconnected; its browser reconnects and starts
+//! from a fresh snapshot, so a slow client costs the station nothing and
+//! never sees a wrong tile.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -26,10 +31,12 @@ use super::view::{Tile, View};
 use crate::station::StationEvent;
 use crate::station::systemd::Shift;
 
-/// Updates a page may fall behind by before it is disconnected.
-const UPDATE_CAPACITY: usize = 1024;
-/// Updates sent together at most, when several are waiting.
-const BATCH: usize = 64;
+/// How often the fold takes the events that arrived. The page is this much
+/// behind the station at most; [`crate::station::events::EVENT_CAPACITY`]
+/// events may arrive in between before any is missed.
+pub const FOLD_EVERY: Duration = Duration::from_millis(50);
+/// Messages a page may fall behind by before it is disconnected.
+const UPDATE_CAPACITY: usize = 256;
 /// How soon a browser retries after the connection drops.
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 /// A comment line this often keeps proxies from closing an idle stream and
@@ -54,15 +61,19 @@ impl Live {
         self.view.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Fold one event in and tell the pages what changed. The change is
-    /// sent while the view is locked, so a page that connects gets either
-    /// the view before the change and then the change, or the view after.
-    pub fn apply(&self, event: &StationEvent) {
+    /// Fold `events` in and tell the pages what changed, as one message.
+    /// It is sent while the view is locked, so a page that connects gets
+    /// either the view before the change and then the change, or the view
+    /// after.
+    pub fn apply(&self, events: &[StationEvent]) {
+        let now = now_ms();
         let mut view = self.view();
-        if let Some(update) = view.apply(event, now_ms()) {
-            if let Ok(json) = serde_json::to_string(&update) {
-                let _ = self.updates.send(Arc::from(json));
-            }
+        let updates: Vec<_> = events.iter().filter_map(|e| view.apply(e, now)).collect();
+        if updates.is_empty() {
+            return;
+        }
+        if let Ok(json) = serde_json::to_string(&updates) {
+            let _ = self.updates.send(Arc::from(json));
         }
     }
 
@@ -84,57 +95,45 @@ pub fn now_ms() -> i64 {
         .unwrap_or(i64::MAX)
 }
 
-/// Feed the view from the station's events until they end or `stop`.
-pub async fn follow_view(
+/// Fold the station's events into the page and the metrics every
+/// [`FOLD_EVERY`] until they end or `stop`.
+pub async fn follow(
     live: Arc<Live>,
-    mut events: broadcast::Receiver<StationEvent>,
-    metrics: Arc<Metrics>,
-    stop: CancellationToken,
-) {
-    loop {
-        let event = tokio::select! {
-            _ = stop.cancelled() => return,
-            event = events.recv() => event,
-        };
-        match event {
-            Ok(event) => live.apply(&event),
-            Err(RecvError::Lagged(missed)) => {
-                metrics.missed(missed);
-                warn!(
-                    missed,
-                    "the station page fell behind the station's events; tiles may be stale until their next run"
-                );
-            }
-            Err(RecvError::Closed) => return,
-        }
-    }
-}
-
-/// Feed the metrics from the station's events until they end or `stop`.
-pub async fn follow_metrics(
     metrics: Arc<Metrics>,
     mut events: broadcast::Receiver<StationEvent>,
     stop: CancellationToken,
 ) {
     let mut shift = Shift::default();
+    let mut tick = tokio::time::interval(FOLD_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch = Vec::new();
     loop {
-        let event = tokio::select! {
+        tokio::select! {
             _ = stop.cancelled() => return,
-            event = events.recv() => event,
+            _ = tick.tick() => {}
+        }
+        let closed = loop {
+            match events.try_recv() {
+                Ok(event) => {
+                    shift.apply(&event);
+                    metrics.apply(&event, &shift);
+                    batch.push(event);
+                }
+                Err(TryRecvError::Empty) => break false,
+                Err(TryRecvError::Lagged(missed)) => {
+                    metrics.missed(missed);
+                    warn!(
+                        missed,
+                        "the station page and metrics fell behind the station's events; tiles may be stale until their next run, counters are low by as many"
+                    );
+                }
+                Err(TryRecvError::Closed) => break true,
+            }
         };
-        match event {
-            Ok(event) => {
-                shift.apply(&event);
-                metrics.apply(&event, &shift);
-            }
-            Err(RecvError::Lagged(missed)) => {
-                metrics.missed(missed);
-                warn!(
-                    missed,
-                    "metrics fell behind the station's events; counters are low by as many"
-                );
-            }
-            Err(RecvError::Closed) => return,
+        live.apply(&batch);
+        batch.clear();
+        if closed {
+            return;
         }
     }
 }
@@ -168,30 +167,12 @@ pub async fn events(State(app): State<App>) -> Sse<impl Stream<Item = Result<Eve
             _ = feed.stop.cancelled() => return None,
             update = feed.updates.recv() => update,
         };
-        let first = match update {
-            Ok(json) => json,
+        match update {
+            Ok(json) => Some((Ok(Event::default().event("updates").data(&*json)), feed)),
             // Behind (or the server is stopping): end the stream; the
             // browser reconnects and starts over from a snapshot.
-            Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => return None,
-        };
-        // What else is already waiting goes in the same write: a burst of
-        // steps costs one event, not one each.
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match feed.updates.try_recv() {
-                Ok(json) => batch.push(json),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Lagged(_) | TryRecvError::Closed) => return None,
-            }
+            Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => None,
         }
-        let event = match batch.as_slice() {
-            [one] => Event::default().event("update").data(&**one),
-            many => Event::default().event("updates").data(format!(
-                "[{}]",
-                many.iter().map(|j| &**j).collect::<Vec<_>>().join(",")
-            )),
-        };
-        Some((Ok(event), feed))
     });
     Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
 }

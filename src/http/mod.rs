@@ -127,13 +127,8 @@ impl HttpServer {
             stop: stop.clone(),
         };
         let mut tasks = JoinSet::new();
-        tasks.spawn(live::follow_view(
+        tasks.spawn(live::follow(
             Arc::clone(&app.live),
-            station.subscribe(),
-            Arc::clone(&app.metrics),
-            stop.clone(),
-        ));
-        tasks.spawn(live::follow_metrics(
             Arc::clone(&app.metrics),
             station.subscribe(),
             stop.clone(),

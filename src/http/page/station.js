@@ -1,4 +1,4 @@
-// The station page: a snapshot, then one update per change, over
+// The station page: a snapshot, then batches of updates, over
 // Server-Sent Events from the daemon itself. Reconnects by itself; while it
 // is not connected the page says so in words, so a stale screen is never
 // mistaken for a live one. Text from boards is only ever set as text.
@@ -198,10 +198,6 @@ function onUpdates(event) {
   for (const u of JSON.parse(event.data)) applyUpdate(u);
 }
 
-function onUpdate(event) {
-  applyUpdate(JSON.parse(event.data));
-}
-
 function applyUpdate(u) {
   page.offset = u.now_ms - Date.now();
   if (u.tile) putTile(u.tile);
@@ -232,7 +228,6 @@ function connect() {
   clearTimeout(retry);
   source = new EventSource('events');
   source.addEventListener('snapshot', onSnapshot);
-  source.addEventListener('update', onUpdate);
   source.addEventListener('updates', onUpdates);
   source.onerror = () => {
     setLink(page.counters ? 'reconnecting' : 'connecting');
