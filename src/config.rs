@@ -7,6 +7,7 @@
 //! do. The public structs hold plain, already-validated values.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -94,6 +95,32 @@ pub struct StationConfig {
     pub identity: IdentityConfig,
     /// `[cloud]`: nRF Cloud, for the `nrfcloud` authority and the hand-off.
     pub cloud: Option<CloudConfig>,
+    /// `[http]`: the station page, the JSON API and `/metrics`.
+    pub http: HttpConfig,
+}
+
+/// Where the daemon serves its page, API and metrics, and who may read them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// `None`: no server (`listen = ""`).
+    pub listen: Option<SocketAddr>,
+    /// A file holding the bearer token every request must carry. Required
+    /// when `listen` is not a loopback address.
+    pub token_file: Option<PathBuf>,
+}
+
+/// `[http] listen` when not given: loopback only, so nothing but the
+/// station itself (or an SSH tunnel) reaches the page without a token.
+pub const DEFAULT_HTTP_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9091);
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: Some(DEFAULT_HTTP_LISTEN),
+            token_file: None,
+        }
+    }
 }
 
 /// Who judges a device's identity, and how the station guards that source.
@@ -309,6 +336,15 @@ struct RawConfig {
     #[serde(default)]
     identity: RawIdentity,
     cloud: Option<Spanned<RawCloud>>,
+    #[serde(default)]
+    http: RawHttp,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: Option<Spanned<String>>,
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Default, Deserialize)]
@@ -531,6 +567,7 @@ fn parse_with_base(
              add [cloud] with api_key_file (or api_key_env)",
         ));
     }
+    let http = validate_http(&src, raw.http)?;
     if ca.is_none() {
         if let Some(step) = plan
             .steps
@@ -570,6 +607,41 @@ fn parse_with_base(
         }),
         identity,
         cloud,
+        http: HttpConfig {
+            listen: http.listen,
+            token_file: http.token_file.map(&resolve),
+        },
+    })
+}
+
+fn validate_http(src: &Source, raw: RawHttp) -> Result<HttpConfig, ConfigError> {
+    let listen = match raw.listen {
+        None => Some(DEFAULT_HTTP_LISTEN),
+        Some(text) if text.get_ref().trim().is_empty() => None,
+        Some(text) => {
+            let addr = text.get_ref().trim().parse::<SocketAddr>().map_err(|_| {
+                src.at(
+                    text.span(),
+                    format!(
+                        "http.listen must be an IP address and port, e.g. \"127.0.0.1:9091\", \"[::1]:9091\" or \"0.0.0.0:9091\", or \"\" to turn the server off; got {:?}",
+                        text.get_ref()
+                    ),
+                )
+            })?;
+            if !addr.ip().is_loopback() && raw.token_file.is_none() {
+                return Err(src.at(
+                    text.span(),
+                    format!(
+                        "http.listen {addr} is reachable from other machines, so it needs http.token_file: a file (mode 0600) holding the bearer token every request must carry"
+                    ),
+                ));
+            }
+            Some(addr)
+        }
+    };
+    Ok(HttpConfig {
+        listen,
+        token_file: raw.token_file,
     })
 }
 

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod cloud;
 pub mod config;
 pub mod demo;
+pub mod http;
 pub mod ledger;
 pub mod modem;
 pub mod plan;

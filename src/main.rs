@@ -15,7 +15,9 @@ fn init_logging(format: LogFormat, filter: &str) {
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        // Each span once: the list of spans (port, then run), not the
+        // innermost one again beside it.
+        LogFormat::Json => builder.json().with_current_span(false).init(),
     }
 }
 

@@ -221,3 +221,47 @@ fn simulate_control_replugs_and_reports_in_json() {
         "links removed on quit"
     );
 }
+
+#[test]
+fn bench_scrape_reads_the_page_and_metrics_during_the_row() {
+    let out = stdout(&nrf_provd(&[
+        "bench",
+        "--boards",
+        "2",
+        "--rounds",
+        "2",
+        "--latency",
+        "none",
+        "--seed",
+        "4",
+        "--scrape",
+        "--json",
+    ]));
+    let doc: Value = serde_json::from_str(out.trim()).expect("json");
+    let row = &doc["rows"][0];
+    assert_eq!(row["passed"], 4, "{doc}");
+    let scrape = &row["scrape"];
+    // At least the first round of fetches (page, script, metrics, ports)
+    // happened, none failed, and the live feed carried the runs.
+    assert!(scrape["requests"].as_u64().is_some_and(|n| n >= 4), "{doc}");
+    assert_eq!(scrape["failed"], 0, "{doc}");
+    assert!(
+        scrape["feed_bytes"].as_u64().is_some_and(|n| n > 0),
+        "{doc}"
+    );
+    // Without --scrape there is nothing to report.
+    let plain = stdout(&nrf_provd(&[
+        "bench",
+        "--boards",
+        "1",
+        "--rounds",
+        "1",
+        "--latency",
+        "none",
+        "--seed",
+        "4",
+        "--json",
+    ]));
+    let plain: Value = serde_json::from_str(plain.trim()).expect("json");
+    assert!(plain["rows"][0]["scrape"].is_null(), "{plain}");
+}

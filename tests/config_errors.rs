@@ -55,6 +55,8 @@ fn shipped_station_toml_parses_with_documented_values() {
     let ca = config.ca.unwrap_or_else(|| panic!("station.toml has [ca]"));
     assert_eq!(ca.validity_days, 3650);
     assert_eq!(ca.install, vec![PathBuf::from("/etc/nrf-provd/ca.pem")]);
+    assert_eq!(config.http.listen, Some("127.0.0.1:9091".parse().unwrap()));
+    assert_eq!(config.http.token_file, None);
 }
 
 #[test]
@@ -372,10 +374,22 @@ fn without_trust(extra: &str) -> String {
 fn identity_authorities_are_checked_in_order_and_point_at_the_entry() {
     // (authorities, offending entry, words in the message)
     let cases = [
-        (r#"["keys", "nrfclod"]"#, "\"nrfclod\"", "expected keys, nrfcloud, pin or collect"),
+        (
+            r#"["keys", "nrfclod"]"#,
+            "\"nrfclod\"",
+            "expected keys, nrfcloud, pin or collect",
+        ),
         (r#"["keys", "keys"]"#, "\"keys\"]", "listed twice"),
-        (r#"["keys", "collect", "pin"]"#, "\"pin\"", "would never be asked"),
-        (r#"["pin", "keys"]"#, "\"keys\"", "only `keys` may come before"),
+        (
+            r#"["keys", "collect", "pin"]"#,
+            "\"pin\"",
+            "would never be asked",
+        ),
+        (
+            r#"["pin", "keys"]"#,
+            "\"keys\"",
+            "only `keys` may come before",
+        ),
     ];
     for (list, needle, words) in cases {
         let text = format!("{MINIMAL}\n[identity]\nauthorities = {list}\n");
@@ -402,7 +416,10 @@ fn the_trust_file_goes_with_the_keys_authority() {
     // A trust file no authority reads is a mistake, not a silent no-op.
     let text = format!("{MINIMAL}\n[identity]\nauthorities = [\"pin\"]\n");
     let e = err(&text);
-    assert_eq!(e.position(), Some(position_of(&text, "\"trusted-devices.csv\"")));
+    assert_eq!(
+        e.position(),
+        Some(position_of(&text, "\"trusted-devices.csv\""))
+    );
     assert!(e.to_string().contains("never be read"), "{e}");
     // pin and collect need neither a trust file nor a cloud.
     for by in ["pin", "collect"] {
@@ -425,12 +442,18 @@ fn nrfcloud_needs_a_cloud_section_with_one_api_key_source() {
         "{base}api_key_file = \"k\"\napi_key_env = \"NRF_CLOUD_API_KEY\"\n"
     ));
     assert!(err(&text).to_string().contains("not both"));
-    let text = without_trust(&format!("{base}api_key_file = \"k\"\nhand_off = \"claim-all\"\n"));
+    let text = without_trust(&format!(
+        "{base}api_key_file = \"k\"\nhand_off = \"claim-all\"\n"
+    ));
     let e = err(&text);
     assert_eq!(e.position(), Some(position_of(&text, "\"claim-all\"")));
-    let text = without_trust(&format!("{base}api_key_file = \"k\"\nstage = \"staging\"\n"));
+    let text = without_trust(&format!(
+        "{base}api_key_file = \"k\"\nstage = \"staging\"\n"
+    ));
     assert!(err(&text).to_string().contains("unknown nRF Cloud stage"));
-    let text = without_trust(&format!("{base}api_key_file = \"k\"\nclaim_tags = [\"a,b\"]\n"));
+    let text = without_trust(&format!(
+        "{base}api_key_file = \"k\"\nclaim_tags = [\"a,b\"]\n"
+    ));
     assert_eq!(err(&text).position(), Some(position_of(&text, "\"a,b\"")));
 
     let text = without_trust(&format!(
@@ -454,5 +477,68 @@ fn nrfcloud_needs_a_cloud_section_with_one_api_key_source() {
     assert_eq!(cloud.claim_tags, vec!["line1".to_string()]);
     assert_eq!(cloud.hand_off, nrf_provd::config::HandOff::ClaimAndOnboard);
     assert_eq!(cloud.hand_off_every, Duration::from_secs(30));
-    assert_eq!(cloud.onboard_fw_types, vec!["APP".to_string(), "MODEM".to_string()]);
+    assert_eq!(
+        cloud.onboard_fw_types,
+        vec!["APP".to_string(), "MODEM".to_string()]
+    );
+}
+
+#[test]
+fn http_listens_on_loopback_by_default_and_can_be_turned_off() {
+    let config = StationConfig::parse(MINIMAL, "station.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.http.listen, Some("127.0.0.1:9091".parse().unwrap()));
+    assert_eq!(config.http.token_file, None);
+    let off = format!("{MINIMAL}\n[http]\nlisten = \"\"\n");
+    let config = StationConfig::parse(&off, "station.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.http.listen, None);
+    let v6 = format!("{MINIMAL}\n[http]\nlisten = \"[::1]:8080\"\n");
+    let config = StationConfig::parse(&v6, "station.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.http.listen, Some("[::1]:8080".parse().unwrap()));
+}
+
+#[test]
+fn http_listen_must_be_an_address_and_port() {
+    for bad in ["localhost:9091", "9091", "127.0.0.1", "127.0.0.1:99999"] {
+        let text = format!("{MINIMAL}\n[http]\nlisten = \"{bad}\"\n");
+        let e = err(&text);
+        assert_eq!(
+            e.position(),
+            Some(position_of(&text, &format!("\"{bad}\""))),
+            "{bad}"
+        );
+        let message = e.to_string();
+        assert!(
+            message.contains("http.listen must be an IP address and port"),
+            "{message}"
+        );
+        assert!(message.contains("\"\" to turn the server off"), "{message}");
+    }
+}
+
+#[test]
+fn http_beyond_loopback_needs_a_token_file() {
+    let text = format!("{MINIMAL}\n[http]\nlisten = \"0.0.0.0:9091\"\n");
+    let e = err(&text);
+    assert_eq!(e.position(), Some(position_of(&text, "\"0.0.0.0:9091\"")));
+    assert!(e.to_string().contains("needs http.token_file"), "{e}");
+
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("station.toml");
+    let with_token =
+        format!("{MINIMAL}\n[http]\nlisten = \"0.0.0.0:9091\"\ntoken_file = \"http.token\"\n");
+    std::fs::write(&path, with_token).unwrap_or_else(|e| panic!("{e}"));
+    let config = StationConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.http.listen, Some("0.0.0.0:9091".parse().unwrap()));
+    assert_eq!(config.http.token_file, Some(dir.path().join("http.token")));
+}
+
+#[test]
+fn unknown_http_key_is_an_error() {
+    let text = format!("{MINIMAL}\n[http]\nport = 9091\n");
+    let e = err(&text);
+    assert_eq!(e.position(), Some(position_of(&text, "port = 9091")));
+    assert!(
+        e.to_string().contains("listen"),
+        "lists what is expected: {e}"
+    );
 }

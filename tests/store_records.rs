@@ -217,6 +217,37 @@ async fn a_finished_run_round_trips_exactly() {
 }
 
 #[tokio::test]
+async fn one_run_is_read_by_its_id_in_sqlite_and_in_memory() {
+    let dir = tmp();
+    let store = open(&dir.path().join("results.db"));
+    let first = begin_and_finish(&store, DEVICE, datetime!(2024-05-01 10:00 UTC), "A").await;
+    let second = begin_and_finish(&store, OTHER_DEVICE, datetime!(2024-05-01 10:01 UTC), "B").await;
+    let read = |id| store.run(id);
+    assert_eq!(read(second.id).await.ok().flatten(), Some(second.clone()));
+    assert_eq!(read(first.id).await.ok().flatten(), Some(first.clone()));
+    assert_eq!(read(999).await.ok().flatten(), None);
+    let reader = SqliteLedger::open_read_only(&dir.path().join("results.db"))
+        .unwrap_or_else(|e| panic!("read-only: {e}"));
+    assert_eq!(
+        reader.run(first.id).await.ok().flatten(),
+        Some(first.clone())
+    );
+
+    let memory = nrf_provd::ledger::MemoryLedger::new();
+    let id = memory
+        .begin_run(&start(datetime!(2024-05-01 10:00 UTC), PORT))
+        .await
+        .unwrap_or_else(|e| panic!("begin: {e}"));
+    let record = passed(id, DEVICE, datetime!(2024-05-01 10:00 UTC), "A");
+    memory
+        .finish_run(&record)
+        .await
+        .unwrap_or_else(|e| panic!("finish: {e}"));
+    assert_eq!(memory.run(id).await.ok().flatten(), Some(record));
+    assert_eq!(memory.run(id + 1).await.ok().flatten(), None);
+}
+
+#[tokio::test]
 async fn times_in_other_offsets_come_back_as_the_same_instant() {
     let dir = tmp();
     let store = open(&dir.path().join("results.db"));

@@ -17,6 +17,7 @@ pub mod crash;
 pub mod daemon;
 pub mod metrics;
 pub mod report;
+pub mod scrape;
 pub mod soak;
 
 use std::path::{Path, PathBuf};
@@ -38,6 +39,11 @@ use report::{Costs, Row};
 const STALL_LIMIT: Duration = Duration::from_secs(120);
 /// RSS and descriptors are sampled this often during a row.
 const ROW_SAMPLE_EVERY: Duration = Duration::from_millis(50);
+/// With `--scrape`: where the station's server listens, and how often the
+/// page and `/metrics` are fetched.
+const SCRAPE_LISTEN: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+const SCRAPE_EVERY: Duration = Duration::from_secs(1);
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -55,6 +61,9 @@ pub struct BenchOptions {
     pub simulator: PathBuf,
     /// Keep the working directory (databases, logs) instead of removing it.
     pub keep: bool,
+    /// Serve the station page and `/metrics` during each row and fetch them
+    /// every second (see [`scrape`]).
+    pub scrape: bool,
 }
 
 /// Why a measurement could not be made (as opposed to a board failing).
@@ -69,6 +78,8 @@ pub enum BenchError {
     Simulator { detail: String },
     #[error(transparent)]
     Setup(#[from] station::SetupError),
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
     #[error(transparent)]
     Demo(#[from] crate::demo::DemoError),
     #[error("database: {0}")]
@@ -216,6 +227,22 @@ async fn measure_row(options: &BenchOptions, boards: usize, dir: &Path) -> Resul
     let load_before = metrics::load_average();
     let sampler = metrics::Sampler::start(ROW_SAMPLE_EVERY, metrics::Watched::This);
     let cpu_before = metrics::process_cpu();
+    let http = match options.scrape {
+        true => Some(
+            crate::http::HttpServer::start_on(
+                &rig.station,
+                SCRAPE_LISTEN,
+                None,
+                "bench",
+                rig.station.reader(),
+            )
+            .await?,
+        ),
+        false => None,
+    };
+    let scraper = http
+        .as_ref()
+        .map(|http| scrape::Scraper::start(http.local_addr(), SCRAPE_EVERY));
     let mut round_start = Instant::now();
     let serving = tokio::spawn(Arc::clone(&rig.station).serve());
     let mut wall = Duration::ZERO;
@@ -232,6 +259,8 @@ async fn measure_row(options: &BenchOptions, boards: usize, dir: &Path) -> Resul
     }
     let cpu = metrics::process_cpu().saturating_sub(cpu_before);
     let (samples, sampler_cpu) = sampler.finish();
+    let scraped = scraper.map(scrape::Scraper::finish);
+    let scraper_cpu = scraped.map_or(Duration::ZERO, |s| s.cpu);
     let load_after = metrics::load_average();
     // Every command of every run is logged once its paced reply is over,
     // a few milliseconds after the host read it: wait well past that.
@@ -250,20 +279,25 @@ async fn measure_row(options: &BenchOptions, boards: usize, dir: &Path) -> Resul
     };
     rig.station.shutdown();
     let _ = serving.await;
+    if let Some(http) = http {
+        http.shutdown().await;
+    }
     let runs = rig.all_runs().await?;
     let log = rig.sim.log.clone();
     rig.sim.quit().await;
     let simulator_panics = child::panics_in(&log);
-    Ok(report::summarize(report::RowInput {
+    let mut row = report::summarize(report::RowInput {
         boards,
         runs: &runs,
         costs: costs.as_ref(),
         wall,
-        daemon_cpu: cpu.saturating_sub(sampler_cpu),
+        daemon_cpu: cpu.saturating_sub(sampler_cpu).saturating_sub(scraper_cpu),
         samples: &samples,
         load: [load_before[0], load_after[0]],
         panics: (panics() - panics_before) + u64::try_from(simulator_panics).unwrap_or(u64::MAX),
-    }))
+    });
+    row.scrape = scraped;
+    Ok(row)
 }
 
 impl Drop for Rig {

@@ -71,6 +71,8 @@ pub struct Row {
     pub load_before: f64,
     pub load_after: f64,
     pub panics: u64,
+    /// With `--scrape`: what the scraper fetched during the row.
+    pub scrape: Option<super::scrape::Scraped>,
 }
 
 fn unix_micros(t: time::OffsetDateTime) -> i128 {
@@ -170,6 +172,7 @@ pub fn summarize(input: RowInput<'_>) -> Row {
         load_before: input.load[0],
         load_after: input.load[1],
         panics: input.panics,
+        scrape: None,
     }
 }
 
@@ -326,6 +329,7 @@ mod tests {
             load_before: 0.0,
             load_after: 0.0,
             panics: 0,
+            scrape: None,
         };
         let mut rows = vec![row(1, 20.0), row(64, 1152.0)];
         set_scaling(&mut rows);

@@ -61,12 +61,19 @@ pub struct BenchArgs {
     /// Keep the working directory (databases, simulator logs).
     #[arg(long)]
     pub keep: bool,
+    /// Serve the station page, /metrics and the API during each row, as the
+    /// daemon does, and fetch the page, /metrics and /api/v1/ports every
+    /// second with one page open on the live feed (the fetching threads'
+    /// CPU time is not counted as the station's).
+    #[arg(long, conflicts_with = "soak")]
+    pub scrape: bool,
 }
 
 const AFTER_HELP: &str = "\
 Examples:
   nrf-provd bench                                   # host cost, modems answer at once
   nrf-provd bench --latency realistic --rounds 3    # against the physical limit
+  nrf-provd bench --latency realistic --boards 64 --scrape   # with the page and /metrics read every second
   nrf-provd bench --soak 10m --latency realistic \\
       --fault 0-3:urc-storm --fault 4-7:garbage --fault 8-9:bad-signature --fault 10:stall@KEYGEN
   nrf-provd bench --crash 100                       # 100 SIGKILLs, nothing may be lost";
@@ -219,6 +226,7 @@ async fn bench(args: BenchArgs, out: &Output) -> ExitCode {
         seed,
         simulator,
         keep: args.keep,
+        scrape: args.scrape,
     };
     if !args.json {
         out.line(format_args!(
@@ -235,6 +243,15 @@ async fn bench(args: BenchArgs, out: &Output) -> ExitCode {
     let rows = bench::run(&options, |row| {
         if !json {
             out.line(table_row(row));
+            if let Some(s) = &row.scrape {
+                out.line(format_args!(
+                    "       scraped: {} requests ({} failed), {:.1} MiB; live feed {:.1} KiB",
+                    s.requests,
+                    s.failed,
+                    s.bytes as f64 / 1_048_576.0,
+                    s.feed_bytes as f64 / 1024.0
+                ));
+            }
         }
     })
     .await;

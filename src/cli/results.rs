@@ -3,7 +3,7 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use time::{Date, OffsetDateTime};
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::ledger::export::{self, OnboardOptions};
@@ -62,19 +62,7 @@ fn parse_uuid(text: &str) -> Result<Uuid, String> {
     })
 }
 
-/// RFC 3339 timestamp or a plain date (midnight UTC).
-pub fn parse_since(text: &str) -> Result<OffsetDateTime, String> {
-    use time::format_description::well_known::Rfc3339;
-    if let Ok(t) = OffsetDateTime::parse(text, &Rfc3339) {
-        return Ok(t);
-    }
-    let date_format = time::macros::format_description!("[year]-[month]-[day]");
-    Date::parse(text, date_format)
-        .map(|d| d.midnight().assume_utc())
-        .map_err(|_| {
-            format!("expected an RFC 3339 time (2024-05-01T08:00:00Z) or a date (2024-05-01), got {text:?}")
-        })
-}
+pub use crate::ledger::parse_since;
 
 pub async fn run(args: ResultsArgs) -> ExitCode {
     let path = args.db.clone().unwrap_or_else(default_db_path);

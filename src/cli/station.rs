@@ -8,6 +8,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
 use crate::config::StationConfig;
+use crate::http::HttpServer;
 use crate::record::{Outcome, RunRecord};
 use crate::station::{self, Sources, Station, systemd};
 
@@ -46,11 +47,17 @@ pub struct DemoArgs {
 
 /// The daemon: serve every configured port until SIGTERM/SIGINT.
 pub async fn run(args: RunArgs) -> ExitCode {
-    let station = match StationConfig::load(&args.config)
-        .map_err(station::SetupError::from)
-        .and_then(|config| Station::from_config(&config, Sources::default()))
-    {
+    let config = match StationConfig::load(&args.config) {
+        Ok(config) => config,
+        Err(err) => return super::error_exit(err),
+    };
+    let station = match Station::from_config(&config, Sources::default()) {
         Ok(station) => station,
+        Err(err) => return super::error_exit(err),
+    };
+    // Before the station serves, so the page and metrics see every port.
+    let http = match HttpServer::start(&station, &config).await {
+        Ok(http) => http,
         Err(err) => return super::error_exit(err),
     };
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
@@ -71,7 +78,12 @@ pub async fn run(args: RunArgs) -> ExitCode {
     let serving = tokio::spawn(Arc::clone(&station).serve());
     systemd::notify_ready();
     systemd::spawn_watchdog();
-    info!(config = %args.config.display(), "station ready");
+    match &http {
+        Some(http) => {
+            info!(config = %args.config.display(), http = %format!("http://{}/", http.local_addr()), "station ready")
+        }
+        None => info!(config = %args.config.display(), "station ready (no http)"),
+    }
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -84,6 +96,9 @@ pub async fn run(args: RunArgs) -> ExitCode {
     station.shutdown();
     if let Err(err) = serving.await {
         error!(%err, "station task failed");
+    }
+    if let Some(http) = http {
+        http.shutdown().await;
     }
     // The station's last handle closes the event stream; the status
     // reporter then returns the shift's counts.

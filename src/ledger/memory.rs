@@ -121,6 +121,10 @@ impl LedgerReader for MemoryLedger {
         Ok(runs)
     }
 
+    async fn run(&self, id: RunId) -> Result<Option<RunRecord>, LedgerError> {
+        Ok(self.state().runs.iter().find(|r| r.id == id).cloned())
+    }
+
     async fn counts(&self) -> Result<Counts, LedgerError> {
         let state = self.state();
         let mut counts = Counts::default();

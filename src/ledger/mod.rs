@@ -238,6 +238,21 @@ pub struct RunFilter {
     pub limit: Option<usize>,
 }
 
+/// A `since` bound as people write it (`results --since`, the API's
+/// `?since=`): an RFC 3339 time or a date (midnight UTC).
+pub fn parse_since(text: &str) -> Result<OffsetDateTime, String> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = OffsetDateTime::parse(text, &Rfc3339) {
+        return Ok(t);
+    }
+    let date_format = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(text, date_format)
+        .map(|d| d.midnight().assume_utc())
+        .map_err(|_| {
+            format!("expected an RFC 3339 time (2024-05-01T08:00:00Z) or a date (2024-05-01), got {text:?}")
+        })
+}
+
 /// Number of runs by outcome; `seen` counts every run (one per board
 /// insertion), in flight included.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -269,6 +284,14 @@ impl Counts {
 pub trait LedgerReader: Send + Sync {
     /// Recorded runs matching `filter`, oldest first.
     async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, LedgerError>;
+
+    /// One run by its id; `None` when there is none. The default reads
+    /// every run: a ledger that can look one up directly (SQLite, memory)
+    /// does so.
+    async fn run(&self, id: RunId) -> Result<Option<RunRecord>, LedgerError> {
+        let runs = self.runs(&RunFilter::default()).await?;
+        Ok(runs.into_iter().find(|r| r.id == id))
+    }
 
     /// Number of runs by outcome.
     async fn counts(&self) -> Result<Counts, LedgerError>;

@@ -661,7 +661,15 @@ fn finish(conn: &mut Connection, record: &RunRecord) -> Result<(), LedgerError> 
 impl LedgerReader for SqliteLedger {
     async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, LedgerError> {
         let filter = filter.clone();
-        blocking(&self.db, move |conn| read_runs(conn, &filter)).await
+        blocking(&self.db, move |conn| read_runs(conn, &filter, None)).await
+    }
+
+    async fn run(&self, id: RunId) -> Result<Option<RunRecord>, LedgerError> {
+        let runs = blocking(&self.db, move |conn| {
+            read_runs(conn, &RunFilter::default(), Some(id))
+        })
+        .await?;
+        Ok(runs.into_iter().next())
     }
 
     async fn counts(&self) -> Result<Counts, LedgerError> {
@@ -673,7 +681,15 @@ impl LedgerReader for SqliteLedger {
 impl LedgerReader for SqliteReader {
     async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, LedgerError> {
         let filter = filter.clone();
-        blocking(&self.db, move |conn| read_runs(conn, &filter)).await
+        blocking(&self.db, move |conn| read_runs(conn, &filter, None)).await
+    }
+
+    async fn run(&self, id: RunId) -> Result<Option<RunRecord>, LedgerError> {
+        let runs = blocking(&self.db, move |conn| {
+            read_runs(conn, &RunFilter::default(), Some(id))
+        })
+        .await?;
+        Ok(runs.into_iter().next())
     }
 
     async fn counts(&self) -> Result<Counts, LedgerError> {
@@ -683,18 +699,25 @@ impl LedgerReader for SqliteReader {
 
 /// The runs matching `filter`, oldest first, with their steps, tokens and
 /// artifacts: four queries however many runs there are.
-fn read_runs(conn: &mut Connection, filter: &RunFilter) -> Result<Vec<RunRecord>, LedgerError> {
+/// With `id`, only that run.
+fn read_runs(
+    conn: &mut Connection,
+    filter: &RunFilter,
+    id: Option<RunId>,
+) -> Result<Vec<RunRecord>, LedgerError> {
     let limit = filter
         .limit
         .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
     let filter_params = params![
         filter.device_uuid.map(uuid_text),
         filter.since.map(dbtime::format),
-        limit
+        limit,
+        id
     ];
     // One selection, used by all four queries.
     const SELECTED: &str = "SELECT id FROM runs
          WHERE (?1 IS NULL OR device_uuid = ?1) AND (?2 IS NULL OR started_at >= ?2)
+               AND (?4 IS NULL OR id = ?4)
          ORDER BY id DESC LIMIT ?3";
     // A read-only view of an older database (one a daemon holds but has
     // not yet migrated, or one this user may not write) lacks newer columns.

@@ -25,7 +25,7 @@ use crate::config::PlanConfig;
 use crate::ledger::{Claim, ClaimKind, ClaimOutcome, Ledger};
 use crate::modem::{CredentialType, FunctionalMode, Modem};
 use crate::record::{ReasonCode, RunRecord, Step, StepRecord, TokenRecord};
-use crate::token::{self, Expected, Token, Verdict};
+use crate::token::{self, Expected, Token, TokenKind, Verdict};
 use crate::trust::TrustStore;
 pub use authority::{
     CollectAuthority, IdentityAuthority, Judgement, KeysAuthority, NrfCloudAuthority, PinAuthority,
@@ -107,6 +107,24 @@ impl StepFailure {
 pub trait PlanObserver: Send + Sync {
     fn step_started(&self, _step: Step) {}
     fn step_finished(&self, _record: &StepRecord) {}
+    /// A token was judged (decoded, verified, and for an identity token
+    /// vouched for or refused by the authorities) in `took`.
+    fn token_verified(&self, _kind: TokenKind, _took: Duration) {}
+}
+
+/// Times one token's judgement and tells the observer when dropped, so
+/// that every way out of a step (pass, refusal, error) is counted.
+pub(crate) struct Verifying<'a> {
+    observer: &'a dyn PlanObserver,
+    kind: TokenKind,
+    started: tokio::time::Instant,
+}
+
+impl Drop for Verifying<'_> {
+    fn drop(&mut self) {
+        self.observer
+            .token_verified(self.kind, self.started.elapsed());
+    }
 }
 
 /// An observer that watches nothing.
@@ -133,12 +151,22 @@ pub(crate) struct Run<'a, T> {
     pub record: &'a mut RunRecord,
     pub arrival: Arrival,
     pub state: RunState,
+    pub observer: &'a dyn PlanObserver,
 }
 
-impl<T: Link> Run<'_, T> {
+impl<'a, T: Link> Run<'a, T> {
     /// The AT error as this step's failure.
     pub fn at(step: Step) -> impl Fn(AtError) -> StepFailure {
         move |e| StepFailure::from_at(step, &e)
+    }
+
+    /// Start timing the judgement of a token of `kind` (see [`Verifying`]).
+    pub fn verifying(&self, kind: TokenKind) -> Verifying<'a> {
+        Verifying {
+            observer: self.observer,
+            kind,
+            started: self.ctx.clock.monotonic(),
+        }
     }
 
     /// Decode a token and record it with `verdict_of`'s verdict (what it
@@ -162,6 +190,7 @@ impl<T: Link> Run<'_, T> {
         text: &str,
         expected: &Expected,
     ) -> Result<Token, StepFailure> {
+        let verifying = self.verifying(expected.kind());
         let token = token::decode(text)
             .map_err(|e| StepFailure::new(step, ReasonCode::Decode, e.to_string()))?;
         let (verdict, accepted) = match (&self.state.vouch, self.state.device_uuid) {
@@ -177,6 +206,7 @@ impl<T: Link> Run<'_, T> {
                 (verdict, accepted)
             }
         };
+        drop(verifying);
         self.record_token(text, &verdict);
         if accepted {
             return Ok(token);
@@ -224,19 +254,20 @@ pub async fn run<T: Link>(
         record,
         arrival,
         state: RunState::default(),
+        observer,
     };
     let mut result = Ok(());
     for &step in &ctx.plan.steps {
         if step == Step::Restore {
             continue; // runs last, whatever happened
         }
-        if let Err(failure) = run_step(&mut run, step, observer).await {
+        if let Err(failure) = run_step(&mut run, step).await {
             result = Err(failure);
             break;
         }
     }
     if ctx.plan.steps.contains(&Step::Restore) {
-        let restored = run_step(&mut run, Step::Restore, observer).await;
+        let restored = run_step(&mut run, Step::Restore).await;
         if result.is_ok() {
             result = restored;
         }
@@ -245,11 +276,8 @@ pub async fn run<T: Link>(
 }
 
 /// One step with its retries, recorded into `record.steps`.
-async fn run_step<T: Link>(
-    run: &mut Run<'_, T>,
-    step: Step,
-    observer: &dyn PlanObserver,
-) -> Result<(), StepFailure> {
+async fn run_step<T: Link>(run: &mut Run<'_, T>, step: Step) -> Result<(), StepFailure> {
+    let observer = run.observer;
     observer.step_started(step);
     let started_at = run.ctx.clock.now_utc();
     let clock = run.ctx.clock.monotonic();

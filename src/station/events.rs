@@ -3,12 +3,14 @@
 //! page and metrics are all subscribers of the same stream.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::broadcast;
 
 use crate::at::Dialect;
 use crate::plan::PlanObserver;
 use crate::record::{RunId, RunRecord, Step, StepRecord};
+use crate::token::TokenKind;
 
 /// Events a subscriber may fall this far behind before it misses some.
 pub const EVENT_CAPACITY: usize = 4096;
@@ -30,6 +32,14 @@ pub enum StationEvent {
         port: String,
         run: RunId,
         step: StepRecord,
+    },
+    /// A token was judged (decode, verify, and for an identity token the
+    /// authorities) in `took`.
+    TokenVerified {
+        port: String,
+        run: RunId,
+        kind: TokenKind,
+        took: Duration,
     },
     /// A run ended and its record is durable (or could not be made so:
     /// then the record says `store`, never passed).
@@ -54,6 +64,7 @@ impl StationEvent {
             | StationEvent::BoardArrived { port, .. }
             | StationEvent::StepStarted { port, .. }
             | StationEvent::StepFinished { port, .. }
+            | StationEvent::TokenVerified { port, .. }
             | StationEvent::RunFinished { port, .. }
             | StationEvent::BoardLeft { port } => Some(port),
             StationEvent::Paused { .. } | StationEvent::Resumed => None,
@@ -103,6 +114,15 @@ impl PlanObserver for RunObserver<'_> {
             port: self.port.to_string(),
             run: self.run,
             step: record.clone(),
+        });
+    }
+
+    fn token_verified(&self, kind: TokenKind, took: Duration) {
+        self.events.send(StationEvent::TokenVerified {
+            port: self.port.to_string(),
+            run: self.run,
+            kind,
+            took,
         });
     }
 }

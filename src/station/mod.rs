@@ -204,7 +204,9 @@ impl Station {
         // Which port each supervisor task serves: a task that ends (port
         // gone) or panics frees its port for the next scan.
         let mut running: HashMap<tokio::task::Id, PathBuf> = HashMap::new();
-        loop {
+        // A supervisor that ends because the station stops must not have
+        // its port found again.
+        while !self.stopping() {
             for port in scan(&self.options()) {
                 if running.values().any(|p| *p == port) {
                     continue;

@@ -53,7 +53,9 @@ impl Shift {
             },
             StationEvent::Paused { reason } => self.paused = Some(reason.clone()),
             StationEvent::Resumed => self.paused = None,
-            StationEvent::StepStarted { .. } | StationEvent::StepFinished { .. } => {}
+            StationEvent::StepStarted { .. }
+            | StationEvent::StepFinished { .. }
+            | StationEvent::TokenVerified { .. } => {}
         }
     }
 

@@ -100,6 +100,9 @@ steps = ["probe", "identify", "offline", "attest", "keygen", "certify", "install
 [ca]
 certificate = "{cert}"
 key = "{key}"
+
+[http]
+listen = "127.0.0.1:0"
 "#,
             db = c.database.display(),
             trust = self.trust_file().display(),
@@ -164,19 +167,23 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// The daemon logging its own lines plus each step as it finishes.
     pub fn spawn(config: &Path) -> Daemon {
-        // The station's own lines plus each step as it finishes.
-        Daemon::spawn_logging(config, "info,nrf_provd::plan=debug")
+        Daemon::spawn_logging(config, Some("info,nrf_provd::plan=debug"))
     }
 
-    /// As [`Daemon::spawn`] with the log filter `filter` (e.g. with
-    /// `nrf_provd::at=debug` every AT command sent is a line).
-    pub fn spawn_logging(config: &Path, filter: &str) -> Daemon {
+    /// The daemon with `--log FILTER`, or at its default level with `None`
+    /// (e.g. with `nrf_provd::at=debug` every AT command sent is a line).
+    pub fn spawn_logging(config: &Path, filter: Option<&str>) -> Daemon {
         use std::io::BufRead;
         use std::os::unix::process::CommandExt;
         let mut command = std::process::Command::new(binary());
+        if let Some(filter) = filter {
+            command.args(["--log", filter]);
+        }
         command
-            .args(["--log", filter, "run", "--config"])
+            .env_remove("NRF_PROVD_LOG")
+            .args(["run", "--config"])
             .arg(config)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped());
@@ -250,6 +257,15 @@ impl Daemon {
         self.log[at].clone()
     }
 
+    /// Where the daemon's HTTP server listens, from its "station ready"
+    /// line (call before waiting for later lines).
+    pub async fn http_addr(&mut self) -> std::net::SocketAddr {
+        let line = self.wait_for_log(&["station ready", "http=http://"]).await;
+        let rest = &line[line.find("http=http://").expect("http field") + "http=http://".len()..];
+        let addr = rest.split('/').next().expect("address");
+        addr.parse().unwrap_or_else(|e| panic!("{addr:?}: {e}"))
+    }
+
     /// Wait for `n` more runs to finish (the station's one line per run,
     /// wherever they are in the log); returns those lines. Later
     /// `wait_for_log`s look after the last of them.
@@ -276,6 +292,29 @@ impl Daemon {
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig)
             .expect("signal daemon");
+    }
+
+    /// SIGTERM, wait for the exit (bounded); its status and every line it
+    /// logged, the last ones included.
+    pub async fn stop_with_log(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let mut status = None;
+        for _ in 0..600 {
+            status = self.child.try_wait().expect("wait");
+            if status.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let Some(status) = status else {
+            let _ = self.child.kill();
+            panic!("daemon did not exit within 60 s");
+        };
+        // stderr is closed now: the reader thread ends after the last line.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(10)) {
+            self.log.push(line);
+        }
+        (status, std::mem::take(&mut self.log))
     }
 
     /// SIGTERM, then wait for the exit (bounded) and return its status.

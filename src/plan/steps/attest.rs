@@ -49,6 +49,7 @@ pub async fn run<T: Link>(run: &mut Run<'_, T>) -> Result<String, StepFailure> {
         freshness: Freshness::Challenge(challenge),
         device_uuid: run.state.device_uuid,
     });
+    let verifying = run.verifying(expected.kind());
 
     // What the station checks itself, whoever vouches: the kind, the nonce,
     // the device.
@@ -107,6 +108,7 @@ pub async fn run<T: Link>(run: &mut Run<'_, T>) -> Result<String, StepFailure> {
             }
         }
     }
+    drop(verifying);
     let Some(vouch) = vouch else {
         run.record_token(&text, &own);
         return Err(StepFailure::new(
