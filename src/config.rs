@@ -42,6 +42,9 @@ pub enum ConfigError {
     },
     #[error("{origin}: {message}")]
     Whole { origin: String, message: String },
+    /// Every problem one pass found, in the order of the file.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Many(Vec<ConfigError>),
 }
 
 impl ConfigError {
@@ -49,7 +52,16 @@ impl ConfigError {
     pub fn position(&self) -> Option<(usize, usize)> {
         match self {
             ConfigError::At { line, column, .. } => Some((*line, *column)),
+            ConfigError::Many(all) => all.first().and_then(ConfigError::position),
             _ => None,
+        }
+    }
+
+    /// Each problem on its own (one, or all of a [`ConfigError::Many`]).
+    pub fn problems(&self) -> Vec<&ConfigError> {
+        match self {
+            ConfigError::Many(all) => all.iter().collect(),
+            one => vec![one],
         }
     }
 }
@@ -461,13 +473,39 @@ struct RawCa {
 // ---------------------------------------------------------------------------
 // Parsing and validation.
 
-/// Turns byte spans into `origin:line:column` errors.
+/// Turns byte spans into `origin:line:column` errors, and collects them:
+/// validation goes on after a problem (with the default in its place), so
+/// one pass reports every problem it can find.
 struct Source<'a> {
     text: &'a str,
     origin: &'a str,
+    problems: std::cell::RefCell<Vec<ConfigError>>,
 }
 
 impl Source<'_> {
+    fn report(&self, problem: ConfigError) {
+        self.problems.borrow_mut().push(problem);
+    }
+
+    /// The value, or `fallback` with the problem reported.
+    fn keep<T>(&self, result: Result<T, ConfigError>, fallback: T) -> T {
+        result.unwrap_or_else(|problem| {
+            self.report(problem);
+            fallback
+        })
+    }
+
+    /// Every problem reported, in file order; `Ok` when there is none.
+    fn finish(self) -> Result<(), ConfigError> {
+        let mut problems = self.problems.into_inner();
+        problems.sort_by_key(|p| p.position().unwrap_or((usize::MAX, 0)));
+        match problems.len() {
+            0 => Ok(()),
+            1 => Err(problems.remove(0)),
+            _ => Err(ConfigError::Many(problems)),
+        }
+    }
+
     fn at(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
         let (line, column) = line_column(self.text, span.start);
         ConfigError::At {
@@ -504,7 +542,11 @@ fn parse_with_base(
     origin: &str,
     base: Option<&Path>,
 ) -> Result<StationConfig, ConfigError> {
-    let src = Source { text, origin };
+    let src = Source {
+        text,
+        origin,
+        problems: Default::default(),
+    };
     let raw: RawConfig = toml::from_str(text).map_err(|e| match e.span() {
         Some(span) => src.at(span, e.message().trim_end()),
         None => src.whole(e.message().trim_end()),
@@ -515,59 +557,58 @@ fn parse_with_base(
         _ => p,
     };
 
-    let station_id = validate_station_id(&src, raw.station_id)?;
-    let ports = validate_ports(&src, raw.ports)?;
+    let station_id = src.keep(validate_station_id(&src, raw.station_id), String::new());
+    let ports = validate_ports(&src, raw.ports, base);
     let line_ending = raw.serial.line_ending.unwrap_or_default();
     let dialect = raw.serial.dialect.unwrap_or_default();
-    let serial = validate_serial(&src, raw.serial)?;
-    let timeouts = validate_timeouts(&src, raw.timeouts)?;
+    let serial = validate_serial(&src, raw.serial);
+    let timeouts = validate_timeouts(&src, raw.timeouts);
     let (plan, plan_span) = match raw.plan {
         Some(plan) => {
             let span = plan.span();
-            (validate_plan(&src, plan.into_inner())?, span)
+            (validate_plan(&src, plan.into_inner()), span)
         }
         None => (PlanConfig::default(), 0..0),
     };
-    let ca = match raw.ca {
-        Some(ca) => Some(validate_ca(&src, ca.into_inner())?),
-        None => None,
-    };
+    let ca = raw.ca.map(|ca| validate_ca(&src, ca.into_inner()));
     let identity_span = raw
         .identity
         .authorities
         .as_ref()
         .map_or(0..0, Spanned::span);
-    let identity = validate_identity(&src, raw.identity)?;
+    let identity = validate_identity(&src, raw.identity);
     let trust_file = match (raw.trust_file, identity.uses(VerifiedBy::Keys)) {
         (Some(file), true) => Some(resolve(file.into_inner())),
         (None, true) => {
-            return Err(src.at(
-                identity_span,
+            src.report(src.at(
+                identity_span.clone(),
                 "identity.authorities lists `keys` (the default) but there is no trust_file; \
                  set trust_file to the CSV of device identity keys, or choose other authorities",
             ));
+            None
         }
         (Some(file), false) => {
-            return Err(src.at(
+            src.report(src.at(
                 file.span(),
                 "trust_file is set but identity.authorities does not list `keys`, so it would \
                  never be read; remove it, or add \"keys\" to identity.authorities",
             ));
+            None
         }
         (None, false) => None,
     };
-    let cloud = match raw.cloud {
-        Some(cloud) => Some(validate_cloud(&src, cloud.into_inner(), &resolve)?),
-        None => None,
-    };
-    if cloud.is_none() && identity.uses(VerifiedBy::Nrfcloud) {
-        return Err(src.at(
+    let has_cloud = raw.cloud.is_some();
+    let cloud = raw
+        .cloud
+        .and_then(|cloud| validate_cloud(&src, cloud.into_inner(), &resolve));
+    if !has_cloud && identity.uses(VerifiedBy::Nrfcloud) {
+        src.report(src.at(
             identity_span,
             "identity.authorities lists `nrfcloud` but there is no [cloud] section; \
              add [cloud] with api_key_file (or api_key_env)",
         ));
     }
-    let http = validate_http(&src, raw.http)?;
+    let http = validate_http(&src, raw.http);
     if ca.is_none() {
         if let Some(step) = plan
             .steps
@@ -575,7 +616,7 @@ fn parse_with_base(
             .copied()
             .find(|s| crate::plan::steps::rules(*s).needs_ca)
         {
-            return Err(src.at(
+            src.report(src.at(
                 plan_span,
                 format!(
                     "the plan has step `{step}` but there is no [ca] section; \
@@ -584,6 +625,7 @@ fn parse_with_base(
             ));
         }
     }
+    src.finish()?;
 
     Ok(StationConfig {
         station_id,
@@ -614,96 +656,118 @@ fn parse_with_base(
     })
 }
 
-fn validate_http(src: &Source, raw: RawHttp) -> Result<HttpConfig, ConfigError> {
+fn validate_http(src: &Source, raw: RawHttp) -> HttpConfig {
     let listen = match raw.listen {
         None => Some(DEFAULT_HTTP_LISTEN),
         Some(text) if text.get_ref().trim().is_empty() => None,
-        Some(text) => {
-            let addr = text.get_ref().trim().parse::<SocketAddr>().map_err(|_| {
-                src.at(
+        Some(text) => match text.get_ref().trim().parse::<SocketAddr>() {
+            Err(_) => {
+                src.report(src.at(
                     text.span(),
                     format!(
                         "http.listen must be an IP address and port, e.g. \"127.0.0.1:9091\", \"[::1]:9091\" or \"0.0.0.0:9091\", or \"\" to turn the server off; got {:?}",
                         text.get_ref()
                     ),
-                )
-            })?;
-            if !addr.ip().is_loopback() && raw.token_file.is_none() {
-                return Err(src.at(
-                    text.span(),
-                    format!(
-                        "http.listen {addr} is reachable from other machines, so it needs http.token_file: a file (mode 0600) holding the bearer token every request must carry"
-                    ),
                 ));
+                None
             }
-            Some(addr)
-        }
+            Ok(addr) => {
+                if !addr.ip().is_loopback() && raw.token_file.is_none() {
+                    src.report(src.at(
+                        text.span(),
+                        format!(
+                            "http.listen {addr} is reachable from other machines, so it needs http.token_file: a file (mode 0600) holding the bearer token every request must carry"
+                        ),
+                    ));
+                }
+                Some(addr)
+            }
+        },
     };
-    Ok(HttpConfig {
+    HttpConfig {
         listen,
         token_file: raw.token_file,
-    })
+    }
 }
 
-fn validate_identity(src: &Source, raw: RawIdentity) -> Result<IdentityConfig, ConfigError> {
+fn validate_identity(src: &Source, raw: RawIdentity) -> IdentityConfig {
     let d = IdentityConfig::default();
     let authorities = match raw.authorities {
-        None => d.authorities,
+        None => d.authorities.clone(),
         Some(list) => {
             let span = list.span();
             let mut authorities = Vec::new();
             for item in list.into_inner() {
                 let Some(by) = VerifiedBy::parse(item.get_ref()) else {
-                    return Err(src.at(
+                    src.report(src.at(
                         item.span(),
                         format!(
                             "unknown identity authority {:?}; expected keys, nrfcloud, pin or collect",
                             item.get_ref()
                         ),
                     ));
+                    continue;
                 };
                 if authorities.contains(&by) {
-                    return Err(src.at(item.span(), format!("`{by}` is listed twice")));
+                    src.report(src.at(item.span(), format!("`{by}` is listed twice")));
+                    continue;
                 }
                 // Only `keys` passes a device it does not know to the next
                 // authority; the others always decide.
                 if let Some(last) = authorities.last().filter(|a| **a != VerifiedBy::Keys) {
-                    return Err(src.at(
+                    src.report(src.at(
                         item.span(),
                         format!(
                             "`{by}` would never be asked: `{last}` decides every device it sees; \
                              only `keys` may come before another authority"
                         ),
                     ));
+                    continue;
                 }
                 authorities.push(by);
             }
-            if authorities.is_empty() {
-                return Err(src.at(
+            if authorities.is_empty() && src.problems.borrow().is_empty() {
+                src.report(src.at(
                     span,
                     "identity.authorities is empty; list who judges a device, e.g. [\"keys\"]",
                 ));
             }
-            authorities
+            if authorities.is_empty() {
+                d.authorities.clone()
+            } else {
+                authorities
+            }
         }
     };
     let reload_max_drop = match raw.reload_max_drop {
         Some(share) if !(0.0..=1.0).contains(share.get_ref()) => {
-            return Err(src.at(
+            src.report(src.at(
                 share.span(),
                 "identity.reload_max_drop must be a share between 0 and 1, e.g. 0.1 to refuse a reload that drops more than a tenth of the trusted keys",
             ));
+            d.reload_max_drop
         }
         Some(share) => share.into_inner(),
         None => d.reload_max_drop,
     };
-    Ok(IdentityConfig {
+    IdentityConfig {
         authorities,
         reload_max_drop,
-    })
+    }
 }
 
+/// `[cloud]`, or `None` with its first problem reported.
 fn validate_cloud(
+    src: &Source,
+    raw: RawCloud,
+    resolve: &dyn Fn(PathBuf) -> PathBuf,
+) -> Option<CloudConfig> {
+    cloud_section(src, raw, resolve)
+        .map_err(|problem| src.report(problem))
+        .ok()
+}
+
+fn cloud_section(
     src: &Source,
     raw: RawCloud,
     resolve: &dyn Fn(PathBuf) -> PathBuf,
@@ -738,7 +802,7 @@ fn validate_cloud(
         "cloud.request_timeout",
         settings.request_timeout,
         false,
-    )?;
+    );
     if let Some(attempts) = raw.attempts {
         if *attempts.get_ref() == 0 {
             return Err(src.at(
@@ -806,7 +870,7 @@ fn validate_cloud(
         "cloud.hand_off_every",
         Duration::from_secs(60),
         false,
-    )?;
+    );
     Ok(CloudConfig {
         settings,
         api_key,
@@ -831,15 +895,29 @@ fn validate_station_id(src: &Source, id: Spanned<String>) -> Result<String, Conf
     Ok(id)
 }
 
-fn validate_glob(src: &Source, pattern: &Spanned<String>, what: &str) -> Result<(), ConfigError> {
+/// A port pattern, absolute or relative to the config file's directory
+/// (`base`), checked as a glob; the pattern to scan with.
+fn validate_glob(
+    src: &Source,
+    pattern: &Spanned<String>,
+    what: &str,
+    base: Option<&Path>,
+) -> Result<String, ConfigError> {
     let text = pattern.get_ref();
-    if !text.starts_with('/') {
+    let full = if text.starts_with('/') {
+        text.clone()
+    } else if let Some(dir) = base {
+        dir.join(text).display().to_string()
+    } else {
         return Err(src.at(
             pattern.span(),
-            format!("{what} must be an absolute path or glob, e.g. \"/dev/serial/by-id/*\""),
+            format!(
+                "{what} must be an absolute path or glob, e.g. \"/dev/serial/by-id/*\" \
+                 (a relative one is relative to the config file's directory)"
+            ),
         ));
-    }
-    glob::Pattern::new(text).map_err(|e| {
+    };
+    glob::Pattern::new(&full).map_err(|e| {
         src.at(
             pattern.span(),
             format!(
@@ -849,68 +927,94 @@ fn validate_glob(src: &Source, pattern: &Spanned<String>, what: &str) -> Result<
             ),
         )
     })?;
-    Ok(())
+    Ok(full)
 }
 
-fn validate_ports(src: &Source, raw: RawPorts) -> Result<PortsConfig, ConfigError> {
+fn validate_ports(src: &Source, raw: RawPorts, base: Option<&Path>) -> PortsConfig {
     if raw.paths.get_ref().is_empty() {
-        return Err(src.at(
+        src.report(src.at(
             raw.paths.span(),
             "ports.paths must list at least one path or glob, e.g. [\"/dev/serial/by-id/*\"]",
         ));
     }
-    for path in raw.paths.get_ref() {
-        validate_glob(src, path, "ports.paths entry")?;
-    }
-    for path in &raw.exclude {
-        validate_glob(src, path, "ports.exclude entry")?;
-    }
+    let paths = raw
+        .paths
+        .get_ref()
+        .iter()
+        .filter_map(|path| {
+            let checked = validate_glob(src, path, "ports.paths entry", base);
+            checked.map_err(|problem| src.report(problem)).ok()
+        })
+        .collect();
+    let exclude = raw
+        .exclude
+        .iter()
+        .filter_map(|path| {
+            let checked = validate_glob(src, path, "ports.exclude entry", base);
+            checked.map_err(|problem| src.report(problem)).ok()
+        })
+        .collect();
     let rescan_interval = match raw.rescan_interval_ms {
         Some(ms) if *ms.get_ref() == 0 => {
-            return Err(src.at(
+            src.report(src.at(
                 ms.span(),
                 "ports.rescan_interval_ms must be at least 1 (milliseconds)",
             ));
+            Duration::from_millis(1000)
         }
         Some(ms) => Duration::from_millis(ms.into_inner()),
         None => Duration::from_millis(1000),
     };
-    Ok(PortsConfig {
-        paths: raw
-            .paths
-            .into_inner()
-            .into_iter()
-            .map(Spanned::into_inner)
-            .collect(),
-        exclude: raw.exclude.into_iter().map(Spanned::into_inner).collect(),
+    PortsConfig {
+        paths,
+        exclude,
         rescan_interval,
-    })
+    }
 }
 
-fn validate_serial(src: &Source, raw: RawSerial) -> Result<SerialSettings, ConfigError> {
+/// The value when `ok` holds for it, else `default` with `message` reported
+/// at the value; `default` when absent.
+fn checked<T>(
+    src: &Source,
+    value: Option<Spanned<T>>,
+    ok: impl Fn(&T) -> bool,
+    message: &str,
+    default: T,
+) -> T {
+    match value {
+        Some(v) if !ok(v.get_ref()) => {
+            src.report(src.at(v.span(), message));
+            default
+        }
+        Some(v) => v.into_inner(),
+        None => default,
+    }
+}
+
+fn validate_serial(src: &Source, raw: RawSerial) -> SerialSettings {
     let defaults = SerialSettings::default();
-    let baud = match raw.baud {
-        Some(b) if *b.get_ref() == 0 => {
-            return Err(src.at(b.span(), "serial.baud must be a positive rate, e.g. 115200"));
-        }
-        Some(b) => b.into_inner(),
-        None => defaults.baud,
-    };
-    let data_bits = match raw.data_bits {
-        Some(d) if !(5..=8).contains(d.get_ref()) => {
-            return Err(src.at(d.span(), "serial.data_bits must be 5, 6, 7 or 8"));
-        }
-        Some(d) => d.into_inner(),
-        None => defaults.data_bits,
-    };
-    let stop_bits = match raw.stop_bits {
-        Some(b) if !(1..=2).contains(b.get_ref()) => {
-            return Err(src.at(b.span(), "serial.stop_bits must be 1 or 2"));
-        }
-        Some(b) => b.into_inner(),
-        None => defaults.stop_bits,
-    };
-    Ok(SerialSettings {
+    let baud = checked(
+        src,
+        raw.baud,
+        |b| *b > 0,
+        "serial.baud must be a positive rate, e.g. 115200",
+        defaults.baud,
+    );
+    let data_bits = checked(
+        src,
+        raw.data_bits,
+        |d| (5..=8).contains(d),
+        "serial.data_bits must be 5, 6, 7 or 8",
+        defaults.data_bits,
+    );
+    let stop_bits = checked(
+        src,
+        raw.stop_bits,
+        |b| (1..=2).contains(b),
+        "serial.stop_bits must be 1 or 2",
+        defaults.stop_bits,
+    );
+    SerialSettings {
         baud,
         data_bits,
         parity: raw.parity.unwrap_or(defaults.parity),
@@ -918,60 +1022,61 @@ fn validate_serial(src: &Source, raw: RawSerial) -> Result<SerialSettings, Confi
         flow_control: raw.flow_control.unwrap_or(defaults.flow_control),
         dtr: raw.dtr.unwrap_or(defaults.dtr),
         exclusive: defaults.exclusive,
-    })
+    }
 }
 
+/// A number of seconds (more than zero, or zero too when `allow_zero`);
+/// `default` when absent, or with the problem reported when invalid.
 fn seconds(
     src: &Source,
     value: Option<Spanned<Seconds>>,
     name: &str,
     default: Duration,
     allow_zero: bool,
-) -> Result<Duration, ConfigError> {
+) -> Duration {
     let Some(value) = value else {
-        return Ok(default);
+        return default;
     };
     let secs = value.get_ref().0;
     let ok = secs.is_finite() && (secs > 0.0 || (allow_zero && secs == 0.0));
-    let duration = if ok {
-        Duration::try_from_secs_f64(secs).ok()
-    } else {
-        None
-    };
-    duration.ok_or_else(|| {
-        let expected = if allow_zero {
-            "zero or more"
-        } else {
-            "more than zero"
-        };
-        src.at(
-            value.span(),
-            format!("{name} must be a number of seconds, {expected} (e.g. 5 or 0.5)"),
-        )
-    })
+    match ok.then(|| Duration::try_from_secs_f64(secs).ok()).flatten() {
+        Some(duration) => duration,
+        None => {
+            let expected = if allow_zero {
+                "zero or more"
+            } else {
+                "more than zero"
+            };
+            src.report(src.at(
+                value.span(),
+                format!("{name} must be a number of seconds, {expected} (e.g. 5 or 0.5)"),
+            ));
+            default
+        }
+    }
 }
 
-fn validate_timeouts(src: &Source, raw: RawTimeouts) -> Result<Timeouts, ConfigError> {
+fn validate_timeouts(src: &Source, raw: RawTimeouts) -> Timeouts {
     let d = Timeouts::default();
     let c = &d.commands;
-    Ok(Timeouts {
+    Timeouts {
         commands: CommandTimeouts {
-            command: seconds(src, raw.command, "timeouts.command", c.command, false)?,
-            attest: seconds(src, raw.attest, "timeouts.attest", c.attest, false)?,
-            keygen: seconds(src, raw.keygen, "timeouts.keygen", c.keygen, false)?,
-            jwt: seconds(src, raw.jwt, "timeouts.jwt", c.jwt, false)?,
-            cmng: seconds(src, raw.cmng, "timeouts.cmng", c.cmng, false)?,
-            cfun: seconds(src, raw.cfun, "timeouts.cfun", c.cfun, false)?,
+            command: seconds(src, raw.command, "timeouts.command", c.command, false),
+            attest: seconds(src, raw.attest, "timeouts.attest", c.attest, false),
+            keygen: seconds(src, raw.keygen, "timeouts.keygen", c.keygen, false),
+            jwt: seconds(src, raw.jwt, "timeouts.jwt", c.jwt, false),
+            cmng: seconds(src, raw.cmng, "timeouts.cmng", c.cmng, false),
+            cfun: seconds(src, raw.cfun, "timeouts.cfun", c.cfun, false),
         },
-        run: seconds(src, raw.run, "timeouts.run", d.run, false)?,
+        run: seconds(src, raw.run, "timeouts.run", d.run, false),
         shutdown_grace: seconds(
             src,
             raw.shutdown_grace,
             "timeouts.shutdown_grace",
             d.shutdown_grace,
             true,
-        )?,
-    })
+        ),
+    }
 }
 
 /// Placeholders a CSR attribute template may use.
@@ -1020,36 +1125,37 @@ fn quoted_text(src: &Source, value: &Spanned<String>, name: &str) -> Result<(), 
     Ok(())
 }
 
-fn validate_plan(src: &Source, raw: RawPlan) -> Result<PlanConfig, ConfigError> {
+fn validate_plan(src: &Source, raw: RawPlan) -> PlanConfig {
     let d = PlanConfig::default();
 
     let sec_tag = match raw.sec_tag {
         Some(tag) => {
             let value = *tag.get_ref();
-            u32::try_from(value)
-                .ok()
-                .filter(|v| *v <= SEC_TAG_MAX)
-                .ok_or_else(|| {
-                    src.at(
-                        tag.span(),
-                        format!(
-                            "plan.sec_tag must be between 0 and {SEC_TAG_MAX} (higher values are the modem's own), got {value}"
-                        ),
-                    )
-                })?
+            let valid = u32::try_from(value).ok().filter(|v| *v <= SEC_TAG_MAX);
+            valid.unwrap_or_else(|| {
+                src.report(src.at(
+                    tag.span(),
+                    format!(
+                        "plan.sec_tag must be between 0 and {SEC_TAG_MAX} (higher values are the modem's own), got {value}"
+                    ),
+                ));
+                d.sec_tag
+            })
         }
         None => d.sec_tag,
     };
 
     let (csr_attributes, csr_span, placeholders) = match raw.csr_attributes {
-        Some(attrs) => {
-            let used = template_placeholders(attrs.get_ref())
-                .map_err(|why| src.at(attrs.span(), format!("plan.csr_attributes {why}")))?
-                .into_iter()
-                .map(str::to_owned)
-                .collect::<Vec<_>>();
-            (attrs.get_ref().clone(), Some(attrs.span()), used)
-        }
+        Some(attrs) => match template_placeholders(attrs.get_ref()) {
+            Ok(used) => {
+                let used = used.into_iter().map(str::to_owned).collect::<Vec<_>>();
+                (attrs.get_ref().clone(), Some(attrs.span()), used)
+            }
+            Err(why) => {
+                src.report(src.at(attrs.span(), format!("plan.csr_attributes {why}")));
+                (d.csr_attributes.clone(), None, Vec::new())
+            }
+        },
         None => (
             d.csr_attributes.clone(),
             None,
@@ -1061,18 +1167,20 @@ fn validate_plan(src: &Source, raw: RawPlan) -> Result<PlanConfig, ConfigError> 
         Some(ku) => {
             let text = ku.get_ref();
             if text.len() != 9 || !text.bytes().all(|b| b == b'0' || b == b'1') {
-                return Err(src.at(
+                src.report(src.at(
                     ku.span(),
                     "plan.key_usage must be 9 characters of 0 and 1 in X.509 keyUsage order, e.g. \"101010000\"",
                 ));
+                None
+            } else {
+                Some(ku.into_inner())
             }
-            Some(ku.into_inner())
         }
         None => None,
     };
 
     if let Some(aud) = &raw.jwt_audience {
-        quoted_text(src, aud, "jwt_audience")?;
+        src.keep(quoted_text(src, aud, "jwt_audience"), ());
     }
 
     let steps_span = raw.steps.as_ref().map(Spanned::span);
@@ -1084,12 +1192,13 @@ fn validate_plan(src: &Source, raw: RawPlan) -> Result<PlanConfig, ConfigError> 
             .collect(),
     };
     if steps.is_empty() {
-        return Err(src.at(
+        src.report(src.at(
             steps_span.unwrap_or(0..0),
             format!("plan.steps must list at least one step: {}", step_list()),
         ));
+    } else {
+        validate_order(src, &steps);
     }
-    validate_order(src, &steps)?;
     let has = |step: Step| steps.iter().any(|s| *s.get_ref() == step);
     let index = |step: Step| steps.iter().position(|s| *s.get_ref() == step);
 
@@ -1104,7 +1213,7 @@ fn validate_plan(src: &Source, raw: RawPlan) -> Result<PlanConfig, ConfigError> 
                     .clone()
                     .or_else(|| steps.get(keygen).map(Spanned::span))
                     .unwrap_or(0..0);
-                return Err(src.at(
+                src.report(src.at(
                     span,
                     format!(
                         "plan.csr_attributes uses {{{placeholder}}}, which is known only after step `{source}`; put `{source}` before `keygen`"
@@ -1116,16 +1225,17 @@ fn validate_plan(src: &Source, raw: RawPlan) -> Result<PlanConfig, ConfigError> 
 
     let jwt_exp_delta = match raw.jwt_exp_delta {
         Some(delta) if *delta.get_ref() == 0 && has(Step::Jwt) => {
-            return Err(src.at(
+            src.report(src.at(
                 delta.span(),
                 "plan.jwt_exp_delta must be at least 1 second: with 0 the modem leaves out iat/exp and the token's time window cannot be checked",
             ));
+            d.jwt_exp_delta
         }
         Some(delta) => delta.into_inner(),
         None => d.jwt_exp_delta,
     };
 
-    Ok(PlanConfig {
+    PlanConfig {
         steps: steps.into_iter().map(Spanned::into_inner).collect(),
         sec_tag,
         delete_existing_key: raw.delete_existing_key.unwrap_or(d.delete_existing_key),
@@ -1134,45 +1244,45 @@ fn validate_plan(src: &Source, raw: RawPlan) -> Result<PlanConfig, ConfigError> 
         retries: raw.retries.unwrap_or(d.retries),
         jwt_exp_delta,
         jwt_audience: raw.jwt_audience.map(Spanned::into_inner),
-    })
+    }
 }
 
 /// Order rules: each step listed once, and each step's own rules (what
 /// must come before it, where it must stand; see `plan::steps`).
-fn validate_order(src: &Source, steps: &[Spanned<Step>]) -> Result<(), ConfigError> {
+fn validate_order(src: &Source, steps: &[Spanned<Step>]) {
     use crate::plan::steps::{Place, rules};
     let last = steps.len() - 1;
     for (i, step) in steps.iter().enumerate() {
         let name = *step.get_ref();
         if let Some(first) = steps[..i].iter().position(|s| *s.get_ref() == name) {
             let (line, _) = line_column(src.text, steps[first].span().start);
-            return Err(src.at(
+            src.report(src.at(
                 step.span(),
                 format!(
                     "step `{name}` is listed twice (first on line {line}); each step runs once"
                 ),
             ));
+            continue;
         }
         let rules = rules(name);
         match rules.place {
             Place::First(why) if i != 0 => {
-                return Err(src.at(step.span(), format!("step `{name}` must come first: {why}")));
+                src.report(src.at(step.span(), format!("step `{name}` must come first: {why}")));
             }
             Place::Last(why) if i != last => {
-                return Err(src.at(step.span(), format!("step `{name}` must come last: {why}")));
+                src.report(src.at(step.span(), format!("step `{name}` must come last: {why}")));
             }
             _ => {}
         }
         for (needed, why) in rules.needs {
             if !steps[..i].iter().any(|s| s.get_ref() == needed) {
-                return Err(src.at(
+                src.report(src.at(
                     step.span(),
                     format!("step `{name}` needs step `{needed}` before it: {why}"),
                 ));
             }
         }
     }
-    Ok(())
 }
 
 struct ValidCa {
@@ -1182,24 +1292,21 @@ struct ValidCa {
     install: Vec<PathBuf>,
 }
 
-fn validate_ca(src: &Source, raw: RawCa) -> Result<ValidCa, ConfigError> {
-    let validity_days = match raw.validity_days {
-        Some(days) if *days.get_ref() == 0 => {
-            return Err(src.at(
-                days.span(),
-                "ca.validity_days must be at least 1, e.g. 3650",
-            ));
-        }
-        Some(days) => days.into_inner(),
-        None => 3650,
-    };
+fn validate_ca(src: &Source, raw: RawCa) -> ValidCa {
+    let validity_days = checked(
+        src,
+        raw.validity_days,
+        |days| *days > 0,
+        "ca.validity_days must be at least 1, e.g. 3650",
+        3650,
+    );
     let install = raw.install.unwrap_or_else(|| vec![raw.certificate.clone()]);
-    Ok(ValidCa {
+    ValidCa {
         certificate: raw.certificate,
         key: raw.key,
         validity_days,
         install,
-    })
+    }
 }
 
 #[cfg(test)]

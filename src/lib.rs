@@ -4,6 +4,7 @@
 pub mod at;
 pub mod bench;
 pub mod ca;
+pub mod check;
 pub mod cli;
 pub mod cloud;
 pub mod config;

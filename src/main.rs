@@ -83,6 +83,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Verify(args) => cli::token::verify(args).await,
         Command::Simulate(args) => cli::simulate::run(args).await,
         Command::Run(args) => cli::station::run(args).await,
+        Command::CheckConfig(args) => cli::check::run(&args),
         Command::Provision(args) => cli::station::provision(args).await,
         Command::Demo(args) => cli::station::demo(args).await,
         Command::Results(args) => cli::results::run(args).await,

@@ -41,7 +41,11 @@ fn rated_at_most(unit: &Path, threshold: u32) {
         return;
     }
     let out = Command::new(analyze)
-        .args(["security", "--offline=true", &format!("--threshold={threshold}")])
+        .args([
+            "security",
+            "--offline=true",
+            &format!("--threshold={threshold}"),
+        ])
         .arg(unit)
         .output()
         .expect("systemd-analyze");

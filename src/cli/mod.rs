@@ -6,6 +6,7 @@
 pub mod at;
 pub mod bench;
 pub mod ca;
+pub mod check;
 pub mod docs;
 pub mod ports;
 pub mod results;
@@ -60,6 +61,8 @@ pub enum Command {
     Simulate(simulate::SimulateArgs),
     /// Run the station daemon.
     Run(station::RunArgs),
+    /// Check a station configuration and the files it names; every problem at once.
+    CheckConfig(check::CheckConfigArgs),
     /// Run the provisioning plan once on one port.
     Provision(station::ProvisionArgs),
     /// Demo: the daemon against simulated modems, no hardware needed.

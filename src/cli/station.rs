@@ -47,9 +47,26 @@ pub struct DemoArgs {
 
 /// The daemon: serve every configured port until SIGTERM/SIGINT.
 pub async fn run(args: RunArgs) -> ExitCode {
-    let config = match StationConfig::load(&args.config) {
-        Ok(config) => config,
-        Err(err) => return super::error_exit(err),
+    // The checks of `check-config`: every problem at once, before anything
+    // is opened; warnings are logged and the station starts.
+    let (config, report) =
+        crate::check::check_file(&args.config, crate::check::Writer::ThisProcess);
+    for finding in &report.findings {
+        match finding.severity {
+            crate::check::Severity::Warning => warn!("{finding}"),
+            crate::check::Severity::Error => eprintln!("{finding}"),
+        }
+    }
+    let config = match config {
+        Some(config) if report.errors() == 0 => config,
+        _ => {
+            return super::error_exit(format!(
+                "{}: {} problem(s); the station does not start (`nrf-provd check-config {}` lists them again)",
+                args.config.display(),
+                report.errors(),
+                args.config.display()
+            ));
+        }
     };
     let station = match Station::from_config(&config, Sources::default()) {
         Ok(station) => station,
