@@ -15,6 +15,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+mod ledger;
+pub use ledger::{
+    LedgerConfig, LedgerMode, PASSWORD_ENV, PasswordSource, Reprovision,
+    check_url as check_ledger_url,
+};
+
 /// The configuration `nrf-provd demo` starts from (paths are placeholders the
 /// demo replaces).
 pub(crate) const DEMO_TOML: &str = include_str!("../config/demo.toml");
@@ -109,6 +115,8 @@ pub struct StationConfig {
     pub cloud: Option<CloudConfig>,
     /// `[http]`: the station page, the JSON API and `/metrics`.
     pub http: HttpConfig,
+    /// `[ledger]`: the line's shared ledger; none = this station's SQLite only.
+    pub ledger: Option<LedgerConfig>,
 }
 
 /// Where the daemon serves its page, API and metrics, and who may read them.
@@ -260,6 +268,8 @@ pub struct PlanConfig {
     /// `%JWT` validity in seconds.
     pub jwt_exp_delta: u32,
     pub jwt_audience: Option<String>,
+    /// A device that already passed (here, or anywhere on the line).
+    pub reprovision: Reprovision,
 }
 
 impl Default for PlanConfig {
@@ -273,6 +283,7 @@ impl Default for PlanConfig {
             retries: 1,
             jwt_exp_delta: 300,
             jwt_audience: None,
+            reprovision: Reprovision::default(),
         }
     }
 }
@@ -350,6 +361,7 @@ struct RawConfig {
     cloud: Option<Spanned<RawCloud>>,
     #[serde(default)]
     http: RawHttp,
+    ledger: Option<ledger::RawLedger>,
 }
 
 #[derive(Default, Deserialize)]
@@ -459,6 +471,7 @@ struct RawPlan {
     retries: Option<u32>,
     jwt_exp_delta: Option<Spanned<u32>>,
     jwt_audience: Option<Spanned<String>>,
+    reprovision: Option<Reprovision>,
 }
 
 #[derive(Deserialize)]
@@ -609,6 +622,9 @@ fn parse_with_base(
         ));
     }
     let http = validate_http(&src, raw.http);
+    let ledger = raw
+        .ledger
+        .and_then(|ledger| src.keep(ledger::validate(&src, ledger, resolve).map(Some), None));
     if ca.is_none() {
         if let Some(step) = plan
             .steps
@@ -653,6 +669,7 @@ fn parse_with_base(
             listen: http.listen,
             token_file: http.token_file.map(&resolve),
         },
+        ledger,
     })
 }
 
@@ -1244,6 +1261,7 @@ fn validate_plan(src: &Source, raw: RawPlan) -> PlanConfig {
         retries: raw.retries.unwrap_or(d.retries),
         jwt_exp_delta,
         jwt_audience: raw.jwt_audience.map(Spanned::into_inner),
+        reprovision: raw.reprovision.unwrap_or_default(),
     }
 }
 

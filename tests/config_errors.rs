@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nrf_provd::config::{
-    ConfigError, DialectChoice, FlowControl, LineEnding, LogFormat, StationConfig, Step,
+    ConfigError, DialectChoice, FlowControl, LedgerMode, LineEnding, LogFormat, PasswordSource,
+    Reprovision, StationConfig, Step,
 };
 
 const MINIMAL: &str = r#"
@@ -562,4 +563,123 @@ fn unknown_http_key_is_an_error() {
         e.to_string().contains("listen"),
         "lists what is expected: {e}"
     );
+}
+
+#[test]
+fn without_a_ledger_section_the_station_is_on_its_own() {
+    let config = StationConfig::parse(MINIMAL, "station.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.ledger, None);
+    assert_eq!(config.plan.reprovision, Reprovision::Allow);
+    let demo = StationConfig::demo();
+    assert_eq!(demo.ledger, None, "the demo needs no server");
+}
+
+#[test]
+fn a_ledger_section_is_read_with_defaults_and_relative_paths() {
+    let text = format!(
+        "{MINIMAL}\n[ledger]\nurl = \"postgres://nrf@db.line3.example:5433/nrf_line\"\npassword_file = \"ledger.password\"\nmode = \"deferred\"\nbatch_size = 200\nclaim_timeout = 1.5\n"
+    );
+    let config = StationConfig::parse(&text, "/etc/nrf-provd/station.toml")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ledger = config.ledger.unwrap_or_else(|| panic!("[ledger] is read"));
+    assert_eq!(ledger.url, "postgres://nrf@db.line3.example:5433/nrf_line");
+    assert_eq!(
+        ledger.password,
+        PasswordSource::File(PathBuf::from("/etc/nrf-provd/ledger.password"))
+    );
+    assert_eq!(ledger.mode, LedgerMode::Deferred);
+    assert_eq!(ledger.batch_size, 200);
+    assert_eq!(ledger.claim_timeout, Duration::from_millis(1500));
+    assert_eq!(ledger.connect_timeout, Duration::from_secs(5));
+    assert_eq!(ledger.forward_interval, Duration::from_secs(5));
+    assert_eq!(ledger.pool_size, 16);
+
+    let text =
+        format!("{MINIMAL}\n[ledger]\nurl = \"postgres://nrf@/line?host=/run/postgresql\"\n");
+    let ledger = StationConfig::parse(&text, "station.toml")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .ledger
+        .unwrap_or_else(|| panic!("[ledger] is read"));
+    assert_eq!(ledger.mode, LedgerMode::Required, "required unless said");
+    assert_eq!(ledger.password, PasswordSource::Environment);
+}
+
+#[test]
+fn ledger_values_are_checked_with_positions_and_never_echo_the_url() {
+    let cases = [
+        (
+            "url = \"mysql://nrf@db/line\"",
+            "\"mysql://nrf@db/line\"",
+            "PostgreSQL URL",
+        ),
+        (
+            "url = \"postgres://nrf:s3cret-pw@db/line\"",
+            "\"postgres://nrf:s3cret-pw@db/line\"",
+            "must not hold a password",
+        ),
+        (
+            "url = \"postgres://nrf@db/line?sslmode=require\"",
+            "\"postgres://nrf@db/line?sslmode=require\"",
+            "TLS",
+        ),
+        (
+            "url = \"postgres://nrf@db/line\"\nmode = \"eventually\"",
+            "\"eventually\"",
+            "required",
+        ),
+        (
+            "url = \"postgres://nrf@db/line\"\nbatch_size = 0",
+            "0",
+            "between 1 and",
+        ),
+        (
+            "url = \"postgres://nrf@db/line\"\nclaim_timeout = 0",
+            "0",
+            "more than zero",
+        ),
+        (
+            "url = \"postgres://nrf@db/line\"\npool_size = 1000",
+            "1000",
+            "between 1 and 256",
+        ),
+        (
+            "url = \"postgres://nrf@db/line\"\npassword = \"x\"",
+            "password = \"x\"",
+            "unknown field `password`",
+        ),
+    ];
+    for (body, value, mention) in cases {
+        let text = format!("{MINIMAL}\n[ledger]\n{body}\n");
+        let e = err(&text);
+        let offset = text.rfind(value).unwrap_or_default();
+        let before = &text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let column = offset - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        assert_eq!(e.position(), Some((line, column)), "{body}: {e}");
+        let message = e.to_string();
+        assert!(message.contains(mention), "{body}: {e}");
+        assert!(
+            !message.contains("s3cret-pw"),
+            "the password is never shown: {e}"
+        );
+    }
+    let e = err(&format!("{MINIMAL}\n[ledger]\nmode = \"deferred\"\n"));
+    assert!(e.to_string().contains("missing field `url`"), "{e}");
+}
+
+#[test]
+fn reprovision_is_a_plan_policy() {
+    for (value, want) in [
+        ("allow", Reprovision::Allow),
+        ("warn", Reprovision::Warn),
+        ("refuse", Reprovision::Refuse),
+    ] {
+        let text = format!("{MINIMAL}\n[plan]\nreprovision = \"{value}\"\n");
+        let config = StationConfig::parse(&text, "station.toml").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.plan.reprovision, want);
+    }
+    let text = format!("{MINIMAL}\n[plan]\nreprovision = \"never\"\n");
+    let e = err(&text);
+    assert_eq!(e.position(), Some(position_of(&text, "\"never\"")), "{e}");
+    assert!(e.to_string().contains("refuse"), "{e}");
 }

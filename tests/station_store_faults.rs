@@ -215,6 +215,7 @@ async fn a_run_whose_commit_failed_is_recorded_later_as_it_happened_never_as_pas
         ledger.clone(),
         ledger.clone(),
         0,
+        None,
         Sources::default(),
     )
     .expect("station");

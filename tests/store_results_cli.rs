@@ -189,6 +189,11 @@ fn a_database_of_the_previous_release_is_migrated_and_shows_reason_codes() {
         nrf_provd::ledger::SCHEMA_VERSION as i64,
         "migrated in place to this release's schema"
     );
+    // History to forward, should the station join a line.
+    let queued: i64 = rusqlite::Connection::open(&db)
+        .and_then(|c| c.query_row("SELECT COUNT(*) FROM outbox", [], |row| row.get(0)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(queued, 3, "every old run is in the outbox");
     // Before version 3 only the trust file vouched: passed runs say so.
     assert_eq!(runs[0]["verified_by"], "keys");
     assert_eq!(runs[1]["verified_by"], serde_json::Value::Null);

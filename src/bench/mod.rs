@@ -15,6 +15,7 @@
 pub mod child;
 pub mod crash;
 pub mod daemon;
+pub mod ledger;
 pub mod metrics;
 pub mod report;
 pub mod scrape;
@@ -64,6 +65,15 @@ pub struct BenchOptions {
     /// Serve the station page and `/metrics` during each row and fetch them
     /// every second (see [`scrape`]).
     pub scrape: bool,
+    /// The stations' shared PostgreSQL ledger (none: SQLite only).
+    pub ledger: Option<ledger::BenchLedger>,
+}
+
+/// Every row, and the forwarder's backfill rate when a ledger was given.
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    pub rows: Vec<Row>,
+    pub backfill: Option<ledger::Backfill>,
 }
 
 /// Why a measurement could not be made (as opposed to a board failing).
@@ -140,7 +150,7 @@ impl Machine {
 pub async fn run(
     options: &BenchOptions,
     mut on_row: impl FnMut(&Row),
-) -> Result<Vec<Row>, BenchError> {
+) -> Result<BenchReport, BenchError> {
     if options.boards.is_empty() || options.boards.contains(&0) {
         return Err(BenchError::Invalid(
             "--boards needs counts of at least 1".into(),
@@ -152,16 +162,31 @@ pub async fn run(
     panic_counter();
     let base = WorkDir::create("bench", options.keep)?;
     let mut rows = Vec::with_capacity(options.boards.len());
+    let mut templates = Vec::new();
     for &boards in &options.boards {
         let dir = base.sub(&format!("{boards}-boards"))?;
-        rows.push(measure_row(options, boards, &dir).await?);
+        let (row, runs) = measure_row(options, boards, &dir).await?;
+        rows.push(row);
+        templates = runs;
         report::set_scaling(&mut rows);
         if let Some(row) = rows.last() {
             on_row(row);
         }
     }
-    Ok(rows)
+    let backfill = match &options.ledger {
+        Some(shared) => {
+            let dir = base.sub("backfill")?;
+            templates.retain(|r| r.outcome == crate::record::Outcome::Passed);
+            ledger::backfill(shared, &templates, &dir, BACKFILL_BATCH).await?
+        }
+        None => None,
+    };
+    Ok(BenchReport { rows, backfill })
 }
+
+/// Runs per forwarding transaction in the backfill measurement (the
+/// `[ledger] batch_size` default).
+pub const BACKFILL_BATCH: usize = 500;
 
 /// The simulator and the station of one row or soak.
 struct Rig {
@@ -213,7 +238,11 @@ impl Rig {
     }
 }
 
-async fn measure_row(options: &BenchOptions, boards: usize, dir: &Path) -> Result<Row, BenchError> {
+async fn measure_row(
+    options: &BenchOptions,
+    boards: usize,
+    dir: &Path,
+) -> Result<(Row, Vec<RunRecord>), BenchError> {
     let spec = SimSpec {
         executable: &options.simulator,
         count: boards,
@@ -222,7 +251,16 @@ async fn measure_row(options: &BenchOptions, boards: usize, dir: &Path) -> Resul
         seed: options.seed,
         faults: &options.faults,
     };
-    let mut rig = Rig::start(&spec, dir, |_| {}).await?;
+    let schema = match &options.ledger {
+        Some(shared) => Some(shared.schema(&format!("{boards}")).await?),
+        None => None,
+    };
+    let ledger_config = options
+        .ledger
+        .as_ref()
+        .zip(schema.as_ref())
+        .map(|(shared, schema)| shared.config(schema));
+    let mut rig = Rig::start(&spec, dir, |config| config.ledger = ledger_config).await?;
     let panics_before = panics();
     let load_before = metrics::load_average();
     let sampler = metrics::Sampler::start(ROW_SAMPLE_EVERY, metrics::Watched::This);
@@ -283,11 +321,26 @@ async fn measure_row(options: &BenchOptions, boards: usize, dir: &Path) -> Resul
         http.shutdown().await;
     }
     let runs = rig.all_runs().await?;
+    let claims = rig
+        .station
+        .line()
+        .map(|line| line.stats().claims)
+        .unwrap_or_default();
     let log = rig.sim.log.clone();
     rig.sim.quit().await;
+    drop(rig);
+    if let Some(schema) = schema {
+        schema.drop_all().await;
+    }
+    let ledger = options.ledger.as_ref().map_or_else(
+        || "sqlite".to_string(),
+        |l| format!("pg {}", l.mode.as_str()),
+    );
     let simulator_panics = child::panics_in(&log);
     let mut row = report::summarize(report::RowInput {
         boards,
+        ledger: &ledger,
+        claims: &claims,
         runs: &runs,
         costs: costs.as_ref(),
         wall,
@@ -297,7 +350,7 @@ async fn measure_row(options: &BenchOptions, boards: usize, dir: &Path) -> Resul
         panics: (panics() - panics_before) + u64::try_from(simulator_panics).unwrap_or(u64::MAX),
     });
     row.scrape = scraped;
-    Ok(row)
+    Ok((row, runs))
 }
 
 impl Drop for Rig {

@@ -21,6 +21,10 @@
 //!   sampler thread excluded) from the station's start to the last commit,
 //!   ÷ runs. It includes the idle polls between runs.
 //! - peak RSS / fds: the largest `VmRSS` and descriptor count sampled.
+//! - ledger: `sqlite` (the station on its own) or `pg required` /
+//!   `pg deferred` (the line's PostgreSQL behind it, `--ledger`).
+//! - claim p99: the 99th percentile of a central claim's round trip
+//!   (`required`), from the ledger call to its answer.
 
 use std::time::Duration;
 
@@ -35,6 +39,10 @@ pub type Costs = Vec<Vec<Cost>>;
 /// Everything a row is computed from.
 pub struct RowInput<'a> {
     pub boards: usize,
+    /// `sqlite`, or `pg required` / `pg deferred` with a shared ledger.
+    pub ledger: &'a str,
+    /// Each central claim's round trip (a shared ledger in required mode).
+    pub claims: &'a [Duration],
     pub runs: &'a [RunRecord],
     pub costs: Option<&'a Costs>,
     pub wall: Duration,
@@ -49,6 +57,7 @@ pub struct RowInput<'a> {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Row {
     pub boards: usize,
+    pub ledger: String,
     pub runs: usize,
     pub passed: usize,
     pub wall_s: f64,
@@ -68,6 +77,8 @@ pub struct Row {
     pub cpu_ms_per_cycle: f64,
     pub peak_rss_mib: f64,
     pub peak_fds: usize,
+    /// 99th percentile of a central claim's round trip.
+    pub claim_p99_ms: Option<f64>,
     pub load_before: f64,
     pub load_after: f64,
     pub panics: u64,
@@ -138,8 +149,11 @@ pub fn summarize(input: RowInput<'_>) -> Row {
     sort(&mut ratios);
     let runs = input.runs.len();
     let wall = input.wall.as_secs_f64();
+    let mut claims: Vec<f64> = input.claims.iter().map(|d| ms(*d)).collect();
+    sort(&mut claims);
     Row {
         boards: input.boards,
+        ledger: input.ledger.to_string(),
         runs,
         passed: input
             .runs
@@ -169,6 +183,7 @@ pub fn summarize(input: RowInput<'_>) -> Row {
         },
         peak_rss_mib: input.samples.iter().map(|s| s.rss_kib).max().unwrap_or(0) as f64 / 1024.0,
         peak_fds: input.samples.iter().map(|s| s.fds).max().unwrap_or(0),
+        claim_p99_ms: percentile(&claims, 0.99),
         load_before: input.load[0],
         load_after: input.load[1],
         panics: input.panics,
@@ -189,7 +204,7 @@ pub fn set_scaling(rows: &mut [Row]) {
 /// The column titles, aligned with [`table_row`].
 pub fn table_header() -> String {
     format!(
-        "{:>6} {:>5} {:>5} {:>10} {:>6} {:>10} {:>10} {:>10} {:>7} {:>7} {:>8} {:>9} {:>9} {:>5} {:>9}",
+        "{:>6} {:>5} {:>5} {:>10} {:>6} {:>10} {:>10} {:>10} {:>7} {:>7} {:>8} {:>9} {:>9} {:>5} {:>9} {:>12} {:>9}",
         "boards",
         "runs",
         "pass",
@@ -205,6 +220,8 @@ pub fn table_header() -> String {
         "peak RSS",
         "fds",
         "load",
+        "ledger",
+        "claim p99",
     )
 }
 
@@ -213,7 +230,7 @@ pub fn table_row(row: &Row) -> String {
         v.map_or_else(|| "-".to_string(), |v| format!("{v:.digits$}{unit}"))
     };
     format!(
-        "{:>6} {:>5} {:>5} {:>10.1} {:>6} {:>10} {:>10} {:>10} {:>7} {:>7} {:>8} {:>9} {:>9} {:>5} {:>9}",
+        "{:>6} {:>5} {:>5} {:>10.1} {:>6} {:>10} {:>10} {:>10} {:>7} {:>7} {:>8} {:>9} {:>9} {:>5} {:>9} {:>12} {:>9}",
         row.boards,
         row.runs,
         row.passed,
@@ -229,6 +246,8 @@ pub fn table_row(row: &Row) -> String {
         format!("{:.1} MiB", row.peak_rss_mib),
         row.peak_fds,
         format!("{:.2}→{:.2}", row.load_before, row.load_after),
+        row.ledger,
+        opt(row.claim_p99_ms, 2, " ms"),
     )
 }
 
@@ -274,6 +293,8 @@ mod tests {
         let runs = [run("/x/ttySIM0", t0, 1_300_000)];
         let row = summarize(RowInput {
             boards: 1,
+            ledger: "sqlite",
+            claims: &[],
             runs: &runs,
             costs: Some(&costs),
             wall: Duration::from_secs(2),
@@ -294,6 +315,8 @@ mod tests {
         // Without costs (latency none) there is no limit.
         let row = summarize(RowInput {
             boards: 1,
+            ledger: "sqlite",
+            claims: &[],
             runs: &runs,
             costs: None,
             wall: Duration::from_secs(2),
@@ -310,6 +333,7 @@ mod tests {
     fn scaling_is_relative_to_the_first_row_per_board() {
         let row = |boards, bpm| Row {
             boards,
+            ledger: "sqlite".into(),
             runs: 0,
             passed: 0,
             wall_s: 1.0,
@@ -326,6 +350,7 @@ mod tests {
             cpu_ms_per_cycle: 0.0,
             peak_rss_mib: 0.0,
             peak_fds: 0,
+            claim_p99_ms: None,
             load_before: 0.0,
             load_after: 0.0,
             panics: 0,

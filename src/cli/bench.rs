@@ -7,9 +7,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::bench::crash::{self, CrashOptions};
+use crate::bench::ledger::BenchLedger;
 use crate::bench::report::{table_header, table_row};
 use crate::bench::soak::{self, SoakOptions};
 use crate::bench::{self, BenchOptions, Machine};
+use crate::config::LedgerMode;
 use crate::sim::{FaultSpec, Latency};
 
 const DEFAULT_BOARDS: &[usize] = &[1, 8, 32, 64, 128];
@@ -67,6 +69,18 @@ pub struct BenchArgs {
     /// CPU time is not counted as the station's).
     #[arg(long, conflicts_with = "soak")]
     pub scrape: bool,
+    /// The stations also use this line's PostgreSQL ledger (a URL without a
+    /// password, which comes from $NRF_PROVD_LEDGER_PASSWORD). Each row runs
+    /// in a schema of the bench's own, dropped afterwards; then the
+    /// forwarder's backfill rate is measured.
+    #[arg(long, value_name = "URL")]
+    pub ledger: Option<String>,
+    /// With --ledger: where claims are made during a run.
+    #[arg(long, value_enum, default_value_t = LedgerMode::Required)]
+    pub ledger_mode: LedgerMode,
+    /// With --ledger: runs in the backfill measurement (0: none).
+    #[arg(long, default_value_t = 20_000, value_name = "RUNS")]
+    pub backfill: usize,
 }
 
 const AFTER_HELP: &str = "\
@@ -74,6 +88,8 @@ Examples:
   nrf-provd bench                                   # host cost, modems answer at once
   nrf-provd bench --latency realistic --rounds 3    # against the physical limit
   nrf-provd bench --latency realistic --boards 64 --scrape   # with the page and /metrics read every second
+  nrf-provd bench --latency realistic --boards 64 \\
+      --ledger 'postgres://nrf@/nrf_line?host=/run/postgresql'   # a line's ledger, required mode
   nrf-provd bench --soak 10m --latency realistic \\
       --fault 0-3:urc-storm --fault 4-7:garbage --fault 8-9:bad-signature --fault 10:stall@KEYGEN
   nrf-provd bench --crash 100                       # 100 SIGKILLs, nothing may be lost";
@@ -217,7 +233,17 @@ async fn bench(args: BenchArgs, out: &Output) -> ExitCode {
         };
     }
 
+    if let Some(url) = &args.ledger {
+        if let Err(why) = crate::config::check_ledger_url(url) {
+            return super::error_exit(format!("--ledger {why}"));
+        }
+    }
     let options = BenchOptions {
+        ledger: args.ledger.clone().map(|url| BenchLedger {
+            url,
+            mode: args.ledger_mode,
+            backfill: args.backfill,
+        }),
         boards: args.boards.unwrap_or_else(|| DEFAULT_BOARDS.to_vec()),
         rounds: args.rounds,
         latency: args.latency.unwrap_or(Latency::None),
@@ -256,19 +282,28 @@ async fn bench(args: BenchArgs, out: &Output) -> ExitCode {
     })
     .await;
     match rows {
-        Ok(rows) if json => {
+        Ok(report) if json => {
             let doc = serde_json::json!({
                 "machine": machine,
                 "latency": latency,
                 "baud": baud,
                 "rounds": options.rounds,
                 "seed": seed,
-                "rows": rows,
+                "rows": report.rows,
+                "backfill": report.backfill,
             });
             out.line(doc);
             ExitCode::SUCCESS
         }
-        Ok(_) => ExitCode::SUCCESS,
+        Ok(report) => {
+            if let Some(b) = report.backfill {
+                out.line(format_args!(
+                    "forwarder backfill: {} runs in {:.2} s = {:.0} runs/s ({} per transaction)",
+                    b.runs, b.seconds, b.runs_per_second, b.batch
+                ));
+            }
+            ExitCode::SUCCESS
+        }
         Err(e) => super::error_exit(e),
     }
 }

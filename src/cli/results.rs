@@ -1,13 +1,18 @@
-//! `nrf-provd results`: print recorded runs from the results database.
+//! `nrf-provd results`: print recorded runs from the station's results
+//! database, or the whole line's from its shared PostgreSQL ledger.
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::config::{LedgerConfig, StationConfig};
 use crate::ledger::export::{self, OnboardOptions};
-use crate::ledger::{LedgerReader, RunFilter, SqliteLedger, default_db_path};
+use crate::ledger::{
+    LedgerReader, PgSettings, PostgresLedger, RunFilter, SqliteLedger, default_db_path,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -30,8 +35,24 @@ pub struct ResultsArgs {
     /// Results database [default: $STATE_DIRECTORY/results.db when
     /// STATE_DIRECTORY is set (systemd), else ./nrf-provd.db]. Opened read-only,
     /// so this works while the daemon runs.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["ledger", "config"])]
     pub db: Option<PathBuf>,
+    /// The line's shared ledger instead: every station's runs. A
+    /// PostgreSQL URL without a password (that comes from
+    /// $NRF_PROVD_LEDGER_PASSWORD), e.g. postgres://nrf@db.line3/nrf_line.
+    #[arg(long, value_name = "URL", conflicts_with = "config")]
+    pub ledger: Option<String>,
+    /// A station's configuration: its `[ledger]` (URL and password file)
+    /// when it has one, else its database.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Only runs of this station.
+    #[arg(long, value_name = "ID")]
+    pub station: Option<String>,
+    /// Instead of runs: yield per station and the most frequent failure
+    /// reasons (table or json).
+    #[arg(long)]
+    pub summary: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -64,9 +85,33 @@ fn parse_uuid(text: &str) -> Result<Uuid, String> {
 
 pub use crate::ledger::parse_since;
 
+/// The ledger the arguments name.
+fn open_reader(args: &ResultsArgs) -> Result<Arc<dyn LedgerReader>, String> {
+    let shared = |ledger: &LedgerConfig| -> Result<Arc<dyn LedgerReader>, String> {
+        let settings = PgSettings::new(ledger).map_err(|e| e.to_string())?;
+        let reader = PostgresLedger::new(&settings).map_err(|e| e.to_string())?;
+        Ok(Arc::new(reader))
+    };
+    if let Some(url) = &args.ledger {
+        crate::config::check_ledger_url(url).map_err(|why| format!("--ledger {why}"))?;
+        return shared(&LedgerConfig::for_url(url.clone()));
+    }
+    let path = match &args.config {
+        Some(path) => {
+            let config = StationConfig::load(path).map_err(|e| e.to_string())?;
+            if let Some(ledger) = &config.ledger {
+                return shared(ledger);
+            }
+            config.database
+        }
+        None => args.db.clone().unwrap_or_else(default_db_path),
+    };
+    let reader = SqliteLedger::open_read_only(&path).map_err(|e| e.to_string())?;
+    Ok(Arc::new(reader))
+}
+
 pub async fn run(args: ResultsArgs) -> ExitCode {
-    let path = args.db.clone().unwrap_or_else(default_db_path);
-    let reader = match SqliteLedger::open_read_only(&path) {
+    let reader = match open_reader(&args) {
         Ok(reader) => reader,
         Err(e) => return super::error_exit(e),
     };
@@ -74,12 +119,43 @@ pub async fn run(args: ResultsArgs) -> ExitCode {
         device_uuid: args.device,
         since: args.since,
         limit: args.limit,
+        station_id: args.station.clone(),
     };
+    if args.summary {
+        return write_summary(&args, reader.as_ref(), &filter).await;
+    }
     let runs = match reader.runs(&filter).await {
         Ok(runs) => runs,
         Err(e) => return super::error_exit(e),
     };
     write_results(&args, &runs)
+}
+
+async fn write_summary(
+    args: &ResultsArgs,
+    reader: &dyn LedgerReader,
+    filter: &RunFilter,
+) -> ExitCode {
+    if !matches!(args.format, Format::Table | Format::Json) {
+        return super::error_exit("--summary prints --format table or json");
+    }
+    let summary = match reader.summary(filter).await {
+        Ok(summary) => summary,
+        Err(e) => return super::error_exit(e),
+    };
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let written = match args.format {
+        Format::Json => serde_json::to_writer_pretty(&mut out, &summary)
+            .map_err(io::Error::from)
+            .and_then(|()| writeln!(out)),
+        _ => summary.write_table(&mut out),
+    };
+    match written.and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => super::error_exit(format!("writing the summary: {e}")),
+    }
 }
 
 fn write_results(args: &ResultsArgs, runs: &[crate::record::RunRecord]) -> ExitCode {

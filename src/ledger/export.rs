@@ -100,10 +100,12 @@ fn cell(text: &str) -> String {
         .collect()
 }
 
-/// A human-readable table, then a summary line.
+/// A human-readable table, then a summary line. Runs of more than one
+/// station (a line's ledger) get a STATION column.
 pub fn table(runs: &[RunRecord], out: &mut dyn Write) -> io::Result<()> {
-    const HEAD: [&str; 8] = [
+    const HEAD: [&str; 9] = [
         "RUN",
+        "STATION",
         "STARTED (UTC)",
         "PORT",
         "DEVICE",
@@ -112,12 +114,16 @@ pub fn table(runs: &[RunRecord], out: &mut dyn Write) -> io::Result<()> {
         "STEP",
         "REASON",
     ];
-    let rows: Vec<[String; 8]> = runs
+    let stations = runs
+        .first()
+        .is_some_and(|first| runs.iter().any(|r| r.station_id != first.station_id));
+    let rows: Vec<[String; 9]> = runs
         .iter()
         .map(|run| {
             let started = run.started_at.to_offset(time::UtcOffset::UTC);
             [
                 run.id.to_string(),
+                cell(&run.station_id),
                 format!(
                     "{} {:02}:{:02}:{:02}",
                     started.date(),
@@ -134,7 +140,18 @@ pub fn table(runs: &[RunRecord], out: &mut dyn Write) -> io::Result<()> {
             ]
         })
         .collect();
-    let mut widths = HEAD.map(str::len);
+    // Without several stations the STATION column is left out.
+    let shown = |cells: &[String; 9]| -> Vec<String> {
+        cells
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| stations || *i != 1)
+            .map(|(_, c)| c.clone())
+            .collect()
+    };
+    let head = shown(&HEAD.map(str::to_string));
+    let rows: Vec<Vec<String>> = rows.iter().map(shown).collect();
+    let mut widths: Vec<usize> = head.iter().map(String::len).collect();
     for row in &rows {
         for (w, c) in widths.iter_mut().zip(row) {
             *w = (*w).max(c.chars().count());
@@ -142,7 +159,7 @@ pub fn table(runs: &[RunRecord], out: &mut dyn Write) -> io::Result<()> {
     }
     let line = |cells: &[&str]| -> String {
         let mut text = String::new();
-        for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
             if i + 1 == cells.len() {
                 text.push_str(c);
             } else {
@@ -151,7 +168,8 @@ pub fn table(runs: &[RunRecord], out: &mut dyn Write) -> io::Result<()> {
         }
         text.trim_end().to_owned()
     };
-    writeln!(out, "{}", line(&HEAD))?;
+    let head: Vec<&str> = head.iter().map(String::as_str).collect();
+    writeln!(out, "{}", line(&head))?;
     for row in &rows {
         let cells: Vec<&str> = row.iter().map(String::as_str).collect();
         writeln!(out, "{}", line(&cells))?;

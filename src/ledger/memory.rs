@@ -112,6 +112,12 @@ impl LedgerReader for MemoryLedger {
                     .is_none_or(|u| r.device.device_uuid == Some(u))
             })
             .filter(|r| filter.since.is_none_or(|t| r.started_at >= t))
+            .filter(|r| {
+                filter
+                    .station_id
+                    .as_ref()
+                    .is_none_or(|s| *s == r.station_id)
+            })
             .cloned()
             .collect();
         if let Some(limit) = filter.limit {

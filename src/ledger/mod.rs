@@ -13,8 +13,11 @@
 //! CSV formats.
 
 pub mod export;
+pub mod line;
 mod memory;
+pub mod postgres;
 mod sqlite;
+pub mod summary;
 
 use std::path::PathBuf;
 
@@ -26,8 +29,11 @@ pub use crate::record::{
     Artifact, ArtifactKind, DeviceInfo, Outcome, ReasonCode, RunId, RunRecord, RunStart, Step,
     StepRecord, TokenRecord, VerifiedBy,
 };
+pub use line::{LineLedger, LineMode};
 pub use memory::MemoryLedger;
+pub use postgres::{PgSettings, PostgresLedger};
 pub use sqlite::{SCHEMA_VERSION, SqliteLedger, SqliteReader};
+pub use summary::Summary;
 
 /// Database used when none is configured: `$STATE_DIRECTORY/results.db`
 /// under systemd (`StateDirectory=`), else `./nrf-provd.db`.
@@ -87,6 +93,12 @@ pub enum LedgerError {
         ledger: &'static str,
         detail: String,
     },
+    /// The server answered, with an error that waiting will not clear.
+    #[error("PostgreSQL ledger: {context}: {detail}")]
+    Postgres {
+        context: &'static str,
+        detail: String,
+    },
 }
 
 impl LedgerError {
@@ -112,6 +124,14 @@ impl LedgerError {
             ),
             _ => false,
         }
+    }
+
+    /// A fault of this station's own store that may clear (a lock, a full
+    /// disk): the station pauses for it. A shared ledger out of reach is not
+    /// one: its runs fail `ledger_unreachable` while records keep being
+    /// written locally, so the station goes on taking boards.
+    pub fn is_local_fault(&self) -> bool {
+        self.is_transient() && !matches!(self, LedgerError::Unreachable { .. })
     }
 }
 
@@ -179,13 +199,58 @@ pub struct Claim {
 }
 
 /// Answer to [`Ledger::claim`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimOutcome {
     /// Never seen before; now recorded against this run.
     Fresh,
     /// Already claimed, by `first_run` (which may be this same run if the
     /// caller claims a value twice).
     Replay { first_run: RunId },
+    /// Already claimed by another station's run: the line's shared ledger
+    /// names the first station, port and run.
+    ReplayAt(Box<Sighting>),
+}
+
+/// Where and when a device, claim or pin was seen on the line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sighting {
+    pub station_id: String,
+    pub port: String,
+    pub run_uid: Uuid,
+    pub at: OffsetDateTime,
+}
+
+impl std::fmt::Display for Sighting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "station {} port {} in run {} at {}",
+            self.station_id,
+            self.port,
+            self.run_uid,
+            crate::record::ser::rfc3339(&self.at)
+        )
+    }
+}
+
+/// A run that has just proven its device's identity, asking the ledger
+/// what it knows of the device ([`Ledger::check_device`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceCheck {
+    pub run: RunId,
+    pub device_uuid: Uuid,
+    pub imei: Option<String>,
+    pub seen: Sighting,
+}
+
+/// What a ledger knows of a device, for the line-wide rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceHistory {
+    /// Another run of the device that is in flight now (on another port).
+    pub running: Option<Sighting>,
+    /// Runs of the device that passed before, and the latest of them.
+    pub passed: u64,
+    pub last_passed: Option<Sighting>,
 }
 
 /// The write side, used by the station during runs.
@@ -212,6 +277,14 @@ pub trait Ledger: Send + Sync {
         Ok(())
     }
 
+    /// Note that `check.run` is now running the proven device, and say
+    /// whether it runs elsewhere right now and where it passed before. A
+    /// ledger that keeps no such history knows nothing.
+    async fn check_device(&self, check: &DeviceCheck) -> Result<DeviceHistory, LedgerError> {
+        let _ = check;
+        Ok(DeviceHistory::default())
+    }
+
     /// How the ledger is doing, for the operator's view and metrics.
     fn status(&self) -> LedgerStatus {
         LedgerStatus::default()
@@ -234,6 +307,7 @@ pub struct LedgerStatus {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunFilter {
     pub device_uuid: Option<Uuid>,
+    pub station_id: Option<String>,
     pub since: Option<OffsetDateTime>,
     pub limit: Option<usize>,
 }
@@ -295,6 +369,16 @@ pub trait LedgerReader: Send + Sync {
 
     /// Number of runs by outcome.
     async fn counts(&self) -> Result<Counts, LedgerError>;
+
+    /// Yield per station and the most frequent failure reasons of the runs
+    /// `filter` selects (its `limit` ignored).
+    async fn summary(&self, filter: &RunFilter) -> Result<Summary, LedgerError> {
+        let filter = RunFilter {
+            limit: None,
+            ..filter.clone()
+        };
+        Ok(Summary::of(&self.runs(&filter).await?))
+    }
 }
 
 /// Fixed-width UTC timestamps: readable in `sqlite3` and sortable as text.

@@ -26,6 +26,9 @@ use super::{
 };
 use crate::token::TokenKind;
 
+mod line;
+pub use line::{ForwardBatch, stored_claim_value};
+
 /// Schema migrations, applied in order; `PRAGMA user_version` counts how many
 /// a database has. Append only: never edit a released migration.
 const MIGRATIONS: &[&str] = &[
@@ -33,6 +36,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_reason_code.sql"),
     include_str!("migrations/0003_line.sql"),
     include_str!("migrations/0004_health.sql"),
+    include_str!("migrations/0005_outbox.sql"),
 ];
 
 /// The schema version this release writes (`PRAGMA user_version`).
@@ -497,6 +501,13 @@ impl Ledger for SqliteLedger {
         })
         .await
     }
+
+    async fn check_device(
+        &self,
+        check: &super::DeviceCheck,
+    ) -> Result<super::DeviceHistory, LedgerError> {
+        line::check_device(&self.db, check).await
+    }
 }
 
 fn base64_key(der: &[u8]) -> String {
@@ -520,6 +531,12 @@ fn finish(conn: &mut Connection, record: &RunRecord) -> Result<(), LedgerError> 
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sql("finish run"))?;
+    finish_in(&tx, record)?;
+    tx.commit().map_err(sql("commit run"))
+}
+
+/// [`finish`] inside the caller's transaction.
+fn finish_in(tx: &Connection, record: &RunRecord) -> Result<(), LedgerError> {
     let device = &record.device;
     let updated = tx
         .execute(
@@ -654,7 +671,7 @@ fn finish(conn: &mut Connection, record: &RunRecord) -> Result<(), LedgerError> 
         )
         .map_err(sql("record device"))?;
     }
-    tx.commit().map_err(sql("commit run"))
+    Ok(())
 }
 
 #[async_trait]
@@ -712,13 +729,24 @@ fn read_runs(
         filter.device_uuid.map(uuid_text),
         filter.since.map(dbtime::format),
         limit,
-        id
+        id,
+        filter.station_id,
     ];
     // One selection, used by all four queries.
     const SELECTED: &str = "SELECT id FROM runs
          WHERE (?1 IS NULL OR device_uuid = ?1) AND (?2 IS NULL OR started_at >= ?2)
-               AND (?4 IS NULL OR id = ?4)
+               AND (?4 IS NULL OR id = ?4) AND (?5 IS NULL OR station_id = ?5)
          ORDER BY id DESC LIMIT ?3";
+    read_selected(conn, SELECTED, filter_params)
+}
+
+/// The runs whose ids `selected` (SQL, with `filter_params`) returns,
+/// oldest first, with their steps, tokens and artifacts.
+fn read_selected(
+    conn: &Connection,
+    selected: &str,
+    filter_params: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<RunRecord>, LedgerError> {
     // A read-only view of an older database (one a daemon holds but has
     // not yet migrated, or one this user may not write) lacks newer columns.
     let version = SqliteReader::version(conn)?;
@@ -733,7 +761,7 @@ fn read_runs(
             "SELECT id, station_id, port, started_at, finished_at, outcome, failed_step, reason,
                     device_uuid, imei, model, firmware, firmware_uuid, hw_version, {reason_code},
                     {uid}, {verified_by}
-             FROM runs WHERE id IN ({SELECTED}) ORDER BY id"
+             FROM runs WHERE id IN ({selected}) ORDER BY id"
         ))
         .map_err(sql("query runs"))?;
     let raws = stmt
@@ -746,7 +774,7 @@ fn read_runs(
     let mut stmt = conn
         .prepare_cached(&format!(
             "SELECT run_id, name, started_at, duration_us, passed, attempts, detail
-             FROM steps WHERE run_id IN ({SELECTED}) ORDER BY run_id, seq"
+             FROM steps WHERE run_id IN ({selected}) ORDER BY run_id, seq"
         ))
         .map_err(sql("query steps"))?;
     let rows = stmt
@@ -783,7 +811,7 @@ fn read_runs(
     let mut stmt = conn
         .prepare_cached(&format!(
             "SELECT run_id, kind, text, authentic, checks_json
-             FROM tokens WHERE run_id IN ({SELECTED}) ORDER BY run_id, seq"
+             FROM tokens WHERE run_id IN ({selected}) ORDER BY run_id, seq"
         ))
         .map_err(sql("query tokens"))?;
     let rows = stmt
@@ -815,7 +843,7 @@ fn read_runs(
     let mut stmt = conn
         .prepare_cached(&format!(
             "SELECT run_id, kind, sec_tag, content
-             FROM artifacts WHERE run_id IN ({SELECTED}) ORDER BY run_id, seq"
+             FROM artifacts WHERE run_id IN ({selected}) ORDER BY run_id, seq"
         ))
         .map_err(sql("query artifacts"))?;
     let rows = stmt

@@ -10,6 +10,7 @@
 
 pub mod authority;
 pub mod context;
+mod line;
 pub mod steps;
 
 use std::sync::Arc;
@@ -234,7 +235,12 @@ impl<'a, T: Link> Run<'a, T> {
                 ReasonCode::Replay,
                 format!("{} already seen in run {first_run}", kind.describe()),
             )),
-            Err(e) => Err(StepFailure::new(step, ReasonCode::Store, e.to_string())),
+            Ok(ClaimOutcome::ReplayAt(first)) => Err(StepFailure::new(
+                step,
+                ReasonCode::Replay,
+                format!("{} already seen at {first}", kind.describe()),
+            )),
+            Err(e) => Err(line::ledger_failure(step, &e)),
         }
     }
 }

@@ -24,8 +24,8 @@ use tracing::{info, warn};
 
 use super::events::{Events, StationEvent};
 use crate::ledger::{
-    Claim, ClaimOutcome, Ledger, LedgerError, LedgerStatus, Pin, PinOutcome, RunId, RunRecord,
-    RunStart,
+    Claim, ClaimOutcome, DeviceCheck, DeviceHistory, Ledger, LedgerError, LedgerStatus, Pin,
+    PinOutcome, RunId, RunRecord, RunStart,
 };
 
 /// First wait before the ledger is tried again; doubles up to [`MAX_BACKOFF`].
@@ -76,7 +76,7 @@ impl LedgerGate {
 
     /// The ledger failed with `err`: pause if the fault may clear.
     fn trip(&self, err: &LedgerError) {
-        if !err.is_transient() {
+        if !err.is_local_fault() {
             return;
         }
         let reason = err.to_string();
@@ -192,7 +192,7 @@ impl LedgerGate {
     {
         loop {
             match op().await {
-                Err(e) if e.is_transient() => {
+                Err(e) if e.is_local_fault() => {
                     self.trip(&e);
                     // No stop token here: a run in flight is bounded by its
                     // own deadline and the station's abort.
@@ -232,6 +232,10 @@ impl Ledger for LedgerGate {
 
     async fn probe(&self) -> Result<(), LedgerError> {
         self.inner.probe().await
+    }
+
+    async fn check_device(&self, check: &DeviceCheck) -> Result<DeviceHistory, LedgerError> {
+        self.through(|| self.inner.check_device(check)).await
     }
 
     fn status(&self) -> LedgerStatus {

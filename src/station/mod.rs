@@ -71,6 +71,8 @@ pub struct Station {
     ledger: Arc<LedgerGate>,
     /// The station's own records, for reading (API, bench, checks).
     reader: Arc<dyn LedgerReader>,
+    /// With a shared ledger: the composite behind `ledger` (bench figures).
+    line: Option<Arc<crate::ledger::LineLedger>>,
     /// Runs finished since start: exact, where event subscribers may lag.
     finished: AtomicU64,
     sources: Sources,
@@ -91,18 +93,24 @@ impl Station {
         config: &StationConfig,
         sources: Sources,
     ) -> Result<Arc<Station>, SetupError> {
-        let sqlite = Arc::new(setup::open_ledger(config)?);
-        let recovered = sqlite.recovered();
-        Self::with_ledger(config, sqlite.clone(), sqlite, recovered, sources)
+        let setup::OpenedLedger {
+            ledger,
+            reader,
+            recovered,
+            line,
+        } = setup::open_ledger(config)?;
+        Self::with_ledger(config, ledger, reader, recovered, line, sources)
     }
 
-    /// The station `config` describes over a ledger of the caller's (the
-    /// line's shared ledger; a test's ledger that fails on purpose).
+    /// The station `config` describes over a ledger of the caller's (a
+    /// test's ledger that fails on purpose); `line` is the composite behind
+    /// it when there is a shared ledger.
     pub fn with_ledger(
         config: &StationConfig,
         ledger: Arc<dyn Ledger>,
         reader: Arc<dyn LedgerReader>,
         recovered: usize,
+        line: Option<Arc<crate::ledger::LineLedger>>,
         sources: Sources,
     ) -> Result<Arc<Station>, SetupError> {
         let events = Events::default();
@@ -113,6 +121,7 @@ impl Station {
             ctx: RwLock::new(Arc::new(ctx)),
             ledger,
             reader,
+            line,
             finished: AtomicU64::new(0),
             sources,
             events,
@@ -134,6 +143,11 @@ impl Station {
     /// How the ledger is doing (forwarding backlog, conflicts).
     pub fn ledger_status(&self) -> crate::ledger::LedgerStatus {
         self.ledger.status()
+    }
+
+    /// The line's ledger, when the station forwards to one.
+    pub fn line(&self) -> Option<Arc<crate::ledger::LineLedger>> {
+        self.line.clone()
     }
 
     /// Runs finished since the station started.

@@ -82,7 +82,7 @@ async fn run_recorded<T: Link>(
     };
     let id = match ctx.ledger.begin_run(&start).await {
         Ok(id) => id,
-        Err(err) if err.is_transient() => return Recorded::NotBegun(err),
+        Err(err) if err.is_local_fault() => return Recorded::NotBegun(err),
         Err(err) => return Recorded::Run(Box::new(unrecorded(ctx, &start, err.to_string()))),
     };
     let mut record = RunRecord::begun(id, &start);

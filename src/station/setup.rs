@@ -11,7 +11,10 @@ use crate::at::{AtError, ClientOptions, Dialect};
 use crate::ca::StationCa;
 use crate::cloud::{ApiKey, CloudClient};
 use crate::config::{ApiKeySource, StationConfig, VerifiedBy};
-use crate::ledger::{Ledger, LedgerError, SqliteLedger};
+use crate::ledger::line::ForwardSettings;
+use crate::ledger::{
+    Ledger, LedgerError, LedgerReader, LineLedger, PgSettings, PostgresLedger, SqliteLedger,
+};
 use crate::plan::{
     Clock, CollectAuthority, IdentityAuthority, KeysAuthority, NrfCloudAuthority, OsRandom,
     PinAuthority, PlanContext, RandomSource, SystemClock,
@@ -26,6 +29,8 @@ use super::recorder::RunSettings;
 pub enum SetupError {
     #[error("database {path}: {source}")]
     Ledger { path: PathBuf, source: LedgerError },
+    #[error("shared ledger: {0}")]
+    SharedLedger(LedgerError),
     #[error("trust file: {0}")]
     Trust(#[from] TrustError),
     #[error("station CA: {0}")]
@@ -60,11 +65,54 @@ impl Default for Sources {
     }
 }
 
-/// Open the configured ledger (the station's SQLite database).
-pub fn open_ledger(config: &StationConfig) -> Result<SqliteLedger, SetupError> {
-    SqliteLedger::open(&config.database).map_err(|source| SetupError::Ledger {
+/// The station's ledger, as [`open_ledger`] assembled it.
+pub struct OpenedLedger {
+    pub ledger: Arc<dyn Ledger>,
+    /// The station's own records (its SQLite).
+    pub reader: Arc<dyn LedgerReader>,
+    /// Runs found in flight from an earlier crash, now interrupted.
+    pub recovered: usize,
+    /// With `[ledger]`: the composite that forwards to the line's ledger.
+    pub line: Option<Arc<LineLedger>>,
+}
+
+/// Open the configured ledger: the station's SQLite database, and with
+/// `[ledger]` the line's PostgreSQL behind it, its forwarder started (on
+/// the current tokio runtime). Never waits for the server.
+pub fn open_ledger(config: &StationConfig) -> Result<OpenedLedger, SetupError> {
+    let sqlite = SqliteLedger::open(&config.database).map_err(|source| SetupError::Ledger {
         path: config.database.clone(),
         source,
+    })?;
+    let recovered = sqlite.recovered();
+    let reader: Arc<dyn LedgerReader> = Arc::new(sqlite.clone());
+    let Some(line) = &config.ledger else {
+        return Ok(OpenedLedger {
+            ledger: Arc::new(sqlite),
+            reader,
+            recovered,
+            line: None,
+        });
+    };
+    let shared = PgSettings::new(line)
+        .and_then(|settings| PostgresLedger::new(&settings))
+        .map_err(SetupError::SharedLedger)?;
+    let composite = Arc::new(LineLedger::new(
+        sqlite,
+        shared,
+        line.mode,
+        &config.station_id,
+        config.timeouts.run,
+    ));
+    composite.start_forwarding(ForwardSettings {
+        batch_size: line.batch_size,
+        interval: line.forward_interval,
+    });
+    Ok(OpenedLedger {
+        ledger: composite.clone(),
+        reader,
+        recovered,
+        line: Some(composite),
     })
 }
 

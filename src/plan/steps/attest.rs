@@ -133,6 +133,8 @@ pub async fn run<T: Link>(run: &mut Run<'_, T>) -> Result<String, StepFailure> {
     }
     run.state.device_uuid = Some(device_uuid);
     run.record.device.device_uuid = Some(device_uuid);
+    // The UUID is proven now: the line-wide device rules.
+    let again = run.check_device(STEP, device_uuid).await?;
     let detail = format!(
         "identity token of {device_uuid}, nonce {} = challenge; vouched by {}: {}",
         hex::encode(nonce),
@@ -140,5 +142,8 @@ pub async fn run<T: Link>(run: &mut Run<'_, T>) -> Result<String, StepFailure> {
         vouch.detail
     );
     run.state.vouch = Some(vouch);
-    Ok(detail)
+    Ok(match again {
+        Some(note) => format!("{detail}; {note}"),
+        None => detail,
+    })
 }
