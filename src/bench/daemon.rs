@@ -101,8 +101,15 @@ fn run_line(line: &str) -> Option<Reported> {
     let fields = value.get("fields")?;
     let message = fields.get("message")?.as_str()?;
     let (verdict, detail) = message.split_once(' ').unwrap_or((message, ""));
+    // The port is a field of the outermost span (`port`, then `run`); the
+    // daemon logs the span list, not the current span again beside it.
+    let port = value
+        .get("spans")?
+        .as_array()?
+        .iter()
+        .find_map(|span| span.get("port")?.as_str())?;
     Some(Reported {
-        port: value.get("span")?.get("port")?.as_str()?.to_string(),
+        port: port.to_string(),
         run: fields.get("run")?.as_i64()?,
         outcome: Outcome::parse(&verdict.to_lowercase())?,
         detail: detail.to_string(),
@@ -201,7 +208,7 @@ mod tests {
 
     #[test]
     fn run_lines_are_read_from_the_json_log() {
-        let line = r#"{"timestamp":"2026-12-02T02:42:04Z","level":"INFO","fields":{"message":"FAILED keygen timeout: no answer","run":12,"device":"-","imei":"-"},"target":"nrf_provd::run","span":{"port":"/tmp/x/ttySIM3","name":"port"},"spans":[{"port":"/tmp/x/ttySIM3","name":"port"}]}"#;
+        let line = r#"{"timestamp":"2026-12-02T02:42:04Z","level":"INFO","fields":{"message":"FAILED keygen timeout: no answer","run":12,"device":"-","imei":"-"},"target":"nrf_provd::run","spans":[{"port":"/tmp/x/ttySIM3","name":"port"},{"id":12,"name":"run"}]}"#;
         assert_eq!(
             run_line(line),
             Some(Reported {
