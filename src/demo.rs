@@ -44,6 +44,8 @@ pub struct Summary {
     pub runs: Vec<RunRecord>,
     pub expected: usize,
     pub database: PathBuf,
+    /// Whether the working directory (and so the database) is kept.
+    pub kept: bool,
     pub elapsed: Duration,
 }
 
@@ -61,18 +63,16 @@ pub async fn run(
     rounds: usize,
     latency: Latency,
     quiet: bool,
+    keep: bool,
 ) -> Result<Summary, DemoError> {
-    let dir = private_temp_dir("demo")?;
+    let work = WorkDir::create("demo", keep)?;
+    let dir = work.path.clone();
     let say = |line: String| {
         if !quiet {
             println!("{line}");
         }
     };
-    let ports_dir = dir.join("ports");
-    std::fs::create_dir_all(&ports_dir).map_err(|source| DemoError::Dir {
-        path: ports_dir.clone(),
-        source,
-    })?;
+    let ports_dir = work.sub("ports")?;
     let options = SimOptions {
         latency,
         ..SimOptions::default()
@@ -157,6 +157,7 @@ pub async fn run(
         runs,
         expected,
         database: config.database.clone(),
+        kept: keep,
         elapsed: started.elapsed(),
     };
     if !quiet {
@@ -198,9 +199,43 @@ pub fn station_config(
     Ok(config)
 }
 
+/// A private working directory (see [`private_temp_dir`]), removed on drop
+/// unless kept: the demo and the benches leave nothing in the temporary
+/// directory unless asked to (`--keep`).
+pub struct WorkDir {
+    pub path: PathBuf,
+    keep: bool,
+}
+
+impl WorkDir {
+    pub fn create(kind: &str, keep: bool) -> Result<WorkDir, DemoError> {
+        let path = private_temp_dir(kind)?;
+        Ok(WorkDir { path, keep })
+    }
+
+    /// A subdirectory, created.
+    pub fn sub(&self, name: &str) -> Result<PathBuf, DemoError> {
+        let path = self.path.join(name);
+        std::fs::create_dir_all(&path).map_err(|source| DemoError::Dir {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(path)
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if self.keep {
+            eprintln!("nrf-provd: kept {}", self.path.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
 /// A fresh private (0700: it holds a throwaway CA key and results)
-/// directory `$TMPDIR/nrf-provd-<kind>-<time>-<pid>`; the demo keeps it so
-/// that `nrf-provd results --db …` can show what happened.
+/// directory `$TMPDIR/nrf-provd-<kind>-<time>-<pid>`.
 pub fn private_temp_dir(kind: &str) -> Result<PathBuf, DemoError> {
     let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
     let path =
@@ -272,8 +307,14 @@ fn print_summary(summary: &Summary) {
         summary.elapsed.as_secs_f64(),
         summary.database.display()
     );
-    println!(
-        "See the records with: nrf-provd results --db {}",
-        summary.database.display()
-    );
+    if summary.kept {
+        println!(
+            "See the records with: nrf-provd results --db {}",
+            summary.database.display()
+        );
+    } else {
+        println!(
+            "(removed at exit; `nrf-provd demo --keep` keeps the database to read with `nrf-provd results --db`)"
+        );
+    }
 }

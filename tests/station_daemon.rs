@@ -156,18 +156,25 @@ async fn sigkill_with_runs_in_flight_loses_no_committed_record() {
 
 #[test]
 fn demo_command_provisions_every_board_and_exits_zero() {
-    let output = Command::new(binary())
-        .args([
-            "demo",
-            "--boards",
-            "3",
-            "--rounds",
-            "2",
-            "--latency",
-            "none",
-        ])
-        .output()
-        .expect("run demo");
+    // Its own temporary directory, to see what the demo leaves behind.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let demo = |extra: &[&str]| {
+        Command::new(binary())
+            .args([
+                "demo",
+                "--boards",
+                "3",
+                "--rounds",
+                "2",
+                "--latency",
+                "none",
+            ])
+            .args(extra)
+            .env("TMPDIR", tmp.path())
+            .output()
+            .expect("run demo")
+    };
+    let output = demo(&[]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -175,7 +182,29 @@ fn demo_command_provisions_every_board_and_exits_zero() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("6/6 runs passed"), "{stdout}");
-    assert!(stdout.contains("Database:"), "{stdout}");
+    assert!(
+        stdout.contains("--keep"),
+        "says how to keep the records: {stdout}"
+    );
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).expect("read tmp").collect();
+    assert!(left.is_empty(), "the demo leaves nothing behind: {left:?}");
+
+    let kept = demo(&["--keep"]);
+    let stdout = String::from_utf8_lossy(&kept.stdout);
+    assert!(kept.status.success(), "{stdout}");
+    let db = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("See the records with: nrf-provd results --db "))
+        .unwrap_or_else(|| panic!("names the database: {stdout}"));
+    assert!(db.starts_with(&*tmp.path().to_string_lossy()), "{db}");
+    let results = Command::new(binary())
+        .args(["results", "--db", db])
+        .output()
+        .expect("results");
+    assert!(
+        String::from_utf8_lossy(&results.stdout).contains("6 runs: 6 passed"),
+        "{results:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

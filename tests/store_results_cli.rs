@@ -205,3 +205,145 @@ fn a_database_of_the_previous_release_is_migrated_and_shows_reason_codes() {
         .collect();
     assert_eq!(uids.len(), 3, "every old run got a uid of its own");
 }
+
+/// A database with `n` passed runs of distinct devices, each with its
+/// device certificate (a multi-line PEM, as on a real station).
+async fn passed_database(path: &Path, n: u128) {
+    use nrf_provd::ledger::{Artifact, ArtifactKind};
+    let store = SqliteLedger::open(path).unwrap_or_else(|e| panic!("{e}"));
+    let at = datetime!(2024-05-01 10:00 UTC);
+    for i in 0..n {
+        let start = RunStart {
+            uid: uuid::Uuid::from_u128(1000 + i),
+            station_id: "s1".into(),
+            port: "/dev/a".into(),
+            started_at: at,
+        };
+        let id = store
+            .begin_run(&start)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        store
+            .finish_run(&RunRecord {
+                id,
+                uid: start.uid,
+                station_id: "s1".into(),
+                port: "/dev/a".into(),
+                started_at: at,
+                finished_at: Some(datetime!(2024-05-01 10:00:30 UTC)),
+                outcome: Outcome::Passed,
+                failed_step: None,
+                reason_code: None,
+                reason: None,
+                verified_by: None,
+                device: DeviceInfo {
+                    device_uuid: Some(uuid::Uuid::from_u128(0x5050_0000 + i)),
+                    ..Default::default()
+                },
+                steps: vec![],
+                tokens: vec![],
+                artifacts: vec![Artifact {
+                    kind: ArtifactKind::DeviceCertificate,
+                    sec_tag: Some(16_842_753),
+                    content: format!(
+                        "-----BEGIN CERTIFICATE-----\nMIIB{i:04}\nAAAA\n-----END CERTIFICATE-----\n"
+                    ),
+                }],
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+#[tokio::test]
+async fn large_exports_are_written_as_files_of_whole_rows() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let db = dir.path().join("results.db");
+    passed_database(&db, 5).await;
+    let db = db.to_str().unwrap_or_default();
+    let out_dir = dir.path().join("export");
+    let out_dir = out_dir.to_str().unwrap_or_default();
+    let args = [
+        "--db",
+        db,
+        "--format",
+        "onboard-csv",
+        "--out-dir",
+        out_dir,
+        "--max-rows",
+        "2",
+    ];
+
+    let written = results(&args);
+    assert!(written.status.success(), "{written:?}");
+    let mut rows_per_file = Vec::new();
+    let mut devices = Vec::new();
+    for name in ["onboard-001.csv", "onboard-002.csv", "onboard-003.csv"] {
+        let path = Path::new(out_dir).join(name);
+        let mode = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name} holds device identities");
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_path(&path)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        for row in &rows {
+            assert_eq!(row.len(), 5, "a whole row: {row:?}");
+            assert!(
+                row[4].starts_with("-----BEGIN CERTIFICATE-----\n")
+                    && row[4].ends_with("-----END CERTIFICATE-----\n"),
+                "the PEM is whole: {row:?}"
+            );
+            devices.push(row[0].to_string());
+        }
+        rows_per_file.push(rows.len());
+    }
+    assert_eq!(rows_per_file, [2, 2, 1]);
+    devices.sort();
+    devices.dedup();
+    assert_eq!(devices.len(), 5, "every device once: {devices:?}");
+    assert!(!Path::new(out_dir).join("onboard-004.csv").exists());
+    let listing = stdout(&written);
+    assert_eq!(listing.lines().count(), 3, "{listing}");
+    assert!(listing.contains("onboard-003.csv\t1 rows"), "{listing}");
+
+    // Never overwritten: a second export refuses before writing anything.
+    let before = std::fs::read(Path::new(out_dir).join("onboard-001.csv")).unwrap_or_default();
+    let again = results(&args);
+    assert_eq!(again.status.code(), Some(2), "{again:?}");
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("onboard-001.csv exists"),
+        "{again:?}"
+    );
+    assert_eq!(
+        std::fs::read(Path::new(out_dir).join("onboard-001.csv")).unwrap_or_default(),
+        before
+    );
+
+    // Attestation CSV: no authentic token in these runs, so no rows.
+    let none = results(&["--db", db, "--format", "attest-csv", "--out-dir", out_dir]);
+    assert!(none.status.success(), "{none:?}");
+    assert!(String::from_utf8_lossy(&none.stderr).contains("nothing written"));
+
+    for bad in [
+        vec!["--db", db, "--format", "onboard-csv", "--max-rows", "2"],
+        vec!["--db", db, "--format", "table", "--out-dir", out_dir],
+        vec![
+            "--db",
+            db,
+            "--format",
+            "onboard-csv",
+            "--out-dir",
+            out_dir,
+            "--max-rows",
+            "0",
+        ],
+    ] {
+        let out = results(&bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {out:?}");
+    }
+}

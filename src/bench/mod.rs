@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::config::StationConfig;
+pub(crate) use crate::demo::WorkDir;
 use crate::ledger::RunFilter;
 use crate::record::RunRecord;
 use crate::sim::{FaultSpec, Latency};
@@ -369,38 +370,6 @@ pub fn board_index(port: &str) -> Option<usize> {
         .strip_prefix("ttySIM")?
         .parse()
         .ok()
-}
-
-/// A private working directory, removed on drop unless kept.
-struct WorkDir {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl WorkDir {
-    fn create(kind: &str, keep: bool) -> Result<WorkDir, BenchError> {
-        let path = crate::demo::private_temp_dir(kind)?;
-        Ok(WorkDir { path, keep })
-    }
-
-    fn sub(&self, name: &str) -> Result<PathBuf, BenchError> {
-        let path = self.path.join(name);
-        std::fs::create_dir_all(&path).map_err(|source| BenchError::Dir {
-            path: path.clone(),
-            source,
-        })?;
-        Ok(path)
-    }
-}
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        if self.keep {
-            eprintln!("nrf-provd: kept {}", self.path.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
 }
 
 #[cfg(test)]

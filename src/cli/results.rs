@@ -1,7 +1,7 @@
 //! `nrf-provd results`: print recorded runs from the station's results
 //! database, or the whole line's from its shared PostgreSQL ledger.
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -75,6 +75,24 @@ pub struct ResultsArgs {
     /// onboard-csv: firmware types for FOTA, `|`-separated (e.g. APP|MODEM).
     #[arg(long, default_value = "")]
     pub fw_types: String,
+    /// With --format attest-csv or onboard-csv: write files of at most
+    /// --max-rows whole rows each into DIR (created if missing), named
+    /// attest-001.csv, … or onboard-001.csv, …, instead of standard output.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+    /// With --out-dir: rows per file (nRF Cloud takes at most 1000 per bulk
+    /// request).
+    #[arg(long, value_name = "N", requires = "out_dir", default_value_t = export::NRF_CLOUD_MAX_ROWS,
+          value_parser = parse_max_rows)]
+    pub max_rows: usize,
+}
+
+fn parse_max_rows(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("at least one row a file".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e}; expected a number of rows, e.g. 1000")),
+    }
 }
 
 fn parse_uuid(text: &str) -> Result<Uuid, String> {
@@ -159,13 +177,12 @@ async fn write_summary(
 }
 
 fn write_results(args: &ResultsArgs, runs: &[crate::record::RunRecord]) -> ExitCode {
+    if let Some(dir) = &args.out_dir {
+        return write_parts(args, runs, dir);
+    }
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
-    let options = OnboardOptions {
-        subtype: args.subtype.clone(),
-        tags: args.tags.clone(),
-        fw_types: args.fw_types.clone(),
-    };
+    let options = onboard_options(args);
     let written = match args.format {
         Format::Table => export::table(runs, &mut out).map(|()| None),
         Format::Json => export::json(runs, &mut out).map(|()| None),
@@ -177,9 +194,8 @@ fn write_results(args: &ResultsArgs, runs: &[crate::record::RunRecord]) -> ExitC
     match written {
         Ok(Some(rows)) if rows > export::NRF_CLOUD_MAX_ROWS => {
             eprintln!(
-                "note: {rows} rows; nRF Cloud takes at most {} per bulk request — split the file, e.g. `split -l {}`",
+                "note: {rows} rows; nRF Cloud takes at most {} per bulk request: write files of whole rows with --out-dir DIR",
                 export::NRF_CLOUD_MAX_ROWS,
-                export::NRF_CLOUD_MAX_ROWS
             );
             ExitCode::SUCCESS
         }
@@ -187,5 +203,39 @@ fn write_results(args: &ResultsArgs, runs: &[crate::record::RunRecord]) -> ExitC
         // `nrf-provd results | head` is not an error.
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => super::error_exit(format!("writing results: {e}")),
+    }
+}
+
+/// `--out-dir`: the Nordic CSVs as files of at most `--max-rows` rows.
+fn write_parts(args: &ResultsArgs, runs: &[crate::record::RunRecord], dir: &Path) -> ExitCode {
+    let (rows, stem) = match args.format {
+        Format::AttestCsv => (export::attest_rows(runs), "attest"),
+        Format::OnboardCsv => (
+            export::onboard_rows(runs, &onboard_options(args)),
+            "onboard",
+        ),
+        _ => return super::error_exit("--out-dir writes --format attest-csv or onboard-csv"),
+    };
+    if rows.is_empty() {
+        eprintln!("no rows: no passed run matches; nothing written");
+        return ExitCode::SUCCESS;
+    }
+    match export::write_parts(&rows, args.max_rows, dir, stem) {
+        Ok(parts) => {
+            for part in &parts {
+                println!("{}\t{} rows", part.path.display(), part.rows);
+            }
+            eprintln!("{} rows in {} file(s)", rows.len(), parts.len());
+            ExitCode::SUCCESS
+        }
+        Err(e) => super::error_exit(format!("--out-dir {}: {e}", dir.display())),
+    }
+}
+
+fn onboard_options(args: &ResultsArgs) -> OnboardOptions {
+    OnboardOptions {
+        subtype: args.subtype.clone(),
+        tags: args.tags.clone(),
+        fw_types: args.fw_types.clone(),
     }
 }

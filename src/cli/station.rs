@@ -43,6 +43,10 @@ pub struct DemoArgs {
     /// How fast the simulated modems answer: `realistic` models a real modem (key generation takes about a second), `none` answers at once.
     #[arg(long, value_enum, default_value_t = crate::sim::Latency::Realistic)]
     pub latency: crate::sim::Latency,
+    /// Keep the working directory (throwaway CA, trust file, results
+    /// database) instead of removing it at exit.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// The daemon: serve every configured port until SIGTERM/SIGINT.
@@ -192,7 +196,7 @@ fn print_record(record: &RunRecord) {
 /// The demo: simulated boards, a throwaway CA and trust file, the real
 /// daemon code path, a summary at the end.
 pub async fn demo(args: DemoArgs) -> ExitCode {
-    match crate::demo::run(args.boards, args.rounds, args.latency, false).await {
+    match crate::demo::run(args.boards, args.rounds, args.latency, false, args.keep).await {
         Ok(summary) if summary.all_passed() => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(super::EXIT_FAIL),
         Err(err) => super::error_exit(err),

@@ -9,6 +9,7 @@
 
 use std::collections::HashSet;
 use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 
 use der::DecodePem;
 use time::OffsetDateTime;
@@ -247,7 +248,14 @@ fn latest_per_device<'a, T>(
 /// header: the authentic identity token of each device's latest passed run.
 /// Returns the number of rows written.
 pub fn attest_csv(runs: &[RunRecord], out: &mut dyn Write) -> io::Result<usize> {
-    let rows = latest_per_device(runs, |run| {
+    let rows = attest_rows(runs);
+    write_rows(out, &rows)?;
+    Ok(rows.len())
+}
+
+/// The rows of [`attest_csv`].
+pub fn attest_rows(runs: &[RunRecord]) -> Vec<Vec<String>> {
+    latest_per_device(runs, |run| {
         if run.outcome != Outcome::Passed {
             return None;
         }
@@ -270,9 +278,7 @@ pub fn attest_csv(runs: &[RunRecord], out: &mut dyn Write) -> io::Result<usize> 
             python_isoformat(when),
         ];
         Some((uuid, row))
-    });
-    write_rows(out, &rows)?;
-    Ok(rows.len())
+    })
 }
 
 fn write_rows(out: &mut dyn Write, rows: &[Vec<String>]) -> io::Result<()> {
@@ -313,7 +319,14 @@ pub fn onboard_csv(
     options: &OnboardOptions,
     out: &mut dyn Write,
 ) -> io::Result<usize> {
-    let rows = latest_per_device(runs, |run| {
+    let rows = onboard_rows(runs, options);
+    write_rows(out, &rows)?;
+    Ok(rows.len())
+}
+
+/// The rows of [`onboard_csv`].
+pub fn onboard_rows(runs: &[RunRecord], options: &OnboardOptions) -> Vec<Vec<String>> {
+    latest_per_device(runs, |run| {
         if run.outcome != Outcome::Passed {
             return None;
         }
@@ -335,9 +348,70 @@ pub fn onboard_csv(
             pem,
         ];
         Some((uuid.unwrap_or_else(|| device_id.clone()), row))
-    });
-    write_rows(out, &rows)?;
-    Ok(rows.len())
+    })
+}
+
+/// One file written by [`write_parts`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    pub path: PathBuf,
+    pub rows: usize,
+}
+
+/// Write `rows` as CSV files of at most `max_rows` whole rows each (a PEM
+/// column is never cut), `dir/<stem>-001.csv`, `-002`, …: nRF Cloud takes
+/// at most [`NRF_CLOUD_MAX_ROWS`] per bulk request. `dir` is created (0700)
+/// if missing; the files are 0600 (they hold device identities) and are
+/// never overwritten: an existing one is an error, before anything is
+/// written.
+pub fn write_parts(
+    rows: &[Vec<String>],
+    max_rows: usize,
+    dir: &Path,
+    stem: &str,
+) -> io::Result<Vec<Part>> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if max_rows == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "at most 0 rows a file: nothing could be written",
+        ));
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let chunks: Vec<&[Vec<String>]> = rows.chunks(max_rows).collect();
+    let path_of = |i: usize| dir.join(format!("{stem}-{:03}.csv", i + 1));
+    if let Some(existing) = (0..chunks.len()).map(path_of).find(|p| p.exists()) {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists; remove it or choose another --out-dir",
+                existing.display()
+            ),
+        ));
+    }
+    let mut parts = Vec::with_capacity(chunks.len());
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        let path = path_of(i);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        let mut out = io::BufWriter::new(file);
+        write_rows(&mut out, chunk)?;
+        out.into_inner()
+            .map_err(io::IntoInnerError::into_error)?
+            .sync_all()?;
+        parts.push(Part {
+            path,
+            rows: chunk.len(),
+        });
+    }
+    Ok(parts)
 }
 
 #[cfg(test)]
