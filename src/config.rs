@@ -263,7 +263,8 @@ pub struct PlanConfig {
     pub csr_attributes: String,
     /// X.509 keyUsage bit string for `%KEYGEN`, 9 characters of 0/1.
     pub key_usage: Option<String>,
-    /// Extra attempts for a step that failed; 0 = try once.
+    /// Extra attempts for a step whose answer timed out or came garbled
+    /// ([`ReasonCode::retryable`]); 0 = try once.
     pub retries: u32,
     /// `%JWT` validity in seconds.
     pub jwt_exp_delta: u32,

@@ -248,3 +248,26 @@ async fn noise_on_the_line_does_not_fail_a_good_board() {
         assert_eq!(run.outcome, Outcome::Passed, "{run:#?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_are_for_answers_that_did_not_come_never_for_a_cme_error() {
+    // As config/station.toml and the README say: a timed-out step is tried
+    // again `plan.retries` times, a CME error is the modem's answer.
+    let mut env = Env::new(2, Latency::None, &["0:stall@KEYGEN", "1:cme=514@KEYGEN"]).await;
+    env.config.timeouts.commands.keygen = Duration::from_secs(1);
+    env.config.plan.retries = 1;
+    let (station, mut events, serving) = env.station();
+    let runs = finished_runs(&mut events, 2).await;
+    station.shutdown();
+    serving.await.unwrap();
+    let keygen_attempts = |i: usize| {
+        let run = by_port(&runs, &env, i);
+        assert_eq!(run.outcome, Outcome::Failed, "{run:#?}");
+        run.steps
+            .iter()
+            .find(|s| s.name.as_str() == "keygen")
+            .map(|s| (s.attempts, run.reason_code.map(|c| c.as_str())))
+    };
+    assert_eq!(keygen_attempts(0), Some((2, Some("timeout"))));
+    assert_eq!(keygen_attempts(1), Some((1, Some("cme"))));
+}
