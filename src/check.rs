@@ -150,7 +150,7 @@ pub fn check_settings(
                 Severity::Error,
                 &["trust_file"],
                 format!(
-                    "{}: holds no device key; the `keys` authority could pass nobody",
+                    "{}: no trusted device keys in the file; the `keys` authority could pass nobody",
                     trust_file.display()
                 ),
             ),

@@ -54,6 +54,11 @@ pub fn write_config(
         table.insert("trust_file".into(), text(trust_file));
     }
     table.insert("log_format".into(), "json".into());
+    // The page and /metrics are served as in production, on a port of the
+    // kernel's choosing: benches and tests run side by side.
+    let mut http = toml::Table::new();
+    http.insert("listen".into(), "127.0.0.1:0".into());
+    table.insert("http".into(), http.into());
     let section = |table: &mut toml::Table, name: &str| -> Result<toml::Table, BenchError> {
         match table.remove(name) {
             Some(toml::Value::Table(t)) => Ok(t),
