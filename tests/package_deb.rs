@@ -342,7 +342,10 @@ fn package_installs_configures_and_removes_cleanly() {
     );
     // check-config on the installed example: with the CA in place, the one
     // thing left is the trust file it names (at its line), then nothing.
-    let check = run("nrf-provd", &["check-config", "/etc/nrf-provd/station.toml"]);
+    let check = run(
+        "nrf-provd",
+        &["check-config", "/etc/nrf-provd/station.toml"],
+    );
     let said = format!("{}{}", text(&check.stdout), text(&check.stderr));
     assert_eq!(check.status.code(), Some(2), "{said}");
     assert!(
@@ -357,7 +360,10 @@ fn package_installs_configures_and_removes_cleanly() {
         "device_uuid,public_key\n50363154-3931-44f0-8022-121b6401627d,MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEZKgDx0O0FKa7i1yFoxYngNdV5Csyi4rEPHcFTfeBVtkkJX+G0QZs+yesfzIaPs91b4x5xYN/g28k63gkeVMJwA==\n",
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let check = run("nrf-provd", &["check-config", "/etc/nrf-provd/station.toml"]);
+    let check = run(
+        "nrf-provd",
+        &["check-config", "/etc/nrf-provd/station.toml"],
+    );
     let said = format!("{}{}", text(&check.stdout), text(&check.stderr));
     assert!(
         matches!(check.status.code(), Some(0 | 1)),

@@ -38,9 +38,10 @@ pub struct SimulateArgs {
     #[arg(long = "fault", value_name = "SPEC")]
     pub faults: Vec<FaultSpec>,
     /// Take commands on stdin, one a line, and answer each with one JSON
-    /// line on stdout: `replug [I…]`, `stats`, `costs`, `quit` (see
-    /// `sim::control`). Prints `{"ready":N}` after the listing; end of
-    /// stdin quits. Each board logs the modelled cost of every command
+    /// line on stdout: `unplug I…`, `plug I…`, `replug [I…]`, `new I…` (another
+    /// board, a fresh identity, in slot I, unplugged; its key is added to
+    /// --trust-out: reload the station, then `plug I`), `stats`, `costs`, `quit`. Prints `{"ready":N}` after
+    /// the listing; end of stdin quits. Each board logs the modelled cost of every command
     /// until `costs` takes it (used by `nrf-provd bench`).
     #[arg(long)]
     pub control: bool,
@@ -78,14 +79,33 @@ fn default_dir() -> PathBuf {
 
 /// Write the trust file. Mode 0644: it holds public keys only, and the
 /// station daemon may run as another user than the simulator.
-fn write_trust(path: &PathBuf, csv: &str) -> std::io::Result<()> {
+/// The lines of both trust files, each once, `old`'s first.
+fn merge_trust(old: &str, new: &str) -> String {
+    let mut seen = std::collections::HashSet::new();
+    let mut merged = String::new();
+    for line in old.lines().chain(new.lines()) {
+        if seen.insert(line) {
+            merged.push_str(line);
+            merged.push('\n');
+        }
+    }
+    merged
+}
+
+fn write_trust(path: &std::path::Path, csv: &str) -> std::io::Result<()> {
+    // Whole or not at all: a station may re-read it (SIGHUP) at any time.
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o644)
-        .open(path)?;
-    file.write_all(csv.as_bytes())
+        .open(&tmp)?;
+    file.write_all(csv.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 pub async fn run(args: SimulateArgs) -> ExitCode {
@@ -153,7 +173,7 @@ pub async fn run(args: SimulateArgs) -> ExitCode {
         return super::error_exit(format!("cannot write to stdout: {e}"));
     }
     if args.control {
-        return controlled(fleet, terminate).await;
+        return controlled(fleet, terminate, args.trust_out.as_deref()).await;
     }
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
@@ -164,7 +184,14 @@ pub async fn run(args: SimulateArgs) -> ExitCode {
 }
 
 /// Serve the control protocol until `quit`, end of stdin or a signal.
-async fn controlled(fleet: Fleet, mut terminate: tokio::signal::unix::Signal) -> ExitCode {
+async fn controlled(
+    fleet: Fleet,
+    mut terminate: tokio::signal::unix::Signal,
+    trust_out: Option<&std::path::Path>,
+) -> ExitCode {
+    // Every board ever in the fleet stays trusted: a board taken out may
+    // come back, and a reload that drops keys would be refused anyway.
+    let mut trusted = fleet.trust_csv();
     // A plain thread reads stdin: a blocking read cannot be cancelled, and
     // on Tokio's blocking pool it would hold up the exit after a signal.
     let (tx, mut lines) = tokio::sync::mpsc::channel::<String>(16);
@@ -186,7 +213,16 @@ async fn controlled(fleet: Fleet, mut terminate: tokio::signal::unix::Signal) ->
             let Some(line) = line else {
                 break ExitCode::SUCCESS;
             };
-            let (answer, next) = control::handle(&fleet, &line).await;
+            let (mut answer, next) = control::handle(&fleet, &line).await;
+            if let (control::Answer::New(_), Some(path)) = (&answer, trust_out) {
+                trusted = merge_trust(&trusted, &fleet.trust_csv());
+                if let Err(e) = write_trust(path, &trusted) {
+                    answer = control::Answer::Error(format!(
+                        "new board(s) plugged, but the trust file {} could not be written: {e}",
+                        path.display()
+                    ));
+                }
+            }
             if let Err(e) = say(&answer.to_line()) {
                 break super::error_exit(format!("cannot write to stdout: {e}"));
             }

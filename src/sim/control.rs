@@ -10,6 +10,9 @@
 //! | (at start)     | `{"ready":N}` after the listing: N boards are plugged          |
 //! | `replug`       | `{"replugged":[0,1,…]}`: every board pulled and plugged back   |
 //! | `replug I J …` | the same for boards I, J, …                                    |
+//! | `unplug I …`   | `{"unplugged":[I,…]}`: boards pulled (a host reading them gets EOF) |
+//! | `plug I …`     | `{"plugged":[I,…]}`: pulled boards plugged back (a plugged one is replugged) |
+//! | `new I …`      | `{"new":[{"board":I,"device_uuid":…,"imei":…},…]}`: each board taken out and another (a fresh identity) put in its slot, unplugged; with `--trust-out` its key is added to the trust file, so a station can reload before `plug I` |
 //! | `stats`        | `{"stats":[{"commands":…,"keygen_tokens":…,…},…]}` per board ([`BoardStats`]) |
 //! | `costs`        | `{"costs":[[[received_us,delay_us,wire_in_us,wire_out_us,answered_us],…],…]}` per board, taken (each cost is reported once; [`Cost`]) |
 //! | `quit`         | `{"quit":true}`, then the simulator exits                      |
@@ -24,7 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::{CommandCost, Fleet, SimStats};
+use super::{CommandCost, Fleet, ModemIdentity, SimStats};
 
 /// A request line (see the module table). `Display` writes the line
 /// `FromStr` reads.
@@ -32,6 +35,12 @@ use super::{CommandCost, Fleet, SimStats};
 pub enum Request {
     /// Pull and plug back these boards; every board when empty.
     Replug(Vec<usize>),
+    /// Pull these boards (at least one).
+    Unplug(Vec<usize>),
+    /// Plug these boards back (at least one).
+    Plug(Vec<usize>),
+    /// Put an unplugged board with a fresh identity in each of these slots.
+    New(Vec<usize>),
     Stats,
     Costs,
     Quit,
@@ -42,7 +51,7 @@ pub enum Request {
 pub enum RequestError {
     #[error("empty command")]
     Empty,
-    #[error("unknown command {0:?} (expected replug, stats, costs or quit)")]
+    #[error("unknown command {0:?} (expected replug, unplug, plug, new, stats, costs or quit)")]
     Unknown(String),
     #[error("{command} takes no arguments, got {extra:?}")]
     Arguments {
@@ -51,6 +60,8 @@ pub enum RequestError {
     },
     #[error("no board {0:?}: a board is a number")]
     Board(String),
+    #[error("{0} takes one or more board numbers")]
+    NoBoards(&'static str),
 }
 
 impl FromStr for Request {
@@ -69,11 +80,20 @@ impl FromStr for Request {
                     }),
                 }
             };
-        match command {
-            "replug" => words
+        let boards = |words: std::str::SplitWhitespace<'_>| {
+            words
                 .map(|w| w.parse().map_err(|_| RequestError::Board(w.to_owned())))
-                .collect::<Result<_, _>>()
-                .map(Request::Replug),
+                .collect::<Result<Vec<usize>, _>>()
+        };
+        let some_boards = |name: &'static str, words| match boards(words)? {
+            list if list.is_empty() => Err(RequestError::NoBoards(name)),
+            list => Ok(list),
+        };
+        match command {
+            "replug" => boards(words).map(Request::Replug),
+            "unplug" => some_boards("unplug", words).map(Request::Unplug),
+            "plug" => some_boards("plug", words).map(Request::Plug),
+            "new" => some_boards("new", words).map(Request::New),
             "stats" => no_arguments(Request::Stats, "stats", words),
             "costs" => no_arguments(Request::Costs, "costs", words),
             "quit" => no_arguments(Request::Quit, "quit", words),
@@ -84,14 +104,18 @@ impl FromStr for Request {
 
 impl fmt::Display for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Request::Replug(boards) => {
-                f.write_str("replug")?;
-                for board in boards {
-                    write!(f, " {board}")?;
-                }
-                Ok(())
+        let with_boards = |f: &mut fmt::Formatter<'_>, name: &str, boards: &[usize]| {
+            f.write_str(name)?;
+            for board in boards {
+                write!(f, " {board}")?;
             }
+            Ok(())
+        };
+        match self {
+            Request::Replug(boards) => with_boards(f, "replug", boards),
+            Request::Unplug(boards) => with_boards(f, "unplug", boards),
+            Request::Plug(boards) => with_boards(f, "plug", boards),
+            Request::New(boards) => with_boards(f, "new", boards),
             Request::Stats => f.write_str("stats"),
             Request::Costs => f.write_str("costs"),
             Request::Quit => f.write_str("quit"),
@@ -106,6 +130,9 @@ pub enum Answer {
     /// Printed once at start, after the listing: the number of boards.
     Ready(usize),
     Replugged(Vec<usize>),
+    Unplugged(Vec<usize>),
+    Plugged(Vec<usize>),
+    New(Vec<NewBoard>),
     /// Per board, in slot order.
     Stats(Vec<BoardStats>),
     /// Per board, in slot order: the costs logged since the last `costs`.
@@ -122,6 +149,14 @@ impl Answer {
         // make the reader report an unreadable answer.
         serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned())
     }
+}
+
+/// A board put in a slot by `new`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewBoard {
+    pub board: usize,
+    pub device_uuid: uuid::Uuid,
+    pub imei: String,
 }
 
 /// The counters of one board ([`SimStats`]) as the control channel sends them.
@@ -221,6 +256,45 @@ pub async fn handle(fleet: &Fleet, line: &str) -> (Answer, Next) {
     };
     let answer = match request {
         Request::Replug(boards) => replug(fleet, boards).await,
+        Request::Unplug(boards) => match check_boards(fleet, &boards) {
+            Err(answer) => answer,
+            Ok(()) => {
+                for &i in &boards {
+                    fleet.unplug(i).await;
+                }
+                Answer::Unplugged(boards)
+            }
+        },
+        Request::Plug(boards) => match check_boards(fleet, &boards) {
+            Err(answer) => answer,
+            Ok(()) => {
+                for &i in &boards {
+                    if let Err(e) = fleet.replug(i).await {
+                        return (Answer::Error(format!("plug {i}: {e}")), Next::Continue);
+                    }
+                }
+                Answer::Plugged(boards)
+            }
+        },
+        Request::New(boards) => match check_boards(fleet, &boards) {
+            Err(answer) => answer,
+            Ok(()) => {
+                let mut new = Vec::with_capacity(boards.len());
+                for &i in &boards {
+                    let identity = ModemIdentity::from_seed(rand::random(), 0);
+                    let (device_uuid, imei) = (identity.device_uuid, identity.imei.clone());
+                    if let Err(e) = fleet.replace(i, identity).await {
+                        return (Answer::Error(format!("new {i}: {e}")), Next::Continue);
+                    }
+                    new.push(NewBoard {
+                        board: i,
+                        device_uuid,
+                        imei,
+                    });
+                }
+                Answer::New(new)
+            }
+        },
         Request::Stats => Answer::Stats(
             (0..fleet.len())
                 .map(|i| BoardStats::from(&fleet.stats(i)))
@@ -234,6 +308,17 @@ pub async fn handle(fleet: &Fleet, line: &str) -> (Answer, Next) {
         Request::Quit => return (Answer::Quit(true), Next::Quit),
     };
     (answer, Next::Continue)
+}
+
+/// An error answer unless every board is in the fleet.
+fn check_boards(fleet: &Fleet, boards: &[usize]) -> Result<(), Answer> {
+    match boards.iter().find(|i| **i >= fleet.len()) {
+        Some(bad) => Err(Answer::Error(format!(
+            "no board {bad}: the fleet has {}",
+            fleet.len()
+        ))),
+        None => Ok(()),
+    }
 }
 
 async fn replug(fleet: &Fleet, boards: Vec<usize>) -> Answer {
@@ -267,6 +352,9 @@ mod tests {
         for request in [
             Request::Replug(vec![]),
             Request::Replug(vec![0, 7, 12]),
+            Request::Unplug(vec![3]),
+            Request::Plug(vec![1, 2]),
+            Request::New(vec![0]),
             Request::Stats,
             Request::Costs,
             Request::Quit,
@@ -287,6 +375,12 @@ mod tests {
             "stats 1".parse::<Request>(),
             Err(RequestError::Arguments { .. })
         ));
+        for bare in ["unplug", "plug", "new"] {
+            assert!(
+                matches!(bare.parse::<Request>(), Err(RequestError::NoBoards(_))),
+                "{bare} needs a board"
+            );
+        }
     }
 
     #[test]

@@ -171,6 +171,21 @@ impl Fleet {
         self.plug(i)
     }
 
+    /// Take board `i` out and put a different, unplugged board in its slot
+    /// (fresh modem state and counters, the slot's faults): `plug` it when
+    /// the station trusts it.
+    pub async fn replace(&self, i: usize, identity: ModemIdentity) -> io::Result<()> {
+        self.unplug(i).await;
+        let Some(pty_slot) = self.slots.get(i) else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no simulated modem {i}"),
+            ));
+        };
+        pty_slot.slot.swap(identity);
+        Ok(())
+    }
+
     /// Stop every board and remove their links.
     pub async fn shutdown(self) {
         for i in 0..self.slots.len() {
