@@ -76,6 +76,39 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.finish();
+    recovery(c, &key, uuid);
+}
+
+/// The `pin` authority's cost: the identity key two `%JWT`s share (ECDSA
+/// public-key recovery over the first, checked against the second).
+fn recovery(c: &mut Criterion, key: &SigningKey, uuid: Uuid) {
+    let jwt = |jti: &str| {
+        let header = serde_json::json!({"alg": "ES256", "typ": "JWT"});
+        let claims = serde_json::json!({
+            "iss": format!("nRF9161.{uuid}"), "jti": jti, "iat": 1_700_000_000, "exp": 1_700_000_300,
+        });
+        let Token::Jwt(t) = token::decode(&encode::jwt(&header, &claims, key)).expect("decode")
+        else {
+            unreachable!("a JWT")
+        };
+        t
+    };
+    let (first, second) = (jwt("a"), jwt("b"));
+    let recovered = token::recover::recover_common_key(&first, &second).expect("one key");
+    let want = key.verifying_key().to_public_key_der().expect("spki");
+    assert_eq!(recovered.spki_der(), want.as_bytes());
+    let mut group = c.benchmark_group("jwt_key_recovery");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("two_jwts", |b| {
+        b.iter(|| {
+            token::recover::recover_common_key(
+                std::hint::black_box(&first),
+                std::hint::black_box(&second),
+            )
+            .is_ok()
+        })
+    });
+    group.finish();
 }
 
 criterion_group!(benches, bench);
