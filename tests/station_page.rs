@@ -329,6 +329,15 @@ async fn the_station_page_follows_the_boards_live_and_reconnects_after_a_restart
         |v| v.as_str().is_some_and(|s| s.starts_with("keygen")),
     )
     .await;
+    // Who the board says it is shows while it runs, not only at the end.
+    let running = browser
+        .execute(&tile_js(&port(4), "t.innerText"), vec![])
+        .await
+        .expect("tile text");
+    assert!(
+        running.as_str().is_some_and(|t| t.contains("IMEI 35")),
+        "{running}"
+    );
     let png = browser.screenshot().await.expect("screenshot");
     let shot = screenshot_path();
     std::fs::write(&shot, &png).expect("write screenshot");

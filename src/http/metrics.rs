@@ -208,6 +208,7 @@ impl Metrics {
             StationEvent::PortFound { .. }
             | StationEvent::PortGone { .. }
             | StationEvent::StepStarted { .. }
+            | StationEvent::DeviceIdentified { .. }
             | StationEvent::BoardLeft { .. }
             | StationEvent::Paused { .. }
             | StationEvent::Resumed => {}

@@ -244,6 +244,19 @@ impl View {
                     update.failure = Some(failure);
                 }
             }
+            StationEvent::DeviceIdentified {
+                port,
+                run,
+                device_uuid,
+                imei,
+            } => {
+                let tile = self.tile(port);
+                if tile.board.run == Some(*run) {
+                    tile.board.device_uuid = device_uuid.map(|u| u.to_string());
+                    tile.board.imei = imei.clone();
+                    update.tile = Some(tile.clone());
+                }
+            }
             StationEvent::BoardLeft { port } => {
                 let tile = self.tile(port);
                 tile.state = TileState::Idle;
@@ -371,6 +384,23 @@ mod tests {
             assert_eq!(tile.board.step, Some(step));
             assert_eq!(tile.board.steps_begun, i + 1);
             assert_eq!(tile.board.run, Some(7));
+            if step == Step::Identify {
+                // The board says who it is: the running tile shows it.
+                let identified = StationEvent::DeviceIdentified {
+                    port: port(),
+                    run: 7,
+                    device_uuid: Some(uuid::Uuid::from_u128(7)),
+                    imei: Some("351358811234567".into()),
+                };
+                let tile = view.apply(&identified, 11).and_then(|u| u.tile);
+                let tile = tile.unwrap_or_else(|| panic!("a tile"));
+                assert_eq!(tile.state, TileState::Running);
+                assert_eq!(tile.board.imei.as_deref(), Some("351358811234567"));
+                assert_eq!(
+                    tile.board.device_uuid,
+                    Some(uuid::Uuid::from_u128(7).to_string())
+                );
+            }
         }
 
         let finished = StationEvent::RunFinished {

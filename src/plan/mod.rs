@@ -25,7 +25,7 @@ use crate::ca::StationCa;
 use crate::config::PlanConfig;
 use crate::ledger::{Claim, ClaimKind, ClaimOutcome, Ledger};
 use crate::modem::{CredentialType, FunctionalMode, Modem};
-use crate::record::{ReasonCode, RunRecord, Step, StepRecord, TokenRecord};
+use crate::record::{DeviceInfo, ReasonCode, RunRecord, Step, StepRecord, TokenRecord};
 use crate::token::{self, Expected, Token, TokenKind, Verdict};
 use crate::trust::TrustStore;
 pub use authority::{
@@ -108,6 +108,8 @@ impl StepFailure {
 pub trait PlanObserver: Send + Sync {
     fn step_started(&self, _step: Step) {}
     fn step_finished(&self, _record: &StepRecord) {}
+    /// The identify step passed: what the board says it is.
+    fn device_identified(&self, _device: &DeviceInfo) {}
     /// A token was judged (decoded, verified, and for an identity token
     /// vouched for or refused by the authorities) in `took`.
     fn token_verified(&self, _kind: TokenKind, _took: Duration) {}
@@ -313,6 +315,9 @@ async fn run_step<T: Link>(run: &mut Run<'_, T>, step: Step) -> Result<(), StepF
         detail,
     };
     observer.step_finished(&record);
+    if step == Step::Identify && passed {
+        observer.device_identified(&run.record.device);
+    }
     run.record.steps.push(record);
     outcome.map(|_| ())
 }

@@ -9,7 +9,7 @@ use tokio::sync::broadcast;
 
 use crate::at::Dialect;
 use crate::plan::PlanObserver;
-use crate::record::{RunId, RunRecord, Step, StepRecord};
+use crate::record::{DeviceInfo, RunId, RunRecord, Step, StepRecord};
 use crate::token::TokenKind;
 
 /// Events a subscriber may fall this far behind before it misses some.
@@ -41,6 +41,14 @@ pub enum StationEvent {
         kind: TokenKind,
         took: Duration,
     },
+    /// The identify step read who the board says it is (not proven yet:
+    /// attest proves the UUID), so the page can show it while it runs.
+    DeviceIdentified {
+        port: String,
+        run: RunId,
+        device_uuid: Option<uuid::Uuid>,
+        imei: Option<String>,
+    },
     /// A run ended and its record is durable (or could not be made so:
     /// then the record says `store`, never passed).
     RunFinished {
@@ -65,6 +73,7 @@ impl StationEvent {
             | StationEvent::StepStarted { port, .. }
             | StationEvent::StepFinished { port, .. }
             | StationEvent::TokenVerified { port, .. }
+            | StationEvent::DeviceIdentified { port, .. }
             | StationEvent::RunFinished { port, .. }
             | StationEvent::BoardLeft { port } => Some(port),
             StationEvent::Paused { .. } | StationEvent::Resumed => None,
@@ -114,6 +123,15 @@ impl PlanObserver for RunObserver<'_> {
             port: self.port.to_string(),
             run: self.run,
             step: record.clone(),
+        });
+    }
+
+    fn device_identified(&self, device: &DeviceInfo) {
+        self.events.send(StationEvent::DeviceIdentified {
+            port: self.port.to_string(),
+            run: self.run,
+            device_uuid: device.device_uuid,
+            imei: device.imei.clone(),
         });
     }
 

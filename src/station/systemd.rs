@@ -55,7 +55,8 @@ impl Shift {
             StationEvent::Resumed => self.paused = None,
             StationEvent::StepStarted { .. }
             | StationEvent::StepFinished { .. }
-            | StationEvent::TokenVerified { .. } => {}
+            | StationEvent::TokenVerified { .. }
+            | StationEvent::DeviceIdentified { .. } => {}
         }
     }
 
