@@ -441,11 +441,51 @@ mod process {
         }
     }
 
-    /// When the metrics were first read: set at server start, close to the
-    /// process's own start.
+    /// When the process started (Unix seconds): the kernel's boot time plus
+    /// the process's start in clock ticks since boot; if /proc cannot say,
+    /// when the server started.
     pub fn started() -> &'static i64 {
         static STARTED: OnceLock<i64> = OnceLock::new();
-        STARTED.get_or_init(|| time::OffsetDateTime::now_utc().unix_timestamp())
+        STARTED.get_or_init(|| {
+            from_proc().unwrap_or_else(|| time::OffsetDateTime::now_utc().unix_timestamp())
+        })
+    }
+
+    fn from_proc() -> Option<i64> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let boot = std::fs::read_to_string("/proc/stat").ok()?;
+        let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
+        start_seconds(&stat, &boot, ticks)
+    }
+
+    /// `starttime` is field 22 of `/proc/<pid>/stat`; the command name
+    /// (field 2, in parentheses) may hold spaces, so count after its `)`.
+    pub(super) fn start_seconds(stat: &str, proc_stat: &str, ticks_per_second: i64) -> Option<i64> {
+        let after_name = &stat[stat.rfind(')')? + 1..];
+        let start_ticks: i64 = after_name.split_whitespace().nth(19)?.parse().ok()?;
+        let boot: i64 = proc_stat
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()?;
+        (ticks_per_second > 0).then(|| boot + start_ticks / ticks_per_second)
+    }
+
+    #[test]
+    fn the_start_time_is_boot_time_plus_start_ticks() {
+        let stat = "4242 (nrf provd) S 1 4242 4242 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 4 0 12345 1000000 300";
+        assert_eq!(
+            start_seconds(stat, "cpu 1 2 3\nbtime 1700000000\n", 100),
+            Some(1_700_000_123)
+        );
+        assert_eq!(start_seconds("garbage", "btime 1", 100), None);
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let this = from_proc().unwrap_or(0);
+        assert!(
+            this <= now && this > now - 3600,
+            "this test process started {this}, now {now}"
+        );
     }
 }
 
