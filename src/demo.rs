@@ -88,6 +88,18 @@ pub async fn run(
         dir.display()
     ));
     let station = Station::from_config(&config, Sources::default())?;
+    // The station page, as the daemon serves it; a port already taken (a
+    // station runs here) only costs the demo its page.
+    let http = match crate::http::HttpServer::start(&station, &config).await {
+        Ok(http) => http,
+        Err(e) => {
+            say(format!("(no station page: {e})"));
+            None
+        }
+    };
+    if let Some(http) = &http {
+        say(format!("station page: http://{}/", http.local_addr()));
+    }
     let mut events = station.subscribe();
     let serving = tokio::spawn(Arc::clone(&station).serve());
 
@@ -152,6 +164,9 @@ pub async fn run(
     }
     station.shutdown();
     let _ = serving.await;
+    if let Some(http) = http {
+        http.shutdown().await;
+    }
     fleet.shutdown().await;
     let summary = Summary {
         runs,
