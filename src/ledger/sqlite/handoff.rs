@@ -228,7 +228,9 @@ fn queue_rows(
     } else {
         "passed"
     };
-    let mut stmt = conn.prepare_cached(query).map_err(sql("read hand-off queue"))?;
+    let mut stmt = conn
+        .prepare_cached(query)
+        .map_err(sql("read hand-off queue"))?;
     let rows = stmt
         .query_map(
             params![
@@ -282,7 +284,10 @@ fn raw_handoff(row: &Row<'_>) -> rusqlite::Result<RawHandoff> {
     ))
 }
 
-fn opt_time(text: Option<String>, what: &'static str) -> Result<Option<OffsetDateTime>, LedgerError> {
+fn opt_time(
+    text: Option<String>,
+    what: &'static str,
+) -> Result<Option<OffsetDateTime>, LedgerError> {
     text.map(|t| parse_time(t, what)).transpose()
 }
 
