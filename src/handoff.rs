@@ -55,7 +55,7 @@ impl HandoffSettings {
             onboard_tags: cloud.onboard_tags.clone(),
             onboard_fw_types: cloud.onboard_fw_types.clone(),
             batch_size: MAX_ROWS,
-            poll_every: Duration::from_secs(5),
+            poll_every: cloud.bulk_op_poll,
             op_deadline: Duration::from_secs(600),
         }
     }
