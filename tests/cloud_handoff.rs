@@ -427,7 +427,8 @@ async fn rows_refused_in_a_bulk_answer_keep_their_error_and_only_they_are_sent_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answer_gives_the_documented_outcome_and_loses_no_record() {
     // (name, fault on the bulk claim, exit code, words on stderr)
-    let cases: Vec<(&str, Option<(Fault, usize)>, i32, &str)> = vec![
+    type Case = (&'static str, Option<(Fault, usize)>, i32, &'static str);
+    let cases: Vec<Case> = vec![
         (
             "429 with Retry-After, then success",
             Some((
