@@ -173,7 +173,7 @@ fn cutoff(filter: &QueueFilter) -> Option<String> {
 /// ?3 after, ?4 limit, ?5 refusal cutoff.
 const CLAIM_QUEUE: &str = "
 WITH eligible AS (
-    SELECT r.id, r.device_uuid, r.outcome, r.started_at
+    SELECT r.id, r.device_uuid
       FROM runs r LEFT JOIN handoff h ON h.device_uuid = r.device_uuid
      WHERE r.device_uuid IS NOT NULL
        AND r.outcome IN ('passed', ?1)
@@ -183,12 +183,13 @@ WITH eligible AS (
 ), latest AS (
     SELECT MAX(id) AS id FROM eligible GROUP BY device_uuid
 )
-SELECT e.id, e.device_uuid, e.outcome,
-       (SELECT t.text FROM tokens t WHERE t.run_id = e.id AND t.kind = 'identity'
+SELECT r.id, r.device_uuid, r.outcome,
+       (SELECT t.text FROM tokens t WHERE t.run_id = r.id AND t.kind = 'identity'
          ORDER BY t.seq DESC LIMIT 1)
-  FROM eligible e JOIN latest l ON l.id = e.id
- WHERE (?2 IS NULL OR e.started_at >= ?2) AND e.id > ?3
- ORDER BY e.id LIMIT ?4";
+  FROM runs r
+ WHERE r.id IN (SELECT id FROM latest) AND r.id > ?3
+   AND (?2 IS NULL OR r.started_at >= ?2)
+ ORDER BY r.id LIMIT ?4";
 
 /// Onboarding: the latest run of each device that installed a device
 /// certificate: passed, or collected once the device is claimed (nRF Cloud
@@ -196,7 +197,7 @@ SELECT e.id, e.device_uuid, e.outcome,
 /// Parameters as [`CLAIM_QUEUE`] (?1 unused).
 const ONBOARD_QUEUE: &str = "
 WITH eligible AS (
-    SELECT r.id, r.device_uuid, r.outcome, r.started_at
+    SELECT r.id, r.device_uuid
       FROM runs r LEFT JOIN handoff h ON h.device_uuid = r.device_uuid
      WHERE r.device_uuid IS NOT NULL
        AND (r.outcome = 'passed' OR (r.outcome = 'collected' AND h.claimed_at IS NOT NULL))
@@ -209,12 +210,13 @@ WITH eligible AS (
 ), latest AS (
     SELECT MAX(id) AS id FROM eligible GROUP BY device_uuid
 )
-SELECT e.id, e.device_uuid, e.outcome,
-       (SELECT a.content FROM artifacts a WHERE a.run_id = e.id AND a.kind = 'device_certificate'
+SELECT r.id, r.device_uuid, r.outcome,
+       (SELECT a.content FROM artifacts a WHERE a.run_id = r.id AND a.kind = 'device_certificate'
          ORDER BY a.seq DESC LIMIT 1)
-  FROM eligible e JOIN latest l ON l.id = e.id
- WHERE (?2 IS NULL OR e.started_at >= ?2) AND e.id > ?3
- ORDER BY e.id LIMIT ?4";
+  FROM runs r
+ WHERE r.id IN (SELECT id FROM latest) AND r.id > ?3
+   AND (?2 IS NULL OR r.started_at >= ?2)
+ ORDER BY r.id LIMIT ?4";
 
 type QueueRow = (RunId, String, String, String);
 
