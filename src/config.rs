@@ -222,6 +222,8 @@ pub struct CloudConfig {
     pub hand_off: HandOff,
     /// How often the daemon hands off what is waiting (`hand_off` not off).
     pub hand_off_every: Duration,
+    /// How often an onboarding bulk operation is polled (Nordic's tool: 5 s).
+    pub bulk_op_poll: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -398,6 +400,7 @@ struct RawCloud {
     onboard_fw_types: Option<Vec<Spanned<String>>>,
     hand_off: Option<Spanned<String>>,
     hand_off_every: Option<Spanned<Seconds>>,
+    bulk_op_poll: Option<Spanned<Seconds>>,
 }
 
 #[derive(Deserialize)]
@@ -889,6 +892,13 @@ fn cloud_section(
         Duration::from_secs(60),
         false,
     );
+    let bulk_op_poll = seconds(
+        src,
+        raw.bulk_op_poll,
+        "cloud.bulk_op_poll",
+        Duration::from_secs(5),
+        false,
+    );
     Ok(CloudConfig {
         settings,
         api_key,
@@ -898,6 +908,7 @@ fn cloud_section(
         onboard_fw_types,
         hand_off,
         hand_off_every,
+        bulk_op_poll,
     })
 }
 

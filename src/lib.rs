@@ -9,6 +9,7 @@ pub mod cli;
 pub mod cloud;
 pub mod config;
 pub mod demo;
+pub mod handoff;
 pub mod http;
 pub mod ledger;
 pub mod modem;

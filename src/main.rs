@@ -88,6 +88,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Demo(args) => cli::station::demo(args).await,
         Command::Results(args) => cli::results::run(args).await,
         Command::Bench(args) => cli::bench::run(args).await,
+        Command::Cloud(args) => cli::cloud::run(args).await,
         Command::Ca(args) => cli::ca::run(args),
         Command::Ports(args) => cli::ports::run(args),
         Command::Completions(args) => cli::docs::completions(args),

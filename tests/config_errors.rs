@@ -482,6 +482,12 @@ fn nrfcloud_needs_a_cloud_section_with_one_api_key_source() {
         "{base}api_key_file = \"nrfcloud-api-key\"\nstage = \"dev\"\nrequest_timeout = 3\n\
          claim_tags = [\"line1\"]\nhand_off = \"claim+onboard\"\nhand_off_every = 30\n"
     ));
+    let bad = without_trust(&format!("{base}api_key_file = \"k\"\nbulk_op_poll = 0\n"));
+    let (line, column) = position_of(&bad, "bulk_op_poll = 0");
+    assert_eq!(
+        err(&bad).position(),
+        Some((line, column + "bulk_op_poll = ".len()))
+    );
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let path = dir.path().join("station.toml");
     std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{e}"));
@@ -499,6 +505,7 @@ fn nrfcloud_needs_a_cloud_section_with_one_api_key_source() {
     assert_eq!(cloud.claim_tags, vec!["line1".to_string()]);
     assert_eq!(cloud.hand_off, nrf_provd::config::HandOff::ClaimAndOnboard);
     assert_eq!(cloud.hand_off_every, Duration::from_secs(30));
+    assert_eq!(cloud.bulk_op_poll, Duration::from_secs(5), "Nordic's 5 s");
     assert_eq!(
         cloud.onboard_fw_types,
         vec!["APP".to_string(), "MODEM".to_string()]

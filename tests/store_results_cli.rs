@@ -194,6 +194,13 @@ fn a_database_of_the_previous_release_is_migrated_and_shows_reason_codes() {
         .and_then(|c| c.query_row("SELECT COUNT(*) FROM outbox", [], |row| row.get(0)))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(queued, 3, "every old run is in the outbox");
+    // Version 6: hand-off state, none yet; the passed run waits to be
+    // handed off (the queue is derived from runs, not copied).
+    let handoffs: i64 = rusqlite::Connection::open(&db)
+        .and_then(|c| c.query_row("SELECT COUNT(*) FROM handoff", [], |row| row.get(0)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(handoffs, 0, "nothing handed off yet");
+    assert_eq!(nrf_provd::ledger::SCHEMA_VERSION, 6);
     // Before version 3 only the trust file vouched: passed runs say so.
     assert_eq!(runs[0]["verified_by"], "keys");
     assert_eq!(runs[1]["verified_by"], serde_json::Value::Null);

@@ -7,6 +7,7 @@ pub mod at;
 pub mod bench;
 pub mod ca;
 pub mod check;
+pub mod cloud;
 pub mod docs;
 pub mod ports;
 pub mod results;
@@ -71,6 +72,8 @@ pub enum Command {
     Results(results::ResultsArgs),
     /// Measure throughput, cycle time and host cost against simulated modems; or soak.
     Bench(bench::BenchArgs),
+    /// Hand devices off to nRF Cloud (claim, onboard) and show what was handed off.
+    Cloud(cloud::CloudArgs),
     /// Manage the station CA that signs device certificates.
     Ca(ca::CaArgs),
     /// List the serial ports on this machine, with their USB identity and stable name.

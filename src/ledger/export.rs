@@ -290,7 +290,7 @@ fn write_rows(out: &mut dyn Write, rows: &[Vec<String>]) -> io::Result<()> {
 }
 
 /// Common name of a PEM certificate's subject, if it has one.
-fn certificate_cn(pem: &str) -> Option<String> {
+pub(crate) fn certificate_cn(pem: &str) -> Option<String> {
     let cert = x509_cert::Certificate::from_pem(pem.as_bytes()).ok()?;
     cert.tbs_certificate
         .subject

@@ -13,6 +13,7 @@
 //! CSV formats.
 
 pub mod export;
+pub mod handoff;
 pub mod line;
 mod memory;
 pub mod postgres;
@@ -29,10 +30,14 @@ pub use crate::record::{
     Artifact, ArtifactKind, DeviceInfo, Outcome, ReasonCode, RunId, RunRecord, RunStart, Step,
     StepRecord, TokenRecord, VerifiedBy,
 };
+pub use handoff::{
+    ClaimCandidate, DeviceHandoff, DeviceResult, HandoffLedger, HandoffResult, HandoffStep,
+    OnboardCandidate, PendingOnboard, QueueFilter,
+};
 pub use line::{LineLedger, LineMode};
 pub use memory::MemoryLedger;
 pub use postgres::{PgSettings, PostgresLedger};
-pub use sqlite::{SCHEMA_VERSION, SqliteLedger, SqliteReader};
+pub use sqlite::{SCHEMA_VERSION, SqliteHandoff, SqliteLedger, SqliteReader};
 pub use summary::Summary;
 
 /// Database used when none is configured: `$STATE_DIRECTORY/results.db`
@@ -63,6 +68,14 @@ pub enum LedgerError {
         path: PathBuf,
         found: i64,
         supported: usize,
+    },
+    #[error("{}: another nrf-provd hands off from this database now (the daemon with [cloud] hand_off, or another `nrf-provd cloud`); `nrf-provd cloud status` shows what it did", path.display())]
+    HandoffBusy { path: PathBuf },
+    #[error("{}: database schema version {found} has no hand-off state (needs {needed}); the daemon holding it is an older nrf-provd: restart it with this release", path.display())]
+    OldSchema {
+        path: PathBuf,
+        found: i64,
+        needed: i64,
     },
     #[error("{}: not an nrf-provd results database (no schema); run the daemon once to create it", path.display())]
     NoSchema { path: PathBuf },

@@ -26,7 +26,9 @@ use super::{
 };
 use crate::token::TokenKind;
 
+mod handoff;
 mod line;
+pub use handoff::SqliteHandoff;
 pub use line::{ForwardBatch, stored_claim_value};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts how many
@@ -37,6 +39,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_line.sql"),
     include_str!("migrations/0004_health.sql"),
     include_str!("migrations/0005_outbox.sql"),
+    include_str!("migrations/0006_handoff.sql"),
 ];
 
 /// The schema version this release writes (`PRAGMA user_version`).

@@ -83,6 +83,8 @@ pub struct Station {
     stop: CancellationToken,
     /// Cancelled when the grace period ends: cut runs in flight short.
     abort: CancellationToken,
+    /// `[cloud] hand_off`: the daemon's hand-off task, started by `serve`.
+    handoff: Option<setup::DaemonHandoff>,
 }
 
 impl Station {
@@ -116,6 +118,7 @@ impl Station {
         let events = Events::default();
         let ledger = LedgerGate::new(ledger, events.clone());
         let ctx = setup::plan_context(config, ledger.clone(), &sources)?;
+        let handoff = setup::handoff(config)?;
         Ok(Arc::new(Station {
             options: RwLock::new(setup::port_options(config)),
             ctx: RwLock::new(Arc::new(ctx)),
@@ -128,6 +131,7 @@ impl Station {
             recovered,
             stop: CancellationToken::new(),
             abort: CancellationToken::new(),
+            handoff,
         }))
     }
 
@@ -214,6 +218,17 @@ impl Station {
         // chance).
         let healer_stop = CancellationToken::new();
         let healer = tokio::spawn(Arc::clone(&self.ledger).keep_trying(healer_stop.clone()));
+        // The hand-off to nRF Cloud: its own task and database connection,
+        // so a slow nRF Cloud never holds a run up. Stops with the station.
+        let handoff_stop = CancellationToken::new();
+        let handoff = self.handoff.as_ref().map(|h| {
+            tokio::spawn(Arc::clone(&h.handoff).serve(
+                h.mode,
+                h.every,
+                h.include_collected,
+                handoff_stop.clone(),
+            ))
+        });
         let mut supervisors: JoinSet<()> = JoinSet::new();
         // Which port each supervisor task serves: a task that ends (port
         // gone) or panics frees its port for the next scan.
@@ -256,6 +271,7 @@ impl Station {
                 _ = tokio::time::sleep(interval) => {}
             }
         }
+        handoff_stop.cancel();
         info!("stopping: waiting for runs in flight");
         let grace = self.options().shutdown_grace;
         let drained = tokio::time::timeout(grace, async {
@@ -276,6 +292,9 @@ impl Station {
         }
         healer_stop.cancel();
         let _ = healer.await;
+        if let Some(handoff) = handoff {
+            let _ = handoff.await;
+        }
     }
 
     /// One port's life: open, wait for a board, provision it, wait for it

@@ -10,7 +10,8 @@ use tracing::info;
 use crate::at::{AtError, ClientOptions, Dialect};
 use crate::ca::StationCa;
 use crate::cloud::{ApiKey, CloudClient};
-use crate::config::{ApiKeySource, StationConfig, VerifiedBy};
+use crate::config::{ApiKeySource, HandOff, StationConfig, VerifiedBy};
+use crate::handoff::{Handoff, HandoffSettings};
 use crate::ledger::line::ForwardSettings;
 use crate::ledger::{
     Ledger, LedgerError, LedgerReader, LineLedger, PgSettings, PostgresLedger, SqliteLedger,
@@ -186,6 +187,41 @@ pub fn cloud_client(config: &StationConfig) -> Result<Arc<CloudClient>, SetupErr
     let client = CloudClient::new(cloud.settings.clone(), key)
         .map_err(|e| SetupError::Cloud(e.to_string()))?;
     Ok(Arc::new(client))
+}
+
+/// The daemon's hand-off to nRF Cloud, when `[cloud] hand_off` is not off:
+/// the client (its API key read now) and the database's hand-off state on a
+/// connection of its own, holding the hand-off lock for the daemon's life.
+pub fn handoff(config: &StationConfig) -> Result<Option<DaemonHandoff>, SetupError> {
+    let Some(cloud) = config.cloud.as_ref().filter(|c| c.hand_off != HandOff::Off) else {
+        return Ok(None);
+    };
+    let client = cloud_client(config)?;
+    let ledger =
+        SqliteLedger::open_handoff(&config.database).map_err(|source| SetupError::Ledger {
+            path: config.database.clone(),
+            source,
+        })?;
+    Ok(Some(DaemonHandoff {
+        handoff: Arc::new(Handoff::new(
+            client,
+            Arc::new(ledger),
+            HandoffSettings::from_config(cloud),
+        )),
+        mode: cloud.hand_off,
+        every: cloud.hand_off_every,
+        // A `collect` station's runs are claimed by nRF Cloud later: that
+        // is what the hand-off is for.
+        include_collected: config.identity.uses(VerifiedBy::Collect),
+    }))
+}
+
+/// What [`handoff`] assembled, for `Station::serve`.
+pub struct DaemonHandoff {
+    pub handoff: Arc<Handoff>,
+    pub mode: HandOff,
+    pub every: Duration,
+    pub include_collected: bool,
 }
 
 /// The trust file, refused when it holds no key; its size and digest logged.

@@ -2,7 +2,7 @@
 //! key is checked (kind, nonce = challenge, device, and later the keygen
 //! digest and the CSR's own signature, the JWT's claims), the tokens are
 //! recorded, and the run ends `collected`, never `passed`, so the devices
-//! can be claimed on nRF Cloud later (`nrf-provd cloud claim --collected`).
+//! can be claimed on nRF Cloud later (`nrf-provd cloud claim --include-collected`).
 
 use async_trait::async_trait;
 
