@@ -10,7 +10,6 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE_NO_PAD};
-use ecdsa::RecoveryId;
 use p256::ecdsa::{Signature, VerifyingKey};
 use p256::pkcs8::EncodePublicKey;
 use sha2::{Digest, Sha256};
@@ -39,12 +38,10 @@ pub fn recover_common_key(first: &Jwt, second: &Jwt) -> Result<TrustedKey, Recov
     let second_key_check =
         |key: &TrustedKey| key.verify_es256(second.signing_input.as_bytes(), &second.signature);
     let prehash = Sha256::digest(first.signing_input.as_bytes());
-    for id in 0..=RecoveryId::MAX {
-        let Some(recovery_id) = RecoveryId::from_byte(id) else {
-            continue;
-        };
-        let Ok(candidate) = VerifyingKey::recover_from_prehash(&prehash, &signature, recovery_id)
-        else {
+    // R's x coordinate is r (x ≥ n, recovery ids 2 and 3, has a chance of
+    // about 2^-128 for P-256 and is not tried); its y is even or odd.
+    for y_is_odd in [false, true] {
+        let Some(candidate) = recover(&prehash, &signature, y_is_odd) else {
             continue;
         };
         let Some(key) = trusted(&candidate) else {
@@ -55,6 +52,34 @@ pub fn recover_common_key(first: &Jwt, second: &Jwt) -> Result<TrustedKey, Recov
         }
     }
     Err(RecoverError::NoCommonKey)
+}
+
+/// The public key Q = r⁻¹(s·R − e·G) for which `signature` over `prehash`
+/// verifies, R being the point with x = r and the given y parity. Unlike
+/// `VerifyingKey::recover_from_prehash` it does not verify the signature
+/// again under Q (true by construction): the second JWT's check decides.
+fn recover(
+    prehash: &p256::FieldBytes,
+    signature: &Signature,
+    y_is_odd: bool,
+) -> Option<VerifyingKey> {
+    use p256::elliptic_curve::ops::{LinearCombination, Reduce};
+    use p256::elliptic_curve::point::DecompressPoint;
+    use p256::{AffinePoint, ProjectivePoint, Scalar, U256};
+    let (r, s) = signature.split_scalars();
+    let big_r: AffinePoint = Option::from(AffinePoint::decompress(
+        &r.to_bytes(),
+        u8::from(y_is_odd).into(),
+    ))?;
+    let e = <Scalar as Reduce<U256>>::reduce_bytes(prehash);
+    let r_inv: Scalar = Option::from(r.invert())?;
+    let q = ProjectivePoint::lincomb(
+        &ProjectivePoint::from(big_r),
+        &(*s * r_inv),
+        &ProjectivePoint::GENERATOR,
+        &(-(e * r_inv)),
+    );
+    VerifyingKey::from_affine(q.into()).ok()
 }
 
 fn signature(jwt: &Jwt, which: usize) -> Result<Signature, RecoverError> {
