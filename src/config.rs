@@ -341,6 +341,32 @@ impl StationConfig {
     }
 }
 
+/// Fuzz body for the config parser (the `config` cargo-fuzz target and a
+/// proptest call it): parse arbitrary text (invalid UTF-8 replaced, as a
+/// file read lossily would be) without touching the filesystem. Must never
+/// panic; every problem must name `fuzz.toml` and a position inside the text.
+pub fn fuzz_parse(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    match StationConfig::parse(&text, "fuzz.toml") {
+        Ok(config) => {
+            let _ = config.plan.render_attributes("{imei}", "{device_uuid}");
+        }
+        Err(error) => {
+            let lines = text.matches('\n').count() + 1;
+            for problem in error.problems() {
+                let message = problem.to_string();
+                assert!(message.starts_with("fuzz.toml"), "{message}");
+                if let Some((line, column)) = problem.position() {
+                    assert!(
+                        (1..=lines).contains(&line) && column >= 1,
+                        "{line}:{column} outside {lines} lines: {message}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Raw (as written) structures.
 

@@ -624,6 +624,122 @@ pub fn fuzz_parsers(r: &Response) {
     }
 }
 
+/// Fuzz body for the `%CMNG` list/read parsers and the other modem answers
+/// (`+CGSN`, `%XMODEMUUID`, `+CCLK`): the `cmng` cargo-fuzz target and a
+/// proptest call it. The first byte picks the dialect; the rest is what the
+/// modem sent, assembled as the client does (framing, echo, final result)
+/// for each command, and also taken line by line as a response. Nothing may
+/// panic, and whatever parses must hold what the parser promises.
+pub fn fuzz_cmng(data: &[u8]) {
+    use crate::at::client::{ClientOptions, Exchange, Step};
+    use crate::at::codec::{Frame, LineCodec};
+    use bytes::BytesMut;
+    use tokio_util::codec::Decoder;
+
+    let Some((&seed, body)) = data.split_first() else {
+        return;
+    };
+    let dialect = if seed & 1 == 0 {
+        Dialect::Raw
+    } else {
+        Dialect::Shell
+    };
+    let mut codec = LineCodec::new(ClientOptions::default().max_line);
+    let mut buf = BytesMut::from(body);
+    let mut frames = Vec::new();
+    while let Ok(Some(frame)) = codec.decode_eof(&mut buf) {
+        frames.push(frame);
+    }
+    const COMMANDS: &[&str] = &[
+        "AT%CMNG=1",
+        "AT%CMNG=1,16842753",
+        "AT%CMNG=2,16842753,0",
+        "AT+CGSN=1",
+        "AT%XMODEMUUID",
+        "AT+CCLK?",
+    ];
+    for cmd in COMMANDS {
+        let mut exchange = Exchange::new(cmd, dialect);
+        for frame in &frames {
+            if let Step::Done(result) = exchange.feed(frame.clone()) {
+                if let Ok(response) = result {
+                    check_answers(&response, dialect);
+                }
+                exchange = Exchange::new(cmd, dialect);
+            }
+        }
+    }
+    let lines = frames
+        .into_iter()
+        .filter_map(|f| match f {
+            Frame::Line(line) => Some(line),
+            Frame::Overlong { .. } => None,
+        })
+        .collect();
+    check_answers(&Response { lines }, dialect);
+}
+
+/// The promises [`fuzz_cmng`] checks on one response.
+fn check_answers(r: &Response, dialect: Dialect) {
+    fuzz_parsers(r);
+    let check_entry = |e: &CredentialEntry| {
+        assert!(
+            e.sha256.len() == 64
+                && e.sha256
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c)),
+            "%CMNG digest not 64 upper-case hex digits: {e:?}"
+        );
+        assert_eq!(CredentialType::from_code(e.kind.code()), e.kind);
+        // What was parsed, printed as the modem prints it, parses the same.
+        let line = format!("%CMNG: {},{},\"{}\"", e.sec_tag, e.kind.code(), e.sha256);
+        let again = parse_cmng_list(&Response { lines: vec![line] });
+        assert_eq!(again.ok().as_deref(), Some(std::slice::from_ref(e)));
+    };
+    if let Ok(entries) = parse_cmng_list(r) {
+        entries.iter().for_each(check_entry);
+    }
+    if let Ok((entry, content)) = parse_cmng_read(r) {
+        check_entry(&entry);
+        let content = match dialect {
+            Dialect::Raw => content,
+            Dialect::Shell => unshell(&content),
+        };
+        let _ = expected_sha256(&content, dialect);
+    }
+    if let Ok(imei) = parse_imei(r) {
+        assert!(imei.len() == 15 && imei.bytes().all(|b| b.is_ascii_digit()));
+    }
+    if let Ok(uuid) = parse_uuid(r, "%XMODEMUUID:") {
+        let printed = uuid.hyphenated().to_string();
+        let again = parse_uuid(
+            &Response {
+                lines: vec![format!("%XMODEMUUID: {printed}")],
+            },
+            "%XMODEMUUID:",
+        );
+        assert_eq!(again.ok(), Some(uuid));
+    }
+    // `+CCLK: "<time>"` as a modem answers `AT+CCLK?`, and any line as the
+    // bare time text: what parses prints back to text that parses the same.
+    let quoted = r
+        .all_with_prefix("+CCLK:")
+        .filter_map(|text| match params(text).as_deref() {
+            Some([Param::Str(s)]) => Some(s.clone()),
+            _ => None,
+        });
+    for text in quoted.chain(r.lines.iter().cloned()) {
+        if let Some((unix, tz)) = crate::at::cclk::parse(&text) {
+            let printed = crate::at::cclk::format(unix, tz);
+            assert_eq!(
+                crate::at::cclk::parse(&printed),
+                Some((unix, tz)),
+                "+CCLK {text:?} printed as {printed:?}"
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

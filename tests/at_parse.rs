@@ -240,3 +240,47 @@ proptest! {
         nrf_provd::at::fuzz_framing(&data);
     }
 }
+
+proptest! {
+    /// The `cmng` cargo-fuzz body, exercised on stable by CI: arbitrary
+    /// bytes never panic the `%CMNG`, `+CGSN`, `%XMODEMUUID`, `+CCLK` parsers
+    /// (and what they accept holds what they promise).
+    #[test]
+    fn fuzz_cmng_never_panics(data in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        nrf_provd::modem::fuzz_cmng(&data);
+    }
+
+    /// Plausible answers, mostly well formed, in both dialects: a `%CMNG`
+    /// list reads back as the entries printed, and the body holds on them.
+    #[test]
+    fn fuzz_cmng_on_cmng_answers(
+        entries in proptest::collection::vec((any::<u32>(), any::<u8>(), "[0-9A-Fa-f]{64}"), 0..6),
+        content in "[ -~\r\n]{0,200}",
+        noise in proptest::collection::vec(any::<u8>(), 0..8),
+        shell in any::<bool>(),
+    ) {
+        let mut text = String::new();
+        for (tag, kind, sha) in &entries {
+            text.push_str(&format!("%CMNG: {tag},{kind},\"{sha}\"\r\n"));
+        }
+        let list = nrf_provd::modem::parse_cmng_list(&nrf_provd::at::Response {
+            lines: text.lines().map(str::to_string).collect(),
+        });
+        let list = list.map_err(|e| TestCaseError::fail(format!("{e}")))?;
+        prop_assert_eq!(list.len(), entries.len());
+        for (got, (tag, kind, sha)) in list.iter().zip(&entries) {
+            prop_assert_eq!(got.sec_tag, *tag);
+            prop_assert_eq!(got.kind.code(), *kind);
+            prop_assert_eq!(&got.sha256, &sha.to_ascii_uppercase());
+        }
+        if let Some((tag, kind, sha)) = entries.first() {
+            let content = content.replace('"', "");
+            text.push_str(&format!("%CMNG: {tag},{kind},\"{sha}\",\"{content}\"\r\n"));
+        }
+        text.push_str("OK\r\n");
+        let mut data = vec![u8::from(shell)];
+        data.extend_from_slice(&noise);
+        data.extend_from_slice(text.as_bytes());
+        nrf_provd::modem::fuzz_cmng(&data);
+    }
+}

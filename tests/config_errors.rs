@@ -690,3 +690,38 @@ fn reprovision_is_a_plan_policy() {
     assert_eq!(e.position(), Some(position_of(&text, "\"never\"")), "{e}");
     assert!(e.to_string().contains("refuse"), "{e}");
 }
+
+const STATION_TOML: &str = include_str!("../config/station.toml");
+
+proptest::proptest! {
+    /// The cargo-fuzz body (`fuzz/fuzz_targets/config.rs`), exercised on
+    /// stable by CI: arbitrary bytes never panic the parser.
+    #[test]
+    fn fuzz_parse_never_panics(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048)) {
+        nrf_provd::config::fuzz_parse(&data);
+    }
+
+    /// The shipped config with bytes overwritten, inserted or cut: mostly
+    /// still TOML, so the validators (not only the TOML syntax) see it.
+    #[test]
+    fn fuzz_parse_never_panics_on_edited_configs(
+        edits in proptest::collection::vec(
+            (proptest::prelude::any::<proptest::sample::Index>(), 0u8..3, proptest::prelude::any::<u8>()),
+            1..8,
+        )
+    ) {
+        let mut text = STATION_TOML.as_bytes().to_vec();
+        for (at, kind, byte) in edits {
+            let i = at.index(text.len() + 1);
+            match kind {
+                0 if i < text.len() => text[i] = byte,
+                1 => text.insert(i, byte),
+                _ if i < text.len() => {
+                    text.remove(i);
+                }
+                _ => {}
+            }
+        }
+        nrf_provd::config::fuzz_parse(&text);
+    }
+}

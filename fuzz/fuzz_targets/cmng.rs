@@ -1,0 +1,9 @@
+//! `cargo fuzz run cmng`: the `%CMNG` list/read parsers and the other modem
+//! answers (`+CGSN`, `%XMODEMUUID`, `+CCLK`) as the client assembles them.
+//! The body lives in the library (`modem::fuzz_cmng`) so a proptest runs it
+//! on stable in CI.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    nrf_provd::modem::fuzz_cmng(data);
+});
