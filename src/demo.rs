@@ -5,6 +5,16 @@
 //! configuration type (`config/demo.toml`), serial ports (pseudo-terminals),
 //! AT client, verifier, store and station supervisors.
 
+/// `println!` that never panics: with `demo | head` the reader goes away,
+/// and the demo still finishes and removes its working directory (SIGPIPE
+/// stays ignored for it, see `cli::Command::handles_epipe`).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -69,7 +79,7 @@ pub async fn run(
     let dir = work.path.clone();
     let say = |line: String| {
         if !quiet {
-            println!("{line}");
+            out!("{line}");
         }
     };
     let ports_dir = work.sub("ports")?;
@@ -300,13 +310,18 @@ fn print_summary(summary: &Summary) {
             entry.4 = entry.4.max(cycle);
         }
     }
-    println!();
-    println!(
+    out!();
+    out!(
         "{:<9} {:<36} {:<15} {:>6} {:>6} {:>12}",
-        "port", "device uuid", "imei", "passed", "failed", "slowest run"
+        "port",
+        "device uuid",
+        "imei",
+        "passed",
+        "failed",
+        "slowest run"
     );
     for (port, (uuid, imei, passed, failed, slowest)) in &per_board {
-        println!(
+        out!(
             "{port:<9} {uuid:<36} {imei:<15} {passed:>6} {failed:>6} {:>9.2} s",
             slowest.as_secs_f64()
         );
@@ -316,19 +331,19 @@ fn print_summary(summary: &Summary) {
         .iter()
         .filter(|r| r.outcome == Outcome::Passed)
         .count();
-    println!(
+    out!(
         "\n{passed}/{} runs passed in {:.1} s. Database: {}",
         summary.expected,
         summary.elapsed.as_secs_f64(),
         summary.database.display()
     );
     if summary.kept {
-        println!(
+        out!(
             "See the records with: nrf-provd results --db {}",
             summary.database.display()
         );
     } else {
-        println!(
+        out!(
             "(removed at exit; `nrf-provd demo --keep` keeps the database to read with `nrf-provd results --db`)"
         );
     }

@@ -192,6 +192,22 @@ fn bench_stops_quietly_and_cleans_up() {
     }
 }
 
+/// `demo | head`: the demo runs to its end, exits 0 and removes its
+/// working directory (killed by SIGPIPE it would leave it behind).
+#[test]
+fn demo_finishes_quietly_and_cleans_up() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let args = ["demo", "--boards", "2", "--latency", "none"];
+    let ended = into_closed_pipe(&args, dir.path());
+    assert_quiet(&args, &ended);
+    assert_eq!(ended.status.code(), Some(0), "{}", ended.stderr);
+    assert!(
+        leftovers(dir.path()).is_empty(),
+        "demo left {:?}",
+        leftovers(dir.path())
+    );
+}
+
 /// Whether `pid` ignores SIGPIPE, from the SigIgn mask in /proc.
 fn ignores_sigpipe(pid: u32) -> bool {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))

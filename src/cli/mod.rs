@@ -92,11 +92,13 @@ impl Command {
     ///
     /// - `run`: the daemon's sockets (service manager, and any peer a future
     ///   interface adds) must survive a peer that closed its end.
+    /// - `demo`: it must remove its working directory, so its output stops
+    ///   quietly on `EPIPE` and it runs to its end;
     /// - `bench`: it drives its simulator child over a pipe and must report
     ///   that child's death instead of dying with it; its own output stops
     ///   quietly on `EPIPE` instead (see `cli::bench`).
     pub fn handles_epipe(&self) -> bool {
-        matches!(self, Command::Run(_) | Command::Bench(_))
+        matches!(self, Command::Run(_) | Command::Bench(_) | Command::Demo(_))
     }
 }
 
