@@ -149,6 +149,29 @@ fn restrict_side_file(path: &Path) -> Result<(), LedgerError> {
     Ok(())
 }
 
+/// An exclusive `flock` on `<database><suffix>` (created 0600), held while
+/// the returned lock lives; `busy()` when another holder has it.
+fn lock_side_file(
+    path: &Path,
+    suffix: &str,
+    busy: impl FnOnce() -> LedgerError,
+) -> Result<Flock<std::fs::File>, LedgerError> {
+    let lock_path = side_file(path, suffix);
+    let lock_file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(io(&lock_path, "cannot open or create lock file"))?;
+    match Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(lock),
+        Err((_, Errno::EWOULDBLOCK)) => Err(busy()),
+        Err((_, errno)) => Err(io(&lock_path, "cannot lock")(std::io::Error::from(errno))),
+    }
+}
+
 fn side_file(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(suffix);
@@ -166,26 +189,9 @@ impl SqliteLedger {
         // Lock first, on a file of its own: a refused opener must not touch
         // the database file, because closing any descriptor of it would drop
         // the POSIX locks SQLite holds on it in this process.
-        let lock_path = side_file(path, ".lock");
-        let lock_file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(io(&lock_path, "cannot open or create lock file"))?;
-        let lock = match Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => lock,
-            Err((_, Errno::EWOULDBLOCK)) => {
-                return Err(LedgerError::InUse {
-                    path: path.to_owned(),
-                });
-            }
-            Err((_, errno)) => {
-                return Err(io(&lock_path, "cannot lock")(std::io::Error::from(errno)));
-            }
-        };
+        let lock = lock_side_file(path, ".lock", || LedgerError::InUse {
+            path: path.to_owned(),
+        })?;
 
         // Create the database with mode 0600 before SQLite does (SQLite would
         // use 0644 minus the umask). Closing this descriptor is safe: holding

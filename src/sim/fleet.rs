@@ -160,14 +160,7 @@ impl Fleet {
     /// Put a different board in slot `i` (pull, swap, plug): fresh modem
     /// state and counters, the slot's faults.
     pub async fn swap(&self, i: usize, identity: ModemIdentity) -> io::Result<()> {
-        self.unplug(i).await;
-        let Some(pty_slot) = self.slots.get(i) else {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("no simulated modem {i}"),
-            ));
-        };
-        pty_slot.slot.swap(identity);
+        self.replace(i, identity).await?;
         self.plug(i)
     }
 

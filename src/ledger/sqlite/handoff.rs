@@ -3,22 +3,18 @@
 //! station's commits (and the daemon's runs never wait for a hand-off
 //! beyond SQLite's own write lock, held for one short transaction).
 
-use std::fs::OpenOptions;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
 use rusqlite::{Connection, OpenFlags, Row, TransactionBehavior, params};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    Db, MIGRATIONS, SqliteLedger, blocking, dbtime, io, parse_time, parse_uuid, restrict_side_file,
-    side_file, sql, user_version, uuid_text,
+    Db, MIGRATIONS, SqliteLedger, blocking, dbtime, lock_side_file, parse_time, parse_uuid,
+    restrict_side_file, side_file, sql, user_version, uuid_text,
 };
 use crate::ledger::handoff::{
     ClaimCandidate, DeviceHandoff, DeviceResult, HandoffLedger, HandoffResult, HandoffStep,
@@ -54,26 +50,9 @@ impl SqliteLedger {
     /// database of an older release is migrated first when no daemon holds
     /// it. Blocking: call it at start-up.
     pub fn open_handoff(path: &Path) -> Result<SqliteHandoff, LedgerError> {
-        let lock_path = side_file(path, ".handoff.lock");
-        let lock_file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(io(&lock_path, "cannot open or create lock file"))?;
-        let lock = match Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => lock,
-            Err((_, Errno::EWOULDBLOCK)) => {
-                return Err(LedgerError::HandoffBusy {
-                    path: path.to_owned(),
-                });
-            }
-            Err((_, errno)) => {
-                return Err(io(&lock_path, "cannot lock")(std::io::Error::from(errno)));
-            }
-        };
+        let lock = lock_side_file(path, ".handoff.lock", || LedgerError::HandoffBusy {
+            path: path.to_owned(),
+        })?;
         let conn = open_current(path, false)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(sql("synchronous=FULL"))?;
