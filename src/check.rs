@@ -5,7 +5,9 @@
 //!
 //! Beyond what the config parser checks (syntax, values, their order), this
 //! looks at the files the settings name: missing, unreadable or too open
-//! (the CA key, the nRF Cloud API key, the HTTP token), trust files that do
+//! (the CA key, the nRF Cloud API key, the HTTP token, the ledger password,
+//! the trust file, the CA certificates to install: their own mode and every
+//! directory on their path, [`crate::secure_file`]), trust files that do
 //! not parse, port patterns that match nothing right now (a warning: boards
 //! may come later), and a database directory the service user cannot write.
 
@@ -14,7 +16,7 @@ use std::ops::Range;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use crate::config::{ApiKeySource, ConfigError, StationConfig};
+use crate::config::{ApiKeySource, ConfigError, PasswordSource, StationConfig};
 
 /// The system user the packaged unit runs the daemon as.
 pub const SERVICE_USER: &str = "nrf-provd";
@@ -171,15 +173,8 @@ pub fn check_settings(
             add(Severity::Error, &["ca", setting], text);
         }
         for path in &ca.install {
-            if let Err(e) = std::fs::read_to_string(path) {
-                add(
-                    Severity::Error,
-                    &["ca", "install"],
-                    format!(
-                        "{}: cannot read the CA certificate to install: {e}",
-                        path.display()
-                    ),
-                );
+            if let Err(e) = crate::ca::read_install_pem(path) {
+                add(Severity::Error, &["ca", "install"], e.to_string());
             }
         }
     }
@@ -209,6 +204,12 @@ pub fn check_settings(
     if let Some(token_file) = &config.http.token_file {
         if let Err(e) = crate::http::AccessToken::load(token_file) {
             add(Severity::Error, &["http", "token_file"], e.to_string());
+        }
+    }
+
+    if let Some(PasswordSource::File(path)) = config.ledger.as_ref().map(|l| &l.password) {
+        if let Err(e) = crate::ledger::postgres::read_password(path) {
+            add(Severity::Error, &["ledger", "password_file"], e.to_string());
         }
     }
 

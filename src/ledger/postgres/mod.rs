@@ -29,6 +29,7 @@ use uuid::Uuid;
 use super::{ClaimKind, DeviceCheck, DeviceHistory, LedgerError, Pin, PinOutcome, RunId, Sighting};
 use crate::config::{LedgerConfig, PASSWORD_ENV, PasswordSource};
 use crate::ledger::line::Conflict;
+use crate::secure_file::{self, Holds};
 
 pub use forward::Forwarded;
 
@@ -139,31 +140,16 @@ fn shown(config: &tokio_postgres::Config) -> String {
 }
 
 /// The password file: its first line, refused when group or others may
-/// read it (it is a secret, like a key).
-fn read_password(path: &Path) -> Result<zeroize::Zeroizing<String>, LedgerError> {
-    use std::os::unix::fs::PermissionsExt;
-    let io = |action: &'static str| {
-        let path = path.to_owned();
-        move |source| LedgerError::Io {
-            path,
-            action,
-            source,
-        }
+/// read it or replace it (it is a secret, like a key: [`secure_file`]).
+pub fn read_password(path: &Path) -> Result<zeroize::Zeroizing<String>, LedgerError> {
+    let io = |source| LedgerError::Io {
+        path: path.to_owned(),
+        action: "cannot read ledger password file",
+        source,
     };
-    let meta = std::fs::metadata(path).map_err(io("cannot read ledger password file"))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(LedgerError::Postgres {
-            context: "ledger password file",
-            detail: format!(
-                "{} can be read by group or others (mode {mode:04o}); `chmod 600` it",
-                path.display()
-            ),
-        });
-    }
-    let text = zeroize::Zeroizing::new(
-        std::fs::read_to_string(path).map_err(io("cannot read ledger password file"))?,
-    );
+    let file = secure_file::open(path, "ledger password file", Holds::Secret)
+        .map_err(|refusal| refusal.into_error(io))?;
+    let text = zeroize::Zeroizing::new(std::io::read_to_string(file).map_err(io)?);
     let line = text.lines().next().unwrap_or("");
     if line.is_empty() {
         return Err(LedgerError::Postgres {
