@@ -5,18 +5,22 @@
 //!
 //! Beyond what the config parser checks (syntax, values, their order), this
 //! looks at the files the settings name: missing, unreadable or too open
-//! (the CA key, the nRF Cloud API key, the HTTP token, the ledger password,
-//! the trust file, the CA certificates to install: their own mode and every
-//! directory on their path, [`crate::secure_file`]), trust files that do
-//! not parse, port patterns that match nothing right now (a warning: boards
-//! may come later), and a database directory the service user cannot write.
+//! (the CA key, the nRF Cloud API key, the HTTP token, the ledger's
+//! password and CA, the trust file, the CA certificates to install: their
+//! own mode and every directory on their path, [`crate::secure_file`]),
+//! trust files that do not parse, a ledger URL that would send its password
+//! (an error) or records (a warning) readable to another machine, port
+//! patterns that match nothing right now (a warning: boards may come later),
+//! and a database directory the service user cannot write.
 
 use std::fmt;
 use std::ops::Range;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use crate::config::{ApiKeySource, ConfigError, PasswordSource, StationConfig};
+use crate::config::{
+    ApiKeySource, ConfigError, LedgerUrl, PASSWORD_ENV, PasswordSource, StationConfig,
+};
 
 /// The system user the packaged unit runs the daemon as.
 pub const SERVICE_USER: &str = "nrf-provd";
@@ -207,9 +211,35 @@ pub fn check_settings(
         }
     }
 
-    if let Some(PasswordSource::File(path)) = config.ledger.as_ref().map(|l| &l.password) {
-        if let Err(e) = crate::ledger::postgres::read_password(path) {
-            add(Severity::Error, &["ledger", "password_file"], e.to_string());
+    if let Some(ledger) = &config.ledger {
+        let password = match &ledger.password {
+            PasswordSource::File(path) => {
+                if let Err(e) = crate::ledger::postgres::read_password(path) {
+                    add(Severity::Error, &["ledger", "password_file"], e.to_string());
+                }
+                true
+            }
+            PasswordSource::Environment => std::env::var_os(PASSWORD_ENV).is_some(),
+        };
+        if let Ok(url) = LedgerUrl::parse(&ledger.url) {
+            match url.exposure(password) {
+                Err(why) => add(
+                    Severity::Error,
+                    &["ledger", "url"],
+                    format!("ledger.url {why}"),
+                ),
+                Ok(Some(why)) => add(
+                    Severity::Warning,
+                    &["ledger", "url"],
+                    format!("ledger.url {why}"),
+                ),
+                Ok(None) => {}
+            }
+            if let Some(ca) = &url.tls.root_cert {
+                if let Err(why) = crate::ledger::postgres::tls::load_roots(ca) {
+                    add(Severity::Error, &["ledger", "url"], why);
+                }
+            }
         }
     }
 

@@ -17,8 +17,8 @@ use toml::Spanned;
 
 mod ledger;
 pub use ledger::{
-    LedgerConfig, LedgerMode, PASSWORD_ENV, PasswordSource, Reprovision,
-    check_url as check_ledger_url,
+    LedgerConfig, LedgerMode, LedgerTls, LedgerUrl, PASSWORD_ENV, PasswordSource, Reprovision,
+    SslMode, check_url as check_ledger_url,
 };
 
 /// The configuration `nrf-provd demo` starts from (paths are placeholders the

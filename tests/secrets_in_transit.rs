@@ -2,7 +2,10 @@
 //! so a `[cloud]` URL in plain `http://` is refused unless it is this
 //! machine (127.0.0.0/8, ::1, `localhost`): at config load, by
 //! `check-config` and at the daemon's start, at the setting's line and
-//! column.
+//! column. The ledger's password is never sent where the connection may be
+//! plain text to another machine (`sslmode` disable or prefer): an error;
+//! records alone in plain text, or TLS that authenticates nobody
+//! (`require` without `sslrootcert`), are warnings.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -143,4 +146,128 @@ fn plain_http_to_another_machine_is_refused_for_every_cloud_url_at_its_setting()
             assert_eq!(code, Some(0), "{setting} = {local}: {stdout}");
         }
     }
+}
+
+#[test]
+fn a_ledger_password_never_goes_to_another_machine_in_plain_text() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    let ca_file = d.join("ca.pem");
+    let ledger = |url: &str, password: bool| {
+        let password = if password {
+            format!(
+                "password_file = \"{}\"\n",
+                d.join("ledger.password").display()
+            )
+        } else {
+            String::new()
+        };
+        config(d, &format!("\n[ledger]\nurl = \"{url}\"\n{password}"))
+    };
+    let origin = d.join("station.toml").display().to_string();
+    let finding = |text: &str, url: &str| {
+        let (code, stdout) = check(d, text);
+        let (line, column) = position_of(text, &format!("\"{url}\""));
+        let at = format!("{origin}:{line}:{column}: ");
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&at))
+            .map(str::to_owned);
+        (code, line, stdout)
+    };
+
+    // A password, and a connection that may be plain text: refused.
+    for url in [
+        "postgres://nrf@db.line3.example/nrf_line".to_string(),
+        "postgres://nrf@db.line3.example/nrf_line?sslmode=prefer".to_string(),
+        "postgres://nrf@10.3.0.7:5433/nrf_line?sslmode=disable".to_string(),
+        "postgres://nrf@localhost/nrf_line?hostaddr=10.3.0.7".to_string(),
+    ] {
+        let text = ledger(&url, true);
+        let (code, line, stdout) = finding(&text, &url);
+        assert_eq!(code, Some(2), "{url}: {stdout}");
+        assert!(
+            line.as_ref()
+                .is_some_and(|l| l.contains("error: ledger.url")
+                    && l.contains("the ledger password and every record could be read")
+                    && l.contains("sslmode=verify-full")),
+            "{url}: {stdout}"
+        );
+        let out = nrf_provd(&["run", "--config"], &d.join("station.toml"));
+        assert_eq!(out.status.code(), Some(2), "the daemon does not start");
+    }
+    // The same, with the password from the environment.
+    let url = "postgres://nrf@db.line3.example/nrf_line";
+    std::fs::write(d.join("station.toml"), ledger(url, false)).unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(env!("CARGO_BIN_EXE_nrf-provd"))
+        .arg("check-config")
+        .arg(d.join("station.toml"))
+        .env("NRF_PROVD_LEDGER_PASSWORD", "from-env")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(!stdout.contains("from-env"), "{stdout}");
+    // And `results --ledger`, which reads the password from there.
+    let out = Command::new(env!("CARGO_BIN_EXE_nrf-provd"))
+        .args(["results", "--ledger", url])
+        .env("NRF_PROVD_LEDGER_PASSWORD", "from-env")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the ledger password and every record"),
+        "{stderr}"
+    );
+
+    // No password: the records alone cross in plain text, a warning.
+    let (code, line, stdout) = finding(&ledger(url, false), url);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(
+        line.as_ref()
+            .is_some_and(|l| l.contains("warning: ledger.url") && l.contains("every record")),
+        "{stdout}"
+    );
+    // TLS without a CA: encrypted, the server not authenticated: a warning.
+    let url = "postgres://nrf@db.line3.example/nrf_line?sslmode=require";
+    let (code, line, stdout) = finding(&ledger(url, true), url);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(
+        line.as_ref()
+            .is_some_and(|l| l.contains("warning: ledger.url") && l.contains("pose as the server")),
+        "{stdout}"
+    );
+
+    // Authenticated TLS, this machine, a socket: nothing to say.
+    for url in [
+        format!(
+            "postgres://nrf@db.line3.example/nrf_line?sslmode=verify-full&sslrootcert={}",
+            ca_file.display()
+        ),
+        format!(
+            "postgres://nrf@db.line3.example/nrf_line?sslmode=verify-ca&sslrootcert={}",
+            ca_file.display()
+        ),
+        "postgres://nrf@127.0.0.1:5433/nrf_line".to_string(),
+        "postgres://nrf@[::1]/nrf_line?sslmode=disable".to_string(),
+        "postgres://nrf@/nrf_line?host=/run/postgresql".to_string(),
+    ] {
+        let (code, stdout) = check(d, &ledger(&url, true));
+        assert_eq!(code, Some(0), "{url}: {stdout}");
+    }
+
+    // A CA file that is no certificate is an error at the URL.
+    std::fs::write(d.join("not-a-ca.pem"), "hello\n").unwrap_or_else(|e| panic!("{e}"));
+    let url = format!(
+        "postgres://nrf@db.line3.example/nrf_line?sslmode=verify-full&sslrootcert={}",
+        d.join("not-a-ca.pem").display()
+    );
+    let (code, line, stdout) = finding(&ledger(&url, true), &url);
+    assert_eq!(code, Some(2), "{stdout}");
+    assert!(
+        line.as_ref()
+            .is_some_and(|l| l.contains("error:") && l.contains("no certificate")),
+        "{stdout}"
+    );
 }
