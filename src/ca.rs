@@ -1,10 +1,11 @@
 //! The station CA: signs the CSR a modem generated into a device certificate.
 //!
 //! One crypto stack: x509-cert's builder with a p256 ECDSA key. The CA key is
-//! refused when group or others can read it, written with mode 0600, and
-//! never printed (`Debug` shows the subject only).
+//! refused when group or others can read it or replace it (a directory on
+//! its path they can write: [`crate::secure_file`]), written with mode 0600,
+//! and never printed (`Debug` shows the subject only).
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -29,6 +30,8 @@ use x509_cert::serial_number::SerialNumber;
 use x509_cert::spki::SubjectPublicKeyInfoOwned;
 use x509_cert::time::{Time, Validity};
 
+use crate::secure_file::{self, Holds, UnsafeFile};
+
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
     #[error("{}: {action}: {source}", path.display())]
@@ -38,11 +41,10 @@ pub enum CaError {
         #[source]
         source: std::io::Error,
     },
-    #[error(
-        "{}: CA key is readable by group or others (mode {mode:03o}); refusing to use it — run `chmod 600 {}`",
-        path.display(), path.display()
-    )]
-    KeyReadable { path: PathBuf, mode: u32 },
+    /// Others could read or replace the key (its mode, or a directory on
+    /// its path).
+    #[error(transparent)]
+    Unsafe(#[from] UnsafeFile),
     #[error("{}: not a {what}: {detail}", path.display())]
     Parse {
         path: PathBuf,
@@ -197,18 +199,6 @@ fn show_time(t: SystemTime) -> String {
         .unwrap_or_else(|_| format!("{t:?}"))
 }
 
-fn read_file(path: &Path, action: &'static str) -> Result<(File, Vec<u8>), CaError> {
-    let io = |source| CaError::Io {
-        path: path.to_owned(),
-        action,
-        source,
-    };
-    let mut file = File::open(path).map_err(io)?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).map_err(io)?;
-    Ok((file, bytes))
-}
-
 fn parse_key(path: &Path, bytes: &[u8]) -> Result<SigningKey, CaError> {
     let parse_err = |detail: String| CaError::Parse {
         path: path.to_owned(),
@@ -236,11 +226,38 @@ fn extension<T: for<'a> Decode<'a>>(
         .and_then(|ext| T::from_der(ext.extn_value.as_bytes()).ok())
 }
 
+/// A CA certificate to install on the modem (`[ca] install`): what the
+/// device will trust, so refused, as the trust file, when others could
+/// change it.
+pub fn read_install_pem(path: &Path) -> Result<String, CaError> {
+    let io = |source| CaError::Io {
+        path: path.to_owned(),
+        action: "cannot read the CA certificate to install",
+        source,
+    };
+    let file = secure_file::open(path, "CA certificate to install", Holds::Trust)
+        .map_err(|refusal| refusal.into_error(io))?;
+    std::io::read_to_string(file).map_err(io)
+}
+
+/// Who written files belong to (`ca create --owner`).
+pub type Owner = (nix::unistd::Uid, nix::unistd::Gid);
+
 /// Write `bytes` to `path` atomically (temporary file, fsync, rename) with
-/// `mode`. Unless `replace`, a file already at `path` is an error and stays
-/// as it was (the temporary file is hard-linked into place, which fails
-/// when the name exists, rather than renamed over it).
-fn write_atomic(path: &Path, bytes: &[u8], mode: u32, replace: bool) -> Result<(), CaError> {
+/// `mode` and, when given, `owner`. Unless `replace`, a file already at
+/// `path` is an error and stays as it was (the temporary file is
+/// hard-linked into place, which fails when the name exists, rather than
+/// renamed over it). Nothing here follows a symlink: the temporary file is
+/// created new (`O_EXCL`), mode and owner are set on its descriptor before
+/// it gets its name, and rename and link replace or refuse a name, never
+/// what it points to.
+fn write_atomic(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    replace: bool,
+    owner: Option<Owner>,
+) -> Result<(), CaError> {
     let io = |action| {
         move |source| CaError::Io {
             path: path.to_owned(),
@@ -259,6 +276,11 @@ fn write_atomic(path: &Path, bytes: &[u8], mode: u32, replace: bool) -> Result<(
         .mode(mode)
         .open(&tmp)
         .map_err(io("cannot create"))?;
+    if let Some((uid, gid)) = owner {
+        use std::os::fd::AsRawFd;
+        nix::unistd::fchown(file.as_raw_fd(), Some(uid), Some(gid))
+            .map_err(|e| io("cannot change the owner")(e.into()))?;
+    }
     // The process umask may have cleared bits; never widen, only set exactly.
     file.set_permissions(std::fs::Permissions::from_mode(mode))
         .map_err(io("cannot set mode"))?;
@@ -318,7 +340,11 @@ impl StationCa {
     }
 
     fn load_unchecked(cert_pem: &Path, key_pem: &Path) -> Result<Self, CaError> {
-        let (_, cert_bytes) = read_file(cert_pem, "cannot read CA certificate")?;
+        let cert_bytes = std::fs::read(cert_pem).map_err(|source| CaError::Io {
+            path: cert_pem.to_owned(),
+            action: "cannot read CA certificate",
+            source,
+        })?;
         let cert = Certificate::from_pem(&cert_bytes).map_err(|e| CaError::Parse {
             path: cert_pem.to_owned(),
             what: "PEM certificate",
@@ -341,22 +367,15 @@ impl StationCa {
             });
         }
 
-        let (key_file, key_bytes) = read_file(key_pem, "cannot read CA key")?;
-        let mode = key_file
-            .metadata()
-            .map_err(|source| CaError::Io {
-                path: key_pem.to_owned(),
-                action: "cannot stat CA key",
-                source,
-            })?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(CaError::KeyReadable {
-                path: key_pem.to_owned(),
-                mode: mode & 0o777,
-            });
-        }
+        let io = |source| CaError::Io {
+            path: key_pem.to_owned(),
+            action: "cannot read CA key",
+            source,
+        };
+        let mut key_file = secure_file::open(key_pem, "CA key", Holds::Secret)
+            .map_err(|refusal| refusal.into_error(io))?;
+        let mut key_bytes = zeroize::Zeroizing::new(Vec::new());
+        key_file.read_to_end(&mut key_bytes).map_err(io)?;
         let key = parse_key(key_pem, &key_bytes)?;
 
         let spki_der = cert
@@ -433,25 +452,38 @@ impl StationCa {
     /// Write the certificate (mode 0644) and key (PKCS#8 PEM, mode 0600),
     /// each atomically.
     pub fn write(&self, cert_path: &Path, key_path: &Path) -> Result<(), CaError> {
-        let key_pem = self.key.to_pkcs8_pem(LineEnding::LF).map_err(build_err)?;
-        write_atomic(key_path, key_pem.as_bytes(), 0o600, true)?;
-        write_atomic(cert_path, self.certificate_pem().as_bytes(), 0o644, true)
+        self.write_owned(cert_path, key_path, true, None)
     }
 
     /// As [`StationCa::write`], but never over an existing file: when
     /// either path exists, nothing is written and the error names it.
     pub fn write_new(&self, cert_path: &Path, key_path: &Path) -> Result<(), CaError> {
-        for path in [key_path, cert_path] {
-            if path.symlink_metadata().is_ok() {
-                return Err(CaError::Exists {
-                    path: path.to_owned(),
-                });
+        self.write_owned(cert_path, key_path, false, None)
+    }
+
+    /// [`StationCa::write`] (`replace`) or [`StationCa::write_new`], both
+    /// files given to `owner` before they get their names.
+    pub fn write_owned(
+        &self,
+        cert_path: &Path,
+        key_path: &Path,
+        replace: bool,
+        owner: Option<Owner>,
+    ) -> Result<(), CaError> {
+        if !replace {
+            for path in [key_path, cert_path] {
+                if path.symlink_metadata().is_ok() {
+                    return Err(CaError::Exists {
+                        path: path.to_owned(),
+                    });
+                }
             }
         }
         let key_pem = self.key.to_pkcs8_pem(LineEnding::LF).map_err(build_err)?;
-        write_atomic(key_path, key_pem.as_bytes(), 0o600, false)?;
-        let written = write_atomic(cert_path, self.certificate_pem().as_bytes(), 0o644, false);
-        if written.is_err() {
+        write_atomic(key_path, key_pem.as_bytes(), 0o600, replace, owner)?;
+        let pem = self.certificate_pem();
+        let written = write_atomic(cert_path, pem.as_bytes(), 0o644, replace, owner);
+        if written.is_err() && !replace {
             // Appeared since the check above: leave no key without its certificate.
             let _ = std::fs::remove_file(key_path);
         }

@@ -5,16 +5,22 @@
 //!
 //! Beyond what the config parser checks (syntax, values, their order), this
 //! looks at the files the settings name: missing, unreadable or too open
-//! (the CA key, the nRF Cloud API key, the HTTP token), trust files that do
-//! not parse, port patterns that match nothing right now (a warning: boards
-//! may come later), and a database directory the service user cannot write.
+//! (the CA key, the nRF Cloud API key, the HTTP token, the ledger's
+//! password and CA, the trust file, the CA certificates to install: their
+//! own mode and every directory on their path, [`crate::secure_file`]),
+//! trust files that do not parse, a ledger URL that would send its password
+//! (an error) or records (a warning) readable to another machine, port
+//! patterns that match nothing right now (a warning: boards may come later),
+//! and a database directory the service user cannot write.
 
 use std::fmt;
 use std::ops::Range;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use crate::config::{ApiKeySource, ConfigError, StationConfig};
+use crate::config::{
+    ApiKeySource, ConfigError, LedgerUrl, PASSWORD_ENV, PasswordSource, StationConfig,
+};
 
 /// The system user the packaged unit runs the daemon as.
 pub const SERVICE_USER: &str = "nrf-provd";
@@ -171,15 +177,8 @@ pub fn check_settings(
             add(Severity::Error, &["ca", setting], text);
         }
         for path in &ca.install {
-            if let Err(e) = std::fs::read_to_string(path) {
-                add(
-                    Severity::Error,
-                    &["ca", "install"],
-                    format!(
-                        "{}: cannot read the CA certificate to install: {e}",
-                        path.display()
-                    ),
-                );
+            if let Err(e) = crate::ca::read_install_pem(path) {
+                add(Severity::Error, &["ca", "install"], e.to_string());
             }
         }
     }
@@ -209,6 +208,38 @@ pub fn check_settings(
     if let Some(token_file) = &config.http.token_file {
         if let Err(e) = crate::http::AccessToken::load(token_file) {
             add(Severity::Error, &["http", "token_file"], e.to_string());
+        }
+    }
+
+    if let Some(ledger) = &config.ledger {
+        let password = match &ledger.password {
+            PasswordSource::File(path) => {
+                if let Err(e) = crate::ledger::postgres::read_password(path) {
+                    add(Severity::Error, &["ledger", "password_file"], e.to_string());
+                }
+                true
+            }
+            PasswordSource::Environment => std::env::var_os(PASSWORD_ENV).is_some(),
+        };
+        if let Ok(url) = LedgerUrl::parse(&ledger.url) {
+            match url.exposure(password) {
+                Err(why) => add(
+                    Severity::Error,
+                    &["ledger", "url"],
+                    format!("ledger.url {why}"),
+                ),
+                Ok(Some(why)) => add(
+                    Severity::Warning,
+                    &["ledger", "url"],
+                    format!("ledger.url {why}"),
+                ),
+                Ok(None) => {}
+            }
+            if let Some(ca) = &url.tls.root_cert {
+                if let Err(why) = crate::ledger::postgres::tls::load_roots(ca) {
+                    add(Severity::Error, &["ledger", "url"], why);
+                }
+            }
         }
     }
 

@@ -17,8 +17,8 @@ use toml::Spanned;
 
 mod ledger;
 pub use ledger::{
-    LedgerConfig, LedgerMode, PASSWORD_ENV, PasswordSource, Reprovision,
-    check_url as check_ledger_url,
+    LedgerConfig, LedgerMode, LedgerTls, LedgerUrl, PASSWORD_ENV, PasswordSource, Reprovision,
+    SslMode, check_url as check_ledger_url,
 };
 
 /// The configuration `nrf-provd demo` starts from (paths are placeholders the
@@ -825,23 +825,15 @@ fn cloud_section(
         .unwrap_or_else(|| Spanned::new(0..0, "prod".to_string()));
     let mut settings = CloudSettings::for_stage(stage.get_ref())
         .map_err(|e| src.at(stage.span(), e.to_string()))?;
-    if raw.provisioning_url.is_some() || raw.api_url.is_some() {
-        let pick = |url: &Option<Spanned<String>>, default: &str| {
-            url.as_ref()
-                .map_or_else(|| default.to_string(), |u| u.get_ref().clone())
-        };
-        let span = raw
-            .provisioning_url
-            .as_ref()
-            .or(raw.api_url.as_ref())
-            .map_or(0..0, Spanned::span);
-        let urls = CloudSettings::with_urls(
-            &pick(&raw.provisioning_url, settings.provisioning_url.as_str()),
-            &pick(&raw.api_url, settings.api_url.as_str()),
-        )
-        .map_err(|e| src.at(span, e.to_string()))?;
-        settings.provisioning_url = urls.provisioning_url;
-        settings.api_url = urls.api_url;
+    // Each URL's error at its own setting (http:// only to this machine).
+    let base_url = |what, url: &Spanned<String>| {
+        CloudSettings::base_url(what, url.get_ref()).map_err(|e| src.at(url.span(), e.to_string()))
+    };
+    if let Some(url) = &raw.provisioning_url {
+        settings.provisioning_url = base_url("provisioning", url)?;
+    }
+    if let Some(url) = &raw.api_url {
+        settings.api_url = base_url("API", url)?;
     }
     settings.request_timeout = seconds(
         src,

@@ -16,6 +16,7 @@ pub mod modem;
 pub mod plan;
 pub mod port_list;
 pub mod record;
+pub mod secure_file;
 pub mod serial;
 pub mod sim;
 pub mod station;

@@ -7,7 +7,8 @@
 //! are allowed. The same UUID listed twice with different keys is an error.
 //!
 //! The file decides who passes, so [`TrustStore::load`] refuses one that
-//! group or others can write, and remembers its SHA-256 for the log.
+//! group or others can write or replace (its path is checked as OpenSSH
+//! checks `~/.ssh`), and remembers its SHA-256 for the log.
 
 use base64::{
     Engine,
@@ -16,10 +17,10 @@ use base64::{
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
+use crate::secure_file::{self, Holds, UnsafeFile};
 use crate::token::csr;
 
 /// A trusted key, kept both as given and as the SEC1 point the verifier uses.
@@ -66,11 +67,10 @@ pub enum TrustError {
         path: PathBuf,
         error: std::io::Error,
     },
-    #[error(
-        "{}: trust file is writable by group or others (mode {mode:03o}); anyone who can write it decides which boards pass — run `chmod go-w {}`",
-        path.display(), path.display()
-    )]
-    Writable { path: PathBuf, mode: u32 },
+    /// Others could change it (its mode, or a directory on its path), and
+    /// so decide which boards pass.
+    #[error(transparent)]
+    Unsafe(#[from] UnsafeFile),
     #[error("{}line {line}: {problem}", path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default())]
     Line {
         path: Option<PathBuf>,
@@ -122,20 +122,15 @@ impl TrustStore {
     }
 
     /// Load a trust file; errors name the file and line. A file that group
-    /// or others can write is refused.
+    /// or others can write, or a directory on its path lets them replace,
+    /// is refused ([`secure_file`]).
     pub fn load(path: &Path) -> Result<Self, TrustError> {
         let io = |error| TrustError::Io {
             path: path.to_path_buf(),
             error,
         };
-        let mut file = std::fs::File::open(path).map_err(io)?;
-        let mode = file.metadata().map_err(io)?.permissions().mode();
-        if mode & 0o022 != 0 {
-            return Err(TrustError::Writable {
-                path: path.to_path_buf(),
-                mode: mode & 0o777,
-            });
-        }
+        let mut file = secure_file::open(path, "trust file", Holds::Trust)
+            .map_err(|refusal| refusal.into_error(io))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io)?;
         let text = String::from_utf8(bytes).map_err(|e| TrustError::Line {

@@ -212,6 +212,95 @@ fn existing_files_are_kept_without_force() {
 }
 
 #[test]
+fn an_out_directory_others_can_write_is_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let chmod = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    // The directory itself, or one above it: whoever may write there can
+    // swap the key (or, with --owner, what root gives away) for their own.
+    for (mode, open, out) in [
+        (0o777, "open-777", "open-777"),
+        (0o775, "open-775", "open-775"),
+        (0o757, "open-757", "open-757/ca"),
+    ] {
+        let open = dir.path().join(open);
+        std::fs::create_dir(&open).unwrap_or_else(|e| panic!("{e}"));
+        chmod(&open, mode);
+        let out = dir.path().join(out);
+        let refused = ca_create(&["--out", out.to_str().unwrap_or_default()]);
+        let stderr = text(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(2), "{mode:o}: {stderr}");
+        let open = std::fs::canonicalize(&open).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            stderr.contains(&format!(
+                "directory {} is writable by group or others (mode {mode:04o})",
+                open.display()
+            )),
+            "{stderr}"
+        );
+        let written: Vec<_> = std::fs::read_dir(&out)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(written.is_empty(), "{mode:o}: wrote {written:?}");
+        chmod(&open, 0o755);
+        let made = ca_create(&["--out", out.to_str().unwrap_or_default()]);
+        assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));
+    }
+}
+
+#[test]
+fn owner_is_given_to_the_new_files_and_a_planted_symlink_is_replaced_not_followed() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let out = dir.path().to_str().unwrap_or_default();
+    assert_eq!(ca_create(&["--out", out]).status.code(), Some(0));
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644))
+        .unwrap_or_else(|e| panic!("{e}"));
+    for name in ["ca.key", "ca.pem", "ca.key.tmp"] {
+        let path = dir.path().join(name);
+        let _ = std::fs::remove_file(&path);
+        std::os::unix::fs::symlink(&victim, &path).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let me = nix::unistd::geteuid();
+    let owner = if me.is_root() {
+        nix::unistd::User::from_name("nobody").ok().flatten()
+    } else {
+        nix::unistd::User::from_uid(me).ok().flatten()
+    }
+    .unwrap_or_else(|| panic!("a user to give the files to"));
+    let made = ca_create(&["--out", out, "--force", "--owner", &owner.name]);
+    assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));
+
+    use std::os::unix::fs::MetadataExt;
+    let victim_meta = std::fs::metadata(&victim).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap_or_default(),
+        "precious\n"
+    );
+    assert_eq!(
+        (victim_meta.uid(), victim_meta.mode() & 0o777),
+        (me.as_raw(), 0o644)
+    );
+    for (name, want) in [("ca.key", 0o600), ("ca.pem", 0o644)] {
+        let meta =
+            std::fs::symlink_metadata(dir.path().join(name)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(meta.file_type().is_file(), "{name} is a file of its own");
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.mode() & 0o777),
+            (owner.uid.as_raw(), owner.gid.as_raw(), want),
+            "{name}"
+        );
+    }
+    StationCa::load(&dir.path().join("ca.pem"), &dir.path().join("ca.key"))
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
 fn bad_arguments_exit_2_and_write_nothing() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let out = dir.path().join("ca");

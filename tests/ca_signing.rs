@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use der::{Decode, DecodePem, Encode};
 use nrf_provd::ca::{CaError, Issuance, StationCa};
+use nrf_provd::secure_file::UnsafeFile;
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{DerSignature, VerifyingKey};
 use p256::pkcs8::{DecodePublicKey, EncodePublicKey};
@@ -233,7 +234,10 @@ fn a_key_readable_by_others_is_refused() {
         let e = StationCa::load(&cert_path, &key_path)
             .err()
             .unwrap_or_else(|| panic!("{loose:o} accepted"));
-        assert!(matches!(e, CaError::KeyReadable { .. }), "{e}");
+        assert!(
+            matches!(e, CaError::Unsafe(UnsafeFile::Readable { .. })),
+            "{e}"
+        );
         assert!(e.to_string().contains("chmod 600"), "{e}");
     }
 }

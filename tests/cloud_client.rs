@@ -12,6 +12,7 @@ use nrf_provd::cloud::{
     ApiKey, ApiKeyError, BulkOpStatus, ClaimRow, CloudClient, CloudError, CloudSettings,
     OnboardRow, RowOutcome,
 };
+use nrf_provd::secure_file::UnsafeFile;
 use nrf_provd::token::encode::{self, IdentityBody};
 use p256::ecdsa::SigningKey;
 use uuid::Uuid;
@@ -786,7 +787,10 @@ fn api_key_file_readable_by_others_is_refused_and_0600_accepted() {
         panic!("a 0644 key file was accepted")
     };
     assert!(
-        matches!(error, ApiKeyError::Readable { mode: 0o644, .. }),
+        matches!(
+            error,
+            ApiKeyError::Unsafe(UnsafeFile::Readable { mode: 0o644, .. })
+        ),
         "{error:?}"
     );
     let text = error.to_string();

@@ -625,9 +625,9 @@ fn ledger_values_are_checked_with_positions_and_never_echo_the_url() {
             "must not hold a password",
         ),
         (
-            "url = \"postgres://nrf@db/line?sslmode=require\"",
-            "\"postgres://nrf@db/line?sslmode=require\"",
-            "TLS",
+            "url = \"postgres://nrf@db/line?sslmode=verify-full\"",
+            "\"postgres://nrf@db/line?sslmode=verify-full\"",
+            "without sslrootcert",
         ),
         (
             "url = \"postgres://nrf@db/line\"\nmode = \"eventually\"",

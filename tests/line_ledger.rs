@@ -396,7 +396,7 @@ async fn a_group_readable_password_file_is_refused() {
     let err = nrf_provd::ledger::PgSettings::new(&config).expect_err("0640 is refused");
     let text = err.to_string();
     assert!(
-        text.contains("chmod 600") && text.contains("0640"),
+        text.contains("chmod 600") && text.contains("mode 640"),
         "{text}"
     );
     assert!(!text.contains("secret-value"), "{text}");

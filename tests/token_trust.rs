@@ -3,6 +3,7 @@
 mod token_common;
 
 use base64::{Engine, engine::general_purpose::STANDARD};
+use nrf_provd::secure_file::UnsafeFile;
 use nrf_provd::trust::{TrustError, TrustStore};
 use token_common::*;
 use uuid::Uuid;
@@ -122,7 +123,10 @@ fn a_trust_file_others_can_write_is_refused_and_a_tight_one_names_its_digest() {
     for loose in [0o666, 0o646, 0o664] {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(loose)).expect("chmod");
         let err = TrustStore::load(&path).expect_err("writable file accepted");
-        assert!(matches!(err, TrustError::Writable { .. }), "{err}");
+        assert!(
+            matches!(err, TrustError::Unsafe(UnsafeFile::Writable { .. })),
+            "{err}"
+        );
         assert!(err.to_string().contains("chmod go-w"), "{err}");
     }
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");

@@ -3,6 +3,7 @@
 //!
 //! Exit status: 0 written; 2 on bad arguments, a file that already exists
 //! (without `--force`) or an I/O error.
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use der::Decode;
 
 use super::error_exit;
 use crate::ca::{self, StationCa};
+use crate::secure_file::{self, DirectoryCheck};
 
 /// File names inside `--out`, as config/station.toml names them.
 pub const CERTIFICATE_FILE: &str = "ca.pem";
@@ -132,7 +134,11 @@ pub fn create_files(args: &CreateArgs) -> Result<Created, String> {
         }
     }
 
-    std::fs::create_dir_all(&args.out)
+    // 0755 whatever the umask allows: a group-writable directory would be refused below.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(&args.out)
         .map_err(|e| format!("{}: cannot create directory: {e}", args.out.display()))?;
     let dir =
         std::fs::canonicalize(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
@@ -142,6 +148,13 @@ pub fn create_files(args: &CreateArgs) -> Result<Created, String> {
             dir.display()
         ));
     }
+    // The key is refused at load when others could replace it: refuse such
+    // a directory now, and so never write where a name can be swapped.
+    let file_owner = owner.map_or_else(nix::unistd::geteuid, |(uid, _)| uid);
+    secure_file::check_directories(&dir, file_owner.as_raw()).map_err(|e| match e {
+        DirectoryCheck::Io(e) => format!("{}: {e}", dir.display()),
+        DirectoryCheck::Unsafe(problem) => format!("--out {}: {problem}", args.out.display()),
+    })?;
     let certificate = dir.join(CERTIFICATE_FILE);
     let key = dir.join(KEY_FILE);
 
@@ -149,24 +162,17 @@ pub fn create_files(args: &CreateArgs) -> Result<Created, String> {
     let station_ca =
         StationCa::generate_with_subject(subject, std::time::SystemTime::now(), validity)
             .map_err(|e| e.to_string())?;
-    let written = if args.force {
-        station_ca.write(&certificate, &key)
-    } else {
-        station_ca.write_new(&certificate, &key)
-    };
-    written.map_err(|e| match e {
-        ca::CaError::Exists { path } => format!(
-            "{}: already exists; not overwritten (pass --force to replace the CA)",
-            path.display()
-        ),
-        other => other.to_string(),
-    })?;
-    if let Some((uid, gid)) = owner {
-        for path in [&key, &certificate] {
-            nix::unistd::chown(path.as_path(), Some(uid), Some(gid))
-                .map_err(|e| format!("{}: cannot change the owner: {e}", path.display()))?;
-        }
-    }
+    // Owner and mode are set on the new files' descriptors, never by a
+    // name someone could have pointed elsewhere meanwhile.
+    station_ca
+        .write_owned(&certificate, &key, args.force, owner)
+        .map_err(|e| match e {
+            ca::CaError::Exists { path } => format!(
+                "{}: already exists; not overwritten (pass --force to replace the CA)",
+                path.display()
+            ),
+            other => other.to_string(),
+        })?;
 
     let cert = x509_cert::Certificate::from_der(&station_ca.certificate_der())
         .map_err(|e| format!("the new certificate does not parse: {e}"))?;

@@ -2,12 +2,12 @@
 //! variable, sent only as `Authorization: Bearer`, never shown.
 
 use std::fmt;
-use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
+
+use crate::secure_file::{self, Holds, UnsafeFile};
 
 /// A key file longer than this is not an API key (nRF Cloud's are 40 hex
 /// characters); refusing it keeps a wrong path from being read whole.
@@ -22,13 +22,9 @@ pub enum ApiKeyError {
         #[source]
         source: std::io::Error,
     },
-    #[error(
-        "{}: nRF Cloud API key is readable by group or others (mode {mode:03o}); refusing to use it — run `chmod 600 {}`",
-        path.display(), path.display()
-    )]
-    Readable { path: PathBuf, mode: u32 },
-    #[error("{}: not a regular file", path.display())]
-    NotAFile { path: PathBuf },
+    /// Others could read or replace it (its mode, or a directory on its path).
+    #[error(transparent)]
+    Unsafe(#[from] UnsafeFile),
     #[error("{}: larger than {MAX_KEY_FILE} bytes; not an API key file", path.display())]
     TooLong { path: PathBuf },
     #[error("{source_name}: the nRF Cloud API key is empty")]
@@ -51,27 +47,16 @@ pub struct ApiKey {
 
 impl ApiKey {
     /// Read the key from `path`: refused when group or others can read the
-    /// file (as the CA key), when it is empty, or not a plain token; trailing
-    /// whitespace (the editor's newline) is dropped.
+    /// file or replace it (as the CA key, see [`secure_file`]), when it is
+    /// empty, or not a plain token; trailing whitespace (the editor's
+    /// newline) is dropped.
     pub fn from_file(path: &Path) -> Result<Self, ApiKeyError> {
         let io = |source| ApiKeyError::Io {
             path: path.to_owned(),
             source,
         };
-        let file = File::open(path).map_err(io)?;
-        let meta = file.metadata().map_err(io)?;
-        if !meta.is_file() {
-            return Err(ApiKeyError::NotAFile {
-                path: path.to_owned(),
-            });
-        }
-        let mode = meta.permissions().mode();
-        if mode & 0o077 != 0 {
-            return Err(ApiKeyError::Readable {
-                path: path.to_owned(),
-                mode: mode & 0o777,
-            });
-        }
+        let file = secure_file::open(path, "nRF Cloud API key", Holds::Secret)
+            .map_err(|refusal| refusal.into_error(io))?;
         let mut bytes = Zeroizing::new(Vec::new());
         file.take(MAX_KEY_FILE + 1)
             .read_to_end(&mut bytes)

@@ -31,4 +31,4 @@ pub use client::CloudClient;
 pub use error::{CloudError, CloudReason};
 pub use key::{ApiKey, ApiKeyError};
 pub use requests::{ClaimRow, MAX_ROWS, OnboardRow};
-pub use settings::{API_URL, CloudSettings, PROVISIONING_URL};
+pub use settings::{API_URL, CloudSettings, PROVISIONING_URL, is_loopback_host};

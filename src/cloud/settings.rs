@@ -66,8 +66,8 @@ impl CloudSettings {
     /// tests, a proxy). A missing trailing `/` is added.
     pub fn with_urls(provisioning_url: &str, api_url: &str) -> Result<Self, CloudError> {
         Ok(Self {
-            provisioning_url: base_url("provisioning", provisioning_url)?,
-            api_url: base_url("API", api_url)?,
+            provisioning_url: Self::base_url("provisioning", provisioning_url)?,
+            api_url: Self::base_url("API", api_url)?,
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             max_attempts: 4,
@@ -84,7 +84,7 @@ impl CloudSettings {
             ("provisioning", &self.provisioning_url),
             ("API", &self.api_url),
         ] {
-            base_url(what, url.as_str())?;
+            Self::base_url(what, url.as_str())?;
         }
         if self.max_attempts == 0 {
             return Err(CloudError::Config("max_attempts must be at least 1".into()));
@@ -96,29 +96,55 @@ impl CloudSettings {
         }
         Ok(())
     }
+
+    /// Parse the `what` ("provisioning", "API") base URL: https (http
+    /// only to this machine: the API key goes with every request), no
+    /// credentials, no query, ending in `/` so that joining
+    /// `claimed-devices` keeps the `/v1/` path.
+    pub fn base_url(what: &str, text: &str) -> Result<Url, CloudError> {
+        let bad =
+            |problem: &str| CloudError::Config(format!("{what} base URL {text:?}: {problem}"));
+        let mut url = Url::parse(text).map_err(|e| bad(&e.to_string()))?;
+        match url.scheme() {
+            "https" => {}
+            "http" if is_loopback(&url) => {}
+            "http" => {
+                return Err(bad(
+                    "plain http:// to another machine would send the API key in clear; use https:// \
+                     (http:// is for this machine only: 127.0.0.0/8, ::1, localhost)",
+                ));
+            }
+            _ => return Err(bad("must be https:// (or http:// to this machine)")),
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(bad(
+                "must not carry credentials (the API key goes in a header)",
+            ));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(bad("must not have a query or fragment"));
+        }
+        if !url.path().ends_with('/') {
+            let path = format!("{}/", url.path());
+            url.set_path(&path);
+        }
+        Ok(url)
+    }
 }
 
-/// Parse a base URL: http(s), no credentials, no query, ending in `/` so
-/// that joining `claimed-devices` keeps the `/v1/` path.
-fn base_url(what: &str, text: &str) -> Result<Url, CloudError> {
-    let bad = |problem: &str| CloudError::Config(format!("{what} base URL {text:?}: {problem}"));
-    let mut url = Url::parse(text).map_err(|e| bad(&e.to_string()))?;
-    if !matches!(url.scheme(), "https" | "http") {
-        return Err(bad("must be http:// or https://"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(bad(
-            "must not carry credentials (the API key goes in a header)",
-        ));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(bad("must not have a query or fragment"));
-    }
-    if !url.path().ends_with('/') {
-        let path = format!("{}/", url.path());
-        url.set_path(&path);
-    }
-    Ok(url)
+fn is_loopback(url: &Url) -> bool {
+    url.host_str().is_some_and(is_loopback_host)
+}
+
+/// Whether `host` (a name, or an address, IPv6 bracketed or not) is this
+/// machine: `localhost`, 127.0.0.0/8 or ::1. Where a secret may go in clear.
+pub fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -137,6 +163,30 @@ mod tests {
         assert_eq!(prod.provisioning_url.as_str(), PROVISIONING_URL);
         assert_eq!(prod.api_url.as_str(), API_URL);
         assert!(CloudSettings::for_stage("staging").is_err());
+    }
+
+    #[test]
+    fn plain_http_is_for_this_machine_only() {
+        for local in [
+            "http://127.0.0.1:9/v1/",
+            "http://127.1.2.3/v1/",
+            "http://localhost:8080/v1/",
+            "http://LOCALHOST/v1/",
+            "http://[::1]:9/v1/",
+            "https://api.nrfcloud.com/v1/",
+        ] {
+            assert!(CloudSettings::base_url("API", local).is_ok(), "{local}");
+        }
+        for remote in [
+            "http://api.nrfcloud.com/v1/",
+            "http://10.0.0.5/v1/",
+            "http://[::2]/v1/",
+            "http://localhost.example.com/v1/",
+            "http://128.0.0.1/v1/",
+        ] {
+            let e = CloudSettings::base_url("API", remote).expect_err(remote);
+            assert!(e.to_string().contains("API key in clear"), "{e}");
+        }
     }
 
     #[test]

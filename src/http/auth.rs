@@ -1,10 +1,9 @@
 //! Who may read the station page: the bearer token from `[http]
-//! token_file`, refused when group or others can read the file (like the CA
-//! key). Machines send `Authorization: Bearer <token>`; a browser, which
+//! token_file`, refused when group or others can read the file or a
+//! directory on its path lets them replace it (like the CA key). Machines send `Authorization: Bearer <token>`; a browser, which
 //! cannot add a header to the page's own requests, answers the Basic prompt
 //! with the token as password (any user name).
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use axum::extract::{Request, State};
@@ -13,6 +12,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use sha2::{Digest, Sha256};
+
+use crate::secure_file::{self, Holds, UnsafeFile};
 
 /// Shortest token accepted: a guessable token is no protection.
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -24,12 +25,9 @@ pub enum TokenError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error(
-        "http token file {}: readable by group or others (mode {mode:03o}); refusing to use it — run `chmod 600 {}`",
-        path.display(),
-        path.display()
-    )]
-    Readable { path: PathBuf, mode: u32 },
+    /// Others could read or replace it (its mode, or a directory on its path).
+    #[error(transparent)]
+    Unsafe(#[from] UnsafeFile),
     #[error(
         "http token file {}: the token must be one line of at least {MIN_TOKEN_LEN} printable characters without spaces (e.g. `openssl rand -hex 32`)",
         path.display()
@@ -51,20 +49,15 @@ impl std::fmt::Debug for AccessToken {
 }
 
 impl AccessToken {
-    /// Read the token from `path`, refusing a file group or others can read.
+    /// Read the token from `path`, refusing a file group or others can read
+    /// or replace ([`secure_file`]).
     pub fn load(path: &Path) -> Result<AccessToken, TokenError> {
         let read = |source| TokenError::Read {
             path: path.to_path_buf(),
             source,
         };
-        let file = std::fs::File::open(path).map_err(read)?;
-        let mode = file.metadata().map_err(read)?.permissions().mode();
-        if mode & 0o077 != 0 {
-            return Err(TokenError::Readable {
-                path: path.to_path_buf(),
-                mode: mode & 0o777,
-            });
-        }
+        let file = secure_file::open(path, "http token file", Holds::Secret)
+            .map_err(|refusal| refusal.into_error(read))?;
         let text = std::io::read_to_string(file).map_err(read)?;
         let token = text.trim();
         let printable = token.chars().all(|c| c.is_ascii_graphic());
@@ -178,6 +171,7 @@ mod tests {
 
     #[test]
     fn a_token_file_others_can_read_is_refused() -> Result<(), Box<dyn std::error::Error>> {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("http.token");
         std::fs::write(&path, "0123456789abcdef0123\n")?;

@@ -112,6 +112,9 @@ pub enum LedgerError {
         context: &'static str,
         detail: String,
     },
+    /// A file the ledger reads (its password) others could read or replace.
+    #[error(transparent)]
+    UnsafeFile(#[from] crate::secure_file::UnsafeFile),
 }
 
 impl LedgerError {

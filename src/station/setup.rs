@@ -36,11 +36,6 @@ pub enum SetupError {
     Trust(#[from] TrustError),
     #[error("station CA: {0}")]
     Ca(#[from] crate::ca::CaError),
-    #[error("CA certificate to install {path}: {source}")]
-    Install {
-        path: PathBuf,
-        source: std::io::Error,
-    },
     #[error("{0}")]
     Config(#[from] crate::config::ConfigError),
     #[error("nRF Cloud: {0}")]
@@ -145,11 +140,7 @@ pub fn plan_context(
             let ca = StationCa::load(&ca_config.certificate, &ca_config.key)?;
             let mut pem = String::new();
             for path in &ca_config.install {
-                let text = std::fs::read_to_string(path).map_err(|source| SetupError::Install {
-                    path: path.clone(),
-                    source,
-                })?;
-                pem.push_str(&text);
+                pem.push_str(&crate::ca::read_install_pem(path)?);
             }
             let validity = Duration::from_secs(u64::from(ca_config.validity_days) * 86_400);
             (

@@ -2,13 +2,17 @@
 //! of its own, the server on a Unix socket in that directory (no TCP), a
 //! password (SCRAM) the tests hand to nrf-provd through a 0600 file. Never
 //! a system database. Dropped, it stops the server and removes the
-//! directory, also when the test fails.
+//! directory, also when the test fails. [`cluster_with_tls`] also listens
+//! on 127.0.0.1 (a free port) with TLS only (`ssl = on`, a certificate the
+//! test made; pg_hba.conf takes TCP clients over `hostssl` alone).
 //!
 //! `initdb` and `postgres` refuse to run as root: as root (CI) they run as
 //! the `postgres` user through `runuser`, in directories that user owns
 //! under a 0755 parent. Under `CI=true` a cluster that cannot start fails
 //! the test; elsewhere the test is skipped and says so on stderr.
 #![allow(dead_code)]
+
+pub mod certs;
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -28,12 +32,29 @@ pub struct PgCluster {
     /// A 0600 file holding the password, for `[ledger] password_file`.
     pub password_file: PathBuf,
     running: bool,
+    /// TCP with TLS: the port on 127.0.0.1, and the server's options.
+    tls: Option<(u16, String)>,
+}
+
+/// The server's certificate (PEM) and its key (PKCS#8 PEM).
+pub struct ServerTls {
+    pub certificate_pem: String,
+    pub key_pem: String,
 }
 
 /// Start a cluster for `test`, or `None` (said on stderr) when this machine
 /// cannot and it is not CI.
 pub fn cluster(test: &str) -> Option<PgCluster> {
-    match PgCluster::start() {
+    started(test, PgCluster::start(None))
+}
+
+/// As [`cluster`], also listening on 127.0.0.1 with TLS only.
+pub fn cluster_with_tls(test: &str, tls: &ServerTls) -> Option<PgCluster> {
+    started(test, PgCluster::start(Some(tls)))
+}
+
+fn started(test: &str, cluster: Result<PgCluster, String>) -> Option<PgCluster> {
+    match cluster {
         Ok(cluster) => Some(cluster),
         Err(why) => {
             let ci = std::env::var("CI").is_ok_and(|v| v == "true");
@@ -78,7 +99,7 @@ fn is_root() -> bool {
 }
 
 impl PgCluster {
-    fn start() -> Result<PgCluster, String> {
+    fn start(tls: Option<&ServerTls>) -> Result<PgCluster, String> {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let bin = server_bin()?;
         let as_postgres = is_root();
@@ -100,10 +121,47 @@ impl PgCluster {
             bin,
             as_postgres,
             running: false,
+            tls: None,
         };
         cluster.init()?;
+        if let Some(tls) = tls {
+            cluster.tls = Some(cluster.set_up_tls(tls)?);
+        }
         cluster.start_server()?;
         Ok(cluster)
+    }
+
+    /// Certificate and key where the server reads them, pg_hba.conf taking
+    /// TCP clients over TLS only, and a free port: the server's options.
+    fn set_up_tls(&self, tls: &ServerTls) -> Result<(u16, String), String> {
+        let cert = self.data.join("server.crt");
+        let key = self.data.join("server.key");
+        std::fs::write(&cert, &tls.certificate_pem).map_err(|e| e.to_string())?;
+        self.for_server(&cert, 0o644)?;
+        std::fs::write(&key, &tls.key_pem).map_err(|e| e.to_string())?;
+        self.for_server(&key, 0o600)?;
+        let hba = self.data.join("pg_hba.conf");
+        std::fs::write(
+            &hba,
+            "local all all scram-sha-256\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .map_err(|e| e.to_string())?;
+        self.for_server(&hba, 0o600)?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("a free port: {e}"))?
+            .port();
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -c port={port} -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+            cert.display(),
+            key.display()
+        );
+        Ok((port, options))
+    }
+
+    /// The TCP port of a cluster with TLS.
+    pub fn tls_port(&self) -> u16 {
+        self.tls.as_ref().map_or(0, |(port, _)| *port)
     }
 
     fn dir_for_server(&self, path: &Path, mode: u32) -> Result<(), String> {
@@ -201,8 +259,11 @@ impl PgCluster {
             .arg(format!(
                 // fsync off: a test's data need not survive the machine,
                 // only the server (whose WAL the kernel still holds).
-                "-k {} -c listen_addresses='' -c fsync=off -c full_page_writes=off",
-                self.run.display()
+                "-k {} -c listen_addresses='' -c fsync=off -c full_page_writes=off {}",
+                self.run.display(),
+                self.tls
+                    .as_ref()
+                    .map_or("", |(_, options)| options.as_str())
             ))
             .arg("start");
         self.checked(pg_ctl, "pg_ctl start")
@@ -218,7 +279,24 @@ impl PgCluster {
     /// The URL a station's `[ledger] url` names (the password comes from
     /// [`Self::password_file`]).
     pub fn url(&self) -> String {
-        format!("postgres://{USER}@/postgres?host={}", self.run.display())
+        let port = self
+            .tls
+            .as_ref()
+            .map(|(port, _)| format!("&port={port}"))
+            .unwrap_or_default();
+        format!(
+            "postgres://{USER}@/postgres?host={}{port}",
+            self.run.display()
+        )
+    }
+
+    /// A URL over TCP to a cluster with TLS: `host` names the server (the
+    /// name its certificate is checked against), `query` the rest.
+    pub fn tcp_url(&self, host: &str, query: &str) -> String {
+        format!(
+            "postgres://{USER}@{host}:{}/postgres?{query}",
+            self.tls_port()
+        )
     }
 
     /// `[ledger]` for a station's config.

@@ -9,12 +9,15 @@
 //!
 //! Connections come from a small pool (deadpool) and are made lazily: a
 //! station starts and records locally while the server is down, and the
-//! pool reconnects by itself once it is back. Plain TCP or a Unix socket;
-//! no TLS. The password never appears in logs or errors: the URL is shown
-//! as [`PgSettings::shown`], rebuilt without it.
+//! pool reconnects by itself once it is back. TCP with TLS as the URL's
+//! `sslmode` says ([`tls`]), or a Unix socket. The password never appears
+//! in logs or errors: the URL is shown as [`PgSettings::shown`], rebuilt
+//! without it; and it is never sent where the connection may be plain text
+//! to another machine.
 
 mod forward;
 mod read;
+pub mod tls;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -22,13 +25,14 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::OnceCell;
-use tokio_postgres::NoTls;
 use tokio_postgres::config::Host;
+use tokio_postgres_rustls::MakeRustlsConnect;
 use uuid::Uuid;
 
 use super::{ClaimKind, DeviceCheck, DeviceHistory, LedgerError, Pin, PinOutcome, RunId, Sighting};
-use crate::config::{LedgerConfig, PASSWORD_ENV, PasswordSource};
+use crate::config::{LedgerConfig, LedgerUrl, PASSWORD_ENV, PasswordSource};
 use crate::ledger::line::Conflict;
+use crate::secure_file::{self, Holds};
 
 pub use forward::Forwarded;
 
@@ -42,6 +46,7 @@ const MIGRATION_LOCK: i64 = 0x6e72_6670_726f_7664;
 #[derive(Clone)]
 pub struct PgSettings {
     config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
     shown: String,
     pub claim_timeout: Duration,
     pub pool_size: usize,
@@ -60,15 +65,9 @@ impl PgSettings {
     /// Settings from `[ledger]` (or `results --ledger`): the URL, and the
     /// password from its file or the environment.
     pub fn new(ledger: &LedgerConfig) -> Result<PgSettings, LedgerError> {
-        crate::config::check_ledger_url(&ledger.url).map_err(|why| LedgerError::Postgres {
-            context: "ledger URL",
-            detail: why,
-        })?;
-        let mut config: tokio_postgres::Config =
-            ledger.url.parse().map_err(|e| LedgerError::Postgres {
-                context: "ledger URL",
-                detail: format!("not a valid PostgreSQL URL ({e})"),
-            })?;
+        let refused = |context| move |detail| LedgerError::Postgres { context, detail };
+        let url = LedgerUrl::parse(&ledger.url).map_err(refused("ledger URL"))?;
+        let mut config = url.config.clone();
         match &ledger.password {
             PasswordSource::File(path) => {
                 let password = read_password(path)?;
@@ -80,6 +79,11 @@ impl PgSettings {
                 }
             }
         }
+        // A secret travels encrypted: never a password in plain text to
+        // another machine (check-config warns of the rest).
+        url.exposure(config.get_password().is_some())
+            .map_err(refused("ledger URL"))?;
+        let tls = tls::connector(&url.tls).map_err(refused("ledger TLS"))?;
         config.connect_timeout(ledger.connect_timeout);
         config.application_name("nrf-provd");
         // TCP keepalives: a server that vanished is noticed, not waited on.
@@ -88,6 +92,7 @@ impl PgSettings {
         let shown = shown(&config);
         Ok(PgSettings {
             config,
+            tls,
             shown,
             claim_timeout: ledger.claim_timeout,
             pool_size: ledger.pool_size,
@@ -104,7 +109,7 @@ impl PgSettings {
     pub async fn connect(&self) -> Result<tokio_postgres::Client, LedgerError> {
         let (client, connection) = self
             .config
-            .connect(NoTls)
+            .connect(self.tls.clone())
             .await
             .map_err(pg_error("connect"))?;
         tokio::spawn(async move {
@@ -139,31 +144,16 @@ fn shown(config: &tokio_postgres::Config) -> String {
 }
 
 /// The password file: its first line, refused when group or others may
-/// read it (it is a secret, like a key).
-fn read_password(path: &Path) -> Result<zeroize::Zeroizing<String>, LedgerError> {
-    use std::os::unix::fs::PermissionsExt;
-    let io = |action: &'static str| {
-        let path = path.to_owned();
-        move |source| LedgerError::Io {
-            path,
-            action,
-            source,
-        }
+/// read it or replace it (it is a secret, like a key: [`secure_file`]).
+pub fn read_password(path: &Path) -> Result<zeroize::Zeroizing<String>, LedgerError> {
+    let io = |source| LedgerError::Io {
+        path: path.to_owned(),
+        action: "cannot read ledger password file",
+        source,
     };
-    let meta = std::fs::metadata(path).map_err(io("cannot read ledger password file"))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(LedgerError::Postgres {
-            context: "ledger password file",
-            detail: format!(
-                "{} can be read by group or others (mode {mode:04o}); `chmod 600` it",
-                path.display()
-            ),
-        });
-    }
-    let text = zeroize::Zeroizing::new(
-        std::fs::read_to_string(path).map_err(io("cannot read ledger password file"))?,
-    );
+    let file = secure_file::open(path, "ledger password file", Holds::Secret)
+        .map_err(|refusal| refusal.into_error(io))?;
+    let text = zeroize::Zeroizing::new(std::io::read_to_string(file).map_err(io)?);
     let line = text.lines().next().unwrap_or("");
     if line.is_empty() {
         return Err(LedgerError::Postgres {
@@ -197,6 +187,10 @@ pub(crate) const NAME: &str = "PostgreSQL";
 pub(crate) fn pg_error(context: &'static str) -> impl Fn(tokio_postgres::Error) -> LedgerError {
     move |e| {
         use tokio_postgres::error::SqlState;
+        // A certificate refused is no outage: waiting will not clear it.
+        if let Some(detail) = tls::failure(&e) {
+            return LedgerError::Postgres { context, detail };
+        }
         let transient = match e.code() {
             None => true, // no server answer: I/O, closed, timeout
             Some(code) => {
@@ -259,7 +253,7 @@ impl PostgresLedger {
     pub fn new(settings: &PgSettings) -> Result<PostgresLedger, LedgerError> {
         let manager = Manager::from_config(
             settings.config.clone(),
-            NoTls,
+            settings.tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
