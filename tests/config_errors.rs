@@ -837,3 +837,18 @@ fn dotted_keys_are_read_like_tables() {
     let e = err(&format!("ports.pathz = 1\n{text}"));
     assert!(e.to_string().contains("did you mean `paths`?"), "{e}");
 }
+
+#[test]
+fn a_file_of_mistakes_is_read_as_far_as_a_hundred() {
+    let junk: String = (0..150).map(|i| format!("junk{i} = {i}\n")).collect();
+    let e = err(&format!("{junk}{MINIMAL}"));
+    let problems = e.problems();
+    assert_eq!(problems.len(), 101, "{e}");
+    assert_eq!(problems[0].position(), Some((1, 1)));
+    assert!(
+        problems[100]
+            .to_string()
+            .contains("more than 100 mistakes; fix these and check again"),
+        "{e}"
+    );
+}

@@ -64,7 +64,7 @@ pub(super) fn deserialize<T: DeserializeOwned>(src: &Source) -> Option<Read<T>> 
     let mut table = doc.clone();
     let mut cuts = Vec::new();
     let mut cut_spans: Vec<Range<usize>> = Vec::new();
-    for _ in 0..=MAX_CUTS {
+    while cuts.len() < MAX_CUTS {
         let error = match toml_edit::de::from_document::<T>(DocumentMut::from(table.clone())) {
             Ok(value) => return Some(Read { value, cuts, doc }),
             Err(error) => error,
