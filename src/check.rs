@@ -1,11 +1,13 @@
 //! `nrf-provd check-config`: every problem with a station's configuration
 //! that can be found without running it, in one pass, each at the line and
 //! column of the setting it is about. The daemon runs the same checks when
-//! it starts (errors refuse the start, warnings are logged).
+//! it starts (errors refuse the start, warnings are logged) and on SIGHUP
+//! (errors keep the running configuration).
 //!
-//! Beyond what the config parser checks (syntax, values, their order), this
-//! looks at the files the settings name: missing, unreadable or too open
-//! (the CA key, the nRF Cloud API key, the HTTP token, the ledger's
+//! Beyond what the config parser checks (syntax, unknown keys, types and
+//! values, their order), this looks at the files named by whatever settings
+//! could be read, mistakes elsewhere notwithstanding: missing, unreadable or
+//! too open (the CA key, the nRF Cloud API key, the HTTP token, the ledger's
 //! password and CA, the trust file, the CA certificates to install: their
 //! own mode and every directory on their path, [`crate::secure_file`]),
 //! trust files that do not parse, a ledger URL that would send its password
@@ -95,24 +97,44 @@ pub enum Writer {
     ThisProcess,
 }
 
-/// Check the config file at `path`: the parser's problems, then (when it
-/// parses) the files it names. `None` with the report when it does not
-/// parse; the config with the report otherwise.
+/// Check the config file at `path`: every problem of its TOML and values,
+/// and of the files named by whatever parts of it could be read, in one
+/// report. The config as far as it could be read (`None` when the file
+/// cannot be read or is not TOML); use it only when the report has no
+/// error.
 pub fn check_file(path: &Path, writer: Writer) -> (Option<StationConfig>, Report) {
     let origin = path.display().to_string();
     let mut report = Report::default();
-    let config = match StationConfig::load(path) {
-        Ok(config) => config,
-        Err(e) => {
-            for problem in e.problems() {
-                report.findings.push(from_config_error(problem, &origin));
-            }
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(source) => {
+            let problem = ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            };
+            report.findings.push(from_config_error(&problem, &origin));
             return (None, report);
         }
     };
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    report.findings = check_settings(&config, &text, &origin, writer);
-    (Some(config), report)
+    let base = crate::config::directory_of(path);
+    let checked = StationConfig::check_text(&text, &origin, Some(base));
+    for problem in &checked.problems {
+        report.findings.push(from_config_error(problem, &origin));
+    }
+    if let Some(config) = &checked.config {
+        let mut files = check_settings(config, &text, &origin, writer);
+        if !checked.problems.is_empty() {
+            // A setting that is not in the file holds its default, which may
+            // stand in for a key that was misspelt (and is reported): its
+            // files are not what the station was meant to use.
+            files.retain(|finding| finding.at.is_some());
+        }
+        report.findings.extend(files);
+    }
+    report
+        .findings
+        .sort_by_key(|f| f.at.unwrap_or((usize::MAX, 0)));
+    (checked.config, report)
 }
 
 fn from_config_error(problem: &ConfigError, origin: &str) -> Finding {
@@ -161,6 +183,11 @@ pub fn check_settings(
                 ),
             ),
             Ok(_) => {}
+            Err(e @ crate::trust::TrustError::Io { .. }) => add(
+                Severity::Error,
+                &["trust_file"],
+                format!("cannot read the trust file {e}"),
+            ),
             Err(e) => add(Severity::Error, &["trust_file"], e.to_string()),
         }
     }

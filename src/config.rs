@@ -5,6 +5,13 @@
 //! are `toml::Spanned`, so semantic errors (a sec_tag out of range, a step in
 //! the wrong place, a bad glob) point at the offending value like syntax errors
 //! do. The public structs hold plain, already-validated values.
+//!
+//! One pass reports every problem: deserialisation is lenient (`lenient`:
+//! each mistake serde meets is reported and cut out, and serde runs again),
+//! and validation goes on after a problem with a default in its place.
+//! Keys a section cannot do without are `Option` in the `Raw*` structs and
+//! reported missing by validation, since serde's "missing field" would end
+//! the pass.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -16,6 +23,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 mod ledger;
+mod lenient;
 pub use ledger::{
     LedgerConfig, LedgerMode, LedgerTls, LedgerUrl, PASSWORD_ENV, PasswordSource, Reprovision,
     SslMode, check_url as check_ledger_url,
@@ -314,6 +322,34 @@ pub struct CaConfig {
     pub install: Vec<PathBuf>,
 }
 
+/// A configuration read as far as it could be: every problem found, and
+/// the settings with a default standing in for each one that was wrong (so
+/// the files the rest names can still be checked).
+#[derive(Debug)]
+pub struct Checked {
+    /// `None` when the text is not TOML.
+    pub config: Option<StationConfig>,
+    /// Every problem, in the order of the file.
+    pub problems: Vec<ConfigError>,
+    origin: String,
+}
+
+impl Checked {
+    /// The config when there is no problem; else every problem.
+    pub fn into_result(mut self) -> Result<StationConfig, ConfigError> {
+        match (self.config, self.problems.len()) {
+            (Some(config), 0) => Ok(config),
+            (_, 1) => Err(self.problems.remove(0)),
+            // Text that is not TOML always comes with its problem.
+            (None, 0) => Err(ConfigError::Whole {
+                origin: self.origin,
+                message: "cannot be read".into(),
+            }),
+            _ => Err(ConfigError::Many(self.problems)),
+        }
+    }
+}
+
 impl StationConfig {
     /// Read and validate a configuration file. Relative paths in it are
     /// resolved against the file's directory.
@@ -323,7 +359,14 @@ impl StationConfig {
             source,
         })?;
         let origin = path.display().to_string();
-        parse_with_base(&text, &origin, path.parent())
+        parse_with_base(&text, &origin, Some(directory_of(path)))
+    }
+
+    /// Check configuration text: every problem, and what could be read.
+    /// `origin` names it in problems; relative paths are resolved against
+    /// `base` (the file's directory).
+    pub fn check_text(text: &str, origin: &str, base: Option<&Path>) -> Checked {
+        check_with_base(text, origin, base)
     }
 
     /// Parse configuration text. `origin` names it in errors; when it is a
@@ -341,53 +384,64 @@ impl StationConfig {
     }
 }
 
+/// The directory a config file's relative paths are relative to (`.` for
+/// a bare file name, as `check-config station.toml` gives).
+pub fn directory_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
 /// Fuzz body for the config parser (the `config` cargo-fuzz target and a
-/// proptest call it): parse arbitrary text (invalid UTF-8 replaced, as a
+/// proptest call it): check arbitrary text (invalid UTF-8 replaced, as a
 /// file read lossily would be) without touching the filesystem. Must never
-/// panic; every problem must name `fuzz.toml` and a position inside the text.
+/// panic; every problem must name `fuzz.toml` and a position inside the
+/// text; text with no problem must give a config.
 pub fn fuzz_parse(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    match StationConfig::parse(&text, "fuzz.toml") {
-        Ok(config) => {
-            let _ = config.plan.render_attributes("{imei}", "{device_uuid}");
-        }
-        Err(error) => {
-            let lines = text.matches('\n').count() + 1;
-            for problem in error.problems() {
-                let message = problem.to_string();
-                assert!(message.starts_with("fuzz.toml"), "{message}");
-                if let Some((line, column)) = problem.position() {
-                    assert!(
-                        (1..=lines).contains(&line) && column >= 1,
-                        "{line}:{column} outside {lines} lines: {message}"
-                    );
-                }
-            }
+    let checked = StationConfig::check_text(&text, "fuzz.toml", None);
+    // What could be read is usable even with problems (check-config checks
+    // the files it names).
+    if let Some(config) = &checked.config {
+        let _ = config.plan.render_attributes("{imei}", "{device_uuid}");
+    }
+    assert!(checked.config.is_some() || !checked.problems.is_empty());
+    let lines = text.matches('\n').count() + 1;
+    for problem in &checked.problems {
+        let message = problem.to_string();
+        assert!(message.starts_with("fuzz.toml"), "{message}");
+        if let Some((line, column)) = problem.position() {
+            assert!(
+                (1..=lines).contains(&line) && column >= 1,
+                "{line}:{column} outside {lines} lines: {message}"
+            );
         }
     }
 }
 
 // ---------------------------------------------------------------------------
-// Raw (as written) structures.
+// Raw (as written) structures. A required key is an `Option` here (see
+// `Source::required`), so its absence is one problem among the others.
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    station_id: Spanned<String>,
+    station_id: Option<Spanned<String>>,
     database: Option<PathBuf>,
     trust_file: Option<Spanned<PathBuf>>,
     #[serde(default)]
     log_format: LogFormat,
-    ports: RawPorts,
+    ports: Option<RawPorts>,
     #[serde(default)]
     serial: RawSerial,
     #[serde(default)]
     timeouts: RawTimeouts,
-    plan: Option<Spanned<RawPlan>>,
-    ca: Option<Spanned<RawCa>>,
+    plan: Option<RawPlan>,
+    ca: Option<RawCa>,
     #[serde(default)]
     identity: RawIdentity,
-    cloud: Option<Spanned<RawCloud>>,
+    cloud: Option<RawCloud>,
     #[serde(default)]
     http: RawHttp,
     ledger: Option<ledger::RawLedger>,
@@ -429,10 +483,10 @@ struct RawCloud {
     bulk_op_poll: Option<Spanned<Seconds>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPorts {
-    paths: Spanned<Vec<Spanned<String>>>,
+    paths: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     exclude: Vec<Spanned<String>>,
     rescan_interval_ms: Option<Spanned<u64>>,
@@ -507,8 +561,8 @@ struct RawPlan {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCa {
-    certificate: PathBuf,
-    key: PathBuf,
+    certificate: Option<PathBuf>,
+    key: Option<PathBuf>,
     validity_days: Option<Spanned<u32>>,
     install: Option<Vec<PathBuf>>,
 }
@@ -523,11 +577,80 @@ struct Source<'a> {
     text: &'a str,
     origin: &'a str,
     problems: std::cell::RefCell<Vec<ConfigError>>,
+    /// What lenient deserialisation cut out (already reported).
+    cuts: Vec<lenient::Cut>,
+    /// The document as written, for the place of a table.
+    doc: Option<toml_edit::Table>,
 }
 
 impl Source<'_> {
     fn report(&self, problem: ConfigError) {
         self.problems.borrow_mut().push(problem);
+    }
+
+    /// Whether `name` in `parent` (a key of a table, or a value of a list)
+    /// was cut out for a mistake already reported, or a cut one was one
+    /// edit from it: its absence is that mistake, not another.
+    fn cut_out(&self, parent: &[&str], name: &str) -> bool {
+        self.cuts.iter().any(|cut| {
+            cut.parent
+                .iter()
+                .map(String::as_str)
+                .eq(parent.iter().copied())
+                && (cut.name.as_deref() == Some(name) || cut.meant.as_deref() == Some(name))
+        })
+    }
+
+    /// Where the table or key at `path` is written: its span, or the span
+    /// of its name for a table made by dotted keys (which has none).
+    fn span_of(&self, path: &[&str]) -> Option<Range<usize>> {
+        let (last, parents) = path.split_last()?;
+        let mut table: &dyn toml_edit::TableLike = self.doc.as_ref()?;
+        for name in parents {
+            table = table.get(name)?.as_table_like()?;
+        }
+        let item = table.get(last)?;
+        item.span().or_else(|| table.key(last)?.span())
+    }
+
+    /// Whether anything was cut out of the table or list at `parent`.
+    fn cut_in(&self, parent: &[&str]) -> bool {
+        let parent = parent.iter().copied();
+        self.cuts
+            .iter()
+            .any(|cut| cut.parent.iter().map(String::as_str).eq(parent.clone()))
+    }
+
+    /// `value`, or a "missing key" problem at its table (`table_span`; the
+    /// file when the key belongs at the top level).
+    fn required<T>(
+        &self,
+        value: Option<T>,
+        table: &[&str],
+        table_span: Option<Range<usize>>,
+        key: &str,
+        hint: &str,
+    ) -> Option<T> {
+        if value.is_none() {
+            self.missing(table, table_span, key, hint);
+        }
+        value
+    }
+
+    /// A "missing key" problem at its table (`table_span`; the file when
+    /// the key belongs at the top level), unless the key was cut out.
+    fn missing(&self, table: &[&str], table_span: Option<Range<usize>>, key: &str, hint: &str) {
+        if self.cut_out(table, key) {
+            return;
+        }
+        let message = format!(
+            "missing key `{key}` {}: {hint}",
+            lenient::table_place(table)
+        );
+        self.report(match table_span {
+            Some(span) => self.at(span, message),
+            None => self.whole(message),
+        });
     }
 
     /// The value, or `fallback` with the problem reported.
@@ -538,15 +661,11 @@ impl Source<'_> {
         })
     }
 
-    /// Every problem reported, in file order; `Ok` when there is none.
-    fn finish(self) -> Result<(), ConfigError> {
+    /// Every problem reported, in file order.
+    fn finish(self) -> Vec<ConfigError> {
         let mut problems = self.problems.into_inner();
         problems.sort_by_key(|p| p.position().unwrap_or((usize::MAX, 0)));
-        match problems.len() {
-            0 => Ok(()),
-            1 => Err(problems.remove(0)),
-            _ => Err(ConfigError::Many(problems)),
-        }
+        problems
     }
 
     fn at(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
@@ -585,43 +704,77 @@ fn parse_with_base(
     origin: &str,
     base: Option<&Path>,
 ) -> Result<StationConfig, ConfigError> {
-    let src = Source {
+    check_with_base(text, origin, base).into_result()
+}
+
+fn check_with_base(text: &str, origin: &str, base: Option<&Path>) -> Checked {
+    let mut src = Source {
         text,
         origin,
         problems: Default::default(),
+        cuts: Vec::new(),
+        doc: None,
     };
-    let raw: RawConfig = toml::from_str(text).map_err(|e| match e.span() {
-        Some(span) => src.at(span, e.message().trim_end()),
-        None => src.whole(e.message().trim_end()),
-    })?;
+    let Some(read) = lenient::deserialize::<RawConfig>(&src) else {
+        return Checked {
+            config: None,
+            problems: src.finish(),
+            origin: origin.to_owned(),
+        };
+    };
+    src.cuts = read.cuts;
+    src.doc = Some(read.doc);
+    let config = validate(&src, read.value, base);
+    Checked {
+        config: Some(config),
+        problems: src.finish(),
+        origin: origin.to_owned(),
+    }
+}
+
+/// The config from what deserialised, every problem reported into `src`
+/// and a default standing in for each setting that was wrong.
+fn validate(src: &Source, raw: RawConfig, base: Option<&Path>) -> StationConfig {
     let base = base.filter(|b| !b.as_os_str().is_empty());
     let resolve = |p: PathBuf| match base {
         Some(dir) if p.is_relative() => dir.join(p),
         _ => p,
     };
 
-    let station_id = src.keep(validate_station_id(&src, raw.station_id), String::new());
-    let ports = validate_ports(&src, raw.ports, base);
+    let station_id = src
+        .required(
+            raw.station_id,
+            &[],
+            None,
+            "station_id",
+            "name the station, e.g. station_id = \"line3-station07\"",
+        )
+        .map_or_else(String::new, |id| {
+            src.keep(validate_station_id(src, id), String::new())
+        });
+    let ports = validate_ports(src, raw.ports, base);
     let line_ending = raw.serial.line_ending.unwrap_or_default();
     let dialect = raw.serial.dialect.unwrap_or_default();
-    let serial = validate_serial(&src, raw.serial);
-    let timeouts = validate_timeouts(&src, raw.timeouts);
+    let serial = validate_serial(src, raw.serial);
+    let timeouts = validate_timeouts(src, raw.timeouts);
     let (plan, plan_span) = match raw.plan {
         Some(plan) => {
-            let span = plan.span();
-            (validate_plan(&src, plan.into_inner()), span)
+            let span = src.span_of(&["plan"]).unwrap_or(0..0);
+            (validate_plan(src, plan), span)
         }
         None => (PlanConfig::default(), 0..0),
     };
-    let ca = raw.ca.map(|ca| validate_ca(&src, ca.into_inner()));
+    let has_ca = raw.ca.is_some() || src.cut_out(&[], "ca");
+    let ca = raw.ca.and_then(|ca| validate_ca(src, ca));
     let identity_span = raw
         .identity
         .authorities
         .as_ref()
         .map_or(0..0, Spanned::span);
-    let identity = validate_identity(&src, raw.identity);
+    let identity = validate_identity(src, raw.identity);
     let trust_file = match (raw.trust_file, identity.uses(VerifiedBy::Keys)) {
         (Some(file), true) => Some(resolve(file.into_inner())),
+        (None, true) if src.cut_out(&[], "trust_file") => None,
         (None, true) => {
             src.report(src.at(
                 identity_span.clone(),
@@ -640,10 +793,10 @@ fn parse_with_base(
         }
         (None, false) => None,
     };
-    let has_cloud = raw.cloud.is_some();
+    let has_cloud = raw.cloud.is_some() || src.cut_out(&[], "cloud");
     let cloud = raw
         .cloud
-        .and_then(|cloud| validate_cloud(&src, cloud.into_inner(), &resolve));
+        .and_then(|cloud| validate_cloud(src, cloud, &resolve));
     if !has_cloud && identity.uses(VerifiedBy::Nrfcloud) {
         src.report(src.at(
             identity_span,
@@ -651,11 +804,11 @@ fn parse_with_base(
              add [cloud] with api_key_file (or api_key_env)",
         ));
     }
-    let http = validate_http(&src, raw.http);
+    let http = validate_http(src, raw.http);
     let ledger = raw
         .ledger
-        .and_then(|ledger| src.keep(ledger::validate(&src, ledger, resolve).map(Some), None));
-    if ca.is_none() {
+        .and_then(|ledger| ledger::validate(src, ledger, resolve));
+    if !has_ca {
         if let Some(step) = plan
             .steps
             .iter()
@@ -671,9 +824,7 @@ fn parse_with_base(
             ));
         }
     }
-    src.finish()?;
-
-    Ok(StationConfig {
+    StationConfig {
         station_id,
         database: raw
             .database
@@ -700,7 +851,7 @@ fn parse_with_base(
             token_file: http.token_file.map(&resolve),
         },
         ledger,
-    })
+    }
 }
 
 fn validate_http(src: &Source, raw: RawHttp) -> HttpConfig {
@@ -749,8 +900,9 @@ fn validate_identity(src: &Source, raw: RawIdentity) -> IdentityConfig {
                     src.report(src.at(
                         item.span(),
                         format!(
-                            "unknown identity authority {:?}; expected keys, nrfcloud, pin or collect",
-                            item.get_ref()
+                            "unknown identity authority {:?}; expected keys, nrfcloud, pin or collect{}",
+                            item.get_ref(),
+                            suggestion(item.get_ref(), &VerifiedBy::ALL.map(VerifiedBy::as_str)),
                         ),
                     ));
                     continue;
@@ -803,37 +955,36 @@ fn validate_identity(src: &Source, raw: RawIdentity) -> IdentityConfig {
     }
 }
 
-/// `[cloud]`, or `None` with its first problem reported.
+/// `[cloud]`, every problem reported with a default in its place; `None`
+/// when it names no usable API key source.
 fn validate_cloud(
     src: &Source,
     raw: RawCloud,
     resolve: &dyn Fn(PathBuf) -> PathBuf,
 ) -> Option<CloudConfig> {
-    cloud_section(src, raw, resolve)
-        .map_err(|problem| src.report(problem))
-        .ok()
-}
-
-fn cloud_section(
-    src: &Source,
-    raw: RawCloud,
-    resolve: &dyn Fn(PathBuf) -> PathBuf,
-) -> Result<CloudConfig, ConfigError> {
     use crate::cloud::CloudSettings;
-    let stage = raw
-        .stage
-        .unwrap_or_else(|| Spanned::new(0..0, "prod".to_string()));
-    let mut settings = CloudSettings::for_stage(stage.get_ref())
-        .map_err(|e| src.at(stage.span(), e.to_string()))?;
+    let mut settings = match &raw.stage {
+        Some(stage) => CloudSettings::for_stage(stage.get_ref()).unwrap_or_else(|e| {
+            src.report(src.at(stage.span(), e.to_string()));
+            CloudSettings::default()
+        }),
+        None => CloudSettings::default(),
+    };
     // Each URL's error at its own setting (http:// only to this machine).
     let base_url = |what, url: &Spanned<String>| {
-        CloudSettings::base_url(what, url.get_ref()).map_err(|e| src.at(url.span(), e.to_string()))
+        CloudSettings::base_url(what, url.get_ref())
+            .map_err(|e| src.report(src.at(url.span(), e.to_string())))
+            .ok()
     };
-    if let Some(url) = &raw.provisioning_url {
-        settings.provisioning_url = base_url("provisioning", url)?;
+    if let Some(url) = raw
+        .provisioning_url
+        .as_ref()
+        .and_then(|u| base_url("provisioning", u))
+    {
+        settings.provisioning_url = url;
     }
-    if let Some(url) = &raw.api_url {
-        settings.api_url = base_url("API", url)?;
+    if let Some(url) = raw.api_url.as_ref().and_then(|u| base_url("API", u)) {
+        settings.api_url = url;
     }
     settings.request_timeout = seconds(
         src,
@@ -842,65 +993,79 @@ fn cloud_section(
         settings.request_timeout,
         false,
     );
-    if let Some(attempts) = raw.attempts {
-        if *attempts.get_ref() == 0 {
-            return Err(src.at(
-                attempts.span(),
-                "cloud.attempts must be at least 1 (1 = never retry)",
-            ));
-        }
-        settings.max_attempts = attempts.into_inner();
-    }
+    settings.max_attempts = checked(
+        src,
+        raw.attempts,
+        |attempts| *attempts > 0,
+        "cloud.attempts must be at least 1 (1 = never retry)",
+        settings.max_attempts,
+    );
     let api_key = match (raw.api_key_file, raw.api_key_env) {
-        (Some(file), None) => ApiKeySource::File(resolve(file)),
-        (None, Some(env)) if !env.get_ref().is_empty() => ApiKeySource::Env(env.into_inner()),
+        (Some(file), None) => Some(ApiKeySource::File(resolve(file))),
+        (None, Some(env)) if !env.get_ref().is_empty() => Some(ApiKeySource::Env(env.into_inner())),
         (None, Some(env)) => {
-            return Err(src.at(env.span(), "cloud.api_key_env is empty"));
+            src.report(src.at(env.span(), "cloud.api_key_env is empty"));
+            None
         }
         (Some(_), Some(env)) => {
-            return Err(src.at(
+            src.report(src.at(
                 env.span(),
                 "set one of cloud.api_key_file and cloud.api_key_env, not both",
             ));
+            None
+        }
+        (None, None)
+            if src.cut_out(&["cloud"], "api_key_file")
+                || src.cut_out(&["cloud"], "api_key_env") =>
+        {
+            None
         }
         (None, None) => {
-            return Err(src.whole(
+            src.report(src.at(
+                src.span_of(&["cloud"]).unwrap_or(0..0),
                 "[cloud] needs the nRF Cloud API key: api_key_file = \"/etc/nrf-provd/nrfcloud-api-key\" \
                  (mode 0600) or api_key_env = \"NRF_CLOUD_API_KEY\"",
             ));
+            None
         }
     };
+    // Tags with a problem are reported and left out.
     let tags = |list: Vec<Spanned<String>>, what: &str, separator: char| {
         list.into_iter()
-            .map(|tag| {
+            .filter_map(|tag| {
                 let text = tag.get_ref();
                 if text.is_empty() || text.contains(separator) || text.chars().any(char::is_control) {
-                    Err(src.at(
+                    src.report(src.at(
                         tag.span(),
                         format!("{what}: {text:?} must be non-empty, on one line and without {separator:?}"),
-                    ))
+                    ));
+                    None
                 } else {
-                    Ok(tag.into_inner())
+                    Some(tag.into_inner())
                 }
             })
-            .collect::<Result<Vec<_>, _>>()
+            .collect::<Vec<_>>()
     };
-    let claim_tags = tags(raw.claim_tags, "cloud.claim_tags", ',')?;
-    let onboard_tags = tags(raw.onboard_tags, "cloud.onboard_tags", '|')?;
+    let claim_tags = tags(raw.claim_tags, "cloud.claim_tags", ',');
+    let onboard_tags = tags(raw.onboard_tags, "cloud.onboard_tags", '|');
     let onboard_fw_types = match raw.onboard_fw_types {
-        Some(list) => tags(list, "cloud.onboard_fw_types", '|')?,
+        Some(list) => tags(list, "cloud.onboard_fw_types", '|'),
         None => vec!["APP".into(), "MODEM".into()],
     };
     let hand_off = match raw.hand_off {
-        Some(h) => HandOff::parse(h.get_ref()).ok_or_else(|| {
-            src.at(
+        Some(h) => HandOff::parse(h.get_ref()).unwrap_or_else(|| {
+            let known =
+                [HandOff::Off, HandOff::Claim, HandOff::ClaimAndOnboard].map(HandOff::as_str);
+            src.report(src.at(
                 h.span(),
                 format!(
-                    "cloud.hand_off {:?}: expected \"off\", \"claim\" or \"claim+onboard\"",
-                    h.get_ref()
+                    "cloud.hand_off {:?}: expected \"off\", \"claim\" or \"claim+onboard\"{}",
+                    h.get_ref(),
+                    suggestion(h.get_ref(), &known),
                 ),
-            )
-        })?,
+            ));
+            HandOff::Off
+        }),
         None => HandOff::Off,
     };
     let hand_off_every = seconds(
@@ -917,9 +1082,9 @@ fn cloud_section(
         Duration::from_secs(5),
         false,
     );
-    Ok(CloudConfig {
+    Some(CloudConfig {
         settings,
-        api_key,
+        api_key: api_key?,
         claim_tags,
         onboard_sub_type: raw.onboard_sub_type,
         onboard_tags,
@@ -928,6 +1093,13 @@ fn cloud_section(
         hand_off_every,
         bulk_op_poll,
     })
+}
+
+/// "; did you mean \"x\"?" when `found` is one edit from a known value.
+fn suggestion(found: &str, known: &[&str]) -> String {
+    lenient::did_you_mean(found, known)
+        .map(|name| format!("; did you mean {name:?}?"))
+        .unwrap_or_default()
 }
 
 fn validate_station_id(src: &Source, id: Spanned<String>) -> Result<String, ConfigError> {
@@ -977,22 +1149,39 @@ fn validate_glob(
     Ok(full)
 }
 
-fn validate_ports(src: &Source, raw: RawPorts, base: Option<&Path>) -> PortsConfig {
-    if raw.paths.get_ref().is_empty() {
-        src.report(src.at(
-            raw.paths.span(),
-            "ports.paths must list at least one path or glob, e.g. [\"/dev/serial/by-id/*\"]",
-        ));
+fn validate_ports(src: &Source, raw: Option<RawPorts>, base: Option<&Path>) -> PortsConfig {
+    const EXAMPLE: &str = "e.g. [\"/dev/serial/by-id/*\"]";
+    let hint = format!("list the ports to watch: paths = {EXAMPLE}");
+    let present = raw.is_some();
+    if !present {
+        src.missing(&[], None, "ports", &format!("add [ports] and {hint}"));
     }
-    let paths = raw
-        .paths
-        .get_ref()
-        .iter()
-        .filter_map(|path| {
-            let checked = validate_glob(src, path, "ports.paths entry", base);
-            checked.map_err(|problem| src.report(problem)).ok()
-        })
-        .collect();
+    let raw = raw.unwrap_or_default();
+    let paths = match raw.paths {
+        Some(listed) => {
+            if listed.get_ref().is_empty() && !src.cut_in(&["ports", "paths"]) {
+                src.report(src.at(
+                    listed.span(),
+                    format!("ports.paths must list at least one path or glob, {EXAMPLE}"),
+                ));
+            }
+            listed
+                .get_ref()
+                .iter()
+                .filter_map(|path| {
+                    let checked = validate_glob(src, path, "ports.paths entry", base);
+                    checked.map_err(|problem| src.report(problem)).ok()
+                })
+                .collect()
+        }
+        None => {
+            // Without [ports] at all, that is the problem (reported above).
+            if present {
+                src.missing(&["ports"], src.span_of(&["ports"]), "paths", &hint);
+            }
+            Vec::new()
+        }
+    };
     let exclude = raw
         .exclude
         .iter()
@@ -1238,12 +1427,12 @@ fn validate_plan(src: &Source, raw: RawPlan) -> PlanConfig {
             .map(|s| Spanned::new(0..0, s))
             .collect(),
     };
-    if steps.is_empty() {
+    if steps.is_empty() && !src.cut_in(&["plan", "steps"]) {
         src.report(src.at(
             steps_span.unwrap_or(0..0),
             format!("plan.steps must list at least one step: {}", step_list()),
         ));
-    } else {
+    } else if !steps.is_empty() {
         validate_order(src, &steps);
     }
     let has = |step: Step| steps.iter().any(|s| *s.get_ref() == step);
@@ -1255,6 +1444,7 @@ fn validate_plan(src: &Source, raw: RawPlan) -> PlanConfig {
         for (placeholder, source) in [("device_uuid", Step::Attest), ("imei", Step::Identify)] {
             if placeholders.iter().any(|p| p == placeholder)
                 && index(source).is_none_or(|i| i >= keygen)
+                && !src.cut_out(&["plan", "steps"], source.as_str())
             {
                 let span = csr_span
                     .clone()
@@ -1323,7 +1513,9 @@ fn validate_order(src: &Source, steps: &[Spanned<Step>]) {
             _ => {}
         }
         for (needed, why) in rules.needs {
-            if !steps[..i].iter().any(|s| s.get_ref() == needed) {
+            // A misspelt `needed` was cut out and reported already.
+            let misspelt = src.cut_out(&["plan", "steps"], needed.as_str());
+            if !misspelt && !steps[..i].iter().any(|s| s.get_ref() == needed) {
                 src.report(src.at(
                     step.span(),
                     format!("step `{name}` needs step `{needed}` before it: {why}"),
@@ -1340,7 +1532,9 @@ struct ValidCa {
     install: Vec<PathBuf>,
 }
 
-fn validate_ca(src: &Source, raw: RawCa) -> ValidCa {
+/// `[ca]`, or `None` (reported) when it lacks its certificate or key.
+fn validate_ca(src: &Source, raw: RawCa) -> Option<ValidCa> {
+    let span = src.span_of(&["ca"]);
     let validity_days = checked(
         src,
         raw.validity_days,
@@ -1348,13 +1542,28 @@ fn validate_ca(src: &Source, raw: RawCa) -> ValidCa {
         "ca.validity_days must be at least 1, e.g. 3650",
         3650,
     );
-    let install = raw.install.unwrap_or_else(|| vec![raw.certificate.clone()]);
-    ValidCa {
-        certificate: raw.certificate,
-        key: raw.key,
+    let certificate = src.required(
+        raw.certificate,
+        &["ca"],
+        span.clone(),
+        "certificate",
+        "the station CA's certificate (PEM), e.g. certificate = \"/etc/nrf-provd/ca.pem\"",
+    );
+    let key = src.required(
+        raw.key,
+        &["ca"],
+        span,
+        "key",
+        "the station CA's private key (PEM, mode 0600), e.g. key = \"/etc/nrf-provd/ca.key\"",
+    );
+    let (certificate, key) = (certificate?, key?);
+    let install = raw.install.unwrap_or_else(|| vec![certificate.clone()]);
+    Some(ValidCa {
+        certificate,
+        key,
         validity_days,
         install,
-    }
+    })
 }
 
 #[cfg(test)]

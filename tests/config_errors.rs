@@ -129,11 +129,14 @@ fn type_error_names_line_column_and_expected_type() {
         message.starts_with(&format!("station.toml:{line}:{column}: ")),
         "{message}"
     );
-    assert!(message.contains("u32"), "says what is expected: {message}");
+    assert!(
+        message.contains("found string \"fast\", expected a whole number from 0 to"),
+        "says what was found and what is expected: {message}"
+    );
 }
 
 #[test]
-fn unknown_key_is_an_error_that_lists_the_known_ones() {
+fn unknown_key_is_an_error_that_suggests_the_known_one() {
     let text = MINIMAL.replace("[ports]", "[ports]\nrescan_intervall_ms = 500");
     let e = err(&text);
     assert_eq!(
@@ -142,12 +145,12 @@ fn unknown_key_is_an_error_that_lists_the_known_ones() {
     );
     let message = e.to_string();
     assert!(
-        message.contains("unknown field `rescan_intervall_ms`"),
+        message.contains("unknown key `rescan_intervall_ms` in [ports]"),
         "{message}"
     );
     assert!(
-        message.contains("rescan_interval_ms"),
-        "lists what is expected: {message}"
+        message.contains("did you mean `rescan_interval_ms`?"),
+        "{message}"
     );
 }
 
@@ -349,7 +352,7 @@ fn unknown_keys_in_every_section_are_errors_with_positions() {
             "{e}"
         );
         assert!(
-            e.to_string().contains(&format!("unknown field `{key}`")),
+            e.to_string().contains(&format!("unknown key `{key}`")),
             "{e}"
         );
     }
@@ -652,7 +655,7 @@ fn ledger_values_are_checked_with_positions_and_never_echo_the_url() {
         (
             "url = \"postgres://nrf@db/line\"\npassword = \"x\"",
             "password = \"x\"",
-            "unknown field `password`",
+            "unknown key `password`",
         ),
     ];
     for (body, value, mention) in cases {
@@ -671,7 +674,10 @@ fn ledger_values_are_checked_with_positions_and_never_echo_the_url() {
         );
     }
     let e = err(&format!("{MINIMAL}\n[ledger]\nmode = \"deferred\"\n"));
-    assert!(e.to_string().contains("missing field `url`"), "{e}");
+    assert!(
+        e.to_string().contains("missing key `url` in [ledger]"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -724,4 +730,125 @@ proptest::proptest! {
         }
         nrf_provd::config::fuzz_parse(&text);
     }
+}
+
+#[test]
+fn every_mistake_in_the_toml_is_reported_in_one_parse() {
+    let text = format!(
+        "{MINIMAL}\n[serial]\nbaud = \"fast\"\nparity = \"sometimes\"\npartiy = \"even\"\n\n\
+         [plan]\nsteps = [\"probe\", \"teleport\", 7, \"identify\"]\nsec_tag = -1\n"
+    );
+    let e = err(&text);
+    let problems = e.problems();
+    let at = |needle: &str| {
+        let offset = text.rfind(needle).unwrap_or_else(|| panic!("{needle}"));
+        let before = &text[..offset];
+        Some((
+            before.matches('\n').count() + 1,
+            offset - before.rfind('\n').map_or(0, |i| i + 1) + 1,
+        ))
+    };
+    let expected = [
+        (at("\"fast\""), "serial.baud: found string \"fast\""),
+        (
+            at("\"sometimes\""),
+            "serial.parity: unknown value \"sometimes\"",
+        ),
+        (
+            at("partiy"),
+            "unknown key `partiy` in [serial]; did you mean `parity`?",
+        ),
+        (at("\"teleport\""), "plan.steps: unknown value \"teleport\""),
+        (at("7,"), "plan.steps: found integer `7`"),
+        (at("-1"), "plan.sec_tag must be between 0 and"),
+    ];
+    assert_eq!(problems.len(), expected.len(), "{e}");
+    for ((position, words), problem) in expected.iter().zip(&problems) {
+        assert_eq!(problem.position(), *position, "{problem}");
+        assert!(problem.to_string().contains(words), "{problem}");
+    }
+}
+
+#[test]
+fn what_follows_from_a_mistake_is_not_reported_as_another() {
+    // (text, the one problem expected)
+    let cases = [
+        // A required key of the wrong type is not also "missing".
+        (
+            MINIMAL.replace("station_id = \"s1\"", "station_id = 7"),
+            "station_id: found integer `7`",
+        ),
+        (
+            MINIMAL.replace("paths = [", "paths = 5 #["),
+            "ports.paths: found integer `5`",
+        ),
+        // Nor is a misspelt one.
+        (
+            MINIMAL.replace("certificate = ", "certficate = "),
+            "did you mean `certificate`?",
+        ),
+        // A list whose only entry was wrong is not also "empty".
+        (
+            format!("{MINIMAL}\n[plan]\nsteps = [\"teleport\"]\n"),
+            "unknown value \"teleport\"",
+        ),
+        // A misspelt step is not also missing before the steps that need it.
+        (
+            format!(
+                "{MINIMAL}\n[plan]\nsteps = [\"probe\", \"identfy\", \"offline\", \"attest\", \"keygen\"]\ncsr_attributes = \"CN={{imei}}\"\n"
+            ),
+            "did you mean \"identify\"?",
+        ),
+        // A misspelt section is not also missing.
+        (
+            MINIMAL.replace("[ca]", "[cq]"),
+            "unknown key `cq` at the top level; did you mean `ca`?",
+        ),
+    ];
+    for (text, words) in cases {
+        let e = err(&text);
+        assert_eq!(e.problems().len(), 1, "{text}\n{e}");
+        assert!(e.to_string().contains(words), "{e}");
+    }
+    // A required key that is simply not there is reported where its table is.
+    let text = MINIMAL.replace("key = \"ca.key\"\n", "");
+    let e = err(&text);
+    assert_eq!(e.position(), Some(position_of(&text, "[ca]")), "{e}");
+    assert!(e.to_string().contains("missing key `key` in [ca]"), "{e}");
+    let e = err(&MINIMAL.replace("station_id = \"s1\"", ""));
+    assert!(
+        e.to_string()
+            .contains("missing key `station_id` at the top level"),
+        "{e}"
+    );
+}
+
+#[test]
+fn dotted_keys_are_read_like_tables() {
+    let text = MINIMAL.replace("[ports]\npaths", "ports.paths").replace(
+        "[ca]\ncertificate = \"ca.pem\"\nkey",
+        "ca.certificate = \"ca.pem\"\nca.key",
+    );
+    let text = format!("plan.sec_tag = 7\n{text}");
+    let config =
+        StationConfig::parse(&text, "station.toml").unwrap_or_else(|e| panic!("{text}\n{e}"));
+    assert_eq!(config.plan.sec_tag, 7);
+    assert_eq!(config.ports.paths, vec!["/dev/serial/by-id/*".to_string()]);
+    let e = err(&format!("ports.pathz = 1\n{text}"));
+    assert!(e.to_string().contains("did you mean `paths`?"), "{e}");
+}
+
+#[test]
+fn a_file_of_mistakes_is_read_as_far_as_a_hundred() {
+    let junk: String = (0..150).map(|i| format!("junk{i} = {i}\n")).collect();
+    let e = err(&format!("{junk}{MINIMAL}"));
+    let problems = e.problems();
+    assert_eq!(problems.len(), 101, "{e}");
+    assert_eq!(problems[0].position(), Some((1, 1)));
+    assert!(
+        problems[100]
+            .to_string()
+            .contains("more than 100 mistakes; fix these and check again"),
+        "{e}"
+    );
 }

@@ -106,6 +106,99 @@ async fn sighup_reloads_the_trust_file() {
     assert_eq!(latest.outcome, Outcome::Passed, "{latest:#?}");
 }
 
+/// 1-based line and column of the first `needle` in `text`.
+fn position_of(text: &str, needle: &str) -> (usize, usize) {
+    let offset = text.find(needle).unwrap_or_else(|| panic!("{needle}"));
+    let before = &text[..offset];
+    (
+        before.matches('\n').count() + 1,
+        offset - before.rfind('\n').map_or(0, |i| i + 1) + 1,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_with_config_mistakes_keeps_the_running_config_and_logs_every_one() {
+    let env = Env::new(2, Latency::None, &[]).await;
+    // Trust only board 0 at first.
+    let full = env.fleet.trust_csv();
+    let uuid1 = env.fleet.identity(1).device_uuid.to_string();
+    let partial: String = full
+        .lines()
+        .filter(|l| !l.starts_with(&uuid1))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(env.trust_file(), partial).unwrap();
+    let config = env.write_config(|_| {});
+    let good = std::fs::read_to_string(&config).unwrap();
+    let mut daemon = Daemon::spawn(&config);
+    let lines = daemon.runs_finished(2).await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("FAILED attest key_trusted:")),
+        "{lines:#?}"
+    );
+
+    // Board 1's key is in the trust file now, but the config around it has
+    // four mistakes in its TOML and names a CA certificate that is not there.
+    std::fs::write(env.trust_file(), &full).unwrap();
+    let broken = good
+        .replacen("database = ", "databse = ", 1)
+        .replace("rescan_interval_ms = 100", "rescan_interval_ms = \"fast\"")
+        .replace("flow_control = \"none\"", "flow_control = \"sometimes\"")
+        .replace(
+            "\"attest\", \"keygen\"",
+            "\"attest\", \"teleport\", \"keygen\"",
+        )
+        .replace("[ca]\n", "[ca]\ninstall = [\"missing-root-ca.pem\"]\n");
+    std::fs::write(&config, &broken).unwrap();
+    daemon.signal(Signal::SIGHUP);
+    let origin = config.display().to_string();
+    for (needle, words) in [
+        ("databse", "did you mean `database`?"),
+        ("\"fast\"", "found string \"fast\""),
+        ("\"sometimes\"", "unknown value \"sometimes\""),
+        ("\"teleport\"", "unknown value \"teleport\""),
+        (
+            "[\"missing-root-ca.pem\"]",
+            "cannot read the CA certificate to install",
+        ),
+    ] {
+        // In the order of the file, one line each.
+        let (line, column) = position_of(&broken, needle);
+        let at = format!("{origin}:{line}:{column}: error: ");
+        daemon
+            .wait_for_log(&[
+                "reload failed; keeping the running configuration",
+                &at,
+                words,
+            ])
+            .await;
+    }
+    daemon
+        .wait_for_log(&[
+            "reload failed; keeping the running configuration",
+            "errors=5",
+        ])
+        .await;
+
+    // The running trust set was kept: board 1 still fails.
+    env.fleet.replug(1).await.unwrap();
+    let again = daemon.runs_finished(1).await;
+    assert!(again[0].contains("FAILED attest key_trusted:"), "{again:?}");
+
+    // Fixed, the same SIGHUP takes the new trust file.
+    std::fs::write(&config, &good).unwrap();
+    daemon.signal(Signal::SIGHUP);
+    daemon
+        .wait_for_log(&["reloaded trust file", "trusted=2"])
+        .await;
+    env.fleet.replug(1).await.unwrap();
+    let fixed = daemon.runs_finished(1).await;
+    assert!(fixed[0].contains("PASSED"), "{fixed:?}");
+    assert!(daemon.stop().await.success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_with_runs_in_flight_loses_no_committed_record() {
     let env = Env::new(4, Latency::Realistic, &[]).await;

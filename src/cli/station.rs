@@ -130,13 +130,32 @@ pub async fn run(args: RunArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// SIGHUP: re-read the config's trust file, CA and port list. A broken file
-/// keeps the running configuration (and says why).
+/// SIGHUP: re-read the config's trust file, CA and port list. A config
+/// with mistakes keeps the running configuration and logs every mistake
+/// (the checks of `check-config`, one line each).
 fn reload(station: &Station, path: &Path) {
-    let reloaded = StationConfig::load(path)
-        .map_err(station::SetupError::from)
-        .and_then(|config| station.reload(&config));
-    if let Err(err) = reloaded {
+    use crate::check::{Severity, Writer};
+    let (config, report) = crate::check::check_file(path, Writer::ThisProcess);
+    for finding in &report.findings {
+        match finding.severity {
+            Severity::Warning => warn!(problem = %finding, "reload"),
+            Severity::Error => {
+                error!(problem = %finding, "reload failed; keeping the running configuration")
+            }
+        }
+    }
+    let config = match config {
+        Some(config) if report.errors() == 0 => config,
+        _ => {
+            error!(
+                config = %path.display(),
+                errors = report.errors(),
+                "reload failed; keeping the running configuration"
+            );
+            return;
+        }
+    };
+    if let Err(err) = station.reload(&config) {
         error!(%err, "reload failed; keeping the running configuration");
     }
 }

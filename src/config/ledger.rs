@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{ConfigError, Seconds, Source};
+use super::{Seconds, Source};
 
 /// Environment variable the ledger password is read from when no
 /// `password_file` is configured.
@@ -112,7 +112,7 @@ pub const MAX_POOL: usize = 256;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLedger {
-    url: Spanned<String>,
+    url: Option<Spanned<String>>,
     password_file: Option<PathBuf>,
     mode: Option<LedgerMode>,
     connect_timeout: Option<Spanned<Seconds>>,
@@ -120,29 +120,6 @@ pub(super) struct RawLedger {
     batch_size: Option<Spanned<i64>>,
     forward_interval: Option<Spanned<Seconds>>,
     pool_size: Option<Spanned<i64>>,
-}
-
-fn seconds(
-    src: &Source,
-    value: Option<Spanned<Seconds>>,
-    name: &str,
-    default: Duration,
-) -> Result<Duration, ConfigError> {
-    let Some(value) = value else {
-        return Ok(default);
-    };
-    let secs = value.get_ref().0;
-    (secs.is_finite() && secs > 0.0)
-        .then(|| Duration::try_from_secs_f64(secs).ok())
-        .flatten()
-        .ok_or_else(|| {
-            src.at(
-                value.span(),
-                format!(
-                    "ledger.{name} must be a number of seconds, more than zero (e.g. 5 or 0.5)"
-                ),
-            )
-        })
 }
 
 /// libpq's `sslmode`: whether the connection is encrypted, and whether the
@@ -367,62 +344,71 @@ pub fn check_url(url: &str) -> Result<(), String> {
     LedgerUrl::parse(url).map(drop)
 }
 
+/// `[ledger]`, every problem reported with a default in its place; `None`
+/// when its URL is missing or wrong.
 pub(super) fn validate(
     src: &Source,
     raw: RawLedger,
     resolve: impl Fn(PathBuf) -> PathBuf,
-) -> Result<LedgerConfig, ConfigError> {
+) -> Option<LedgerConfig> {
     let d = LedgerConfig::for_url(String::new());
-    check_url(raw.url.get_ref())
-        .map_err(|why| src.at(raw.url.span(), format!("ledger.url {why}")))?;
-    let batch_size = match raw.batch_size {
-        Some(n) => usize::try_from(*n.get_ref())
-            .ok()
-            .filter(|n| (1..=MAX_BATCH).contains(n))
-            .ok_or_else(|| {
-                src.at(
-                    n.span(),
-                    format!("ledger.batch_size must be between 1 and {MAX_BATCH} runs, e.g. 500"),
-                )
-            })?,
-        None => d.batch_size,
+    let url = src.required(
+        raw.url,
+        &["ledger"],
+        src.span_of(&["ledger"]),
+        "url",
+        "the line's PostgreSQL, e.g. url = \"postgres://nrf@db.line3.example/nrf_line\"",
+    );
+    let url = url.and_then(|url| match check_url(url.get_ref()) {
+        Ok(()) => Some(url.into_inner()),
+        Err(why) => {
+            src.report(src.at(url.span(), format!("ledger.url {why}")));
+            None
+        }
+    });
+    let count = |value: Option<Spanned<i64>>, max: usize, message: String, default: usize| {
+        let value = value.map(|n| {
+            let span = n.span();
+            Spanned::new(span, usize::try_from(n.into_inner()).unwrap_or(0))
+        });
+        super::checked(src, value, |n| (1..=max).contains(n), &message, default)
     };
-    let pool_size = match raw.pool_size {
-        Some(n) => usize::try_from(*n.get_ref())
-            .ok()
-            .filter(|n| (1..=MAX_POOL).contains(n))
-            .ok_or_else(|| {
-                src.at(
-                    n.span(),
-                    format!(
-                        "ledger.pool_size must be between 1 and {MAX_POOL} connections, e.g. 16"
-                    ),
-                )
-            })?,
-        None => d.pool_size,
-    };
-    Ok(LedgerConfig {
+    let batch_size = count(
+        raw.batch_size,
+        MAX_BATCH,
+        format!("ledger.batch_size must be between 1 and {MAX_BATCH} runs, e.g. 500"),
+        d.batch_size,
+    );
+    let pool_size = count(
+        raw.pool_size,
+        MAX_POOL,
+        format!("ledger.pool_size must be between 1 and {MAX_POOL} connections, e.g. 16"),
+        d.pool_size,
+    );
+    let seconds = |value, name, default| super::seconds(src, value, name, default, false);
+    let connect_timeout = seconds(
+        raw.connect_timeout,
+        "ledger.connect_timeout",
+        d.connect_timeout,
+    );
+    let claim_timeout = seconds(raw.claim_timeout, "ledger.claim_timeout", d.claim_timeout);
+    let forward_interval = seconds(
+        raw.forward_interval,
+        "ledger.forward_interval",
+        d.forward_interval,
+    );
+    Some(LedgerConfig {
         pool_size,
-        url: raw.url.into_inner(),
+        url: url?,
         password: match raw.password_file {
             Some(path) => PasswordSource::File(resolve(path)),
             None => PasswordSource::Environment,
         },
         mode: raw.mode.unwrap_or_default(),
-        connect_timeout: seconds(
-            src,
-            raw.connect_timeout,
-            "connect_timeout",
-            d.connect_timeout,
-        )?,
-        claim_timeout: seconds(src, raw.claim_timeout, "claim_timeout", d.claim_timeout)?,
+        connect_timeout,
+        claim_timeout,
         batch_size,
-        forward_interval: seconds(
-            src,
-            raw.forward_interval,
-            "forward_interval",
-            d.forward_interval,
-        )?,
+        forward_interval,
     })
 }
 
