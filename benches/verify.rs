@@ -3,6 +3,9 @@
 //! `decode+verify` is the station's path for one `%ATTESTTOKEN` line;
 //! `verify_only` is the verdict on an already decoded token; `p256_0.13`
 //! is the RustCrypto verifier on the same input, for the backend choice.
+//! `jwt_freshness` is what issue 18's checks add to a station's `%JWT`
+//! (its challenge in `sub`, `iat` on the clock just set, `exp - iat` as
+//! asked, `aud`; and, in decoding, the refusal of control characters).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use nrf_provd::token::encode::{self, IdentityBody};
@@ -77,6 +80,68 @@ fn bench(c: &mut Criterion) {
     });
     group.finish();
     recovery(c, &key, uuid);
+    freshness(c, &trust, &key, uuid);
+}
+
+/// A station's `%JWT` judged with the bindings of its request (`asked`)
+/// and without them (`offline`: no challenge, no clock, no audience), with
+/// and without the ES256 check: the difference is what the freshness
+/// checks cost a JWT. A cycle judges one (`keys`) to three (`pin`).
+fn freshness(c: &mut Criterion, trust: &TrustStore, key: &SigningKey, uuid: Uuid) {
+    use nrf_provd::token::{JwtAsked, JwtExpected, JwtFreshness};
+    let now = 1_700_000_000;
+    let challenge = "42".repeat(16);
+    let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": "ab".repeat(32)});
+    let claims = serde_json::json!({
+        "iss": format!("nRF9161.{uuid}"),
+        "jti": format!("nRF9161.{uuid}.0a1b2c3d4e5f60718293a4b5c6d7e8f9"),
+        "sub": challenge, "aud": "line-7", "iat": now - 1, "exp": now - 1 + 300,
+    });
+    let text = encode::jwt(&header, &claims, key);
+    let decoded = token::decode(&text).expect("decode");
+    let expected = |freshness| {
+        Expected::Jwt(JwtExpected {
+            device_uuid: Some(uuid),
+            freshness,
+            audience: Some("line-7".into()),
+            issuer: None,
+        })
+    };
+    let asked = expected(JwtFreshness::Asked(JwtAsked {
+        challenge: challenge.clone(),
+        clock_set: now - 2,
+        now,
+        exp_delta: 300,
+    }));
+    let offline = Expected::Jwt(JwtExpected {
+        audience: None,
+        ..match expected(JwtFreshness::NotChecked { now }) {
+            Expected::Jwt(e) => e,
+            _ => unreachable!("a JWT expectation"),
+        }
+    });
+    assert!(verify(&decoded, &asked, trust).authentic());
+    let empty = TrustStore::new();
+    let mut group = c.benchmark_group("jwt_freshness");
+    group.throughput(Throughput::Elements(1));
+    for (name, expect, store) in [
+        ("verify_asked", &asked, trust),
+        ("verify_offline", &offline, trust),
+        ("bindings_asked", &asked, &empty),
+        ("bindings_offline", &offline, &empty),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                verify(std::hint::black_box(&decoded), expect, store)
+                    .checks
+                    .len()
+            })
+        });
+    }
+    group.bench_function("decode", |b| {
+        b.iter(|| token::decode(std::hint::black_box(&text)).is_ok())
+    });
+    group.finish();
 }
 
 /// The `pin` authority's cost: the identity key two `%JWT`s share (ECDSA

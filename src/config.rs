@@ -162,6 +162,26 @@ pub struct IdentityConfig {
     /// a reload dropping more keeps the running keys. A reload that would
     /// leave no key at all is always refused.
     pub reload_max_drop: f64,
+    /// `pin`: whether the `%ATTESTTOKEN` and `%KEYGEN` signatures must
+    /// verify under the pinned key (`identity.pin_cose`).
+    pub pin_cose: PinCose,
+}
+
+/// `identity.pin_cose`: what `pin` does with the COSE signatures of a
+/// board's `%ATTESTTOKEN` and `%KEYGEN`, which it checks under the key
+/// learnt from the board's `%JWT`s with this station's COSE signing input
+/// (`Sig_structure`; real modems' own input is not published).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PinCose {
+    /// They must verify, else the run fails `cose_unverified`: a board
+    /// whose COSE tokens were not signed by the key it pinned never passes.
+    #[default]
+    Required,
+    /// Real modems (whose signing input this station does not build): only
+    /// recorded. A pass then proves what the `%JWT`s prove; the record and
+    /// the attest detail say the COSE signatures were not verified.
+    Recorded,
 }
 
 impl Default for IdentityConfig {
@@ -169,6 +189,7 @@ impl Default for IdentityConfig {
         IdentityConfig {
             authorities: vec![VerifiedBy::Keys],
             reload_max_drop: 1.0,
+            pin_cose: PinCose::default(),
         }
     }
 }
@@ -459,6 +480,7 @@ struct RawHttp {
 struct RawIdentity {
     authorities: Option<Spanned<Vec<Spanned<String>>>>,
     reload_max_drop: Option<Spanned<f64>>,
+    pin_cose: Option<PinCose>,
 }
 
 #[derive(Deserialize)]
@@ -952,6 +974,7 @@ fn validate_identity(src: &Source, raw: RawIdentity) -> IdentityConfig {
     IdentityConfig {
         authorities,
         reload_max_drop,
+        pin_cose: raw.pin_cose.unwrap_or_default(),
     }
 }
 

@@ -77,9 +77,10 @@ pub async fn run(
 ) -> Result<Summary, DemoError> {
     let work = WorkDir::create("demo", keep)?;
     let dir = work.path.clone();
+    // Step details and reasons carry what boards said: escaped.
     let say = |line: String| {
         if !quiet {
-            out!("{line}");
+            out!("{}", crate::text::Escaped(&line));
         }
     };
     let ports_dir = work.sub("ports")?;

@@ -19,12 +19,13 @@ use nom::{
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::at::parse::{Param, find_imei, params, split_prefix};
+use crate::at::parse::{Param, params, split_prefix};
 use crate::at::{AtError, Client, Dialect, Response};
 
-/// Who the device is.
+/// Who the device says it is (not judged: see the identify step).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Identity {
+    /// The IMEI field as printed (see [`parse_imei_field`]).
     pub imei: String,
     pub model: String,
     /// `AT+CGMR` as printed, e.g. `mfw_nrf91x1_2.0.1`.
@@ -233,14 +234,31 @@ fn check_quotable(what: &str, value: &str) -> Result<(), AtError> {
 
 // ---- identity --------------------------------------------------------------
 
-/// `AT+CGSN=1` → `+CGSN: "<imei>"`; bare `AT+CGSN` → `<imei>`.
+/// The IMEI field exactly as the modem printed it: the quoted value of
+/// `AT+CGSN=1`'s `+CGSN: "<imei>"`, or `AT+CGSN`'s whole bare line. Not
+/// judged here: whether it is an IMEI is [`crate::imei::check`]'s question
+/// (the identify step fails `imei` when it is not); digits found inside
+/// other text are never taken for one.
+pub fn parse_imei_field(r: &Response) -> Result<String, AtError> {
+    if let Some(text) = r.first_with_prefix("+CGSN:") {
+        return match params(text).as_deref() {
+            Some([Param::Str(s) | Param::Text(s)]) => Ok(s.clone()),
+            Some([Param::Int(_)]) => Ok(text.to_string()),
+            _ => Err(malformed(text)),
+        };
+    }
+    r.bare_lines()
+        .next()
+        .map(str::to_string)
+        .ok_or_else(|| missing("IMEI"))
+}
+
+/// `AT+CGSN=1` → `+CGSN: "<imei>"`; bare `AT+CGSN` → `<imei>`: an IMEI (15
+/// digits, Luhn), else the answer is malformed.
 pub fn parse_imei(r: &Response) -> Result<String, AtError> {
-    let line = r
-        .first_with_prefix("+CGSN:")
-        .or_else(|| r.bare_lines().next())
-        .ok_or_else(|| missing("IMEI"))?;
-    let imei = find_imei(line).ok_or_else(|| malformed(line))?;
-    Ok(imei.to_string())
+    let field = parse_imei_field(r)?;
+    crate::imei::check(&field).map_err(|_| malformed(&field))?;
+    Ok(field)
 }
 
 /// `AT+CGMM` / `AT+CGMR` → one bare line.
@@ -485,12 +503,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Modem<T> {
         self.client.command("AT+CMEE=1").await.map(drop)
     }
 
+    /// The IMEI field as the board printed it ([`parse_imei_field`]):
+    /// `AT+CGSN=1`, else bare `AT+CGSN`. Whether it is an IMEI is the
+    /// caller's to judge ([`crate::imei::check`]).
     pub async fn imei(&mut self) -> Result<String, AtError> {
         let quoted = optional(self.client.command("AT+CGSN=1").await)?;
-        if let Some(Ok(imei)) = quoted.as_ref().map(parse_imei) {
+        if let Some(Ok(imei)) = quoted.as_ref().map(parse_imei_field) {
             return Ok(imei);
         }
-        parse_imei(&self.client.command("AT+CGSN").await?)
+        parse_imei_field(&self.client.command("AT+CGSN").await?)
     }
 
     pub async fn identify(&mut self) -> Result<Identity, AtError> {
@@ -708,8 +729,9 @@ fn check_answers(r: &Response, dialect: Dialect) {
         let _ = expected_sha256(&content, dialect);
     }
     if let Ok(imei) = parse_imei(r) {
-        assert!(imei.len() == 15 && imei.bytes().all(|b| b.is_ascii_digit()));
+        assert!(crate::imei::is_valid(&imei));
     }
+    let _ = parse_imei_field(r);
     if let Ok(uuid) = parse_uuid(r, "%XMODEMUUID:") {
         let printed = uuid.hyphenated().to_string();
         let again = parse_uuid(
@@ -777,10 +799,26 @@ mod tests {
             parse_imei(&resp(&["352656100367872"])).unwrap(),
             "352656100367872"
         );
-        assert!(matches!(
-            parse_imei(&resp(&["12345"])),
-            Err(AtError::Malformed { .. })
-        ));
+        for not_an_imei in [
+            "12345",
+            "imei 352656100367872",
+            "352656100367873",
+            "+CGSN: \"000000000000001\"",
+        ] {
+            assert!(
+                matches!(
+                    parse_imei(&resp(&[not_an_imei])),
+                    Err(AtError::Malformed { .. })
+                ),
+                "{not_an_imei}"
+            );
+        }
+        // The field as printed, for the identify step to judge.
+        assert_eq!(
+            parse_imei_field(&resp(&["+CGSN: \"junk352656100367872\""])).unwrap(),
+            "junk352656100367872"
+        );
+        assert_eq!(parse_imei_field(&resp(&["12345"])).unwrap(), "12345");
         assert!(parse_imei(&resp(&[])).is_err());
     }
 

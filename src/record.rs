@@ -111,6 +111,8 @@ pub enum ReasonCode {
     Io,
     /// The station's configuration cannot do this step.
     Config,
+    /// The board's IMEI is not 15 digits with a valid Luhn check digit.
+    Imei,
     // Tokens.
     /// Not a decodable token.
     Decode,
@@ -127,8 +129,13 @@ pub enum ReasonCode {
     Digest,
     CsrSignature,
     CommonName,
+    /// A JWT's `iat`/`exp` missing, stale, or not what was asked.
     JwtTime,
     JwtIssuer,
+    /// A JWT's `sub` is not the challenge this run asked it to carry.
+    JwtChallenge,
+    /// A JWT's `aud` is not the configured `plan.jwt_audience`.
+    JwtAudience,
     /// A JWT without a `jti` claim (it cannot be checked for replay).
     Jti,
     /// A nonce, `jti` or token seen before.
@@ -147,6 +154,11 @@ pub enum ReasonCode {
     CloudUnreachable,
     /// The device UUID answered with another key than the one pinned.
     IdentityChanged,
+    /// The key the device answered with is pinned for another device UUID.
+    KeyReused,
+    /// `pin`: the `%ATTESTTOKEN` or `%KEYGEN` signature does not verify under
+    /// the pinned key with this station's COSE signing input.
+    CoseUnverified,
     // The line's shared ledger.
     /// The shared ledger could not be reached, and it must make the claims.
     LedgerUnreachable,
@@ -166,7 +178,7 @@ pub enum ReasonCode {
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 39] = [
+    pub const ALL: [ReasonCode; 44] = [
         ReasonCode::Timeout,
         ReasonCode::Error,
         ReasonCode::Cme,
@@ -176,6 +188,7 @@ impl ReasonCode {
         ReasonCode::Malformed,
         ReasonCode::Io,
         ReasonCode::Config,
+        ReasonCode::Imei,
         ReasonCode::Decode,
         ReasonCode::Kind,
         ReasonCode::MessageType,
@@ -191,6 +204,8 @@ impl ReasonCode {
         ReasonCode::CommonName,
         ReasonCode::JwtTime,
         ReasonCode::JwtIssuer,
+        ReasonCode::JwtChallenge,
+        ReasonCode::JwtAudience,
         ReasonCode::Jti,
         ReasonCode::Replay,
         ReasonCode::Ca,
@@ -199,6 +214,8 @@ impl ReasonCode {
         ReasonCode::CloudRejected,
         ReasonCode::CloudUnreachable,
         ReasonCode::IdentityChanged,
+        ReasonCode::KeyReused,
+        ReasonCode::CoseUnverified,
         ReasonCode::LedgerUnreachable,
         ReasonCode::DuplicateIdentity,
         ReasonCode::Reprovision,
@@ -219,6 +236,7 @@ impl ReasonCode {
             ReasonCode::Malformed => "malformed",
             ReasonCode::Io => "io",
             ReasonCode::Config => "config",
+            ReasonCode::Imei => "imei",
             ReasonCode::Decode => "decode",
             ReasonCode::Kind => "kind",
             ReasonCode::MessageType => "message_type",
@@ -234,6 +252,8 @@ impl ReasonCode {
             ReasonCode::CommonName => "common_name",
             ReasonCode::JwtTime => "jwt_time",
             ReasonCode::JwtIssuer => "jwt_issuer",
+            ReasonCode::JwtChallenge => "jwt_challenge",
+            ReasonCode::JwtAudience => "jwt_audience",
             ReasonCode::Jti => "jti",
             ReasonCode::Replay => "replay",
             ReasonCode::Ca => "ca",
@@ -242,6 +262,8 @@ impl ReasonCode {
             ReasonCode::CloudRejected => "cloud_rejected",
             ReasonCode::CloudUnreachable => "cloud_unreachable",
             ReasonCode::IdentityChanged => "identity_changed",
+            ReasonCode::KeyReused => "key_reused",
+            ReasonCode::CoseUnverified => "cose_unverified",
             ReasonCode::LedgerUnreachable => "ledger_unreachable",
             ReasonCode::DuplicateIdentity => "duplicate_identity",
             ReasonCode::Reprovision => "reprovision",
@@ -289,6 +311,8 @@ impl From<CheckName> for ReasonCode {
             CheckName::CommonName => ReasonCode::CommonName,
             CheckName::JwtTime => ReasonCode::JwtTime,
             CheckName::JwtIssuer => ReasonCode::JwtIssuer,
+            CheckName::JwtChallenge => ReasonCode::JwtChallenge,
+            CheckName::JwtAudience => ReasonCode::JwtAudience,
             // The device signs with another key than the one pinned.
             CheckName::PinnedSignature => ReasonCode::IdentityChanged,
         }

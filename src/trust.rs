@@ -4,7 +4,8 @@
 //! optional header line `device_uuid,public_key`, then one device per line,
 //! `public_key` being the standard base64 of the SubjectPublicKeyInfo DER of
 //! a P-256 key. `#` starts a comment (to the end of the line); blank lines
-//! are allowed. The same UUID listed twice with different keys is an error.
+//! are allowed. The same UUID listed twice with different keys, one key
+//! listed under two UUIDs and the nil UUID are errors naming the lines.
 //!
 //! The file decides who passes, so [`TrustStore::load`] refuses one that
 //! group or others can write or replace (its path is checked as OpenSSH
@@ -155,36 +156,36 @@ impl TrustStore {
 
     /// Parse trust file text; errors name the line (1-based).
     pub fn parse(text: &str) -> Result<Self, TrustError> {
-        // `#` comments may follow an entry; no field holds a `#`, so cutting
-        // each line there (keeping the line breaks) keeps line numbers right.
-        let uncommented: String = text
-            .split_inclusive('\n')
-            .map(|raw| match raw.find('#') {
-                Some(at) => {
-                    let end = if raw.ends_with('\n') { "\n" } else { "" };
-                    format!("{}{end}", &raw[..at])
-                }
-                None => raw.to_string(),
-            })
-            .collect();
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .trim(csv::Trim::All)
-            .from_reader(uncommented.as_bytes());
+        // One entry a line (no field holds a line break or a `#`): each line
+        // is cut at its comment and read as CSV on its own, so the line
+        // numbers in errors are the file's (the csv crate does not count
+        // blank lines in its positions).
         let mut store = TrustStore::default();
         let mut seen_entry = false;
-        for record in reader.records() {
-            let record = record.map_err(|e| TrustError::Line {
-                path: None,
-                line: e.position().map_or(0, |p| p.line() as usize),
-                problem: format!("not CSV: {e}"),
-            })?;
-            let line = record.position().map_or(0, |p| p.line() as usize);
+        // Where each device and each key was first listed, to name both
+        // lines of a clash.
+        let mut lines: HashMap<Uuid, (usize, [u8; 65])> = HashMap::new();
+        let mut owners: HashMap<[u8; 65], (Uuid, usize)> = HashMap::new();
+        for (index, raw) in text.lines().enumerate() {
+            let line = index + 1;
             let err = |problem: String| TrustError::Line {
                 path: None,
                 line,
                 problem,
+            };
+            let uncommented = raw.split('#').next().unwrap_or_default();
+            if uncommented.trim().is_empty() {
+                continue;
+            }
+            let mut reader = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .flexible(true)
+                .trim(csv::Trim::All)
+                .from_reader(uncommented.as_bytes());
+            let record = match reader.records().next() {
+                Some(Ok(record)) => record,
+                Some(Err(e)) => return Err(err(format!("not CSV: {e}"))),
+                None => continue,
             };
             let fields: Vec<&str> = record.iter().map(field).collect();
             if fields.iter().all(|f| f.is_empty()) {
@@ -208,10 +209,32 @@ impl TrustStore {
             };
             let uuid =
                 Uuid::try_parse(uuid).map_err(|e| err(format!("device_uuid {uuid:?}: {e}")))?;
+            if uuid.is_nil() {
+                return Err(err(
+                    "device_uuid is the nil UUID (all zeros), which names no device".into(),
+                ));
+            }
             let der = STANDARD
                 .decode(key)
                 .or_else(|_| STANDARD_NO_PAD.decode(key))
                 .map_err(|e| err(format!("public_key is not standard base64: {e}")))?;
+            let key = TrustedKey::from_spki_der(&der).map_err(|e| err(e.to_string()))?;
+            match (lines.get(&uuid), owners.get(&key.point)) {
+                (Some((first, point)), _) if *point != key.point => {
+                    return Err(err(format!(
+                        "device {uuid} is listed again with a different key (first on line {first})"
+                    )));
+                }
+                (_, Some((other, first))) if *other != uuid => {
+                    return Err(err(format!(
+                        "the key of device {uuid} is also listed for device {other} on line \
+                         {first}: one identity key belongs to one device"
+                    )));
+                }
+                _ => {}
+            }
+            lines.entry(uuid).or_insert((line, key.point));
+            owners.entry(key.point).or_insert((uuid, line));
             store.insert(uuid, &der).map_err(|e| err(e.to_string()))?;
         }
         Ok(store)

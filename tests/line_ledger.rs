@@ -340,6 +340,127 @@ async fn pins_are_line_wide_in_required_mode() {
     assert_eq!((first.station_id.as_str(), first.public_key[0]), ("A", 1));
 }
 
+/// Issue 18: one identity key is never pinned for two devices, line-wide:
+/// B asking to pin A's device key for a second UUID is `Reused`, naming the
+/// device, station and run it is pinned for; many stations racing to pin one
+/// key for different devices pin it once (an advisory lock per key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_key_is_never_pinned_for_two_devices_on_the_line() {
+    let Some(pg) = cluster("one_key_is_never_pinned_for_two_devices_on_the_line") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let a = station(&pg, dir.path(), "A", LedgerMode::Required);
+    let b = station(&pg, dir.path(), "B", LedgerMode::Required);
+    let pin = |device: Uuid, station: &str, key: u8| Pin {
+        device_uuid: device,
+        public_key: vec![key; 91],
+        at: OffsetDateTime::now_utc(),
+        station_id: station.into(),
+        port: "/dev/ttyX".into(),
+        run_uid: new_uid(),
+    };
+    let first = pin(DEVICE, "A", 7);
+    assert_eq!(a.pin(&first).await.expect("pin"), PinOutcome::Pinned);
+    let second = Uuid::from_u128(0x5ec0);
+    let PinOutcome::Reused(other) = b.pin(&pin(second, "B", 7)).await.expect("pin") else {
+        panic!("A's key under a second UUID at B");
+    };
+    assert_eq!(
+        (other.device_uuid, other.station_id.as_str(), other.run_uid),
+        (DEVICE, "A", first.run_uid)
+    );
+    let client = pg.client().await;
+    let rows: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pins WHERE public_key = $1",
+            &[&vec![7u8; 91]],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(rows, 1, "nothing pinned for the second UUID");
+
+    // Eight devices race for one new key from two stations.
+    let racers = (0..8u128).map(|i| {
+        let ledger = if i % 2 == 0 { &a } else { &b };
+        let p = pin(
+            Uuid::from_u128(0xace0 + i),
+            if i % 2 == 0 { "A" } else { "B" },
+            9,
+        );
+        async move { ledger.pin(&p).await.expect("pin") }
+    });
+    let outcomes = futures::future::join_all(racers).await;
+    let pinned = outcomes
+        .iter()
+        .filter(|o| **o == PinOutcome::Pinned)
+        .count();
+    let reused = outcomes
+        .iter()
+        .filter(|o| matches!(o, PinOutcome::Reused(_)))
+        .count();
+    assert_eq!((pinned, reused), (1, 7), "{outcomes:?}");
+}
+
+/// In `deferred` mode the key is pinned locally at each station; the
+/// forwarder finds the same key pinned for two devices and records a
+/// conflict on both runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_pinned_for_two_devices_in_deferred_mode_is_a_conflict_on_both_runs() {
+    let Some(pg) =
+        cluster("a_key_pinned_for_two_devices_in_deferred_mode_is_a_conflict_on_both_runs")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let a = station(&pg, dir.path(), "A", LedgerMode::Deferred);
+    let b = station(&pg, dir.path(), "B", LedgerMode::Deferred);
+    let run_a = passed_run(&a, "A", "/dev/ttyA0", &format!("{:032x}", 0xa)).await;
+    let run_b = passed_run(&b, "B", "/dev/ttyB0", &format!("{:032x}", 0xb)).await;
+    for (ledger, run, device, station) in [
+        (&a, &run_a, DEVICE, "A"),
+        (&b, &run_b, Uuid::from_u128(0x5ec0), "B"),
+    ] {
+        let outcome = ledger
+            .pin(&Pin {
+                device_uuid: device,
+                public_key: vec![5; 91],
+                at: OffsetDateTime::now_utc(),
+                station_id: station.into(),
+                port: run.port.clone(),
+                run_uid: run.uid,
+            })
+            .await
+            .expect("pin");
+        assert_eq!(outcome, PinOutcome::Pinned, "locally, at {station}");
+    }
+    a.forward_now(100).await.expect("forward A");
+    b.forward_now(100).await.expect("forward B");
+    a.forward_now(100).await.expect("A again");
+    let print = nrf_provd::plan::authority::fingerprint(&[5; 91]);
+    for (ledger, run, other) in [(&a, &run_a, &run_b), (&b, &run_b, &run_a)] {
+        let local = ledger
+            .local()
+            .runs(&RunFilter::default())
+            .await
+            .expect("local runs");
+        let amended = local.iter().find(|r| r.uid == run.uid).expect("the run");
+        assert_eq!(
+            amended.reason_code,
+            Some(ReasonCode::Conflict),
+            "{amended:?}"
+        );
+        let reason = amended.reason.clone().unwrap_or_default();
+        assert!(
+            reason.contains(&format!(
+                "identity key {print} is pinned for another device"
+            )) && reason.contains(&other.uid.to_string()),
+            "{reason}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_is_down_fails_required_claims_and_keeps_the_records() {
     let Some(mut pg) = cluster("a_server_that_is_down_fails_required_claims_and_keeps_the_records")

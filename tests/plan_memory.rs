@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use nrf_provd::at::{Client, ClientOptions, DialectChoice};
 use nrf_provd::ca::StationCa;
-use nrf_provd::config::PlanConfig;
+use nrf_provd::config::{PinCose, PlanConfig};
 use nrf_provd::ledger::MemoryLedger;
 use nrf_provd::modem::Modem;
 use nrf_provd::plan::authority::fingerprint;
@@ -92,7 +92,11 @@ fn line_with(
         .map(|by| -> Arc<dyn IdentityAuthority> {
             match by {
                 VerifiedBy::Keys => Arc::new(KeysAuthority::new(Arc::clone(&trust))),
-                VerifiedBy::Pin => Arc::new(PinAuthority::new(gate.clone(), Arc::clone(&clock))),
+                VerifiedBy::Pin => Arc::new(PinAuthority::new(
+                    gate.clone(),
+                    Arc::clone(&clock),
+                    PinCose::Required,
+                )),
                 VerifiedBy::Collect => Arc::new(CollectAuthority),
                 VerifiedBy::Nrfcloud => {
                     panic!("nrfcloud needs a stand-in: tests/identity_cloud.rs")
@@ -452,6 +456,67 @@ async fn pin_learns_the_key_from_two_jwts_and_refuses_another_key_for_the_device
         "{reason}"
     );
     assert_eq!(third.verified_by, None);
+}
+
+/// Issue 18 in memory: the key pinned for one device, presented under a
+/// second device UUID, fails `key_reused` naming the first device; a
+/// harvested-JWT clone and a board without time claims fail before any key
+/// is learnt from their JWTs.
+#[tokio::test(start_paused = true)]
+async fn pin_refuses_a_reused_key_and_jwts_not_made_for_the_run() {
+    let ledger = Arc::new(MemoryLedger::new());
+    let (line1, host) = line_with(
+        &[],
+        PlanConfig::default(),
+        &[VerifiedBy::Pin],
+        ledger.clone(),
+    );
+    let first = run_once(&line1, &mut modem(host)).await;
+    assert_eq!(first.outcome, Outcome::Passed, "{first:#?}");
+    let genuine = line1.board.identity().device_uuid;
+
+    let (line2, host) = line_with(
+        &["0:second-uuid"],
+        PlanConfig::default(),
+        &[VerifiedBy::Pin],
+        ledger.clone(),
+    );
+    let second = run_once(&line2, &mut modem(host)).await;
+    assert_eq!(
+        (second.failed_step, second.reason_code),
+        (Some(Step::Attest), Some(ReasonCode::KeyReused)),
+        "{:?}",
+        second.reason
+    );
+    let reason = second.reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains(&format!(
+            "pinned for device {genuine} at station memory port duplex"
+        )) && reason.contains(&first.uid.to_string()),
+        "{reason}"
+    );
+
+    for (fault, code) in [
+        ("0:jwt-no-time", ReasonCode::JwtTime),
+        ("0:replay", ReasonCode::JwtChallenge),
+    ] {
+        let (line, host) = line_with(
+            &[fault],
+            PlanConfig::default(),
+            &[VerifiedBy::Pin],
+            Arc::new(MemoryLedger::new()),
+        );
+        let mut m = modem(host);
+        // With `replay` the board's first JWT comes back forever: the
+        // first run's two JWTs are the same one, and then the same again.
+        let record = run_once(&line, &mut m).await;
+        assert_eq!(
+            (record.failed_step, record.reason_code),
+            (Some(Step::Attest), Some(code)),
+            "{fault}: {:?}",
+            record.reason
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]

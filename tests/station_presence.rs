@@ -13,7 +13,7 @@ use tokio::io::duplex;
 use tokio_util::sync::CancellationToken;
 
 const IMEI: &str = "352656100367872";
-const NEXT_BOARD: &str = "352656100000009";
+const NEXT_BOARD: &str = "352656100000002";
 
 #[tokio::test(start_paused = true)]
 async fn departure_polls_that_keep_failing_find_the_dialect_again() {

@@ -783,3 +783,90 @@ async fn one_ledger_serves_many_tasks_and_a_value_is_claimed_once() {
         1
     );
 }
+
+/// Issue 18: one identity key never belongs to two devices. The SQLite
+/// ledger and the in-memory one give the same answers: first sight pins,
+/// the same key again is the same pin, another key for the device is
+/// `Changed`, and the key asked for under a second UUID is `Reused`, naming
+/// the device, station and run it is pinned for; nothing is pinned then.
+#[tokio::test]
+async fn a_key_pinned_for_one_device_is_refused_for_another_in_sqlite_and_in_memory() {
+    use nrf_provd::ledger::{MemoryLedger, Pin, PinOutcome};
+    let dir = tmp();
+    let sqlite = open(&dir.path().join("results.db"));
+    let memory = MemoryLedger::new();
+    let ledgers: [(&str, &dyn Ledger); 2] = [("sqlite", &sqlite), ("memory", &memory)];
+    for (name, ledger) in ledgers {
+        let first_run = Uuid::from_u128(1);
+        let pin = |device: &str, key: u8, station: &str, run: Uuid| Pin {
+            device_uuid: uuid(device),
+            public_key: vec![key; 91],
+            at: datetime!(2024-05-01 10:00 UTC),
+            station_id: station.into(),
+            port: PORT.into(),
+            run_uid: run,
+        };
+        let pinned = pin(DEVICE, 1, "A", first_run);
+        assert_eq!(
+            ledger.pin(&pinned).await.expect("pin"),
+            PinOutcome::Pinned,
+            "{name}"
+        );
+        assert_eq!(
+            ledger
+                .pin(&pin(DEVICE, 1, "B", Uuid::from_u128(2)))
+                .await
+                .expect("pin"),
+            PinOutcome::Same(pinned.clone()),
+            "{name}"
+        );
+        assert_eq!(
+            ledger
+                .pin(&pin(DEVICE, 2, "B", Uuid::from_u128(3)))
+                .await
+                .expect("pin"),
+            PinOutcome::Changed(pinned.clone()),
+            "{name}"
+        );
+        // The same key under a second device UUID: refused, naming the first.
+        let again = pin(OTHER_DEVICE, 1, "B", Uuid::from_u128(4));
+        assert_eq!(
+            ledger.pin(&again).await.expect("pin"),
+            PinOutcome::Reused(pinned.clone()),
+            "{name}"
+        );
+        // Nothing was pinned for the second UUID: asked again, still refused,
+        // and a fresh key for it is its first sight.
+        assert_eq!(
+            ledger.pin(&again).await.expect("pin"),
+            PinOutcome::Reused(pinned.clone()),
+            "{name}"
+        );
+        assert_eq!(
+            ledger
+                .pin(&pin(OTHER_DEVICE, 3, "B", Uuid::from_u128(5)))
+                .await
+                .expect("pin"),
+            PinOutcome::Pinned,
+            "{name}"
+        );
+    }
+    // The refusal survives reopening the database (it is the pins table's).
+    drop(sqlite);
+    let reopened = open(&dir.path().join("results.db"));
+    let again = Pin {
+        device_uuid: uuid("50503041-3633-4261-803d-1e2b8f70333c"),
+        public_key: vec![1; 91],
+        at: datetime!(2024-05-02 10:00 UTC),
+        station_id: "C".into(),
+        port: PORT.into(),
+        run_uid: Uuid::from_u128(9),
+    };
+    let PinOutcome::Reused(first) = reopened.pin(&again).await.expect("pin") else {
+        panic!("the key is pinned for {DEVICE}");
+    };
+    assert_eq!(
+        (first.device_uuid, first.station_id.as_str(), first.run_uid),
+        (uuid(DEVICE), "A", Uuid::from_u128(1))
+    );
+}

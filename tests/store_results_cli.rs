@@ -200,7 +200,18 @@ fn a_database_of_the_previous_release_is_migrated_and_shows_reason_codes() {
         .and_then(|c| c.query_row("SELECT COUNT(*) FROM handoff", [], |row| row.get(0)))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(handoffs, 0, "nothing handed off yet");
-    assert_eq!(nrf_provd::ledger::SCHEMA_VERSION, 6);
+    // Version 7: pins are found by their key (`key_reused`).
+    let pin_index: i64 = rusqlite::Connection::open(&db)
+        .and_then(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'pins_by_key'",
+                [],
+                |row| row.get(0),
+            )
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pin_index, 1, "the pins are indexed by key");
+    assert_eq!(nrf_provd::ledger::SCHEMA_VERSION, 7);
     // Before version 3 only the trust file vouched: passed runs say so.
     assert_eq!(runs[0]["verified_by"], "keys");
     assert_eq!(runs[1]["verified_by"], serde_json::Value::Null);

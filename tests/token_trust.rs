@@ -171,3 +171,55 @@ fn a_replacement_must_keep_a_key_and_drop_no_more_than_allowed() {
             .is_ok()
     );
 }
+
+/// Issue 18: one key under two device UUIDs, and the nil UUID, are refused,
+/// naming both lines; line numbers count blank and comment lines.
+#[test]
+fn one_key_under_two_uuids_and_the_nil_uuid_are_refused_naming_the_lines() {
+    let key = random_key();
+    let other = Uuid::from_u128(9);
+    let text = format!(
+        "device_uuid,public_key\n\n{}\n# the same board again?\n\n{}\n",
+        line(DEVICE, &spki(&key)),
+        line(other, &spki(&key)),
+    );
+    let Err(TrustError::Line {
+        line: at, problem, ..
+    }) = TrustStore::parse(&text)
+    else {
+        panic!("one key under two UUIDs was accepted");
+    };
+    assert_eq!(at, 6);
+    assert_eq!(
+        problem,
+        format!(
+            "the key of device {other} is also listed for device {DEVICE} on line 3: one identity key belongs to one device"
+        )
+    );
+    // The same UUID with another key names the first line too.
+    let text = format!(
+        "# two keys\n{}\n{}\n",
+        line(DEVICE, &spki(&key)),
+        line(DEVICE, &spki(&random_key()))
+    );
+    let Err(TrustError::Line {
+        line: at, problem, ..
+    }) = TrustStore::parse(&text)
+    else {
+        panic!("two keys for one UUID were accepted");
+    };
+    assert_eq!(at, 3);
+    assert!(problem.contains("(first on line 2)"), "{problem}");
+    // The nil UUID names no device.
+    let Err(TrustError::Line {
+        line: at, problem, ..
+    }) = TrustStore::parse(&line(Uuid::nil(), &spki(&key)))
+    else {
+        panic!("the nil UUID was accepted");
+    };
+    assert_eq!(at, 1);
+    assert!(problem.contains("nil UUID"), "{problem}");
+    // The same line twice is harmless.
+    let twice = format!("{0}\n{0}\n", line(DEVICE, &spki(&key)));
+    assert_eq!(TrustStore::parse(&twice).expect("parses").len(), 1);
+}

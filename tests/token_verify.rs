@@ -401,3 +401,221 @@ fn sec_tags_of_2_pow_31_and_above_round_trip_through_negative_cbor() {
     };
     assert_eq!(k.sec_tag, 0xffff_fffe);
 }
+
+// ---- issue 18: a station's own %JWT is bound to its request -------------
+
+/// What the station asked: this challenge as `sub`, the clock set at
+/// `NOW - 2`, judged at `NOW`, `exp_delta` 300, audience `factory`.
+fn asked() -> nrf_provd::token::Expected {
+    use nrf_provd::token::{Expected, JwtAsked, JwtExpected, JwtFreshness};
+    Expected::Jwt(JwtExpected {
+        device_uuid: Some(DEVICE),
+        freshness: JwtFreshness::Asked(JwtAsked {
+            challenge: "station-7".into(),
+            clock_set: NOW - 2,
+            now: NOW,
+            exp_delta: 300,
+        }),
+        audience: Some("factory".into()),
+        issuer: None,
+    })
+}
+
+/// A JWT of `claims` signed by `key`, judged against [`asked`].
+fn judged(claims: serde_json::Value, key: &SigningKey) -> Verdict {
+    let header = serde_json::json!({"alg": "ES256", "typ": "JWT"});
+    let text = encode::jwt(&header, &claims, key);
+    let token = token::decode(&text).expect("decodes");
+    verify(&token, &asked(), &trust(DEVICE, key))
+}
+
+/// A change to a JWT's claims.
+type Change = dyn Fn(&mut serde_json::Map<String, serde_json::Value>);
+
+fn detail(verdict: &Verdict, name: CheckName) -> String {
+    verdict.check(name).expect("evaluated").detail.clone()
+}
+
+#[test]
+fn a_jwt_made_for_this_request_passes_every_freshness_check() {
+    let key = random_key();
+    let verdict = judged(jwt_claims(NOW - 1, NOW - 1 + 300), &key);
+    assert!(verdict.authentic(), "{:?}", verdict.checks);
+    for name in ["jwt_challenge", "jwt_time", "jwt_audience"] {
+        assert!(names(&verdict).contains(&name), "{name}");
+    }
+}
+
+#[test]
+fn each_missing_or_stale_claim_fails_with_words_that_name_it() {
+    let key = random_key();
+    let with = |f: &dyn Fn(&mut serde_json::Map<String, serde_json::Value>)| {
+        let mut claims = jwt_claims(NOW - 1, NOW - 1 + 300);
+        f(claims.as_object_mut().expect("object"));
+        judged(claims, &key)
+    };
+    // (what changed, the one check that fails, words its detail holds)
+    let cases: [(&str, Box<Change>, &str, &str); 9] = [
+        (
+            "no time claims",
+            Box::new(|c| {
+                c.remove("iat");
+                c.remove("exp");
+            }),
+            "jwt_time",
+            "no iat and no exp claim, asked for exp_delta 300",
+        ),
+        (
+            "no iat",
+            Box::new(|c| {
+                c.remove("iat");
+            }),
+            "jwt_time",
+            "no iat claim",
+        ),
+        (
+            "no exp",
+            Box::new(|c| {
+                c.remove("exp");
+            }),
+            "jwt_time",
+            "no exp claim",
+        ),
+        (
+            "iat before the clock was set",
+            Box::new(|c| {
+                c.insert("iat".into(), (NOW - 60).into());
+                c.insert("exp".into(), (NOW + 240).into());
+            }),
+            "jwt_time",
+            "iat 1699999940 is stale",
+        ),
+        (
+            "iat after the answer",
+            Box::new(|c| {
+                c.insert("iat".into(), (NOW + 60).into());
+                c.insert("exp".into(), (NOW + 360).into());
+            }),
+            "jwt_time",
+            "is stale",
+        ),
+        (
+            "another exp_delta",
+            Box::new(|c| {
+                c.insert("exp".into(), (NOW - 1 + 600).into());
+            }),
+            "jwt_time",
+            "exp 1700000599 - iat 1699999999 = 600, asked for exp_delta 300",
+        ),
+        (
+            "another subject",
+            Box::new(|c| {
+                c.insert("sub".into(), DEVICE.to_string().into());
+            }),
+            "jwt_challenge",
+            "is not this run's challenge station-7",
+        ),
+        (
+            "no subject",
+            Box::new(|c| {
+                c.remove("sub");
+            }),
+            "jwt_challenge",
+            "no sub claim",
+        ),
+        (
+            "another audience",
+            Box::new(|c| {
+                c.insert("aud".into(), "elsewhere".into());
+            }),
+            "jwt_audience",
+            "aud \"elsewhere\", asked for \"factory\"",
+        ),
+    ];
+    for (what, change, check, words) in cases {
+        let verdict = with(&*change);
+        assert_eq!(failed(&verdict), [check], "{what}");
+        let name = verdict.failures().next().expect("failure").name;
+        assert!(
+            detail(&verdict, name).contains(words),
+            "{what}: {}",
+            detail(&verdict, name)
+        );
+        assert!(!verdict.authentic() && !verdict.bindings_hold(), "{what}");
+    }
+}
+
+#[test]
+fn an_audience_nobody_asked_for_fails_and_none_asked_is_none_required() {
+    use nrf_provd::token::{Expected, JwtFreshness};
+    let key = random_key();
+    let mut expected = asked();
+    if let Expected::Jwt(jwt) = &mut expected {
+        jwt.audience = None;
+    }
+    let header = serde_json::json!({"alg": "ES256", "typ": "JWT"});
+    let text = encode::jwt(&header, &jwt_claims(NOW - 1, NOW + 299), &key);
+    let token = token::decode(&text).expect("decodes");
+    let verdict = verify(&token, &expected, &trust(DEVICE, &key));
+    assert_eq!(failed(&verdict), ["jwt_audience"]);
+    let mut claims = jwt_claims(NOW - 1, NOW + 299);
+    claims.as_object_mut().expect("object").remove("aud");
+    let text = encode::jwt(&header, &claims, &key);
+    let token = token::decode(&text).expect("decodes");
+    assert!(verify(&token, &expected, &trust(DEVICE, &key)).authentic());
+    // Offline nothing was asked: no challenge, no audience, the old window.
+    if let Expected::Jwt(jwt) = &mut expected {
+        jwt.freshness = JwtFreshness::NotChecked { now: NOW };
+    }
+    let verdict = verify(&token, &expected, &trust(DEVICE, &key));
+    assert!(!names(&verdict).contains(&"jwt_challenge"));
+}
+
+#[test]
+fn control_characters_in_any_jwt_text_or_csr_cn_are_refused_when_decoding() {
+    let key = random_key();
+    let header = serde_json::json!({"alg": "ES256", "typ": "JWT"});
+    for (claim, value, character) in [
+        ("jti", "nRF9161.abc\u{0}def", "U+0000"),
+        ("iss", "nRF9161\u{1b}]0;owned\u{7}.x", "U+001B"),
+        ("sub", "a\rb", "U+000D"),
+        ("aud", "\u{9b}31m", "U+009B"),
+    ] {
+        let mut claims = jwt_claims(NOW - 1, NOW + 299);
+        claims[claim] = value.into();
+        let text = encode::jwt(&header, &claims, &key);
+        let err = token::decode(&text).expect_err("refused");
+        assert!(err.is_malformed_text(), "{claim}: {err}");
+        assert!(
+            err.to_string().contains(&format!(
+                "claim \"{claim}\" holds control character {character}"
+            )),
+            "{err}"
+        );
+    }
+    // Nested, in an audience array, and in the header.
+    let mut claims = jwt_claims(NOW - 1, NOW + 299);
+    claims["aud"] = serde_json::json!(["ok", "n\u{0}o"]);
+    let err = token::decode(&encode::jwt(&header, &claims, &key)).expect_err("refused");
+    assert!(err.to_string().contains("claim \"aud\"[1]"), "{err}");
+    let bad_header = serde_json::json!({"alg": "ES256", "kid": "\u{1b}[2J"});
+    let err = token::decode(&encode::jwt(&bad_header, &jwt_claims(NOW, NOW + 1), &key))
+        .expect_err("refused");
+    assert!(err.to_string().contains("header field \"kid\""), "{err}");
+
+    // A CSR whose subject CN holds an escape sequence.
+    let subject =
+        nrf_provd::token::csr::parse_subject(&format!("CN={DEVICE}\u{1b}[2J")).expect("subject");
+    let usage = nrf_provd::token::csr::parse_key_usage(nrf_provd::token::csr::DEFAULT_KEY_USAGE)
+        .expect("usage");
+    let der = nrf_provd::token::csr::build_csr(&random_key(), subject, usage).expect("CSR");
+    let text = encode::keygen_token(&der, &keygen_payload(&der, PAYLOAD_ID_CSR), &key);
+    let err = token::decode(&text).expect_err("refused");
+    assert!(
+        err.is_malformed_text()
+            && err
+                .to_string()
+                .contains("the CSR subject's CN holds control character U+001B"),
+        "{err}"
+    );
+}

@@ -6,7 +6,8 @@ mod token_common;
 
 use nrf_provd::token::verify::{CheckName, verify};
 use nrf_provd::token::{
-    self, Expected, Freshness, IdentityExpected, JwtExpected, KeyFormat, KeygenExpected,
+    self, Expected, Freshness, IdentityExpected, JwtExpected, JwtFreshness, KeyFormat,
+    KeygenExpected,
 };
 use token_common::*;
 
@@ -42,7 +43,8 @@ fn commands() -> Vec<(&'static str, Expected)> {
             "AT%JWT",
             Expected::Jwt(JwtExpected {
                 device_uuid: Some(DEVICE),
-                now: NOW,
+                freshness: JwtFreshness::NotChecked { now: NOW },
+                audience: None,
                 issuer: None,
             }),
         ),
@@ -121,7 +123,8 @@ fn a_token_of_another_trusted_device_fails_the_device_uuid() {
     let decoded = token::decode(&text).expect("decodes");
     let expected = Expected::Jwt(JwtExpected {
         device_uuid: Some(DEVICE),
-        now: NOW,
+        freshness: JwtFreshness::NotChecked { now: NOW },
+        audience: None,
         issuer: None,
     });
     let verdict = verify(&decoded, &expected, &trust);

@@ -228,7 +228,7 @@ impl Exchange {
             }),
             FinalResult::CmeText(text) => {
                 let code = cme_code_for_text(&text).unwrap_or(0);
-                tracing::debug!(%text, "verbose +CME ERROR");
+                tracing::debug!(text = %crate::text::Escaped(&text), "verbose +CME ERROR");
                 Err(AtError::Cme {
                     command,
                     code,
@@ -241,7 +241,7 @@ impl Exchange {
             }
             FinalResult::Cms(code) => Err(AtError::Cms { command, code }),
             FinalResult::CmsText(text) => {
-                tracing::debug!(%text, "verbose +CMS ERROR");
+                tracing::debug!(text = %crate::text::Escaped(&text), "verbose +CMS ERROR");
                 Err(AtError::Cms { command, code: 0 })
             }
         }
@@ -464,7 +464,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Client<T> {
     }
 
     fn notify(&mut self, line: String) {
-        tracing::debug!(%line, "notification");
+        tracing::debug!(line = %crate::text::Escaped(&line), "notification");
         let n = Notification {
             received: SystemTime::now(),
             line,

@@ -356,7 +356,9 @@ pub(crate) fn has_quote_or_newline(s: &str) -> bool {
     s.contains(['"', '\r', '\n'])
 }
 
-/// A 15-digit IMEI anywhere in a line, as Nordic's detection does.
+/// A 15-digit run anywhere in a line, as Nordic's dialect detection looks
+/// for one. Detection only: what a board's IMEI is, is the whole field
+/// (`modem::parse_imei_field`), judged by `imei::check`.
 pub fn find_imei(line: &str) -> Option<&str> {
     let bytes = line.as_bytes();
     let mut i = 0;

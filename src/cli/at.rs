@@ -48,7 +48,18 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
 fn print_notifications(rx: &mut mpsc::Receiver<Notification>) {
     let mut out = std::io::stdout().lock();
     while let Ok(n) = rx.try_recv() {
-        let _ = writeln!(out, "[urc] {}", n.line);
+        print_line(&mut out, "[urc] ", &n.line);
+    }
+}
+
+/// One line of the board's answer for the terminal: a line break inside
+/// it (a multi-line value such as a PEM) stays a line break, every other
+/// control character is escaped (`\r`, `\x1b`), so the board cannot act
+/// on the terminal.
+fn print_line(out: &mut impl Write, prefix: &str, line: &str) {
+    for piece in line.split('\n') {
+        let piece = piece.strip_suffix('\r').unwrap_or(piece);
+        let _ = writeln!(out, "{prefix}{}", crate::text::Escaped(piece));
     }
 }
 
@@ -91,7 +102,7 @@ pub async fn run(args: AtArgs) -> ExitCode {
             Ok(response) => {
                 let mut out = std::io::stdout().lock();
                 for line in &response.lines {
-                    let _ = writeln!(out, "{line}");
+                    print_line(&mut out, "", line);
                 }
             }
             Err(e @ (AtError::Error { .. } | AtError::Cme { .. } | AtError::Cms { .. })) => {
@@ -105,7 +116,7 @@ pub async fn run(args: AtArgs) -> ExitCode {
             }) => {
                 let mut out = std::io::stdout().lock();
                 for line in &partial_lines {
-                    let _ = writeln!(out, "{line}");
+                    print_line(&mut out, "", line);
                 }
                 eprintln!("error: `{command}`: no final result within {waited:?}");
                 return ExitCode::from(EXIT_ERROR);

@@ -11,6 +11,7 @@ use crate::config::StationConfig;
 use crate::http::HttpServer;
 use crate::record::{Outcome, RunRecord};
 use crate::station::{self, Sources, Station, systemd};
+use crate::text::Escaped;
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -185,18 +186,21 @@ pub async fn provision(args: ProvisionArgs) -> ExitCode {
     }
 }
 
+/// The record for a person at a terminal: what the board said (details,
+/// reasons) is escaped, so that it cannot move the cursor, retitle the
+/// window or forge a line.
 fn print_record(record: &RunRecord) {
     println!(
         "run {} on {}: {}",
         record.id,
-        record.port,
+        Escaped(&record.port),
         record.outcome.as_str().to_uppercase()
     );
     if let Some(uuid) = record.device.device_uuid {
         println!("  device uuid {uuid}");
     }
     if let Some(imei) = &record.device.imei {
-        println!("  imei        {imei}");
+        println!("  imei        {}", Escaped(imei));
     }
     for step in &record.steps {
         println!(
@@ -204,11 +208,11 @@ fn print_record(record: &RunRecord) {
             step.name,
             if step.passed { "ok" } else { "FAIL" },
             step.duration.as_secs_f64() * 1000.0,
-            step.detail
+            Escaped(&step.detail)
         );
     }
     if let Some(reason) = record.reason_line() {
-        println!("  reason: {reason}");
+        println!("  reason: {}", Escaped(&reason));
     }
 }
 

@@ -7,8 +7,8 @@ use uuid::Uuid;
 
 use super::{EXIT_FAIL, error_exit};
 use crate::token::{
-    self, CheckName, Expected, Freshness, IdentityExpected, JwtExpected, KeyFormat, KeygenExpected,
-    Token,
+    self, CheckName, Expected, Freshness, IdentityExpected, JwtExpected, JwtFreshness, KeyFormat,
+    KeygenExpected, Token,
 };
 use crate::trust::TrustStore;
 
@@ -149,11 +149,16 @@ fn expected(args: &VerifyArgs, kind: ExpectKind) -> Result<Expected, String> {
         ExpectKind::KeygenPublicKey => keygen_expected(KeyFormat::PublicKey),
         ExpectKind::Jwt => Expected::Jwt(JwtExpected {
             device_uuid: args.device_uuid,
-            now: args.now.unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs() as i64)
-            }),
+            // Offline nobody knows the challenge or the clock a station
+            // set: said plainly below, as for an identity token.
+            freshness: JwtFreshness::NotChecked {
+                now: args.now.unwrap_or_else(|| {
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs() as i64)
+                }),
+            },
+            audience: None,
             issuer: args.issuer.clone(),
         }),
     })
@@ -233,7 +238,9 @@ pub async fn parse(args: ParseArgs) -> ExitCode {
     if args.json {
         println!("{}", token.to_json());
     } else {
-        print!("{}", token.describe());
+        for line in token.describe().lines() {
+            println!("{}", crate::text::Escaped(line));
+        }
     }
     ExitCode::SUCCESS
 }
@@ -325,6 +332,9 @@ pub async fn verify(args: VerifyArgs) -> ExitCode {
         Expected::Identity(IdentityExpected {
             freshness: Freshness::NotChecked,
             ..
+        }) | Expected::Jwt(JwtExpected {
+            freshness: JwtFreshness::NotChecked { .. },
+            ..
         })
     ) && verdict.check(CheckName::Kind).is_some_and(|c| c.passed);
     if args.json {
@@ -357,14 +367,18 @@ pub async fn verify(args: VerifyArgs) -> ExitCode {
                 "  {:<4} {:<14} {}",
                 if check.passed { "ok" } else { "FAIL" },
                 check.name,
-                check.detail
+                crate::text::Escaped(&check.detail)
             );
         }
         let judged = verdict.check(CheckName::Kind).is_some_and(|c| c.passed);
         if judged && verdict.check(CheckName::Signature).is_none() {
             println!("  FAIL signature      not checked: no trusted key for this device");
         }
-        if unfresh {
+        if unfresh && token.kind() == crate::token::TokenKind::Jwt {
+            println!(
+                "  note freshness      NOT CHECKED: only the station that asked for a JWT knows its challenge (sub) and the clock it set, so a harvested or replayed JWT would pass"
+            );
+        } else if unfresh {
             println!(
                 "  note freshness      NOT CHECKED: no --challenge given, so a stale or replayed token would pass"
             );

@@ -333,7 +333,7 @@ mod tests {
             started_at: time::OffsetDateTime::UNIX_EPOCH,
         };
         let mut record = RunRecord::begun(id, &start);
-        record.device.imei = Some("351358811234567".into());
+        record.device.imei = Some("351358811234563".into());
         record.finished_at = Some(start.started_at + time::Duration::milliseconds(2050));
         match outcome {
             Outcome::Passed => record.outcome = Outcome::Passed,
@@ -390,12 +390,12 @@ mod tests {
                     port: port(),
                     run: 7,
                     device_uuid: Some(uuid::Uuid::from_u128(7)),
-                    imei: Some("351358811234567".into()),
+                    imei: Some("351358811234563".into()),
                 };
                 let tile = view.apply(&identified, 11).and_then(|u| u.tile);
                 let tile = tile.unwrap_or_else(|| panic!("a tile"));
                 assert_eq!(tile.state, TileState::Running);
-                assert_eq!(tile.board.imei.as_deref(), Some("351358811234567"));
+                assert_eq!(tile.board.imei.as_deref(), Some("351358811234563"));
                 assert_eq!(
                     tile.board.device_uuid,
                     Some(uuid::Uuid::from_u128(7).to_string())
@@ -415,7 +415,7 @@ mod tests {
         assert_eq!(tile.board.step, Some(Step::Attest));
         assert_eq!(tile.board.reason_code, Some(ReasonCode::Signature));
         assert_eq!(tile.board.duration_ms, Some(2050));
-        assert_eq!(tile.board.imei.as_deref(), Some("351358811234567"));
+        assert_eq!(tile.board.imei.as_deref(), Some("351358811234563"));
         let failure = update.failure.unwrap_or_else(|| panic!("a failure"));
         assert_eq!(failure.run, 7);
         let counters = update.counters.unwrap_or_else(|| panic!("counters"));

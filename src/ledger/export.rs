@@ -6,6 +6,15 @@
 //! `nrf_cloud_onboard.py`) have **no header row**: every row is data, lines
 //! end in `\n`, one row per device (a newer row for the same device replaces
 //! the older one), at most 1000 rows per bulk request.
+//!
+//! CSV injection (OWASP): every cell of every CSV goes through
+//! [`crate::text::csv_cell`], except the certificate PEM of the onboarding
+//! CSV, which Nordic's tools and nRF Cloud read byte for byte and which must
+//! begin `-----BEGIN CERTIFICATE-----`; the station CA made it, and it holds
+//! no formula (base64 has no parentheses). In Nordic's formats the other
+//! cells hold nothing a board chose freely: an IMEI of 15 digits, UUIDs, an
+//! identity token (base64url starting `2dn3`), a time, a CN from the
+//! station's template; neutralising them changes nothing a valid row holds.
 
 use std::collections::HashSet;
 use std::io::{self, Write};
@@ -94,11 +103,10 @@ fn uuid(u: Option<uuid::Uuid>) -> String {
     u.map(|u| u.hyphenated().to_string()).unwrap_or_default()
 }
 
-/// Table cell: one line, no control characters.
+/// Table cell: one line, every control character escaped (device text
+/// is data: see [`crate::text`]).
 fn cell(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+    crate::text::escape(text).into_owned()
 }
 
 /// A human-readable table, then a summary line. Runs of more than one
@@ -193,7 +201,9 @@ pub fn json(runs: &[RunRecord], out: &mut dyn Write) -> io::Result<()> {
     writeln!(out)
 }
 
-/// One row per run, with [`CSV_HEADER`].
+/// One row per run, with [`CSV_HEADER`]. Every cell is neutralised as
+/// OWASP says ([`crate::text::csv_cell`]): a model string such as
+/// `=HYPERLINK(…)` is text in a spreadsheet, never a formula.
 pub fn csv(runs: &[RunRecord], out: &mut dyn Write) -> io::Result<()> {
     let mut writer = csv_writer(out);
     writer.write_record(CSV_HEADER).map_err(csv_io)?;
@@ -204,24 +214,27 @@ pub fn csv(runs: &[RunRecord], out: &mut dyn Write) -> io::Result<()> {
             .unwrap_or_default();
         let d = &run.device;
         writer
-            .write_record([
-                run.id.to_string().as_str(),
-                &run.station_id,
-                &run.port,
-                &rfc3339(run.started_at),
-                &run.finished_at.map(rfc3339).unwrap_or_default(),
-                &duration,
-                run.outcome.as_str(),
-                step_name(run.failed_step),
-                run.reason_code.map_or("", |c| c.as_str()),
-                opt(&run.reason),
-                &uuid(d.device_uuid),
-                opt(&d.imei),
-                opt(&d.model),
-                opt(&d.firmware),
-                &uuid(d.firmware_uuid),
-                opt(&d.hw_version),
-            ])
+            .write_record(
+                [
+                    run.id.to_string().as_str(),
+                    &run.station_id,
+                    &run.port,
+                    &rfc3339(run.started_at),
+                    &run.finished_at.map(rfc3339).unwrap_or_default(),
+                    &duration,
+                    run.outcome.as_str(),
+                    step_name(run.failed_step),
+                    run.reason_code.map_or("", |c| c.as_str()),
+                    opt(&run.reason),
+                    &uuid(d.device_uuid),
+                    opt(&d.imei),
+                    opt(&d.model),
+                    opt(&d.firmware),
+                    &uuid(d.firmware_uuid),
+                    opt(&d.hw_version),
+                ]
+                .map(|cell| crate::text::csv_cell(cell).into_owned()),
+            )
             .map_err(csv_io)?;
     }
     writer.flush()
@@ -271,12 +284,14 @@ pub fn attest_rows(runs: &[RunRecord]) -> Vec<Vec<String>> {
             .iter()
             .find(|s| s.name == Step::Attest)
             .map_or(run.started_at, |s| s.started_at);
-        let row = vec![
-            opt(&run.device.imei).to_owned(),
-            uuid.clone(),
-            token.text.clone(),
-            python_isoformat(when),
-        ];
+        let row = [
+            opt(&run.device.imei),
+            &uuid,
+            &token.text,
+            &python_isoformat(when),
+        ]
+        .map(|cell| crate::text::csv_cell(cell).into_owned())
+        .to_vec();
         Some((uuid, row))
     })
 }
@@ -340,13 +355,15 @@ pub fn onboard_rows(runs: &[RunRecord], options: &OnboardOptions) -> Vec<Vec<Str
         // Python writes the PEM as read from disk: "\n" line ends (and so
         // the PEM column is always quoted).
         let pem = cert.content.replace("\r\n", "\n");
-        let row = vec![
-            device_id.clone(),
-            options.subtype.clone(),
-            options.tags.clone(),
-            options.fw_types.clone(),
-            pem,
-        ];
+        let mut row = [
+            &device_id,
+            &options.subtype,
+            &options.tags,
+            &options.fw_types,
+        ]
+        .map(|cell| crate::text::csv_cell(cell).into_owned())
+        .to_vec();
+        row.push(pem);
         Some((uuid.unwrap_or_else(|| device_id.clone()), row))
     })
 }

@@ -38,7 +38,8 @@ pub use crate::config::LedgerMode as LineMode;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conflict {
     pub run_uid: Uuid,
-    /// `attest`, `keygen`, `jwt_jti` (claims), `pin` or `device`.
+    /// `attest`, `keygen`, `jwt_jti` (claims), `pin` (another key for the
+    /// device), `pin_key` (the key pinned for another device) or `device`.
     pub kind: String,
     pub value: String,
     /// The other run.
@@ -69,6 +70,7 @@ impl Conflict {
     pub fn reason(&self, prior: &str) -> String {
         let what = match self.kind.as_str() {
             "pin" => format!("device {} has another key pinned", self.value),
+            "pin_key" => format!("identity key {} is pinned for another device", self.value),
             "device" => format!("device {} was in another run at the same time", self.value),
             kind => {
                 let described = [
@@ -354,7 +356,9 @@ impl Ledger for LineLedger {
         // The local copy holds the line's first pin.
         let first = match &outcome {
             PinOutcome::Pinned => pin,
-            PinOutcome::Same(first) | PinOutcome::Changed(first) => first,
+            PinOutcome::Same(first) | PinOutcome::Changed(first) | PinOutcome::Reused(first) => {
+                first
+            }
         };
         self.local.pin(first).await?;
         Ok(outcome)

@@ -88,14 +88,18 @@ impl Ledger for MemoryLedger {
 
     async fn pin(&self, pin: &Pin) -> Result<PinOutcome, LedgerError> {
         let mut state = self.state();
-        Ok(match state.pins.get(&pin.device_uuid) {
-            None => {
-                state.pins.insert(pin.device_uuid, pin.clone());
-                PinOutcome::Pinned
-            }
-            Some(first) if first.public_key == pin.public_key => PinOutcome::Same(first.clone()),
-            Some(first) => PinOutcome::Changed(first.clone()),
-        })
+        let first = state.pins.get(&pin.device_uuid).cloned();
+        let other = state
+            .pins
+            .values()
+            .filter(|p| p.public_key == pin.public_key && p.device_uuid != pin.device_uuid)
+            .min_by_key(|p| p.at)
+            .cloned();
+        let outcome = PinOutcome::decide(&pin.public_key, first, other);
+        if outcome == PinOutcome::Pinned {
+            state.pins.insert(pin.device_uuid, pin.clone());
+        }
+        Ok(outcome)
     }
 }
 

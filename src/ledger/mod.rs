@@ -172,6 +172,26 @@ pub enum PinOutcome {
     Same(Pin),
     /// Another key was pinned for this device UUID (when, where, which).
     Changed(Pin),
+    /// The key is pinned for another device UUID (which, when, where):
+    /// one identity key never belongs to two devices. Nothing is pinned.
+    Reused(Pin),
+}
+
+impl PinOutcome {
+    /// The answer for `key`, given the pin of its device UUID (`first`) and
+    /// the first pin of the same key for another device UUID (`other`),
+    /// read in one transaction: a device whose key changed says so first;
+    /// a key another device holds is refused (also when this device holds
+    /// it too: a ledger from before the rule); else the same key, or first
+    /// sight.
+    pub fn decide(key: &[u8], first: Option<Pin>, other: Option<Pin>) -> PinOutcome {
+        match (first, other) {
+            (Some(first), _) if first.public_key != key => PinOutcome::Changed(first),
+            (_, Some(other)) => PinOutcome::Reused(other),
+            (Some(first), None) => PinOutcome::Same(first),
+            (None, None) => PinOutcome::Pinned,
+        }
+    }
 }
 
 /// What a run claims so that it can be used once, ever: the replay defence.

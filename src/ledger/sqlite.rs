@@ -40,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_health.sql"),
     include_str!("migrations/0005_outbox.sql"),
     include_str!("migrations/0006_handoff.sql"),
+    include_str!("migrations/0007_pin_keys.sql"),
 ];
 
 /// The schema version this release writes (`PRAGMA user_version`).
@@ -455,56 +456,64 @@ impl Ledger for SqliteLedger {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(sql("pin"))?;
+            let read = |row: &rusqlite::Row<'_>| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, String>(4)?,
+                    row.get::<_, String>(5)?,
+                ))
+            };
+            let key = base64_key(&pin.public_key);
             let first = tx
                 .query_row(
-                    "SELECT public_key, pinned_at, station_id, port, run_uid FROM pins
+                    "SELECT device_uuid, public_key, pinned_at, station_id, port, run_uid FROM pins
                      WHERE device_uuid = ?1",
                     [uuid_text(pin.device_uuid)],
-                    |row| {
-                        Ok((
-                            row.get::<_, String>(0)?,
-                            row.get::<_, String>(1)?,
-                            row.get::<_, String>(2)?,
-                            row.get::<_, String>(3)?,
-                            row.get::<_, String>(4)?,
-                        ))
-                    },
+                    read,
                 )
                 .optional()
                 .map_err(sql("look up pin"))?;
-            let outcome = match first {
-                None => {
-                    tx.execute(
-                        "INSERT INTO pins (device_uuid, public_key, pinned_at, station_id, port, run_uid)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                        params![
-                            uuid_text(pin.device_uuid),
-                            base64_key(&pin.public_key),
-                            dbtime::format(pin.at),
-                            pin.station_id,
-                            pin.port,
-                            uuid_text(pin.run_uid),
-                        ],
-                    )
-                    .map_err(sql("pin"))?;
-                    PinOutcome::Pinned
-                }
-                Some((key, at, station_id, port, run_uid)) => {
-                    let first = Pin {
-                        device_uuid: pin.device_uuid,
-                        public_key: unbase64_key(&key)?,
-                        at: parse_time(at, "pin time")?,
-                        station_id,
-                        port,
-                        run_uid: parse_uuid(Some(run_uid), "pin run")?.unwrap_or_default(),
-                    };
-                    if first.public_key == pin.public_key {
-                        PinOutcome::Same(first)
-                    } else {
-                        PinOutcome::Changed(first)
-                    }
-                }
+            // The same key pinned first for another device.
+            let other = tx
+                .query_row(
+                    "SELECT device_uuid, public_key, pinned_at, station_id, port, run_uid FROM pins
+                     WHERE public_key = ?1 AND device_uuid <> ?2 ORDER BY pinned_at LIMIT 1",
+                    params![key, uuid_text(pin.device_uuid)],
+                    read,
+                )
+                .optional()
+                .map_err(sql("look up pinned key"))?;
+            let stored = |(uuid, key, at, station_id, port, run_uid): (String, String, String, String, String, String)| -> Result<Pin, LedgerError> {
+                Ok(Pin {
+                    device_uuid: parse_uuid(Some(uuid), "pinned device")?.unwrap_or_default(),
+                    public_key: unbase64_key(&key)?,
+                    at: parse_time(at, "pin time")?,
+                    station_id,
+                    port,
+                    run_uid: parse_uuid(Some(run_uid), "pin run")?.unwrap_or_default(),
+                })
             };
+            let first = first.map(stored).transpose()?;
+            let other = other.map(stored).transpose()?;
+            let outcome = PinOutcome::decide(&pin.public_key, first, other);
+            if outcome == PinOutcome::Pinned {
+                tx.execute(
+                    "INSERT INTO pins (device_uuid, public_key, pinned_at, station_id, port, run_uid)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        uuid_text(pin.device_uuid),
+                        key,
+                        dbtime::format(pin.at),
+                        pin.station_id,
+                        pin.port,
+                        uuid_text(pin.run_uid),
+                    ],
+                )
+                .map_err(sql("pin"))?;
+            }
             tx.commit().map_err(sql("pin"))?;
             Ok(outcome)
         })

@@ -26,6 +26,7 @@ use crate::config::PlanConfig;
 use crate::ledger::{Claim, ClaimKind, ClaimOutcome, Ledger};
 use crate::modem::{CredentialType, FunctionalMode, Modem};
 use crate::record::{DeviceInfo, ReasonCode, RunRecord, Step, StepRecord, TokenRecord};
+use crate::text::Escaped;
 use crate::token::{self, Expected, Token, TokenKind, Verdict};
 use crate::trust::TrustStore;
 pub use authority::{
@@ -104,6 +105,17 @@ impl StepFailure {
     }
 }
 
+/// A token that did not decode, as the step's failure: `malformed` when it
+/// holds text no genuine modem writes (control characters), else `decode`.
+pub(crate) fn decode_failure(step: Step, error: &token::TokenError) -> StepFailure {
+    let code = if error.is_malformed_text() {
+        ReasonCode::Malformed
+    } else {
+        ReasonCode::Decode
+    };
+    StepFailure::new(step, code, error.to_string())
+}
+
 /// Told as steps start and finish: live progress for the station's events.
 pub trait PlanObserver: Send + Sync {
     fn step_started(&self, _step: Step) {}
@@ -146,6 +158,24 @@ pub(crate) struct RunState {
     /// (credential type, content as written) for the confirm step.
     pub written: Vec<(CredentialType, String)>,
 }
+
+impl RunState {
+    /// Nobody vouched for the device (`collect`): the station CA signs
+    /// nothing for it and nothing is installed (see [`NOT_VOUCHED`]).
+    pub fn collected(&self) -> bool {
+        self.vouch
+            .as_ref()
+            .is_some_and(|v| v.by == VerifiedBy::Collect)
+    }
+}
+
+/// The detail of certify, install and confirm on a board nobody vouched
+/// for: the station CA never signs for a board whose identity nobody
+/// proved (a forged UUID would get a genuine certificate).
+pub(crate) const NOT_VOUCHED: &str = "skipped: nobody vouched for this device (collect), so the \
+     station CA signs nothing for it and nothing is installed; its credentials come with the \
+     hand-off: a later provisioning run under an authority that vouches, or nRF Cloud's own \
+     provisioning once it has claimed the device";
 
 /// One run in progress: what every step's body works with.
 pub(crate) struct Run<'a, T> {
@@ -194,8 +224,7 @@ impl<'a, T: Link> Run<'a, T> {
         expected: &Expected,
     ) -> Result<Token, StepFailure> {
         let verifying = self.verifying(expected.kind());
-        let token = token::decode(text)
-            .map_err(|e| StepFailure::new(step, ReasonCode::Decode, e.to_string()))?;
+        let token = token::decode(text).map_err(|e| decode_failure(step, &e))?;
         let (verdict, accepted) = match (&self.state.vouch, self.state.device_uuid) {
             (Some(vouch), Some(uuid)) => vouch.judge(&token, expected, uuid),
             (Some(_), None) => {
@@ -295,7 +324,7 @@ async fn run_step<T: Link>(run: &mut Run<'_, T>, step: Step) -> Result<(), StepF
         let outcome = steps::execute(run, step).await;
         match &outcome {
             Err(failure) if failure.code.retryable() && attempts <= run.ctx.plan.retries => {
-                warn!(%step, attempt = attempts, reason = %failure.reason(), "step failed, retrying");
+                warn!(%step, attempt = attempts, reason = %Escaped(&failure.reason()), "step failed, retrying");
             }
             _ => break outcome,
         }
@@ -305,7 +334,7 @@ async fn run_step<T: Link>(run: &mut Run<'_, T>, step: Step) -> Result<(), StepF
         Ok(detail) => (true, detail.clone()),
         Err(failure) => (false, failure.reason()),
     };
-    debug!(%step, passed, elapsed_ms = duration.as_millis() as u64, %detail, "step done");
+    debug!(%step, passed, elapsed_ms = duration.as_millis() as u64, detail = %Escaped(&detail), "step done");
     let record = StepRecord {
         name: step,
         started_at,

@@ -25,8 +25,27 @@
 //!          | "substitute=" KIND "@" TCMD    TCMD is answered with a genuine token of KIND
 //!                                           under TCMD's own prefix, e.g.
 //!                                           %ATTESTTOKEN: "<keygen token>"
+//!          | "replay-jwts=" JWT ("," JWT)*  every %JWT is answered with these JWTs in turn
+//!                                           (harvested from a genuine board; with
+//!                                           untrusted-key: a keyless board replaying them)
+//!          | "jwt-no-time"                  %JWT leaves out iat and exp whatever exp_delta
+//!          | "second-uuid"                  the board says it is another device (%DEVICEUUID
+//!                                           and every token) with the same identity key:
+//!                                           one key under a second UUID
+//!          | "other-signing-input"          %ATTESTTOKEN and %KEYGEN are signed by the identity
+//!                                           key over other bytes than this project's COSE
+//!                                           Sig_structure, as a real modem's may be (its
+//!                                           %JWTs are standard)
+//!          | "imei=" TEXT                   AT+CGSN (every form) answers TEXT
+//!          | "hostile-text"                 AT+CGMM, AT+CGMR and %HWVERSION answer text that
+//!                                           starts spreadsheet formulas (%HWVERSION quoted,
+//!                                           with a tab and a CR inside)
+//!          | "control-chars@" CCMD          CCMD's token holds control characters in its text:
+//!                                           %JWT in iss (ESC, OSC, BEL) and jti (NUL),
+//!                                           %KEYGEN in the CSR subject's CN (ESC, NUL)
 //! KIND     = "identity" | "keygen" (CSR) | "keygen-pubkey" | "jwt"
 //! TCMD     = ATTESTTOKEN | KEYGEN | JWT (spelled as CMD)
+//! CCMD     = KEYGEN | JWT (spelled as CMD)
 //! CMD      = a command name: KEYGEN, %KEYGEN, AT%KEYGEN, CFUN, AT (case-insensitive)
 //! ```
 //! Examples: `2:bad-signature`, `all:urc-storm`, `0-3:cme=518@KEYGEN`, `1:stall@CGSN`,
@@ -152,6 +171,22 @@ pub enum Fault {
         token: CapturedToken,
         command: String,
     },
+    /// Every `%JWT` answers with these JWTs, in turn (harvested earlier).
+    ReplayJwts(Vec<String>),
+    /// `%JWT` without `iat`/`exp`, whatever `exp_delta`.
+    JwtNoTime,
+    /// The board says it is another device, with the same identity key.
+    SecondUuid,
+    /// COSE signatures over other bytes than the project's `Sig_structure`.
+    OtherSigningInput,
+    /// `AT+CGSN` answers this text.
+    Imei(String),
+    /// Identify answers that are spreadsheet formulas with CR and tab.
+    HostileText,
+    /// `command` (`KEYGEN` or `JWT`) puts control characters in its token.
+    ControlChars {
+        command: String,
+    },
 }
 
 /// A fault and the modems it applies to (`--fault 2:bad-signature`).
@@ -187,6 +222,12 @@ pub enum FaultParseError {
     BadTokenKind(String),
     #[error("substitute applies to a token command (ATTESTTOKEN, KEYGEN or JWT), not {0:?}")]
     NotATokenCommand(String),
+    #[error("control-chars applies to KEYGEN or JWT, not {0:?}")]
+    NotATextCommand(String),
+    #[error("replay-jwts takes JWTs separated by commas, not {0:?}")]
+    BadJwts(String),
+    #[error("imei= takes the text AT+CGSN answers, without quotes, ':' or '@'; got {0:?}")]
+    BadImeiText(String),
 }
 
 impl FromStr for FaultTargets {
@@ -277,6 +318,38 @@ impl FromStr for Fault {
                 }
                 return Ok(Fault::Substitute { token, command });
             }
+            "control-chars" => {
+                let command =
+                    command.ok_or_else(|| FaultParseError::MissingCommand(head.to_owned()))?;
+                if !["KEYGEN", "JWT"].contains(&command.as_str()) {
+                    return Err(FaultParseError::NotATextCommand(command));
+                }
+                return Ok(Fault::ControlChars { command });
+            }
+            _ if head_lower.starts_with("replay-jwts=") => {
+                let list = head.get("replay-jwts=".len()..).unwrap_or_default();
+                let jwts: Vec<String> = list.split(',').map(|j| j.trim().to_owned()).collect();
+                let jwt_like = |j: &String| {
+                    j.split('.').count() == 3
+                        && j.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                };
+                if !jwts.iter().all(jwt_like) {
+                    return Err(FaultParseError::BadJwts(list.to_owned()));
+                }
+                Fault::ReplayJwts(jwts)
+            }
+            _ if head_lower.starts_with("imei=") => {
+                let text = head.get("imei=".len()..).unwrap_or_default();
+                if text.contains('"') {
+                    return Err(FaultParseError::BadImeiText(text.to_owned()));
+                }
+                Fault::Imei(text.to_owned())
+            }
+            "jwt-no-time" => Fault::JwtNoTime,
+            "second-uuid" => Fault::SecondUuid,
+            "other-signing-input" => Fault::OtherSigningInput,
+            "hostile-text" => Fault::HostileText,
             "urc-storm" | "urc" => Fault::UrcStorm,
             "garbage" => Fault::Garbage,
             "bad-signature" => Fault::BadSignature,
@@ -340,6 +413,13 @@ impl fmt::Display for Fault {
             Fault::UntrustedKey => f.write_str("untrusted-key"),
             Fault::LegacyCsr => f.write_str("legacy-csr"),
             Fault::Substitute { token, command } => write!(f, "substitute={token}@{command}"),
+            Fault::ReplayJwts(jwts) => write!(f, "replay-jwts={}", jwts.join(",")),
+            Fault::JwtNoTime => f.write_str("jwt-no-time"),
+            Fault::SecondUuid => f.write_str("second-uuid"),
+            Fault::OtherSigningInput => f.write_str("other-signing-input"),
+            Fault::Imei(text) => write!(f, "imei={text}"),
+            Fault::HostileText => f.write_str("hostile-text"),
+            Fault::ControlChars { command } => write!(f, "control-chars@{command}"),
         }
     }
 }
@@ -400,6 +480,29 @@ impl FaultSet {
             .any(|f| matches!(f, Fault::Unplug { command } if command == name))
     }
 
+    /// The JWTs every `%JWT` answers with, in turn (`replay-jwts`).
+    pub fn replayed_jwts(&self) -> Option<&[String]> {
+        self.faults.iter().find_map(|f| match f {
+            Fault::ReplayJwts(jwts) => Some(jwts.as_slice()),
+            _ => None,
+        })
+    }
+
+    /// The text `AT+CGSN` answers instead of the IMEI (`imei=`).
+    pub fn imei_text(&self) -> Option<&str> {
+        self.faults.iter().find_map(|f| match f {
+            Fault::Imei(text) => Some(text.as_str()),
+            _ => None,
+        })
+    }
+
+    /// Whether the token of `name` (`KEYGEN`, `JWT`) holds control characters.
+    pub fn control_chars(&self, name: &str) -> bool {
+        self.faults
+            .iter()
+            .any(|f| matches!(f, Fault::ControlChars { command } if command == name))
+    }
+
     /// The token kind a command with normalised name `name` answers with
     /// instead of its own (the first matching `substitute` fault).
     pub fn substitute_for(&self, name: &str) -> Option<CapturedToken> {
@@ -455,6 +558,39 @@ mod tests {
                 },
             ),
             (
+                "3:replay-jwts=a.b.c,d-e.f_g.h",
+                FaultTargets::Range(3, 3),
+                Fault::ReplayJwts(vec!["a.b.c".into(), "d-e.f_g.h".into()]),
+            ),
+            ("0:jwt-no-time", FaultTargets::Range(0, 0), Fault::JwtNoTime),
+            (
+                "0:second-uuid",
+                FaultTargets::Range(0, 0),
+                Fault::SecondUuid,
+            ),
+            (
+                "0:other-signing-input",
+                FaultTargets::Range(0, 0),
+                Fault::OtherSigningInput,
+            ),
+            (
+                "0:imei=000000000000001",
+                FaultTargets::Range(0, 0),
+                Fault::Imei("000000000000001".into()),
+            ),
+            (
+                "0:hostile-text",
+                FaultTargets::Range(0, 0),
+                Fault::HostileText,
+            ),
+            (
+                "0:control-chars@%JWT",
+                FaultTargets::Range(0, 0),
+                Fault::ControlChars {
+                    command: "JWT".into(),
+                },
+            ),
+            (
                 "1-2:substitute=JWT@at%keygen",
                 FaultTargets::Range(1, 2),
                 Fault::Substitute {
@@ -489,6 +625,11 @@ mod tests {
             "1:substitute=csr@JWT",
             "1:substitute=jwt@CGSN",
             "1:substitute=identity@",
+            "1:replay-jwts=",
+            "1:replay-jwts=a.b",
+            "1:control-chars",
+            "1:control-chars@CGSN",
+            "1:imei=\"1\"",
         ] {
             assert!(bad.parse::<FaultSpec>().is_err(), "{bad}");
         }

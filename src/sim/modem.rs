@@ -224,15 +224,26 @@ pub struct Modem {
     stats: SimStats,
     /// One-shot faults already shown (see [`Modem::first_time`]).
     once: std::collections::HashSet<String>,
+    /// How many `%JWT`s the replay-jwts fault has answered.
+    jwts_replayed: usize,
 }
 
 impl Modem {
     /// A board with `identity`, freshly out of the factory, showing `faults`.
     /// All randomness derives from the identity key, so runs repeat.
-    pub fn new(identity: ModemIdentity, faults: FaultSet) -> Self {
+    pub fn new(mut identity: ModemIdentity, faults: FaultSet) -> Self {
         let secret: [u8; 32] = identity.signing_key.to_bytes().into();
         let seed = u64::from_be_bytes(Sha256::digest(secret)[..8].try_into().unwrap_or([0; 8]));
-        let mut rng = derived_rng(seed, 0, "modem");
+        if faults.has(&Fault::SecondUuid) {
+            // The same key, and a device UUID of its own.
+            identity.device_uuid =
+                uuid::Builder::from_random_bytes(derived_rng(seed, 0, "second uuid").r#gen())
+                    .into_uuid();
+        }
+        // Another modem holding the same key (second-uuid) makes its own
+        // nonces.
+        let second = u32::from(faults.has(&Fault::SecondUuid));
+        let mut rng = derived_rng(seed, second, "modem");
         let rogue_key = SigningKey::random(&mut derived_rng(seed, 0, "rogue key"));
         let other_uuid = uuid::Builder::from_random_bytes(rng.r#gen()).into_uuid();
         let mut store = BTreeMap::new();
@@ -260,6 +271,7 @@ impl Modem {
             last_sec_tag: None,
             stats: SimStats::default(),
             once: std::collections::HashSet::new(),
+            jwts_replayed: 0,
         }
     }
 
@@ -328,6 +340,20 @@ impl Modem {
             ("+CMEE", _) => self.cmee_command(&command.form),
             ("+CFUN", _) => self.cfun_command(&command.form),
             ("+CGSN", _) => self.cgsn(&command.form),
+            // The hostile-text fault: what a person or a spreadsheet reads
+            // must not act on it.
+            // (A bare line ends at a CR; inside quotes a CR stays.)
+            ("+CGMR", Action) if self.faults.has(&Fault::HostileText) => {
+                one(format!("@SUM(1+1)*cmd|' /C calc'!A0 {}", id.firmware))
+            }
+            ("+CGMM", Action) if self.faults.has(&Fault::HostileText) => one(format!(
+                "=HYPERLINK(\"http://x.invalid/\",\"{}\")",
+                id.model
+            )),
+            ("%HWVERSION", Action) if self.faults.has(&Fault::HostileText) => one(format!(
+                "%HWVERSION: \"-2+3\t{}\rINFO forged line\"",
+                id.hw_version()
+            )),
             ("+CGMR", Action) => one(id.firmware.clone()),
             ("+CGMM", Action) => one(id.model.clone()),
             ("+CGMI", Action) => one("Nordic Semiconductor ASA".into()),
@@ -421,13 +447,14 @@ impl Modem {
     }
 
     fn cgsn(&self, form: &Form) -> Handled {
-        let imei = &self.identity.imei;
+        // The imei= fault: whatever text the fault says.
+        let imei = self.faults.imei_text().unwrap_or(&self.identity.imei);
         let svn = "13";
         let line = match form {
-            Form::Action => imei.clone(),
+            Form::Action => imei.to_owned(),
             Form::Test => "+CGSN: (0-3)".into(),
             Form::Set(p) if p.len() == 1 => match p.first().and_then(Param::number) {
-                Some(0) => imei.clone(),
+                Some(0) => imei.to_owned(),
                 Some(1) => format!("+CGSN: \"{imei}\""),
                 Some(2) => format!("+CGSN: \"{}{svn}\"", imei.get(..14).unwrap_or(imei)),
                 Some(3) => format!("+CGSN: \"{svn}\""),
@@ -491,7 +518,21 @@ impl Modem {
     /// signature flipped under the bad-signature fault (the signature is the
     /// last item of the COSE_Sign1, so its last byte is the encoding's).
     fn sign_cose(&self, payload: &[u8], detached: bool) -> Vec<u8> {
-        let mut signed = cose::sign1(self.identity_signer(), KID_IDENTITY, payload, detached);
+        let mut signed = if self.faults.has(&Fault::OtherSigningInput) {
+            // The identity key over bytes this project does not build: what
+            // a real modem's unpublished signing input looks like to a host.
+            use p256::ecdsa::signature::Signer;
+            let message = [b"the modem's own signing input".as_slice(), payload].concat();
+            let signature: p256::ecdsa::Signature = self.identity_signer().sign(&message);
+            cose::encode_sign1(
+                &cose::protected_es256(),
+                KID_IDENTITY,
+                (!detached).then_some(payload),
+                &signature.to_bytes(),
+            )
+        } else {
+            cose::sign1(self.identity_signer(), KID_IDENTITY, payload, detached)
+        };
         if self.faults.has(&Fault::BadSignature) {
             flip_last_bit(&mut signed);
         }
@@ -550,6 +591,15 @@ impl Modem {
             }
         }
         let order = self.jwt_order(form, now)?;
+        if let Some(jwts) = self.faults.replayed_jwts().filter(|j| !j.is_empty()) {
+            // Whatever was asked: the harvested JWTs, in turn.
+            let jwt = jwts[self.jwts_replayed % jwts.len()].clone();
+            self.jwts_replayed += 1;
+            return Ok(Reply::ok(
+                vec![format!("%JWT: \"{jwt}\"")],
+                CommandKind::Jwt,
+            ));
+        }
         self.answer("JWT", TokenOrder::Jwt(order), CommandKind::Jwt)
     }
 
@@ -726,8 +776,13 @@ impl Modem {
             .existing
             .unwrap_or_else(|| SigningKey::random(&mut self.rng));
         let der = if order.csr {
-            let der =
-                csr::build_csr(&key, order.subject, order.usage).map_err(|_| self.cme(523))?;
+            let subject = if self.faults.control_chars("KEYGEN") {
+                let cn = common_name_of(&order.subject).unwrap_or_default();
+                csr::parse_subject(&format!("CN={cn}\u{1b}[2J\u{0}")).map_err(|_| self.cme(523))?
+            } else {
+                order.subject
+            };
+            let der = csr::build_csr(&key, subject, order.usage).map_err(|_| self.cme(523))?;
             if self.faults.has(&Fault::LegacyCsr) {
                 csr::legacy_algorithm(&der).map_err(|_| self.cme(523))?
             } else {
@@ -814,16 +869,27 @@ impl Modem {
         let uuid = self.token_uuid().to_string();
         let mut random = [0u8; 16];
         self.rng.fill_bytes(&mut random);
-        let mut claims = vec![
-            ("iss", json_string(&format!("{chip}.{uuid}"))),
-            (
-                "jti",
-                json_string(&format!(
-                    "{chip}.{}.{}",
-                    self.identity.firmware_uuid,
-                    hex::encode(random)
-                )),
+        let (iss, jti) = (
+            format!("{chip}.{uuid}"),
+            format!(
+                "{chip}.{}.{}",
+                self.identity.firmware_uuid,
+                hex::encode(random)
             ),
+        );
+        let (iss, jti) = if self.faults.control_chars("JWT") {
+            // A window title changed, a log line cut short; `iss` still
+            // ends in the device UUID, so nothing else about it fails.
+            (
+                format!("{chip}\u{1b}]0;owned\u{7}.{uuid}"),
+                format!("{jti}\u{0}x"),
+            )
+        } else {
+            (iss, jti)
+        };
+        let mut claims = vec![
+            ("iss", json_string(&iss)),
+            ("jti", json_string(&jti)),
             (
                 "sub",
                 json_string(order.subject.as_deref().unwrap_or(&uuid)),
@@ -832,7 +898,7 @@ impl Modem {
         if let Some(aud) = &order.audience {
             claims.push(("aud", json_string(aud)));
         }
-        if order.exp_delta > 0 {
+        if order.exp_delta > 0 && !self.faults.has(&Fault::JwtNoTime) {
             let iat = order.issued_at;
             claims.push(("iat", iat.to_string()));
             claims.push((
@@ -1026,6 +1092,15 @@ fn padded_json(members: &[(&str, String)]) -> String {
         json.push(' ');
     }
     json
+}
+
+/// The CN of a subject, for the control-chars fault.
+fn common_name_of(subject: &x509_cert::name::Name) -> Option<String> {
+    subject.to_string().split(',').find_map(|part| {
+        part.trim()
+            .strip_prefix("CN=")
+            .map(|cn| cn.trim_end_matches(',').to_owned())
+    })
 }
 
 /// The bad-signature fault on a JWT: the last bit of its signature flipped.

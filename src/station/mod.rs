@@ -38,6 +38,7 @@ use crate::modem::Modem;
 use crate::plan::{Link, PlanContext};
 use crate::record::{Outcome, ReasonCode, RunRecord};
 use crate::serial::{self, SerialSettings};
+use crate::text::Escaped;
 
 pub use events::{Events, StationEvent};
 pub use gate::LedgerGate;
@@ -428,7 +429,9 @@ fn log_run(record: &RunRecord) {
             record.reason_line().unwrap_or_default()
         ),
     };
-    info!(target: RUN_LOG, run = record.id, device = %device, imei = %imei, "{verdict}");
+    // Device text is escaped: a CR or an escape sequence from a board
+    // cannot forge a line of this log or act on a terminal.
+    info!(target: RUN_LOG, run = record.id, device = %device, imei = %Escaped(imei), "{}", Escaped(&verdict));
 }
 
 /// The log target of the one line per run (`--log nrf_provd::run=info`).
@@ -440,7 +443,7 @@ fn open_modem<T: Link + 'static>(stream: T, options: &ClientOptions) -> Modem<T>
     tokio::spawn(
         async move {
             while let Some(n) = notifications.recv().await {
-                debug!(line = %n.line, "notification");
+                debug!(line = %Escaped(&n.line), "notification");
             }
         }
         .in_current_span(),

@@ -159,7 +159,7 @@ fn current_step(ctx: &PlanContext, record: &RunRecord) -> Option<crate::record::
 /// A record for a run the ledger refused to begin (disk full, permissions):
 /// reported as failed, never as passed.
 fn unrecorded(ctx: &PlanContext, start: &RunStart, reason: String) -> RunRecord {
-    warn!(%reason, "run not recorded");
+    warn!(reason = %crate::text::Escaped(&reason), "run not recorded");
     let mut record = RunRecord::begun(0, start);
     record.fail(Outcome::Failed, None, ReasonCode::Store, reason);
     record.finished_at = Some(ctx.clock.now_utc());

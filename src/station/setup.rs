@@ -131,6 +131,7 @@ pub fn plan_context(
             VerifiedBy::Pin => Arc::new(PinAuthority::new(
                 Arc::clone(&ledger),
                 Arc::clone(&sources.clock),
+                config.identity.pin_cose,
             )),
             VerifiedBy::Collect => Arc::new(CollectAuthority),
         });

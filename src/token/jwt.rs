@@ -35,14 +35,61 @@ fn json_object(part: Part, text: &str) -> Result<Value, TokenError> {
     }
 }
 
+/// Refuse a header or claims object with a control character in any
+/// name or string (`iss`, `jti`, `sub`, `aud`, `kid`, …, nested too).
+/// `field` names where `value` is, e.g. `claim "aud"[1]`.
+fn refuse_controls(part: Part, field: &str, value: &Value) -> Result<(), TokenError> {
+    match value {
+        Value::String(text) => super::refuse_controls(part, field, text),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, item)| refuse_controls(part, &format!("{field}[{i}]"), item)),
+        Value::Object(map) => map.iter().try_for_each(|(name, item)| {
+            super::refuse_controls(part, &format!("the name of a member of {field}"), name)?;
+            refuse_controls(part, &format!("{field}.{name}"), item)
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Whether any name or string in `value` holds a control character (the
+/// cheap walk every JWT takes; names are built only for the error).
+fn has_controls(value: &Value) -> bool {
+    let controls = |text: &str| text.chars().any(char::is_control);
+    match value {
+        Value::String(text) => controls(text),
+        Value::Array(items) => items.iter().any(has_controls),
+        Value::Object(map) => map
+            .iter()
+            .any(|(name, item)| controls(name) || has_controls(item)),
+        _ => false,
+    }
+}
+
+/// [`refuse_controls`] over a whole header or claims object, naming its
+/// members `<what> "<name>"`.
+fn refuse_controls_in(part: Part, what: &str, object: &Value) -> Result<(), TokenError> {
+    let Some(map) = object.as_object().filter(|_| has_controls(object)) else {
+        return Ok(());
+    };
+    map.iter().try_for_each(|(name, item)| {
+        super::refuse_controls(part, &format!("the name of a {what}"), name)?;
+        refuse_controls(part, &format!("{what} {name:?}"), item)
+    })
+}
+
 pub(crate) fn decode_parts(header: &str, claims: &str, signature: &str) -> Result<Jwt, TokenError> {
-    Ok(Jwt {
+    let jwt = Jwt {
         text: format!("{header}.{claims}.{signature}"),
         header: json_object(Part::JwtHeader, header)?,
         claims: json_object(Part::JwtClaims, claims)?,
         signing_input: format!("{header}.{claims}"),
         signature: b64(Part::JwtSignature, signature)?,
-    })
+    };
+    refuse_controls_in(Part::JwtHeader, "header field", &jwt.header)?;
+    refuse_controls_in(Part::JwtClaims, "claim", &jwt.claims)?;
+    Ok(jwt)
 }
 
 impl Jwt {

@@ -129,7 +129,12 @@ pub fn decode_der(der: &[u8]) -> Result<(KeyFormat, Vec<u8>, Option<CsrInfo>), T
         };
     }
     match csr::parse_csr(der) {
-        Ok(parsed) => Ok((KeyFormat::Csr, parsed.public_key_spki, Some(parsed.info))),
+        Ok(parsed) => {
+            if let Some(cn) = &parsed.info.common_name {
+                super::refuse_controls(Part::Der, "the CSR subject's CN", cn)?;
+            }
+            Ok((KeyFormat::Csr, parsed.public_key_spki, Some(parsed.info)))
+        }
         Err(e) => Err(TokenError::Der {
             part: Part::Der,
             message: format!("neither a SubjectPublicKeyInfo nor a CSR: {e}"),

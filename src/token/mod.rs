@@ -23,7 +23,8 @@ pub use csr::CsrInfo;
 pub use jwt::Jwt;
 pub use keygen::{KeyFormat, KeygenToken};
 pub use verify::{
-    Check, CheckName, Expected, Freshness, IdentityExpected, JwtExpected, KeygenExpected, Verdict,
+    Check, CheckName, Expected, Freshness, IdentityExpected, JwtAsked, JwtExpected, JwtFreshness,
+    KeygenExpected, Verdict,
 };
 
 /// The three kinds of token a modem emits, one per command.
@@ -162,6 +163,41 @@ pub enum TokenError {
     Der { part: Part, message: String },
     #[error("{part}: not a JSON object: {message}")]
     Json { part: Part, message: String },
+    /// Device text holding a control character: refused before anything
+    /// reads it (a log, a terminal, a ledger).
+    #[error(
+        "{part}: {field} holds control character {} at character {at}; a token's text must be text",
+        crate::text::code_point(*character)
+    )]
+    ControlCharacter {
+        part: Part,
+        field: String,
+        at: usize,
+        character: char,
+    },
+}
+
+impl TokenError {
+    /// Whether the token is well-formed but holds something no genuine
+    /// modem writes (control characters in its text): the run fails it as
+    /// `malformed`, not as a token that could not be decoded.
+    pub fn is_malformed_text(&self) -> bool {
+        matches!(self, TokenError::ControlCharacter { .. })
+    }
+}
+
+/// Refuse `text` (a token's field, named `field`) if it holds a control
+/// character.
+pub(crate) fn refuse_controls(part: Part, field: &str, text: &str) -> Result<(), TokenError> {
+    match crate::text::first_control(text) {
+        None => Ok(()),
+        Some((at, character)) => Err(TokenError::ControlCharacter {
+            part,
+            field: field.to_string(),
+            at,
+            character,
+        }),
+    }
 }
 
 /// A response prefix and the token kind it announces.
@@ -416,11 +452,20 @@ fn fuzz_expectations() -> Vec<Expected> {
             }
         }
         for issuer in [None, Some("x".to_string())] {
-            all.push(Expected::Jwt(JwtExpected {
-                device_uuid: uuid,
+            let asked = JwtFreshness::Asked(JwtAsked {
+                challenge: "00".repeat(16),
+                clock_set: 0,
                 now: 0,
-                issuer,
-            }));
+                exp_delta: 300,
+            });
+            for freshness in [JwtFreshness::NotChecked { now: 0 }, asked] {
+                all.push(Expected::Jwt(JwtExpected {
+                    device_uuid: uuid,
+                    freshness,
+                    audience: issuer.clone(),
+                    issuer: issuer.clone(),
+                }));
+            }
         }
     }
     all

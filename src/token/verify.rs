@@ -22,8 +22,15 @@ use super::{IdentityToken, Jwt, KeyFormat, KeygenToken, Token, TokenKind};
 use crate::trust::{TrustStore, TrustedKey};
 
 /// Seconds of clock difference tolerated between modem and station when
-/// checking a JWT's `iat`/`exp` (the modem clock is set by the host).
+/// checking a JWT offline ([`JwtFreshness::NotChecked`]).
 pub const JWT_LEEWAY_SECS: i64 = 60;
+
+/// Seconds a station's own `%JWT` may have its `iat` before the clock the
+/// station set with `AT+CCLK` or after the moment its answer was judged:
+/// `+CCLK` has whole seconds, so one second of rounding either side is all
+/// an honest modem needs; a few more absorb a slow tick, never a JWT made
+/// before this run.
+pub const JWT_CLOCK_WINDOW_SECS: i64 = 5;
 
 /// Whether an identity token's freshness is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,10 +67,47 @@ pub struct KeygenExpected {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JwtExpected {
     pub device_uuid: Option<Uuid>,
-    /// Unix seconds for the `iat`/`exp` window.
-    pub now: i64,
+    /// What this run asked the modem for, or (tools only) nothing.
+    pub freshness: JwtFreshness,
+    /// The `aud` asked for (`plan.jwt_audience`); `None`: the JWT must
+    /// carry no `aud`.
+    pub audience: Option<String>,
     /// Expected `iss`.
     pub issuer: Option<String>,
+}
+
+/// Whether a JWT was made for this run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwtFreshness {
+    /// The station's own `AT%JWT=0,<exp_delta>,"<challenge>",…` right after
+    /// it set the modem's clock: `sub` must be the challenge, `iat` and `exp`
+    /// must be there, `iat` within [`JWT_CLOCK_WINDOW_SECS`] of
+    /// `clock_set..=now`, and `exp - iat` exactly `exp_delta`.
+    Asked(JwtAsked),
+    /// A JWT judged offline: `iat`/`exp`, when present, must hold `now`
+    /// (with [`JWT_LEEWAY_SECS`]); a harvested or replayed JWT is not
+    /// detected. Only tools may choose this; a station never does.
+    NotChecked { now: i64 },
+}
+
+/// What the station asked a `%JWT` for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtAsked {
+    /// The fresh random challenge sent as the subject (32 hex digits).
+    pub challenge: String,
+    /// Unix seconds the station set the modem's clock to (`AT+CCLK`).
+    pub clock_set: i64,
+    /// Unix seconds when the answer is judged.
+    pub now: i64,
+    /// The `exp_delta` asked for, in seconds.
+    pub exp_delta: u32,
+}
+
+impl JwtAsked {
+    /// The subject to send: `challenge` as 32 lowercase hex digits.
+    pub fn challenge_text(challenge: [u8; 16]) -> String {
+        hex::encode(challenge)
+    }
 }
 
 /// The token kind a command must return and every binding it must show.
@@ -137,13 +181,17 @@ pub enum CheckName {
     CommonName,
     JwtTime,
     JwtIssuer,
+    /// A JWT's `sub` is this run's challenge.
+    JwtChallenge,
+    /// A JWT's `aud` is the one asked for.
+    JwtAudience,
     /// The signature checked with a key pinned on first sight (`pin`), not
     /// with a trusted key: never part of an authentic verdict.
     PinnedSignature,
 }
 
 impl CheckName {
-    pub const ALL: [CheckName; 15] = [
+    pub const ALL: [CheckName; 17] = [
         CheckName::Kind,
         CheckName::MessageType,
         CheckName::KeyTrusted,
@@ -158,6 +206,8 @@ impl CheckName {
         CheckName::CommonName,
         CheckName::JwtTime,
         CheckName::JwtIssuer,
+        CheckName::JwtChallenge,
+        CheckName::JwtAudience,
         CheckName::PinnedSignature,
     ];
 
@@ -177,6 +227,8 @@ impl CheckName {
             CheckName::CommonName => "common_name",
             CheckName::JwtTime => "jwt_time",
             CheckName::JwtIssuer => "jwt_issuer",
+            CheckName::JwtChallenge => "jwt_challenge",
+            CheckName::JwtAudience => "jwt_audience",
             CheckName::PinnedSignature => "pinned_signature",
         }
     }
@@ -584,11 +636,8 @@ fn time_claim(t: &Jwt, name: &str) -> Result<Option<i64>, String> {
     }
 }
 
-fn jwt_time(v: &mut Verdict, t: &Jwt, now: i64) {
-    let (iat, exp) = match (time_claim(t, "iat"), time_claim(t, "exp")) {
-        (Ok(iat), Ok(exp)) => (iat, exp),
-        (Err(e), _) | (_, Err(e)) => return v.push(CheckName::JwtTime, false, e),
-    };
+/// `jwt_time` of a JWT judged offline: the old rule, a window around `now`.
+fn jwt_time_offline(v: &mut Verdict, iat: Option<i64>, exp: Option<i64>, now: i64) {
     if iat.is_none() && exp.is_none() {
         return; // the modem adds neither without an exp_delta: nothing to check
     }
@@ -607,6 +656,93 @@ fn jwt_time(v: &mut Verdict, t: &Jwt, now: i64) {
         problem
             .unwrap_or_else(|| format!("valid at {now} (iat {}, exp {})", shown(iat), shown(exp))),
     );
+}
+
+/// `jwt_time` of the station's own JWT: both claims there, `iat` on the
+/// clock the station just set, `exp - iat` what was asked.
+fn jwt_time_asked(v: &mut Verdict, iat: Option<i64>, exp: Option<i64>, asked: &JwtAsked) {
+    let (earliest, latest) = (
+        asked.clock_set.saturating_sub(JWT_CLOCK_WINDOW_SECS),
+        asked.now.saturating_add(JWT_CLOCK_WINDOW_SECS),
+    );
+    let delta = i64::from(asked.exp_delta);
+    let problem = match (iat, exp) {
+        (None, None) => Some(format!(
+            "no iat and no exp claim, asked for exp_delta {delta}: a JWT made without them \
+             (no exp_delta, or the modem's clock unset) was not made for this run"
+        )),
+        (None, Some(_)) => Some(format!("no iat claim, asked for exp_delta {delta}")),
+        (Some(_), None) => Some(format!("no exp claim, asked for exp_delta {delta}")),
+        (Some(iat), Some(_)) if iat < earliest || iat > latest => Some(format!(
+            "iat {iat} is stale: the station set the modem's clock to {} and judged the \
+             answer at {}, so iat must be within {earliest}..={latest}",
+            asked.clock_set, asked.now
+        )),
+        (Some(iat), Some(exp)) if exp.checked_sub(iat) != Some(delta) => Some(format!(
+            "exp {exp} - iat {iat} = {}, asked for exp_delta {delta}",
+            exp.saturating_sub(iat)
+        )),
+        _ => None,
+    };
+    v.push(
+        CheckName::JwtTime,
+        problem.is_none(),
+        problem.unwrap_or_else(|| {
+            format!(
+                "iat {} on the clock set at {}, exp - iat = {delta} as asked",
+                iat.unwrap_or_default(),
+                asked.clock_set
+            )
+        }),
+    );
+}
+
+fn jwt_time(v: &mut Verdict, t: &Jwt, freshness: &JwtFreshness) {
+    let (iat, exp) = match (time_claim(t, "iat"), time_claim(t, "exp")) {
+        (Ok(iat), Ok(exp)) => (iat, exp),
+        (Err(e), _) | (_, Err(e)) => return v.push(CheckName::JwtTime, false, e),
+    };
+    match freshness {
+        JwtFreshness::Asked(asked) => jwt_time_asked(v, iat, exp, asked),
+        JwtFreshness::NotChecked { now } => jwt_time_offline(v, iat, exp, *now),
+    }
+}
+
+/// `jwt_challenge`: `sub` carries this run's challenge back.
+fn jwt_challenge(v: &mut Verdict, t: &Jwt, asked: &JwtAsked) {
+    let got = t.claim_str("sub");
+    let ok = got == Some(asked.challenge.as_str());
+    v.push(
+        CheckName::JwtChallenge,
+        ok,
+        match got {
+            Some(_) if ok => format!("sub is this run's challenge {}", asked.challenge),
+            Some(got) => format!(
+                "sub {got:?} is not this run's challenge {} (a JWT made for another run: \
+                 harvested or replayed)",
+                asked.challenge
+            ),
+            None => format!(
+                "no sub claim, asked for this run's challenge {}",
+                asked.challenge
+            ),
+        },
+    );
+}
+
+/// `jwt_audience`: `aud` is what was asked, or absent when nothing was.
+fn jwt_audience(v: &mut Verdict, t: &Jwt, want: Option<&str>) {
+    let got = t.claims.get("aud");
+    let (ok, detail) = match (want, got) {
+        (None, None) => return,
+        (Some(want), Some(serde_json::Value::String(got))) if got == want => {
+            (true, format!("aud {got:?} as asked"))
+        }
+        (Some(want), Some(got)) => (false, format!("aud {got}, asked for {want:?}")),
+        (Some(want), None) => (false, format!("no aud claim, asked for {want:?}")),
+        (None, Some(got)) => (false, format!("aud {got}, none was asked for")),
+    };
+    v.push(CheckName::JwtAudience, ok, detail);
 }
 
 fn jwt(v: &mut Verdict, t: &Jwt, expect: &JwtExpected, trust: &TrustStore) {
@@ -644,7 +780,13 @@ fn jwt(v: &mut Verdict, t: &Jwt, expect: &JwtExpected, trust: &TrustStore) {
         );
     }
     expect_uuid(v, expect.device_uuid, uuid);
-    jwt_time(v, t, expect.now);
+    if let JwtFreshness::Asked(asked) = &expect.freshness {
+        jwt_challenge(v, t, asked);
+    }
+    jwt_time(v, t, &expect.freshness);
+    if matches!(expect.freshness, JwtFreshness::Asked(_)) || expect.audience.is_some() {
+        jwt_audience(v, t, expect.audience.as_deref());
+    }
     if let Some(want) = &expect.issuer {
         let got = t.claim_str("iss");
         v.push(

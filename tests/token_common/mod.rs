@@ -102,7 +102,9 @@ pub fn jwt(key: &SigningKey) -> String {
     )
 }
 
-use nrf_provd::token::{Expected, Freshness, IdentityExpected, JwtExpected, KeygenExpected, Token};
+use nrf_provd::token::{
+    Expected, Freshness, IdentityExpected, JwtExpected, JwtFreshness, KeygenExpected, Token,
+};
 
 /// Every binding a test may ask of a token. [`Bindings::expect`] turns them
 /// into the expectation of the token's own kind, leaving out what that kind
@@ -132,9 +134,13 @@ impl Bindings {
                 device_uuid: self.device_uuid,
                 common_name: self.common_name.clone().filter(|_| t.csr.is_some()),
             }),
+            // Offline: a JWT judged with no request of a run behind it.
             Token::Jwt(_) => Expected::Jwt(JwtExpected {
                 device_uuid: self.device_uuid,
-                now: self.now.unwrap_or(NOW),
+                freshness: JwtFreshness::NotChecked {
+                    now: self.now.unwrap_or(NOW),
+                },
+                audience: None,
                 issuer: self.issuer.clone(),
             }),
         }

@@ -408,7 +408,8 @@ async fn claims(
 }
 
 /// The new runs' pins, line-wide; another key pinned first for the same
-/// device is a conflict on both runs.
+/// device, or the same key pinned for another device, is a conflict on
+/// both runs.
 async fn pins(
     tx: &deadpool_postgres::Transaction<'_>,
     batch: &ForwardBatch,
@@ -469,6 +470,38 @@ async fn pins(
             at: row.get(4),
         };
         conflicts.add("pin", &pin.device_uuid.to_string(), &this, &other);
+    }
+    // The same key pinned for another device (at another station, or
+    // before): one identity key never belongs to two devices.
+    let reused = tx
+        .query(
+            "SELECT DISTINCT ON (b.n) b.n, p.run_uid, p.station_id, p.port, p.pinned_at
+             FROM unnest($1::uuid[], $2::bytea[]) WITH ORDINALITY AS b(device_uuid, key, n)
+             JOIN pins p ON p.public_key = b.key AND p.device_uuid <> b.device_uuid
+             ORDER BY b.n, p.pinned_at",
+            &[&device, &key],
+        )
+        .await
+        .map_err(&error)?;
+    for row in reused {
+        let n: i64 = row.get(0);
+        let Some(pin) = usize::try_from(n - 1).ok().and_then(|i| pins.get(i)) else {
+            continue;
+        };
+        let this = Side {
+            run_uid: pin.run_uid,
+            station_id: pin.station_id.clone(),
+            port: pin.port.clone(),
+            at: pin.at,
+        };
+        let other = Side {
+            run_uid: row.get(1),
+            station_id: row.get(2),
+            port: row.get(3),
+            at: row.get(4),
+        };
+        let print = crate::plan::authority::fingerprint(&pin.public_key);
+        conflicts.add("pin_key", &print, &this, &other);
     }
     Ok(())
 }

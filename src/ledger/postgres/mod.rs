@@ -37,10 +37,24 @@ use crate::secure_file::{self, Holds};
 pub use forward::Forwarded;
 
 /// Schema migrations, applied in order. Append only.
-const MIGRATIONS: &[(&str, &str)] = &[("0001_line", include_str!("migrations/0001_line.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_line", include_str!("migrations/0001_line.sql")),
+    (
+        "0002_pin_keys",
+        include_str!("migrations/0002_pin_keys.sql"),
+    ),
+];
 
 /// Advisory lock key serialising migrations across stations ("nrfprovd").
 const MIGRATION_LOCK: i64 = 0x6e72_6670_726f_7664;
+
+/// The advisory lock key of one identity key: the first 8 bytes of its
+/// SHA-256 (a collision only makes two pins wait for each other).
+fn key_lock(public_key: &[u8]) -> i64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(public_key);
+    i64::from_be_bytes(digest[..8].try_into().unwrap_or([0; 8]))
+}
 
 /// How to reach the server.
 #[derive(Clone)]
@@ -351,48 +365,70 @@ impl PostgresLedger {
         Ok((first.run_uid != run.run_uid).then_some(first))
     }
 
-    /// Pin a device's key line-wide on first sight.
+    /// Pin a device's key line-wide on first sight, unless the key is
+    /// pinned for another device. Serialised per key (an advisory lock for
+    /// the transaction), so two stations cannot pin one key to two devices.
     pub async fn pin(&self, pin: &Pin) -> Result<PinOutcome, LedgerError> {
-        let client = self.client().await?;
-        let inserted = client
-            .execute(
-                "INSERT INTO pins (device_uuid, public_key, pinned_at, station_id, port, run_uid)
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (device_uuid) DO NOTHING",
-                &[
-                    &pin.device_uuid,
-                    &pin.public_key,
-                    &pin.at,
-                    &pin.station_id,
-                    &pin.port,
-                    &pin.run_uid,
-                ],
+        let error = pg_error("pin");
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(&error)?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[&key_lock(&pin.public_key)],
+        )
+        .await
+        .map_err(&error)?;
+        let stored = |row: tokio_postgres::Row| Pin {
+            device_uuid: row.get(0),
+            public_key: row.get(1),
+            at: row.get(2),
+            station_id: row.get(3),
+            port: row.get(4),
+            run_uid: row.get(5),
+        };
+        const COLUMNS: &str = "device_uuid, public_key, pinned_at, station_id, port, run_uid";
+        let other = tx
+            .query_opt(
+                &format!(
+                    "SELECT {COLUMNS} FROM pins WHERE public_key = $1 AND device_uuid <> $2
+                     ORDER BY pinned_at LIMIT 1"
+                ),
+                &[&pin.public_key, &pin.device_uuid],
             )
             .await
-            .map_err(pg_error("pin"))?;
-        if inserted == 1 {
-            return Ok(PinOutcome::Pinned);
+            .map_err(pg_error("look up pinned key"))?
+            .map(stored);
+        if other.is_none() {
+            let inserted = tx
+                .execute(
+                    "INSERT INTO pins (device_uuid, public_key, pinned_at, station_id, port, run_uid)
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (device_uuid) DO NOTHING",
+                    &[
+                        &pin.device_uuid,
+                        &pin.public_key,
+                        &pin.at,
+                        &pin.station_id,
+                        &pin.port,
+                        &pin.run_uid,
+                    ],
+                )
+                .await
+                .map_err(&error)?;
+            if inserted == 1 {
+                tx.commit().await.map_err(&error)?;
+                return Ok(PinOutcome::Pinned);
+            }
         }
-        let row = client
-            .query_one(
-                "SELECT public_key, pinned_at, station_id, port, run_uid FROM pins
-                 WHERE device_uuid = $1",
+        let first = tx
+            .query_opt(
+                &format!("SELECT {COLUMNS} FROM pins WHERE device_uuid = $1"),
                 &[&pin.device_uuid],
             )
             .await
-            .map_err(pg_error("look up pin"))?;
-        let first = Pin {
-            device_uuid: pin.device_uuid,
-            public_key: row.get(0),
-            at: row.get(1),
-            station_id: row.get(2),
-            port: row.get(3),
-            run_uid: row.get(4),
-        };
-        Ok(if first.public_key == pin.public_key {
-            PinOutcome::Same(first)
-        } else {
-            PinOutcome::Changed(first)
-        })
+            .map_err(pg_error("look up pin"))?
+            .map(stored);
+        tx.commit().await.map_err(&error)?;
+        Ok(PinOutcome::decide(&pin.public_key, first, other))
     }
 
     /// Mark the device as running in `check`'s run for at most `hold`

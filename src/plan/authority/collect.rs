@@ -26,6 +26,7 @@ impl IdentityAuthority for CollectAuthority {
             key: None,
             verdict,
             evidence: Vec::new(),
+            cose_required: false,
             detail: "collected for a later claim: the signature is not judged".into(),
         })
     }

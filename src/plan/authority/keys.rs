@@ -44,6 +44,7 @@ impl IdentityAuthority for KeysAuthority {
                 key: Some(key.clone()),
                 detail: "signed by the key the trust file lists".into(),
                 evidence: Vec::new(),
+                cose_required: false,
                 verdict,
             });
         }

@@ -23,7 +23,7 @@ use uuid::Uuid;
 use crate::at::AtError;
 use crate::record::{ReasonCode, RunRecord};
 use crate::token::verify::{verify, verify_pinned};
-use crate::token::{Expected, Token, TokenKind, Verdict};
+use crate::token::{CheckName, Expected, Token, TokenKind, Verdict};
 use crate::trust::{TrustStore, TrustedKey};
 
 pub use crate::record::VerifiedBy;
@@ -32,11 +32,21 @@ pub use keys::KeysAuthority;
 pub use nrfcloud::NrfCloudAuthority;
 pub use pin::{PinAuthority, fingerprint};
 
+/// A `%JWT` the board was asked for in this run, and the one expectation
+/// that binds its answer to the request (challenge, clock, `exp_delta`).
+#[derive(Debug, Clone)]
+pub struct AskedJwt {
+    pub text: String,
+    pub expected: Expected,
+}
+
 /// More evidence an authority may ask the board for.
 #[async_trait]
 pub trait Evidence: Send {
-    /// A `%JWT` signed by the device identity key (no sec_tag).
-    async fn identity_jwt(&mut self) -> Result<String, AtError>;
+    /// A `%JWT` signed by the device identity key (no sec_tag), made for
+    /// this run: a fresh challenge as its subject, `iat`/`exp` on the clock
+    /// the station just set.
+    async fn identity_jwt(&mut self) -> Result<AskedJwt, AtError>;
 }
 
 /// What an authority judges: an identity token that already passed the
@@ -66,6 +76,9 @@ pub struct Vouch {
     pub evidence: Vec<(String, Verdict)>,
     /// What was proven, in words (the step's detail).
     pub detail: String,
+    /// `pin` with `identity.pin_cose = "required"`: a `%KEYGEN` signature
+    /// must verify under the pinned key too.
+    pub cose_required: bool,
 }
 
 impl Vouch {
@@ -74,9 +87,9 @@ impl Vouch {
     ///
     /// - `keys`: authentic under the trust file's key.
     /// - `pin`: every binding holds; a JWT (whose signing input is standard)
-    ///   must also verify under the pinned key. A COSE token's signature
-    ///   under it is recorded, not required: the modem's COSE signing input
-    ///   is not published (see [`pin`]).
+    ///   must also verify under the pinned key, and so must a COSE token
+    ///   unless `identity.pin_cose = "recorded"` (real modems: their COSE
+    ///   signing input is not published, see [`pin`]); then it is recorded.
     /// - `nrfcloud`, `collect`: every binding holds (no key to check with).
     pub fn judge(&self, token: &Token, expected: &Expected, device_uuid: Uuid) -> (Verdict, bool) {
         match (self.by, &self.key) {
@@ -90,12 +103,12 @@ impl Vouch {
             }
             (VerifiedBy::Pin, Some(key)) => {
                 let verdict = verify_pinned(token, expected, device_uuid, key);
-                let signed = verdict.pinned_signature();
-                if token.kind() != TokenKind::Jwt {
-                    pin::observe_signing_input(token.kind(), signed == Some(true));
+                let signed = verdict.pinned_signature() == Some(true);
+                let cose = token.kind() != TokenKind::Jwt;
+                if cose {
+                    pin::observe_signing_input(token.kind(), signed);
                 }
-                let accepted = verdict.bindings_hold()
-                    && (token.kind() != TokenKind::Jwt || signed == Some(true));
+                let accepted = verdict.bindings_hold() && (signed || (cose && !self.cose_required));
                 (verdict, accepted)
             }
             _ => {
@@ -128,14 +141,24 @@ pub trait IdentityAuthority: Send + Sync {
     async fn judge(&self, case: &mut IdentityCase<'_>) -> Judgement;
 }
 
-/// The reason code and words for a failed verdict.
+/// The reason code and words for a failed verdict. A COSE token whose
+/// signature does not verify under the pinned key fails `cose_unverified`
+/// (a JWT's, whose signing input is standard, `identity_changed`).
 pub fn explain(verdict: &Verdict) -> (ReasonCode, String) {
     let code = verdict
         .decisive_failure()
-        .map_or(ReasonCode::Signature, |c| c.name.into());
-    let words: Vec<String> = verdict
+        .map_or(ReasonCode::Signature, |c| match c.name {
+            CheckName::PinnedSignature if verdict.kind != TokenKind::Jwt => {
+                ReasonCode::CoseUnverified
+            }
+            name => name.into(),
+        });
+    let mut words: Vec<String> = verdict
         .failures()
         .map(|c| format!("{} ({})", c.name, c.detail))
         .collect();
+    if code == ReasonCode::CoseUnverified {
+        words.push(pin::COSE_UNVERIFIED_HINT.to_string());
+    }
     (code, words.join("; "))
 }

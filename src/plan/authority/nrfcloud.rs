@@ -40,6 +40,7 @@ impl IdentityAuthority for NrfCloudAuthority {
                 key: None,
                 verdict,
                 evidence: Vec::new(),
+                cose_required: false,
                 detail: "nRF Cloud accepted the identity token (claim dry run: 202)".into(),
             }),
             Err(err) => Judgement::Refused {

@@ -2,13 +2,14 @@
 //! token's kind, nonce and device, then the identity authorities vouch.
 
 use async_trait::async_trait;
+use uuid::Uuid;
 
 use super::Rules;
 use crate::at::AtError;
 use crate::ledger::ClaimKind;
-use crate::modem::{JwtRequest, Modem};
-use crate::plan::authority::{Evidence, IdentityCase, Judgement};
-use crate::plan::{Clock, Link, Run, StepFailure};
+use crate::modem::Modem;
+use crate::plan::authority::{AskedJwt, Evidence, IdentityCase, Judgement};
+use crate::plan::{Clock, Link, RandomSource, Run, StepFailure};
 use crate::record::{ReasonCode, Step};
 use crate::token::verify::verify;
 use crate::token::{self, Expected, Freshness, IdentityExpected, Token};
@@ -20,18 +21,38 @@ pub const RULES: Rules = Rules::ANY;
 struct BoardEvidence<'a, T> {
     modem: &'a mut Modem<T>,
     clock: &'a dyn Clock,
-    clock_set: bool,
+    random: &'a dyn RandomSource,
+    device_uuid: Uuid,
+    exp_delta: u32,
+    /// The time the modem's clock was set to, once it was.
+    clock_set: Option<time::OffsetDateTime>,
 }
 
 #[async_trait]
 impl<T: Link> Evidence for BoardEvidence<'_, T> {
-    async fn identity_jwt(&mut self) -> Result<String, AtError> {
+    async fn identity_jwt(&mut self) -> Result<AskedJwt, AtError> {
         // A JWT's iat/exp come from the modem's clock: set it first.
-        if !self.clock_set {
-            self.modem.set_clock(self.clock.now_utc()).await?;
-            self.clock_set = true;
-        }
-        self.modem.jwt(&JwtRequest::default()).await
+        let clock_set = match self.clock_set {
+            Some(at) => at,
+            None => {
+                let now = self.clock.now_utc();
+                self.modem.set_clock(now).await?;
+                self.clock_set = Some(now);
+                now
+            }
+        };
+        super::jwt::ask(
+            self.modem,
+            self.clock,
+            self.random,
+            super::jwt::Asking {
+                device_uuid: Some(self.device_uuid),
+                clock_set,
+                exp_delta: self.exp_delta,
+                audience: None,
+            },
+        )
+        .await
     }
 }
 
@@ -43,8 +64,7 @@ pub async fn run<T: Link>(run: &mut Run<'_, T>) -> Result<String, StepFailure> {
         .attest(Some(challenge))
         .await
         .map_err(Run::<T>::at(STEP))?;
-    let token = token::decode(&text)
-        .map_err(|e| StepFailure::new(STEP, ReasonCode::Decode, e.to_string()))?;
+    let token = token::decode(&text).map_err(|e| crate::plan::decode_failure(STEP, &e))?;
     let expected = Expected::Identity(IdentityExpected {
         freshness: Freshness::Challenge(challenge),
         device_uuid: run.state.device_uuid,
@@ -78,7 +98,10 @@ pub async fn run<T: Link>(run: &mut Run<'_, T>) -> Result<String, StepFailure> {
         let mut evidence = BoardEvidence {
             modem: &mut *run.modem,
             clock: run.ctx.clock.as_ref(),
-            clock_set: false,
+            random: run.ctx.random.as_ref(),
+            device_uuid: identity.device_uuid,
+            exp_delta: run.ctx.plan.jwt_exp_delta,
+            clock_set: None,
         };
         let mut case = IdentityCase {
             token: &token,

@@ -13,6 +13,9 @@ pub const RULES: Rules = Rules {
 
 pub async fn run<T: Link>(run: &mut Run<'_, T>) -> Result<String, StepFailure> {
     const STEP: Step = Step::Certify;
+    if run.state.collected() {
+        return Ok(crate::plan::NOT_VOUCHED.to_string());
+    }
     let ctx = run.ctx;
     let (ca, (spki, common_name)) = match (&ctx.ca, &run.state.keygen) {
         (Some(ca), Some(keygen)) => (ca, keygen),

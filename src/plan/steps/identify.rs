@@ -2,13 +2,17 @@
 
 use super::Rules;
 use crate::plan::{Link, Run, StepFailure};
-use crate::record::Step;
+use crate::record::{ReasonCode, Step};
 
 pub const RULES: Rules = Rules::ANY;
 
 pub async fn run<T: Link>(run: &mut Run<'_, T>) -> Result<String, StepFailure> {
     let at = Run::<T>::at(Step::Identify);
     let id = run.modem.identify().await.map_err(at)?;
+    // An IMEI is 15 digits with its Luhn check digit, or it is not one: a
+    // board that says otherwise is recorded with nothing it said.
+    crate::imei::check(&id.imei)
+        .map_err(|e| StepFailure::new(Step::Identify, ReasonCode::Imei, e.to_string()))?;
     run.state.device_uuid = id.device_uuid;
     let device = &mut run.record.device;
     device.device_uuid = id.device_uuid;

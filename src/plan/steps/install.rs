@@ -17,6 +17,9 @@ pub const RULES: Rules = Rules {
 
 pub async fn run<T: Link>(run: &mut Run<'_, T>) -> Result<String, StepFailure> {
     const STEP: Step = Step::Install;
+    if run.state.collected() {
+        return Ok(crate::plan::NOT_VOUCHED.to_string());
+    }
     let sec_tag = run.ctx.plan.sec_tag;
     let mut written = Vec::new();
     if let Some(ca_pem) = &run.ctx.ca_install_pem {

@@ -75,12 +75,9 @@ pub async fn run<T: Link>(run: &mut Run<'_, T>) -> Result<String, StepFailure> {
         )
         .unwrap_or_default(),
     });
-    let cn = keygen
-        .csr
-        .as_ref()
-        .and_then(|c| c.common_name.clone())
-        .or(common_name)
-        .unwrap_or_else(|| keygen.device_uuid.to_string());
+    // The certificate's CN is the station's: the one it asked for (the CSR
+    // must carry it), else the proven device UUID; never text the CSR chose.
+    let cn = common_name.unwrap_or_else(|| keygen.device_uuid.to_string());
     run.state.keygen = Some((keygen.public_key_spki.clone(), cn));
     Ok(format!(
         "CSR for sec_tag {} bound to {}, digest {}",
