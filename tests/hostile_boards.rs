@@ -452,7 +452,9 @@ async fn pin_fails_cose_signatures_its_key_does_not_verify_unless_told_to_record
     let out = cli(&["check-config", &wrong.display().to_string()]).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        text(&out.stdout).contains("unknown variant `maybe`, expected `required` or `recorded`"),
+        text(&out.stdout).contains(
+            r#"identity.pin_cose: unknown value "maybe"; expected one of "required", "recorded""#
+        ),
         "{}",
         text(&out.stdout)
     );
