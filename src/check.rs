@@ -5,7 +5,7 @@
 //!
 //! Beyond what the config parser checks (syntax, values, their order), this
 //! looks at the files the settings name: missing, unreadable or too open
-//! (the CA key, the nRF Cloud API key, the HTTP token), trust files that do
+//! (the CA key, the nRF Cloud API key, the HTTP tokens), trust files that do
 //! not parse, port patterns that match nothing right now (a warning: boards
 //! may come later), and a database directory the service user cannot write.
 
@@ -206,9 +206,24 @@ pub fn check_settings(
         }
     }
 
-    if let Some(token_file) = &config.http.token_file {
-        if let Err(e) = crate::http::AccessToken::load(token_file) {
-            add(Severity::Error, &["http", "token_file"], e.to_string());
+    let token_files = [
+        ("token_file", &config.http.token_file),
+        ("engineer_token_file", &config.http.engineer_token_file),
+    ];
+    let mut tokens_read = true;
+    for (key, file) in token_files {
+        if let Some(Err(e)) = file.as_deref().map(crate::http::AccessToken::load) {
+            add(Severity::Error, &["http", key], e.to_string());
+            tokens_read = false;
+        }
+    }
+    if tokens_read {
+        if let Err(e) = crate::http::Access::load(&config.http) {
+            add(
+                Severity::Error,
+                &["http", "engineer_token_file"],
+                e.to_string(),
+            );
         }
     }
 
