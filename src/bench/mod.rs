@@ -12,6 +12,7 @@
 //! is unplugged and plugged back (`replug`). See [`report`] for what each
 //! column means and [`soak`] for the endurance run.
 
+pub mod abuse;
 pub mod child;
 pub mod crash;
 pub mod daemon;

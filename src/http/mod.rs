@@ -85,6 +85,7 @@ pub struct App {
 /// The running server.
 pub struct HttpServer {
     addr: SocketAddr,
+    readers: ReaderPool,
     stop: CancellationToken,
     /// Sent when the server's thread has closed every connection and ended.
     ended: Option<tokio::sync::oneshot::Receiver<()>>,
@@ -125,7 +126,7 @@ impl HttpServer {
         let steps = station.context().plan.steps.len();
         let app = App {
             station: Arc::clone(station),
-            readers,
+            readers: readers.clone(),
             access,
             origins: Origins::new(&config.http.allowed_hosts),
             live: Live::new(View::new(&config.station_id, steps)),
@@ -156,6 +157,7 @@ impl HttpServer {
             .map_err(HttpError::Thread)?;
         Ok(Some(HttpServer {
             addr,
+            readers,
             stop,
             ended: Some(ended),
         }))
@@ -164,6 +166,12 @@ impl HttpServer {
     /// Where the server listens (the real port when configured with 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The readers the API reads the records through (a test takes one to
+    /// see what a client gets when they are all busy).
+    pub fn readers(&self) -> ReaderPool {
+        self.readers.clone()
     }
 
     /// Stop: close the listener and every connection, end the feeds, and
