@@ -9,7 +9,8 @@
 //! cursor) and streamed: one read picks the page's run ids, then the runs
 //! are read and written [`RUNS_PER_PART`] at a time, a reader held only
 //! while a part is read and serialised, never while a client reads it. A
-//! client that reads slowly holds one part in memory, whatever the page.
+//! client that reads slowly holds one part in memory, whatever the page,
+//! and is dropped if the answer is not out within [`ANSWER_LIMIT`].
 
 use std::io;
 
@@ -24,6 +25,7 @@ use serde::Deserialize;
 
 use super::App;
 use super::auth::Role;
+use super::conn::{ANSWER_LIMIT, AnswerDeadline};
 use super::metrics::Refusal;
 use crate::ledger::{Reader, ReaderPool, RunPage, parse_since};
 use crate::record::{RunId, RunRecord};
@@ -91,6 +93,7 @@ pub struct RunsQuery {
 pub async fn runs(
     State(app): State<App>,
     Extension(role): Extension<Role>,
+    deadline: Option<Extension<AnswerDeadline>>,
     query: Result<Query<RunsQuery>, QueryRejection>,
 ) -> Response {
     let Ok(Query(query)) = query else {
@@ -137,6 +140,9 @@ pub async fn runs(
         Ok(ids) => ids,
         Err(err) => return error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
     };
+    if let Some(Extension(deadline)) = deadline {
+        deadline.within(ANSWER_LIMIT);
+    }
     let next = match (after, ids.last()) {
         (Some(_), Some(&last)) if ids.len() == limit => Some(next_link(last, limit, since)),
         _ => None,

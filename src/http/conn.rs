@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinSet;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tracing::debug;
@@ -39,6 +39,9 @@ pub const MAX_CONNECTIONS: usize = 256;
 pub const MAX_CONNECTIONS_PER_CLIENT: usize = 32;
 /// A write that cannot make progress for this long drops the client.
 pub const WRITE_STALL_LIMIT: Duration = Duration::from_secs(10);
+/// How long a client has to read an API answer ([`AnswerDeadline`]): the
+/// largest page of whole records (~7.5 MB) at 125 KB/s.
+pub const ANSWER_LIMIT: Duration = Duration::from_secs(60);
 /// A client must send its request head within this, also on a connection
 /// kept alive between requests: an idle connection is closed after it.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -101,10 +104,18 @@ pub async fn serve(
         let metrics = Arc::clone(&metrics);
         connections.spawn(async move {
             let _slot = slot;
-            let io = TokioIo::new(WriteDeadline::new(stream, WRITE_STALL_LIMIT));
+            let answer = AnswerDeadline::default();
+            let io = TokioIo::new(WriteDeadline::new(
+                stream,
+                WRITE_STALL_LIMIT,
+                answer.clone(),
+            ));
             let service = hyper::service::service_fn(move |request: hyper::Request<_>| {
+                // The answer before this one has been written.
+                answer.clear();
                 let mut request = request.map(Body::new);
                 request.extensions_mut().insert(arrival);
+                request.extensions_mut().insert(answer.clone());
                 router.clone().oneshot(request)
             });
             let served = hyper::server::conn::http1::Builder::new()
@@ -116,7 +127,7 @@ pub async fn serve(
             if let Err(err) = served {
                 if is_stall(&err) {
                     metrics.client_dropped();
-                    debug!(%peer, "http client stopped reading; dropped");
+                    debug!(%peer, "http client stopped reading, or read too slowly; dropped");
                 } else {
                     debug!(%peer, %err, "http connection ended");
                 }
@@ -213,35 +224,79 @@ fn is_stall(err: &hyper::Error) -> bool {
     false
 }
 
+/// The time by which the answer being written must be out, if it has one:
+/// set by a handler for its answer (it finds this among the request's
+/// extensions), cleared when the next request comes on the connection. A
+/// client that reads, but too slowly to finish in time, is dropped too.
+#[derive(Debug, Clone, Default)]
+pub struct AnswerDeadline(Arc<Mutex<Option<Instant>>>);
+
+impl AnswerDeadline {
+    /// The answer must be out within `limit` from now.
+    pub fn within(&self, limit: Duration) {
+        *self.lock() = Some(Instant::now() + limit);
+    }
+
+    fn clear(&self) {
+        *self.lock() = None;
+    }
+
+    fn get(&self) -> Option<Instant> {
+        *self.lock()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// A TCP stream whose writes fail with `TimedOut` once they have made no
-/// progress for `limit`: the client stopped reading.
+/// progress for `limit` (the client stopped reading), or once the answer's
+/// deadline has passed (it reads too slowly).
 pub struct WriteDeadline {
     inner: TcpStream,
     limit: Duration,
-    stalled: Option<Pin<Box<Sleep>>>,
+    answer: AnswerDeadline,
+    /// When writes last stopped making progress.
+    stalled_since: Option<Instant>,
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl WriteDeadline {
-    pub fn new(inner: TcpStream, limit: Duration) -> WriteDeadline {
+    pub fn new(inner: TcpStream, limit: Duration, answer: AnswerDeadline) -> WriteDeadline {
         WriteDeadline {
             inner,
             limit,
-            stalled: None,
+            answer,
+            stalled_since: None,
+            timer: None,
         }
     }
 
-    /// Pending writes start the clock; progress stops it.
+    /// Pending writes start the stall clock; progress stops it. The
+    /// answer's deadline holds either way.
     fn watch<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        let answer_due = self.answer.get();
+        if answer_due.is_some_and(|due| Instant::now() >= due) {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "client read its answer too slowly",
+            )));
+        }
         match poll {
             Poll::Ready(result) => {
-                self.stalled = None;
+                self.stalled_since = None;
                 Poll::Ready(result)
             }
             Poll::Pending => {
-                let limit = self.limit;
+                let stall_due = *self.stalled_since.get_or_insert_with(Instant::now) + self.limit;
+                let due = answer_due.map_or(stall_due, |answer| answer.min(stall_due));
                 let timer = self
-                    .stalled
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+                if timer.deadline() != due {
+                    timer.as_mut().reset(due);
+                }
                 match timer.as_mut().poll(cx) {
                     Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
@@ -333,7 +388,11 @@ mod tests {
         peer.set_recv_buffer_size(4096)?;
         let _peer = peer.connect(listener.local_addr()?).await?;
         let (stream, _) = listener.accept().await?;
-        let mut stream = WriteDeadline::new(stream, Duration::from_millis(200));
+        let mut stream = WriteDeadline::new(
+            stream,
+            Duration::from_millis(200),
+            AnswerDeadline::default(),
+        );
         let chunk = vec![0u8; 64 * 1024];
         let started = tokio::time::Instant::now();
         let err = loop {
@@ -347,6 +406,49 @@ mod tests {
         };
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert!(started.elapsed() >= Duration::from_millis(200));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_reads_too_slowly_fails_the_write_at_the_answers_deadline() -> io::Result<()>
+    {
+        use tokio::io::AsyncReadExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let peer = TcpSocket::new_v4()?;
+        peer.set_recv_buffer_size(4096)?;
+        let mut peer = peer.connect(listener.local_addr()?).await?;
+        let (stream, _) = listener.accept().await?;
+        // It reads all the time, a little: never a stall.
+        let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let reading = Arc::clone(&read);
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            while let Ok(n @ 1..) = peer.read(&mut buf).await {
+                reading.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        let answer = AnswerDeadline::default();
+        let mut stream = WriteDeadline::new(stream, Duration::from_secs(60), answer.clone());
+        answer.within(Duration::from_millis(300));
+        let chunk = vec![0u8; 64 * 1024];
+        let started = tokio::time::Instant::now();
+        let err = loop {
+            if let Err(err) = stream.write_all(&chunk).await {
+                break err;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "writes to a slow reader kept succeeding past the deadline"
+            );
+        };
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        reader.abort();
+        assert!(
+            read.load(std::sync::atomic::Ordering::Relaxed) > 0,
+            "the peer was reading"
+        );
         Ok(())
     }
 }
