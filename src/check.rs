@@ -7,7 +7,7 @@
 //! Beyond what the config parser checks (syntax, unknown keys, types and
 //! values, their order), this looks at the files named by whatever settings
 //! could be read, mistakes elsewhere notwithstanding: missing, unreadable or
-//! too open (the CA key, the nRF Cloud API key, the HTTP token, the ledger's
+//! too open (the CA key, the nRF Cloud API key, the HTTP tokens, the ledger's
 //! password and CA, the trust file, the CA certificates to install: their
 //! own mode and every directory on their path, [`crate::secure_file`]),
 //! trust files that do not parse, a ledger URL that would send its password
@@ -232,9 +232,24 @@ pub fn check_settings(
         }
     }
 
-    if let Some(token_file) = &config.http.token_file {
-        if let Err(e) = crate::http::AccessToken::load(token_file) {
-            add(Severity::Error, &["http", "token_file"], e.to_string());
+    let token_files = [
+        ("token_file", &config.http.token_file),
+        ("engineer_token_file", &config.http.engineer_token_file),
+    ];
+    let mut tokens_read = true;
+    for (key, file) in token_files {
+        if let Some(Err(e)) = file.as_deref().map(crate::http::AccessToken::load) {
+            add(Severity::Error, &["http", key], e.to_string());
+            tokens_read = false;
+        }
+    }
+    if tokens_read {
+        if let Err(e) = crate::http::Access::load(&config.http) {
+            add(
+                Severity::Error,
+                &["http", "engineer_token_file"],
+                e.to_string(),
+            );
         }
     }
 

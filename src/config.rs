@@ -132,10 +132,25 @@ pub struct StationConfig {
 pub struct HttpConfig {
     /// `None`: no server (`listen = ""`).
     pub listen: Option<SocketAddr>,
-    /// A file holding the bearer token every request must carry. Required
-    /// when `listen` is not a loopback address.
+    /// A file holding the viewer's bearer token, which every request must
+    /// carry (or the engineer's). Required when `listen` is not a loopback
+    /// address.
     pub token_file: Option<PathBuf>,
+    /// A file holding the engineer's bearer token: only a request carrying
+    /// it sees token text, JWTs and certificates. None: nobody does.
+    pub engineer_token_file: Option<PathBuf>,
+    /// Host names and addresses (lower case, no port) a request may name in
+    /// `Host` besides loopback ones and the address it arrived at.
+    pub allowed_hosts: Vec<String>,
+    /// Read-only database connections (a thread each) for the API: at most
+    /// this many reads at once; more get 503.
+    pub readers: usize,
 }
+
+/// `[http] readers` when not given.
+pub const DEFAULT_HTTP_READERS: usize = 2;
+/// The most `[http] readers` allowed (each is a thread and a connection).
+pub const MAX_HTTP_READERS: usize = 8;
 
 /// `[http] listen` when not given: loopback only, so nothing but the
 /// station itself (or an SSH tunnel) reaches the page without a token.
@@ -147,6 +162,9 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: Some(DEFAULT_HTTP_LISTEN),
             token_file: None,
+            engineer_token_file: None,
+            allowed_hosts: Vec::new(),
+            readers: DEFAULT_HTTP_READERS,
         }
     }
 }
@@ -473,6 +491,9 @@ struct RawConfig {
 struct RawHttp {
     listen: Option<Spanned<String>>,
     token_file: Option<PathBuf>,
+    engineer_token_file: Option<PathBuf>,
+    allowed_hosts: Option<Vec<Spanned<String>>>,
+    readers: Option<Spanned<i64>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -869,8 +890,9 @@ fn validate(src: &Source, raw: RawConfig, base: Option<&Path>) -> StationConfig 
         identity,
         cloud,
         http: HttpConfig {
-            listen: http.listen,
             token_file: http.token_file.map(&resolve),
+            engineer_token_file: http.engineer_token_file.map(&resolve),
+            ..http
         },
         ledger,
     }
@@ -904,10 +926,67 @@ fn validate_http(src: &Source, raw: RawHttp) -> HttpConfig {
             }
         },
     };
+    let allowed_hosts = raw
+        .allowed_hosts
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|host| match normal_host(host.get_ref()) {
+            Some(name) => Some(name),
+            None => {
+                src.report(src.at(
+                    host.span(),
+                    format!(
+                        "http.allowed_hosts: {:?} is not a host name or IP address; list names and addresses without scheme or port, e.g. [\"station07.line.example\", \"192.0.2.7\"]",
+                        host.get_ref()
+                    ),
+                ));
+                None
+            }
+        })
+        .collect();
+    let readers = match raw.readers {
+        None => DEFAULT_HTTP_READERS,
+        Some(n) => match usize::try_from(*n.get_ref()) {
+            Ok(count @ 1..=MAX_HTTP_READERS) => count,
+            _ => {
+                src.report(src.at(
+                    n.span(),
+                    format!("http.readers must be 1 to {MAX_HTTP_READERS}"),
+                ));
+                DEFAULT_HTTP_READERS
+            }
+        },
+    };
     HttpConfig {
         listen,
         token_file: raw.token_file,
+        engineer_token_file: raw.engineer_token_file,
+        allowed_hosts,
+        readers,
     }
+}
+
+/// A host as `Host` headers are compared with it: an IP address in its
+/// usual text (IPv6 without brackets), or a DNS name in lower case without
+/// a final dot; `None` when `text` is neither.
+pub fn normal_host(text: &str) -> Option<String> {
+    let text = text.trim();
+    let bare = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(text);
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+        return Some(ip.to_string());
+    }
+    let name = text.strip_suffix('.').unwrap_or(text).to_ascii_lowercase();
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    (!name.is_empty() && name.len() <= 253 && name.split('.').all(label_ok)).then_some(name)
 }
 
 fn validate_identity(src: &Source, raw: RawIdentity) -> IdentityConfig {

@@ -527,6 +527,87 @@ impl RunRecord {
     }
 }
 
+/// A run as a viewer of the station's HTTP API sees it: everything but
+/// what would let someone claim or pose as the device, i.e. no token text
+/// (the `%ATTESTTOKEN` nRF Cloud accepts for claiming a device, the JWTs)
+/// and no CSR or certificate. The fields are listed here, not copied: a
+/// fact added to [`RunRecord`] stays out of the summary until someone
+/// decides a viewer may see it.
+#[derive(Debug, serde::Serialize)]
+pub struct RunSummary<'a> {
+    pub id: RunId,
+    #[serde(with = "ser::uuid")]
+    pub uid: Uuid,
+    pub station_id: &'a str,
+    pub port: &'a str,
+    #[serde(with = "ser::time")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "ser::opt_time")]
+    pub finished_at: Option<OffsetDateTime>,
+    pub outcome: Outcome,
+    pub failed_step: Option<Step>,
+    pub reason_code: Option<ReasonCode>,
+    pub reason: Option<&'a str>,
+    pub verified_by: Option<VerifiedBy>,
+    pub device: &'a DeviceInfo,
+    pub steps: &'a [StepRecord],
+    pub tokens: Vec<TokenSummary<'a>>,
+    pub artifacts: Vec<ArtifactSummary>,
+}
+
+/// A token without its text.
+#[derive(Debug, serde::Serialize)]
+pub struct TokenSummary<'a> {
+    pub kind: TokenKind,
+    pub authentic: bool,
+    pub checks_json: &'a str,
+}
+
+/// An artifact without its content.
+#[derive(Debug, serde::Serialize)]
+pub struct ArtifactSummary {
+    pub kind: ArtifactKind,
+    pub sec_tag: Option<u32>,
+}
+
+impl RunRecord {
+    /// This run without token text and certificates ([`RunSummary`]).
+    pub fn summary(&self) -> RunSummary<'_> {
+        RunSummary {
+            id: self.id,
+            uid: self.uid,
+            station_id: &self.station_id,
+            port: &self.port,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            outcome: self.outcome,
+            failed_step: self.failed_step,
+            reason_code: self.reason_code,
+            reason: self.reason.as_deref(),
+            verified_by: self.verified_by,
+            device: &self.device,
+            steps: &self.steps,
+            tokens: self
+                .tokens
+                .iter()
+                .map(|t| TokenSummary {
+                    kind: t.kind,
+                    authentic: t.authentic,
+                    checks_json: &t.checks_json,
+                })
+                .collect(),
+            artifacts: self
+                .artifacts
+                .iter()
+                .map(|a| ArtifactSummary {
+                    kind: a.kind,
+                    sec_tag: a.sec_tag,
+                })
+                .collect(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeviceInfo {
     #[serde(with = "ser::opt_uuid")]

@@ -512,3 +512,74 @@ fn a_config_given_by_its_bare_name_is_relative_to_the_working_directory() {
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("station.toml: ok"), "{stdout}");
 }
+
+#[test]
+fn the_engineers_token_file_is_checked_like_the_viewers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let text = r#"station_id = "s1"
+database = "results.db"
+
+[ports]
+paths = ["/dev/null"]
+
+[identity]
+authorities = ["collect"]
+
+[plan]
+steps = ["probe", "identify", "attest"]
+
+[http]
+token_file = "viewer.token"
+engineer_token_file = "engineer.token"
+"#;
+    let config = d.join("station.toml");
+    std::fs::write(&config, text).expect("write");
+    std::fs::write(d.join("viewer.token"), "a1c3e5b7d9f1a3c5e7b9d1f3a5c7e9b1\n").expect("token");
+    chmod(&d.join("viewer.token"), 0o600);
+    std::fs::write(
+        d.join("engineer.token"),
+        "e9b2c4d6f8a0e1c3b5d7f9a1c3e5b7d9\n",
+    )
+    .expect("token");
+    chmod(&d.join("engineer.token"), 0o640);
+    let origin = config.display().to_string();
+    let (line, column) = position_of(text, "\"engineer.token\"");
+    let at = format!("{origin}:{line}:{column}: error: ");
+    let out = check(&config);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with(&at) && l.contains("readable by group or others")),
+        "{at}\n{stdout}"
+    );
+    assert!(!stdout.contains("e9b2c4d6"), "the token is never shown");
+
+    // Private, but the viewer's token: a viewer would be an engineer.
+    chmod(&d.join("engineer.token"), 0o600);
+    std::fs::copy(d.join("viewer.token"), d.join("engineer.token")).expect("copy");
+    let out = check(&config);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with(&at) && l.contains("same token")),
+        "{at}\n{stdout}"
+    );
+
+    std::fs::write(
+        d.join("engineer.token"),
+        "e9b2c4d6f8a0e1c3b5d7f9a1c3e5b7d9\n",
+    )
+    .expect("token");
+    let out = check(&config);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -576,6 +576,51 @@ fn unknown_http_key_is_an_error() {
 }
 
 #[test]
+fn http_roles_hosts_and_readers_are_read_and_checked() {
+    let text = format!(
+        "{MINIMAL}\n[http]\ntoken_file = \"viewer.token\"\nengineer_token_file = \"engineer.token\"\nallowed_hosts = [\"Station07.Line.Example.\", \"192.0.2.7\", \"[2001:db8::7]\"]\nreaders = 4\n"
+    );
+    let config = StationConfig::parse(&text, "/etc/nrf-provd/station.toml")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        config.http.engineer_token_file,
+        Some(PathBuf::from("/etc/nrf-provd/engineer.token"))
+    );
+    assert_eq!(
+        config.http.allowed_hosts,
+        ["station07.line.example", "192.0.2.7", "2001:db8::7"]
+    );
+    assert_eq!(config.http.readers, 4);
+    let defaults = StationConfig::parse(MINIMAL, "station.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(defaults.http.readers, 2);
+    assert!(defaults.http.allowed_hosts.is_empty());
+    assert_eq!(defaults.http.engineer_token_file, None);
+
+    for (bad, expected) in [
+        ("allowed_hosts = [\"http://station07\"]", "http://station07"),
+        ("allowed_hosts = [\"station07:9091\"]", "station07:9091"),
+        ("allowed_hosts = [\"*.line.example\"]", "*.line.example"),
+        ("readers = 0", "0"),
+        ("readers = 9", "9"),
+    ] {
+        let text = format!("{MINIMAL}\n[http]\n{bad}\n");
+        let e = err(&text);
+        let at = position_of(&text, bad);
+        let value_at = bad.find(expected).expect("value") + at.1;
+        assert!(
+            e.position()
+                .is_some_and(|(line, column)| line == at.0 && column >= at.1 && column <= value_at),
+            "{bad}: {e}"
+        );
+        assert!(
+            e.to_string().contains("allowed_hosts")
+                || e.to_string().contains("readers must be 1 to 8"),
+            "{bad}: {e}"
+        );
+    }
+}
+
+#[test]
 fn without_a_ledger_section_the_station_is_on_its_own() {
     let config = StationConfig::parse(MINIMAL, "station.toml").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.ledger, None);

@@ -1,7 +1,9 @@
 //! The daemon's HTTP side as a process: `/metrics` agrees with the
-//! database, the API gives the records `results --format json` prints,
-//! `/healthz` says when the station stops, a non-loopback listener wants
-//! its token, stuck clients cost no run, and the log an operator reads.
+//! database, the API gives the records `results --format json` prints (to
+//! an engineer; a viewer's lack token text and certificates), page by
+//! page, `/healthz` says when the station stops, a non-loopback listener
+//! wants its token, stuck clients cost no run, and the log an operator
+//! reads.
 
 mod station_support;
 
@@ -22,9 +24,24 @@ fn fetch(addr: SocketAddr, path: &str) -> Response {
 }
 
 fn json(addr: SocketAddr, path: &str) -> serde_json::Value {
-    let response = fetch(addr, path);
+    json_as(addr, path, None)
+}
+
+fn json_as(addr: SocketAddr, path: &str, token: Option<&str>) -> serde_json::Value {
+    let response = get(addr, path, token).unwrap_or_else(|e| panic!("GET {path}: {e}"));
     assert_eq!(response.status, 200, "GET {path}: {}", response.body);
     serde_json::from_str(&response.body).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}
+
+/// A record as a viewer sees it: no token text, no CSR or certificate.
+fn summary(run: &serde_json::Value) -> serde_json::Value {
+    let mut run = run.clone();
+    for (list, field) in [("tokens", "text"), ("artifacts", "content")] {
+        for item in run[list].as_array_mut().into_iter().flatten() {
+            item.as_object_mut().map(|o| o.remove(field));
+        }
+    }
+    run
 }
 
 type Exposition = MetricsExposition<OpenMetricsType, OpenMetricsValue>;
@@ -84,7 +101,17 @@ fn total(metrics: &Exposition, family: &str, label: Option<(&str, &str)>) -> f64
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_the_api_agree_with_the_database_after_a_run_of_boards() {
     let env = Env::new(6, Latency::None, &["1:bad-signature", "2:untrusted-key"]).await;
-    let config = env.write_config(|_| {});
+    let engineer = "7d1e0c9b3a5f4e2d8c6b4a29f0e1d3c5";
+    let engineer_file = env.dir.path().join("engineer.token");
+    std::fs::write(&engineer_file, format!("{engineer}\n")).expect("token");
+    std::fs::set_permissions(&engineer_file, std::fs::Permissions::from_mode(0o600))
+        .expect("chmod");
+    let config = env.write_config(|t| {
+        t.push_str(&format!(
+            "engineer_token_file = \"{}\"\n",
+            engineer_file.display()
+        ))
+    });
     let db = env.config.database.clone();
     let mut daemon = Daemon::spawn(&config);
     let addr = daemon.http_addr().await;
@@ -177,17 +204,62 @@ async fn metrics_and_the_api_agree_with_the_database_after_a_run_of_boards() {
         .output()
         .expect("results");
     let printed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("results json");
-    assert_eq!(json(addr, "/api/v1/runs"), printed);
+    let runs_printed = printed.as_array().expect("runs");
+    // The engineer sees the records whole; a viewer without token text,
+    // JWTs and certificates.
+    assert_eq!(json_as(addr, "/api/v1/runs", Some(engineer)), printed);
+    let summaries: Vec<_> = runs_printed.iter().map(summary).collect();
+    let viewed = fetch(addr, "/api/v1/runs");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&viewed.body).expect("json"),
+        serde_json::Value::from(summaries.clone())
+    );
+    assert!(
+        !viewed.body.contains("BEGIN CERTIFICATE") && !viewed.body.contains("\"text\""),
+        "{}",
+        viewed.body
+    );
+    let token_texts: Vec<&str> = runs_printed
+        .iter()
+        .flat_map(|r| r["tokens"].as_array().into_iter().flatten())
+        .filter_map(|t| t["text"].as_str())
+        .collect();
+    assert!(token_texts.len() >= 6, "{token_texts:?}");
+    assert!(token_texts.iter().all(|t| !viewed.body.contains(t)));
     let first = &printed[0];
     let id = first["id"].as_i64().expect("id");
-    assert_eq!(json(addr, &format!("/api/v1/runs/{id}")), *first);
+    assert_eq!(
+        json_as(addr, &format!("/api/v1/runs/{id}"), Some(engineer)),
+        *first
+    );
+    assert_eq!(json(addr, &format!("/api/v1/runs/{id}")), summaries[0]);
+    // Page by page with the cursor: `Link` names the next page while one
+    // may follow.
+    let mut paged = Vec::new();
+    let mut next = Some("/api/v1/runs?after=0&limit=4".to_string());
+    while let Some(path) = next.take() {
+        let page = get(addr, &path, Some(engineer)).expect("page");
+        assert_eq!(page.status, 200, "{path}: {}", page.body);
+        let runs: Vec<serde_json::Value> = serde_json::from_str(&page.body).expect("json");
+        assert!(runs.len() <= 4);
+        paged.extend(runs);
+        next = page.header("link").map(|link| {
+            assert!(link.ends_with("rel=\"next\""), "{link}");
+            link[link.find('<').expect("<") + 1..link.find('>').expect(">")].to_string()
+        });
+        assert!(paged.len() <= 6, "the pages end");
+    }
+    assert_eq!(serde_json::Value::from(paged), printed);
+    let tail = json(addr, &format!("/api/v1/runs?after={id}&limit=2"));
+    assert_eq!(tail, serde_json::Value::from(summaries[1..3].to_vec()));
+    assert_eq!(fetch(addr, "/api/v1/runs?after=-1").status, 400);
     assert_eq!(fetch(addr, "/api/v1/runs/999999").status, 404);
     assert_eq!(fetch(addr, "/api/v1/runs/x").status, 400);
     assert_eq!(fetch(addr, "/api/v1/runs?since=yesterday").status, 400);
     assert_eq!(fetch(addr, "/api/v1/runs?limit=0").status, 400);
     let limited = json(addr, "/api/v1/runs?limit=2");
     assert_eq!(limited.as_array().map(Vec::len), Some(2));
-    assert_eq!(limited[1], printed[5], "the most recent, oldest first");
+    assert_eq!(limited[1], summaries[5], "the most recent, oldest first");
     let started = first["started_at"].as_str().expect("started_at");
     let since = json(addr, &format!("/api/v1/runs?since={started}"));
     assert_eq!(since.as_array().map(Vec::len), Some(6));
@@ -315,11 +387,16 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 /// Open the live feed and never read it, with a small receive buffer so
-/// that the server's writes back up soon.
-async fn stuck_feed(addr: SocketAddr) -> tokio::net::TcpStream {
+/// that the server's writes back up soon. From 127.0.1.`client`: 200
+/// stuck pages are 200 clients (one client may hold only
+/// `MAX_CONNECTIONS_PER_CLIENT`).
+async fn stuck_feed(addr: SocketAddr, client: u8) -> tokio::net::TcpStream {
     use tokio::io::AsyncWriteExt;
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    socket
+        .bind(SocketAddr::from(([127, 0, 1, client], 0)))
+        .expect("bind a loopback address");
     let mut stream = socket.connect(addr).await.expect("connect");
     stream
         .write_all(format!("GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
@@ -349,8 +426,8 @@ async fn two_hundred_feeds_that_never_read_change_no_run_and_memory_stays_bounde
     let before = rss_kib(pid);
 
     let mut stuck = Vec::with_capacity(CLIENTS);
-    for _ in 0..CLIENTS {
-        stuck.push(stuck_feed(addr).await);
+    for i in 0..CLIENTS {
+        stuck.push(stuck_feed(addr, u8::try_from(i + 1).expect("client")).await);
     }
     // Every board provisioned again and again while they hang on; each
     // run's events go to all 200.

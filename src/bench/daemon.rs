@@ -6,13 +6,14 @@
 //! (`station::RUN_LOG`) to learn which port finished, with which run and
 //! outcome.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::BenchError;
 use super::child::SimChild;
@@ -32,6 +33,8 @@ pub struct Reported {
 pub struct DaemonChild {
     child: Child,
     runs: mpsc::UnboundedReceiver<Reported>,
+    /// Where its HTTP server listens, from its "station ready" line.
+    http: Option<oneshot::Receiver<SocketAddr>>,
     pub pid: u32,
 }
 
@@ -97,6 +100,20 @@ pub fn write_config(
     Ok(path)
 }
 
+/// The HTTP address in the daemon's "station ready" line, if this is it.
+fn ready_line(line: &str) -> Option<SocketAddr> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    let fields = value.get("fields")?;
+    if fields.get("message")?.as_str()? != "station ready" {
+        return None;
+    }
+    let url = fields.get("http")?.as_str()?;
+    url.strip_prefix("http://")?
+        .trim_end_matches('/')
+        .parse()
+        .ok()
+}
+
 /// Read one JSON log line; `Some` when it is a run line.
 fn run_line(line: &str) -> Option<Reported> {
     let value: serde_json::Value = serde_json::from_str(line).ok()?;
@@ -149,11 +166,18 @@ impl DaemonChild {
             detail: "daemon: no stderr".into(),
         })?;
         let (tx, runs) = mpsc::unbounded_channel();
+        let (ready, http) = oneshot::channel();
         tokio::spawn(async move {
             use std::io::Write;
+            let mut ready = Some(ready);
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 let _ = writeln!(file, "{line}");
+                if let Some(addr) = ready.is_some().then(|| ready_line(&line)).flatten() {
+                    if let Some(ready) = ready.take() {
+                        let _ = ready.send(addr);
+                    }
+                }
                 if let Some(run) = run_line(&line) {
                     if tx.send(run).is_err() {
                         break;
@@ -161,7 +185,25 @@ impl DaemonChild {
                 }
             }
         });
-        Ok(DaemonChild { child, runs, pid })
+        Ok(DaemonChild {
+            child,
+            runs,
+            http: Some(http),
+            pid,
+        })
+    }
+
+    /// Where the daemon's HTTP server listens, once it has said it is
+    /// ready (call once).
+    pub async fn http_addr(&mut self) -> Result<SocketAddr, BenchError> {
+        let gone = || BenchError::Simulator {
+            detail: "daemon: no \"station ready\" line with an http address".into(),
+        };
+        let ready = self.http.take().ok_or_else(gone)?;
+        tokio::time::timeout(Duration::from_secs(60), ready)
+            .await
+            .map_err(|_| gone())?
+            .map_err(|_| gone())
     }
 
     /// The next run the daemon reports; `None` when it has exited.
@@ -210,6 +252,14 @@ impl DaemonChild {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_http_address_is_read_from_the_ready_line() {
+        let line = r#"{"timestamp":"2026-12-07T02:42:04Z","level":"INFO","fields":{"message":"station ready","config":"/tmp/x/station.toml","http":"http://127.0.0.1:40123/"},"target":"nrf_provd::cli::station"}"#;
+        assert_eq!(ready_line(line), "127.0.0.1:40123".parse().ok());
+        assert_eq!(ready_line(&line.replace("station ready", "stopped")), None);
+        assert_eq!(ready_line("not json"), None);
+    }
 
     #[test]
     fn run_lines_are_read_from_the_json_log() {

@@ -74,27 +74,23 @@ pub struct Backfill {
     pub runs_per_second: f64,
 }
 
-/// Forward `count` runs shaped like `templates` (fresh uids, devices and
-/// claims)
-/// from a new SQLite in `dir` to a new schema, `batch` per transaction.
-pub async fn backfill(
-    ledger: &BenchLedger,
+/// `count` runs shaped like `templates` (cycling through them) with fresh
+/// uids, devices and claims, recorded as made by `station_id`: a history
+/// or a backlog as a line makes it, one run per device.
+pub fn copies(
     templates: &[RunRecord],
-    dir: &Path,
-    batch: usize,
-) -> Result<Option<Backfill>, LedgerError> {
-    if ledger.backfill == 0 || templates.is_empty() {
-        return Ok(None);
-    }
-    let schema = ledger.schema("backfill").await?;
-    let local = SqliteLedger::open(&dir.join("backfill.db"))?;
+    count: usize,
+    station_id: &str,
+) -> Vec<(RunRecord, Vec<Claim>)> {
     let now = time::OffsetDateTime::now_utc();
-    let copies: Vec<(RunRecord, Vec<Claim>)> = (0..ledger.backfill)
-        .map(|i| {
-            let mut run = templates[i % templates.len()].clone();
+    templates
+        .iter()
+        .cycle()
+        .take(if templates.is_empty() { 0 } else { count })
+        .map(|template| {
+            let mut run = template.clone();
             run.uid = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
-            run.station_id = "bench-backfill".into();
-            // A backlog is mostly one run per device, as on a line.
+            run.station_id = station_id.into();
             run.device.device_uuid =
                 Some(uuid::Builder::from_random_bytes(rand::random()).into_uuid());
             let claims = [
@@ -111,7 +107,24 @@ pub async fn backfill(
             .collect();
             (run, claims)
         })
-        .collect();
+        .collect()
+}
+
+/// Forward `count` runs shaped like `templates` (fresh uids, devices and
+/// claims) from a new SQLite in `dir` to a new schema, `batch` per
+/// transaction.
+pub async fn backfill(
+    ledger: &BenchLedger,
+    templates: &[RunRecord],
+    dir: &Path,
+    batch: usize,
+) -> Result<Option<Backfill>, LedgerError> {
+    if ledger.backfill == 0 || templates.is_empty() {
+        return Ok(None);
+    }
+    let schema = ledger.schema("backfill").await?;
+    let local = SqliteLedger::open(&dir.join("backfill.db"))?;
+    let copies = copies(templates, ledger.backfill, "bench-backfill");
     local.record_finished(copies).await?;
     let settings = PgSettings::new(&ledger.config(&schema))?;
     let central = PostgresLedger::new(&settings)?;

@@ -63,6 +63,13 @@ impl Watched {
         self.status_field("VmRSS")
     }
 
+    /// The largest resident set size the process has had, in KiB
+    /// (`VmHWM`, the kernel's own high-water mark: nothing between two
+    /// samples is missed).
+    pub fn peak_rss_kib(self) -> u64 {
+        self.status_field("VmHWM")
+    }
+
     /// Anonymous resident memory in KiB (`RssAnon`): the heap and the
     /// thread stacks, without the executable's pages. A leak shows here.
     pub fn anon_kib(self) -> u64 {

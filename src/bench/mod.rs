@@ -12,6 +12,7 @@
 //! is unplugged and plugged back (`replug`). See [`report`] for what each
 //! column means and [`soak`] for the endurance run.
 
+pub mod abuse;
 pub mod child;
 pub mod crash;
 pub mod daemon;
@@ -192,6 +193,7 @@ pub const BACKFILL_BATCH: usize = 500;
 /// The simulator and the station of one row or soak.
 struct Rig {
     sim: SimChild,
+    config: StationConfig,
     station: Arc<Station>,
     events: broadcast::Receiver<StationEvent>,
 }
@@ -210,6 +212,7 @@ impl Rig {
         let events = station.subscribe();
         Ok(Rig {
             sim,
+            config,
             station,
             events,
         })
@@ -267,16 +270,16 @@ async fn measure_row(
     let sampler = metrics::Sampler::start(ROW_SAMPLE_EVERY, metrics::Watched::This);
     let cpu_before = metrics::process_cpu();
     let http = match options.scrape {
-        true => Some(
-            crate::http::HttpServer::start_on(
-                &rig.station,
-                SCRAPE_LISTEN,
-                None,
-                "bench",
-                rig.station.reader(),
-            )
-            .await?,
-        ),
+        true => {
+            let config = StationConfig {
+                http: crate::config::HttpConfig {
+                    listen: Some(SCRAPE_LISTEN),
+                    ..crate::config::HttpConfig::default()
+                },
+                ..rig.config.clone()
+            };
+            crate::http::HttpServer::start(&rig.station, &config).await?
+        }
         false => None,
     };
     let scraper = http

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::bench::abuse::{self, AbuseOptions};
 use crate::bench::crash::{self, CrashOptions};
 use crate::bench::ledger::BenchLedger;
 use crate::bench::report::{table_header, table_row};
@@ -17,6 +18,7 @@ use crate::sim::{FaultSpec, Latency};
 const DEFAULT_BOARDS: &[usize] = &[1, 8, 32, 64, 128];
 const DEFAULT_SOAK_BOARDS: usize = 64;
 const DEFAULT_CRASH_BOARDS: usize = 8;
+const DEFAULT_ABUSE_BOARDS: usize = 16;
 const DEFAULT_BAUD: u32 = 115_200;
 
 #[derive(Debug, clap::Args)]
@@ -69,6 +71,23 @@ pub struct BenchArgs {
     /// CPU time is not counted as the station's).
     #[arg(long, conflicts_with = "soak")]
     pub scrape: bool,
+    /// With --scrape: the abusive profile instead of the table. The daemon
+    /// (a child process) provisions boards replugged without pause (16
+    /// unless --boards) for two windows back to back: the monitoring only,
+    /// then also N clients asking again and again for the largest answer,
+    /// /api/v1/runs?limit=1000 as an engineer, half of them reading slowly.
+    /// Reports runs per minute in each window, the longest gap between
+    /// finished runs and the daemon's peak RSS.
+    #[arg(long, value_name = "N", requires = "scrape", conflicts_with_all = ["crash", "ledger"])]
+    pub abusive: Option<usize>,
+    /// With --abusive: each window's length.
+    #[arg(long, value_parser = super::parse_duration, value_name = "DURATION", default_value = "20s", requires = "abusive")]
+    pub window: Duration,
+    /// With --abusive: runs recorded in the database before the windows
+    /// (copies of the boards' first runs with fresh devices), so that the
+    /// API reads a realistic history.
+    #[arg(long, value_name = "RUNS", default_value_t = 0, requires = "abusive")]
+    pub history: usize,
     /// The stations also use this line's PostgreSQL ledger (a URL without a
     /// password, which comes from $NRF_PROVD_LEDGER_PASSWORD). Each row runs
     /// in a schema of the bench's own, dropped afterwards; then the
@@ -88,6 +107,7 @@ Examples:
   nrf-provd bench                                   # host cost, modems answer at once
   nrf-provd bench --latency realistic --rounds 3    # against the physical limit
   nrf-provd bench --latency realistic --boards 64 --scrape   # with the page and /metrics read every second
+  nrf-provd bench --scrape --abusive 200 --history 5000     # 200 API clients hammering the largest answer
   nrf-provd bench --latency realistic --boards 64 \\
       --ledger 'postgres://nrf@/nrf_line?host=/run/postgresql'   # a line's ledger, required mode
   nrf-provd bench --soak 10m --latency realistic \\
@@ -168,6 +188,9 @@ async fn bench(args: BenchArgs, out: &Output) -> ExitCode {
     let machine = Machine::this();
     if let Some(kills) = args.crash {
         return crash(&args, kills, seed, simulator, &machine, out).await;
+    }
+    if let Some(clients) = args.abusive {
+        return abusive(&args, clients, seed, simulator, &machine, out).await;
     }
     let latency = match args.latency.unwrap_or(Latency::None) {
         Latency::None => "none",
@@ -370,6 +393,76 @@ async fn crash(
     } else {
         ExitCode::from(super::EXIT_FAIL)
     }
+}
+
+/// `bench --scrape --abusive N`: the two windows' row.
+async fn abusive(
+    args: &BenchArgs,
+    clients: usize,
+    seed: u64,
+    executable: std::path::PathBuf,
+    machine: &Machine,
+    out: &Output,
+) -> ExitCode {
+    let boards = match args.boards.as_deref() {
+        None => DEFAULT_ABUSE_BOARDS,
+        Some([one]) => *one,
+        Some(_) => return super::error_exit("--abusive takes one board count"),
+    };
+    let latency = args.latency.unwrap_or(Latency::Realistic);
+    let baud = match (args.baud, latency) {
+        (Some(0), _) | (None, Latency::None) => None,
+        (Some(b), _) => Some(b),
+        (None, Latency::Realistic) => Some(DEFAULT_BAUD),
+    };
+    let options = AbuseOptions {
+        boards,
+        clients,
+        window: args.window,
+        history: args.history,
+        latency,
+        baud,
+        seed,
+        executable,
+        keep: args.keep,
+    };
+    if !args.json {
+        out.line(format_args!(
+            "nrf-provd bench --scrape --abusive {clients}: {boards} boards, latency {}, seed {seed}; \
+             {clients} clients on {} as engineer ({} reading at {}), two {:.0} s windows",
+            latency_name(latency),
+            abuse::ABUSIVE_PATH,
+            clients / 2,
+            abuse::SLOW_READ_RATE,
+            args.window.as_secs_f64()
+        ));
+        out.line(format_args!(
+            "machine: {} × {}, Linux {}",
+            machine.cpus, machine.cpu_model, machine.kernel
+        ));
+    }
+    let quiet = args.json;
+    let report = match abuse::run(&options, |line| {
+        if !quiet {
+            out.line(line);
+        }
+    })
+    .await
+    {
+        Ok(report) => report,
+        Err(e) => return super::error_exit(e),
+    };
+    if args.json {
+        out.line(serde_json::json!({
+            "machine": machine,
+            "latency": latency_name(latency),
+            "seed": seed,
+            "abusive": report,
+        }));
+    } else {
+        out.write(format_args!("{}", abuse::render(&report)));
+    }
+    ExitCode::SUCCESS
 }
 
 fn latency_name(latency: Latency) -> &'static str {

@@ -1,8 +1,22 @@
-//! Who may read the station page: the bearer token from `[http]
-//! token_file`, refused when group or others can read the file or a
-//! directory on its path lets them replace it (like the CA key). Machines send `Authorization: Bearer <token>`; a browser, which
-//! cannot add a header to the page's own requests, answers the Basic prompt
-//! with the token as password (any user name).
+//! Who may see what. Two roles, as nRF Cloud's Identity Service has
+//! viewers and editors: a **viewer** (the page, `/metrics`, run summaries)
+//! and an **engineer** (whole records: token text, JWTs, certificates).
+//! Each role has a bearer token in a file that the daemon refuses when
+//! group or others can read it, or when a directory on its path lets them
+//! replace it (like the CA key): `[http] token_file` for
+//! viewers, `[http] engineer_token_file` for engineers.
+//!
+//! - With a viewer token, every request must carry it or the engineer's
+//!   (401 otherwise); without one (loopback only), every request is a
+//!   viewer's.
+//! - Only a request carrying the engineer's token is an engineer's; with
+//!   none configured, nobody is, and no HTTP answer holds token text or a
+//!   certificate.
+//!
+//! Machines send `Authorization: Bearer <token>`; a browser, which cannot
+//! add a header to the page's own requests, answers the Basic prompt with
+//! the token as password (any user name). Tokens are compared by SHA-256
+//! digest in constant time.
 
 use std::path::{Path, PathBuf};
 
@@ -12,11 +26,25 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::App;
+use super::metrics::Refusal;
+use crate::config::HttpConfig;
 
 use crate::secure_file::{self, Holds, UnsafeFile};
 
 /// Shortest token accepted: a guessable token is no protection.
 pub const MIN_TOKEN_LEN: usize = 16;
+
+/// What a request may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The page, `/metrics`, ports and run summaries.
+    Viewer,
+    /// Also token text, JWTs and certificates.
+    Engineer,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -33,6 +61,12 @@ pub enum TokenError {
         path.display()
     )]
     Unusable { path: PathBuf },
+    #[error(
+        "http engineer_token_file {} holds the same token as token_file {}: a viewer would see what only an engineer may; give the engineer a token of its own",
+        engineer.display(),
+        viewer.display()
+    )]
+    Same { viewer: PathBuf, engineer: PathBuf },
 }
 
 /// The token's SHA-256: requests are compared by digest, so the comparison
@@ -77,46 +111,95 @@ impl AccessToken {
 
     fn matches(&self, presented: &str) -> bool {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        digest == self.digest
+        digest.ct_eq(&self.digest).into()
     }
 
     /// Whether the request carries the token, as a bearer token or as the
     /// password of Basic credentials.
     pub fn admits(&self, headers: &HeaderMap) -> bool {
-        let Some(value) = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-        else {
-            return false;
-        };
-        let (scheme, credentials) = value.trim().split_once(' ').unwrap_or((value, ""));
-        let credentials = credentials.trim();
-        if scheme.eq_ignore_ascii_case("bearer") {
-            return self.matches(credentials);
-        }
-        if scheme.eq_ignore_ascii_case("basic") {
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(credentials)
-                .ok()
-                .and_then(|bytes| String::from_utf8(bytes).ok());
-            return decoded
-                .as_deref()
-                .and_then(|pair| pair.split_once(':'))
-                .is_some_and(|(_user, password)| self.matches(password));
-        }
-        false
+        presented(headers).is_some_and(|p| self.matches(&p))
     }
 }
 
-/// Middleware: every request needs the token when one is configured.
-pub async fn require_token(
-    State(token): State<Option<AccessToken>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    match &token {
-        Some(token) if !token.admits(request.headers()) => unauthorized(),
-        _ => next.run(request).await,
+/// The token a request carries: a bearer token, or the password of Basic
+/// credentials.
+fn presented(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, credentials) = value.trim().split_once(' ').unwrap_or((value, ""));
+    let credentials = credentials.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(credentials.to_string());
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(credentials)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())?;
+        return decoded
+            .split_once(':')
+            .map(|(_user, password)| password.to_string());
+    }
+    None
+}
+
+/// The tokens of both roles, as configured.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    viewer: Option<AccessToken>,
+    engineer: Option<AccessToken>,
+}
+
+impl Access {
+    /// Read `[http] token_file` and `engineer_token_file`.
+    pub fn load(http: &HttpConfig) -> Result<Access, TokenError> {
+        let load = |path: &Option<PathBuf>| path.as_deref().map(AccessToken::load).transpose();
+        let access = Access {
+            viewer: load(&http.token_file)?,
+            engineer: load(&http.engineer_token_file)?,
+        };
+        if let (Some(viewer), Some(engineer)) = (&access.viewer, &access.engineer) {
+            if bool::from(viewer.digest.ct_eq(&engineer.digest)) {
+                return Err(TokenError::Same {
+                    viewer: http.token_file.clone().unwrap_or_default(),
+                    engineer: http.engineer_token_file.clone().unwrap_or_default(),
+                });
+            }
+        }
+        Ok(access)
+    }
+
+    /// What a request with `headers` may see; `None` when it may see
+    /// nothing (a viewer token is configured and it carries neither).
+    pub fn role(&self, headers: &HeaderMap) -> Option<Role> {
+        let presented = presented(headers);
+        let carries = |token: &Option<AccessToken>| {
+            token
+                .as_ref()
+                .zip(presented.as_deref())
+                .is_some_and(|(token, p)| token.matches(p))
+        };
+        if carries(&self.engineer) {
+            return Some(Role::Engineer);
+        }
+        match self.viewer {
+            None => Some(Role::Viewer),
+            Some(_) => carries(&self.viewer).then_some(Role::Viewer),
+        }
+    }
+}
+
+/// Middleware: the request's [`Role`] as an extension for the handlers, or
+/// 401.
+pub async fn require_access(State(app): State<App>, mut request: Request, next: Next) -> Response {
+    match app.access.role(request.headers()) {
+        Some(role) => {
+            request.extensions_mut().insert(role);
+            next.run(request).await
+        }
+        None => {
+            app.metrics.refused(Refusal::NoToken);
+            unauthorized()
+        }
     }
 }
 
@@ -128,6 +211,8 @@ fn unauthorized() -> Response {
         .into_response();
     // Bearer for machines; Basic makes a browser ask for the token.
     let headers = response.headers_mut();
+    // The slot goes to the next client, not to a retry on this connection.
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     headers.append(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Bearer realm=\"nrf-provd\""),
@@ -190,6 +275,75 @@ mod tests {
             AccessToken::load(&path),
             Err(TokenError::Unusable { .. })
         ));
+        Ok(())
+    }
+
+    fn token_file(dir: &Path, name: &str, token: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join(name);
+        std::fs::write(&path, format!("{token}\n")).expect("write token");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        path
+    }
+
+    #[test]
+    fn the_engineers_token_alone_makes_an_engineer() -> Result<(), Box<dyn std::error::Error>> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir()?;
+        let viewer = "v1ewer-0123456789abcdef";
+        let engineer = "eng1neer-0123456789abcdef";
+        let viewer_file = token_file(dir.path(), "viewer.token", viewer);
+        let engineer_file = token_file(dir.path(), "engineer.token", engineer);
+        let bearer = |t: &str| headers(&format!("Bearer {t}"));
+
+        // Loopback without tokens: everyone is a viewer, nobody more.
+        let open = Access::load(&HttpConfig::default())?;
+        assert_eq!(open.role(&HeaderMap::new()), Some(Role::Viewer));
+        assert_eq!(open.role(&bearer(engineer)), Some(Role::Viewer));
+
+        // An engineer's token only: it alone shows token text.
+        let engineer_only = Access::load(&HttpConfig {
+            engineer_token_file: Some(engineer_file.clone()),
+            ..HttpConfig::default()
+        })?;
+        assert_eq!(engineer_only.role(&HeaderMap::new()), Some(Role::Viewer));
+        assert_eq!(engineer_only.role(&bearer(engineer)), Some(Role::Engineer));
+        assert_eq!(engineer_only.role(&bearer(viewer)), Some(Role::Viewer));
+
+        // Both: a request needs one of them.
+        let both = Access::load(&HttpConfig {
+            token_file: Some(viewer_file.clone()),
+            engineer_token_file: Some(engineer_file.clone()),
+            ..HttpConfig::default()
+        })?;
+        assert_eq!(both.role(&HeaderMap::new()), None);
+        assert_eq!(both.role(&bearer("someone-else-0123456789")), None);
+        assert_eq!(both.role(&bearer(viewer)), Some(Role::Viewer));
+        assert_eq!(both.role(&bearer(engineer)), Some(Role::Engineer));
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("op:{engineer}"));
+        assert_eq!(
+            both.role(&headers(&format!("Basic {basic}"))),
+            Some(Role::Engineer)
+        );
+
+        // One token for both roles would make every viewer an engineer.
+        let same = token_file(dir.path(), "same.token", viewer);
+        let err = Access::load(&HttpConfig {
+            token_file: Some(viewer_file),
+            engineer_token_file: Some(same),
+            ..HttpConfig::default()
+        })
+        .err();
+        assert!(matches!(err, Some(TokenError::Same { .. })), "{err:?}");
+
+        // The engineer's file is refused when others can read it.
+        std::fs::set_permissions(&engineer_file, std::fs::Permissions::from_mode(0o604))?;
+        let err = Access::load(&HttpConfig {
+            engineer_token_file: Some(engineer_file),
+            ..HttpConfig::default()
+        })
+        .err();
+        assert!(matches!(err, Some(TokenError::Unsafe(_))), "{err:?}");
         Ok(())
     }
 }

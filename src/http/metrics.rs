@@ -42,6 +42,37 @@ struct KindLabels {
     kind: &'static str,
 }
 
+/// Why the server refused a request (the label of
+/// `nrf_provd_http_requests_refused_total`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Refusal {
+    /// `Host` named neither loopback, the address it came to, nor an
+    /// allowed host (421).
+    ForeignHost,
+    /// `Origin` named another site (403).
+    ForeignOrigin,
+    /// No valid token where one is needed (401).
+    NoToken,
+    /// Every reader was busy (503).
+    ReadersBusy,
+}
+
+impl Refusal {
+    fn as_str(self) -> &'static str {
+        match self {
+            Refusal::ForeignHost => "foreign_host",
+            Refusal::ForeignOrigin => "foreign_origin",
+            Refusal::NoToken => "no_token",
+            Refusal::ReadersBusy => "readers_busy",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
@@ -84,6 +115,7 @@ pub struct Metrics {
     sse_clients: Gauge,
     clients_dropped: Counter,
     connections_refused: Counter,
+    requests_refused: Family<RefusalLabels, Counter>,
 }
 
 impl Metrics {
@@ -148,8 +180,13 @@ impl Metrics {
         );
         ours.register(
             "http_connections_refused",
-            "HTTP connections closed at once because too many were open",
+            "HTTP connections closed at once because too many were open, in all or from one client",
             metrics.connections_refused.clone(),
+        );
+        ours.register(
+            "http_requests_refused",
+            "HTTP requests refused, by reason: foreign_host (421), foreign_origin (403), no_token (401), readers_busy (503)",
+            metrics.requests_refused.clone(),
         );
         ours.register(
             "build",
@@ -172,6 +209,7 @@ impl Metrics {
             sse_clients: metrics.sse_clients,
             clients_dropped: metrics.clients_dropped,
             connections_refused: metrics.connections_refused,
+            requests_refused: metrics.requests_refused,
         }
     }
 
@@ -232,6 +270,14 @@ impl Metrics {
         self.connections_refused.inc();
     }
 
+    pub fn refused(&self, why: Refusal) {
+        self.requests_refused
+            .get_or_create(&RefusalLabels {
+                reason: why.as_str(),
+            })
+            .inc();
+    }
+
     /// Counts a connected page while the guard lives.
     pub fn sse_client(self: &Arc<Self>) -> SseClient {
         self.sse_clients.inc();
@@ -260,6 +306,7 @@ struct MetricsParts {
     sse_clients: Gauge,
     clients_dropped: Counter,
     connections_refused: Counter,
+    requests_refused: Family<RefusalLabels, Counter>,
 }
 
 impl Default for MetricsParts {
@@ -276,6 +323,7 @@ impl Default for MetricsParts {
             sse_clients: Gauge::default(),
             clients_dropped: Counter::default(),
             connections_refused: Counter::default(),
+            requests_refused: Family::default(),
         }
     }
 }

@@ -2,8 +2,12 @@
 //! `/events` (Server-Sent Events), `/metrics` (Prometheus), the JSON API
 //! (`/api/v1/ports`, `/api/v1/runs`, `/api/v1/runs/{id}`) and `/healthz`.
 //!
-//! The page and the metrics are subscribers of the station's events like
-//! systemd's STATUS: they fold events, they never hold the station up. A
+//! The server never holds a run up. It runs on a thread of its own (its
+//! own single-threaded runtime), so no request ever runs on a thread the
+//! station's tasks use; it reads the records through readers of its own
+//! (read-only connections on their own threads, a bounded number at once;
+//! the station's commits have the writer's thread to themselves); the page
+//! and the metrics fold the station's events like systemd's STATUS does. A
 //! client that stops reading is dropped ([`conn`]); a page that falls
 //! behind is disconnected and starts over ([`live`]). Every asset is in the
 //! binary: no CDN, nothing fetched, works on a line with no internet.
@@ -11,15 +15,18 @@
 //! - [`view`]: what the page shows, folded from events (no I/O);
 //! - [`live`]: the view's task and the SSE feed;
 //! - [`metrics`]: the Prometheus registry, folded from events;
-//! - [`api`]: JSON and health;
-//! - [`auth`]: the bearer token for listening beyond loopback;
-//! - [`conn`]: accept loop, connection limit, write deadline.
+//! - [`api`]: JSON (paged, streamed) and health;
+//! - [`origin`]: only the station's own names in `Host` and `Origin`;
+//! - [`auth`]: the viewer's and the engineer's tokens;
+//! - [`conn`]: accept loop, connection limits in all and per client,
+//!   deadlines.
 
 pub mod api;
 pub mod auth;
 pub mod conn;
 pub mod live;
 pub mod metrics;
+pub mod origin;
 pub mod view;
 
 use std::net::SocketAddr;
@@ -33,11 +40,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::StationConfig;
-use crate::ledger::{LedgerReader, SqliteLedger};
+use crate::ledger::ReaderPool;
 use crate::station::Station;
-pub use auth::{AccessToken, TokenError};
+pub use auth::{Access, AccessToken, Role, TokenError};
 use live::Live;
 use metrics::Metrics;
+use origin::Origins;
 use view::View;
 
 /// Why the server could not start.
@@ -47,6 +55,8 @@ pub enum HttpError {
     Token(#[from] TokenError),
     #[error("http: cannot read the runs for the API: {0}")]
     Ledger(#[from] crate::ledger::LedgerError),
+    #[error("http: cannot start the server's thread: {0}")]
+    Thread(std::io::Error),
     #[error(
         "http: cannot listen on {addr}: {source}; set [http] listen to another address, or to \"\" to turn the station page off"
     )]
@@ -60,9 +70,12 @@ pub enum HttpError {
 #[derive(Clone)]
 pub struct App {
     pub station: Arc<Station>,
-    /// The API's own read-only connection to the records, so that a large
-    /// read never waits in line with the station's commits.
-    pub runs: Arc<dyn LedgerReader>,
+    /// The API's own read-only connections to the records.
+    pub readers: ReaderPool,
+    /// Who may see what.
+    pub access: Access,
+    /// The names a request may use for the station.
+    pub origins: Origins,
     pub live: Arc<Live>,
     pub metrics: Arc<Metrics>,
     /// Cancelled when the server stops: live feeds end.
@@ -72,8 +85,10 @@ pub struct App {
 /// The running server.
 pub struct HttpServer {
     addr: SocketAddr,
+    readers: ReaderPool,
     stop: CancellationToken,
-    tasks: JoinSet<()>,
+    /// Sent when the server's thread has closed every connection and ended.
+    ended: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl HttpServer {
@@ -87,29 +102,19 @@ impl HttpServer {
         let Some(listen) = config.http.listen else {
             return Ok(None);
         };
-        let token = config
-            .http
-            .token_file
-            .as_deref()
-            .map(AccessToken::load)
-            .transpose()?;
-        let runs = Arc::new(SqliteLedger::open_read_only(&config.database)?);
-        HttpServer::start_on(station, listen, token, &config.station_id, runs)
-            .await
-            .map(Some)
-    }
-
-    /// Start serving `station` on `listen`, requiring `token` when given;
-    /// the API reads runs from `runs`.
-    pub async fn start_on(
-        station: &Arc<Station>,
-        listen: SocketAddr,
-        token: Option<AccessToken>,
-        station_id: &str,
-        runs: Arc<dyn LedgerReader>,
-    ) -> Result<HttpServer, HttpError> {
+        let access = Access::load(&config.http)?;
+        let readers = ReaderPool::open(&config.database, config.http.readers)?;
         metrics::note_start();
-        let listener = conn::listen(listen).map_err(|source| HttpError::Listen {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(HttpError::Thread)?;
+        let listener = {
+            // The listener belongs to the server's runtime.
+            let _inside = runtime.enter();
+            conn::listen(listen)
+        }
+        .map_err(|source| HttpError::Listen {
             addr: listen,
             source,
         })?;
@@ -121,26 +126,41 @@ impl HttpServer {
         let steps = station.context().plan.steps.len();
         let app = App {
             station: Arc::clone(station),
-            runs,
-            live: Live::new(View::new(station_id, steps)),
+            readers: readers.clone(),
+            access,
+            origins: Origins::new(&config.http.allowed_hosts),
+            live: Live::new(View::new(&config.station_id, steps)),
             metrics: Arc::new(Metrics::new(Arc::clone(station) as _)),
             stop: stop.clone(),
         };
-        let mut tasks = JoinSet::new();
-        tasks.spawn(live::follow(
-            Arc::clone(&app.live),
-            Arc::clone(&app.metrics),
-            station.subscribe(),
-            stop.clone(),
-        ));
-        let metrics = Arc::clone(&app.metrics);
-        tasks.spawn(conn::serve(
-            listener,
-            router(app, token),
-            metrics,
-            stop.clone(),
-        ));
-        Ok(HttpServer { addr, stop, tasks })
+        let events = station.subscribe();
+        let (done, ended) = tokio::sync::oneshot::channel();
+        let serving = stop.clone();
+        std::thread::Builder::new()
+            .name("http".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let mut tasks = JoinSet::new();
+                    tasks.spawn(live::follow(
+                        Arc::clone(&app.live),
+                        Arc::clone(&app.metrics),
+                        events,
+                        serving.clone(),
+                    ));
+                    let metrics = Arc::clone(&app.metrics);
+                    tasks.spawn(conn::serve(listener, router(app), metrics, serving));
+                    while tasks.join_next().await.is_some() {}
+                });
+                drop(runtime);
+                let _ = done.send(());
+            })
+            .map_err(HttpError::Thread)?;
+        Ok(Some(HttpServer {
+            addr,
+            readers,
+            stop,
+            ended: Some(ended),
+        }))
     }
 
     /// Where the server listens (the real port when configured with 0).
@@ -148,14 +168,30 @@ impl HttpServer {
         self.addr
     }
 
-    /// Stop: close the listener and every connection, end the feeds.
+    /// The readers the API reads the records through (a test takes one to
+    /// see what a client gets when they are all busy).
+    pub fn readers(&self) -> ReaderPool {
+        self.readers.clone()
+    }
+
+    /// Stop: close the listener and every connection, end the feeds, and
+    /// wait until the server's thread has ended.
     pub async fn shutdown(mut self) {
         self.stop.cancel();
-        while self.tasks.join_next().await.is_some() {}
+        if let Some(ended) = self.ended.take() {
+            let _ = ended.await;
+        }
     }
 }
 
-fn router(app: App, token: Option<AccessToken>) -> Router {
+impl Drop for HttpServer {
+    /// Not shut down (an early return): the server's thread ends by itself.
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn router(app: App) -> Router {
     Router::new()
         .route("/", get(page::index))
         .route("/station.css", get(page::css))
@@ -167,9 +203,14 @@ fn router(app: App, token: Option<AccessToken>) -> Router {
         .route("/api/v1/runs", get(api::runs))
         .route("/api/v1/runs/{id}", get(api::run))
         .fallback(api::not_found)
+        // The last layer runs first: the origin, then the token.
         .layer(axum::middleware::from_fn_with_state(
-            token,
-            auth::require_token,
+            app.clone(),
+            auth::require_access,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            origin::require_own_origin,
         ))
         .with_state(app)
 }

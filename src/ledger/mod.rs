@@ -7,10 +7,10 @@
 //! - [`LedgerReader`], the read side for `results`, exports and checks.
 //!
 //! [`SqliteLedger`] is the embedded implementation (WAL, `synchronous=FULL`,
-//! versioned migrations); it does its own blocking, so no caller needs
-//! `spawn_blocking`. The records themselves are domain types in
-//! [`crate::record`]; [`export`] turns them into tables, JSON and Nordic's
-//! CSV formats.
+//! versioned migrations); it does its own blocking (each connection on a
+//! thread of its own), so no caller needs `spawn_blocking`. The records
+//! themselves are domain types in [`crate::record`]; [`export`] turns them
+//! into tables, JSON and Nordic's CSV formats.
 
 pub mod export;
 pub mod handoff;
@@ -37,6 +37,7 @@ pub use handoff::{
 pub use line::{LineLedger, LineMode};
 pub use memory::MemoryLedger;
 pub use postgres::{PgSettings, PostgresLedger};
+pub use sqlite::readers::{Reader, ReaderPool, RunPage};
 pub use sqlite::{SCHEMA_VERSION, SqliteHandoff, SqliteLedger, SqliteReader};
 pub use summary::Summary;
 

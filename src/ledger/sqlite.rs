@@ -1,15 +1,17 @@
 //! The embedded ledger: SQLite.
 //!
 //! Durability: WAL with `synchronous=FULL`, so a transaction is on disk when
-//! its commit returns. One connection behind a mutex, used from tokio's
-//! blocking pool: a station writes a few rows per board, far below what one
-//! connection sustains, and the async methods never block a runtime thread.
+//! its commit returns. One connection on a thread of its own ([`owner`]): a
+//! station writes a few rows per board, far below what one connection
+//! sustains, the async methods never block a runtime thread, and nothing
+//! else in the process can hold a commit up. The HTTP API reads through a
+//! pool of read-only connections of its own ([`readers`]).
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions, Permissions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -28,8 +30,11 @@ use crate::token::TokenKind;
 
 mod handoff;
 mod line;
+mod owner;
+pub mod readers;
 pub use handoff::SqliteHandoff;
 pub use line::{ForwardBatch, stored_claim_value};
+use owner::{Db, blocking};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts how many
 /// a database has. Append only: never edit a released migration.
@@ -55,36 +60,6 @@ const RECOVERED_REASON: &str = "the station stopped before the run finished";
 const BUSY_TIMEOUT: Duration = Duration::from_millis(250);
 /// How long a read-only view waits for a lock.
 const READ_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The connection and what was learned opening it.
-struct Db {
-    // Fields drop in declaration order: the connection closes before the
-    // lock is released.
-    conn: Mutex<Connection>,
-    path: PathBuf,
-    recovered: usize,
-    _lock: Option<Flock<File>>,
-}
-
-impl Db {
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock dropped its transaction (rollback);
-        // the connection itself is still sound.
-        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// Run `job` on the connection in tokio's blocking pool.
-async fn blocking<R, F>(db: &Arc<Db>, job: F) -> Result<R, LedgerError>
-where
-    R: Send + 'static,
-    F: FnOnce(&mut Connection) -> Result<R, LedgerError> + Send + 'static,
-{
-    let db = Arc::clone(db);
-    tokio::task::spawn_blocking(move || job(&mut db.conn()))
-        .await
-        .map_err(|e| LedgerError::Task(e.to_string()))?
-}
 
 /// The station's own ledger: one writer per database, across processes.
 #[derive(Clone)]
@@ -260,12 +235,7 @@ impl SqliteLedger {
         restrict_side_file(&side_file(path, "-shm"))?;
 
         Ok(SqliteLedger {
-            db: Arc::new(Db {
-                conn: Mutex::new(conn),
-                path: path.to_owned(),
-                recovered,
-                _lock: Some(lock),
-            }),
+            db: Arc::new(Db::start("db-writer", conn, Some(lock), path, recovered)?),
             pending_dir,
         })
     }
@@ -276,10 +246,9 @@ impl SqliteLedger {
     /// its next start) so that it reads in today's shape; otherwise nothing
     /// is changed.
     pub fn open_read_only(path: &Path) -> Result<SqliteReader, LedgerError> {
-        let reader = Self::open_read_only_as_is(path)?;
-        let version = SqliteReader::version(&reader.db.conn())?;
+        let (conn, version) = Self::open_read_only_conn(path)?;
         if usize::try_from(version).is_ok_and(|v| v < MIGRATIONS.len()) {
-            drop(reader);
+            drop(conn);
             match SqliteLedger::open(path) {
                 // Migrated and closed again; fall through to a fresh view.
                 Ok(writer) => drop(writer),
@@ -290,10 +259,16 @@ impl SqliteLedger {
             }
             return Self::open_read_only_as_is(path);
         }
-        Ok(reader)
+        SqliteReader::start(conn, path)
     }
 
     fn open_read_only_as_is(path: &Path) -> Result<SqliteReader, LedgerError> {
+        let (conn, _) = Self::open_read_only_conn(path)?;
+        SqliteReader::start(conn, path)
+    }
+
+    /// A read-only connection and the schema version it found.
+    fn open_read_only_conn(path: &Path) -> Result<(Connection, i64), LedgerError> {
         // SQLite would report "unable to open"; say which file is missing.
         std::fs::metadata(path).map_err(io(path, "cannot open database"))?;
         let conn = Connection::open_with_flags(
@@ -310,14 +285,7 @@ impl SqliteLedger {
             });
         }
         check_not_newer(path, version)?;
-        Ok(SqliteReader {
-            db: Arc::new(Db {
-                conn: Mutex::new(conn),
-                path: path.to_owned(),
-                recovered: 0,
-                _lock: None,
-            }),
-        })
+        Ok((conn, version))
     }
 
     /// Runs found in flight (left by a crash) and marked interrupted by `open`.
@@ -331,6 +299,12 @@ impl SqliteLedger {
 }
 
 impl SqliteReader {
+    fn start(conn: Connection, path: &Path) -> Result<SqliteReader, LedgerError> {
+        Ok(SqliteReader {
+            db: Arc::new(Db::start("db-reader", conn, None, path, 0)?),
+        })
+    }
+
     /// A database opened read-only when it was older than this version has
     /// not been migrated: read it as the shape it has.
     fn version(conn: &Connection) -> Result<i64, LedgerError> {

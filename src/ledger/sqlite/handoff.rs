@@ -4,7 +4,7 @@
 //! beyond SQLite's own write lock, held for one short transaction).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -61,12 +61,7 @@ impl SqliteLedger {
         restrict_side_file(&side_file(path, "-wal"))?;
         restrict_side_file(&side_file(path, "-shm"))?;
         Ok(SqliteHandoff {
-            db: Arc::new(Db {
-                conn: Mutex::new(conn),
-                path: path.to_owned(),
-                recovered: 0,
-                _lock: Some(lock),
-            }),
+            db: Arc::new(Db::start("db-handoff", conn, Some(lock), path, 0)?),
         })
     }
 
@@ -75,12 +70,7 @@ impl SqliteLedger {
     pub fn open_handoff_read_only(path: &Path) -> Result<SqliteHandoff, LedgerError> {
         let conn = open_current(path, true)?;
         Ok(SqliteHandoff {
-            db: Arc::new(Db {
-                conn: Mutex::new(conn),
-                path: path.to_owned(),
-                recovered: 0,
-                _lock: None,
-            }),
+            db: Arc::new(Db::start("db-handoff", conn, None, path, 0)?),
         })
     }
 }
