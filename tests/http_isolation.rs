@@ -7,6 +7,7 @@
 //! 503 with Retry-After at once; and connection limits hold for a client
 //! without a token.
 
+mod http_support;
 mod station_support;
 
 use std::io::{Read, Write};
@@ -15,8 +16,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use http_support::{Feed, get};
 use nrf_provd::bench::abuse::{self, AbuseOptions};
-use nrf_provd::bench::scrape::{Feed, get};
 use nrf_provd::sim::Latency;
 use station_support::{Daemon, Env, binary};
 
@@ -296,7 +297,7 @@ async fn without_the_engineers_token_no_answer_holds_token_text_or_a_certificate
         }
         assert!(!body.contains("BEGIN CERTIFICATE"), "{what}: {body}");
     };
-    let runs = nrf_provd::bench::scrape::get(addr, "/api/v1/runs", Some(VIEWER)).expect("runs");
+    let runs = get(addr, "/api/v1/runs", Some(VIEWER)).expect("runs");
     let ids: Vec<i64> = serde_json::from_str::<Vec<serde_json::Value>>(&runs.body)
         .expect("runs json")
         .iter()

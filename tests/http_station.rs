@@ -5,6 +5,7 @@
 //! wants its token, stuck clients cost no run, and the log an operator
 //! reads.
 
+mod http_support;
 mod station_support;
 
 use std::collections::HashMap;
@@ -12,7 +13,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use nrf_provd::bench::scrape::{Feed, Response, get};
+use http_support::{Feed, Response, get};
 use nrf_provd::ledger::{LedgerReader, SqliteLedger};
 use nrf_provd::record::Outcome;
 use nrf_provd::sim::Latency;

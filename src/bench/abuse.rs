@@ -283,11 +283,11 @@ pub async fn run(
         .await?
         .seen;
     let whole = {
-        let token = token.clone();
-        tokio::task::spawn_blocking(move || scrape::get(addr, ABUSIVE_PATH, Some(&token)))
+        let failed = |e: reqwest::Error| BenchError::Invalid(format!("{ABUSIVE_PATH}: {e}"));
+        let client = scrape::client().map_err(failed)?;
+        scrape::get(&client, addr, ABUSIVE_PATH, Some(&token))
             .await
-            .map_err(|e| BenchError::Invalid(e.to_string()))?
-            .map_err(|e| BenchError::Invalid(format!("{ABUSIVE_PATH}: {e}")))?
+            .map_err(failed)?
     };
 
     progress(&format!(

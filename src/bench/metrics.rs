@@ -22,6 +22,11 @@ fn cpu_of(who: UsageWho) -> Duration {
     })
 }
 
+/// User plus system CPU time of the calling thread so far.
+pub fn thread_cpu() -> Duration {
+    cpu_of(UsageWho::RUSAGE_THREAD)
+}
+
 /// User plus system CPU time of every thread of this process so far.
 pub fn process_cpu() -> Duration {
     cpu_of(UsageWho::RUSAGE_SELF)
@@ -167,7 +172,7 @@ impl Sampler {
             }
             // Take a last sample so short rows still see their end state.
             samples.push(Sample::now(start, watched));
-            (samples, cpu_of(UsageWho::RUSAGE_THREAD))
+            (samples, thread_cpu())
         });
         Sampler { stop, thread }
     }

@@ -269,7 +269,9 @@ async fn measure_row(
     let load_before = metrics::load_average();
     let sampler = metrics::Sampler::start(ROW_SAMPLE_EVERY, metrics::Watched::This);
     let cpu_before = metrics::process_cpu();
-    let http = match options.scrape {
+    // With a shared ledger the claim column comes from the station's own
+    // `/metrics`, so the server runs then too (idle but for that one read).
+    let http = match options.scrape || options.ledger.is_some() {
         true => {
             let config = StationConfig {
                 http: crate::config::HttpConfig {
@@ -284,6 +286,7 @@ async fn measure_row(
     };
     let scraper = http
         .as_ref()
+        .filter(|_| options.scrape)
         .map(|http| scrape::Scraper::start(http.local_addr(), SCRAPE_EVERY));
     let mut round_start = Instant::now();
     let serving = tokio::spawn(Arc::clone(&rig.station).serve());
@@ -319,17 +322,16 @@ async fn measure_row(
         }
         Latency::None => None,
     };
+    let claim_p99_ms = match (&http, &options.ledger) {
+        (Some(http), Some(_)) => claim_p99_ms(http.local_addr()).await?,
+        _ => None,
+    };
     rig.station.shutdown();
     let _ = serving.await;
     if let Some(http) = http {
         http.shutdown().await;
     }
     let runs = rig.all_runs().await?;
-    let claims = rig
-        .station
-        .line()
-        .map(|line| line.stats().claims)
-        .unwrap_or_default();
     let log = rig.sim.log.clone();
     rig.sim.quit().await;
     drop(rig);
@@ -344,7 +346,7 @@ async fn measure_row(
     let mut row = report::summarize(report::RowInput {
         boards,
         ledger: &ledger,
-        claims: &claims,
+        claim_p99_ms,
         runs: &runs,
         costs: costs.as_ref(),
         wall,
@@ -355,6 +357,20 @@ async fn measure_row(
     });
     row.scrape = scraped;
     Ok((row, runs))
+}
+
+/// The 99th percentile of the central claims' round trips in ms, from the
+/// station's `/metrics` (`None` when no claim was made centrally).
+async fn claim_p99_ms(addr: std::net::SocketAddr) -> Result<Option<f64>, BenchError> {
+    let failed = |e: reqwest::Error| BenchError::Invalid(format!("GET /metrics: {e}"));
+    let client = scrape::client().map_err(failed)?;
+    let metrics = scrape::get(&client, addr, "/metrics", None)
+        .await
+        .map_err(failed)?;
+    Ok(
+        scrape::histogram_quantile(&metrics.body, "nrf_provd_ledger_claim_seconds", 0.99)
+            .map(|seconds| seconds * 1000.0),
+    )
 }
 
 impl Drop for Rig {

@@ -1,17 +1,17 @@
 //! What a line's monitoring does to the station while the bench measures
 //! it (`bench --scrape`): one page left open on the live feed, and every
 //! second the page, `/metrics` and `/api/v1/ports` fetched, as an operator's
-//! screen and a Prometheus server would. Plain blocking HTTP/1.1 on threads
-//! of their own, whose CPU time is subtracted from the station's.
+//! screen and a Prometheus server would. `reqwest` on a single-threaded
+//! runtime on a thread of its own, whose CPU time is subtracted from the
+//! station's; and the one read of `/metrics` the bench's claim column
+//! comes from ([`histogram_quantile`]).
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::SocketAddr;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nix::sys::resource::{UsageWho, getrusage};
+use reqwest::header::AUTHORIZATION;
+use tokio_util::sync::CancellationToken;
 
 /// An HTTP answer.
 #[derive(Debug, Clone)]
@@ -31,123 +31,111 @@ impl Response {
     }
 }
 
-/// `GET path` on a fresh connection (`Connection: close`), with the bearer
-/// token when given.
-pub fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> io::Result<Response> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write_request(&mut stream, addr, path, token, "close")?;
-    let mut reader = BufReader::new(stream);
-    let (status, headers) = read_head(&mut reader)?;
-    let mut raw = Vec::new();
-    reader.read_to_end(&mut raw)?;
-    let chunked = headers
-        .iter()
-        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    let body = if chunked { dechunk(&raw)? } else { raw };
-    Ok(Response {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
+/// A client for the station's own server: plain HTTP on loopback (no
+/// proxy), a new connection for every request as a scraper without
+/// keep-alive makes (the costlier case for the server).
+pub fn client() -> Result<reqwest::Client, reqwest::Error> {
+    // reqwest's rustls needs a provider even for plain HTTP: ring, the
+    // project's one crypto stack (no certificate is ever checked here).
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map(|builder| {
+        builder
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth()
+    });
+    let builder = reqwest::Client::builder()
+        .no_proxy()
+        .http1_only()
+        .pool_max_idle_per_host(0)
+        .connect_timeout(Duration::from_secs(10));
+    match tls {
+        Ok(tls) => builder.tls_backend_preconfigured(tls).build(),
+        Err(_) => builder.build(),
+    }
 }
 
-fn write_request(
-    stream: &mut TcpStream,
+/// `GET path` with the bearer token when given; the whole body, within 30 s.
+pub async fn get(
+    client: &reqwest::Client,
     addr: SocketAddr,
     path: &str,
     token: Option<&str>,
-    connection: &str,
-) -> io::Result<()> {
-    let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: {connection}\r\n\r\n"
-    )
-}
-
-fn read_head(reader: &mut impl BufRead) -> io::Result<(u16, Vec<(String, String)>)> {
-    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad("no HTTP status line"))?;
-    let mut headers = Vec::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 {
-            return Err(bad("connection closed inside the headers"));
-        }
-        let text = line.trim_end();
-        if text.is_empty() {
-            return Ok((status, headers));
-        }
-        if let Some((name, value)) = text.split_once(':') {
-            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
-        }
+) -> Result<Response, reqwest::Error> {
+    let mut request = client
+        .get(format!("http://{addr}{path}"))
+        .timeout(Duration::from_secs(30));
+    if let Some(token) = token {
+        request = request.header(AUTHORIZATION, format!("Bearer {token}"));
     }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_string(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let body = response.text().await?;
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
-/// A chunked body's bytes.
-fn dechunk(mut raw: &[u8]) -> io::Result<Vec<u8>> {
-    let bad = || io::Error::new(io::ErrorKind::InvalidData, "bad chunked body");
-    let mut body = Vec::new();
-    loop {
-        let end = raw.windows(2).position(|w| w == b"\r\n").ok_or_else(bad)?;
-        let size_text = std::str::from_utf8(&raw[..end]).map_err(|_| bad())?;
-        let size_text = size_text.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16).map_err(|_| bad())?;
-        raw = &raw[end + 2..];
-        if size == 0 {
-            return Ok(body);
-        }
-        let chunk = raw.get(..size).ok_or_else(bad)?;
-        body.extend_from_slice(chunk);
-        raw = raw.get(size + 2..).ok_or_else(bad)?;
+/// The `q` quantile (0..=1) of the histogram `family` in an OpenMetrics
+/// text, in its unit: linear within the bucket it falls in, as
+/// Prometheus' `histogram_quantile` reads it (the last finite bound when it
+/// falls beyond). `None` without the family or any observation.
+pub fn histogram_quantile(exposition: &str, family: &str, q: f64) -> Option<f64> {
+    let prefix = format!("{family}_bucket{{");
+    let mut buckets: Vec<(f64, f64)> = exposition
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(&prefix)?;
+            let (labels, value) = rest.split_once("} ")?;
+            let bound = labels
+                .split(',')
+                .find_map(|label| label.trim().strip_prefix("le=\""))?
+                .strip_suffix('"')?;
+            let bound = if bound == "+Inf" {
+                f64::INFINITY
+            } else {
+                bound.parse().ok()?
+            };
+            let count: f64 = value.split_whitespace().next()?.parse().ok()?;
+            Some((bound, count))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
     }
-}
-
-/// An open `GET /events` feed, read line by line.
-pub struct Feed {
-    reader: BufReader<TcpStream>,
-    pub status: u16,
-}
-
-impl Feed {
-    pub fn open(addr: SocketAddr, token: Option<&str>) -> io::Result<Feed> {
-        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
-        write_request(&mut stream, addr, "/events", token, "keep-alive")?;
-        let mut reader = BufReader::new(stream);
-        let (status, _) = read_head(&mut reader)?;
-        Ok(Feed { reader, status })
-    }
-
-    /// Wait at most `timeout` for the next bytes of the feed (chunk sizes
-    /// and SSE lines alike); `Ok(None)` on a timeout, an error or EOF when
-    /// the server closed it.
-    pub fn next_line(&mut self, timeout: Duration) -> io::Result<Option<String>> {
-        self.reader.get_ref().set_read_timeout(Some(timeout))?;
-        let mut line = String::new();
-        match self.reader.read_line(&mut line) {
-            Ok(0) => Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the server closed the feed",
-            )),
-            Ok(_) => Ok(Some(line)),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                Ok(None)
+    let rank = q.clamp(0.0, 1.0) * total;
+    let (mut lower, mut below) = (0.0, 0.0);
+    for &(upper, count) in &buckets {
+        if count >= rank {
+            if upper.is_infinite() {
+                return Some(lower);
             }
-            Err(e) => Err(e),
+            let share = if count > below {
+                (rank - below) / (count - below)
+            } else {
+                1.0
+            };
+            return Some(lower + (upper - lower) * share);
         }
+        (lower, below) = (upper, count);
     }
+    Some(lower)
 }
 
 /// What the scraper did.
@@ -158,101 +146,149 @@ pub struct Scraped {
     pub bytes: u64,
     /// Bytes read from the live feed.
     pub feed_bytes: u64,
-    /// CPU time of the scraper's own threads (subtracted from the station's).
+    /// CPU time of the scraper's own thread (subtracted from the station's).
     pub cpu: Duration,
 }
 
 /// The page, `/metrics` and `/api/v1/ports` every `every`, and one live feed.
 pub struct Scraper {
-    stop: Arc<AtomicBool>,
-    poller: JoinHandle<(u64, u64, u64, Duration)>,
-    feed: JoinHandle<(u64, Duration)>,
+    stop: CancellationToken,
+    thread: JoinHandle<Scraped>,
 }
 
 const PATHS: [&str; 4] = ["/", "/station.js", "/metrics", "/api/v1/ports"];
 
 impl Scraper {
     pub fn start(addr: SocketAddr, every: Duration) -> Scraper {
-        let stop = Arc::new(AtomicBool::new(false));
-        let poller = {
-            let stop = Arc::clone(&stop);
+        let stop = CancellationToken::new();
+        let thread = {
+            let stop = stop.clone();
             std::thread::spawn(move || {
-                let (mut requests, mut failed, mut bytes) = (0, 0, 0);
-                let mut next = Instant::now();
-                while !stop.load(Ordering::Relaxed) {
-                    for path in PATHS {
-                        requests += 1;
-                        match get(addr, path, None) {
-                            Ok(r) if r.status == 200 => bytes += r.body.len() as u64,
-                            _ => failed += 1,
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                let mut scraped = match (runtime, client()) {
+                    (Ok(runtime), Ok(client)) => runtime.block_on(async {
+                        let ((requests, failed, bytes), feed_bytes) = tokio::join!(
+                            poll(&client, addr, every, &stop),
+                            feed(&client, addr, &stop)
+                        );
+                        Scraped {
+                            requests,
+                            failed,
+                            bytes,
+                            feed_bytes,
+                            cpu: Duration::ZERO,
                         }
-                    }
-                    next += every;
-                    while !stop.load(Ordering::Relaxed) && Instant::now() < next {
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                }
-                (requests, failed, bytes, thread_cpu())
+                    }),
+                    _ => Scraped {
+                        failed: 1,
+                        ..Scraped::default()
+                    },
+                };
+                scraped.cpu = crate::bench::metrics::thread_cpu();
+                scraped
             })
         };
-        let feed = {
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                let mut read = 0u64;
-                let mut feed = Feed::open(addr, None).ok();
-                while !stop.load(Ordering::Relaxed) {
-                    let Some(open) = feed.as_mut() else {
-                        std::thread::sleep(Duration::from_millis(200));
-                        feed = Feed::open(addr, None).ok();
-                        continue;
-                    };
-                    match open.next_line(Duration::from_millis(200)) {
-                        Ok(Some(line)) => read += line.len() as u64,
-                        Ok(None) => {}
-                        Err(_) => feed = None,
-                    }
-                }
-                (read, thread_cpu())
-            })
-        };
-        Scraper { stop, poller, feed }
+        Scraper { stop, thread }
     }
 
     pub fn finish(self) -> Scraped {
-        self.stop.store(true, Ordering::Relaxed);
-        let (requests, failed, bytes, poll_cpu) =
-            self.poller.join().unwrap_or((0, 0, 0, Duration::ZERO));
-        let (feed_bytes, feed_cpu) = self.feed.join().unwrap_or((0, Duration::ZERO));
-        Scraped {
-            requests,
-            failed,
-            bytes,
-            feed_bytes,
-            cpu: poll_cpu + feed_cpu,
-        }
+        self.stop.cancel();
+        self.thread.join().unwrap_or_default()
     }
 }
 
-fn thread_cpu() -> Duration {
-    getrusage(UsageWho::RUSAGE_THREAD).map_or(Duration::ZERO, |u| {
-        let micros = |t: nix::sys::time::TimeVal| {
-            Duration::from_secs(u64::try_from(t.tv_sec()).unwrap_or(0))
-                + Duration::from_micros(u64::try_from(t.tv_usec()).unwrap_or(0))
+/// Every `every`: each of [`PATHS`]; (requests, failed, bytes).
+async fn poll(
+    client: &reqwest::Client,
+    addr: SocketAddr,
+    every: Duration,
+    stop: &CancellationToken,
+) -> (u64, u64, u64) {
+    let (mut requests, mut failed, mut bytes) = (0, 0, 0);
+    let mut next = Instant::now();
+    while !stop.is_cancelled() {
+        for path in PATHS {
+            requests += 1;
+            match get(client, addr, path, None).await {
+                Ok(r) if r.status == 200 => bytes += r.body.len() as u64,
+                _ => failed += 1,
+            }
+        }
+        next += every;
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = tokio::time::sleep_until(next.into()) => {}
+        }
+    }
+    (requests, failed, bytes)
+}
+
+/// One page's live feed, opened again whenever it ends; the bytes read.
+async fn feed(client: &reqwest::Client, addr: SocketAddr, stop: &CancellationToken) -> u64 {
+    let url = format!("http://{addr}/events");
+    let mut read = 0u64;
+    while !stop.is_cancelled() {
+        let opened = tokio::select! {
+            _ = stop.cancelled() => break,
+            opened = client.get(&url).send() => opened,
         };
-        micros(u.user_time()) + micros(u.system_time())
-    })
+        if let Ok(mut response) = opened {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return read,
+                    chunk = response.chunk() => match chunk {
+                        Ok(Some(bytes)) => read += bytes.len() as u64,
+                        Ok(None) | Err(_) => break,
+                    },
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+    read
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const EXPOSITION: &str = "\
+# TYPE nrf_provd_ledger_claim_seconds histogram
+nrf_provd_ledger_claim_seconds_sum 0.5
+nrf_provd_ledger_claim_seconds_count 100
+nrf_provd_ledger_claim_seconds_bucket{le=\"0.001\"} 50
+nrf_provd_ledger_claim_seconds_bucket{le=\"0.002\"} 90
+nrf_provd_ledger_claim_seconds_bucket{le=\"0.004\"} 100
+nrf_provd_ledger_claim_seconds_bucket{le=\"+Inf\"} 100
+# EOF
+";
+
     #[test]
-    fn chunked_bodies_are_joined() -> io::Result<()> {
-        let raw = b"4\r\nWiki\r\n5;ext=1\r\npedia\r\n0\r\n\r\n";
-        assert_eq!(dechunk(raw)?, b"Wikipedia");
-        assert!(dechunk(b"zz\r\n").is_err());
-        assert!(dechunk(b"10\r\nshort\r\n").is_err());
-        Ok(())
+    fn quantiles_are_read_linearly_within_their_bucket() {
+        let q = |q| histogram_quantile(EXPOSITION, "nrf_provd_ledger_claim_seconds", q);
+        let close = |got: Option<f64>, want: f64| got.is_some_and(|g| (g - want).abs() < 1e-12);
+        // Half of them in the first bucket: its bound.
+        assert!(close(q(0.5), 0.001), "{:?}", q(0.5));
+        // 70th of 100: half-way through (0.001, 0.002].
+        assert!(close(q(0.7), 0.0015), "{:?}", q(0.7));
+        // 99th: nine tenths through (0.002, 0.004].
+        assert!(close(q(0.99), 0.0038), "{:?}", q(0.99));
+        // Beyond the last finite bound: that bound.
+        let beyond = EXPOSITION.replace("+Inf\"} 100", "+Inf\"} 200");
+        assert_eq!(
+            histogram_quantile(&beyond, "nrf_provd_ledger_claim_seconds", 0.99),
+            Some(0.004)
+        );
+        assert_eq!(histogram_quantile(EXPOSITION, "other", 0.99), None);
+        let empty = "nrf_provd_ledger_claim_seconds_bucket{le=\"+Inf\"} 0\n";
+        assert_eq!(
+            histogram_quantile(empty, "nrf_provd_ledger_claim_seconds", 0.99),
+            None
+        );
     }
 }

@@ -93,11 +93,20 @@ fn verification_histogram() -> Histogram {
 /// Where the scrape-time facts come from.
 pub trait ScrapeSource: Send + Sync + 'static {
     fn ledger_status(&self) -> LedgerStatus;
+
+    /// The shared ledger's central claim round trips, when there is one.
+    fn claim_seconds(&self) -> Option<Histogram> {
+        None
+    }
 }
 
 impl ScrapeSource for crate::station::Station {
     fn ledger_status(&self) -> LedgerStatus {
         crate::station::Station::ledger_status(self)
+    }
+
+    fn claim_seconds(&self) -> Option<Histogram> {
+        self.line().map(|line| line.claim_seconds().clone())
     }
 }
 
@@ -195,6 +204,14 @@ impl Metrics {
                 version: env!("CARGO_PKG_VERSION"),
             }),
         );
+        if let Some(claims) = source.claim_seconds() {
+            // The unit in the name, no UNIT line (as above).
+            ours.register(
+                "ledger_claim_seconds",
+                "Round trip of each central claim (nonce, jti, key generation) the shared ledger accepted during a run",
+                claims,
+            );
+        }
         ours.register_collector(Box::new(LedgerFacts(source)));
         Metrics {
             registry,
