@@ -16,6 +16,7 @@ pub mod ledger;
 pub mod modem;
 pub mod plan;
 pub mod port_list;
+pub mod process;
 pub mod record;
 pub mod secure_file;
 pub mod serial;

@@ -35,10 +35,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::child::{SimChild, SimSpec};
 use super::daemon::{self, DaemonChild};
-use super::metrics::{Sampler, Watched};
+use super::metrics::Sampler;
 use super::scrape::{self, Scraped, Scraper};
 use super::{BenchError, STALL_LIMIT, WorkDir, board_index};
 use crate::ledger::{LedgerReader, RunFilter, SqliteLedger};
+use crate::process::Process;
 use crate::record::{Outcome, RunRecord};
 use crate::sim::Latency;
 
@@ -196,7 +197,7 @@ async fn live_window(
     addr: SocketAddr,
     length: Duration,
 ) -> Result<Lived, BenchError> {
-    let watched = Watched::Pid(line.daemon.pid);
+    let watched = Process::Pid(line.daemon.pid);
     let sampler = Sampler::start(SAMPLE_EVERY, watched);
     let scraper = Scraper::start(addr, Duration::from_secs(1));
     let start = OffsetDateTime::now_utc();

@@ -32,6 +32,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use crate::config::StationConfig;
 pub(crate) use crate::demo::WorkDir;
 use crate::ledger::RunFilter;
+use crate::process::{self, Process};
 use crate::record::RunRecord;
 use crate::sim::{FaultSpec, Latency};
 use crate::station::{self, Sources, Station, StationEvent};
@@ -132,18 +133,10 @@ pub struct Machine {
 
 impl Machine {
     pub fn this() -> Machine {
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let cpu_model = cpuinfo
-            .lines()
-            .find_map(|l| l.strip_prefix("model name"))
-            .and_then(|l| l.split_once(':'))
-            .map_or_else(|| "unknown".into(), |(_, m)| m.trim().to_string());
-        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map_or_else(|_| "unknown".into(), |k| k.trim().to_string());
         Machine {
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            cpu_model,
-            kernel,
+            cpu_model: process::cpu_model(),
+            kernel: process::kernel_release(),
         }
     }
 }
@@ -266,9 +259,9 @@ async fn measure_row(
         .map(|(shared, schema)| shared.config(schema));
     let mut rig = Rig::start(&spec, dir, |config| config.ledger = ledger_config).await?;
     let panics_before = panics();
-    let load_before = metrics::load_average();
-    let sampler = metrics::Sampler::start(ROW_SAMPLE_EVERY, metrics::Watched::This);
-    let cpu_before = metrics::process_cpu();
+    let load_before = process::load_average();
+    let sampler = metrics::Sampler::start(ROW_SAMPLE_EVERY, Process::This);
+    let cpu_before = process::cpu();
     // With a shared ledger the claim column comes from the station's own
     // `/metrics`, so the server runs then too (idle but for that one read).
     let http = match options.scrape || options.ledger.is_some() {
@@ -302,11 +295,11 @@ async fn measure_row(
         rig.wait_finished(target).await?;
         wall += round_start.elapsed();
     }
-    let cpu = metrics::process_cpu().saturating_sub(cpu_before);
+    let cpu = process::cpu().saturating_sub(cpu_before);
     let (samples, sampler_cpu) = sampler.finish();
     let scraped = scraper.map(scrape::Scraper::finish);
     let scraper_cpu = scraped.map_or(Duration::ZERO, |s| s.cpu);
-    let load_after = metrics::load_average();
+    let load_after = process::load_average();
     // Every command of every run is logged once its paced reply is over,
     // a few milliseconds after the host read it: wait well past that.
     let costs: Option<Costs> = match options.latency {

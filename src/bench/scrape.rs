@@ -186,7 +186,7 @@ impl Scraper {
                         ..Scraped::default()
                     },
                 };
-                scraped.cpu = crate::bench::metrics::thread_cpu();
+                scraped.cpu = crate::process::thread_cpu();
                 scraped
             })
         };

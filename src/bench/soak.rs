@@ -34,9 +34,10 @@ use std::time::{Duration, Instant};
 
 use super::child::{self, SimChild, SimSpec};
 use super::daemon::{self, DaemonChild};
-use super::metrics::{self, Sample, Sampler, Watched, percentile};
+use super::metrics::{Sample, Sampler, percentile};
 use super::{BenchError, STALL_LIMIT, WorkDir, board_index};
 use crate::ledger::{LedgerReader, RunFilter, SqliteLedger};
+use crate::process::{self, Process};
 use crate::record::{Outcome, RunId, RunRecord, Step};
 use crate::sim::control::BoardStats;
 use crate::sim::{FaultSpec, Latency};
@@ -153,9 +154,9 @@ pub async fn run(
         }
     })?;
     let log = dir.join("daemon.log");
-    let cpu_before = metrics::children_cpu();
+    let cpu_before = process::children_cpu();
     let mut daemon = DaemonChild::start(&options.simulator, &config, &log)?;
-    let watched = Watched::Pid(daemon.pid);
+    let watched = Process::Pid(daemon.pid);
     let sampler = Sampler::start(options.sample_every, watched);
     let started = Instant::now();
     let soak_started_at = time::OffsetDateTime::now_utc();
@@ -201,7 +202,7 @@ pub async fn run(
             .map(|r| (r.run, r.outcome)),
     );
     // The daemon has been waited for: its whole CPU time is counted now.
-    let cpu = metrics::children_cpu().saturating_sub(cpu_before);
+    let cpu = process::children_cpu().saturating_sub(cpu_before);
     let seconds = started.elapsed().as_secs_f64();
     let soak_end = soak_started_at + options.duration;
     let stats = sim.stats().await?;

@@ -17,6 +17,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::ledger::LedgerStatus;
+use crate::process::{self, Process};
 use crate::station::StationEvent;
 use crate::station::systemd::Shift;
 
@@ -399,29 +400,29 @@ struct ProcessFacts;
 
 impl Collector for ProcessFacts {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let facts = process::read();
+        let this = Process::This;
         gauge(
             &mut encoder,
             "process_resident_memory",
             "Resident memory size",
             Some(&Unit::Bytes),
-            clamp(facts.rss_bytes),
+            clamp(this.rss_kib().saturating_mul(1024)),
         )?;
         gauge(
             &mut encoder,
             "process_open_fds",
             "Open file descriptors",
             None,
-            clamp(facts.open_fds),
+            clamp(u64::try_from(this.open_fds()).unwrap_or(u64::MAX)),
         )?;
         gauge(
             &mut encoder,
             "process_max_fds",
             "Limit of open file descriptors",
             None,
-            clamp(facts.max_fds),
+            clamp(process::max_fds()),
         )?;
-        let cpu = ConstCounter::new(facts.cpu_seconds);
+        let cpu = ConstCounter::new(process::cpu().as_secs_f64());
         let metric = encoder.encode_descriptor(
             "process_cpu",
             "User and system CPU time",
@@ -434,7 +435,7 @@ impl Collector for ProcessFacts {
             "process_start_time",
             "Start time of the process since the Unix epoch",
             Some(&Unit::Seconds),
-            facts.start_time_seconds,
+            process::started(),
         )
     }
 }
@@ -466,95 +467,7 @@ fn counter(
     counter.encode(metric)
 }
 
-/// The process facts from `/proc/self` and `getrusage`.
-mod process {
-    use std::sync::OnceLock;
-
-    use nix::sys::resource::{Resource, UsageWho, getrlimit, getrusage};
-
-    pub struct Facts {
-        pub rss_bytes: u64,
-        pub open_fds: u64,
-        pub max_fds: u64,
-        pub cpu_seconds: f64,
-        pub start_time_seconds: i64,
-    }
-
-    pub fn read() -> Facts {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        let rss_kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|kib| kib.parse().ok())
-            .unwrap_or(0);
-        let open_fds = std::fs::read_dir("/proc/self/fd")
-            .map(|dir| dir.count().saturating_sub(1))
-            .unwrap_or(0);
-        let cpu_seconds = getrusage(UsageWho::RUSAGE_SELF).map_or(0.0, |u| {
-            let user = u.user_time();
-            let system = u.system_time();
-            (user.tv_sec() + system.tv_sec()) as f64
-                + (user.tv_usec() + system.tv_usec()) as f64 / 1e6
-        });
-        Facts {
-            rss_bytes: rss_kib * 1024,
-            open_fds: u64::try_from(open_fds).unwrap_or(u64::MAX),
-            max_fds: getrlimit(Resource::RLIMIT_NOFILE).map_or(0, |(soft, _hard)| soft),
-            cpu_seconds,
-            start_time_seconds: *started(),
-        }
-    }
-
-    /// When the process started (Unix seconds): the kernel's boot time plus
-    /// the process's start in clock ticks since boot; if /proc cannot say,
-    /// when the server started.
-    pub fn started() -> &'static i64 {
-        static STARTED: OnceLock<i64> = OnceLock::new();
-        STARTED.get_or_init(|| {
-            from_proc().unwrap_or_else(|| time::OffsetDateTime::now_utc().unix_timestamp())
-        })
-    }
-
-    fn from_proc() -> Option<i64> {
-        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-        let boot = std::fs::read_to_string("/proc/stat").ok()?;
-        let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
-        start_seconds(&stat, &boot, ticks)
-    }
-
-    /// `starttime` is field 22 of `/proc/<pid>/stat`; the command name
-    /// (field 2, in parentheses) may hold spaces, so count after its `)`.
-    pub(super) fn start_seconds(stat: &str, proc_stat: &str, ticks_per_second: i64) -> Option<i64> {
-        let after_name = &stat[stat.rfind(')')? + 1..];
-        let start_ticks: i64 = after_name.split_whitespace().nth(19)?.parse().ok()?;
-        let boot: i64 = proc_stat
-            .lines()
-            .find_map(|l| l.strip_prefix("btime "))?
-            .trim()
-            .parse()
-            .ok()?;
-        (ticks_per_second > 0).then(|| boot + start_ticks / ticks_per_second)
-    }
-
-    #[test]
-    fn the_start_time_is_boot_time_plus_start_ticks() {
-        let stat = "4242 (nrf provd) S 1 4242 4242 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 4 0 12345 1000000 300";
-        assert_eq!(
-            start_seconds(stat, "cpu 1 2 3\nbtime 1700000000\n", 100),
-            Some(1_700_000_123)
-        );
-        assert_eq!(start_seconds("garbage", "btime 1", 100), None);
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let this = from_proc().unwrap_or(0);
-        assert!(
-            this <= now && this > now - 3600,
-            "this test process started {this}, now {now}"
-        );
-    }
-}
-
 /// Note the process start time now (called when the server starts).
 pub fn note_start() {
-    process::started();
+    let _ = process::started();
 }
