@@ -24,10 +24,11 @@ use toml::Spanned;
 
 mod ledger;
 mod lenient;
-pub use ledger::{
-    LedgerConfig, LedgerMode, LedgerTls, LedgerUrl, PASSWORD_ENV, PasswordSource, Reprovision,
-    SslMode, check_url as check_ledger_url,
-};
+pub use crate::handoff::HandOff;
+use crate::handoff::HandoffSettings;
+pub use crate::ledger::postgres::{LedgerTls, LedgerUrl, SslMode, check_url as check_ledger_url};
+pub use crate::ledger::{LedgerConfig, LedgerMode, PASSWORD_ENV, PasswordSource};
+pub use crate::plan::{PinCose, PlanConfig, Reprovision};
 
 /// The configuration `nrf-provd demo` starts from (paths are placeholders the
 /// demo replaces).
@@ -36,8 +37,7 @@ const DEMO_ORIGIN: &str = "config/demo.toml (embedded)";
 
 /// Largest sec_tag a host may use; higher values belong to the modem.
 pub const SEC_TAG_MAX: u32 = 2_147_483_647;
-/// nRF Cloud's default sec_tag.
-pub const DEFAULT_SEC_TAG: u32 = 16_842_753;
+pub use crate::DEFAULT_SEC_TAG;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -185,23 +185,6 @@ pub struct IdentityConfig {
     pub pin_cose: PinCose,
 }
 
-/// `identity.pin_cose`: what `pin` does with the COSE signatures of a
-/// board's `%ATTESTTOKEN` and `%KEYGEN`, which it checks under the key
-/// learnt from the board's `%JWT`s with this station's COSE signing input
-/// (`Sig_structure`; real modems' own input is not published).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PinCose {
-    /// They must verify, else the run fails `cose_unverified`: a board
-    /// whose COSE tokens were not signed by the key it pinned never passes.
-    #[default]
-    Required,
-    /// Real modems (whose signing input this station does not build): only
-    /// recorded. A pass then proves what the `%JWT`s prove; the record and
-    /// the attest detail say the COSE signatures were not verified.
-    Recorded,
-}
-
 impl Default for IdentityConfig {
     fn default() -> Self {
         IdentityConfig {
@@ -228,32 +211,6 @@ pub enum ApiKeySource {
     Env(String),
 }
 
-/// What the station hands off to nRF Cloud by itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum HandOff {
-    /// Nothing: `nrf-provd cloud claim` / `onboard` do it by hand.
-    #[default]
-    Off,
-    Claim,
-    ClaimAndOnboard,
-}
-
-impl HandOff {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HandOff::Off => "off",
-            HandOff::Claim => "claim",
-            HandOff::ClaimAndOnboard => "claim+onboard",
-        }
-    }
-
-    fn parse(text: &str) -> Option<Self> {
-        [HandOff::Off, HandOff::Claim, HandOff::ClaimAndOnboard]
-            .into_iter()
-            .find(|h| h.as_str() == text)
-    }
-}
-
 /// `[cloud]`: how to reach nRF Cloud and what to tell it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CloudConfig {
@@ -271,6 +228,22 @@ pub struct CloudConfig {
     pub hand_off_every: Duration,
     /// How often an onboarding bulk operation is polled (Nordic's tool: 5 s).
     pub bulk_op_poll: Duration,
+}
+
+impl CloudConfig {
+    /// What the hand-off sends besides the devices, and how long it follows
+    /// a bulk operation.
+    pub fn handoff_settings(&self) -> HandoffSettings {
+        HandoffSettings {
+            claim_tags: self.claim_tags.clone(),
+            onboard_sub_type: self.onboard_sub_type.clone(),
+            onboard_tags: self.onboard_tags.clone(),
+            onboard_fw_types: self.onboard_fw_types.clone(),
+            batch_size: crate::cloud::MAX_ROWS,
+            poll_every: self.bulk_op_poll,
+            op_deadline: Duration::from_secs(600),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -300,55 +273,6 @@ impl Default for Timeouts {
             run: Duration::from_secs(180),
             shutdown_grace: Duration::from_secs(30),
         }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct PlanConfig {
-    pub steps: Vec<Step>,
-    pub sec_tag: u32,
-    pub delete_existing_key: bool,
-    /// CSR subject template; placeholders `{device_uuid}` and `{imei}`.
-    pub csr_attributes: String,
-    /// X.509 keyUsage bit string for `%KEYGEN`, 9 characters of 0/1.
-    pub key_usage: Option<String>,
-    /// Extra attempts for a step whose answer timed out or came garbled
-    /// ([`ReasonCode::retryable`]); 0 = try once.
-    pub retries: u32,
-    /// `%JWT` validity in seconds.
-    pub jwt_exp_delta: u32,
-    pub jwt_audience: Option<String>,
-    /// A device that already passed (here, or anywhere on the line).
-    pub reprovision: Reprovision,
-}
-
-impl Default for PlanConfig {
-    fn default() -> Self {
-        PlanConfig {
-            steps: Step::ALL.to_vec(),
-            sec_tag: DEFAULT_SEC_TAG,
-            delete_existing_key: true,
-            csr_attributes: "CN={device_uuid}".to_owned(),
-            key_usage: None,
-            retries: 1,
-            jwt_exp_delta: 300,
-            jwt_audience: None,
-            reprovision: Reprovision::default(),
-        }
-    }
-}
-
-impl PlanConfig {
-    /// The CSR subject for one device: the template with its placeholders
-    /// replaced. Values come from the device; the plan quotes the result.
-    pub fn render_attributes(&self, device_uuid: &str, imei: &str) -> String {
-        self.csr_attributes
-            .replace("{device_uuid}", device_uuid)
-            .replace("{imei}", imei)
-    }
-
-    pub fn has(&self, step: Step) -> bool {
-        self.steps.contains(&step)
     }
 }
 

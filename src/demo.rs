@@ -27,7 +27,7 @@ use crate::ca::StationCa;
 use crate::config::StationConfig;
 use crate::record::{Outcome, RunRecord};
 use crate::sim::{Fleet, Latency, SimOptions};
-use crate::station::{self, Sources, Station, StationEvent};
+use crate::station::{Sources, StationEvent};
 
 /// Why the demo could not run (as opposed to a board failing).
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +40,7 @@ pub enum DemoError {
     #[error("simulated modems: {0}")]
     Sim(std::io::Error),
     #[error(transparent)]
-    Setup(#[from] station::SetupError),
+    Setup(#[from] crate::setup::SetupError),
     #[error("station CA: {0}")]
     Ca(#[from] crate::ca::CaError),
     #[error("database: {0}")]
@@ -98,7 +98,7 @@ pub async fn run(
         "nrf-provd demo: {boards} simulated nRF91 boards, {rounds} round(s), station CA and trust file in {}",
         dir.display()
     ));
-    let station = Station::from_config(&config, Sources::default())?;
+    let station = crate::setup::station(&config, Sources::default())?;
     // The station page, as the daemon serves it; a port already taken (a
     // station runs here) only costs the demo its page.
     let http = match crate::http::HttpServer::start(&station, &config).await {

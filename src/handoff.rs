@@ -24,7 +24,6 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::cloud::{ClaimRow, CloudClient, CloudError, MAX_ROWS, OnboardRow, RowOutcome};
-use crate::config::{CloudConfig, HandOff};
 use crate::ledger::{
     DeviceResult, HandoffLedger, HandoffResult, HandoffStep, LedgerError, Outcome, PendingOnboard,
     QueueFilter, RunId,
@@ -47,17 +46,29 @@ pub struct HandoffSettings {
     pub op_deadline: Duration,
 }
 
-impl HandoffSettings {
-    pub fn from_config(cloud: &CloudConfig) -> Self {
-        HandoffSettings {
-            claim_tags: cloud.claim_tags.clone(),
-            onboard_sub_type: cloud.onboard_sub_type.clone(),
-            onboard_tags: cloud.onboard_tags.clone(),
-            onboard_fw_types: cloud.onboard_fw_types.clone(),
-            batch_size: MAX_ROWS,
-            poll_every: cloud.bulk_op_poll,
-            op_deadline: Duration::from_secs(600),
+/// What the station hands off to nRF Cloud by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HandOff {
+    /// Nothing: `nrf-provd cloud claim` / `onboard` do it by hand.
+    #[default]
+    Off,
+    Claim,
+    ClaimAndOnboard,
+}
+
+impl HandOff {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandOff::Off => "off",
+            HandOff::Claim => "claim",
+            HandOff::ClaimAndOnboard => "claim+onboard",
         }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [HandOff::Off, HandOff::Claim, HandOff::ClaimAndOnboard]
+            .into_iter()
+            .find(|h| h.as_str() == text)
     }
 }
 

@@ -7,17 +7,7 @@ use tokio_serial::{SerialPort, SerialPortBuilderExt, SerialStream};
 use crate::at::AtError;
 
 /// Line ending appended to outgoing commands.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    serde::Deserialize,
-    serde::Serialize,
-    clap::ValueEnum,
-    Default,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LineEnding {
     #[default]
@@ -39,38 +29,16 @@ impl LineEnding {
 }
 
 /// Flow control; RTS/CTS by default, as Nordic's tools.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    serde::Deserialize,
-    serde::Serialize,
-    clap::ValueEnum,
-    Default,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum FlowControl {
     None,
     #[default]
-    #[value(name = "rtscts")]
     RtsCts,
-    #[value(name = "xonxoff")]
     XonXoff,
 }
 
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    serde::Deserialize,
-    serde::Serialize,
-    clap::ValueEnum,
-    Default,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Parity {
     #[default]

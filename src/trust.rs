@@ -61,6 +61,13 @@ impl TrustedKey {
     }
 }
 
+/// A short, stable name for a key: the first 16 hex digits of the SHA-256
+/// of its SubjectPublicKeyInfo.
+pub fn fingerprint(spki_der: &[u8]) -> String {
+    let digest = Sha256::digest(spki_der);
+    format!("sha256:{}", hex::encode(&digest[..8]))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TrustError {
     #[error("{}: {error}", path.display())]

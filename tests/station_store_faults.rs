@@ -18,7 +18,7 @@ use nrf_provd::ledger::{
 };
 use nrf_provd::record::{Outcome, ReasonCode, Step};
 use nrf_provd::sim::Latency;
-use nrf_provd::station::{Sources, Station, StationEvent};
+use nrf_provd::station::{Sources, StationEvent};
 use station_support::{Daemon, Env, finished_runs, refused_start, runs_in};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,7 +210,7 @@ async fn a_run_whose_commit_failed_is_recorded_later_as_it_happened_never_as_pas
         inner: MemoryLedger::new(),
         failing: AtomicBool::new(true),
     });
-    let station = Station::with_ledger(
+    let station = nrf_provd::setup::station_with_ledger(
         &env.config,
         ledger.clone(),
         ledger.clone(),

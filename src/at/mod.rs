@@ -17,9 +17,7 @@ pub use client::{
 pub use error::{AtError, cme_meaning};
 
 /// How commands are written to the peer.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Dialect {
     /// AT host library / Serial LTE Modem: `AT...` + line ending, no echo.
@@ -38,17 +36,7 @@ impl Dialect {
 }
 
 /// A configured dialect, or detection at connect time.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    serde::Deserialize,
-    serde::Serialize,
-    clap::ValueEnum,
-    Default,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum DialectChoice {
     #[default]

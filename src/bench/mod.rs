@@ -35,7 +35,7 @@ use crate::ledger::RunFilter;
 use crate::process::{self, Process};
 use crate::record::RunRecord;
 use crate::sim::{FaultSpec, Latency};
-use crate::station::{self, Sources, Station, StationEvent};
+use crate::station::{Sources, Station, StationEvent};
 use child::{SimChild, SimSpec};
 use report::{Costs, Row};
 
@@ -90,7 +90,7 @@ pub enum BenchError {
     #[error("simulator: {detail}")]
     Simulator { detail: String },
     #[error(transparent)]
-    Setup(#[from] station::SetupError),
+    Setup(#[from] crate::setup::SetupError),
     #[error(transparent)]
     Http(#[from] crate::http::HttpError),
     #[error(transparent)]
@@ -201,7 +201,7 @@ impl Rig {
         let mut config = crate::demo::station_config(dir, &sim.ports_dir, &sim.trust_csv)?;
         config.station_id = "bench".into();
         tweak(&mut config);
-        let station = Station::from_config(&config, Sources::default())?;
+        let station = crate::setup::station(&config, Sources::default())?;
         let events = station.subscribe();
         Ok(Rig {
             sim,

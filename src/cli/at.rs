@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::choice::{DialectArg, FlowControlArg, LineEndingArg};
 use super::{EXIT_ERROR, EXIT_FAIL, error_exit};
 use crate::at::{AtError, Client, ClientOptions, DialectChoice, Notification};
-use crate::serial::{self, FlowControl, LineEnding, SerialSettings};
+use crate::serial::{self, SerialSettings};
 
 #[derive(Debug, clap::Args)]
 pub struct AtArgs {
@@ -20,18 +21,18 @@ pub struct AtArgs {
     #[arg(long)]
     pub port: PathBuf,
     /// Command dialect: raw AT host / SLM, Zephyr shell (`at '...'`), or detect.
-    #[arg(long, value_enum, default_value_t = DialectChoice::Auto)]
-    pub dialect: DialectChoice,
+    #[arg(long, value_enum, default_value_t = DialectArg::Auto)]
+    pub dialect: DialectArg,
     /// Deadline per command: seconds (2.5) or with a unit (500ms, 1m)
     /// [default: per command, 5 s for most].
     #[arg(long, value_parser = parse_timeout)]
     pub timeout: Option<Duration>,
     #[arg(long, default_value_t = 115_200)]
     pub baud: u32,
-    #[arg(long, value_enum, default_value_t = FlowControl::RtsCts)]
-    pub flow_control: FlowControl,
-    #[arg(long, value_enum, default_value_t = LineEnding::Crlf)]
-    pub line_ending: LineEnding,
+    #[arg(long, value_enum, default_value_t = FlowControlArg::RtsCts)]
+    pub flow_control: FlowControlArg,
+    #[arg(long, value_enum, default_value_t = LineEndingArg::Crlf)]
+    pub line_ending: LineEndingArg,
     /// AT commands, sent in turn, e.g. AT+CGSN 'AT%XMODEMUUID'.
     #[arg(required = true)]
     pub commands: Vec<String>,
@@ -66,7 +67,7 @@ fn print_line(out: &mut impl Write, prefix: &str, line: &str) {
 pub async fn run(args: AtArgs) -> ExitCode {
     let settings = SerialSettings {
         baud: args.baud,
-        flow_control: args.flow_control,
+        flow_control: args.flow_control.into(),
         ..SerialSettings::default()
     };
     let port = match serial::open(&args.port, &settings) {
@@ -74,15 +75,17 @@ pub async fn run(args: AtArgs) -> ExitCode {
         Err(e) => return error_exit(e),
     };
     let options = ClientOptions {
-        dialect: args.dialect.fixed().unwrap_or(crate::at::Dialect::Raw),
-        line_ending: args.line_ending,
+        dialect: DialectChoice::from(args.dialect)
+            .fixed()
+            .unwrap_or(crate::at::Dialect::Raw),
+        line_ending: args.line_ending.into(),
         ..ClientOptions::default()
     };
     let (mut client, mut rx) = Client::new(port, options);
     if let Err(e) = client.settle().await {
         return error_exit(e);
     }
-    if args.dialect == DialectChoice::Auto {
+    if args.dialect == DialectArg::Auto {
         match client.detect_dialect().await {
             Ok(d) => tracing::info!(dialect = ?d, "dialect detected"),
             Err(e) => {

@@ -6,13 +6,13 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use super::choice::LedgerModeArg;
 use crate::bench::abuse::{self, AbuseOptions};
 use crate::bench::crash::{self, CrashOptions};
 use crate::bench::ledger::BenchLedger;
 use crate::bench::report::{table_header, table_row};
 use crate::bench::soak::{self, SoakOptions};
 use crate::bench::{self, BenchOptions, Machine};
-use crate::config::LedgerMode;
 use crate::sim::{FaultSpec, Latency};
 
 const DEFAULT_BOARDS: &[usize] = &[1, 8, 32, 64, 128];
@@ -95,8 +95,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "URL")]
     pub ledger: Option<String>,
     /// With --ledger: where claims are made during a run.
-    #[arg(long, value_enum, default_value_t = LedgerMode::Required)]
-    pub ledger_mode: LedgerMode,
+    #[arg(long, value_enum, default_value_t = LedgerModeArg::Required)]
+    pub ledger_mode: LedgerModeArg,
     /// With --ledger: runs in the backfill measurement (0: none).
     #[arg(long, default_value_t = 20_000, value_name = "RUNS")]
     pub backfill: usize,
@@ -264,7 +264,7 @@ async fn bench(args: BenchArgs, out: &Output) -> ExitCode {
     let options = BenchOptions {
         ledger: args.ledger.clone().map(|url| BenchLedger {
             url,
-            mode: args.ledger_mode,
+            mode: args.ledger_mode.into(),
             backfill: args.backfill,
         }),
         boards: args.boards.unwrap_or_else(|| DEFAULT_BOARDS.to_vec()),

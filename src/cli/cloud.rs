@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::config::StationConfig;
-use crate::handoff::{Handoff, HandoffSettings, Pass, Progress, Report};
+use crate::handoff::{Handoff, Pass, Progress, Report};
 use crate::ledger::{
     DeviceHandoff, HandoffLedger, HandoffStep, Outcome, RunId, SqliteHandoff, SqliteLedger,
     parse_since,
@@ -120,11 +120,11 @@ async fn hand_off(step: HandoffStep, args: &HandArgs, include_collected: bool) -
         Ok(ledger) => Arc::new(ledger),
         Err(e) => return super::error_exit(e),
     };
-    let client = match crate::station::setup::cloud_client(&config) {
+    let client = match crate::setup::cloud_client(&config) {
         Ok(client) => client,
         Err(e) => return super::error_exit(e),
     };
-    let handoff = Handoff::new(client, ledger, HandoffSettings::from_config(cloud));
+    let handoff = Handoff::new(client, ledger, cloud.handoff_settings());
     let pass = Pass {
         since: args.since,
         include_collected,

@@ -7,6 +7,7 @@ pub mod at;
 pub mod bench;
 pub mod ca;
 pub mod check;
+pub mod choice;
 pub mod cloud;
 pub mod docs;
 pub mod ports;

@@ -10,7 +10,7 @@ use tracing::{error, info, warn};
 use crate::config::StationConfig;
 use crate::http::HttpServer;
 use crate::record::{Outcome, RunRecord};
-use crate::station::{self, Sources, Station, systemd};
+use crate::station::{Sources, Station, systemd};
 use crate::text::Escaped;
 
 #[derive(Debug, clap::Args)]
@@ -73,7 +73,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
             ));
         }
     };
-    let station = match Station::from_config(&config, Sources::default()) {
+    let station = match crate::setup::station(&config, Sources::default()) {
         Ok(station) => station,
         Err(err) => return super::error_exit(err),
     };
@@ -156,7 +156,7 @@ fn reload(station: &Station, path: &Path) {
             return;
         }
     };
-    if let Err(err) = station.reload(&config) {
+    if let Err(err) = crate::setup::reload(station, &config) {
         error!(%err, "reload failed; keeping the running configuration");
     }
 }
@@ -167,7 +167,7 @@ pub async fn provision(args: ProvisionArgs) -> ExitCode {
         Ok(config) => config,
         Err(err) => return super::error_exit(err),
     };
-    let record = match station::provision_port(&config, &args.port).await {
+    let record = match crate::setup::provision_port(&config, &args.port).await {
         Ok(record) => record,
         Err(err) => return super::error_exit(err),
     };

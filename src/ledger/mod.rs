@@ -16,7 +16,9 @@ pub mod export;
 pub mod handoff;
 pub mod line;
 mod memory;
+pub mod outbox;
 pub mod postgres;
+mod settings;
 mod sqlite;
 pub mod summary;
 
@@ -37,6 +39,7 @@ pub use handoff::{
 pub use line::{LineLedger, LineMode};
 pub use memory::MemoryLedger;
 pub use postgres::{PgSettings, PostgresLedger};
+pub use settings::{LedgerConfig, LedgerMode, MAX_BATCH, MAX_POOL, PASSWORD_ENV, PasswordSource};
 pub use sqlite::readers::{Reader, ReaderPool, RunPage};
 pub use sqlite::{SCHEMA_VERSION, SqliteHandoff, SqliteLedger, SqliteReader};
 pub use summary::Summary;

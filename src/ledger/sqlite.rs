@@ -33,7 +33,7 @@ mod line;
 mod owner;
 pub mod readers;
 pub use handoff::SqliteHandoff;
-pub use line::{ForwardBatch, stored_claim_value};
+pub use line::stored_claim_value;
 use owner::{Db, blocking};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts how many

@@ -5,8 +5,8 @@
 
 use tracing::warn;
 
+use super::Reprovision;
 use super::{Link, Run, StepFailure};
-use crate::config::Reprovision;
 use crate::ledger::{DeviceCheck, LedgerError, Sighting};
 use crate::record::{ReasonCode, Step};
 

@@ -11,6 +11,7 @@
 pub mod authority;
 pub mod context;
 mod line;
+mod settings;
 pub mod steps;
 
 use std::sync::Arc;
@@ -22,7 +23,6 @@ use uuid::Uuid;
 
 use crate::at::{AtError, Dialect};
 use crate::ca::StationCa;
-use crate::config::PlanConfig;
 use crate::ledger::{Claim, ClaimKind, ClaimOutcome, Ledger};
 use crate::modem::{CredentialType, FunctionalMode, Modem};
 use crate::record::{DeviceInfo, ReasonCode, RunRecord, Step, StepRecord, TokenRecord};
@@ -34,6 +34,7 @@ pub use authority::{
     VerifiedBy, Vouch,
 };
 pub use context::{Clock, FollowingClock, OsRandom, RandomSource, SeededRandom, SystemClock};
+pub use settings::{PinCose, PlanConfig, Reprovision};
 
 /// A byte stream a modem answers on: a serial port, a pty, an in-memory
 /// duplex.

@@ -51,6 +51,11 @@ impl LedgerGate {
         })
     }
 
+    /// The events the gate reports its pauses to (the station's).
+    pub fn events(&self) -> &Events {
+        &self.events
+    }
+
     /// Why the station takes no new board, while it does not.
     pub fn paused(&self) -> Option<String> {
         self.paused.borrow().clone()

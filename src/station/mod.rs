@@ -6,7 +6,8 @@
 //! stops taking boards and lets runs in flight finish within a grace period;
 //! SIGHUP reloads the trust file, the CA and the port list.
 //!
-//! - [`setup`]: building a station from its configuration;
+//! - [`parts`]: what a station is made of (the daemon's `setup` builds
+//!   them from a configuration);
 //! - [`presence`]: is a board there, is it still the same one;
 //! - [`recorder`]: one run, begun and finished in the ledger;
 //! - [`events`]: what the station tells its subscribers;
@@ -14,9 +15,9 @@
 
 pub mod events;
 pub mod gate;
+pub mod parts;
 pub mod presence;
 pub mod recorder;
-pub mod setup;
 pub mod systemd;
 
 use std::collections::{BTreeSet, HashMap};
@@ -31,9 +32,8 @@ use tokio_serial::SerialStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use crate::at::{Client, ClientOptions, DialectChoice};
-use crate::config::StationConfig;
-use crate::ledger::{Ledger, LedgerReader};
+use crate::at::{AtError, Client, ClientOptions, DialectChoice};
+use crate::ledger::{Ledger, LedgerError, LedgerReader};
 use crate::modem::Modem;
 use crate::plan::{Link, PlanContext};
 use crate::record::{Outcome, ReasonCode, RunRecord};
@@ -42,9 +42,9 @@ use crate::text::Escaped;
 
 pub use events::{Events, StationEvent};
 pub use gate::LedgerGate;
+pub use parts::{DaemonHandoff, Parts, Sources};
 pub use presence::Departure;
 pub use recorder::RunSettings;
-pub use setup::{SetupError, Sources};
 
 /// How the station finds and talks to its ports.
 #[derive(Debug, Clone)]
@@ -59,6 +59,16 @@ pub struct PortOptions {
     pub run: RunSettings,
     /// How long runs in flight may finish after SIGTERM.
     pub shutdown_grace: Duration,
+}
+
+/// Why `provision` recorded no run.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error("port {path}: {source}")]
+    Port { path: PathBuf, source: AtError },
+    /// The ledger would not begin the run.
+    #[error(transparent)]
+    NotBegun(LedgerError),
 }
 
 /// How often a finished board is asked whether it is still there.
@@ -85,55 +95,26 @@ pub struct Station {
     /// Cancelled when the grace period ends: cut runs in flight short.
     abort: CancellationToken,
     /// `[cloud] hand_off`: the daemon's hand-off task, started by `serve`.
-    handoff: Option<setup::DaemonHandoff>,
+    handoff: Option<DaemonHandoff>,
 }
 
 impl Station {
-    /// The station `config` describes: its SQLite ledger, trust file, CA
-    /// and ports, with the OS clock and random source unless `sources`
-    /// says otherwise.
-    pub fn from_config(
-        config: &StationConfig,
-        sources: Sources,
-    ) -> Result<Arc<Station>, SetupError> {
-        let setup::OpenedLedger {
-            ledger,
-            reader,
-            recovered,
-            line,
-        } = setup::open_ledger(config)?;
-        Self::with_ledger(config, ledger, reader, recovered, line, sources)
-    }
-
-    /// The station `config` describes over a ledger of the caller's (a
-    /// test's ledger that fails on purpose); `line` is the composite behind
-    /// it when there is a shared ledger.
-    pub fn with_ledger(
-        config: &StationConfig,
-        ledger: Arc<dyn Ledger>,
-        reader: Arc<dyn LedgerReader>,
-        recovered: usize,
-        line: Option<Arc<crate::ledger::LineLedger>>,
-        sources: Sources,
-    ) -> Result<Arc<Station>, SetupError> {
-        let events = Events::default();
-        let ledger = LedgerGate::new(ledger, events.clone());
-        let ctx = setup::plan_context(config, ledger.clone(), &sources)?;
-        let handoff = setup::handoff(config)?;
-        Ok(Arc::new(Station {
-            options: RwLock::new(setup::port_options(config)),
-            ctx: RwLock::new(Arc::new(ctx)),
-            ledger,
-            reader,
-            line,
+    /// The station made of `parts`; [`Station::serve`] starts it.
+    pub fn new(parts: Parts) -> Arc<Station> {
+        Arc::new(Station {
+            options: RwLock::new(parts.options),
+            ctx: RwLock::new(Arc::new(parts.ctx)),
+            events: parts.gate.events().clone(),
+            ledger: parts.gate,
+            reader: parts.reader,
+            line: parts.line,
             finished: AtomicU64::new(0),
-            sources,
-            events,
-            recovered,
+            sources: parts.sources,
+            recovered: parts.recovered,
             stop: CancellationToken::new(),
             abort: CancellationToken::new(),
-            handoff,
-        }))
+            handoff: parts.handoff,
+        })
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<StationEvent> {
@@ -166,30 +147,27 @@ impl Station {
         self.recovered
     }
 
-    /// Re-read `config`: a new trust file, CA and port list. Runs in flight
-    /// keep the context they started with. A config that does not load, or
-    /// a trust file that would drop more keys than `identity.reload_max_drop`
-    /// allows, changes nothing and says why.
-    pub fn reload(&self, config: &StationConfig) -> Result<(), SetupError> {
-        let running = self.context();
-        let ctx = setup::plan_context(config, self.ledger.clone(), &self.sources)?;
-        if let Some(trust_file) = &config.trust_file {
-            if !running.trust.is_empty() {
-                running.trust.check_replacement(
-                    &ctx.trust,
-                    trust_file,
-                    config.identity.reload_max_drop,
-                )?;
-            }
-        }
+    /// The ledger behind the station's health gate, which a new context
+    /// is made over (a reload).
+    pub fn ledger(&self) -> Arc<dyn Ledger> {
+        Arc::clone(&self.ledger) as Arc<dyn Ledger>
+    }
+
+    /// The clock and random source the station was made with.
+    pub fn sources(&self) -> &Sources {
+        &self.sources
+    }
+
+    /// A reload: runs from now on start with `ctx` and the ports are found
+    /// by `ports`' patterns; runs in flight keep the context they started
+    /// with.
+    pub fn replace(&self, ctx: PlanContext, ports: &PortOptions) {
         let trusted = ctx.trust.len();
         *write(&self.ctx) = Arc::new(ctx);
-        let new = setup::port_options(config);
         let mut options = write(&self.options);
-        options.patterns = new.patterns;
-        options.exclude = new.exclude;
+        options.patterns = ports.patterns.clone();
+        options.exclude = ports.exclude.clone();
         info!(trusted, "reloaded trust file, CA and ports");
-        Ok(())
     }
 
     /// The context a new run starts with.
@@ -199,6 +177,41 @@ impl Station {
 
     fn options(&self) -> PortOptions {
         read(&self.options).clone()
+    }
+
+    /// `nrf-provd provision`: open one port, wait briefly for a board, run
+    /// the plan once and return the record (durable unless it says
+    /// `store`).
+    pub async fn provision(&self, port: &Path) -> Result<RunRecord, ProvisionError> {
+        let options = self.options();
+        let stream: SerialStream =
+            serial::open(port, &options.serial).map_err(|source| ProvisionError::Port {
+                path: port.to_path_buf(),
+                source,
+            })?;
+        let mut modem = open_modem(stream, &options.client);
+        let arrival = presence::probe(&mut modem, options.dialect)
+            .await
+            .map_err(|source| ProvisionError::Port {
+                path: port.to_path_buf(),
+                source,
+            })?;
+        let ctx = self.context();
+        let never = CancellationToken::new();
+        let recorder = recorder::Recorder {
+            ctx: &ctx,
+            gate: &self.ledger,
+            settings: &options.run,
+            abort: &never,
+            events: &self.events,
+        };
+        match recorder
+            .run(&mut modem, arrival, &port.display().to_string())
+            .await
+        {
+            recorder::Recorded::Run(record) => Ok(*record),
+            recorder::Recorded::NotBegun(source) => Err(ProvisionError::NotBegun(source)),
+        }
     }
 
     /// Begin a graceful shutdown: no new boards; after the grace period,
@@ -466,44 +479,6 @@ pub fn scan(options: &PortOptions) -> BTreeSet<PathBuf> {
         .filter_map(Result::ok)
         .filter(|path| !excluded.iter().any(|x| x.matches_path(path)))
         .collect()
-}
-
-/// `nrf-provd provision`: open one port, wait briefly for a board, run the
-/// plan once and return the record (durable unless it says `store`).
-pub async fn provision_port(config: &StationConfig, port: &Path) -> Result<RunRecord, SetupError> {
-    let station = Station::from_config(config, Sources::default())?;
-    let options = station.options();
-    let stream: SerialStream =
-        serial::open(port, &options.serial).map_err(|source| SetupError::Port {
-            path: port.to_path_buf(),
-            source,
-        })?;
-    let mut modem = open_modem(stream, &options.client);
-    let arrival = presence::probe(&mut modem, options.dialect)
-        .await
-        .map_err(|source| SetupError::Port {
-            path: port.to_path_buf(),
-            source,
-        })?;
-    let ctx = station.context();
-    let never = CancellationToken::new();
-    let recorder = recorder::Recorder {
-        ctx: &ctx,
-        gate: &station.ledger,
-        settings: &options.run,
-        abort: &never,
-        events: &station.events,
-    };
-    match recorder
-        .run(&mut modem, arrival, &port.display().to_string())
-        .await
-    {
-        recorder::Recorded::Run(record) => Ok(*record),
-        recorder::Recorded::NotBegun(source) => Err(SetupError::Ledger {
-            path: config.database.clone(),
-            source,
-        }),
-    }
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {

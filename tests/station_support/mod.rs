@@ -58,7 +58,7 @@ impl Env {
         tokio::task::JoinHandle<()>,
     ) {
         let station =
-            Station::from_config(&self.config, Sources::default()).expect("assemble station");
+            nrf_provd::setup::station(&self.config, Sources::default()).expect("assemble station");
         let events = station.subscribe();
         let serving = tokio::spawn(Arc::clone(&station).serve());
         (station, events, serving)

@@ -11,7 +11,7 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::{PostgresLedger, pg_error};
-use crate::ledger::sqlite::ForwardBatch;
+use crate::ledger::outbox::ForwardBatch;
 use crate::ledger::{LedgerError, Outcome, ReasonCode, RunRecord, VerifiedBy};
 
 /// Longer than any run: a station's run deadline (`timeouts.run`) is minutes.
@@ -500,7 +500,7 @@ async fn pins(
             port: row.get(3),
             at: row.get(4),
         };
-        let print = crate::plan::authority::fingerprint(&pin.public_key);
+        let print = crate::trust::fingerprint(&pin.public_key);
         conflicts.add("pin_key", &print, &this, &other);
     }
     Ok(())

@@ -18,6 +18,7 @@
 mod forward;
 mod read;
 pub mod tls;
+mod url;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -30,11 +31,12 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use uuid::Uuid;
 
 use super::{ClaimKind, DeviceCheck, DeviceHistory, LedgerError, Pin, PinOutcome, RunId, Sighting};
-use crate::config::{LedgerConfig, LedgerUrl, PASSWORD_ENV, PasswordSource};
-use crate::ledger::line::Conflict;
+use crate::ledger::outbox::Conflict;
+use crate::ledger::{LedgerConfig, PASSWORD_ENV, PasswordSource};
 use crate::secure_file::{self, Holds};
 
 pub use forward::Forwarded;
+pub use url::{LedgerTls, LedgerUrl, SslMode, check_url};
 
 /// Schema migrations, applied in order. Append only.
 const MIGRATIONS: &[(&str, &str)] = &[

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::{PostgresLedger, pg_error};
-use crate::ledger::line::Conflict;
+use crate::ledger::outbox::Conflict;
 use crate::ledger::summary::{Summary, SummaryRow};
 use crate::ledger::{
     Artifact, ArtifactKind, Counts, DeviceInfo, LedgerError, LedgerReader, Outcome, ReasonCode,

@@ -23,7 +23,7 @@ use rustls::server::ParsedCertificate;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::config::{LedgerTls, SslMode};
+use super::{LedgerTls, SslMode};
 use crate::secure_file::{self, Holds};
 
 /// The connector `tls` asks for.

@@ -6,27 +6,16 @@
 use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use time::OffsetDateTime;
 
 use super::{
     Db, blocking, dbtime, finish_in, parse_time, parse_uuid, read_selected, sql, unbase64_key,
     uuid_text,
 };
-use crate::ledger::line::Conflict;
+use crate::ledger::outbox::{Conflict, ForwardBatch};
 use crate::ledger::{
     Claim, ClaimKind, DeviceCheck, DeviceHistory, LedgerError, Outcome, Pin, RunId, RunRecord,
     Sighting, SqliteLedger,
 };
-
-/// The oldest runs of the outbox, with what the shared ledger checks.
-#[derive(Debug, Clone, Default)]
-pub struct ForwardBatch {
-    pub runs: Vec<RunRecord>,
-    /// (run, kind as stored, value, claimed at).
-    pub claims: Vec<(RunId, String, String, OffsetDateTime)>,
-    /// Pins these runs made.
-    pub pins: Vec<Pin>,
-}
 
 impl SqliteLedger {
     /// The oldest `limit` runs waiting to be forwarded after run `after`

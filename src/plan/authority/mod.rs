@@ -27,10 +27,11 @@ use crate::token::{CheckName, Expected, Token, TokenKind, Verdict};
 use crate::trust::{TrustStore, TrustedKey};
 
 pub use crate::record::VerifiedBy;
+pub use crate::trust::fingerprint;
 pub use collect::CollectAuthority;
 pub use keys::KeysAuthority;
 pub use nrfcloud::NrfCloudAuthority;
-pub use pin::{PinAuthority, fingerprint};
+pub use pin::PinAuthority;
 
 /// A `%JWT` the board was asked for in this run, and the one expectation
 /// that binds its answer to the request (challenge, clock, `exp_delta`).

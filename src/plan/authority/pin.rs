@@ -30,18 +30,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
-use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use super::{Evidence, IdentityAuthority, IdentityCase, Judgement, VerifiedBy, Vouch, explain};
-use crate::config::PinCose;
 use crate::ledger::{Ledger, Pin, PinOutcome};
+use crate::plan::PinCose;
 use crate::plan::{Clock, StepFailure};
 use crate::record::{ReasonCode, Step};
 use crate::token::recover::recover_common_key;
 use crate::token::verify::{verify, verify_pinned};
 use crate::token::{self, Jwt, Token, TokenKind, Verdict};
-use crate::trust::TrustStore;
+use crate::trust::{TrustStore, fingerprint};
 
 /// What a `cose_unverified` failure adds, so that an operator with real
 /// modems knows the choice.
@@ -64,13 +63,6 @@ impl PinAuthority {
             cose,
         }
     }
-}
-
-/// A short, stable name for a key: the first 16 hex digits of the SHA-256
-/// of its SubjectPublicKeyInfo.
-pub fn fingerprint(spki_der: &[u8]) -> String {
-    let digest = Sha256::digest(spki_der);
-    format!("sha256:{}", hex::encode(&digest[..8]))
 }
 
 fn refused(code: ReasonCode, detail: impl Into<String>, verdict: Verdict) -> Judgement {

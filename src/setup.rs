@@ -1,5 +1,7 @@
 //! Building a station from its configuration: the one place demo, bench,
-//! tests and the daemon assemble ledger, trust, authorities, CA and ports.
+//! tests and the daemon assemble ledger, trust, authorities, CA and ports
+//! (the station itself takes the parts, [`station::Parts`], and knows no
+//! configuration).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,19 +13,22 @@ use crate::at::{AtError, ClientOptions, Dialect};
 use crate::ca::StationCa;
 use crate::cloud::{ApiKey, CloudClient};
 use crate::config::{ApiKeySource, HandOff, StationConfig, VerifiedBy};
-use crate::handoff::{Handoff, HandoffSettings};
+use crate::handoff::Handoff;
 use crate::ledger::line::ForwardSettings;
 use crate::ledger::{
     Ledger, LedgerError, LedgerReader, LineLedger, PgSettings, PostgresLedger, SqliteLedger,
 };
 use crate::plan::{
-    Clock, CollectAuthority, IdentityAuthority, KeysAuthority, NrfCloudAuthority, OsRandom,
-    PinAuthority, PlanContext, RandomSource, SystemClock,
+    CollectAuthority, IdentityAuthority, KeysAuthority, NrfCloudAuthority, PinAuthority,
+    PlanContext,
 };
 use crate::trust::{TrustError, TrustStore};
 
-use super::PortOptions;
-use super::recorder::RunSettings;
+use crate::record::RunRecord;
+use crate::station::{
+    DaemonHandoff, Events, LedgerGate, Parts, PortOptions, ProvisionError, RunSettings, Sources,
+    Station,
+};
 
 /// Why the station could not be assembled from its configuration.
 #[derive(Debug, thiserror::Error)]
@@ -44,21 +49,76 @@ pub enum SetupError {
     Port { path: PathBuf, source: AtError },
 }
 
-/// Where a station's time and randomness come from.
-#[derive(Clone)]
-pub struct Sources {
-    pub clock: Arc<dyn Clock>,
-    pub random: Arc<dyn RandomSource>,
+/// The station `config` describes: its SQLite ledger (and the line's
+/// behind it), trust file, CA and ports, with the clock and random source
+/// of `sources`.
+pub fn station(config: &StationConfig, sources: Sources) -> Result<Arc<Station>, SetupError> {
+    let OpenedLedger {
+        ledger,
+        reader,
+        recovered,
+        line,
+    } = open_ledger(config)?;
+    station_with_ledger(config, ledger, reader, recovered, line, sources)
 }
 
-impl Default for Sources {
-    /// The operating system's clock and random source.
-    fn default() -> Self {
-        Sources {
-            clock: Arc::new(SystemClock),
-            random: Arc::new(OsRandom),
+/// The station `config` describes over a ledger of the caller's (a test's
+/// ledger that fails on purpose); `line` is the composite behind it when
+/// there is a shared ledger.
+pub fn station_with_ledger(
+    config: &StationConfig,
+    ledger: Arc<dyn Ledger>,
+    reader: Arc<dyn LedgerReader>,
+    recovered: usize,
+    line: Option<Arc<LineLedger>>,
+    sources: Sources,
+) -> Result<Arc<Station>, SetupError> {
+    let gate = LedgerGate::new(ledger, Events::default());
+    let ctx = plan_context(config, gate.clone(), &sources)?;
+    let handoff = handoff(config)?;
+    Ok(Station::new(Parts {
+        gate,
+        ctx,
+        options: port_options(config),
+        reader,
+        recovered,
+        line,
+        sources,
+        handoff,
+    }))
+}
+
+/// Re-read `config`: a new trust file, CA and port list. Runs in flight
+/// keep the context they started with. A config that does not load, or a
+/// trust file that would drop more keys than `identity.reload_max_drop`
+/// allows, changes nothing and says why.
+pub fn reload(station: &Station, config: &StationConfig) -> Result<(), SetupError> {
+    let running = station.context();
+    let ctx = plan_context(config, station.ledger(), station.sources())?;
+    if let Some(trust_file) = &config.trust_file {
+        if !running.trust.is_empty() {
+            running.trust.check_replacement(
+                &ctx.trust,
+                trust_file,
+                config.identity.reload_max_drop,
+            )?;
         }
     }
+    station.replace(ctx, &port_options(config));
+    Ok(())
+}
+
+/// `nrf-provd provision`: the station `config` describes, on one port,
+/// once: the record (durable unless it says `store`).
+pub async fn provision_port(config: &StationConfig, port: &Path) -> Result<RunRecord, SetupError> {
+    let station = station(config, Sources::default())?;
+    station.provision(port).await.map_err(|e| match e {
+        ProvisionError::Port { path, source } => SetupError::Port { path, source },
+        ProvisionError::NotBegun(source) => SetupError::Ledger {
+            path: config.database.clone(),
+            source,
+        },
+    })
 }
 
 /// The station's ledger, as [`open_ledger`] assembled it.
@@ -198,7 +258,7 @@ pub fn handoff(config: &StationConfig) -> Result<Option<DaemonHandoff>, SetupErr
         handoff: Arc::new(Handoff::new(
             client,
             Arc::new(ledger),
-            HandoffSettings::from_config(cloud),
+            cloud.handoff_settings(),
         )),
         mode: cloud.hand_off,
         every: cloud.hand_off_every,
@@ -206,14 +266,6 @@ pub fn handoff(config: &StationConfig) -> Result<Option<DaemonHandoff>, SetupErr
         // is what the hand-off is for.
         include_collected: config.identity.uses(VerifiedBy::Collect),
     }))
-}
-
-/// What [`handoff`] assembled, for `Station::serve`.
-pub struct DaemonHandoff {
-    pub handoff: Arc<Handoff>,
-    pub mode: HandOff,
-    pub every: Duration,
-    pub include_collected: bool,
 }
 
 /// The trust file, refused when it holds no key; its size and digest logged.
