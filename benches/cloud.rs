@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use nrf_cloud_standin::{StandIn, StandInConfig, Verdict};
 use nrf_provd::ca::{Issuance, StationCa};
-use nrf_provd::cloud::standin::{StandIn, StandInConfig, Verdict};
 use nrf_provd::cloud::{ApiKey, ClaimRow, CloudClient, CloudSettings, MAX_ROWS};
 use nrf_provd::handoff::{Handoff, HandoffSettings, Pass, Report};
 use nrf_provd::ledger::SqliteLedger;

@@ -5,9 +5,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use nrf_provd::cloud::standin::{
-    Endpoint, FailedShape, Fault, KeySeen, StandIn, StandInConfig, Verdict,
-};
+use nrf_cloud_standin::{Endpoint, FailedShape, Fault, KeySeen, StandIn, StandInConfig, Verdict};
 use nrf_provd::cloud::{
     ApiKey, ApiKeyError, BulkOpStatus, ClaimRow, CloudClient, CloudError, CloudSettings,
     OnboardRow, RowOutcome,

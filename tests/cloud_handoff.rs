@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant, SystemTime};
 
+use nrf_cloud_standin::{Endpoint, FailedShape, Fault, StandIn, StandInConfig, Verdict};
 use nrf_provd::ca::{Issuance, StationCa};
-use nrf_provd::cloud::standin::{Endpoint, FailedShape, Fault, StandIn, StandInConfig, Verdict};
 use nrf_provd::config::VerifiedBy;
 use nrf_provd::ledger::{Ledger, SqliteLedger};
 use nrf_provd::record::{

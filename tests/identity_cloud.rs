@@ -10,9 +10,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nrf_cloud_standin::{Endpoint, Fault, StandIn, StandInConfig, Verdict};
 use nrf_provd::at::{Client, ClientOptions, DialectChoice};
 use nrf_provd::ca::StationCa;
-use nrf_provd::cloud::standin::{Endpoint, Fault, StandIn, StandInConfig, Verdict};
 use nrf_provd::cloud::{ApiKey, CloudClient, CloudSettings};
 use nrf_provd::config::PlanConfig;
 use nrf_provd::ledger::{LedgerReader, MemoryLedger, RunFilter};

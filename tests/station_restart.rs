@@ -17,7 +17,7 @@ async fn killed_mid(command: &str) {
     let env = Env::new(1, Latency::Realistic, &[]).await;
     let config = env.write_config(|_| {});
     let db = env.config.database.clone();
-    let mut first = Daemon::spawn_logging(&config, Some("info,nrf_provd::at=debug"));
+    let mut first = Daemon::spawn_logging(&config, Some("info,nrf91_at=debug"));
     first.wait_for_log(&["AT send", command]).await;
     first.signal(Signal::SIGKILL);
     let _ = first.child.wait();

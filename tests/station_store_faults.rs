@@ -96,7 +96,7 @@ async fn a_lock_taken_during_key_generation_does_not_fail_the_run() {
     let env = Env::new(1, Latency::Realistic, &[]).await;
     let config = env.write_config(|_| {});
     let db = env.config.database.clone();
-    let mut daemon = Daemon::spawn_logging(&config, Some("info,nrf_provd::at=debug"));
+    let mut daemon = Daemon::spawn_logging(&config, Some("info,nrf91_at=debug"));
     daemon.wait_for_log(&["AT send", "AT%KEYGEN"]).await;
     let holder = rusqlite::Connection::open(&db).expect("open as another writer");
     holder

@@ -42,7 +42,7 @@ pub struct Cli {
     /// Log format on stderr [default: the config's `log_format` for `run`, else text].
     #[arg(long, global = true, value_enum)]
     pub log_format: Option<LogFormat>,
-    /// Log filter (tracing EnvFilter syntax), e.g. `debug` or `nrf_provd::at=trace`
+    /// Log filter (tracing EnvFilter syntax), e.g. `debug` or `nrf91_at=trace`
     /// [default: `info` for run and provision (one line per run, the station's
     /// start and reloads, warnings, errors), `warn` for the other commands].
     #[arg(long, global = true, env = "NRF_PROVD_LOG")]

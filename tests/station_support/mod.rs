@@ -173,7 +173,7 @@ impl Daemon {
     }
 
     /// The daemon with `--log FILTER`, or at its default level with `None`
-    /// (e.g. with `nrf_provd::at=debug` every AT command sent is a line).
+    /// (e.g. with `nrf91_at=debug` every AT command sent is a line).
     pub fn spawn_logging(config: &Path, filter: Option<&str>) -> Daemon {
         use std::io::BufRead;
         use std::os::unix::process::CommandExt;

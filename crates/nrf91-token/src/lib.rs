@@ -7,10 +7,13 @@
 pub mod attest;
 pub mod cose;
 pub mod csr;
+#[cfg(feature = "encode")]
 pub mod encode;
 pub mod jwt;
 pub mod keygen;
 pub mod recover;
+pub mod text;
+pub mod trust;
 pub mod verify;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};

@@ -16,8 +16,8 @@ use std::fmt;
 
 use uuid::Uuid;
 
+use super::attest::MSG_TYPE_IDENTITY_V1;
 use super::cose::{self, ALG_ES256, CoseSign1, KID_IDENTITY};
-use super::encode::MSG_TYPE_IDENTITY_V1;
 use super::{IdentityToken, Jwt, KeyFormat, KeygenToken, Token, TokenKind};
 use crate::trust::{TrustStore, TrustedKey};
 
@@ -578,7 +578,7 @@ fn keygen(v: &mut Verdict, t: &KeygenToken, expect: &KeygenExpected, trust: &Tru
         } else {
             format!(
                 "SHA-256 of the DER is {}, the signed digest is {} (DER changed after signing)",
-                hex::encode(super::encode::sha256(&t.der)),
+                hex::encode(super::keygen::sha256(&t.der)),
                 hex::encode(t.digest)
             )
         },

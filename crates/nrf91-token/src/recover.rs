@@ -141,7 +141,7 @@ pub fn describe_key(key: &TrustedKey) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::{self, Token, encode};
+    use crate::{self as token, Token, encode};
     use p256::ecdsa::SigningKey;
     use serde_json::json;
 

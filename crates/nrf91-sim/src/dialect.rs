@@ -245,7 +245,7 @@ pub fn shell_argv(line: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::modem::{CommandKind, FinalResult};
+    use crate::modem::{CommandKind, FinalResult};
 
     fn commands(events: &[FrontEvent]) -> Vec<&str> {
         events

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
-use crate::secure_file::{self, Holds, UnsafeFile};
+use secure_file::{self, Holds, UnsafeFile};
 
 /// A key file longer than this is not an API key (nRF Cloud's are 40 hex
 /// characters); refusing it keeps a wrong path from being read whole.

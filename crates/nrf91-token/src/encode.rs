@@ -5,36 +5,11 @@
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use ciborium::value::Value;
 use p256::ecdsa::{Signature, SigningKey, signature::Signer};
-use sha2::{Digest, Sha256};
 
 use super::cose::{self, KID_IDENTITY, TAG_SELF_DESCRIBED};
 
-/// `%ATTESTTOKEN` body message type: device identity v1.
-pub const MSG_TYPE_IDENTITY_V1: i64 = 1;
-/// `%KEYGEN` payload id: public key v2 (SubjectPublicKeyInfo DER).
-pub const PAYLOAD_ID_PUBLIC_KEY: i64 = 8;
-/// `%KEYGEN` payload id: CSR v1 (PKCS#10 DER).
-pub const PAYLOAD_ID_CSR: i64 = 9;
-
-/// Fields of an identity attestation token body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdentityBody {
-    pub msg_type: i64,
-    pub device_uuid: [u8; 16],
-    pub device_type: i64,
-    pub firmware_uuid: [u8; 16],
-    pub nonce: [u8; 16],
-}
-
-/// Fields of a key-generation token payload.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeygenPayload {
-    pub payload_id: i64,
-    pub device_uuid: [u8; 16],
-    pub sec_tag: u32,
-    pub digest: [u8; 32],
-    pub nonce: [u8; 16],
-}
+pub use super::attest::{IdentityBody, MSG_TYPE_IDENTITY_V1};
+pub use super::keygen::{KeygenPayload, PAYLOAD_ID_CSR, PAYLOAD_ID_PUBLIC_KEY, sha256};
 
 fn self_described(items: Vec<Value>) -> Vec<u8> {
     cose::to_cbor(&Value::Tag(
@@ -84,11 +59,6 @@ pub fn join_b64(first: &[u8], second: &[u8]) -> String {
 pub fn identity_token(body: &IdentityBody, key: &SigningKey) -> String {
     let body = identity_body(body);
     join_b64(&body, &cose::sign1(key, KID_IDENTITY, &body, true))
-}
-
-/// SHA-256 of `der`, the digest a key-generation token binds.
-pub fn sha256(der: &[u8]) -> [u8; 32] {
-    Sha256::digest(der).into()
 }
 
 /// A complete `%KEYGEN` token: `der` (CSR or SPKI) bound by a signed payload.

@@ -21,8 +21,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
-use crate::secure_file::{self, Holds, UnsafeFile};
-use crate::token::csr;
+use crate::csr;
+use secure_file::{self, Holds, UnsafeFile};
 
 /// A trusted key, kept both as given and as the SEC1 point the verifier uses.
 #[derive(Debug, Clone, PartialEq, Eq)]

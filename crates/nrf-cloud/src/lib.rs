@@ -1,5 +1,5 @@
-//! nRF Cloud: a client of its provisioning service and REST API, and a
-//! stand-in server for tests.
+//! nRF Cloud: a client of its provisioning service and REST API (its
+//! stand-in for tests is the `nrf-cloud-standin` crate).
 //!
 //! - [`CloudClient`]: claim dry run (nRF Cloud judges a `%ATTESTTOKEN`),
 //!   claim, bulk claim, onboarding and bulk-operation polling; timeouts,
@@ -9,8 +9,6 @@
 //!   environment variable; never shown or logged.
 //! - [`CloudError`]: typed outcomes; [`CloudError::reason`] gives the run's
 //!   reason code (`cloud_rejected` or `cloud_unreachable`), never a pass.
-//! - [`standin`]: a test double of the two services, written from the
-//!   contract in `reference/nrf91.md`, not from this client.
 //!
 //! Layers: [`requests`] (what is sent) and [`answers`] (what comes back),
 //! both without I/O; [`retry`] (backoff, `Retry-After`); `client` (HTTP).
@@ -22,7 +20,9 @@ mod key;
 pub mod requests;
 pub mod retry;
 mod settings;
-pub mod standin;
+
+// The tokens nRF Cloud judges are nrf91-token's.
+use nrf91_token as token;
 
 pub use answers::{
     BulkClaim, BulkOp, BulkOpStatus, ClaimRowResult, ClaimedDevice, RowError, RowOutcome,

@@ -126,7 +126,7 @@ fn csv_error(e: csv::Error) -> CloudError {
 /// The bulk claim CSV as Nordic's `claim_devices` writes it: no header,
 /// every field quoted, `\n` line ends, one token per row and an optional
 /// second column of comma-separated provisioning tags.
-pub(crate) fn claim_csv(rows: &[ClaimRow]) -> Result<Vec<u8>, CloudError> {
+pub fn claim_csv(rows: &[ClaimRow]) -> Result<Vec<u8>, CloudError> {
     check_rows(rows.len())?;
     let mut out = csv::WriterBuilder::new()
         .has_headers(false)
@@ -153,7 +153,7 @@ pub(crate) fn claim_csv(rows: &[ClaimRow]) -> Result<Vec<u8>, CloudError> {
 
 /// The onboarding CSV: `deviceId,subType,tag1|tag2,APP|MODEM,"<PEM>"`, no
 /// header, `\n` line ends, fields quoted where needed (the PEM always is).
-pub(crate) fn onboard_csv(rows: &[OnboardRow]) -> Result<Vec<u8>, CloudError> {
+pub fn onboard_csv(rows: &[OnboardRow]) -> Result<Vec<u8>, CloudError> {
     check_rows(rows.len())?;
     let mut out = csv::WriterBuilder::new()
         .has_headers(false)

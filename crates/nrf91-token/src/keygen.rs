@@ -12,8 +12,28 @@ use uuid::Uuid;
 use super::attest::{bytes_item, five_items, int_item};
 use super::cose::{self, CoseSign1};
 use super::csr::{self, CsrInfo};
-use super::encode::{KeygenPayload, PAYLOAD_ID_CSR, PAYLOAD_ID_PUBLIC_KEY};
 use super::{Part, TokenError};
+
+/// `%KEYGEN` payload id: public key v2 (SubjectPublicKeyInfo DER).
+pub const PAYLOAD_ID_PUBLIC_KEY: i64 = 8;
+/// `%KEYGEN` payload id: CSR v1 (PKCS#10 DER).
+pub const PAYLOAD_ID_CSR: i64 = 9;
+
+/// Fields of a key-generation token payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeygenPayload {
+    pub payload_id: i64,
+    pub device_uuid: [u8; 16],
+    pub sec_tag: u32,
+    pub digest: [u8; 32],
+    pub nonce: [u8; 16],
+}
+
+/// SHA-256 of `der`, the digest a key-generation token binds.
+pub fn sha256(der: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(der).into()
+}
 
 /// What the DER part holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,7 +180,7 @@ pub(crate) fn decode_parts(
             Some(decode_payload(bytes)?)
         }
     };
-    let computed = super::encode::sha256(&der);
+    let computed = sha256(&der);
     Ok(KeygenToken {
         text: text.to_string(),
         format,

@@ -10,7 +10,7 @@ use spki::DecodePublicKey;
 use x509_cert::request::CertReq;
 
 use super::*;
-use crate::sim::fault::FaultSpec;
+use crate::fault::FaultSpec;
 
 fn board(faults: &[&str]) -> Modem {
     let specs: Vec<FaultSpec> = faults

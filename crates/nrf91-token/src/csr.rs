@@ -18,19 +18,14 @@ use const_oid::db::{
     rfc5912::{ECDSA_WITH_SHA_256, ID_EC_PUBLIC_KEY, SECP_256_R_1},
 };
 use der::{
-    Decode, Encode, EncodeValue, Length, Sequence, Tag, Tagged, Writer,
-    asn1::{Any, AnyRef, BitString, BitStringRef},
+    Decode, Encode, Sequence, Tag, Tagged,
+    asn1::{AnyRef, BitString, BitStringRef},
 };
-use p256::ecdsa::{DerSignature, SigningKey};
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use spki::{AlgorithmIdentifierOwned, AlgorithmIdentifierRef, SubjectPublicKeyInfoRef};
 use std::str::FromStr;
 use x509_cert::{
-    builder::{Builder, RequestBuilder},
-    ext::{
-        AsExtension, Extension,
-        pkix::{KeyUsage, KeyUsages},
-    },
+    ext::pkix::{KeyUsage, KeyUsages},
     name::Name,
     request::{CertReq, CertReqInfo},
 };
@@ -232,64 +227,83 @@ pub fn parse_subject(attributes: &str) -> Result<Name, CsrError> {
     Ok(name)
 }
 
-/// keyUsage wrapper marked non-critical, as the modem's CSR has it
-/// (x509-cert marks its own `KeyUsage` critical). `EncodeValue` + `Tagged`
-/// give it `Encode`.
-struct NonCriticalKeyUsage(KeyUsage);
+#[cfg(any(test, feature = "encode"))]
+pub use build::{build_csr, legacy_algorithm};
 
-impl const_oid::AssociatedOid for NonCriticalKeyUsage {
-    const OID: const_oid::ObjectIdentifier = const_oid::db::rfc5280::ID_CE_KEY_USAGE;
-}
+/// Building CSRs of the modem's shape: the simulator's and the tests'.
+#[cfg(any(test, feature = "encode"))]
+mod build {
+    use der::asn1::Any;
+    use der::{Decode, Encode, EncodeValue, Length, Tag, Tagged, Writer};
+    use p256::ecdsa::{DerSignature, SigningKey};
+    use x509_cert::builder::{Builder, RequestBuilder};
+    use x509_cert::ext::pkix::KeyUsage;
+    use x509_cert::ext::{AsExtension, Extension};
+    use x509_cert::name::Name;
+    use x509_cert::request::CertReq;
 
-impl EncodeValue for NonCriticalKeyUsage {
-    fn value_len(&self) -> der::Result<Length> {
-        self.0.value_len()
+    use super::CsrError;
+
+    /// keyUsage wrapper marked non-critical, as the modem's CSR has it
+    /// (x509-cert marks its own `KeyUsage` critical). `EncodeValue` + `Tagged`
+    /// give it `Encode`.
+    struct NonCriticalKeyUsage(KeyUsage);
+
+    impl const_oid::AssociatedOid for NonCriticalKeyUsage {
+        const OID: const_oid::ObjectIdentifier = const_oid::db::rfc5280::ID_CE_KEY_USAGE;
     }
-    fn encode_value(&self, writer: &mut impl Writer) -> der::Result<()> {
-        self.0.encode_value(writer)
+
+    impl EncodeValue for NonCriticalKeyUsage {
+        fn value_len(&self) -> der::Result<Length> {
+            self.0.value_len()
+        }
+        fn encode_value(&self, writer: &mut impl Writer) -> der::Result<()> {
+            self.0.encode_value(writer)
+        }
     }
-}
 
-impl Tagged for NonCriticalKeyUsage {
-    fn tag(&self) -> Tag {
-        self.0.tag()
+    impl Tagged for NonCriticalKeyUsage {
+        fn tag(&self) -> Tag {
+            self.0.tag()
+        }
     }
-}
 
-impl AsExtension for NonCriticalKeyUsage {
-    fn critical(&self, _: &Name, _: &[Extension]) -> bool {
-        false
+    impl AsExtension for NonCriticalKeyUsage {
+        fn critical(&self, _: &Name, _: &[Extension]) -> bool {
+            false
+        }
     }
-}
 
-/// A CSR for `subject` with `key_usage`, signed by `key`, as a modem's
-/// `%KEYGEN=…,2,0` produces; DER bytes. For the simulator and tests.
-pub fn build_csr(
-    key: &SigningKey,
-    subject: Name,
-    key_usage: KeyUsage,
-) -> Result<Vec<u8>, CsrError> {
-    let build = |e: &dyn std::fmt::Display| CsrError::Build(e.to_string());
-    let mut builder = RequestBuilder::new(subject, key).map_err(|e| build(&e))?;
-    builder
-        .add_extension(&NonCriticalKeyUsage(key_usage))
-        .map_err(|e| build(&e))?;
-    let request = builder.build::<DerSignature>().map_err(|e| build(&e))?;
-    Ok(request.to_der()?)
-}
+    /// A CSR for `subject` with `key_usage`, signed by `key`, as a modem's
+    /// `%KEYGEN=…,2,0` produces; DER bytes. For the simulator and tests.
+    pub fn build_csr(
+        key: &SigningKey,
+        subject: Name,
+        key_usage: KeyUsage,
+    ) -> Result<Vec<u8>, CsrError> {
+        let build = |e: &dyn std::fmt::Display| CsrError::Build(e.to_string());
+        let mut builder = RequestBuilder::new(subject, key).map_err(|e| build(&e))?;
+        builder
+            .add_extension(&NonCriticalKeyUsage(key_usage))
+            .map_err(|e| build(&e))?;
+        let request = builder.build::<DerSignature>().map_err(|e| build(&e))?;
+        Ok(request.to_der()?)
+    }
 
-/// Re-encode a CSR with `SEQUENCE { ecdsa-with-SHA256, NULL }` as its outer
-/// signatureAlgorithm, as older modem firmware does. The signature covers
-/// only the CertificationRequestInfo, so it stays valid.
-pub fn legacy_algorithm(der: &[u8]) -> Result<Vec<u8>, CsrError> {
-    let mut request = CertReq::from_der(der)?;
-    request.algorithm.parameters = Some(Any::null());
-    Ok(request.to_der()?)
+    /// Re-encode a CSR with `SEQUENCE { ecdsa-with-SHA256, NULL }` as its outer
+    /// signatureAlgorithm, as older modem firmware does. The signature covers
+    /// only the CertificationRequestInfo, so it stays valid.
+    pub fn legacy_algorithm(der: &[u8]) -> Result<Vec<u8>, CsrError> {
+        let mut request = CertReq::from_der(der)?;
+        request.algorithm.parameters = Some(Any::null());
+        Ok(request.to_der()?)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use p256::ecdsa::SigningKey;
 
     fn build(subject: &str, usage: &str, seed: u8) -> Vec<u8> {
         let key = SigningKey::from_slice(&[seed; 32]).unwrap();

@@ -11,8 +11,7 @@
 
 use ciborium::value::Value;
 use coset::iana::EnumI64;
-use coset::{AsCborValue, Header, HeaderBuilder, ProtectedHeader, TaggedCborSerializable, iana};
-use p256::ecdsa::{Signature, SigningKey, signature::Signer};
+use coset::{AsCborValue, Header, HeaderBuilder, ProtectedHeader, iana};
 
 /// COSE algorithm identifier of ES256 (ECDSA P-256 with SHA-256).
 pub const ALG_ES256: i64 = iana::Algorithm::ES256 as i64;
@@ -62,7 +61,9 @@ pub fn sig_structure(protected: &[u8], payload: &[u8]) -> Vec<u8> {
 
 /// Build a tagged COSE_Sign1 signed with `key` over [`sig_structure`].
 /// With `detached` the payload slot is `null`, as in `%ATTESTTOKEN`.
-pub fn sign1(key: &SigningKey, kid: &[u8], payload: &[u8], detached: bool) -> Vec<u8> {
+#[cfg(any(test, feature = "encode"))]
+pub fn sign1(key: &p256::ecdsa::SigningKey, kid: &[u8], payload: &[u8], detached: bool) -> Vec<u8> {
+    use p256::ecdsa::{Signature, signature::Signer};
     let protected = protected_es256();
     let signature: Signature = key.sign(&sig_structure(&protected, payload));
     encode_sign1(
@@ -75,6 +76,7 @@ pub fn sign1(key: &SigningKey, kid: &[u8], payload: &[u8], detached: bool) -> Ve
 
 /// Frame the four COSE_Sign1 fields as tag 18 around an array: `protected`
 /// bytes as given, `{4: kid}` unprotected (omitted when `kid` is empty).
+#[cfg(any(test, feature = "encode"))]
 pub fn encode_sign1(
     protected: &[u8],
     kid: &[u8],
@@ -91,6 +93,7 @@ pub fn encode_sign1(
         payload: payload.map(<[u8]>::to_vec),
         signature: signature.to_vec(),
     };
+    use coset::TaggedCborSerializable;
     // Only duplicate header labels can fail to encode, and this header has
     // one label; an empty result would only make a verifier reject.
     sign1.to_tagged_vec().unwrap_or_default()

@@ -1,10 +1,10 @@
 //! A stand-in nRF Cloud: a test double of the provisioning service and the
-//! REST API on `127.0.0.1:0`, like [`crate::sim`] is for modems. Tests,
+//! REST API on `127.0.0.1:0`, like the `nrf91-sim` crate is for modems. Tests,
 //! benches and `bench` commands start it; nothing in production talks to it.
 //!
 //! Written from the contract in `reference/nrf91.md` ("Who verifies real
-//! devices: nRF Cloud") and Nordic's `nrfcloud-utils`, not from this crate's
-//! client: it shares no types with [`super::CloudClient`].
+//! devices: nRF Cloud") and Nordic's `nrfcloud-utils`, not from the
+//! client (`nrf-cloud`): it shares no types with it.
 //!
 //! What it checks, as the real services do: the bearer key (401), the JSON
 //! and CSV shapes (400 with `{"message"}`), at most 1000 rows, and the claim

@@ -7,7 +7,7 @@
 //!   among them the hostile board (`substitute=KIND@CMD`: genuine tokens of
 //!   another kind under a token command's prefix).
 //! - [`modem`]: modem state and command handling, `line -> Reply`, no I/O.
-//!   Tokens are signed through [`crate::token::encode`] / [`crate::token::cose`]
+//!   Tokens are signed through `nrf91_token::encode` / `nrf91_token::cose`
 //!   so the simulator and the verifier agree on the signing input.
 //! - [`dialect`]: what the UART peer application adds (raw AT host, Serial LTE
 //!   Modem, Zephyr shell): line assembly, echo, prompt, colours. No I/O.
@@ -41,6 +41,11 @@ pub mod timing;
 
 use std::time::Duration;
 
+// The layers below, under the names the modules use for them.
+use nrf91_at::{at, imei};
+use nrf91_token as token;
+use nrf91_token::trust;
+
 pub use fault::{Fault, FaultSpec, FaultTargets};
 pub use fleet::Fleet;
 pub use identity::ModemIdentity;
@@ -48,17 +53,8 @@ pub use modem::Modem;
 pub use timing::{CommandCost, CostLog};
 
 /// Which application relays AT commands between the UART and the modem core.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    clap::ValueEnum,
-    serde::Serialize,
-    serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum SimDialect {
     /// AT host library (`at_client` sample): no echo, `\r\n` line endings.
@@ -71,17 +67,8 @@ pub enum SimDialect {
 }
 
 /// How long the simulated modem takes to answer.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    clap::ValueEnum,
-    serde::Serialize,
-    serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Latency {
     /// Answer as fast as possible.

@@ -345,7 +345,7 @@ async fn replug(fleet: &Fleet, boards: Vec<usize>) -> Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::{Latency, SimOptions};
+    use crate::{Latency, SimOptions};
 
     #[test]
     fn requests_read_back_what_they_write() {

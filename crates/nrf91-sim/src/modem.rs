@@ -655,7 +655,7 @@ impl Modem {
             (CapturedToken::Keygen | CapturedToken::KeygenPublicKey, _) => {
                 let tag = self
                     .last_sec_tag
-                    .unwrap_or(u64::from(crate::DEFAULT_SEC_TAG));
+                    .unwrap_or(u64::from(nrf91_at::DEFAULT_SEC_TAG));
                 let subject = csr::parse_subject(&format!("CN={}", self.identity.device_uuid))
                     .map_err(|_| self.cme(523))?;
                 let usage =

@@ -8,8 +8,19 @@ use ciborium::value::Value;
 use uuid::Uuid;
 
 use super::cose::{self, CoseSign1, TAG_SELF_DESCRIBED};
-use super::encode::IdentityBody;
 use super::{Part, TokenError};
+
+/// `%ATTESTTOKEN` body message type: device identity v1.
+pub const MSG_TYPE_IDENTITY_V1: i64 = 1;
+/// Fields of an identity attestation token body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityBody {
+    pub msg_type: i64,
+    pub device_uuid: [u8; 16],
+    pub device_type: i64,
+    pub firmware_uuid: [u8; 16],
+    pub nonce: [u8; 16],
+}
 
 /// A decoded identity attestation token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,7 +185,7 @@ impl IdentityToken {
     }
 
     pub fn describe(&self) -> String {
-        let msg = if self.msg_type == super::encode::MSG_TYPE_IDENTITY_V1 {
+        let msg = if self.msg_type == MSG_TYPE_IDENTITY_V1 {
             " (device identity v1)"
         } else {
             " (unknown message type)"
