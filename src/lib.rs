@@ -3,6 +3,7 @@
 
 // The crates below, under the names the modules have always used.
 pub use nrf_cloud as cloud;
+pub use nrf_provd_core::{ca, handoff, ledger, plan, record, station};
 pub use nrf91_at::{DEFAULT_SEC_TAG, at, imei, modem, serial};
 pub use nrf91_sim as sim;
 pub use nrf91_token as token;
@@ -10,17 +11,11 @@ pub use nrf91_token::{text, trust};
 pub use secure_file;
 
 pub mod bench;
-pub mod ca;
 pub mod check;
 pub mod cli;
 pub mod config;
 pub mod demo;
-pub mod handoff;
 pub mod http;
-pub mod ledger;
-pub mod plan;
 pub mod port_list;
 pub mod process;
-pub mod record;
 pub mod setup;
-pub mod station;

@@ -169,7 +169,7 @@ pub struct Daemon {
 impl Daemon {
     /// The daemon logging its own lines plus each step as it finishes.
     pub fn spawn(config: &Path) -> Daemon {
-        Daemon::spawn_logging(config, Some("info,nrf_provd::plan=debug"))
+        Daemon::spawn_logging(config, Some("info,nrf_provd_core::plan=debug"))
     }
 
     /// The daemon with `--log FILTER`, or at its default level with `None`

@@ -4,8 +4,8 @@
 //!
 //! ```no_run
 //! # async fn example() {
-//! use nrf_provd::at::{Client, ClientOptions};
-//! use nrf_provd::sim::{SimOptions, memory::Board};
+//! use nrf91_at::at::{Client, ClientOptions};
+//! use nrf91_sim::{SimOptions, memory::Board};
 //!
 //! let (board, host) = Board::start(7, 0, SimOptions::default());
 //! let (mut client, _notifications) = Client::new(host, ClientOptions::default());

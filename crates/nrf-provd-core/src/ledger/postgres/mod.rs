@@ -33,7 +33,7 @@ use uuid::Uuid;
 use super::{ClaimKind, DeviceCheck, DeviceHistory, LedgerError, Pin, PinOutcome, RunId, Sighting};
 use crate::ledger::outbox::Conflict;
 use crate::ledger::{LedgerConfig, PASSWORD_ENV, PasswordSource};
-use crate::secure_file::{self, Holds};
+use secure_file::{self, Holds};
 
 pub use forward::Forwarded;
 pub use url::{LedgerTls, LedgerUrl, SslMode, check_url};
@@ -200,7 +200,7 @@ pub(crate) const NAME: &str = "PostgreSQL";
 /// A driver error as a ledger error: a server that cannot be reached (or
 /// is going away, or asks to try again) is [`LedgerError::Unreachable`];
 /// an error in what was asked is not.
-pub(crate) fn pg_error(context: &'static str) -> impl Fn(tokio_postgres::Error) -> LedgerError {
+pub fn pg_error(context: &'static str) -> impl Fn(tokio_postgres::Error) -> LedgerError {
     move |e| {
         use tokio_postgres::error::SqlState;
         // A certificate refused is no outage: waiting will not clear it.

@@ -9,7 +9,7 @@
 //!   authenticated (its handshake signature is still checked), as libpq.
 //!
 //! The CA file decides which server is trusted, so it is opened as the
-//! trust file is ([`crate::secure_file`]).
+//! trust file is ([`secure_file`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -24,7 +24,7 @@ use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{LedgerTls, SslMode};
-use crate::secure_file::{self, Holds};
+use secure_file::{self, Holds};
 
 /// The connector `tls` asks for.
 pub(super) fn connector(tls: &LedgerTls) -> Result<MakeRustlsConnect, String> {

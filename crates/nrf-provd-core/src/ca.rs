@@ -2,7 +2,7 @@
 //!
 //! One crypto stack: x509-cert's builder with a p256 ECDSA key. The CA key is
 //! refused when group or others can read it or replace it (a directory on
-//! its path they can write: [`crate::secure_file`]), written with mode 0600,
+//! its path they can write: [`secure_file`]), written with mode 0600,
 //! and never printed (`Debug` shows the subject only).
 
 use std::fs::OpenOptions;
@@ -30,7 +30,7 @@ use x509_cert::serial_number::SerialNumber;
 use x509_cert::spki::SubjectPublicKeyInfoOwned;
 use x509_cert::time::{Time, Validity};
 
-use crate::secure_file::{self, Holds, UnsafeFile};
+use secure_file::{self, Holds, UnsafeFile};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {

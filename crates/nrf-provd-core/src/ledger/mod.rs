@@ -118,7 +118,7 @@ pub enum LedgerError {
     },
     /// A file the ledger reads (its password) others could read or replace.
     #[error(transparent)]
-    UnsafeFile(#[from] crate::secure_file::UnsafeFile),
+    UnsafeFile(#[from] secure_file::UnsafeFile),
 }
 
 impl LedgerError {

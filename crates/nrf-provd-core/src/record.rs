@@ -677,7 +677,7 @@ pub struct Artifact {
 }
 
 /// serde helpers: RFC 3339 times, hyphenated UUIDs, durations in ms.
-pub(crate) mod ser {
+pub mod ser {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn rfc3339(t: &::time::OffsetDateTime) -> String {
