@@ -4,9 +4,9 @@ use std::hint::black_box;
 
 use bytes::BytesMut;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use nrf_provd::at::Dialect;
-use nrf_provd::at::client::{Exchange, Step};
-use nrf_provd::at::codec::LineCodec;
+use nrf91_at::at::Dialect;
+use nrf91_at::at::client::{Exchange, Step};
+use nrf91_at::at::codec::LineCodec;
 use tokio_util::codec::Decoder;
 
 /// One round of traffic: (command, bytes the modem sends back).

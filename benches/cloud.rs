@@ -11,17 +11,17 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use nrf_cloud::{ApiKey, ClaimRow, CloudClient, CloudSettings, MAX_ROWS};
 use nrf_cloud_standin::{StandIn, StandInConfig, Verdict};
-use nrf_provd::ca::{Issuance, StationCa};
-use nrf_provd::cloud::{ApiKey, ClaimRow, CloudClient, CloudSettings, MAX_ROWS};
-use nrf_provd::handoff::{Handoff, HandoffSettings, Pass, Report};
-use nrf_provd::ledger::SqliteLedger;
-use nrf_provd::record::{
+use nrf_provd_core::ca::{Issuance, StationCa};
+use nrf_provd_core::handoff::{Handoff, HandoffSettings, Pass, Report};
+use nrf_provd_core::ledger::SqliteLedger;
+use nrf_provd_core::record::{
     Artifact, ArtifactKind, DeviceInfo, Outcome, RunRecord, RunStart, Step, StepRecord,
     TokenRecord, VerifiedBy,
 };
-use nrf_provd::token::TokenKind;
-use nrf_provd::token::encode::{self, IdentityBody};
+use nrf91_token::TokenKind;
+use nrf91_token::encode::{self, IdentityBody};
 use p256::ecdsa::SigningKey;
 use time::OffsetDateTime;
 use uuid::Uuid;

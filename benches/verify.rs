@@ -8,10 +8,11 @@
 //! asked, `aud`; and, in decoding, the refusal of control characters).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use nrf_provd::token::encode::{self, IdentityBody};
-use nrf_provd::token::verify::verify;
-use nrf_provd::token::{self, Expected, Freshness, IdentityExpected, Token, cose};
-use nrf_provd::trust::TrustStore;
+use nrf91_token as token;
+use nrf91_token::encode::{self, IdentityBody};
+use nrf91_token::trust::TrustStore;
+use nrf91_token::verify::verify;
+use nrf91_token::{Expected, Freshness, IdentityExpected, Token, cose};
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey, signature::Verifier};
 use p256::pkcs8::EncodePublicKey;
 use uuid::Uuid;
@@ -88,7 +89,7 @@ fn bench(c: &mut Criterion) {
 /// and without the ES256 check: the difference is what the freshness
 /// checks cost a JWT. A cycle judges one (`keys`) to three (`pin`).
 fn freshness(c: &mut Criterion, trust: &TrustStore, key: &SigningKey, uuid: Uuid) {
-    use nrf_provd::token::{JwtAsked, JwtExpected, JwtFreshness};
+    use nrf91_token::{JwtAsked, JwtExpected, JwtFreshness};
     let now = 1_700_000_000;
     let challenge = "42".repeat(16);
     let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": "ab".repeat(32)});

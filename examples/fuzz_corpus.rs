@@ -33,13 +33,13 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use nrf_provd::at::client::{Exchange, Step};
-use nrf_provd::at::codec::{LineCodec, frame_command};
-use nrf_provd::at::{ClientOptions, Dialect, Response, parse};
-use nrf_provd::modem::{self, JwtRequest, KeyFormat};
-use nrf_provd::serial::LineEnding;
-use nrf_provd::sim::memory::Board;
-use nrf_provd::sim::{FaultSpec, FaultTargets, SimDialect, SimOptions};
+use nrf91_at::at::client::{Exchange, Step};
+use nrf91_at::at::codec::{LineCodec, frame_command};
+use nrf91_at::at::{ClientOptions, Dialect, Response, parse};
+use nrf91_at::modem::{self, JwtRequest, KeyFormat};
+use nrf91_at::serial::LineEnding;
+use nrf91_sim::memory::Board;
+use nrf91_sim::{FaultSpec, FaultTargets, SimDialect, SimOptions};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio_util::codec::Decoder;
@@ -293,7 +293,7 @@ async fn read_answer(host: &mut DuplexStream, cmd: &str) -> (Vec<u8>, bool) {
 fn has_final(bytes: &[u8]) -> bool {
     bytes
         .split(|b| *b == b'\n')
-        .map(nrf_provd::at::codec::clean_line)
+        .map(nrf91_at::at::codec::clean_line)
         .any(|line| parse::final_result(&line).is_some())
 }
 

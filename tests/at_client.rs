@@ -4,15 +4,15 @@ mod at_support;
 use std::time::Duration;
 
 use at_support::{lines, script_peer, step};
-use nrf_provd::at::{AtError, Client, ClientOptions, Dialect};
-use nrf_provd::modem::{CredentialType, FunctionalMode, KeyFormat, Modem};
+use nrf91_at::at::{AtError, Client, ClientOptions, Dialect};
+use nrf91_at::modem::{CredentialType, FunctionalMode, KeyFormat, Modem};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
 
 fn client(
     dialect: Dialect,
 ) -> (
     Client<DuplexStream>,
-    tokio::sync::mpsc::Receiver<nrf_provd::at::Notification>,
+    tokio::sync::mpsc::Receiver<nrf91_at::at::Notification>,
     DuplexStream,
 ) {
     let (ours, theirs) = duplex(64 * 1024);

@@ -2,7 +2,7 @@
 mod at_support;
 
 use at_support::{Outcome, lines, run_script};
-use nrf_provd::at::Dialect;
+use nrf91_at::at::Dialect;
 use proptest::prelude::*;
 
 const MAX: usize = 16 * 1024;
@@ -237,7 +237,7 @@ proptest! {
     /// The cargo-fuzz body, exercised on stable by CI: nothing may panic.
     #[test]
     fn fuzz_framing_never_panics(data in proptest::collection::vec(any::<u8>(), 0..2048)) {
-        nrf_provd::at::fuzz_framing(&data);
+        nrf91_at::at::fuzz_framing(&data);
     }
 }
 
@@ -247,7 +247,7 @@ proptest! {
     /// (and what they accept holds what they promise).
     #[test]
     fn fuzz_cmng_never_panics(data in proptest::collection::vec(any::<u8>(), 0..2048)) {
-        nrf_provd::modem::fuzz_cmng(&data);
+        nrf91_at::modem::fuzz_cmng(&data);
     }
 
     /// Plausible answers, mostly well formed, in both dialects: a `%CMNG`
@@ -263,7 +263,7 @@ proptest! {
         for (tag, kind, sha) in &entries {
             text.push_str(&format!("%CMNG: {tag},{kind},\"{sha}\"\r\n"));
         }
-        let list = nrf_provd::modem::parse_cmng_list(&nrf_provd::at::Response {
+        let list = nrf91_at::modem::parse_cmng_list(&nrf91_at::at::Response {
             lines: text.lines().map(str::to_string).collect(),
         });
         let list = list.map_err(|e| TestCaseError::fail(format!("{e}")))?;
@@ -281,6 +281,6 @@ proptest! {
         let mut data = vec![u8::from(shell)];
         data.extend_from_slice(&noise);
         data.extend_from_slice(text.as_bytes());
-        nrf_provd::modem::fuzz_cmng(&data);
+        nrf91_at::modem::fuzz_cmng(&data);
     }
 }

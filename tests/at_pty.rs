@@ -6,8 +6,8 @@ mod at_support;
 use std::time::Duration;
 
 use at_support::{lines, read_command, script_peer, step};
-use nrf_provd::at::{AtError, Client, ClientOptions, Dialect, Notification};
-use nrf_provd::serial::{self, SerialSettings};
+use nrf91_at::at::{AtError, Client, ClientOptions, Dialect, Notification};
+use nrf91_at::serial::{self, SerialSettings};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc::Receiver;
 use tokio_serial::{SerialPort, SerialStream};

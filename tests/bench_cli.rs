@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use serde_json::Value;
 
 fn nrf_provd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nrf-provd"))
+    Command::new(env!("CARGO_BIN_EXE_nrf-provd-dev"))
         .args(args)
         .output()
         .expect("run nrf-provd")
@@ -188,7 +188,7 @@ fn the_crash_bench_kills_the_daemon_and_finds_nothing_lost() {
 #[test]
 fn simulate_control_replugs_and_reports_in_json() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nrf-provd"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nrf-provd-dev"))
         .args(["simulate", "--control", "--count", "2", "--seed", "1"])
         .arg("--dir")
         .arg(dir.path())

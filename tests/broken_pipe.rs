@@ -13,8 +13,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 
-use nrf_provd::sim::Latency;
-use station_support::{Env, binary, runs_in};
+use nrf91_sim::Latency;
+use station_support::{Env, binary, dev_binary, runs_in};
 
 const SIGPIPE: i32 = 13;
 
@@ -32,7 +32,9 @@ fn into_closed_pipe(args: &[&str], tmpdir: &Path) -> Ended {
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .unwrap_or_else(|e| panic!("pipe: {e}"));
         drop(read);
-        Command::new(binary())
+        // The tools are the developers' binary's.
+        let tool = matches!(args.first(), Some(&("bench" | "demo" | "simulate")));
+        Command::new(if tool { dev_binary() } else { binary() })
             .args(args)
             .env("TMPDIR", tmpdir)
             .env_remove("STATE_DIRECTORY")
@@ -166,7 +168,7 @@ async fn provision_results_and_at_end_quietly() {
     assert_eq!(runs.len(), 2, "both provision runs recorded");
     assert!(
         runs.iter()
-            .all(|r| r.outcome == nrf_provd::record::Outcome::Passed),
+            .all(|r| r.outcome == nrf_provd_core::record::Outcome::Passed),
         "{runs:?}"
     );
     assert!(leftovers(&tmp).is_empty(), "{:?}", leftovers(&tmp));
@@ -257,7 +259,7 @@ async fn the_daemon_alone_keeps_sigpipe_ignored() {
     assert!(daemon_ignores, "run must keep SIGPIPE ignored");
 
     let sim_dir = env.dir.path().join("sim");
-    let mut simulate = Command::new(binary())
+    let mut simulate = Command::new(dev_binary())
         .args(["simulate", "--count", "1", "--dir"])
         .arg(&sim_dir)
         .stdout(Stdio::piped())

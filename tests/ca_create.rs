@@ -11,8 +11,8 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use der::{Decode, DecodePem, Encode};
-use nrf_provd::ca::StationCa;
-use nrf_provd::sim::Latency;
+use nrf_provd_core::ca::StationCa;
+use nrf91_sim::Latency;
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{DerSignature, VerifyingKey};
 use p256::pkcs8::{DecodePublicKey, EncodePublicKey};
@@ -136,7 +136,7 @@ fn creates_a_ca_that_loads_and_signs() {
         .sign_device(
             "50503041-3633-4261-803d-1e2b8f70111a",
             spki.as_bytes(),
-            nrf_provd::ca::Issuance::now(DAY),
+            nrf_provd_core::ca::Issuance::now(DAY),
         )
         .unwrap_or_else(|e| panic!("{e}"));
     let device_cert = Certificate::from_der(&device.der).unwrap_or_else(|e| panic!("{e}"));

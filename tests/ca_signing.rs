@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use der::{Decode, DecodePem, Encode};
-use nrf_provd::ca::{CaError, Issuance, StationCa};
-use nrf_provd::secure_file::UnsafeFile;
+use nrf_provd_core::ca::{CaError, Issuance, StationCa};
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{DerSignature, VerifyingKey};
 use p256::pkcs8::{DecodePublicKey, EncodePublicKey};
+use secure_file::UnsafeFile;
 use x509_cert::Certificate;
 use x509_cert::ext::pkix::{
     AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages,
@@ -376,7 +376,8 @@ fn a_ca_whose_key_usage_forbids_certificate_signing_is_refused() {
     let key = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
     let spki =
         SubjectPublicKeyInfoOwned::from_key(*key.verifying_key()).unwrap_or_else(|e| panic!("{e}"));
-    let subject = nrf_provd::ca::common_name("Signing-only CA").unwrap_or_else(|e| panic!("{e}"));
+    let subject =
+        nrf_provd_core::ca::common_name("Signing-only CA").unwrap_or_else(|e| panic!("{e}"));
     let mut builder = CertificateBuilder::new(
         Profile::Manual {
             issuer: Some(subject.clone()),

@@ -200,7 +200,7 @@ api_key_file = "nrfcloud-api-key"
     // Fixed: only the warning is left, exit 1; with a port there, exit 0.
     chmod(&key, 0o600);
     chmod(&d.join("nrfcloud-api-key"), 0o600);
-    let mut trust = nrf_provd::trust::TrustStore::new();
+    let mut trust = nrf91_token::trust::TrustStore::new();
     let device = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
     let spki =
         p256::pkcs8::EncodePublicKey::to_public_key_der(device.verifying_key()).expect("SPKI");
@@ -222,7 +222,7 @@ api_key_file = "nrfcloud-api-key"
 
 /// A trust file with one device key.
 fn trust_csv() -> String {
-    let mut trust = nrf_provd::trust::TrustStore::new();
+    let mut trust = nrf91_token::trust::TrustStore::new();
     let device = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
     let spki =
         p256::pkcs8::EncodePublicKey::to_public_key_der(device.verifying_key()).expect("SPKI");

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use nrf_provd::cli::docs;
+use nrf_provd_daemon::cli::docs;
 
 fn binary() -> Command {
     Command::new(env!("CARGO_BIN_EXE_nrf-provd"))

@@ -5,14 +5,14 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use nrf_cloud_standin::{Endpoint, FailedShape, Fault, KeySeen, StandIn, StandInConfig, Verdict};
-use nrf_provd::cloud::{
+use nrf_cloud::{
     ApiKey, ApiKeyError, BulkOpStatus, ClaimRow, CloudClient, CloudError, CloudSettings,
     OnboardRow, RowOutcome,
 };
-use nrf_provd::secure_file::UnsafeFile;
-use nrf_provd::token::encode::{self, IdentityBody};
+use nrf_cloud_standin::{Endpoint, FailedShape, Fault, KeySeen, StandIn, StandInConfig, Verdict};
+use nrf91_token::encode::{self, IdentityBody};
 use p256::ecdsa::SigningKey;
+use secure_file::UnsafeFile;
 use uuid::Uuid;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -332,9 +332,11 @@ async fn https_with_an_untrusted_certificate_is_unreachable_never_a_pass() {
     // A self-signed certificate no system trust store holds.
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let (cert_path, key_path) = (dir.path().join("server.pem"), dir.path().join("server.key"));
-    let ca =
-        nrf_provd::ca::StationCa::generate("nrf-provd test server", Duration::from_secs(86_400))
-            .unwrap_or_else(|e| panic!("{e}"));
+    let ca = nrf_provd_core::ca::StationCa::generate(
+        "nrf-provd test server",
+        Duration::from_secs(86_400),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     ca.write(&cert_path, &key_path)
         .unwrap_or_else(|e| panic!("{e}"));
     let key_pem = std::fs::read_to_string(&key_path).unwrap_or_else(|e| panic!("{e}"));
@@ -500,9 +502,7 @@ async fn malformed_json_on_a_bulk_answer_is_malformed_and_not_retried() {
 }
 
 /// Rows 0, 2 and 4 are known; 1 is not in the database; 3 is revoked.
-async fn bulk_claim_five(
-    shape: FailedShape,
-) -> (StandIn, Vec<ClaimRow>, nrf_provd::cloud::BulkClaim) {
+async fn bulk_claim_five(shape: FailedShape) -> (StandIn, Vec<ClaimRow>, nrf_cloud::BulkClaim) {
     let cloud = standin(StandInConfig {
         failed_shape: shape,
         ..StandInConfig::default()
@@ -527,7 +527,7 @@ async fn bulk_claim_five(
     (cloud, rows, result)
 }
 
-fn assert_five_rows(result: &nrf_provd::cloud::BulkClaim) {
+fn assert_five_rows(result: &nrf_cloud::BulkClaim) {
     let outcomes: Vec<&RowOutcome> = result.rows.iter().map(|r| &r.outcome).collect();
     assert_eq!(outcomes[0], &RowOutcome::Done);
     assert!(

@@ -12,14 +12,14 @@ use std::process::Output;
 use std::time::{Duration, Instant, SystemTime};
 
 use nrf_cloud_standin::{Endpoint, FailedShape, Fault, StandIn, StandInConfig, Verdict};
-use nrf_provd::ca::{Issuance, StationCa};
-use nrf_provd::config::VerifiedBy;
-use nrf_provd::ledger::{Ledger, SqliteLedger};
-use nrf_provd::record::{
+use nrf_provd_core::ca::{Issuance, StationCa};
+use nrf_provd_core::ledger::{Ledger, SqliteLedger};
+use nrf_provd_core::record::{
     Artifact, ArtifactKind, DeviceInfo, Outcome, RunRecord, RunStart, Step, StepRecord, TokenRecord,
 };
-use nrf_provd::token::TokenKind;
-use nrf_provd::token::encode::{self, IdentityBody};
+use nrf_provd_daemon::config::VerifiedBy;
+use nrf91_token::TokenKind;
+use nrf91_token::encode::{self, IdentityBody};
 use p256::ecdsa::SigningKey;
 use serde_json::Value;
 use station_support::{Daemon, Env};
@@ -237,7 +237,7 @@ async fn store_run(
         record.fail(
             Outcome::Failed,
             Some(Step::Attest),
-            nrf_provd::record::ReasonCode::Signature,
+            nrf_provd_core::record::ReasonCode::Signature,
             "forged",
         );
     }
@@ -597,10 +597,10 @@ async fn a_wrong_key_a_refused_connection_and_no_cloud_section_exit_2_and_record
     assert_eq!(state["state"], "claim-refused", "{state}");
     // The stand-in applied no claim for the faulted request; claim it the
     // way a lost answer leaves it: claimed on nRF Cloud, not in the ledger.
-    let client = nrf_provd::cloud::CloudClient::new(
-        nrf_provd::cloud::CloudSettings::with_urls(&standin.provisioning_url(), &standin.api_url())
+    let client = nrf_cloud::CloudClient::new(
+        nrf_cloud::CloudSettings::with_urls(&standin.provisioning_url(), &standin.api_url())
             .expect("settings"),
-        nrf_provd::cloud::ApiKey::new(KEY, "test").expect("key"),
+        nrf_cloud::ApiKey::new(KEY, "test").expect("key"),
     )
     .expect("client");
     client
@@ -891,7 +891,7 @@ async fn an_onboarding_killed_while_following_its_bulk_operation_follows_it_agai
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_with_hand_off_claim_claims_by_itself_and_stops_cleanly() {
     let standin = standin(StandInConfig::default()).await;
-    let env = Env::new(1, nrf_provd::sim::Latency::None, &[]).await;
+    let env = Env::new(1, nrf91_sim::Latency::None, &[]).await;
     standin.add_device(env.fleet.identity(0).device_uuid, Verdict::Accept);
     let key_file = env.dir.path().join("nrfcloud-api-key");
     std::fs::write(&key_file, KEY).expect("key file");
@@ -960,7 +960,7 @@ async fn the_daemon_with_hand_off_claim_claims_by_itself_and_stops_cleanly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collect_board_ends_collected_and_is_claimed_with_include_collected() {
     let standin = standin(StandInConfig::default()).await;
-    let mut env = Env::new(1, nrf_provd::sim::Latency::None, &["0:untrusted-key"]).await;
+    let mut env = Env::new(1, nrf91_sim::Latency::None, &["0:untrusted-key"]).await;
     env.config.identity.authorities = vec![VerifiedBy::Collect];
     env.config.trust_file = None;
     let uuid = env.fleet.identity(0).device_uuid;

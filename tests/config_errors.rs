@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nrf_provd::config::{
+use nrf_provd_daemon::config::{
     ConfigError, DialectChoice, FlowControl, LedgerMode, LineEnding, LogFormat, PasswordSource,
     Reprovision, StationConfig, Step,
 };
@@ -503,10 +503,13 @@ fn nrfcloud_needs_a_cloud_section_with_one_api_key_source() {
     assert_eq!(cloud.settings.request_timeout, Duration::from_secs(3));
     assert_eq!(
         cloud.api_key,
-        nrf_provd::config::ApiKeySource::File(dir.path().join("nrfcloud-api-key"))
+        nrf_provd_daemon::config::ApiKeySource::File(dir.path().join("nrfcloud-api-key"))
     );
     assert_eq!(cloud.claim_tags, vec!["line1".to_string()]);
-    assert_eq!(cloud.hand_off, nrf_provd::config::HandOff::ClaimAndOnboard);
+    assert_eq!(
+        cloud.hand_off,
+        nrf_provd_daemon::config::HandOff::ClaimAndOnboard
+    );
     assert_eq!(cloud.hand_off_every, Duration::from_secs(30));
     assert_eq!(cloud.bulk_op_poll, Duration::from_secs(5), "Nordic's 5 s");
     assert_eq!(
@@ -749,7 +752,7 @@ proptest::proptest! {
     /// stable by CI: arbitrary bytes never panic the parser.
     #[test]
     fn fuzz_parse_never_panics(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048)) {
-        nrf_provd::config::fuzz_parse(&data);
+        nrf_provd_daemon::config::fuzz_parse(&data);
     }
 
     /// The shipped config with bytes overwritten, inserted or cut: mostly
@@ -773,7 +776,7 @@ proptest::proptest! {
                 _ => {}
             }
         }
-        nrf_provd::config::fuzz_parse(&text);
+        nrf_provd_daemon::config::fuzz_parse(&text);
     }
 }
 

@@ -23,9 +23,9 @@ mod station_support;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use nrf_provd::record::{ArtifactKind, Outcome, ReasonCode, RunRecord, Step, VerifiedBy};
-use nrf_provd::sim::{FaultSpec, Fleet, Latency, SimOptions};
-use nrf_provd::token::TokenKind;
+use nrf_provd_core::record::{ArtifactKind, Outcome, ReasonCode, RunRecord, Step, VerifiedBy};
+use nrf91_sim::{FaultSpec, Fleet, Latency, SimOptions};
+use nrf91_token::TokenKind;
 use station_support::{Daemon, Env, binary, runs_in};
 
 /// The seed every fleet of `Env` is made from: a fleet started with it

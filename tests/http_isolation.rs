@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http_support::{Feed, get};
-use nrf_provd::bench::abuse::{self, AbuseOptions};
-use nrf_provd::sim::Latency;
+use nrf_provd_tools::bench::abuse::{self, AbuseOptions};
+use nrf91_sim::Latency;
 use station_support::{Daemon, Env, binary};
 
 /// An answer as it came off the wire (the body not de-chunked).
@@ -376,17 +376,17 @@ async fn busy_readers_mean_503_with_retry_after_at_once_and_nothing_else_waits()
     let (station, mut events, serving) = env.station();
     let mut finished = 0;
     while finished < 2 {
-        if let Ok(nrf_provd::station::StationEvent::RunFinished { .. }) = events.recv().await {
+        if let Ok(nrf_provd_core::station::StationEvent::RunFinished { .. }) = events.recv().await {
             finished += 1;
         }
     }
     let mut config = env.config.clone();
-    config.http = nrf_provd::config::HttpConfig {
+    config.http = nrf_provd_daemon::config::HttpConfig {
         listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         readers: 1,
-        ..nrf_provd::config::HttpConfig::default()
+        ..nrf_provd_daemon::config::HttpConfig::default()
     };
-    let server = nrf_provd::http::HttpServer::start(&station, &config)
+    let server = nrf_provd_daemon::http::HttpServer::start(&station, &config)
         .await
         .expect("server")
         .expect("listening");
@@ -451,7 +451,9 @@ async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_limits_hold_for_a_client_without_a_token() {
-    use nrf_provd::http::conn::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT};
+    use nrf_provd_daemon::http::conn::{
+        HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT,
+    };
     let env = Env::new(1, Latency::None, &[]).await;
     let viewer = write_token(env.dir.path(), "viewer.token", VIEWER);
     let config =

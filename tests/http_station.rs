@@ -14,9 +14,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use http_support::{Feed, Response, get};
-use nrf_provd::ledger::{LedgerReader, SqliteLedger};
-use nrf_provd::record::Outcome;
-use nrf_provd::sim::Latency;
+use nrf_provd_core::ledger::{LedgerReader, SqliteLedger};
+use nrf_provd_core::record::Outcome;
+use nrf91_sim::Latency;
 use openmetrics_parser::{MetricsExposition, OpenMetricsType, OpenMetricsValue};
 use station_support::{Daemon, Env, binary, refused_start};
 
@@ -131,7 +131,7 @@ async fn metrics_and_the_api_agree_with_the_database_after_a_run_of_boards() {
     let reader = SqliteLedger::open_read_only(&db).expect("database");
     let counts = reader.counts().await.expect("counts");
     let runs = reader
-        .runs(&nrf_provd::ledger::RunFilter::default())
+        .runs(&nrf_provd_core::ledger::RunFilter::default())
         .await
         .expect("runs");
     assert_eq!(counts.seen, 6);
@@ -559,7 +559,7 @@ async fn at_the_default_level_the_daemon_says_one_line_per_run() {
     // Besides the run lines: the start, the trust file, ports, the stop.
     let other: Vec<&String> = log_lines
         .iter()
-        .filter(|l| !l.contains(nrf_provd::station::RUN_LOG))
+        .filter(|l| !l.contains(nrf_provd_core::station::RUN_LOG))
         .filter(|l| !l.contains(" WARN ") && !l.contains(" ERROR "))
         .collect();
     assert!(other.len() <= 12, "a quiet log: {other:#?}");
@@ -586,7 +586,7 @@ async fn json_logs_carry_the_run_line_without_some() {
         let value: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         assert!(!line.contains("Some("), "{line}");
-        if value["target"] == nrf_provd::station::RUN_LOG {
+        if value["target"] == nrf_provd_core::station::RUN_LOG {
             runs += 1;
             let fields = &value["fields"];
             assert!(

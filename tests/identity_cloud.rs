@@ -10,23 +10,23 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nrf_cloud::{ApiKey, CloudClient, CloudSettings};
 use nrf_cloud_standin::{Endpoint, Fault, StandIn, StandInConfig, Verdict};
-use nrf_provd::at::{Client, ClientOptions, DialectChoice};
-use nrf_provd::ca::StationCa;
-use nrf_provd::cloud::{ApiKey, CloudClient, CloudSettings};
-use nrf_provd::config::PlanConfig;
-use nrf_provd::ledger::{LedgerReader, MemoryLedger, RunFilter};
-use nrf_provd::modem::Modem;
-use nrf_provd::plan::{
+use nrf_provd_core::ca::StationCa;
+use nrf_provd_core::ledger::{LedgerReader, MemoryLedger, RunFilter};
+use nrf_provd_core::plan::{
     IdentityAuthority, KeysAuthority, NrfCloudAuthority, OsRandom, PlanContext, SystemClock,
 };
-use nrf_provd::record::{Outcome, ReasonCode, RunRecord, Step, VerifiedBy};
-use nrf_provd::sim::memory::Board;
-use nrf_provd::sim::{Latency, SimOptions};
-use nrf_provd::station::presence;
-use nrf_provd::station::recorder::{self, RunSettings};
-use nrf_provd::station::{Events, LedgerGate};
-use nrf_provd::trust::TrustStore;
+use nrf_provd_core::record::{Outcome, ReasonCode, RunRecord, Step, VerifiedBy};
+use nrf_provd_core::station::presence;
+use nrf_provd_core::station::recorder::{self, RunSettings};
+use nrf_provd_core::station::{Events, LedgerGate};
+use nrf_provd_daemon::config::PlanConfig;
+use nrf91_at::at::{Client, ClientOptions, DialectChoice};
+use nrf91_at::modem::Modem;
+use nrf91_sim::memory::Board;
+use nrf91_sim::{Latency, SimOptions};
+use nrf91_token::trust::TrustStore;
 use station_support::{Daemon, Env};
 use tokio_util::sync::CancellationToken;
 

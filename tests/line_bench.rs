@@ -12,7 +12,7 @@ fn bench_with_a_ledger_reports_claims_and_the_backfill() {
     else {
         return;
     };
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nrf-provd"))
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nrf-provd-dev"))
         .args([
             "bench",
             "--boards",
@@ -27,7 +27,10 @@ fn bench_with_a_ledger_reports_claims_and_the_backfill() {
             "--ledger",
         ])
         .arg(pg.url())
-        .env(nrf_provd::config::PASSWORD_ENV, "line-ledger-test-pw")
+        .env(
+            nrf_provd_daemon::config::PASSWORD_ENV,
+            "line-ledger-test-pw",
+        )
         .output()
         .expect("run the bench");
     assert!(

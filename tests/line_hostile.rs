@@ -13,8 +13,8 @@ mod station_support;
 
 use std::path::PathBuf;
 
-use nrf_provd::record::{ReasonCode, Step};
-use nrf_provd::sim::Latency;
+use nrf_provd_core::record::{ReasonCode, Step};
+use nrf91_sim::Latency;
 use pg_support::{PgCluster, cluster};
 use station_support::{Daemon, Env, runs_in};
 

@@ -8,11 +8,11 @@ mod pg_support;
 use std::path::Path;
 use std::time::Duration;
 
-use nrf_provd::config::LedgerMode;
-use nrf_provd::ledger::{
+use nrf_provd_core::ledger::{
     Claim, ClaimKind, ClaimOutcome, DeviceCheck, Ledger, LedgerError, LedgerReader, LineLedger,
     Outcome, Pin, PinOutcome, ReasonCode, RunFilter, RunRecord, RunStart, Sighting, SqliteLedger,
 };
+use nrf_provd_daemon::config::LedgerMode;
 use pg_support::{PgCluster, cluster};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -58,7 +58,7 @@ async fn passed_run(ledger: &LineLedger, id: &str, port: &str, keygen: &str) -> 
     record.outcome = Outcome::Passed;
     record.device.device_uuid = Some(DEVICE);
     record.device.imei = Some("352656100367872".into());
-    record.verified_by = Some(nrf_provd::record::VerifiedBy::Keys);
+    record.verified_by = Some(nrf_provd_core::record::VerifiedBy::Keys);
     record.finished_at = Some(OffsetDateTime::now_utc());
     ledger.finish_run(&record).await.expect("finish");
     record
@@ -297,7 +297,7 @@ async fn one_device_runs_once_at_a_time_on_the_whole_line() {
     let mut record = RunRecord::begun(run_a, &start_a);
     record.outcome = Outcome::Passed;
     record.device.device_uuid = Some(DEVICE);
-    record.verified_by = Some(nrf_provd::record::VerifiedBy::Keys);
+    record.verified_by = Some(nrf_provd_core::record::VerifiedBy::Keys);
     record.finished_at = Some(OffsetDateTime::now_utc());
     a.finish_run(&record).await.expect("finish");
     a.forward_now(100).await.expect("forward");
@@ -438,7 +438,7 @@ async fn a_key_pinned_for_two_devices_in_deferred_mode_is_a_conflict_on_both_run
     a.forward_now(100).await.expect("forward A");
     b.forward_now(100).await.expect("forward B");
     a.forward_now(100).await.expect("A again");
-    let print = nrf_provd::plan::authority::fingerprint(&[5; 91]);
+    let print = nrf_provd_core::plan::authority::fingerprint(&[5; 91]);
     for (ledger, run, other) in [(&a, &run_a, &run_b), (&b, &run_b, &run_a)] {
         let local = ledger
             .local()
@@ -511,10 +511,11 @@ async fn a_group_readable_password_file_is_refused() {
     std::fs::write(&file, "secret-value\n").expect("write");
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).expect("chmod");
-    let mut config =
-        nrf_provd::config::LedgerConfig::for_url("postgres://nrf@/line?host=/nowhere".into());
-    config.password = nrf_provd::config::PasswordSource::File(file.clone());
-    let err = nrf_provd::ledger::PgSettings::new(&config).expect_err("0640 is refused");
+    let mut config = nrf_provd_daemon::config::LedgerConfig::for_url(
+        "postgres://nrf@/line?host=/nowhere".into(),
+    );
+    config.password = nrf_provd_daemon::config::PasswordSource::File(file.clone());
+    let err = nrf_provd_core::ledger::PgSettings::new(&config).expect_err("0640 is refused");
     let text = err.to_string();
     assert!(
         text.contains("chmod 600") && text.contains("mode 640"),
@@ -522,7 +523,7 @@ async fn a_group_readable_password_file_is_refused() {
     );
     assert!(!text.contains("secret-value"), "{text}");
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    let settings = nrf_provd::ledger::PgSettings::new(&config).expect("0600 is taken");
+    let settings = nrf_provd_core::ledger::PgSettings::new(&config).expect("0600 is taken");
     assert_eq!(settings.shown(), "postgres://nrf@/line?host=/nowhere");
     assert!(!format!("{settings:?}").contains("secret-value"));
 }
@@ -537,10 +538,10 @@ async fn a_wrong_password_is_refused_without_showing_it() {
     std::fs::write(&file, "not-the-password\n").expect("write");
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    let mut config = nrf_provd::config::LedgerConfig::for_url(pg.url());
-    config.password = nrf_provd::config::PasswordSource::File(file);
-    let settings = nrf_provd::ledger::PgSettings::new(&config).expect("settings");
-    let ledger = nrf_provd::ledger::PostgresLedger::new(&settings).expect("ledger");
+    let mut config = nrf_provd_daemon::config::LedgerConfig::for_url(pg.url());
+    config.password = nrf_provd_daemon::config::PasswordSource::File(file);
+    let settings = nrf_provd_core::ledger::PgSettings::new(&config).expect("settings");
+    let ledger = nrf_provd_core::ledger::PostgresLedger::new(&settings).expect("ledger");
     let err = ledger.connect().await.expect_err("wrong password");
     let text = err.to_string();
     assert!(text.contains("password authentication failed"), "{text}");

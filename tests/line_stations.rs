@@ -22,12 +22,12 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nrf_provd::ledger::{
+use nrf_provd_core::ledger::{
     Claim, ClaimKind, LedgerReader, Outcome, ReasonCode, RunFilter, RunRecord, RunStart,
     SqliteLedger, StepRecord,
 };
-use nrf_provd::record::Step;
-use nrf_provd::sim::Latency;
+use nrf_provd_core::record::Step;
+use nrf91_sim::Latency;
 use pg_support::{PgCluster, cluster};
 use station_support::{Daemon, Env, binary, runs_in};
 use time::OffsetDateTime;
@@ -163,7 +163,10 @@ async fn a_token_replayed_at_another_station_fails_there_with_replay() {
     // The line read back: both stations, one command.
     let out = std::process::Command::new(binary())
         .args(["results", "--ledger", &pg.url(), "--format", "csv"])
-        .env(nrf_provd::config::PASSWORD_ENV, "line-ledger-test-pw")
+        .env(
+            nrf_provd_daemon::config::PASSWORD_ENV,
+            "line-ledger-test-pw",
+        )
         .output()
         .expect("results --ledger");
     assert!(
@@ -186,7 +189,10 @@ async fn a_token_replayed_at_another_station_fails_there_with_replay() {
             "--station",
             "B",
         ])
-        .env(nrf_provd::config::PASSWORD_ENV, "line-ledger-test-pw")
+        .env(
+            nrf_provd_daemon::config::PASSWORD_ENV,
+            "line-ledger-test-pw",
+        )
         .output()
         .expect("results --summary");
     let summary = String::from_utf8_lossy(&out.stdout);

@@ -16,9 +16,9 @@ mod station_support;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
-use nrf_provd::config::{LedgerConfig, PasswordSource};
-use nrf_provd::ledger::{LedgerError, PgSettings, PostgresLedger};
-use nrf_provd::sim::Latency;
+use nrf_provd_core::ledger::{LedgerError, PgSettings, PostgresLedger};
+use nrf_provd_daemon::config::{LedgerConfig, PasswordSource};
+use nrf91_sim::Latency;
 use pg_support::certs::TestCa;
 use pg_support::{PgCluster, cluster_with_tls};
 use station_support::{Daemon, Env, runs_in};

@@ -10,24 +10,24 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nrf_provd::at::{Client, ClientOptions, DialectChoice};
-use nrf_provd::ca::StationCa;
-use nrf_provd::config::{PinCose, PlanConfig};
-use nrf_provd::ledger::MemoryLedger;
-use nrf_provd::modem::Modem;
-use nrf_provd::plan::authority::fingerprint;
-use nrf_provd::plan::{
+use nrf_provd_core::ca::StationCa;
+use nrf_provd_core::ledger::MemoryLedger;
+use nrf_provd_core::plan::authority::fingerprint;
+use nrf_provd_core::plan::{
     Clock, CollectAuthority, FollowingClock, IdentityAuthority, KeysAuthority, PinAuthority,
     PlanContext, SeededRandom,
 };
-use nrf_provd::record::{Outcome, ReasonCode, RunRecord, Step, VerifiedBy};
-use nrf_provd::sim::memory::Board;
-use nrf_provd::sim::{Latency, SimOptions};
-use nrf_provd::station::presence;
-use nrf_provd::station::recorder::{self, RunSettings};
-use nrf_provd::station::{Events, LedgerGate};
-use nrf_provd::token::TokenKind;
-use nrf_provd::trust::TrustStore;
+use nrf_provd_core::record::{Outcome, ReasonCode, RunRecord, Step, VerifiedBy};
+use nrf_provd_core::station::presence;
+use nrf_provd_core::station::recorder::{self, RunSettings};
+use nrf_provd_core::station::{Events, LedgerGate};
+use nrf_provd_daemon::config::{PinCose, PlanConfig};
+use nrf91_at::at::{Client, ClientOptions, DialectChoice};
+use nrf91_at::modem::Modem;
+use nrf91_sim::memory::Board;
+use nrf91_sim::{Latency, SimOptions};
+use nrf91_token::TokenKind;
+use nrf91_token::trust::TrustStore;
 use time::macros::datetime;
 use tokio::io::DuplexStream;
 use tokio_util::sync::CancellationToken;
@@ -354,7 +354,7 @@ async fn tokens_of_this_device_from_an_earlier_run_fail_as_replays() {
 }
 
 /// The checks recorded for one token, by name.
-fn checks_of(token: &nrf_provd::record::TokenRecord) -> Vec<(String, bool)> {
+fn checks_of(token: &nrf_provd_core::record::TokenRecord) -> Vec<(String, bool)> {
     let checks: Vec<serde_json::Value> =
         serde_json::from_str(&token.checks_json).expect("checks are JSON");
     checks

@@ -12,7 +12,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use nrf_provd::ca::StationCa;
+use nrf_provd_core::ca::StationCa;
 
 const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
 
@@ -30,7 +30,7 @@ fn write_secrets(prefix: &str) {
         .unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(at("ledger-ca.pem"), ca.certificate_pem()).unwrap_or_else(|e| panic!("{e}"));
     chmod(&at("ledger-ca.pem"), 0o644);
-    let mut trust = nrf_provd::trust::TrustStore::new();
+    let mut trust = nrf91_token::trust::TrustStore::new();
     let device = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
     let spki = p256::pkcs8::EncodePublicKey::to_public_key_der(device.verifying_key())
         .unwrap_or_else(|e| panic!("{e}"));

@@ -10,8 +10,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use nrf_provd::ca::StationCa;
-use nrf_provd::config::StationConfig;
+use nrf_provd_core::ca::StationCa;
+use nrf_provd_daemon::config::StationConfig;
 
 const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
 

@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
-use nrf_provd::bench::child::{SimChild, SimSpec};
-use nrf_provd::bench::daemon::{DaemonChild, Reported, write_config};
-use nrf_provd::record::Outcome;
-use nrf_provd::sim::Latency;
-use nrf_provd::sim::control::{Answer, Request};
+use nrf_provd_core::record::Outcome;
+use nrf_provd_tools::bench::child::{SimChild, SimSpec};
+use nrf_provd_tools::bench::daemon::{DaemonChild, Reported, write_config};
+use nrf91_sim::Latency;
+use nrf91_sim::control::{Answer, Request};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -36,7 +36,7 @@ async fn wait_for_log(log: &std::path::Path, text: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_daemon_provisions_boards_plugged_unplugged_and_new() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let executable = std::path::Path::new(env!("CARGO_BIN_EXE_nrf-provd"));
+    let executable = std::path::Path::new(env!("CARGO_BIN_EXE_nrf-provd-dev"));
     let sim_dir = dir.path().join("sim");
     std::fs::create_dir_all(&sim_dir).expect("sim dir");
     let mut sim = SimChild::start(

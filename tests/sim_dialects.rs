@@ -4,8 +4,8 @@
 mod sim_support;
 
 use der::{Decode, Encode};
-use nrf_provd::sim::{Fleet, SimDialect, SimOptions};
-use nrf_provd::token::encode::sec_tag_cbor;
+use nrf91_sim::{Fleet, SimDialect, SimOptions};
+use nrf91_token::encode::sec_tag_cbor;
 use p256::ecdsa::{Signature, VerifyingKey, signature::Verifier};
 use sim_support::{
     Host, b64url, quoted_token, trust_keys, verify_attest, verify_jwt, verify_keygen,
@@ -113,7 +113,7 @@ async fn exercise_every_command(dialect: SimDialect) {
     assert_eq!(keygen.payload_id, 9);
     assert_eq!(keygen.device_uuid, id.device_uuid);
     assert_eq!(keygen.sec_tag_cbor, sec_tag_cbor(16842753));
-    assert_eq!(keygen.digest, nrf_provd::token::encode::sha256(&keygen.der));
+    assert_eq!(keygen.digest, nrf91_token::encode::sha256(&keygen.der));
     let csr = verify_csr(&keygen.der);
     assert_eq!(
         csr.info.subject.to_string(),
@@ -143,7 +143,7 @@ async fn exercise_every_command(dialect: SimDialect) {
             .is_empty()
     );
     // Through the shell, at_shell turns the escaped LFs into CRLF again.
-    let sha = hex::encode_upper(nrf_provd::token::encode::sha256(PEM.as_bytes()));
+    let sha = hex::encode_upper(nrf91_token::encode::sha256(PEM.as_bytes()));
     assert_eq!(
         host.ok("AT%CMNG=1,16842753,0").await,
         [format!("%CMNG: 16842753,0,\"{sha}\"")]

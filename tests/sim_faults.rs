@@ -4,9 +4,9 @@ mod sim_support;
 
 use std::time::Duration;
 
-use nrf_provd::sim::fault::{CapturedToken, TOKEN_COMMANDS};
-use nrf_provd::sim::{Fleet, SimDialect, SimOptions};
-use nrf_provd::token::encode::{sec_tag_cbor, sha256};
+use nrf91_sim::fault::{CapturedToken, TOKEN_COMMANDS};
+use nrf91_sim::{Fleet, SimDialect, SimOptions};
+use nrf91_token::encode::{sec_tag_cbor, sha256};
 use sim_support::{
     Host, is_final, is_urc, quoted_token, trust_keys, verify_attest, verify_jwt, verify_keygen,
 };

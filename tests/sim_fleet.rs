@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use nrf_provd::sim::{Fleet, Latency, ModemIdentity, SimDialect, SimOptions};
+use nrf91_sim::{Fleet, Latency, ModemIdentity, SimDialect, SimOptions};
 use sim_support::{GUARD, Host, quoted_token, trust_keys, verify_attest, verify_keygen};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,7 +210,7 @@ fn simulate_command_lists_boards_writes_trust_and_cleans_up_on_sigterm() {
     let links = dir.path().join("links");
     let trust = dir.path().join("trust.csv");
     let mut child = Child(
-        Command::new(env!("CARGO_BIN_EXE_nrf-provd"))
+        Command::new(env!("CARGO_BIN_EXE_nrf-provd-dev"))
             .args([
                 "simulate",
                 "--count",
@@ -269,7 +269,7 @@ fn simulate_command_lists_boards_writes_trust_and_cleans_up_on_sigterm() {
 
 #[test]
 fn simulate_rejects_a_bad_fault_spec() {
-    let out = Command::new(env!("CARGO_BIN_EXE_nrf-provd"))
+    let out = Command::new(env!("CARGO_BIN_EXE_nrf-provd-dev"))
         .args(["simulate", "--fault", "1:nonsense"])
         .output()
         .unwrap();
@@ -279,7 +279,7 @@ fn simulate_rejects_a_bad_fault_spec() {
 
 #[test]
 fn simulate_rejects_a_fault_for_a_missing_modem() {
-    let out = Command::new(env!("CARGO_BIN_EXE_nrf-provd"))
+    let out = Command::new(env!("CARGO_BIN_EXE_nrf-provd-dev"))
         .args(["simulate", "--count", "2", "--fault", "2:replay"])
         .output()
         .unwrap();

@@ -6,11 +6,11 @@ mod sim_support;
 
 use std::time::Duration;
 
-use nrf_provd::at::{AtError, Client, ClientOptions, Notification};
-use nrf_provd::modem::{FunctionalMode, JwtRequest, KeyFormat, Modem};
-use nrf_provd::sim::memory::Board;
-use nrf_provd::sim::{Fleet, Latency, SimOptions};
-use nrf_provd::token::encode::sha256;
+use nrf91_at::at::{AtError, Client, ClientOptions, Notification};
+use nrf91_at::modem::{FunctionalMode, JwtRequest, KeyFormat, Modem};
+use nrf91_sim::memory::Board;
+use nrf91_sim::{Fleet, Latency, SimOptions};
+use nrf91_token::encode::sha256;
 use sim_support::{trust_keys, verify_attest, verify_jwt, verify_keygen};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::mpsc;

@@ -6,14 +6,15 @@
 mod token_common;
 use token_common::Bindings;
 
-use nrf_provd::at::{AtError, Client, ClientOptions, Dialect, Notification};
-use nrf_provd::modem::{
+use nrf91_at::at::{AtError, Client, ClientOptions, Dialect, Notification};
+use nrf91_at::modem::{
     CredentialType, FunctionalMode, JwtRequest, KeyFormat, Modem, expected_sha256, pem_crlf,
 };
-use nrf_provd::serial::{self, FlowControl, SerialSettings};
-use nrf_provd::sim::{Fleet, SimDialect, SimOptions};
-use nrf_provd::token::{self, CheckName, Token, Verdict};
-use nrf_provd::trust::TrustStore;
+use nrf91_at::serial::{self, FlowControl, SerialSettings};
+use nrf91_sim::{Fleet, SimDialect, SimOptions};
+use nrf91_token as token;
+use nrf91_token::trust::TrustStore;
+use nrf91_token::{CheckName, Token, Verdict};
 use tokio::sync::mpsc;
 use tokio_serial::SerialStream;
 use uuid::Uuid;

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use nrf_provd::ledger::SqliteLedger;
-use nrf_provd::record::{Outcome, ReasonCode};
-use nrf_provd::sim::Latency;
+use nrf_provd_core::ledger::SqliteLedger;
+use nrf_provd_core::record::{Outcome, ReasonCode};
+use nrf91_sim::Latency;
 use station_support::{Daemon, Env, binary, runs_in};
 
 fn signal(child: &Child, sig: Signal) {

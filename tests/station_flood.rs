@@ -5,7 +5,7 @@
 
 mod station_support;
 
-use nrf_provd::sim::Latency;
+use nrf91_sim::Latency;
 use station_support::{Daemon, Env};
 
 /// Peak resident memory of a process (VmHWM), in KiB.

@@ -5,10 +5,10 @@
 
 mod station_support;
 
-use nrf_provd::config::Reprovision;
-use nrf_provd::record::{Outcome, ReasonCode, RunRecord, Step};
-use nrf_provd::sim::{Latency, ModemIdentity};
-use nrf_provd::station::StationEvent;
+use nrf_provd_core::record::{Outcome, ReasonCode, RunRecord, Step};
+use nrf_provd_core::station::StationEvent;
+use nrf_provd_daemon::config::Reprovision;
+use nrf91_sim::{Latency, ModemIdentity};
 use station_support::{Env, binary, finished_runs};
 
 /// Provision board 0, replug it, provision it again.

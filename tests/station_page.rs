@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use fantoccini::{Client, ClientBuilder};
 
-use nrf_provd::sim::fault::FaultSet;
-use nrf_provd::sim::pty::PtyPort;
-use nrf_provd::sim::server::{SessionConfig, run_session};
-use nrf_provd::sim::{Latency, Modem, ModemIdentity, SimDialect};
+use nrf91_sim::fault::FaultSet;
+use nrf91_sim::pty::PtyPort;
+use nrf91_sim::server::{SessionConfig, run_session};
+use nrf91_sim::{Latency, Modem, ModemIdentity, SimDialect};
 use rand::SeedableRng;
 use serde_json::{Value, json};
 use station_support::{Daemon, Env};

@@ -6,9 +6,9 @@ mod at_support;
 use std::time::Duration;
 
 use at_support::{script_peer, step};
-use nrf_provd::at::{Client, ClientOptions, Dialect};
-use nrf_provd::modem::Modem;
-use nrf_provd::station::presence::{self, Departure, REDETECT_AFTER};
+use nrf_provd_core::station::presence::{self, Departure, REDETECT_AFTER};
+use nrf91_at::at::{Client, ClientOptions, Dialect};
+use nrf91_at::modem::Modem;
 use tokio::io::duplex;
 use tokio_util::sync::CancellationToken;
 
@@ -71,7 +71,7 @@ async fn a_late_answer_on_a_new_link_does_not_choose_the_dialect() {
             step("AT+CGSN=1", format!("+CGSN: \"{IMEI}\"\r\nOK\r\n")),
         ],
     );
-    let arrival = presence::probe(&mut modem, nrf_provd::at::DialectChoice::Auto)
+    let arrival = presence::probe(&mut modem, nrf91_at::at::DialectChoice::Auto)
         .await
         .expect("a board answers");
     assert_eq!(arrival.dialect, Dialect::Raw);

@@ -7,8 +7,8 @@
 mod station_support;
 
 use nix::sys::signal::Signal;
-use nrf_provd::record::Outcome;
-use nrf_provd::sim::Latency;
+use nrf_provd_core::record::Outcome;
+use nrf91_sim::Latency;
 use station_support::{Daemon, Env, runs_in};
 
 /// Kill the daemon right after it sent `command` (the board is then busy

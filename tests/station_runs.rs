@@ -6,10 +6,10 @@ mod station_support;
 
 use std::time::Duration;
 
-use nrf_provd::record::{Outcome, ReasonCode, RunRecord, Step};
-use nrf_provd::sim::{Latency, SimDialect, SimOptions};
-use nrf_provd::station::StationEvent;
-use nrf_provd::trust::TrustStore;
+use nrf_provd_core::record::{Outcome, ReasonCode, RunRecord, Step};
+use nrf_provd_core::station::StationEvent;
+use nrf91_sim::{Latency, SimDialect, SimOptions};
+use nrf91_token::trust::TrustStore;
 use station_support::{Env, finished_runs};
 
 fn by_port<'a>(runs: &'a [RunRecord], env: &Env, i: usize) -> &'a RunRecord {
@@ -122,7 +122,7 @@ async fn each_fault_fails_its_step_with_its_reason_while_the_others_pass() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_board_left_in_its_fixture_is_provisioned_once_and_the_next_board_again() {
     let env = Env::new(1, Latency::None, &[]).await;
-    let next_board = nrf_provd::sim::ModemIdentity::from_seed(99, 0);
+    let next_board = nrf91_sim::ModemIdentity::from_seed(99, 0);
     let mut trust = TrustStore::load(env.trust_file()).unwrap();
     trust
         .insert(next_board.device_uuid, &next_board.public_key_spki_der())

@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
-use nrf_provd::ledger::{
+use nrf_provd_core::ledger::{
     Claim, ClaimOutcome, Ledger, LedgerError, LedgerReader, MemoryLedger, Pin, PinOutcome,
     RunFilter, RunId, RunRecord, RunStart, SqliteLedger,
 };
-use nrf_provd::record::{Outcome, ReasonCode, Step};
-use nrf_provd::sim::Latency;
-use nrf_provd::station::{Sources, StationEvent};
+use nrf_provd_core::record::{Outcome, ReasonCode, Step};
+use nrf_provd_core::station::{Sources, StationEvent};
+use nrf91_sim::Latency;
 use station_support::{Daemon, Env, finished_runs, refused_start, runs_in};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,7 +198,7 @@ impl LedgerReader for Failing {
     async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, LedgerError> {
         self.inner.runs(filter).await
     }
-    async fn counts(&self) -> Result<nrf_provd::ledger::Counts, LedgerError> {
+    async fn counts(&self) -> Result<nrf_provd_core::ledger::Counts, LedgerError> {
         self.inner.counts().await
     }
 }
@@ -210,7 +210,7 @@ async fn a_run_whose_commit_failed_is_recorded_later_as_it_happened_never_as_pas
         inner: MemoryLedger::new(),
         failing: AtomicBool::new(true),
     });
-    let station = nrf_provd::setup::station_with_ledger(
+    let station = nrf_provd_daemon::setup::station_with_ledger(
         &env.config,
         ledger.clone(),
         ledger.clone(),
@@ -257,7 +257,7 @@ async fn a_run_whose_commit_failed_is_recorded_later_as_it_happened_never_as_pas
     assert!(
         run.artifacts
             .iter()
-            .any(|a| a.kind == nrf_provd::record::ArtifactKind::DeviceCertificate),
+            .any(|a| a.kind == nrf_provd_core::record::ArtifactKind::DeviceCertificate),
         "the certificate that was installed"
     );
     station.shutdown();

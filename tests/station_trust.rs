@@ -9,8 +9,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, SystemTime};
 
 use nix::sys::signal::Signal;
-use nrf_provd::ca::StationCa;
-use nrf_provd::sim::Latency;
+use nrf_provd_core::ca::StationCa;
+use nrf91_sim::Latency;
 use station_support::{Daemon, Env, refused_start};
 
 const HEADER_ONLY: &str = "# no devices yet\ndevice_uuid,public_key\n";

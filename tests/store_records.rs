@@ -5,14 +5,14 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use nrf_provd::ca::{Issuance, StationCa};
-use nrf_provd::ledger::export::{self, OnboardOptions};
-use nrf_provd::ledger::{
+use nrf_provd_core::ca::{Issuance, StationCa};
+use nrf_provd_core::ledger::export::{self, OnboardOptions};
+use nrf_provd_core::ledger::{
     Artifact, ArtifactKind, Claim, ClaimKind, ClaimOutcome, DeviceInfo, Ledger, LedgerError,
     LedgerReader, Outcome, ReasonCode, RunFilter, RunRecord, RunStart, SqliteLedger, Step,
     StepRecord, TokenRecord, VerifiedBy,
 };
-use nrf_provd::token::TokenKind;
+use nrf91_token::TokenKind;
 use time::OffsetDateTime;
 use time::macros::datetime;
 use uuid::Uuid;
@@ -233,7 +233,7 @@ async fn one_run_is_read_by_its_id_in_sqlite_and_in_memory() {
         Some(first.clone())
     );
 
-    let memory = nrf_provd::ledger::MemoryLedger::new();
+    let memory = nrf_provd_core::ledger::MemoryLedger::new();
     let id = memory
         .begin_run(&start(datetime!(2024-05-01 10:00 UTC), PORT))
         .await
@@ -791,7 +791,7 @@ async fn one_ledger_serves_many_tasks_and_a_value_is_claimed_once() {
 /// the device, station and run it is pinned for; nothing is pinned then.
 #[tokio::test]
 async fn a_key_pinned_for_one_device_is_refused_for_another_in_sqlite_and_in_memory() {
-    use nrf_provd::ledger::{MemoryLedger, Pin, PinOutcome};
+    use nrf_provd_core::ledger::{MemoryLedger, Pin, PinOutcome};
     let dir = tmp();
     let sqlite = open(&dir.path().join("results.db"));
     let memory = MemoryLedger::new();

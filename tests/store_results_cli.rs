@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use nrf_provd::ledger::{
+use nrf_provd_core::ledger::{
     DeviceInfo, Ledger, Outcome, ReasonCode, RunRecord, RunStart, SqliteLedger, Step,
 };
 use time::macros::datetime;
@@ -186,7 +186,7 @@ fn a_database_of_the_previous_release_is_migrated_and_shows_reason_codes() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         version,
-        nrf_provd::ledger::SCHEMA_VERSION as i64,
+        nrf_provd_core::ledger::SCHEMA_VERSION as i64,
         "migrated in place to this release's schema"
     );
     // History to forward, should the station join a line.
@@ -211,7 +211,7 @@ fn a_database_of_the_previous_release_is_migrated_and_shows_reason_codes() {
         })
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(pin_index, 1, "the pins are indexed by key");
-    assert_eq!(nrf_provd::ledger::SCHEMA_VERSION, 7);
+    assert_eq!(nrf_provd_core::ledger::SCHEMA_VERSION, 7);
     // Before version 3 only the trust file vouched: passed runs say so.
     assert_eq!(runs[0]["verified_by"], "keys");
     assert_eq!(runs[1]["verified_by"], serde_json::Value::Null);
@@ -227,7 +227,7 @@ fn a_database_of_the_previous_release_is_migrated_and_shows_reason_codes() {
 /// A database with `n` passed runs of distinct devices, each with its
 /// device certificate (a multi-line PEM, as on a real station).
 async fn passed_database(path: &Path, n: u128) {
-    use nrf_provd::ledger::{Artifact, ArtifactKind};
+    use nrf_provd_core::ledger::{Artifact, ArtifactKind};
     let store = SqliteLedger::open(path).unwrap_or_else(|e| panic!("{e}"));
     let at = datetime!(2024-05-01 10:00 UTC);
     for i in 0..n {

@@ -5,7 +5,7 @@ mod token_common;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use nrf_provd::token::encode;
+use nrf91_token::encode;
 use token_common::*;
 
 fn run(args: &[&str], stdin: Option<&str>) -> Output {

@@ -1,7 +1,8 @@
 //! Real modem outputs (tests/fixtures/real-modem-tokens.json) decode to the
 //! fields recorded with them, through the library and through `parse --json`.
 
-use nrf_provd::token::{self, KeyFormat, Token};
+use nrf91_token as token;
+use nrf91_token::{KeyFormat, Token};
 use serde_json::Value;
 
 fn fixtures() -> Value {

@@ -5,9 +5,10 @@
 mod token_common;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use nrf_provd::token::verify::verify;
-use nrf_provd::token::{self, Expected, encode};
-use nrf_provd::trust::TrustStore;
+use nrf91_token as token;
+use nrf91_token::trust::TrustStore;
+use nrf91_token::verify::verify;
+use nrf91_token::{Expected, encode};
 use token_common::*;
 
 struct Tally {

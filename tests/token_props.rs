@@ -4,9 +4,10 @@
 mod token_common;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use nrf_provd::token::encode::{self, IdentityBody, KeygenPayload, PAYLOAD_ID_PUBLIC_KEY};
-use nrf_provd::token::verify::verify;
-use nrf_provd::token::{self, Token};
+use nrf91_token as token;
+use nrf91_token::Token;
+use nrf91_token::encode::{self, IdentityBody, KeygenPayload, PAYLOAD_ID_PUBLIC_KEY};
+use nrf91_token::verify::verify;
 use p256::ecdsa::SigningKey;
 use proptest::prelude::*;
 use std::sync::OnceLock;

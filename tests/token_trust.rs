@@ -3,8 +3,8 @@
 mod token_common;
 
 use base64::{Engine, engine::general_purpose::STANDARD};
-use nrf_provd::secure_file::UnsafeFile;
-use nrf_provd::trust::{TrustError, TrustStore};
+use nrf91_token::trust::{TrustError, TrustStore};
+use secure_file::UnsafeFile;
 use token_common::*;
 use uuid::Uuid;
 

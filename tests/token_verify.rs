@@ -4,10 +4,11 @@
 mod token_common;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use nrf_provd::token::encode::{self, PAYLOAD_ID_CSR};
-use nrf_provd::token::verify::{CheckName, Verdict, verify};
-use nrf_provd::token::{self, Token, cose};
-use nrf_provd::trust::TrustStore;
+use nrf91_token as token;
+use nrf91_token::encode::{self, PAYLOAD_ID_CSR};
+use nrf91_token::trust::TrustStore;
+use nrf91_token::verify::{CheckName, Verdict, verify};
+use nrf91_token::{Token, cose};
 use p256::ecdsa::SigningKey;
 use token_common::*;
 use uuid::Uuid;
@@ -406,8 +407,8 @@ fn sec_tags_of_2_pow_31_and_above_round_trip_through_negative_cbor() {
 
 /// What the station asked: this challenge as `sub`, the clock set at
 /// `NOW - 2`, judged at `NOW`, `exp_delta` 300, audience `factory`.
-fn asked() -> nrf_provd::token::Expected {
-    use nrf_provd::token::{Expected, JwtAsked, JwtExpected, JwtFreshness};
+fn asked() -> nrf91_token::Expected {
+    use nrf91_token::{Expected, JwtAsked, JwtExpected, JwtFreshness};
     Expected::Jwt(JwtExpected {
         device_uuid: Some(DEVICE),
         freshness: JwtFreshness::Asked(JwtAsked {
@@ -547,7 +548,7 @@ fn each_missing_or_stale_claim_fails_with_words_that_name_it() {
 
 #[test]
 fn an_audience_nobody_asked_for_fails_and_none_asked_is_none_required() {
-    use nrf_provd::token::{Expected, JwtFreshness};
+    use nrf91_token::{Expected, JwtFreshness};
     let key = random_key();
     let mut expected = asked();
     if let Expected::Jwt(jwt) = &mut expected {
@@ -605,10 +606,10 @@ fn control_characters_in_any_jwt_text_or_csr_cn_are_refused_when_decoding() {
 
     // A CSR whose subject CN holds an escape sequence.
     let subject =
-        nrf_provd::token::csr::parse_subject(&format!("CN={DEVICE}\u{1b}[2J")).expect("subject");
-    let usage = nrf_provd::token::csr::parse_key_usage(nrf_provd::token::csr::DEFAULT_KEY_USAGE)
-        .expect("usage");
-    let der = nrf_provd::token::csr::build_csr(&random_key(), subject, usage).expect("CSR");
+        nrf91_token::csr::parse_subject(&format!("CN={DEVICE}\u{1b}[2J")).expect("subject");
+    let usage =
+        nrf91_token::csr::parse_key_usage(nrf91_token::csr::DEFAULT_KEY_USAGE).expect("usage");
+    let der = nrf91_token::csr::build_csr(&random_key(), subject, usage).expect("CSR");
     let text = encode::keygen_token(&der, &keygen_payload(&der, PAYLOAD_ID_CSR), &key);
     let err = token::decode(&text).expect_err("refused");
     assert!(

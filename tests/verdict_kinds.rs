@@ -4,10 +4,10 @@
 
 mod token_common;
 
-use nrf_provd::token::verify::{CheckName, verify};
-use nrf_provd::token::{
-    self, Expected, Freshness, IdentityExpected, JwtExpected, JwtFreshness, KeyFormat,
-    KeygenExpected,
+use nrf91_token as token;
+use nrf91_token::verify::{CheckName, verify};
+use nrf91_token::{
+    Expected, Freshness, IdentityExpected, JwtExpected, JwtFreshness, KeyFormat, KeygenExpected,
 };
 use token_common::*;
 
@@ -153,7 +153,7 @@ fn a_common_name_asked_of_a_public_key_token_is_a_failed_check_not_ignored() {
 }
 
 fn encode_jwt_of(device: uuid::Uuid, key: &p256::ecdsa::SigningKey) -> String {
-    nrf_provd::token::encode::jwt(
+    nrf91_token::encode::jwt(
         &serde_json::json!({"alg": "ES256", "typ": "JWT"}),
         &serde_json::json!({
             "iss": format!("nRF9161.{device}"),

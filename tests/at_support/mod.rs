@@ -3,9 +3,9 @@
 #![allow(dead_code)]
 
 use bytes::BytesMut;
-use nrf_provd::at::client::{Exchange, Step};
-use nrf_provd::at::codec::{Frame, LineCodec};
-use nrf_provd::at::{AtError, Dialect, Response};
+use nrf91_at::at::client::{Exchange, Step};
+use nrf91_at::at::codec::{Frame, LineCodec};
+use nrf91_at::at::{AtError, Dialect, Response};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinHandle;
 use tokio_util::codec::Decoder;

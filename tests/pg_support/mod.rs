@@ -309,14 +309,15 @@ impl PgCluster {
     }
 
     /// Library settings for the same server.
-    pub fn settings(&self) -> nrf_provd::ledger::PgSettings {
-        let mut config = nrf_provd::config::LedgerConfig::for_url(self.url());
-        config.password = nrf_provd::config::PasswordSource::File(self.password_file.clone());
-        nrf_provd::ledger::PgSettings::new(&config).expect("ledger settings")
+    pub fn settings(&self) -> nrf_provd_core::ledger::PgSettings {
+        let mut config = nrf_provd_daemon::config::LedgerConfig::for_url(self.url());
+        config.password =
+            nrf_provd_daemon::config::PasswordSource::File(self.password_file.clone());
+        nrf_provd_core::ledger::PgSettings::new(&config).expect("ledger settings")
     }
 
-    pub fn ledger(&self) -> nrf_provd::ledger::PostgresLedger {
-        nrf_provd::ledger::PostgresLedger::new(&self.settings()).expect("ledger")
+    pub fn ledger(&self) -> nrf_provd_core::ledger::PostgresLedger {
+        nrf_provd_core::ledger::PostgresLedger::new(&self.settings()).expect("ledger")
     }
 
     /// A plain client, for looking at the tables.

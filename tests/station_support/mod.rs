@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nrf_provd::config::StationConfig;
-use nrf_provd::ledger::{LedgerReader, RunFilter, SqliteLedger};
-use nrf_provd::record::RunRecord;
-use nrf_provd::sim::{FaultSpec, Fleet, Latency, SimOptions};
-use nrf_provd::station::{Sources, Station, StationEvent};
+use nrf_provd_core::ledger::{LedgerReader, RunFilter, SqliteLedger};
+use nrf_provd_core::record::RunRecord;
+use nrf_provd_core::station::{Sources, Station, StationEvent};
+use nrf_provd_daemon::config::StationConfig;
+use nrf91_sim::{FaultSpec, Fleet, Latency, SimOptions};
 use tokio::sync::broadcast;
 
 pub struct Env {
@@ -39,8 +39,9 @@ impl Env {
         let fleet = Fleet::start(&ports, count, 7, options)
             .await
             .expect("start fleet");
-        let mut config = nrf_provd::demo::station_config(dir.path(), &ports, &fleet.trust_csv())
-            .expect("station config");
+        let mut config =
+            nrf_provd_tools::demo::station_config(dir.path(), &ports, &fleet.trust_csv())
+                .expect("station config");
         config.ports.rescan_interval = Duration::from_millis(100);
         Env { dir, fleet, config }
     }
@@ -57,8 +58,8 @@ impl Env {
         broadcast::Receiver<StationEvent>,
         tokio::task::JoinHandle<()>,
     ) {
-        let station =
-            nrf_provd::setup::station(&self.config, Sources::default()).expect("assemble station");
+        let station = nrf_provd_daemon::setup::station(&self.config, Sources::default())
+            .expect("assemble station");
         let events = station.subscribe();
         let serving = tokio::spawn(Arc::clone(&station).serve());
         (station, events, serving)
@@ -148,8 +149,15 @@ pub async fn finished_runs(
     runs
 }
 
+/// The packaged binary: the daemon and the station's commands.
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_nrf-provd")
+}
+
+/// The developers' binary: the product's commands and `simulate`, `demo`,
+/// `bench`.
+pub fn dev_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_nrf-provd-dev")
 }
 
 /// A daemon child process (`nrf-provd run --log info`) whose log lines the
@@ -274,7 +282,7 @@ impl Daemon {
             d.log
                 .iter()
                 .enumerate()
-                .filter(|(_, l)| l.contains(nrf_provd::station::RUN_LOG))
+                .filter(|(_, l)| l.contains(nrf_provd_core::station::RUN_LOG))
                 .map(|(i, _)| i)
                 .collect()
         };

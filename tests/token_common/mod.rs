@@ -2,9 +2,9 @@
 //! with them, and a trust store that knows them.
 #![allow(dead_code)]
 
-use nrf_provd::token::encode::{self, IdentityBody, KeygenPayload};
-use nrf_provd::token::{csr, encode::PAYLOAD_ID_CSR, encode::PAYLOAD_ID_PUBLIC_KEY};
-use nrf_provd::trust::TrustStore;
+use nrf91_token::encode::{self, IdentityBody, KeygenPayload};
+use nrf91_token::trust::TrustStore;
+use nrf91_token::{csr, encode::PAYLOAD_ID_CSR, encode::PAYLOAD_ID_PUBLIC_KEY};
 use p256::ecdsa::SigningKey;
 use p256::pkcs8::EncodePublicKey;
 use uuid::Uuid;
@@ -102,7 +102,7 @@ pub fn jwt(key: &SigningKey) -> String {
     )
 }
 
-use nrf_provd::token::{
+use nrf91_token::{
     Expected, Freshness, IdentityExpected, JwtExpected, JwtFreshness, KeygenExpected, Token,
 };
 

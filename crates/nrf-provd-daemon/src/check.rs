@@ -9,7 +9,7 @@
 //! could be read, mistakes elsewhere notwithstanding: missing, unreadable or
 //! too open (the CA key, the nRF Cloud API key, the HTTP tokens, the ledger's
 //! password and CA, the trust file, the CA certificates to install: their
-//! own mode and every directory on their path, [`crate::secure_file`]),
+//! own mode and every directory on their path, [`secure_file`]),
 //! trust files that do not parse, a ledger URL that would send its password
 //! (an error) or records (a warning) readable to another machine, port
 //! patterns that match nothing right now (a warning: boards may come later),

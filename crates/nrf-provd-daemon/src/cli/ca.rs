@@ -12,7 +12,7 @@ use der::Decode;
 
 use super::error_exit;
 use crate::ca::{self, StationCa};
-use crate::secure_file::{self, DirectoryCheck};
+use secure_file::{self, DirectoryCheck};
 
 /// File names inside `--out`, as config/station.toml names them.
 pub const CERTIFICATE_FILE: &str = "ca.pem";

@@ -32,12 +32,12 @@ pub use crate::plan::{PinCose, PlanConfig, Reprovision};
 
 /// The configuration `nrf-provd demo` starts from (paths are placeholders the
 /// demo replaces).
-pub(crate) const DEMO_TOML: &str = include_str!("../config/demo.toml");
+pub const DEMO_TOML: &str = include_str!("../../../config/demo.toml");
 const DEMO_ORIGIN: &str = "config/demo.toml (embedded)";
 
 /// Largest sec_tag a host may use; higher values belong to the modem.
 pub const SEC_TAG_MAX: u32 = 2_147_483_647;
-pub use crate::DEFAULT_SEC_TAG;
+pub use nrf91_at::DEFAULT_SEC_TAG;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

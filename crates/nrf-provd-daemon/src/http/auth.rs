@@ -32,7 +32,7 @@ use super::App;
 use super::metrics::Refusal;
 use crate::config::HttpConfig;
 
-use crate::secure_file::{self, Holds, UnsafeFile};
+use secure_file::{self, Holds, UnsafeFile};
 
 /// Shortest token accepted: a guessable token is no protection.
 pub const MIN_TOKEN_LEN: usize = 16;
