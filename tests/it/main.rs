@@ -11,6 +11,7 @@ mod ca_create;
 mod check_config;
 mod cli_docs;
 mod cloud_handoff;
+mod crate_graph;
 mod hostile_boards;
 mod http_isolation;
 mod http_station;

@@ -4,6 +4,8 @@
 //! user and directories with the right owners and modes and installs every
 //! file, the unit passes `systemd-analyze verify`, the technician's steps
 //! work (`nrf-provd` on the PATH, `ca create --owner nrf-provd`, completions),
+//! the developers' tools are not in it (no `simulate`, `demo`, `bench`, none
+//! of the simulator's, the bench's or the stand-in's code),
 //! a reinstall keeps a configured station, and removal then purge leave the
 //! results database and the CA and say so.
 //!
@@ -125,7 +127,9 @@ impl Drop for Restore {
     }
 }
 
-/// Build the .deb from this test build's binary; returns its path.
+/// Build the .deb from this test build's packaged binary (`nrf-provd`,
+/// which links none of the tools; `nrf-provd-dev` is the one with them);
+/// returns its path.
 fn build_package(work: &Path) -> PathBuf {
     let out = work.join("out");
     let output = Command::new(repo().join("scripts/package-deb"))
@@ -171,6 +175,54 @@ fn apt_install(deb: &Path, reinstall: bool) -> Output {
         text(&output.stderr)
     );
     output
+}
+
+/// Text only the simulator, the bench and the nRF Cloud stand-in hold:
+/// each marker with a binary that has it, to show the marker is real.
+fn tool_markers() -> [(&'static str, &'static str, PathBuf); 3] {
+    let dev = PathBuf::from(env!("CARGO_BIN_EXE_nrf-provd-dev"));
+    // This test binary runs the stand-in (cloud_handoff, identity_cloud).
+    let tests = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
+    [
+        ("the simulator", "unknown fault", dev.clone()),
+        ("the bench", "boards/min", dev),
+        ("the nRF Cloud stand-in", "stand-in fault: HTTP", tests),
+    ]
+}
+
+fn holds(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+/// The developers' tools are not in the package: `simulate`, `demo` and
+/// `bench` are no commands of the installed binary and have no man page,
+/// and none of the simulator's, the bench's or the stand-in's code is in it.
+fn tools_are_not_in_the_package(installed: &[u8]) {
+    for tool in ["simulate", "demo", "bench"] {
+        let out = run("nrf-provd", &[tool, "--help"]);
+        let said = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "nrf-provd {tool}: {said}");
+        assert!(said.contains("unrecognized subcommand"), "{tool}: {said}");
+        let page = format!("/usr/share/man/man1/nrf-provd-{tool}.1.gz");
+        assert!(!Path::new(&page).exists(), "{page}");
+    }
+    let completion = std::fs::read_to_string("/usr/share/bash-completion/completions/nrf-provd")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!completion.contains("simulate") && !completion.contains("bench"));
+    for (what, marker, having) in tool_markers() {
+        let there = std::fs::read(&having).unwrap_or_else(|e| panic!("{}: {e}", having.display()));
+        assert!(
+            holds(&there, marker),
+            "{what}'s {marker:?} is in {}",
+            having.display()
+        );
+        assert!(
+            !holds(installed, marker),
+            "{what} is in the package's binary ({marker:?})"
+        );
+    }
 }
 
 #[test]
@@ -317,6 +369,7 @@ fn package_installs_configures_and_removes_cleanly() {
         ok("nrf-provd", &["--version"]).trim(),
         format!("nrf-provd {}", env!("CARGO_PKG_VERSION"))
     );
+    tools_are_not_in_the_package(&read(Path::new("/usr/bin/nrf-provd")));
     let paste = ok(
         "nrf-provd",
         &["ca", "create", "--out", CONF_DIR, "--owner", "nrf-provd"],
