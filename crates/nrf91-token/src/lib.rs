@@ -1,8 +1,16 @@
-//! Attestation tokens: decoding, the COSE signing input, verification.
+//! nRF91 modem tokens: decoding, the COSE signing input, verification,
+//! the trusted identity keys, and device text as data. No I/O beyond the
+//! trust file it reads, no async runtime: usable by any nRF91 backend.
 //!
 //! [`decode`] turns modem output (`%ATTESTTOKEN`, `%KEYGEN`, `%JWT`) into a
 //! typed [`Token`]; [`verify::verify`] decides check by check whether it proves
-//! what it claims. Decoding never judges authenticity.
+//! what it claims against one [`Expected`] (the kind asked for and every
+//! binding: challenge, device, sec_tag, key) and a [`trust::TrustStore`].
+//! Decoding never judges authenticity. [`recover`] learns the identity key
+//! two `%JWT`s share; [`text`] keeps what a device says from acting on a
+//! terminal, a log or a spreadsheet. The token builders (`encode`, what a
+//! modem emits: the simulator's and the tests') are behind the feature
+//! `encode`.
 
 pub mod attest;
 pub mod cose;
@@ -217,6 +225,23 @@ const PREFIXES: [Prefix; 3] = [
 /// `%ATTESTTOKEN: "…"` / `%KEYGEN: "…"` / `%JWT: "…"` line; the kind is
 /// detected from the content. A modem token without its COSE part decodes
 /// with `cose: None`.
+///
+/// A real nRF9161's `%ATTESTTOKEN` answer:
+///
+/// ```
+/// use nrf91_token::{Token, TokenKind, decode};
+///
+/// let line = "%ATTESTTOKEN: \"2dn3hQFQUDYxVDkxRPCAIhIbZAFifQNQGv86y_GmR2SiY0wmRsHGVFDT791_BPH8YOWFiyCHND1q.\
+///             0oRDoQEmoQRBIfZYQGuXwJliinHc6xDPruiyjsaXyXZbZVpUuOhHG9YS8L05VuglCcJhMN4EUhWVGpaHgNnHHno6ahi-d5tOeZmAcNY\"";
+/// let token = decode(line)?;
+/// assert_eq!(token.kind(), TokenKind::Identity);
+/// let Token::Identity(identity) = token else { unreachable!() };
+/// assert_eq!(identity.device_uuid.to_string(), "50363154-3931-44f0-8022-121b6401627d");
+/// assert_eq!(hex::encode(identity.nonce), "d3efdd7f04f1fc60e5858b2087343d6a");
+/// // Decoding judges nothing: whether it is authentic is `verify`'s question.
+/// assert!(identity.cose.is_some());
+/// # Ok::<(), nrf91_token::TokenError>(())
+/// ```
 pub fn decode(text: &str) -> Result<Token, TokenError> {
     let (prefix, inner) = unwrap_text(text)?;
     let parts: Vec<&str> = inner.split('.').collect();

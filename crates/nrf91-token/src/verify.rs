@@ -348,6 +348,54 @@ impl Verdict {
 }
 
 /// Evaluate every check `expected` calls for on `token`.
+///
+/// An identity token answers this run's challenge and was signed by the
+/// key the trust file holds for its device; the same token against another
+/// challenge (a replay) fails `nonce`, and nothing else is taken on trust:
+///
+/// ```
+/// use nrf91_token::encode::{self, IdentityBody, MSG_TYPE_IDENTITY_V1};
+/// use nrf91_token::trust::TrustStore;
+/// use nrf91_token::verify::{CheckName, verify};
+/// use nrf91_token::{Expected, Freshness, IdentityExpected, decode};
+/// use p256::ecdsa::SigningKey;
+/// use p256::pkcs8::EncodePublicKey;
+/// use uuid::Uuid;
+///
+/// // A board's identity key and the station's trust file entry for it.
+/// let device = Uuid::from_u128(0x5036_3154_3931_44f0_8022_121b_6401_627d);
+/// let key = SigningKey::from_slice(&[7; 32]).expect("a P-256 scalar");
+/// let spki = key.verifying_key().to_public_key_der().expect("SPKI");
+/// let mut trust = TrustStore::new();
+/// trust.insert(device, spki.as_bytes())?;
+///
+/// // What the board answers to `AT%ATTESTTOKEN` after this run's challenge.
+/// let challenge = *b"this run's nonce";
+/// let text = encode::identity_token(
+///     &IdentityBody {
+///         msg_type: MSG_TYPE_IDENTITY_V1,
+///         device_uuid: *device.as_bytes(),
+///         device_type: 3,
+///         firmware_uuid: [0; 16],
+///         nonce: challenge,
+///     },
+///     &key,
+/// );
+/// let token = decode(&text).expect("decodes");
+///
+/// let expected = |challenge| {
+///     Expected::Identity(IdentityExpected {
+///         freshness: Freshness::Challenge(challenge),
+///         device_uuid: Some(device),
+///     })
+/// };
+/// assert!(verify(&token, &expected(challenge), &trust).authentic());
+///
+/// let replayed = verify(&token, &expected(*b"the next nonce!!"), &trust);
+/// assert!(!replayed.authentic());
+/// assert_eq!(replayed.first_failure().map(|c| c.name), Some(CheckName::Nonce));
+/// # Ok::<(), nrf91_token::trust::TrustError>(())
+/// ```
 pub fn verify(token: &Token, expected: &Expected, trust: &TrustStore) -> Verdict {
     let mut v = Verdict::new(token.kind());
     match (token, expected) {
