@@ -345,7 +345,7 @@ fn print_summary(summary: &Summary) {
         );
     } else {
         out!(
-            "(removed at exit; `nrf-provd demo --keep` keeps the database to read with `nrf-provd results --db`)"
+            "(removed at exit; `nrf-provd-dev demo --keep` keeps the database to read with `nrf-provd results --db`)"
         );
     }
 }

@@ -104,15 +104,15 @@ pub struct BenchArgs {
 
 const AFTER_HELP: &str = "\
 Examples:
-  nrf-provd bench                                   # host cost, modems answer at once
-  nrf-provd bench --latency realistic --rounds 3    # against the physical limit
-  nrf-provd bench --latency realistic --boards 64 --scrape   # with the page and /metrics read every second
-  nrf-provd bench --scrape --abusive 200 --history 5000     # 200 API clients hammering the largest answer
-  nrf-provd bench --latency realistic --boards 64 \\
+  nrf-provd-dev bench                                   # host cost, modems answer at once
+  nrf-provd-dev bench --latency realistic --rounds 3    # against the physical limit
+  nrf-provd-dev bench --latency realistic --boards 64 --scrape   # with the page and /metrics read every second
+  nrf-provd-dev bench --scrape --abusive 200 --history 5000     # 200 API clients hammering the largest answer
+  nrf-provd-dev bench --latency realistic --boards 64 \\
       --ledger 'postgres://nrf@/nrf_line?host=/run/postgresql'   # a line's ledger, required mode
-  nrf-provd bench --soak 10m --latency realistic \\
+  nrf-provd-dev bench --soak 10m --latency realistic \\
       --fault 0-3:urc-storm --fault 4-7:garbage --fault 8-9:bad-signature --fault 10:stall@KEYGEN
-  nrf-provd bench --crash 100                       # 100 SIGKILLs, nothing may be lost";
+  nrf-provd-dev bench --crash 100                       # 100 SIGKILLs, nothing may be lost";
 
 pub async fn run(args: BenchArgs) -> ExitCode {
     let out = Output::default();
