@@ -7,6 +7,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use nrf_provd::at::Dialect;
 use nrf_provd::at::client::{Exchange, Step};
 use nrf_provd::at::codec::LineCodec;
+use nrf_provd::at::Response;
+use nrf_provd::modem;
 use tokio_util::codec::Decoder;
 
 /// One round of traffic: (command, bytes the modem sends back).
@@ -52,6 +54,47 @@ fn run(traffic: &[(&str, Vec<u8>)], stream: &[u8]) -> usize {
     done
 }
 
+/// The text of the `i`th command of [`traffic`], as the station builds it.
+fn command_text(i: usize) -> String {
+    match i {
+        0 => "AT+CGSN=1".to_string(),
+        1 => modem::attest_command(None),
+        2 => "AT%CMNG=1".to_string(),
+        _ => format!("AT%CMNG=2,1,{}", modem::CredentialType::RootCa.code()),
+    }
+}
+
+/// The answer of the `i`th command parsed, as the station parses it.
+fn parse_answer(i: usize, r: &Response) -> bool {
+    match i {
+        0 => black_box(modem::parse_imei_field(r)).is_ok(),
+        1 => black_box(modem::parse_token(r, "%ATTESTTOKEN:")).is_ok(),
+        2 => black_box(modem::parse_cmng_list(r)).is_ok(),
+        _ => black_box(modem::parse_cmng_read(r)).is_ok(),
+    }
+}
+
+/// Whole exchanges as the station makes them: each command's text built,
+/// its response assembled from the bytes, its answer parsed. Returns the
+/// number of answers that parsed.
+fn run_typed(commands: usize, stream: &[u8]) -> usize {
+    let mut codec = LineCodec::new(16 * 1024);
+    let mut buf = BytesMut::from(stream);
+    let mut parsed = 0;
+    let mut i = 0;
+    let mut ex = Exchange::new(&command_text(i), Dialect::Raw);
+    while let Ok(Some(frame)) = codec.decode(&mut buf) {
+        if let Step::Done(r) = ex.feed(frame) {
+            if r.is_ok_and(|r| parse_answer(i, &r)) {
+                parsed += 1;
+            }
+            i = (i + 1) % commands;
+            ex = Exchange::new(&command_text(i), Dialect::Raw);
+        }
+    }
+    parsed
+}
+
 fn bench(c: &mut Criterion) {
     let traffic = traffic();
     let round: Vec<u8> = traffic.iter().flat_map(|(_, b)| b.clone()).collect();
@@ -67,6 +110,12 @@ fn bench(c: &mut Criterion) {
     g.bench_function("bytes", |b| b.iter(|| run(&traffic, black_box(&stream))));
     g.throughput(Throughput::Elements(line_count));
     g.bench_function("lines", |b| b.iter(|| run(&traffic, black_box(&stream))));
+    let exchanges = (traffic.len() * 100) as u64;
+    assert_eq!(run_typed(traffic.len(), &stream), exchanges as usize);
+    g.throughput(Throughput::Elements(exchanges));
+    g.bench_function("exchanges", |b| {
+        b.iter(|| run_typed(traffic.len(), black_box(&stream)))
+    });
     g.finish();
 }
 
