@@ -5,9 +5,9 @@ use std::hint::black_box;
 use bytes::BytesMut;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use nrf_provd::at::Dialect;
+use nrf_provd::at::Response;
 use nrf_provd::at::client::{Exchange, Step};
 use nrf_provd::at::codec::LineCodec;
-use nrf_provd::at::Response;
 use nrf_provd::modem;
 use tokio_util::codec::Decoder;
 
@@ -42,13 +42,13 @@ fn run(traffic: &[(&str, Vec<u8>)], stream: &[u8]) -> usize {
     let mut buf = BytesMut::from(stream);
     let mut done = 0;
     let mut i = 0;
-    let mut ex = Exchange::new(traffic[0].0, Dialect::Raw);
+    let mut ex = Exchange::new(traffic[0].0, Dialect::RAW);
     while let Ok(Some(frame)) = codec.decode(&mut buf) {
         if let Step::Done(r) = ex.feed(frame) {
             black_box(r.ok());
             done += 1;
             i = (i + 1) % traffic.len();
-            ex = Exchange::new(traffic[i].0, Dialect::Raw);
+            ex = Exchange::new(traffic[i].0, Dialect::RAW);
         }
     }
     done
@@ -82,14 +82,14 @@ fn run_typed(commands: usize, stream: &[u8]) -> usize {
     let mut buf = BytesMut::from(stream);
     let mut parsed = 0;
     let mut i = 0;
-    let mut ex = Exchange::new(&command_text(i), Dialect::Raw);
+    let mut ex = Exchange::new(&command_text(i), Dialect::RAW);
     while let Ok(Some(frame)) = codec.decode(&mut buf) {
         if let Step::Done(r) = ex.feed(frame) {
             if r.is_ok_and(|r| parse_answer(i, &r)) {
                 parsed += 1;
             }
             i = (i + 1) % commands;
-            ex = Exchange::new(&command_text(i), Dialect::Raw);
+            ex = Exchange::new(&command_text(i), Dialect::RAW);
         }
     }
     parsed

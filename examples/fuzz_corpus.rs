@@ -138,10 +138,8 @@ impl Session {
     fn add_to(&self, corpus: &mut Corpus) -> Result<()> {
         let whole: Vec<u8> = self.answers.iter().flat_map(|(_, b)| b.clone()).collect();
         corpus.add("at_framing", &[&[0xFF], whole.as_slice()].concat())?;
-        let dialect_byte = match self.dialect {
-            Dialect::Raw => 0,
-            Dialect::Shell => 1,
-        };
+        // What the `cmng` target reads: 0 raw, 1 shell.
+        let dialect_byte = u8::from(self.dialect == Dialect::SHELL);
         for (cmd, bytes) in &self.answers {
             for &seed in FRAMING_SEEDS {
                 corpus.add("at_framing", &[&[seed], bytes.as_slice()].concat())?;
@@ -183,9 +181,10 @@ fn assemble(cmd: &str, dialect: Dialect, bytes: &[u8]) -> Option<Response> {
 /// What a provisioning host asks, and a few things it should not.
 fn script(pem: &str, dialect: Dialect) -> Result<Vec<String>> {
     let now = time::OffsetDateTime::from_unix_timestamp(1_796_110_200)?;
-    let content = match dialect {
-        Dialect::Raw => modem::pem_crlf(pem),
-        Dialect::Shell => pem.to_string(),
+    let content = if dialect == Dialect::SHELL {
+        pem.to_string()
+    } else {
+        modem::pem_crlf(pem)
     };
     let jwt = JwtRequest {
         exp_delta: Some(600),
@@ -234,8 +233,8 @@ fn script(pem: &str, dialect: Dialect) -> Result<Vec<String>> {
 /// Run the script against a fresh simulated board and keep what came back.
 async fn run_session(sim: SimDialect, faults: Vec<FaultSpec>, pem: &str) -> Result<Session> {
     let dialect = match sim {
-        SimDialect::Raw | SimDialect::Slm => Dialect::Raw,
-        SimDialect::Shell => Dialect::Shell,
+        SimDialect::Raw | SimDialect::Slm => Dialect::RAW,
+        SimDialect::Shell => Dialect::SHELL,
     };
     let options = SimOptions {
         dialect: sim,
@@ -246,7 +245,7 @@ async fn run_session(sim: SimDialect, faults: Vec<FaultSpec>, pem: &str) -> Resu
     let mut answers = Vec::new();
     // Boot output (SLM's Ready, the shell's prompt, garbage) comes unasked.
     answers.push((String::new(), read_answer(&mut host, "").await.0));
-    if dialect == Dialect::Shell {
+    if dialect == Dialect::SHELL {
         // So notifications are printed (urc-storm) as a shell user would see them.
         let cmd = "at events_enable";
         host.write_all(format!("{cmd}\r\n").as_bytes()).await?;

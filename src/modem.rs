@@ -10,8 +10,8 @@
 //! LF is sent as `\n`), and the SDK's `at_shell` turns each `\n` of an
 //! `AT%CMNG=0` command back into CRLF, so there the modem stores CRLF text;
 //! [`expected_sha256`] gives the digest `%CMNG` list will report either way.
-//! [`Modem::cmng_read`] returns the content as stored in both dialects (it
-//! undoes the shell's `\n` → `\r\n` output translation).
+//! [`Modem::cmng_read`] returns the content as stored in both dialects (the
+//! client undoes the shell's `\n` → `\r\n` output translation).
 use nom::{
     Parser,
     character::complete::{char, digit1},
@@ -404,20 +404,10 @@ pub fn pem_crlf(content: &str) -> String {
     out
 }
 
-/// Undo the Zephyr shell's output translation inside a multi-line value:
-/// the shell prints every `\n` as `\r\n`, so a stored CRLF arrives as CR CR LF.
-fn unshell(text: &str) -> String {
-    text.replace("\r\n", "\n")
-}
-
 /// The upper-case SHA-256 that `%CMNG` list reports after
 /// [`Modem::cmng_write`] of `content` in `dialect`.
 pub fn expected_sha256(content: &str, dialect: Dialect) -> String {
-    let stored = match dialect {
-        Dialect::Raw => content.to_string(),
-        // at_shell sends CR-less text and rewrites each LF of a %CMNG write to CRLF.
-        Dialect::Shell => content.replace('\r', "").replace('\n', "\r\n"),
-    };
+    let stored = dialect.rules().stored_credential(content);
     hex::encode_upper(Sha256::digest(stored.as_bytes()))
 }
 
@@ -608,12 +598,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Modem<T> {
         kind: CredentialType,
     ) -> Result<(CredentialEntry, String), AtError> {
         let cmd = format!("AT%CMNG=2,{sec_tag},{}", kind.code());
-        let (entry, content) = parse_cmng_read(&self.client.command(&cmd).await?)?;
-        let content = match self.client.dialect() {
-            Dialect::Raw => content,
-            Dialect::Shell => unshell(&content),
-        };
-        Ok((entry, content))
+        parse_cmng_read(&self.client.command(&cmd).await?)
     }
 
     /// `AT%CMNG=3,<tag>,<type>`.
@@ -661,9 +646,9 @@ pub fn fuzz_cmng(data: &[u8]) {
         return;
     };
     let dialect = if seed & 1 == 0 {
-        Dialect::Raw
+        Dialect::RAW
     } else {
-        Dialect::Shell
+        Dialect::SHELL
     };
     let mut codec = LineCodec::new(ClientOptions::default().max_line);
     let mut buf = BytesMut::from(body);
@@ -722,10 +707,6 @@ fn check_answers(r: &Response, dialect: Dialect) {
     }
     if let Ok((entry, content)) = parse_cmng_read(r) {
         check_entry(&entry);
-        let content = match dialect {
-            Dialect::Raw => content,
-            Dialect::Shell => unshell(&content),
-        };
         let _ = expected_sha256(&content, dialect);
     }
     if let Ok(imei) = parse_imei(r) {
@@ -904,15 +885,14 @@ mod tests {
         assert_eq!(pem_crlf("a\nb\n"), "a\r\nb\r\n");
         assert_eq!(pem_crlf("a\r\nb"), "a\r\nb");
         assert_eq!(
-            expected_sha256("a\nb", Dialect::Shell),
-            expected_sha256("a\r\nb", Dialect::Raw)
+            expected_sha256("a\nb", Dialect::SHELL),
+            expected_sha256("a\r\nb", Dialect::RAW)
         );
         assert_eq!(
-            expected_sha256("a\r\nb", Dialect::Shell),
-            expected_sha256("a\r\nb", Dialect::Raw)
+            expected_sha256("a\r\nb", Dialect::SHELL),
+            expected_sha256("a\r\nb", Dialect::RAW)
         );
-        assert_eq!(expected_sha256("", Dialect::Raw).len(), 64);
-        assert_eq!(unshell("a\r\r\nb\r\n"), "a\r\nb\n");
+        assert_eq!(expected_sha256("", Dialect::RAW).len(), 64);
     }
 
     #[test]

@@ -26,7 +26,7 @@ fn client(
 
 #[tokio::test]
 async fn command_response_and_notifications() {
-    let (mut c, mut rx, peer) = client(Dialect::Raw);
+    let (mut c, mut rx, peer) = client(Dialect::RAW);
     let peer = script_peer(
         peer,
         vec![step(
@@ -44,7 +44,7 @@ async fn command_response_and_notifications() {
 
 #[tokio::test]
 async fn shell_dialect_quotes_and_strips_echo() {
-    let (mut c, _rx, peer) = client(Dialect::Shell);
+    let (mut c, _rx, peer) = client(Dialect::SHELL);
     let peer = script_peer(
         peer,
         vec![step(
@@ -60,7 +60,7 @@ async fn shell_dialect_quotes_and_strips_echo() {
 #[tokio::test]
 async fn detects_raw_and_shell() {
     // A raw AT host rejects the shell form at once.
-    let (mut c, _rx, peer) = client(Dialect::Shell);
+    let (mut c, _rx, peer) = client(Dialect::SHELL);
     let peer = script_peer(
         peer,
         vec![
@@ -70,11 +70,11 @@ async fn detects_raw_and_shell() {
             step("AT+CGSN=1", "+CGSN: \"352656100367872\"\r\nOK\r\n"),
         ],
     );
-    assert_eq!(c.detect_dialect().await.unwrap(), Dialect::Raw);
-    assert_eq!(c.dialect(), Dialect::Raw);
+    assert_eq!(c.detect_dialect().await.unwrap(), Dialect::RAW);
+    assert_eq!(c.dialect(), Dialect::RAW);
     peer.await.unwrap();
 
-    let (mut c, _rx, peer) = client(Dialect::Raw);
+    let (mut c, _rx, peer) = client(Dialect::RAW);
     let peer = script_peer(
         peer,
         vec![
@@ -88,22 +88,22 @@ async fn detects_raw_and_shell() {
             ),
         ],
     );
-    assert_eq!(c.detect_dialect().await.unwrap(), Dialect::Shell);
-    assert_eq!(c.dialect(), Dialect::Shell);
+    assert_eq!(c.detect_dialect().await.unwrap(), Dialect::SHELL);
+    assert_eq!(c.dialect(), Dialect::SHELL);
     peer.await.unwrap();
 }
 
 #[tokio::test]
 async fn detection_fails_on_a_silent_peer() {
-    let (mut c, _rx, _peer) = client(Dialect::Raw);
+    let (mut c, _rx, _peer) = client(Dialect::RAW);
     let err = c.detect_dialect().await.unwrap_err();
     assert!(matches!(err, AtError::Timeout { .. }), "{err:?}");
-    assert_eq!(c.dialect(), Dialect::Raw, "dialect restored");
+    assert_eq!(c.dialect(), Dialect::RAW, "dialect restored");
 }
 
 #[tokio::test]
 async fn timeout_reports_partial_lines() {
-    let (mut c, _rx, peer) = client(Dialect::Raw);
+    let (mut c, _rx, peer) = client(Dialect::RAW);
     let _peer = script_peer(peer, vec![step("AT%CMNG=1", "%CMNG: 1,0,\"AB\"\r\n")]);
     let err = c
         .command_with_timeout("AT%CMNG=1", Duration::from_millis(200))
@@ -125,7 +125,7 @@ async fn timeout_reports_partial_lines() {
 
 #[tokio::test]
 async fn late_answer_to_a_timed_out_command_is_not_taken_for_the_next() {
-    let (mut c, _rx, mut peer) = client(Dialect::Raw);
+    let (mut c, _rx, mut peer) = client(Dialect::RAW);
     let err = c
         .command_with_timeout("AT+CGMM", Duration::from_millis(100))
         .await
@@ -144,7 +144,7 @@ async fn late_answer_to_a_timed_out_command_is_not_taken_for_the_next() {
 
 #[tokio::test]
 async fn disconnect_is_immediate_and_sticky() {
-    let (mut c, _rx, mut peer) = client(Dialect::Raw);
+    let (mut c, _rx, mut peer) = client(Dialect::RAW);
     let task = tokio::spawn(async move {
         let mut buf = [0u8; 32];
         let _ = peer.read(&mut buf).await;
@@ -160,7 +160,7 @@ async fn disconnect_is_immediate_and_sticky() {
 
 #[tokio::test]
 async fn storm_drops_and_counts_without_blocking() {
-    let (mut c, mut rx, peer) = client(Dialect::Raw);
+    let (mut c, mut rx, peer) = client(Dialect::RAW);
     let storm: String = (0..1000).map(|i| format!("%CESQ: {i},2,0,0\r\n")).collect();
     let peer = script_peer(
         peer,
@@ -182,7 +182,7 @@ async fn storm_drops_and_counts_without_blocking() {
 
 #[tokio::test]
 async fn identify_with_fallbacks() {
-    let (c, _rx, peer) = client(Dialect::Raw);
+    let (c, _rx, peer) = client(Dialect::RAW);
     let peer = script_peer(
         peer,
         vec![
@@ -219,7 +219,7 @@ async fn identify_with_fallbacks() {
 async fn security_commands() {
     let sha = "2C43952EE9E000FF2ACC4E2ED0897C0A72AD5FA72C3D934E81741CBD54F05BD1";
     let pem = "-----BEGIN CERTIFICATE-----\r\nMIIBOK\r\n-----END CERTIFICATE-----\r\n";
-    let (c, _rx, peer) = client(Dialect::Raw);
+    let (c, _rx, peer) = client(Dialect::RAW);
     let peer = script_peer(
         peer,
         vec![
@@ -282,7 +282,7 @@ async fn security_commands() {
 
 #[tokio::test]
 async fn listen_routes_idle_notifications() {
-    let (mut c, mut rx, mut peer) = client(Dialect::Raw);
+    let (mut c, mut rx, mut peer) = client(Dialect::RAW);
     peer.write_all(b"Ready\r\nnoise\r\n%MDMEV: ME OVERHEATED\r\n")
         .await
         .unwrap();

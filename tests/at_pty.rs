@@ -20,7 +20,7 @@ async fn pty_client() -> (Client<SerialStream>, Receiver<Notification>, SerialSt
     let port = serial::open(path.as_ref(), &SerialSettings::default()).expect("open pty slave");
     drop(pair_slave);
     let options = ClientOptions {
-        dialect: Dialect::Raw,
+        dialect: Dialect::RAW,
         ..ClientOptions::default()
     };
     let (client, rx) = Client::new(port, options);

@@ -357,17 +357,17 @@ async fn drive_every_command(sim_dialect: SimDialect, expected: Dialect) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_dialect_client_drives_every_command() {
-    drive_every_command(SimDialect::Raw, Dialect::Raw).await;
+    drive_every_command(SimDialect::Raw, Dialect::RAW).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slm_dialect_client_drives_every_command() {
-    drive_every_command(SimDialect::Slm, Dialect::Raw).await;
+    drive_every_command(SimDialect::Slm, Dialect::RAW).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shell_dialect_client_drives_every_command() {
-    drive_every_command(SimDialect::Shell, Dialect::Shell).await;
+    drive_every_command(SimDialect::Shell, Dialect::SHELL).await;
 }
 
 // ---- token faults, as the verifier names them --------------------------------

@@ -83,7 +83,7 @@ pub struct ClientOptions {
 impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
-            dialect: Dialect::Raw,
+            dialect: Dialect::RAW,
             line_ending: LineEnding::Crlf,
             timeouts: CommandTimeouts::default(),
             max_line: 16 * 1024,
@@ -100,7 +100,8 @@ pub struct Notification {
 }
 
 /// The information lines of a successful command (echo, prompts and
-/// notifications removed).
+/// notifications removed, the dialect's output translation undone: see
+/// [`super::dialect::DialectRules::as_printed`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Response {
     pub lines: Vec<String>,
@@ -187,7 +188,7 @@ impl Exchange {
             LineClass::Info => {
                 let step = self.count(line.len());
                 if matches!(step, Step::Pending) {
-                    self.lines.push(line);
+                    self.lines.push(self.ctx.dialect().rules().as_printed(line));
                 }
                 step
             }
@@ -556,11 +557,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Client<T> {
         }
     }
 
-    /// Find the dialect the way Nordic's tools do: send `AT+CGSN` as a shell
-    /// command and raw, up to 3 rounds, and take the form whose answer has a
-    /// 15-digit IMEI followed by `OK`. Shell goes first: a raw AT host
-    /// rejects `at '…'` with an immediate `ERROR`, while a shell ignores a raw
-    /// `AT+CGSN` silently (costing a timeout).
+    /// Find the dialect the way Nordic's tools do: send `AT+CGSN` in each
+    /// registered dialect ([`super::dialect::ALL`], shell first), up to 3
+    /// rounds, and take the form whose answer has a 15-digit IMEI followed
+    /// by `OK`.
     ///
     /// A port can hold answers meant for someone else (a host killed while
     /// the modem worked on its command): an answer that does not fit makes
@@ -571,7 +571,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Client<T> {
         let original = self.options.dialect;
         let mut last_error = None;
         for _round in 0..3 {
-            for dialect in [Dialect::Shell, Dialect::Raw] {
+            for &dialect in super::dialect::ALL {
                 self.options.dialect = dialect;
                 let outcome = match self.command_with_timeout("AT+CGSN", DETECT_ATTEMPT).await {
                     Ok(r) => match r.lines.iter().find_map(|l| find_imei(l)) {
@@ -654,7 +654,7 @@ mod tests {
 
     #[test]
     fn urc_between_info_and_ok() {
-        let mut ex = Exchange::new("AT%ATTESTTOKEN", Dialect::Raw);
+        let mut ex = Exchange::new("AT%ATTESTTOKEN", Dialect::RAW);
         let (notes, done) = feed_all(&mut ex, &["%ATTESTTOKEN: \"a.b\"", "+CEREG: 5", "OK"]);
         assert_eq!(notes, vec!["+CEREG: 5"]);
         let r = done.unwrap().unwrap();
@@ -665,7 +665,7 @@ mod tests {
 
     #[test]
     fn overlong_fails_the_command_after_its_final() {
-        let mut ex = Exchange::new("AT%CMNG=2,1,0", Dialect::Raw);
+        let mut ex = Exchange::new("AT%CMNG=2,1,0", Dialect::RAW);
         assert!(matches!(
             ex.feed(Frame::Overlong { length: 99 }),
             Step::Pending
@@ -674,6 +674,22 @@ mod tests {
             Step::Done(Err(AtError::Overlong { length, .. })) => assert_eq!(length, 99),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn shell_output_translation_is_undone_in_information_lines() {
+        let mut ex = Exchange::new("AT%CMNG=2,1,0", Dialect::SHELL);
+        let (_, done) = feed_all(&mut ex, &["%CMNG: 1,0,\"AB\",\"x\r\r\ny\r\n\"", "OK"]);
+        assert_eq!(
+            done.unwrap().unwrap().lines,
+            ["%CMNG: 1,0,\"AB\",\"x\r\ny\n\""]
+        );
+        let mut ex = Exchange::new("AT%CMNG=2,1,0", Dialect::RAW);
+        let (_, done) = feed_all(&mut ex, &["%CMNG: 1,0,\"AB\",\"x\r\ny\"", "OK"]);
+        assert_eq!(
+            done.unwrap().unwrap().lines,
+            ["%CMNG: 1,0,\"AB\",\"x\r\ny\""]
+        );
     }
 
     #[test]

@@ -19,7 +19,6 @@ use nom::{
 };
 
 use super::Dialect;
-use super::codec::shell_line;
 
 /// A final result code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,10 +148,7 @@ pub struct CommandContext {
 
 impl CommandContext {
     pub fn new(command: &str, dialect: Dialect) -> Self {
-        let sent = match dialect {
-            Dialect::Raw => command.trim().to_string(),
-            Dialect::Shell => shell_line(command.trim()),
-        };
+        let sent = dialect.rules().frame(command.trim());
         CommandContext {
             command: command.to_string(),
             dialect,
@@ -165,20 +161,14 @@ impl CommandContext {
         &self.command
     }
 
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
     fn is_echo(&self, line: &str) -> bool {
-        let strip_cr = |s: &str| s.replace('\r', "");
-        let cmd = self.command.trim();
-        if line == self.sent || strip_cr(line) == strip_cr(cmd) {
-            return true;
-        }
-        match self.dialect {
-            Dialect::Raw => false,
-            Dialect::Shell => {
-                // Unquoted form, or a long fragment of a wrapped echo.
-                line.strip_prefix("at ").is_some_and(|r| r.trim() == cmd)
-                    || (line.len() >= 16 && self.sent.contains(line))
-            }
-        }
+        self.dialect
+            .rules()
+            .is_echo(line, &self.command, &self.sent)
     }
 
     fn owns(&self, prefix: &str) -> bool {
@@ -410,8 +400,8 @@ mod tests {
 
     #[test]
     fn classification_table() {
-        let raw = |c: &str| CommandContext::new(c, Dialect::Raw);
-        let shell = |c: &str| CommandContext::new(c, Dialect::Shell);
+        let raw = |c: &str| CommandContext::new(c, Dialect::RAW);
+        let shell = |c: &str| CommandContext::new(c, Dialect::SHELL);
         let table: Vec<(CommandContext, &str, LineClass)> = vec![
             (
                 raw("AT+CGSN=1"),

@@ -74,7 +74,7 @@ pub async fn run(args: AtArgs) -> ExitCode {
         Err(e) => return error_exit(e),
     };
     let options = ClientOptions {
-        dialect: args.dialect.fixed().unwrap_or(crate::at::Dialect::Raw),
+        dialect: args.dialect.fixed().unwrap_or(crate::at::Dialect::RAW),
         line_ending: args.line_ending,
         ..ClientOptions::default()
     };
