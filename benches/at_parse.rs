@@ -5,10 +5,10 @@ use std::hint::black_box;
 use bytes::BytesMut;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use nrf_provd::at::Dialect;
-use nrf_provd::at::Response;
 use nrf_provd::at::client::{Exchange, Step};
 use nrf_provd::at::codec::LineCodec;
-use nrf_provd::modem;
+use nrf_provd::at::{Command, Response};
+use nrf_provd::modem::{AttestToken, CredentialType, Imei, ListCredentials, ReadCredential};
 use tokio_util::codec::Decoder;
 
 /// One round of traffic: (command, bytes the modem sends back).
@@ -54,23 +54,30 @@ fn run(traffic: &[(&str, Vec<u8>)], stream: &[u8]) -> usize {
     done
 }
 
+const ATTEST: AttestToken = AttestToken { challenge: None };
+const LIST: ListCredentials = ListCredentials { sec_tag: None };
+const READ: ReadCredential = ReadCredential {
+    sec_tag: 1,
+    kind: CredentialType::RootCa,
+};
+
 /// The text of the `i`th command of [`traffic`], as the station builds it.
 fn command_text(i: usize) -> String {
     match i {
-        0 => "AT+CGSN=1".to_string(),
-        1 => modem::attest_command(None),
-        2 => "AT%CMNG=1".to_string(),
-        _ => format!("AT%CMNG=2,1,{}", modem::CredentialType::RootCa.code()),
+        0 => Imei::Quoted.text(),
+        1 => ATTEST.text(),
+        2 => LIST.text(),
+        _ => READ.text(),
     }
 }
 
 /// The answer of the `i`th command parsed, as the station parses it.
 fn parse_answer(i: usize, r: &Response) -> bool {
     match i {
-        0 => black_box(modem::parse_imei_field(r)).is_ok(),
-        1 => black_box(modem::parse_token(r, "%ATTESTTOKEN:")).is_ok(),
-        2 => black_box(modem::parse_cmng_list(r)).is_ok(),
-        _ => black_box(modem::parse_cmng_read(r)).is_ok(),
+        0 => black_box(Imei::Quoted.parse(r)).is_ok(),
+        1 => black_box(ATTEST.parse(r)).is_ok(),
+        2 => black_box(LIST.parse(r)).is_ok(),
+        _ => black_box(READ.parse(r)).is_ok(),
     }
 }
 

@@ -35,8 +35,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use nrf_provd::at::client::{Exchange, Step};
 use nrf_provd::at::codec::{LineCodec, frame_command};
-use nrf_provd::at::{ClientOptions, Dialect, Response, parse};
-use nrf_provd::modem::{self, JwtRequest, KeyFormat};
+use nrf_provd::at::{ClientOptions, Command, Dialect, Response, parse};
+use nrf_provd::modem::{self, AttestToken, Jwt, JwtRequest, KeyFormat, Keygen, SetClock};
 use nrf_provd::serial::LineEnding;
 use nrf_provd::sim::memory::Board;
 use nrf_provd::sim::{FaultSpec, FaultTargets, SimDialect, SimOptions};
@@ -206,23 +206,26 @@ fn script(pem: &str, dialect: Dialect) -> Result<Vec<String>> {
         "AT+CFUN=4".into(),
         "AT+CFUN?".into(),
         "AT+CCLK?".into(),
-        modem::cclk_command(now),
+        SetClock(now).text(),
         "AT+CCLK?".into(),
-        modem::attest_command(None),
-        modem::attest_command(Some([0x5a; 16])),
+        AttestToken { challenge: None }.text(),
+        AttestToken {
+            challenge: Some([0x5a; 16]),
+        }
+        .text(),
         "AT%CMNG=1".into(),
         format!("AT%CMNG=3,{TAG},2"),
-        modem::keygen_command(TAG, KeyFormat::Csr, Some("CN=fuzz,O=Nordic"), None)?,
-        modem::keygen_command(TAG, KeyFormat::PublicKey, None, Some("101010000"))?,
+        Keygen::new(TAG, KeyFormat::Csr, Some("CN=fuzz,O=Nordic"), None)?.text(),
+        Keygen::new(TAG, KeyFormat::PublicKey, None, Some("101010000"))?.text(),
         format!("AT%CMNG=0,{TAG},0,\"{content}\""),
         "AT%CMNG=1".into(),
         format!("AT%CMNG=1,{TAG}"),
         format!("AT%CMNG=2,{TAG},0"),
         format!("AT%CMNG=2,{TAG},1"),
-        modem::jwt_command(&jwt)?,
-        modem::jwt_command(&JwtRequest::default())?,
+        Jwt::new(&jwt)?.text(),
+        Jwt::new(&JwtRequest::default())?.text(),
         "AT+CFUN=1".into(),
-        modem::keygen_command(TAG, KeyFormat::Csr, None, None)?,
+        Keygen::new(TAG, KeyFormat::Csr, None, None)?.text(),
         "AT+CFUN=0".into(),
         format!("AT%CMNG=3,{TAG},0"),
         "AT%CMNG=2,99,0".into(),

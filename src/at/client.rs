@@ -13,6 +13,7 @@ use tokio_util::codec::Framed;
 
 use super::Dialect;
 use super::codec::{Frame, LineCodec, frame_command};
+use super::command::{Command, Deadline};
 use super::error::{AtError, cme_code_for_text, cme_meaning};
 use super::parse::{
     CommandContext, FinalResult, LineClass, classify, find_imei, is_notification_idle,
@@ -38,8 +39,9 @@ pub const MAX_RESPONSE: usize = 64 * 1024;
 /// Per-attempt deadline while detecting the dialect.
 const DETECT_ATTEMPT: Duration = Duration::from_millis(500);
 
-/// The deadline of each class of command: the one place these defaults
-/// live (the station config's `[timeouts]` fills the same struct).
+/// The deadline of each class of command ([`Deadline`]): the one place
+/// these defaults live (the station config's `[timeouts]` fills the same
+/// struct).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandTimeouts {
     /// Any command without a slower class of its own.
@@ -78,6 +80,21 @@ pub struct ClientOptions {
     pub max_line: usize,
     /// Most bytes one response may hold (see [`MAX_RESPONSE`]).
     pub max_response: usize,
+}
+
+impl CommandTimeouts {
+    /// The deadline of a class, never shorter than the general one.
+    pub fn of(&self, deadline: Deadline) -> Duration {
+        let specific = match deadline {
+            Deadline::Command => self.command,
+            Deadline::Attest => self.attest,
+            Deadline::Keygen => self.keygen,
+            Deadline::Jwt => self.jwt,
+            Deadline::Cmng => self.cmng,
+            Deadline::Cfun => self.cfun,
+        };
+        specific.max(self.command)
+    }
 }
 
 impl Default for ClientOptions {
@@ -254,26 +271,6 @@ impl Exchange {
     }
 }
 
-/// Deadline for `cmd` when the caller gives none: its class's deadline (see
-/// [`CommandTimeouts`]), never shorter than the general one.
-pub fn default_timeout_for(cmd: &str, timeouts: &CommandTimeouts) -> Duration {
-    let upper = cmd.to_ascii_uppercase();
-    let specific = if upper.contains("%KEYGEN") {
-        timeouts.keygen
-    } else if upper.contains("+CFUN=") {
-        timeouts.cfun
-    } else if upper.contains("%ATTESTTOKEN") {
-        timeouts.attest
-    } else if upper.contains("%JWT") {
-        timeouts.jwt
-    } else if upper.contains("%CMNG") {
-        timeouts.cmng
-    } else {
-        timeouts.command
-    };
-    specific.max(timeouts.command)
-}
-
 /// Errors that mean the port is gone (USB unplug, closed pty master).
 fn io_to_at(e: std::io::Error) -> AtError {
     use nix::libc;
@@ -352,14 +349,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Client<T> {
         self.io.get_mut()
     }
 
-    /// Send `cmd` with its default deadline (see [`default_timeout_for`]).
-    pub async fn command(&mut self, cmd: &str) -> Result<Response, AtError> {
-        let timeout = default_timeout_for(cmd, &self.options.timeouts);
-        self.command_with_timeout(cmd, timeout).await
+    /// Run a typed command: its text, within its class's deadline, its
+    /// answer parsed (a parser's refusal is [`AtError::Malformed`]).
+    pub async fn send<C: Command + Sync>(&mut self, cmd: &C) -> Result<C::Response, AtError> {
+        let timeout = self.options.timeouts.of(C::DEADLINE);
+        let response = self.command_with_timeout(&cmd.text(), timeout).await?;
+        cmd.parse(&response)
     }
 
-    /// Send `cmd` and wait for its final result until `timeout` (which also
-    /// covers writing: a port held by flow control times out too).
+    /// Send the free-text command `cmd` (typed by hand, or a probe) and
+    /// wait for its final result until `timeout`, which the caller states
+    /// (it also covers writing: a port held by flow control times out too).
     pub async fn command_with_timeout(
         &mut self,
         cmd: &str,
@@ -693,7 +693,7 @@ mod tests {
     }
 
     #[test]
-    fn timeouts_per_command() {
+    fn a_class_deadline_is_never_shorter_than_the_general_one() {
         let t = CommandTimeouts {
             command: Duration::from_secs(5),
             attest: Duration::from_secs(11),
@@ -702,19 +702,18 @@ mod tests {
             cmng: Duration::from_secs(13),
             cfun: Duration::from_secs(14),
         };
-        let secs = |cmd| default_timeout_for(cmd, &t).as_secs();
-        assert_eq!(secs("AT%KEYGEN=1,2,0"), 60);
-        assert_eq!(secs("AT%ATTESTTOKEN"), 11);
-        assert_eq!(secs("AT%JWT=0,0"), 12);
-        assert_eq!(secs("AT%CMNG=1"), 13);
-        assert_eq!(secs("AT+CFUN=4"), 14);
-        assert_eq!(secs("AT+CFUN?"), 5);
-        assert_eq!(secs("AT+CGSN"), 5);
+        let secs = |d| t.of(d).as_secs();
+        assert_eq!(secs(Deadline::Keygen), 60);
+        assert_eq!(secs(Deadline::Attest), 11);
+        assert_eq!(secs(Deadline::Jwt), 12);
+        assert_eq!(secs(Deadline::Cmng), 13);
+        assert_eq!(secs(Deadline::Cfun), 14);
+        assert_eq!(secs(Deadline::Command), 5);
         let slow = CommandTimeouts {
             command: Duration::from_secs(90),
             ..t
         };
-        assert_eq!(default_timeout_for("AT+CGSN", &slow).as_secs(), 90);
-        assert_eq!(default_timeout_for("AT%JWT", &slow).as_secs(), 90);
+        assert_eq!(slow.of(Deadline::Command).as_secs(), 90);
+        assert_eq!(slow.of(Deadline::Jwt).as_secs(), 90);
     }
 }

@@ -1,21 +1,22 @@
 //! The AT protocol engine: framing ([`codec`]), response grammar
-//! ([`parse`]), dialects ([`dialect`]), the async [`Client`] and typed
-//! errors ([`AtError`]); the `+CCLK` time text ([`cclk`]), shared by host
-//! and simulator.
+//! ([`parse`]), dialects ([`dialect`]), typed commands ([`command`]), the
+//! async [`Client`] and typed errors ([`AtError`]); the `+CCLK` time text
+//! ([`cclk`]), shared by host and simulator.
 //!
 //! Data flow: bytes → [`codec::LineCodec`] (lines, prompts/ANSI removed,
 //! overlong lines as items) → [`parse::classify`] (final │ echo │
-//! notification │ information) → [`client::Exchange`] → [`Client`].
+//! notification │ information) → [`client::Exchange`] → [`Client`] →
+//! [`Command::parse`].
 pub mod cclk;
 pub mod client;
 pub mod codec;
+pub mod command;
 pub mod dialect;
 pub mod error;
 pub mod parse;
 
-pub use client::{
-    Client, ClientOptions, CommandTimeouts, Notification, Response, default_timeout_for,
-};
+pub use client::{Client, ClientOptions, CommandTimeouts, Notification, Response};
+pub use command::{Command, Deadline};
 pub use dialect::{Dialect, DialectChoice};
 pub use error::{AtError, cme_meaning};
 

@@ -131,10 +131,11 @@ pub fn split_prefix(line: &str) -> Option<(&str, &str)> {
 
 /// One segment of a (possibly compound) command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Segment {
-    name: String,
+pub struct Segment {
+    /// Upper case, with its `+`/`%`/`#`.
+    pub name: String,
     /// `AT+X=...` (not `=?`): a set command.
-    set: bool,
+    pub set: bool,
 }
 
 /// The command in flight, as far as classification needs it.
@@ -183,7 +184,7 @@ fn is_urc_name(prefix: &str) -> bool {
 }
 
 /// Names of the commands in `AT+CFUN?;+CGSN=1` → `+CFUN` (read), `+CGSN` (set).
-fn segments(command: &str) -> Vec<Segment> {
+pub fn segments(command: &str) -> Vec<Segment> {
     let body = command.trim();
     let body = match body.get(..2) {
         Some(p) if p.eq_ignore_ascii_case("AT") => body.get(2..).unwrap_or(""),

@@ -93,10 +93,10 @@ pub async fn run(args: AtArgs) -> ExitCode {
     }
     let mut status = 0u8;
     for cmd in &args.commands {
-        let result = match args.timeout {
-            Some(t) => client.command_with_timeout(cmd, t).await,
-            None => client.command(cmd).await,
-        };
+        let timeout = args
+            .timeout
+            .unwrap_or_else(|| crate::modem::deadline_for_text(cmd, &client.options().timeouts));
+        let result = client.command_with_timeout(cmd, timeout).await;
         print_notifications(&mut rx);
         match result {
             Ok(response) => {
