@@ -2,8 +2,18 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
 
+use serde::Deserialize;
+use serde::de::IntoDeserializer;
+use serde::de::value::{Error as DeError, StrDeserializer};
+
 use super::*;
 use crate::at::{AtError, Client, ClientOptions, Command, Deadline, DialectChoice, Response};
+
+/// `name` as the config's serde reads it.
+fn choice(name: &str) -> Result<DialectChoice, DeError> {
+    let name: StrDeserializer<DeError> = name.into_deserializer();
+    DialectChoice::deserialize(name)
+}
 
 #[test]
 fn registry_names_are_unique_and_each_is_a_config_choice() {
@@ -14,12 +24,10 @@ fn registry_names_are_unique_and_each_is_a_config_choice() {
         );
         assert_eq!(Dialect::named(d.as_str()), Some(*d));
         // The config and the CLI can choose it by its name.
-        let choice: DialectChoice =
-            serde_json::from_value(serde_json::Value::from(d.as_str())).expect("a choice");
-        assert_eq!(choice.fixed(), Some(*d));
+        assert_eq!(choice(d.as_str()).expect("a choice").fixed(), Some(*d));
     }
-    let auto: DialectChoice = serde_json::from_str("\"auto\"").unwrap();
-    assert_eq!(auto.fixed(), None);
+    assert_eq!(choice("auto").unwrap().fixed(), None);
+    assert!(choice("braces").is_err());
     assert_eq!(Dialect::named("auto"), None);
     // Detection tries the shell first (a raw host refuses it at once).
     assert_eq!(ALL.first(), Some(&Dialect::SHELL));
