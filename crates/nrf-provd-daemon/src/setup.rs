@@ -294,7 +294,7 @@ pub fn port_options(config: &StationConfig) -> PortOptions {
         rescan_interval: config.ports.rescan_interval,
         serial: config.serial.clone(),
         client: ClientOptions {
-            dialect: config.dialect.fixed().unwrap_or(Dialect::Raw),
+            dialect: config.dialect.fixed().unwrap_or(Dialect::RAW),
             line_ending: config.line_ending,
             timeouts: config.timeouts.commands.clone(),
             ..ClientOptions::default()

@@ -35,8 +35,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use nrf91_at::at::client::{Exchange, Step};
 use nrf91_at::at::codec::{LineCodec, frame_command};
-use nrf91_at::at::{ClientOptions, Dialect, Response, parse};
-use nrf91_at::modem::{self, JwtRequest, KeyFormat};
+use nrf91_at::at::{ClientOptions, Command, Dialect, Response, parse};
+use nrf91_at::modem::{self, AttestToken, Jwt, JwtRequest, KeyFormat, Keygen, SetClock};
 use nrf91_at::serial::LineEnding;
 use nrf91_sim::memory::Board;
 use nrf91_sim::{FaultSpec, FaultTargets, SimDialect, SimOptions};
@@ -139,10 +139,8 @@ impl Session {
     fn add_to(&self, corpus: &mut Corpus) -> Result<()> {
         let whole: Vec<u8> = self.answers.iter().flat_map(|(_, b)| b.clone()).collect();
         corpus.add("at_framing", &[&[0xFF], whole.as_slice()].concat())?;
-        let dialect_byte = match self.dialect {
-            Dialect::Raw => 0,
-            Dialect::Shell => 1,
-        };
+        // What the `cmng` target reads: 0 raw, 1 shell.
+        let dialect_byte = u8::from(self.dialect == Dialect::SHELL);
         for (cmd, bytes) in &self.answers {
             for &seed in FRAMING_SEEDS {
                 corpus.add("at_framing", &[&[seed], bytes.as_slice()].concat())?;
@@ -184,9 +182,10 @@ fn assemble(cmd: &str, dialect: Dialect, bytes: &[u8]) -> Option<Response> {
 /// What a provisioning host asks, and a few things it should not.
 fn script(pem: &str, dialect: Dialect) -> Result<Vec<String>> {
     let now = time::OffsetDateTime::from_unix_timestamp(1_796_110_200)?;
-    let content = match dialect {
-        Dialect::Raw => modem::pem_crlf(pem),
-        Dialect::Shell => pem.to_string(),
+    let content = if dialect == Dialect::SHELL {
+        pem.to_string()
+    } else {
+        modem::pem_crlf(pem)
     };
     let jwt = JwtRequest {
         exp_delta: Some(600),
@@ -208,23 +207,26 @@ fn script(pem: &str, dialect: Dialect) -> Result<Vec<String>> {
         "AT+CFUN=4".into(),
         "AT+CFUN?".into(),
         "AT+CCLK?".into(),
-        modem::cclk_command(now),
+        SetClock(now).text(),
         "AT+CCLK?".into(),
-        modem::attest_command(None),
-        modem::attest_command(Some([0x5a; 16])),
+        AttestToken { challenge: None }.text(),
+        AttestToken {
+            challenge: Some([0x5a; 16]),
+        }
+        .text(),
         "AT%CMNG=1".into(),
         format!("AT%CMNG=3,{TAG},2"),
-        modem::keygen_command(TAG, KeyFormat::Csr, Some("CN=fuzz,O=Nordic"), None)?,
-        modem::keygen_command(TAG, KeyFormat::PublicKey, None, Some("101010000"))?,
+        Keygen::new(TAG, KeyFormat::Csr, Some("CN=fuzz,O=Nordic"), None)?.text(),
+        Keygen::new(TAG, KeyFormat::PublicKey, None, Some("101010000"))?.text(),
         format!("AT%CMNG=0,{TAG},0,\"{content}\""),
         "AT%CMNG=1".into(),
         format!("AT%CMNG=1,{TAG}"),
         format!("AT%CMNG=2,{TAG},0"),
         format!("AT%CMNG=2,{TAG},1"),
-        modem::jwt_command(&jwt)?,
-        modem::jwt_command(&JwtRequest::default())?,
+        Jwt::new(&jwt)?.text(),
+        Jwt::new(&JwtRequest::default())?.text(),
         "AT+CFUN=1".into(),
-        modem::keygen_command(TAG, KeyFormat::Csr, None, None)?,
+        Keygen::new(TAG, KeyFormat::Csr, None, None)?.text(),
         "AT+CFUN=0".into(),
         format!("AT%CMNG=3,{TAG},0"),
         "AT%CMNG=2,99,0".into(),
@@ -235,8 +237,8 @@ fn script(pem: &str, dialect: Dialect) -> Result<Vec<String>> {
 /// Run the script against a fresh simulated board and keep what came back.
 async fn run_session(sim: SimDialect, faults: Vec<FaultSpec>, pem: &str) -> Result<Session> {
     let dialect = match sim {
-        SimDialect::Raw | SimDialect::Slm => Dialect::Raw,
-        SimDialect::Shell => Dialect::Shell,
+        SimDialect::Raw | SimDialect::Slm => Dialect::RAW,
+        SimDialect::Shell => Dialect::SHELL,
     };
     let options = SimOptions {
         dialect: sim,
@@ -247,7 +249,7 @@ async fn run_session(sim: SimDialect, faults: Vec<FaultSpec>, pem: &str) -> Resu
     let mut answers = Vec::new();
     // Boot output (SLM's Ready, the shell's prompt, garbage) comes unasked.
     answers.push((String::new(), read_answer(&mut host, "").await.0));
-    if dialect == Dialect::Shell {
+    if dialect == Dialect::SHELL {
         // So notifications are printed (urc-storm) as a shell user would see them.
         let cmd = "at events_enable";
         host.write_all(format!("{cmd}\r\n").as_bytes()).await?;

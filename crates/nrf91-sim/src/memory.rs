@@ -5,11 +5,12 @@
 //! ```no_run
 //! # async fn example() {
 //! use nrf91_at::at::{Client, ClientOptions};
+//! use nrf91_at::modem::Imei;
 //! use nrf91_sim::{SimOptions, memory::Board};
 //!
 //! let (board, host) = Board::start(7, 0, SimOptions::default());
 //! let (mut client, _notifications) = Client::new(host, ClientOptions::default());
-//! let imei = client.command("AT+CGSN").await;
+//! let imei = client.send(&Imei::Bare).await;
 //! # let _ = (board, imei);
 //! # }
 //! ```

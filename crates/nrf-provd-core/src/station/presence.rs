@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::at::{AtError, DialectChoice};
-use crate::modem::{Modem, parse_imei};
+use crate::modem::{Imei, Modem};
 use crate::plan::{Arrival, Link};
 
 /// Sleep for `interval` unless `stop` is cancelled first.
@@ -127,8 +127,12 @@ pub async fn wait_for_departure<T: Link>(
 }
 
 /// The IMEI of whatever board answers: the IMEI is on every nRF91 (the
-/// device UUID command is not), so it tells one board from the next.
+/// device UUID command is not), so it tells one board from the next. An
+/// answer without one is a board that answers, but not with an IMEI.
 async fn answering_imei<T: Link>(modem: &mut Modem<T>) -> Result<Option<String>, AtError> {
-    let response = modem.client().command("AT+CGSN").await?;
-    Ok(parse_imei(&response).ok())
+    match modem.send(&Imei::Bare).await {
+        Ok(field) => Ok(crate::imei::check(&field).is_ok().then_some(field)),
+        Err(AtError::Malformed { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
 }

@@ -152,7 +152,7 @@ mod tests {
         }
         shift.apply(&StationEvent::BoardArrived {
             port: "a".into(),
-            dialect: crate::at::Dialect::Raw,
+            dialect: crate::at::Dialect::RAW,
         });
         assert_eq!(
             shift.status_line(),

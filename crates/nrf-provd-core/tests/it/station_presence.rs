@@ -19,7 +19,7 @@ async fn departure_polls_that_keep_failing_find_the_dialect_again() {
     // raw AT host, which refuses the shell form of every poll.
     let (ours, theirs) = duplex(64 * 1024);
     let options = ClientOptions {
-        dialect: Dialect::Shell,
+        dialect: Dialect::SHELL,
         ..ClientOptions::default()
     };
     let mut modem = Modem::new(Client::new(ours, options).0);
@@ -45,7 +45,7 @@ async fn departure_polls_that_keep_failing_find_the_dialect_again() {
     )
     .await;
     assert_eq!(departure, Departure::OtherBoard);
-    assert_eq!(modem.client().dialect(), Dialect::Raw);
+    assert_eq!(modem.client().dialect(), Dialect::RAW);
     peer.await
         .expect("every scripted command was sent, in order");
 }
@@ -72,7 +72,7 @@ async fn a_late_answer_on_a_new_link_does_not_choose_the_dialect() {
     let arrival = presence::probe(&mut modem, nrf91_at::at::DialectChoice::Auto)
         .await
         .expect("a board answers");
-    assert_eq!(arrival.dialect, Dialect::Raw);
+    assert_eq!(arrival.dialect, Dialect::RAW);
     assert!(arrival.detected);
     peer.await
         .expect("every scripted command was sent, in order");

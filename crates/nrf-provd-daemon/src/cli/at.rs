@@ -77,7 +77,7 @@ pub async fn run(args: AtArgs) -> ExitCode {
     let options = ClientOptions {
         dialect: DialectChoice::from(args.dialect)
             .fixed()
-            .unwrap_or(crate::at::Dialect::Raw),
+            .unwrap_or(crate::at::Dialect::RAW),
         line_ending: args.line_ending.into(),
         ..ClientOptions::default()
     };
@@ -96,10 +96,10 @@ pub async fn run(args: AtArgs) -> ExitCode {
     }
     let mut status = 0u8;
     for cmd in &args.commands {
-        let result = match args.timeout {
-            Some(t) => client.command_with_timeout(cmd, t).await,
-            None => client.command(cmd).await,
-        };
+        let timeout = args
+            .timeout
+            .unwrap_or_else(|| crate::modem::deadline_for_text(cmd, &client.options().timeouts));
+        let result = client.command_with_timeout(cmd, timeout).await;
         print_notifications(&mut rx);
         match result {
             Ok(response) => {

@@ -362,7 +362,7 @@ mod tests {
 
         let arrived = StationEvent::BoardArrived {
             port: port(),
-            dialect: Dialect::Raw,
+            dialect: Dialect::RAW,
         };
         let update = view
             .apply(&arrived, 2)

@@ -1,6 +1,6 @@
 //! The `+CCLK` time text (3GPP TS 27.007): `yy/MM/dd,hh:mm:ss±zz`, local
 //! time with the zone `zz` in quarter hours (`-48..=+56`), years 2000-2099.
-//! The host sets the modem clock with it (`modem::cclk_command`); the
+//! The host sets the modem clock with it (`modem::SetClock`); the
 //! simulated modem parses it and prints it back for `AT+CCLK?`.
 
 /// Parse `yy/MM/dd,hh:mm:ss±zz` to (Unix seconds, zone in quarter hours);

@@ -13,6 +13,7 @@ use tokio_util::codec::Framed;
 
 use super::Dialect;
 use super::codec::{Frame, LineCodec, frame_command};
+use super::command::{Command, Deadline};
 use super::error::{AtError, cme_code_for_text, cme_meaning};
 use super::parse::{
     CommandContext, FinalResult, LineClass, classify, find_imei, is_notification_idle,
@@ -38,8 +39,9 @@ pub const MAX_RESPONSE: usize = 64 * 1024;
 /// Per-attempt deadline while detecting the dialect.
 const DETECT_ATTEMPT: Duration = Duration::from_millis(500);
 
-/// The deadline of each class of command: the one place these defaults
-/// live (the station config's `[timeouts]` fills the same struct).
+/// The deadline of each class of command ([`Deadline`]): the one place
+/// these defaults live (the station config's `[timeouts]` fills the same
+/// struct).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandTimeouts {
     /// Any command without a slower class of its own.
@@ -80,10 +82,25 @@ pub struct ClientOptions {
     pub max_response: usize,
 }
 
+impl CommandTimeouts {
+    /// The deadline of a class, never shorter than the general one.
+    pub fn of(&self, deadline: Deadline) -> Duration {
+        let specific = match deadline {
+            Deadline::Command => self.command,
+            Deadline::Attest => self.attest,
+            Deadline::Keygen => self.keygen,
+            Deadline::Jwt => self.jwt,
+            Deadline::Cmng => self.cmng,
+            Deadline::Cfun => self.cfun,
+        };
+        specific.max(self.command)
+    }
+}
+
 impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
-            dialect: Dialect::Raw,
+            dialect: Dialect::RAW,
             line_ending: LineEnding::Crlf,
             timeouts: CommandTimeouts::default(),
             max_line: 16 * 1024,
@@ -100,7 +117,8 @@ pub struct Notification {
 }
 
 /// The information lines of a successful command (echo, prompts and
-/// notifications removed).
+/// notifications removed, the dialect's output translation undone: see
+/// [`super::dialect::DialectRules::as_printed`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Response {
     pub lines: Vec<String>,
@@ -187,7 +205,7 @@ impl Exchange {
             LineClass::Info => {
                 let step = self.count(line.len());
                 if matches!(step, Step::Pending) {
-                    self.lines.push(line);
+                    self.lines.push(self.ctx.dialect().rules().as_printed(line));
                 }
                 step
             }
@@ -251,26 +269,6 @@ impl Exchange {
     pub fn partial_lines(&self) -> &[String] {
         &self.lines
     }
-}
-
-/// Deadline for `cmd` when the caller gives none: its class's deadline (see
-/// [`CommandTimeouts`]), never shorter than the general one.
-pub fn default_timeout_for(cmd: &str, timeouts: &CommandTimeouts) -> Duration {
-    let upper = cmd.to_ascii_uppercase();
-    let specific = if upper.contains("%KEYGEN") {
-        timeouts.keygen
-    } else if upper.contains("+CFUN=") {
-        timeouts.cfun
-    } else if upper.contains("%ATTESTTOKEN") {
-        timeouts.attest
-    } else if upper.contains("%JWT") {
-        timeouts.jwt
-    } else if upper.contains("%CMNG") {
-        timeouts.cmng
-    } else {
-        timeouts.command
-    };
-    specific.max(timeouts.command)
 }
 
 /// Errors that mean the port is gone (USB unplug, closed pty master).
@@ -351,14 +349,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Client<T> {
         self.io.get_mut()
     }
 
-    /// Send `cmd` with its default deadline (see [`default_timeout_for`]).
-    pub async fn command(&mut self, cmd: &str) -> Result<Response, AtError> {
-        let timeout = default_timeout_for(cmd, &self.options.timeouts);
-        self.command_with_timeout(cmd, timeout).await
+    /// Run a typed command: its text, within its class's deadline, its
+    /// answer parsed (a parser's refusal is [`AtError::Malformed`]).
+    pub async fn send<C: Command + Sync>(&mut self, cmd: &C) -> Result<C::Response, AtError> {
+        let timeout = self.options.timeouts.of(C::DEADLINE);
+        let response = self.command_with_timeout(&cmd.text(), timeout).await?;
+        cmd.parse(&response)
     }
 
-    /// Send `cmd` and wait for its final result until `timeout` (which also
-    /// covers writing: a port held by flow control times out too).
+    /// Send the free-text command `cmd` (typed by hand, or a probe) and
+    /// wait for its final result until `timeout`, which the caller states
+    /// (it also covers writing: a port held by flow control times out too).
     pub async fn command_with_timeout(
         &mut self,
         cmd: &str,
@@ -556,11 +557,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Client<T> {
         }
     }
 
-    /// Find the dialect the way Nordic's tools do: send `AT+CGSN` as a shell
-    /// command and raw, up to 3 rounds, and take the form whose answer has a
-    /// 15-digit IMEI followed by `OK`. Shell goes first: a raw AT host
-    /// rejects `at '…'` with an immediate `ERROR`, while a shell ignores a raw
-    /// `AT+CGSN` silently (costing a timeout).
+    /// Find the dialect the way Nordic's tools do: send `AT+CGSN` in each
+    /// registered dialect ([`super::dialect::ALL`], shell first), up to 3
+    /// rounds, and take the form whose answer has a 15-digit IMEI followed
+    /// by `OK`.
     ///
     /// A port can hold answers meant for someone else (a host killed while
     /// the modem worked on its command): an answer that does not fit makes
@@ -571,7 +571,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Client<T> {
         let original = self.options.dialect;
         let mut last_error = None;
         for _round in 0..3 {
-            for dialect in [Dialect::Shell, Dialect::Raw] {
+            for &dialect in super::dialect::ALL {
                 self.options.dialect = dialect;
                 let outcome = match self.command_with_timeout("AT+CGSN", DETECT_ATTEMPT).await {
                     Ok(r) => match r.lines.iter().find_map(|l| find_imei(l)) {
@@ -654,7 +654,7 @@ mod tests {
 
     #[test]
     fn urc_between_info_and_ok() {
-        let mut ex = Exchange::new("AT%ATTESTTOKEN", Dialect::Raw);
+        let mut ex = Exchange::new("AT%ATTESTTOKEN", Dialect::RAW);
         let (notes, done) = feed_all(&mut ex, &["%ATTESTTOKEN: \"a.b\"", "+CEREG: 5", "OK"]);
         assert_eq!(notes, vec!["+CEREG: 5"]);
         let r = done.unwrap().unwrap();
@@ -665,7 +665,7 @@ mod tests {
 
     #[test]
     fn overlong_fails_the_command_after_its_final() {
-        let mut ex = Exchange::new("AT%CMNG=2,1,0", Dialect::Raw);
+        let mut ex = Exchange::new("AT%CMNG=2,1,0", Dialect::RAW);
         assert!(matches!(
             ex.feed(Frame::Overlong { length: 99 }),
             Step::Pending
@@ -677,7 +677,23 @@ mod tests {
     }
 
     #[test]
-    fn timeouts_per_command() {
+    fn shell_output_translation_is_undone_in_information_lines() {
+        let mut ex = Exchange::new("AT%CMNG=2,1,0", Dialect::SHELL);
+        let (_, done) = feed_all(&mut ex, &["%CMNG: 1,0,\"AB\",\"x\r\r\ny\r\n\"", "OK"]);
+        assert_eq!(
+            done.unwrap().unwrap().lines,
+            ["%CMNG: 1,0,\"AB\",\"x\r\ny\n\""]
+        );
+        let mut ex = Exchange::new("AT%CMNG=2,1,0", Dialect::RAW);
+        let (_, done) = feed_all(&mut ex, &["%CMNG: 1,0,\"AB\",\"x\r\ny\"", "OK"]);
+        assert_eq!(
+            done.unwrap().unwrap().lines,
+            ["%CMNG: 1,0,\"AB\",\"x\r\ny\""]
+        );
+    }
+
+    #[test]
+    fn a_class_deadline_is_never_shorter_than_the_general_one() {
         let t = CommandTimeouts {
             command: Duration::from_secs(5),
             attest: Duration::from_secs(11),
@@ -686,19 +702,18 @@ mod tests {
             cmng: Duration::from_secs(13),
             cfun: Duration::from_secs(14),
         };
-        let secs = |cmd| default_timeout_for(cmd, &t).as_secs();
-        assert_eq!(secs("AT%KEYGEN=1,2,0"), 60);
-        assert_eq!(secs("AT%ATTESTTOKEN"), 11);
-        assert_eq!(secs("AT%JWT=0,0"), 12);
-        assert_eq!(secs("AT%CMNG=1"), 13);
-        assert_eq!(secs("AT+CFUN=4"), 14);
-        assert_eq!(secs("AT+CFUN?"), 5);
-        assert_eq!(secs("AT+CGSN"), 5);
+        let secs = |d| t.of(d).as_secs();
+        assert_eq!(secs(Deadline::Keygen), 60);
+        assert_eq!(secs(Deadline::Attest), 11);
+        assert_eq!(secs(Deadline::Jwt), 12);
+        assert_eq!(secs(Deadline::Cmng), 13);
+        assert_eq!(secs(Deadline::Cfun), 14);
+        assert_eq!(secs(Deadline::Command), 5);
         let slow = CommandTimeouts {
             command: Duration::from_secs(90),
             ..t
         };
-        assert_eq!(default_timeout_for("AT+CGSN", &slow).as_secs(), 90);
-        assert_eq!(default_timeout_for("AT%JWT", &slow).as_secs(), 90);
+        assert_eq!(slow.of(Deadline::Command).as_secs(), 90);
+        assert_eq!(slow.of(Deadline::Jwt).as_secs(), 90);
     }
 }

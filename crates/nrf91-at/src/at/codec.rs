@@ -6,10 +6,10 @@
 //! (`AT...`): that is how a `%CMNG` read returns a multi-line PEM. A line
 //! longer than `max_line` is skipped up to the next terminator and reported as
 //! [`Frame::Overlong`], never as an error (Framed ends the stream after one).
-//! ANSI escape sequences, other control characters and Zephyr shell prompts
-//! (`uart:~$ `) are removed from every line: none of them can occur in a raw
-//! AT response, so doing it in both dialects costs nothing and makes
-//! dialect detection simpler.
+//! ANSI escape sequences, other control characters and the prompts of every
+//! registered dialect (the shell's `uart:~$ `) are removed from every line:
+//! none of them can occur in a raw AT response, so doing it whatever the
+//! dialect costs nothing and makes dialect detection simpler.
 use bytes::{Buf, BytesMut};
 use tokio_util::codec::Decoder;
 
@@ -166,16 +166,14 @@ fn is_structured(prefix: &[u8]) -> bool {
 }
 
 /// Bytes → text: lossy UTF-8, ANSI sequences and control characters other
-/// than tab/CR/LF removed, leading shell prompts removed, outer whitespace
+/// than tab/CR/LF removed, leading prompts removed, outer whitespace
 /// trimmed.
 pub fn clean_line(raw: &[u8]) -> String {
     let text = String::from_utf8_lossy(raw);
     let stripped = strip_ansi(&text);
-    let mut rest = stripped.trim();
-    while let Some(after) = strip_prompt(rest) {
-        rest = after.trim_start();
-    }
-    rest.trim_end().to_string()
+    super::dialect::strip_prompts(stripped.trim())
+        .trim_end()
+        .to_string()
 }
 
 /// Remove CSI (`ESC [ … final`), OSC (`ESC ] … BEL|ESC \`) and two-byte
@@ -215,51 +213,11 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
-/// `Some(rest)` when `s` starts with a Zephyr shell prompt such as
-/// `uart:~$ ` or `rtt:~$`.
-fn strip_prompt(s: &str) -> Option<&str> {
-    let idx = s.find(":~$")?;
-    let name = s.get(..idx)?;
-    let plausible = !name.is_empty()
-        && name.len() <= 32
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if !plausible {
-        return None;
-    }
-    s.get(idx + 3..)
-}
-
 /// The bytes to write for `cmd` in `dialect`, line ending included.
-///
-/// Shell dialect quotes as Nordic's tools do: `at '<cmd>'` with CR removed
-/// and LF written as the two characters `\n`; a single quote inside the
-/// command is escaped as `\'` (Nordic's tools do not escape it at all).
 pub fn frame_command(cmd: &str, dialect: Dialect, ending: LineEnding) -> Vec<u8> {
-    let mut out = Vec::with_capacity(cmd.len() + 8);
-    match dialect {
-        Dialect::Raw => out.extend_from_slice(cmd.as_bytes()),
-        Dialect::Shell => out.extend_from_slice(shell_line(cmd).as_bytes()),
-    }
+    let mut out = dialect.rules().frame(cmd).into_bytes();
     out.extend_from_slice(ending.bytes());
     out
-}
-
-/// The shell line for `cmd` (without line ending): also what the shell echoes.
-pub fn shell_line(cmd: &str) -> String {
-    let mut s = String::with_capacity(cmd.len() + 6);
-    s.push_str("at '");
-    for c in cmd.chars() {
-        match c {
-            '\r' => {}
-            '\n' => s.push_str("\\n"),
-            '\'' => s.push_str("\\'"),
-            c => s.push(c),
-        }
-    }
-    s.push('\'');
-    s
 }
 
 #[cfg(test)]
@@ -353,14 +311,13 @@ mod tests {
     }
 
     #[test]
-    fn shell_quoting() {
-        assert_eq!(shell_line("AT+CGSN"), "at 'AT+CGSN'");
+    fn framing_per_dialect() {
         assert_eq!(
-            shell_line("AT%CMNG=0,1,0,\"a\r\nb\""),
-            "at 'AT%CMNG=0,1,0,\"a\\nb\"'"
+            frame_command("AT+CGSN", Dialect::SHELL, LineEnding::Crlf),
+            b"at 'AT+CGSN'\r\n".to_vec()
         );
         assert_eq!(
-            frame_command("AT", Dialect::Raw, LineEnding::Nul),
+            frame_command("AT", Dialect::RAW, LineEnding::Nul),
             b"AT\0".to_vec()
         );
     }

@@ -1,64 +1,28 @@
 //! The AT protocol engine: framing ([`codec`]), response grammar
-//! ([`parse`]), the async [`Client`] and typed errors ([`AtError`]); the
-//! `+CCLK` time text ([`cclk`]), shared by host and simulator.
+//! ([`parse`]), dialects ([`dialect`]), typed commands ([`command`]), the
+//! async [`Client`] and typed errors ([`AtError`]); the `+CCLK` time text
+//! ([`cclk`]), shared by host and simulator.
 //!
 //! Data flow: bytes → [`codec::LineCodec`] (lines, prompts/ANSI removed,
 //! overlong lines as items) → [`parse::classify`] (final │ echo │
-//! notification │ information) → [`client::Exchange`] → [`Client`].
+//! notification │ information) → [`client::Exchange`] → [`Client`] →
+//! [`Command::parse`].
 pub mod cclk;
 pub mod client;
 pub mod codec;
+pub mod command;
+pub mod dialect;
 pub mod error;
 pub mod parse;
 
-pub use client::{
-    Client, ClientOptions, CommandTimeouts, Notification, Response, default_timeout_for,
-};
+pub use client::{Client, ClientOptions, CommandTimeouts, Notification, Response};
+pub use command::{Command, Deadline};
+pub use dialect::{Dialect, DialectChoice};
 pub use error::{AtError, cme_meaning};
-
-/// How commands are written to the peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Dialect {
-    /// AT host library / Serial LTE Modem: `AT...` + line ending, no echo.
-    Raw,
-    /// Zephyr shell: `at '<command>'`, echoed, with prompts and colours.
-    Shell,
-}
-
-impl Dialect {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Dialect::Raw => "raw",
-            Dialect::Shell => "shell",
-        }
-    }
-}
-
-/// A configured dialect, or detection at connect time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum DialectChoice {
-    #[default]
-    Auto,
-    Raw,
-    Shell,
-}
-
-impl DialectChoice {
-    /// The fixed dialect, or `None` for auto-detection.
-    pub fn fixed(self) -> Option<Dialect> {
-        match self {
-            DialectChoice::Auto => None,
-            DialectChoice::Raw => Some(Dialect::Raw),
-            DialectChoice::Shell => Some(Dialect::Shell),
-        }
-    }
-}
 
 /// Fuzz body for framing + grammar (the `at_framing` cargo-fuzz target and a
 /// proptest call it): decode `data` in chunks whose sizes come from the data
-/// itself, classify every frame for a few commands in both dialects, and run
+/// itself, classify every frame for a few commands in every dialect, and run
 /// the typed response parsers on every line. Must never panic.
 pub fn fuzz_framing(data: &[u8]) {
     use bytes::BytesMut;
@@ -82,7 +46,7 @@ pub fn fuzz_framing(data: &[u8]) {
         frames.push(frame);
     }
     const COMMANDS: &[&str] = &["AT+CGSN=1", "AT%CMNG=1", "AT+CEREG?", "AT%KEYGEN=1,2,0"];
-    for dialect in [Dialect::Raw, Dialect::Shell] {
+    for &dialect in dialect::ALL {
         for cmd in COMMANDS {
             let mut exchange = client::Exchange::new(cmd, dialect);
             for frame in &frames {

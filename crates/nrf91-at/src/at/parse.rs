@@ -19,7 +19,6 @@ use nom::{
 };
 
 use super::Dialect;
-use super::codec::shell_line;
 
 /// A final result code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,10 +131,11 @@ pub fn split_prefix(line: &str) -> Option<(&str, &str)> {
 
 /// One segment of a (possibly compound) command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Segment {
-    name: String,
+pub struct Segment {
+    /// Upper case, with its `+`/`%`/`#`.
+    pub name: String,
     /// `AT+X=...` (not `=?`): a set command.
-    set: bool,
+    pub set: bool,
 }
 
 /// The command in flight, as far as classification needs it.
@@ -149,10 +149,7 @@ pub struct CommandContext {
 
 impl CommandContext {
     pub fn new(command: &str, dialect: Dialect) -> Self {
-        let sent = match dialect {
-            Dialect::Raw => command.trim().to_string(),
-            Dialect::Shell => shell_line(command.trim()),
-        };
+        let sent = dialect.rules().frame(command.trim());
         CommandContext {
             command: command.to_string(),
             dialect,
@@ -165,20 +162,14 @@ impl CommandContext {
         &self.command
     }
 
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
     fn is_echo(&self, line: &str) -> bool {
-        let strip_cr = |s: &str| s.replace('\r', "");
-        let cmd = self.command.trim();
-        if line == self.sent || strip_cr(line) == strip_cr(cmd) {
-            return true;
-        }
-        match self.dialect {
-            Dialect::Raw => false,
-            Dialect::Shell => {
-                // Unquoted form, or a long fragment of a wrapped echo.
-                line.strip_prefix("at ").is_some_and(|r| r.trim() == cmd)
-                    || (line.len() >= 16 && self.sent.contains(line))
-            }
-        }
+        self.dialect
+            .rules()
+            .is_echo(line, &self.command, &self.sent)
     }
 
     fn owns(&self, prefix: &str) -> bool {
@@ -193,7 +184,7 @@ fn is_urc_name(prefix: &str) -> bool {
 }
 
 /// Names of the commands in `AT+CFUN?;+CGSN=1` → `+CFUN` (read), `+CGSN` (set).
-fn segments(command: &str) -> Vec<Segment> {
+pub fn segments(command: &str) -> Vec<Segment> {
     let body = command.trim();
     let body = match body.get(..2) {
         Some(p) if p.eq_ignore_ascii_case("AT") => body.get(2..).unwrap_or(""),
@@ -410,8 +401,8 @@ mod tests {
 
     #[test]
     fn classification_table() {
-        let raw = |c: &str| CommandContext::new(c, Dialect::Raw);
-        let shell = |c: &str| CommandContext::new(c, Dialect::Shell);
+        let raw = |c: &str| CommandContext::new(c, Dialect::RAW);
+        let shell = |c: &str| CommandContext::new(c, Dialect::SHELL);
         let table: Vec<(CommandContext, &str, LineClass)> = vec![
             (
                 raw("AT+CGSN=1"),

@@ -2,10 +2,17 @@
 
 use std::time::Duration;
 
-use nrf91_at::at::{AtError, Client, ClientOptions, Dialect};
-use nrf91_at::modem::{CredentialType, FunctionalMode, KeyFormat, Modem};
 use testkit::at::{lines, script_peer, step};
+use nrf91_at::at::{AtError, Client, ClientOptions, Dialect};
+use nrf91_at::modem::{
+    AttestToken, CredentialType, DeleteCredential, FunctionalMode, KeyFormat, Keygen,
+    ListCredentials, Modem, NumericErrors, ReadCredential, ReadFunctionalMode, SetFunctionalMode,
+    WriteCredential,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
+
+/// The deadline of a free-text command in these tests.
+const DEADLINE: Duration = Duration::from_secs(5);
 
 fn client(
     dialect: Dialect,
@@ -25,7 +32,7 @@ fn client(
 
 #[tokio::test]
 async fn command_response_and_notifications() {
-    let (mut c, mut rx, peer) = client(Dialect::Raw);
+    let (mut c, mut rx, peer) = client(Dialect::RAW);
     let peer = script_peer(
         peer,
         vec![step(
@@ -33,7 +40,7 @@ async fn command_response_and_notifications() {
             "+CGSN: \"352656100367872\"\r\n%XSIM: 1\r\nOK\r\n",
         )],
     );
-    let r = c.command("AT+CGSN=1").await.unwrap();
+    let r = c.command_with_timeout("AT+CGSN=1", DEADLINE).await.unwrap();
     assert_eq!(r, lines(&["+CGSN: \"352656100367872\""]));
     let n = rx.recv().await.unwrap();
     assert_eq!(n.line, "%XSIM: 1");
@@ -43,7 +50,7 @@ async fn command_response_and_notifications() {
 
 #[tokio::test]
 async fn shell_dialect_quotes_and_strips_echo() {
-    let (mut c, _rx, peer) = client(Dialect::Shell);
+    let (mut c, _rx, peer) = client(Dialect::SHELL);
     let peer = script_peer(
         peer,
         vec![step(
@@ -51,7 +58,10 @@ async fn shell_dialect_quotes_and_strips_echo() {
             "at 'AT%CMNG=0,1,0,\"a\\nb\"'\r\nOK\r\nuart:~$ ",
         )],
     );
-    let r = c.command("AT%CMNG=0,1,0,\"a\r\nb\"").await.unwrap();
+    let r = c
+        .command_with_timeout("AT%CMNG=0,1,0,\"a\r\nb\"", DEADLINE)
+        .await
+        .unwrap();
     assert!(r.lines.is_empty(), "{r:?}");
     peer.await.unwrap();
 }
@@ -59,7 +69,7 @@ async fn shell_dialect_quotes_and_strips_echo() {
 #[tokio::test]
 async fn detects_raw_and_shell() {
     // A raw AT host rejects the shell form at once.
-    let (mut c, _rx, peer) = client(Dialect::Shell);
+    let (mut c, _rx, peer) = client(Dialect::SHELL);
     let peer = script_peer(
         peer,
         vec![
@@ -69,11 +79,11 @@ async fn detects_raw_and_shell() {
             step("AT+CGSN=1", "+CGSN: \"352656100367872\"\r\nOK\r\n"),
         ],
     );
-    assert_eq!(c.detect_dialect().await.unwrap(), Dialect::Raw);
-    assert_eq!(c.dialect(), Dialect::Raw);
+    assert_eq!(c.detect_dialect().await.unwrap(), Dialect::RAW);
+    assert_eq!(c.dialect(), Dialect::RAW);
     peer.await.unwrap();
 
-    let (mut c, _rx, peer) = client(Dialect::Raw);
+    let (mut c, _rx, peer) = client(Dialect::RAW);
     let peer = script_peer(
         peer,
         vec![
@@ -87,22 +97,22 @@ async fn detects_raw_and_shell() {
             ),
         ],
     );
-    assert_eq!(c.detect_dialect().await.unwrap(), Dialect::Shell);
-    assert_eq!(c.dialect(), Dialect::Shell);
+    assert_eq!(c.detect_dialect().await.unwrap(), Dialect::SHELL);
+    assert_eq!(c.dialect(), Dialect::SHELL);
     peer.await.unwrap();
 }
 
 #[tokio::test]
 async fn detection_fails_on_a_silent_peer() {
-    let (mut c, _rx, _peer) = client(Dialect::Raw);
+    let (mut c, _rx, _peer) = client(Dialect::RAW);
     let err = c.detect_dialect().await.unwrap_err();
     assert!(matches!(err, AtError::Timeout { .. }), "{err:?}");
-    assert_eq!(c.dialect(), Dialect::Raw, "dialect restored");
+    assert_eq!(c.dialect(), Dialect::RAW, "dialect restored");
 }
 
 #[tokio::test]
 async fn timeout_reports_partial_lines() {
-    let (mut c, _rx, peer) = client(Dialect::Raw);
+    let (mut c, _rx, peer) = client(Dialect::RAW);
     let _peer = script_peer(peer, vec![step("AT%CMNG=1", "%CMNG: 1,0,\"AB\"\r\n")]);
     let err = c
         .command_with_timeout("AT%CMNG=1", Duration::from_millis(200))
@@ -124,7 +134,7 @@ async fn timeout_reports_partial_lines() {
 
 #[tokio::test]
 async fn late_answer_to_a_timed_out_command_is_not_taken_for_the_next() {
-    let (mut c, _rx, mut peer) = client(Dialect::Raw);
+    let (mut c, _rx, mut peer) = client(Dialect::RAW);
     let err = c
         .command_with_timeout("AT+CGMM", Duration::from_millis(100))
         .await
@@ -136,30 +146,33 @@ async fn late_answer_to_a_timed_out_command_is_not_taken_for_the_next() {
     peer.write_all(b"nRF9161-LACA\r\nOK\r\n").await.unwrap();
     let peer = script_peer(peer, vec![step("AT+CGMR", "mfw_nrf91x1_2.0.1\r\nOK\r\n")]);
     tokio::task::yield_now().await;
-    let r = c.command("AT+CGMR").await.unwrap();
+    let r = c.command_with_timeout("AT+CGMR", DEADLINE).await.unwrap();
     assert_eq!(r, lines(&["mfw_nrf91x1_2.0.1"]));
     peer.await.unwrap();
 }
 
 #[tokio::test]
 async fn disconnect_is_immediate_and_sticky() {
-    let (mut c, _rx, mut peer) = client(Dialect::Raw);
+    let (mut c, _rx, mut peer) = client(Dialect::RAW);
     let task = tokio::spawn(async move {
         let mut buf = [0u8; 32];
         let _ = peer.read(&mut buf).await;
         peer.write_all(b"%ATTESTTOKEN: \"abc").await.unwrap();
         drop(peer);
     });
-    let err = c.command("AT%ATTESTTOKEN").await.unwrap_err();
+    let err = c
+        .command_with_timeout("AT%ATTESTTOKEN", DEADLINE)
+        .await
+        .unwrap_err();
     assert!(err.is_disconnect(), "{err:?}");
     task.await.unwrap();
-    let again = c.command("AT").await.unwrap_err();
+    let again = c.command_with_timeout("AT", DEADLINE).await.unwrap_err();
     assert!(again.is_disconnect(), "{again:?}");
 }
 
 #[tokio::test]
 async fn storm_drops_and_counts_without_blocking() {
-    let (mut c, mut rx, peer) = client(Dialect::Raw);
+    let (mut c, mut rx, peer) = client(Dialect::RAW);
     let storm: String = (0..1000).map(|i| format!("%CESQ: {i},2,0,0\r\n")).collect();
     let peer = script_peer(
         peer,
@@ -168,7 +181,7 @@ async fn storm_drops_and_counts_without_blocking() {
             format!("{storm}+CFUN: 1\r\n{storm}OK\r\n"),
         )],
     );
-    let r = c.command("AT+CFUN?").await.unwrap();
+    let r = c.command_with_timeout("AT+CFUN?", DEADLINE).await.unwrap();
     assert_eq!(r, lines(&["+CFUN: 1"]));
     let mut received = 0u64;
     while rx.try_recv().is_ok() {
@@ -181,7 +194,7 @@ async fn storm_drops_and_counts_without_blocking() {
 
 #[tokio::test]
 async fn identify_with_fallbacks() {
-    let (c, _rx, peer) = client(Dialect::Raw);
+    let (c, _rx, peer) = client(Dialect::RAW);
     let peer = script_peer(
         peer,
         vec![
@@ -218,7 +231,7 @@ async fn identify_with_fallbacks() {
 async fn security_commands() {
     let sha = "2C43952EE9E000FF2ACC4E2ED0897C0A72AD5FA72C3D934E81741CBD54F05BD1";
     let pem = "-----BEGIN CERTIFICATE-----\r\nMIIBOK\r\n-----END CERTIFICATE-----\r\n";
-    let (c, _rx, peer) = client(Dialect::Raw);
+    let (c, _rx, peer) = client(Dialect::RAW);
     let peer = script_peer(
         peer,
         vec![
@@ -241,34 +254,44 @@ async fn security_commands() {
         ],
     );
     let mut m = Modem::new(c);
-    m.enable_cmee().await.unwrap();
-    m.set_functional_mode(FunctionalMode::Offline)
+    let cert = CredentialType::ClientCert;
+    m.send(&NumericErrors).await.unwrap();
+    m.send(&SetFunctionalMode(FunctionalMode::Offline))
         .await
         .unwrap();
-    assert_eq!(m.functional_mode().await.unwrap(), FunctionalMode::Offline);
-    assert_eq!(m.attest(Some([1; 16])).await.unwrap(), "2dn3hQFQ.0oRDoQEm");
-    let err = m
-        .keygen(17, KeyFormat::Csr, Some("CN=x"), None)
-        .await
-        .unwrap_err();
-    assert_eq!(err.cme_code(), Some(518));
     assert_eq!(
-        m.keygen(17, KeyFormat::Csr, None, None).await.unwrap(),
-        "MIIBOK.0oRY"
+        m.send(&ReadFunctionalMode).await.unwrap(),
+        FunctionalMode::Offline
     );
-    m.cmng_write(17, CredentialType::ClientCert, pem)
+    let attest = AttestToken {
+        challenge: Some([1; 16]),
+    };
+    assert_eq!(m.send(&attest).await.unwrap(), "2dn3hQFQ.0oRDoQEm");
+    let keygen = |attributes| Keygen::new(17, KeyFormat::Csr, attributes, None).unwrap();
+    let err = m.send(&keygen(Some("CN=x"))).await.unwrap_err();
+    assert_eq!(err.cme_code(), Some(518));
+    assert_eq!(m.send(&keygen(None)).await.unwrap(), "MIIBOK.0oRY");
+    m.send(&WriteCredential::new(17, cert, pem).unwrap())
         .await
         .unwrap();
-    let list = m.cmng_list(Some(17)).await.unwrap();
+    let list = m
+        .send(&ListCredentials { sec_tag: Some(17) })
+        .await
+        .unwrap();
     assert_eq!(list.len(), 1);
     assert_eq!(list[0].sha256, sha);
-    let (entry, content) = m.cmng_read(17, CredentialType::ClientCert).await.unwrap();
+    let read = ReadCredential {
+        sec_tag: 17,
+        kind: cert,
+    };
+    let (entry, content) = m.send(&read).await.unwrap();
     assert_eq!(entry.kind, CredentialType::ClientCert);
     assert_eq!(content, pem);
-    let err = m
-        .cmng_delete(17, CredentialType::ClientCert)
-        .await
-        .unwrap_err();
+    let delete = DeleteCredential {
+        sec_tag: 17,
+        kind: cert,
+    };
+    let err = m.send(&delete).await.unwrap_err();
     match err {
         AtError::Cme { code, meaning, .. } => {
             assert_eq!(code, 513);
@@ -281,7 +304,7 @@ async fn security_commands() {
 
 #[tokio::test]
 async fn listen_routes_idle_notifications() {
-    let (mut c, mut rx, mut peer) = client(Dialect::Raw);
+    let (mut c, mut rx, mut peer) = client(Dialect::RAW);
     peer.write_all(b"Ready\r\nnoise\r\n%MDMEV: ME OVERHEATED\r\n")
         .await
         .unwrap();
@@ -312,7 +335,7 @@ async fn a_write_cut_by_the_deadline_is_terminated_before_the_next_command() {
         theirs.write_all(b"nRF9161-LACA\r\nOK\r\n").await.unwrap();
         (sent, theirs)
     });
-    c.command("AT+CGMM").await.unwrap();
+    c.command_with_timeout("AT+CGMM", DEADLINE).await.unwrap();
     let (sent, _theirs) = peer.await.unwrap();
     let text = String::from_utf8_lossy(&sent);
     // The line ending a new client settles with, the 14 bytes of the long

@@ -47,7 +47,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "notification between information line and OK",
             commands: &["AT%ATTESTTOKEN"],
-            dialect: Dialect::Raw,
+            dialect: Dialect::RAW,
             max_line: MAX,
             input: b"%ATTESTTOKEN: \"2dn3.0oRD\"\r\n+CEREG: 5,\"4400\",\"0001\",7\r\nOK\r\n".to_vec(),
             expect: vec![(
@@ -58,7 +58,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "base64 lines containing OK are information",
             commands: &["AT%KEYGEN=17,2,0"],
-            dialect: Dialect::Raw,
+            dialect: Dialect::RAW,
             max_line: MAX,
             input: b"%KEYGEN: \"MIIBOKAwOK.OKOK\"\r\nOK\r\n".to_vec(),
             expect: vec![(vec![], Ok(vec!["%KEYGEN: \"MIIBOKAwOK.OKOK\""]))],
@@ -66,7 +66,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "bare base64 line OK-ish then OK",
             commands: &["AT+CGMR"],
-            dialect: Dialect::Raw,
+            dialect: Dialect::RAW,
             max_line: MAX,
             input: b"OKAY\r\n OK1\r\nOK\r\n".to_vec(),
             expect: vec![(vec![], Ok(vec!["OKAY", "OK1"]))],
@@ -74,7 +74,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "+CME ERROR: 518",
             commands: &["AT%KEYGEN=17,2,0"],
-            dialect: Dialect::Raw,
+            dialect: Dialect::RAW,
             max_line: MAX,
             input: b"+CME ERROR: 518\r\n".to_vec(),
             expect: vec![(vec![], Err("code: 518, meaning: \"not allowed in active state"))],
@@ -82,7 +82,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "plain ERROR and +CMS ERROR",
             commands: &["AT%DEVICEUUID", "AT+CMGS"],
-            dialect: Dialect::Raw,
+            dialect: Dialect::RAW,
             max_line: MAX,
             input: b"ERROR\r\n+CMS ERROR: 301\r\n".to_vec(),
             expect: vec![(vec![], Err("Error {")), (vec![], Err("code: 301"))],
@@ -90,7 +90,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "shell echo, prompt and ANSI colours",
             commands: &["AT+CGSN"],
-            dialect: Dialect::Shell,
+            dialect: Dialect::SHELL,
             max_line: MAX,
             input: b"\x1b[1;32muart:~$ \x1b[mat 'AT+CGSN'\r\n\x1b[m352656100367872\r\nOK\r\n\r\n\x1b[1;32muart:~$ \x1b[m".to_vec(),
             expect: vec![(vec![], Ok(vec!["352656100367872"]))],
@@ -98,7 +98,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "shell log lines are notifications",
             commands: &["AT+CGMM"],
-            dialect: Dialect::Shell,
+            dialect: Dialect::SHELL,
             max_line: MAX,
             input: b"at 'AT+CGMM'\r\n[00:00:03.141,592] <inf> lte: registered\r\nnRF9161-LACA\r\nOK\r\n".to_vec(),
             expect: vec![(
@@ -109,7 +109,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "overlong line then a good response",
             commands: &["AT%CMNG=2,1,0", "AT+CGSN"],
-            dialect: Dialect::Raw,
+            dialect: Dialect::RAW,
             max_line: 64,
             input: [
                 b"%CMNG: 1,0,\"".as_slice(),
@@ -125,7 +125,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "multi-line PEM inside quotes stays one line",
             commands: &["AT%CMNG=2,16842753,0"],
-            dialect: Dialect::Raw,
+            dialect: Dialect::RAW,
             max_line: MAX,
             input: format!("%CMNG: 16842753,0,\"{sha}\",\"{}\"\r\nOK\r\n", pem()).into_bytes(),
             expect: vec![(
@@ -138,7 +138,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "garbage (with a stray quote) before the response",
             commands: &["AT+CGSN=1"],
-            dialect: Dialect::Raw,
+            dialect: Dialect::RAW,
             max_line: MAX,
             input: b"\xff\xfe\x00garb\"age\r\n+CGSN: \"352656100367872\"\r\nOK\r\n".to_vec(),
             expect: vec![(
@@ -149,7 +149,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "CR-only and LF-only terminators, raw echo",
             commands: &["AT+CFUN?"],
-            dialect: Dialect::Raw,
+            dialect: Dialect::RAW,
             max_line: MAX,
             input: b"AT+CFUN?\r+CFUN: 4\nOK\r".to_vec(),
             expect: vec![(vec![], Ok(vec!["+CFUN: 4"]))],
@@ -157,7 +157,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "URC that shares the command's prefix belongs to a read, not a set",
             commands: &["AT+CEREG?", "AT+CEREG=5"],
-            dialect: Dialect::Raw,
+            dialect: Dialect::RAW,
             max_line: MAX,
             input: b"+CEREG: 5,1,\"4400\"\r\nOK\r\n+CEREG: 1\r\nOK\r\n".to_vec(),
             expect: vec![
@@ -168,7 +168,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "SLM Ready banner",
             commands: &["AT+CGMR"],
-            dialect: Dialect::Raw,
+            dialect: Dialect::RAW,
             max_line: MAX,
             input: b"Ready\r\nmfw_nrf91x1_2.0.1\r\nOK\r\n".to_vec(),
             expect: vec![(vec!["Ready"], Ok(vec!["mfw_nrf91x1_2.0.1"]))],
@@ -228,8 +228,8 @@ proptest! {
         }
         chunks.push(&input[last..]);
         let cmds = &["AT%CMNG=1", "AT+CGSN"];
-        let whole = run_script(cmds, Dialect::Shell, 48, &[&input]);
-        let split = run_script(cmds, Dialect::Shell, 48, &chunks);
+        let whole = run_script(cmds, Dialect::SHELL, 48, &[&input]);
+        let split = run_script(cmds, Dialect::SHELL, 48, &chunks);
         prop_assert_eq!(split, whole);
     }
 

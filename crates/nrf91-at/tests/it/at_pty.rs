@@ -11,6 +11,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc::Receiver;
 use tokio_serial::{SerialPort, SerialStream};
 
+/// The deadline of a free-text command in these tests.
+const DEADLINE: Duration = Duration::from_secs(5);
+
 /// A pty pair: (client on the slave opened by path, master for the peer).
 async fn pty_client() -> (Client<SerialStream>, Receiver<Notification>, SerialStream) {
     let (master, pair_slave) = SerialStream::pair().expect("pty pair");
@@ -19,7 +22,7 @@ async fn pty_client() -> (Client<SerialStream>, Receiver<Notification>, SerialSt
     let port = serial::open(path.as_ref(), &SerialSettings::default()).expect("open pty slave");
     drop(pair_slave);
     let options = ClientOptions {
-        dialect: Dialect::Raw,
+        dialect: Dialect::RAW,
         ..ClientOptions::default()
     };
     let (client, rx) = Client::new(port, options);
@@ -47,7 +50,7 @@ async fn settle_then_command() {
     let peer = script_peer(master, vec![step("AT+CGMM", "nRF9161-LACA\r\nOK\r\n")]);
     c.settle().await.unwrap();
     assert_eq!(
-        c.command("AT+CGMM").await.unwrap(),
+        c.command_with_timeout("AT+CGMM", DEADLINE).await.unwrap(),
         lines(&["nRF9161-LACA"])
     );
     peer.await.unwrap();
@@ -78,11 +81,14 @@ async fn disconnect_mid_response() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         drop(master);
     });
-    let err = c.command("AT%ATTESTTOKEN").await.unwrap_err();
+    let err = c
+        .command_with_timeout("AT%ATTESTTOKEN", DEADLINE)
+        .await
+        .unwrap_err();
     assert!(err.is_disconnect(), "{err:?}");
     peer.await.unwrap();
     // Sticky, and immediate: no second wait for a deadline.
-    let again = c.command("AT").await.unwrap_err();
+    let again = c.command_with_timeout("AT", DEADLINE).await.unwrap_err();
     assert!(again.is_disconnect(), "{again:?}");
 }
 
@@ -96,7 +102,7 @@ async fn garbage_before_response() {
             b"\xfe\xff\x1b[0m\r\n\r\n+CGSN: \"352656100367872\"\r\nOK\r\n".as_slice(),
         )],
     );
-    let r = c.command("AT+CGSN=1").await.unwrap();
+    let r = c.command_with_timeout("AT+CGSN=1", DEADLINE).await.unwrap();
     assert_eq!(r.first_with_prefix("+CGSN"), Some("\"352656100367872\""));
     peer.await.unwrap();
 }
@@ -114,7 +120,10 @@ async fn notification_storm_during_a_command() {
             format!("{storm}%XMODEMUUID: 25c95751-efa4-40d4-8b4a-1dcaab81fac9\r\n{storm}OK\r\n"),
         )],
     );
-    let r = c.command("AT%XMODEMUUID").await.unwrap();
+    let r = c
+        .command_with_timeout("AT%XMODEMUUID", DEADLINE)
+        .await
+        .unwrap();
     assert_eq!(
         r,
         lines(&["%XMODEMUUID: 25c95751-efa4-40d4-8b4a-1dcaab81fac9"])

@@ -5,7 +5,10 @@
 use std::time::Duration;
 
 use nrf91_at::at::{AtError, Client, ClientOptions, Notification};
-use nrf91_at::modem::{FunctionalMode, JwtRequest, KeyFormat, Modem};
+use nrf91_at::modem::{
+    AttestToken, FunctionalMode, Jwt, JwtRequest, KeyFormat, Keygen, ListCredentials, Modem,
+    NumericErrors, ReadFunctionalMode, SetClock, SetFunctionalMode,
+};
 use nrf91_sim::memory::Board;
 use nrf91_sim::{Fleet, Latency, SimOptions};
 use nrf91_token::encode::sha256;
@@ -57,7 +60,7 @@ async fn realistic_board_answers_in_virtual_time_exactly_as_modelled() {
     let wall = std::time::Instant::now();
     let begin = Instant::now();
 
-    let ((), took) = timed(async { modem.enable_cmee().await.expect("cmee") }).await;
+    let ((), took) = timed(async { modem.send(&NumericErrors).await.expect("cmee") }).await;
     assert_eq!(took, ms(5));
 
     // IMEI, model, firmware, firmware UUID, device UUID, HW version: 6 reads.
@@ -67,26 +70,34 @@ async fn realistic_board_answers_in_virtual_time_exactly_as_modelled() {
     assert_eq!(identity.device_uuid, Some(id.device_uuid));
     assert_eq!(took, 6 * ms(5));
 
-    let (offline, took) = timed(modem.set_functional_mode(FunctionalMode::Offline)).await;
+    let (offline, took) = timed(modem.send(&SetFunctionalMode(FunctionalMode::Offline))).await;
     offline.expect("cfun 4");
     assert_eq!(took, ms(20), "0 -> 4 between inactive modes");
 
-    let (token, took) = timed(modem.attest(Some(CHALLENGE))).await;
+    let (token, took) = timed(modem.send(&AttestToken {
+        challenge: Some(CHALLENGE),
+    }))
+    .await;
     let attest = verify_attest(&token.expect("attest"), &trust).expect("authentic");
     assert_eq!(attest.nonce, CHALLENGE);
     assert_eq!(took, ms(60));
 
-    let (token, took) = timed(modem.keygen(TAG, KeyFormat::Csr, None, None)).await;
+    let (token, took) =
+        timed(modem.send(&Keygen::new(TAG, KeyFormat::Csr, None, None).expect("valid keygen")))
+            .await;
     let keygen = verify_keygen(&token.expect("keygen"), &trust).expect("authentic");
     assert_eq!(keygen.digest, sha256(&keygen.der));
     assert_eq!(took, ms(1200));
 
-    let (token, took) = timed(modem.keygen(17, KeyFormat::PublicKey, None, None)).await;
+    let (token, took) = timed(
+        modem.send(&Keygen::new(17, KeyFormat::PublicKey, None, None).expect("valid keygen")),
+    )
+    .await;
     verify_keygen(&token.expect("keygen"), &trust).expect("authentic");
     assert_eq!(took, ms(900));
 
     let clock = time::macros::datetime!(2026-12-01 08:00:00 UTC);
-    let (set, took) = timed(modem.set_clock(clock)).await;
+    let (set, took) = timed(modem.send(&SetClock(clock))).await;
     set.expect("cclk");
     assert_eq!(took, ms(5));
 
@@ -97,16 +108,16 @@ async fn realistic_board_answers_in_virtual_time_exactly_as_modelled() {
         exp_delta: Some(600),
         ..JwtRequest::default()
     };
-    let (jwt, took) = timed(modem.jwt(&request)).await;
+    let (jwt, took) = timed(modem.send(&Jwt::new(&request).expect("valid jwt"))).await;
     let (_, claims) =
         verify_jwt(&jwt.expect("jwt"), id.signing_key.verifying_key()).expect("authentic");
     assert_eq!(took, ms(120));
     assert_eq!(claims["iat"], clock.unix_timestamp() + 90);
 
-    let (on, took) = timed(modem.set_functional_mode(FunctionalMode::On)).await;
+    let (on, took) = timed(modem.send(&SetFunctionalMode(FunctionalMode::On))).await;
     on.expect("cfun 1");
     assert_eq!(took, ms(50));
-    let (off, took) = timed(modem.set_functional_mode(FunctionalMode::Offline)).await;
+    let (off, took) = timed(modem.send(&SetFunctionalMode(FunctionalMode::Offline))).await;
     off.expect("cfun 4");
     assert_eq!(took, ms(400), "detach from active");
 
@@ -158,9 +169,9 @@ async fn the_in_memory_board_is_the_fleets_board_with_the_same_trust_file() {
 async fn unplug_and_replug_keep_the_board() {
     let (board, host) = Board::start(SEED, 0, options(Latency::Realistic, &[]));
     let (mut first, _notifications) = modem(host).await;
-    first.enable_cmee().await.expect("cmee");
+    first.send(&NumericErrors).await.expect("cmee");
     first
-        .keygen(TAG, KeyFormat::Csr, None, None)
+        .send(&Keygen::new(TAG, KeyFormat::Csr, None, None).expect("valid keygen"))
         .await
         .expect("keygen");
     assert!(board.is_plugged());
@@ -175,10 +186,17 @@ async fn unplug_and_replug_keep_the_board() {
     assert!(board.is_plugged());
     // Booted again: CME errors off, radio off; the key is still in flash.
     assert_eq!(
-        modem.functional_mode().await.expect("cfun?"),
+        modem.send(&ReadFunctionalMode).await.expect("cfun?"),
         FunctionalMode::Off
     );
-    assert_eq!(modem.cmng_list(Some(TAG)).await.expect("list").len(), 1);
+    assert_eq!(
+        modem
+            .send(&ListCredentials { sec_tag: Some(TAG) })
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
     assert_eq!(board.stats().sessions, 2);
     // A host that closes its end ends the session too.
     drop(modem);
@@ -212,7 +230,9 @@ async fn unplug_fault_gives_end_of_stream_in_the_middle_of_the_reply() {
     // Through the AT client the cut reply is a disconnect, not a token.
     let (mut modem, _n) = modem(board.replug().await).await;
     assert!(matches!(
-        modem.keygen(18, KeyFormat::Csr, None, None).await,
+        modem
+            .send(&Keygen::new(18, KeyFormat::Csr, None, None).expect("valid keygen"))
+            .await,
         Err(AtError::Disconnected { .. })
     ));
 }
@@ -271,7 +291,12 @@ async fn garbage_does_not_get_in_the_way_of_answers() {
     for _ in 0..5 {
         let identity = modem.identify().await.expect("identify");
         assert_eq!(identity.imei, board.identity().imei);
-        let token = modem.attest(Some(CHALLENGE)).await.expect("attest");
+        let token = modem
+            .send(&AttestToken {
+                challenge: Some(CHALLENGE),
+            })
+            .await
+            .expect("attest");
         assert_eq!(
             verify_attest(&token, &trust).expect("authentic").nonce,
             CHALLENGE

@@ -7,7 +7,9 @@ use testkit::token::Bindings;
 
 use nrf91_at::at::{AtError, Client, ClientOptions, Dialect, Notification};
 use nrf91_at::modem::{
-    CredentialType, FunctionalMode, JwtRequest, KeyFormat, Modem, expected_sha256, pem_crlf,
+    AttestToken, CredentialType, DeleteCredential, FunctionalMode, Jwt, JwtRequest, KeyFormat,
+    Keygen, ListCredentials, Modem, NumericErrors, ReadCredential, ReadFunctionalMode, SetClock,
+    SetFunctionalMode, WriteCredential, expected_sha256, pem_crlf,
 };
 use nrf91_at::serial::{self, FlowControl, SerialSettings};
 use nrf91_sim::{Fleet, SimDialect, SimOptions};
@@ -109,20 +111,25 @@ async fn drive_every_command(sim_dialect: SimDialect, expected: Dialect) {
 
     // A malformed key usage is refused before anything is sent.
     assert!(matches!(
-        modem.keygen(TAG, KeyFormat::Csr, None, Some("12")).await,
+        Keygen::new(TAG, KeyFormat::Csr, None, Some("12")),
         Err(AtError::InvalidArgument { .. })
     ));
     // A board boots with the radio off; before AT+CMEE=1 errors are ERROR.
-    assert_eq!(modem.functional_mode().await.unwrap(), FunctionalMode::Off);
+    assert_eq!(
+        modem.send(&ReadFunctionalMode).await.unwrap(),
+        FunctionalMode::Off
+    );
     modem
-        .set_functional_mode(FunctionalMode::On)
+        .send(&SetFunctionalMode(FunctionalMode::On))
         .await
         .expect("cfun 1");
     assert!(matches!(
-        modem.keygen(TAG, KeyFormat::Csr, None, None).await,
+        modem
+            .send(&Keygen::new(TAG, KeyFormat::Csr, None, None).expect("valid keygen"))
+            .await,
         Err(AtError::Error { .. })
     ));
-    modem.enable_cmee().await.expect("cmee");
+    modem.send(&NumericErrors).await.expect("cmee");
 
     // Identity.
     let identity = modem.identify().await.expect("identify");
@@ -139,21 +146,28 @@ async fn drive_every_command(sim_dialect: SimDialect, expected: Dialect) {
     let device = id.device_uuid;
 
     // Key and credential writes need the modem offline.
-    assert_eq!(modem.functional_mode().await.unwrap(), FunctionalMode::On);
     assert_eq!(
-        cme(modem.keygen(TAG, KeyFormat::Csr, None, None).await),
+        modem.send(&ReadFunctionalMode).await.unwrap(),
+        FunctionalMode::On
+    );
+    assert_eq!(
+        cme(modem
+            .send(&Keygen::new(TAG, KeyFormat::Csr, None, None).expect("valid keygen"))
+            .await),
         518
     );
     assert_eq!(
-        cme(modem.cmng_write(TAG, CredentialType::RootCa, PEM).await),
+        cme(modem
+            .send(&WriteCredential::new(TAG, CredentialType::RootCa, PEM).expect("valid content"))
+            .await),
         518
     );
     modem
-        .set_functional_mode(FunctionalMode::Offline)
+        .send(&SetFunctionalMode(FunctionalMode::Offline))
         .await
         .expect("cfun 4");
     assert_eq!(
-        modem.functional_mode().await.unwrap(),
+        modem.send(&ReadFunctionalMode).await.unwrap(),
         FunctionalMode::Offline
     );
 
@@ -163,7 +177,12 @@ async fn drive_every_command(sim_dialect: SimDialect, expected: Dialect) {
         device_uuid: Some(device),
         ..Bindings::default()
     };
-    let text = modem.attest(Some(CHALLENGE)).await.expect("attest");
+    let text = modem
+        .send(&AttestToken {
+            challenge: Some(CHALLENGE),
+        })
+        .await
+        .expect("attest");
     let (token, v) = verdict(&text, &b.trust, &with_challenge);
     assert_authentic(&v);
     assert!(v.check(CheckName::Nonce).is_some_and(|c| c.passed));
@@ -172,7 +191,10 @@ async fn drive_every_command(sim_dialect: SimDialect, expected: Dialect) {
     };
     assert_eq!(t.firmware_uuid, id.firmware_uuid);
     assert_eq!(t.device_type.code(), id.device_type);
-    let text = modem.attest(None).await.expect("attest without challenge");
+    let text = modem
+        .send(&AttestToken { challenge: None })
+        .await
+        .expect("attest without challenge");
     let (_, v) = verdict(
         &text,
         &b.trust,
@@ -193,7 +215,10 @@ async fn drive_every_command(sim_dialect: SimDialect, expected: Dialect) {
         ..Bindings::default()
     };
     let text = modem
-        .keygen(TAG, KeyFormat::Csr, Some(SUBJECT), Some("101010000"))
+        .send(
+            &Keygen::new(TAG, KeyFormat::Csr, Some(SUBJECT), Some("101010000"))
+                .expect("valid keygen"),
+        )
         .await
         .expect("keygen csr");
     let (token, v) = verdict(&text, &b.trust, &csr_expect);
@@ -212,22 +237,30 @@ async fn drive_every_command(sim_dialect: SimDialect, expected: Dialect) {
     assert_eq!(k.format, KeyFormat::Csr);
     assert_eq!(k.csr.as_ref().map(|c| c.subject.as_str()), Some(SUBJECT));
     assert_eq!(
-        cme(modem.keygen(TAG, KeyFormat::Csr, None, None).await),
+        cme(modem
+            .send(&Keygen::new(TAG, KeyFormat::Csr, None, None).expect("valid keygen"))
+            .await),
         519
     );
     // The generated key is listed; deleted, the tag takes a new one whose
     // CSR names the device by default.
-    let listed = modem.cmng_list(Some(TAG)).await.expect("list");
+    let listed = modem
+        .send(&ListCredentials { sec_tag: Some(TAG) })
+        .await
+        .expect("list");
     assert_eq!(
         listed.iter().map(|e| e.kind).collect::<Vec<_>>(),
         [CredentialType::ClientKey]
     );
     modem
-        .cmng_delete(TAG, CredentialType::ClientKey)
+        .send(&DeleteCredential {
+            sec_tag: TAG,
+            kind: CredentialType::ClientKey,
+        })
         .await
         .expect("delete key");
     let text = modem
-        .keygen(TAG, KeyFormat::Csr, None, None)
+        .send(&Keygen::new(TAG, KeyFormat::Csr, None, None).expect("valid keygen"))
         .await
         .expect("keygen default subject");
     let (_, v) = verdict(
@@ -242,7 +275,7 @@ async fn drive_every_command(sim_dialect: SimDialect, expected: Dialect) {
 
     // Key generation: the public key only.
     let text = modem
-        .keygen(PUBLIC_KEY_TAG, KeyFormat::PublicKey, None, None)
+        .send(&Keygen::new(PUBLIC_KEY_TAG, KeyFormat::PublicKey, None, None).expect("valid keygen"))
         .await
         .expect("keygen public key");
     let (token, v) = verdict(
@@ -267,10 +300,13 @@ async fn drive_every_command(sim_dialect: SimDialect, expected: Dialect) {
     // Credential store: write, list (SHA-256), read, delete, read again.
     let content = pem_crlf(PEM);
     modem
-        .cmng_write(TAG, CredentialType::RootCa, &content)
+        .send(&WriteCredential::new(TAG, CredentialType::RootCa, &content).expect("valid content"))
         .await
         .expect("write");
-    let listed = modem.cmng_list(Some(TAG)).await.expect("list");
+    let listed = modem
+        .send(&ListCredentials { sec_tag: Some(TAG) })
+        .await
+        .expect("list");
     let root = listed
         .iter()
         .find(|e| e.kind == CredentialType::RootCa)
@@ -278,38 +314,63 @@ async fn drive_every_command(sim_dialect: SimDialect, expected: Dialect) {
     assert_eq!(root.sec_tag, TAG);
     assert_eq!(root.sha256, expected_sha256(&content, expected));
     let (entry, read) = modem
-        .cmng_read(TAG, CredentialType::RootCa)
+        .send(&ReadCredential {
+            sec_tag: TAG,
+            kind: CredentialType::RootCa,
+        })
         .await
         .expect("read");
     assert_eq!(&entry, root);
     assert_eq!(read, content);
-    let all = modem.cmng_list(None).await.expect("list all");
+    let all = modem
+        .send(&ListCredentials { sec_tag: None })
+        .await
+        .expect("list all");
     assert!(
         all.iter()
             .any(|e| e.kind == CredentialType::NordicIdentityRootCa)
     );
     modem
-        .cmng_delete(TAG, CredentialType::RootCa)
+        .send(&DeleteCredential {
+            sec_tag: TAG,
+            kind: CredentialType::RootCa,
+        })
         .await
         .expect("delete");
-    assert_eq!(cme(modem.cmng_read(TAG, CredentialType::RootCa).await), 513);
     assert_eq!(
-        cme(modem.cmng_delete(TAG, CredentialType::RootCa).await),
+        cme(modem
+            .send(&ReadCredential {
+                sec_tag: TAG,
+                kind: CredentialType::RootCa
+            })
+            .await),
+        513
+    );
+    assert_eq!(
+        cme(modem
+            .send(&DeleteCredential {
+                sec_tag: TAG,
+                kind: CredentialType::RootCa
+            })
+            .await),
         513
     );
 
     // JWT: identity key after setting the clock, then a sec_tag's key.
     modem
-        .set_clock(time::OffsetDateTime::now_utc())
+        .send(&SetClock(time::OffsetDateTime::now_utc()))
         .await
         .expect("cclk");
     let text = modem
-        .jwt(&JwtRequest {
-            exp_delta: Some(600),
-            subject: Some("station-7".into()),
-            audience: Some("nrfcloud".into()),
-            key: None,
-        })
+        .send(
+            &Jwt::new(&JwtRequest {
+                exp_delta: Some(600),
+                subject: Some("station-7".into()),
+                audience: Some("nrfcloud".into()),
+                key: None,
+            })
+            .expect("valid jwt"),
+        )
         .await
         .expect("jwt");
     let (token, v) = verdict(
@@ -331,10 +392,13 @@ async fn drive_every_command(sim_dialect: SimDialect, expected: Dialect) {
     // The key generated in tag 17 (type 2, returned as a public key) signs;
     // it verifies with that public key, not with the identity key.
     let text = modem
-        .jwt(&JwtRequest {
-            key: Some((PUBLIC_KEY_TAG, 2)),
-            ..JwtRequest::default()
-        })
+        .send(
+            &Jwt::new(&JwtRequest {
+                key: Some((PUBLIC_KEY_TAG, 2)),
+                ..JwtRequest::default()
+            })
+            .expect("valid jwt"),
+        )
         .await
         .expect("jwt with a sec_tag key");
     let tag_trust = trusting(device, &public.public_key_spki);
@@ -344,10 +408,13 @@ async fn drive_every_command(sim_dialect: SimDialect, expected: Dialect) {
     assert_only_failure(&v, "signature");
     assert_eq!(
         cme(modem
-            .jwt(&JwtRequest {
-                key: Some((99, 2)),
-                ..JwtRequest::default()
-            })
+            .send(
+                &Jwt::new(&JwtRequest {
+                    key: Some((99, 2)),
+                    ..JwtRequest::default()
+                })
+                .expect("valid jwt")
+            )
             .await),
         513
     );
@@ -357,17 +424,17 @@ async fn drive_every_command(sim_dialect: SimDialect, expected: Dialect) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_dialect_client_drives_every_command() {
-    drive_every_command(SimDialect::Raw, Dialect::Raw).await;
+    drive_every_command(SimDialect::Raw, Dialect::RAW).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slm_dialect_client_drives_every_command() {
-    drive_every_command(SimDialect::Slm, Dialect::Raw).await;
+    drive_every_command(SimDialect::Slm, Dialect::RAW).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shell_dialect_client_drives_every_command() {
-    drive_every_command(SimDialect::Shell, Dialect::Shell).await;
+    drive_every_command(SimDialect::Shell, Dialect::SHELL).await;
 }
 
 // ---- token faults, as the verifier names them --------------------------------
@@ -376,9 +443,9 @@ async fn shell_dialect_client_drives_every_command() {
 async fn faulty(fault: &str) -> (Board, Modem<SerialStream>, Uuid) {
     let b = board(SimDialect::Raw, &[fault]).await;
     let (mut modem, _) = connect(&b).await;
-    modem.enable_cmee().await.expect("cmee");
+    modem.send(&NumericErrors).await.expect("cmee");
     modem
-        .set_functional_mode(FunctionalMode::Offline)
+        .send(&SetFunctionalMode(FunctionalMode::Offline))
         .await
         .expect("offline");
     let device = modem
@@ -404,18 +471,34 @@ fn expect_all(device: Uuid, sec_tag: u32) -> Bindings {
 async fn fault_bad_signature_fails_the_signature_check() {
     let (b, mut modem, device) = faulty("0:bad-signature").await;
     let expect = expect_all(device, 16);
-    let attest = modem.attest(Some(CHALLENGE)).await.unwrap();
+    let attest = modem
+        .send(&AttestToken {
+            challenge: Some(CHALLENGE),
+        })
+        .await
+        .unwrap();
     assert_only_failure(&verdict(&attest, &b.trust, &expect).1, "signature");
-    let keygen = modem.keygen(16, KeyFormat::Csr, None, None).await.unwrap();
+    let keygen = modem
+        .send(&Keygen::new(16, KeyFormat::Csr, None, None).expect("valid keygen"))
+        .await
+        .unwrap();
     assert_only_failure(&verdict(&keygen, &b.trust, &expect).1, "signature");
-    let jwt = modem.jwt(&JwtRequest::default()).await.unwrap();
+    let jwt = modem
+        .send(&Jwt::new(&JwtRequest::default()).expect("valid jwt"))
+        .await
+        .unwrap();
     assert_only_failure(&verdict(&jwt, &b.trust, &expect).1, "signature");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_ignore_challenge_fails_the_nonce_check() {
     let (b, mut modem, device) = faulty("0:ignore-challenge").await;
-    let attest = modem.attest(Some(CHALLENGE)).await.unwrap();
+    let attest = modem
+        .send(&AttestToken {
+            challenge: Some(CHALLENGE),
+        })
+        .await
+        .unwrap();
     let (_, v) = verdict(&attest, &b.trust, &expect_all(device, 16));
     assert_only_failure(&v, "nonce");
     assert!(v.check(CheckName::Signature).is_some_and(|c| c.passed));
@@ -424,10 +507,20 @@ async fn fault_ignore_challenge_fails_the_nonce_check() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_replay_fails_the_nonce_check_of_the_second_token() {
     let (b, mut modem, device) = faulty("0:replay").await;
-    let first = modem.attest(Some(CHALLENGE)).await.unwrap();
+    let first = modem
+        .send(&AttestToken {
+            challenge: Some(CHALLENGE),
+        })
+        .await
+        .unwrap();
     assert_authentic(&verdict(&first, &b.trust, &expect_all(device, 16)).1);
     let second_challenge = [0x5a; 16];
-    let second = modem.attest(Some(second_challenge)).await.unwrap();
+    let second = modem
+        .send(&AttestToken {
+            challenge: Some(second_challenge),
+        })
+        .await
+        .unwrap();
     assert_eq!(first, second);
     let expect = Bindings {
         challenge: Some(second_challenge),
@@ -439,7 +532,12 @@ async fn fault_replay_fails_the_nonce_check_of_the_second_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_wrong_uuid_fails_the_device_uuid_check() {
     let (b, mut modem, device) = faulty("0:wrong-uuid").await;
-    let attest = modem.attest(Some(CHALLENGE)).await.unwrap();
+    let attest = modem
+        .send(&AttestToken {
+            challenge: Some(CHALLENGE),
+        })
+        .await
+        .unwrap();
     let (token, v) = verdict(&attest, &b.trust, &expect_all(device, 16));
     assert_ne!(token.device_uuid(), Some(device));
     assert!(
@@ -461,12 +559,15 @@ async fn fault_wrong_uuid_fails_the_device_uuid_check() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_bad_digest_fails_the_digest_check() {
     let (b, mut modem, device) = faulty("0:bad-digest").await;
-    let keygen = modem.keygen(16, KeyFormat::Csr, None, None).await.unwrap();
+    let keygen = modem
+        .send(&Keygen::new(16, KeyFormat::Csr, None, None).expect("valid keygen"))
+        .await
+        .unwrap();
     let (_, v) = verdict(&keygen, &b.trust, &expect_all(device, 16));
     assert_only_failure(&v, "digest");
     assert!(v.check(CheckName::Signature).is_some_and(|c| c.passed));
     let public = modem
-        .keygen(17, KeyFormat::PublicKey, None, None)
+        .send(&Keygen::new(17, KeyFormat::PublicKey, None, None).expect("valid keygen"))
         .await
         .unwrap();
     assert_only_failure(
@@ -479,7 +580,12 @@ async fn fault_bad_digest_fails_the_digest_check() {
 async fn fault_untrusted_key_fails_key_trusted() {
     let (b, mut modem, device) = faulty("0:untrusted-key").await;
     assert!(b.trust.is_empty());
-    let attest = modem.attest(Some(CHALLENGE)).await.unwrap();
+    let attest = modem
+        .send(&AttestToken {
+            challenge: Some(CHALLENGE),
+        })
+        .await
+        .unwrap();
     let (_, v) = verdict(&attest, &b.trust, &expect_all(device, 16));
     assert_only_failure(&v, "key_trusted");
     assert!(
@@ -498,7 +604,7 @@ async fn fault_untrusted_key_fails_key_trusted() {
 async fn fault_legacy_csr_is_still_authentic() {
     let (b, mut modem, device) = faulty("0:legacy-csr").await;
     let keygen = modem
-        .keygen(16, KeyFormat::Csr, Some("CN=legacy"), None)
+        .send(&Keygen::new(16, KeyFormat::Csr, Some("CN=legacy"), None).expect("valid keygen"))
         .await
         .unwrap();
     let expect = Bindings {

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::Rules;
 use crate::at::AtError;
 use crate::ledger::ClaimKind;
-use crate::modem::Modem;
+use crate::modem::{AttestToken, Modem, SetClock};
 use crate::plan::authority::{AskedJwt, Evidence, IdentityCase, Judgement};
 use crate::plan::{Clock, Link, RandomSource, Run, StepFailure};
 use crate::record::{ReasonCode, Step};
@@ -36,7 +36,7 @@ impl<T: Link> Evidence for BoardEvidence<'_, T> {
             Some(at) => at,
             None => {
                 let now = self.clock.now_utc();
-                self.modem.set_clock(now).await?;
+                self.modem.send(&SetClock(now)).await?;
                 self.clock_set = Some(now);
                 now
             }
@@ -61,7 +61,9 @@ pub async fn run<T: Link>(run: &mut Run<'_, T>) -> Result<String, StepFailure> {
     let challenge = run.ctx.random.bytes16();
     let text = run
         .modem
-        .attest(Some(challenge))
+        .send(&AttestToken {
+            challenge: Some(challenge),
+        })
         .await
         .map_err(Run::<T>::at(STEP))?;
     let token = token::decode(&text).map_err(|e| crate::plan::decode_failure(STEP, &e))?;

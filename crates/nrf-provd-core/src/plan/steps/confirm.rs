@@ -1,7 +1,7 @@
 //! `confirm`: the `%CMNG` list digests equal what install wrote.
 
 use super::Rules;
-use crate::modem::expected_sha256;
+use crate::modem::{ListCredentials, expected_sha256};
 use crate::plan::{Link, Run, StepFailure};
 use crate::record::{ReasonCode, Step};
 
@@ -18,7 +18,9 @@ pub async fn run<T: Link>(run: &mut Run<'_, T>) -> Result<String, StepFailure> {
     let sec_tag = run.ctx.plan.sec_tag;
     let listed = run
         .modem
-        .cmng_list(Some(sec_tag))
+        .send(&ListCredentials {
+            sec_tag: Some(sec_tag),
+        })
         .await
         .map_err(Run::<T>::at(STEP))?;
     let dialect = run.modem.client().dialect();

@@ -2,7 +2,7 @@
 //! certificate, PEM with CRLF as Nordic's tools write them.
 
 use super::Rules;
-use crate::modem::{CredentialType, pem_crlf};
+use crate::modem::{CredentialType, WriteCredential, pem_crlf};
 use crate::plan::{Link, Run, StepFailure};
 use crate::record::{ReasonCode, Step};
 
@@ -35,11 +35,10 @@ pub async fn run<T: Link>(run: &mut Run<'_, T>) -> Result<String, StepFailure> {
             "nothing to install",
         ));
     }
+    let at = Run::<T>::at(STEP);
     for (kind, content) in &written {
-        run.modem
-            .cmng_write(sec_tag, *kind, content)
-            .await
-            .map_err(Run::<T>::at(STEP))?;
+        let write = WriteCredential::new(sec_tag, *kind, content).map_err(&at)?;
+        run.modem.send(&write).await.map_err(&at)?;
     }
     let names: Vec<&str> = written.iter().map(|(k, _)| k.words()).collect();
     run.state.written = written;

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::Rules;
 use crate::at::AtError;
 use crate::ledger::ClaimKind;
-use crate::modem::{JwtRequest, Modem};
+use crate::modem::{Jwt, JwtRequest, Modem, SetClock};
 use crate::plan::authority::AskedJwt;
 use crate::plan::{Clock, Link, RandomSource, Run, StepFailure};
 use crate::record::{ReasonCode, Step};
@@ -51,7 +51,7 @@ pub(crate) async fn ask<T: Link>(
         audience: asking.audience.clone(),
         key: None,
     };
-    let text = modem.jwt(&request).await?;
+    let text = modem.send(&Jwt::new(&request)?).await?;
     let expected = Expected::Jwt(JwtExpected {
         device_uuid: asking.device_uuid,
         freshness: JwtFreshness::Asked(JwtAsked {
@@ -70,7 +70,7 @@ pub async fn run<T: Link>(run: &mut Run<'_, T>) -> Result<String, StepFailure> {
     const STEP: Step = Step::Jwt;
     let at = Run::<T>::at(STEP);
     let now = run.ctx.clock.now_utc();
-    run.modem.set_clock(now).await.map_err(&at)?;
+    run.modem.send(&SetClock(now)).await.map_err(&at)?;
     let asking = Asking {
         device_uuid: run.state.device_uuid,
         clock_set: now,

@@ -4,7 +4,7 @@
 use super::Rules;
 use crate::at::AtError;
 use crate::ledger::ClaimKind;
-use crate::modem::{CredentialType, KeyFormat, Modem};
+use crate::modem::{CredentialType, DeleteCredential, KeyFormat, Keygen, Modem};
 use crate::plan::{Link, Run, StepFailure};
 use crate::record::{Artifact, ArtifactKind, Step};
 use crate::token::{Expected, KeygenExpected, Token};
@@ -34,18 +34,13 @@ pub async fn run<T: Link>(run: &mut Run<'_, T>) -> Result<String, StepFailure> {
     if plan.delete_existing_key {
         delete_key(run.modem, sec_tag).await.map_err(&at)?;
     }
-    let text = match run
-        .modem
-        .keygen(sec_tag, KeyFormat::Csr, Some(&attributes), key_usage)
-        .await
-    {
+    let command =
+        Keygen::new(sec_tag, KeyFormat::Csr, Some(&attributes), key_usage).map_err(&at)?;
+    let text = match run.modem.send(&command).await {
         // 519: the tag already holds a key; Nordic's client deletes and retries.
         Err(AtError::Cme { code: 519, .. }) => {
             delete_key(run.modem, sec_tag).await.map_err(&at)?;
-            run.modem
-                .keygen(sec_tag, KeyFormat::Csr, Some(&attributes), key_usage)
-                .await
-                .map_err(&at)?
+            run.modem.send(&command).await.map_err(&at)?
         }
         other => other.map_err(&at)?,
     };
@@ -89,7 +84,11 @@ pub async fn run<T: Link>(run: &mut Run<'_, T>) -> Result<String, StepFailure> {
 
 /// Delete the client key of `sec_tag`; a missing key (513) is fine.
 async fn delete_key<T: Link>(modem: &mut Modem<T>, sec_tag: u32) -> Result<(), AtError> {
-    match modem.cmng_delete(sec_tag, CredentialType::ClientKey).await {
+    let delete = DeleteCredential {
+        sec_tag,
+        kind: CredentialType::ClientKey,
+    };
+    match modem.send(&delete).await {
         Err(AtError::Cme { code: 513, .. }) => Ok(()),
         other => other,
     }

@@ -1,6 +1,7 @@
 //! `probe`: the dialect found when the board arrived, and numeric CME errors.
 
 use super::{Place, Rules};
+use crate::modem::NumericErrors;
 use crate::plan::{Link, Run, StepFailure};
 use crate::record::Step;
 
@@ -14,7 +15,7 @@ pub async fn run<T: Link>(run: &mut Run<'_, T>) -> Result<String, StepFailure> {
     // Detected once, by the station's presence check (or configured).
     let dialect = run.arrival.dialect;
     run.modem.client().set_dialect(dialect);
-    run.modem.enable_cmee().await.map_err(at)?;
+    run.modem.send(&NumericErrors).await.map_err(at)?;
     let how = if run.arrival.detected {
         "found when the board arrived"
     } else {

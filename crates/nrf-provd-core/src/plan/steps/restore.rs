@@ -1,7 +1,7 @@
 //! `restore`: put the functional mode back (also after a failure).
 
 use super::{Place, Rules};
-use crate::modem::FunctionalMode;
+use crate::modem::{FunctionalMode, SetFunctionalMode};
 use crate::plan::{Link, Run, StepFailure};
 use crate::record::Step;
 
@@ -16,7 +16,7 @@ pub async fn run<T: Link>(run: &mut Run<'_, T>) -> Result<String, StepFailure> {
         _ => return Ok("nothing to restore".into()),
     };
     run.modem
-        .set_functional_mode(target)
+        .send(&SetFunctionalMode(target))
         .await
         .map_err(Run::<T>::at(Step::Restore))?;
     Ok(format!("back to {}", target.words()))
