@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
-use testkit::at::{lines, script_peer, step};
 use nrf91_at::at::{AtError, Client, ClientOptions, Dialect};
 use nrf91_at::modem::{
     AttestToken, CredentialType, DeleteCredential, FunctionalMode, KeyFormat, Keygen,
     ListCredentials, Modem, NumericErrors, ReadCredential, ReadFunctionalMode, SetFunctionalMode,
     WriteCredential,
 };
+use testkit::at::{lines, script_peer, step};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
 
 /// The deadline of a free-text command in these tests.

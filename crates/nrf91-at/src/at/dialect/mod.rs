@@ -74,16 +74,7 @@ pub fn exact_echo(line: &str, command: &str, framed: &str) -> bool {
 
 /// A configured dialect, or detection at connect time: the config's and
 /// the CLI's words (`auto` and each registered dialect's name).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    serde::Deserialize,
-    serde::Serialize,
-    Default,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum DialectChoice {
     #[default]
