@@ -4,5 +4,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    nrf_provd::at::fuzz_framing(data);
+    nrf91_at::at::fuzz_framing(data);
 });

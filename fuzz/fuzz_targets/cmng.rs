@@ -5,5 +5,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    nrf_provd::modem::fuzz_cmng(data);
+    nrf91_at::modem::fuzz_cmng(data);
 });

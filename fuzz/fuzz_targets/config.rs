@@ -4,5 +4,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    nrf_provd::config::fuzz_parse(data);
+    nrf_provd_daemon::config::fuzz_parse(data);
 });

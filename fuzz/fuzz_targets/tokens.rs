@@ -6,5 +6,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    nrf_provd::token::fuzz_decode(data);
+    nrf91_token::fuzz_decode(data);
 });

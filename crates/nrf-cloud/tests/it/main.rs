@@ -1,0 +1,3 @@
+//! nrf-cloud's integration tests, one binary: a module per subject.
+
+mod cloud_client;

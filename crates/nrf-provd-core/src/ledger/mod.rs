@@ -1,0 +1,445 @@
+//! The ledger: where runs are recorded and where the replay defence lives.
+//!
+//! Two interfaces, both async, so that a ledger on a server and the
+//! embedded one look the same to their callers:
+//! - [`Ledger`], the write side the station uses during a run: begin a run,
+//!   claim a nonce / `jti` (each accepted once, ever), finish the run;
+//! - [`LedgerReader`], the read side for `results`, exports and checks.
+//!
+//! [`SqliteLedger`] is the embedded implementation (WAL, `synchronous=FULL`,
+//! versioned migrations); it does its own blocking (each connection on a
+//! thread of its own), so no caller needs `spawn_blocking`. The records
+//! themselves are domain types in [`crate::record`]; [`export`] turns them
+//! into tables, JSON and Nordic's CSV formats.
+
+pub mod export;
+pub mod handoff;
+pub mod line;
+mod memory;
+pub mod outbox;
+pub mod postgres;
+mod settings;
+mod sqlite;
+pub mod summary;
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+pub use crate::record::{
+    Artifact, ArtifactKind, DeviceInfo, Outcome, ReasonCode, RunId, RunRecord, RunStart, Step,
+    StepRecord, TokenRecord, VerifiedBy,
+};
+pub use handoff::{
+    ClaimCandidate, DeviceHandoff, DeviceResult, HandoffLedger, HandoffResult, HandoffStep,
+    OnboardCandidate, PendingOnboard, QueueFilter,
+};
+pub use line::{LineLedger, LineMode};
+pub use memory::MemoryLedger;
+pub use postgres::{PgSettings, PostgresLedger};
+pub use settings::{LedgerConfig, LedgerMode, MAX_BATCH, MAX_POOL, PASSWORD_ENV, PasswordSource};
+pub use sqlite::readers::{Reader, ReaderPool, RunPage};
+pub use sqlite::{SCHEMA_VERSION, SqliteHandoff, SqliteLedger, SqliteReader};
+pub use summary::Summary;
+
+/// Database used when none is configured: `$STATE_DIRECTORY/results.db`
+/// under systemd (`StateDirectory=`), else `./nrf-provd.db`.
+pub fn default_db_path() -> PathBuf {
+    std::env::var_os("STATE_DIRECTORY")
+        .and_then(|dirs| {
+            // systemd passes one directory per StateDirectory= entry, ':'-separated.
+            std::env::split_paths(&dirs).find(|d| !d.as_os_str().is_empty())
+        })
+        .map(|dir| dir.join("results.db"))
+        .unwrap_or_else(|| PathBuf::from("nrf-provd.db"))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("{}: {action}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: database is in use by another nrf-provd process (one daemon per database)", path.display())]
+    InUse { path: PathBuf },
+    #[error("{}: database schema version {found} is newer than this nrf-provd supports ({supported}); use a newer nrf-provd", path.display())]
+    NewerSchema {
+        path: PathBuf,
+        found: i64,
+        supported: usize,
+    },
+    #[error("{}: another nrf-provd hands off from this database now (the daemon with [cloud] hand_off, or another `nrf-provd cloud`); `nrf-provd cloud status` shows what it did", path.display())]
+    HandoffBusy { path: PathBuf },
+    #[error("{}: database schema version {found} has no hand-off state (needs {needed}); the daemon holding it is an older nrf-provd: restart it with this release", path.display())]
+    OldSchema {
+        path: PathBuf,
+        found: i64,
+        needed: i64,
+    },
+    #[error("{}: not an nrf-provd results database (no schema); run the daemon once to create it", path.display())]
+    NoSchema { path: PathBuf },
+    #[error("database: {context}: {source}")]
+    Sqlite {
+        context: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("database holds an unreadable {what}: {value:?}")]
+    Corrupt { what: &'static str, value: String },
+    #[error("run {0} does not exist")]
+    UnknownRun(RunId),
+    #[error("run {id} is already recorded as {outcome}; a run is finished once")]
+    AlreadyFinished { id: RunId, outcome: String },
+    #[error("invalid run record: {0}")]
+    InvalidRecord(String),
+    #[error("database: the blocking task failed: {0}")]
+    Task(String),
+    #[error(
+        "{}: the database is damaged ({detail}); nrf-provd will not record into it. Stop the station, keep a copy of the file, then restore the latest backup, or save what still reads with `sqlite3 {} .recover | sqlite3 NEW.db` and point `database` at NEW.db",
+        path.display(), path.display()
+    )]
+    Damaged { path: PathBuf, detail: String },
+    /// A ledger on a server that cannot be reached (network, server down).
+    #[error("{ledger} ledger unreachable: {detail}")]
+    Unreachable {
+        ledger: &'static str,
+        detail: String,
+    },
+    /// The server answered, with an error that waiting will not clear.
+    #[error("PostgreSQL ledger: {context}: {detail}")]
+    Postgres {
+        context: &'static str,
+        detail: String,
+    },
+    /// A file the ledger reads (its password) others could read or replace.
+    #[error(transparent)]
+    UnsafeFile(#[from] secure_file::UnsafeFile),
+}
+
+impl LedgerError {
+    /// Whether the fault may clear by itself (a lock held by another
+    /// process, a full disk, an I/O error, a server that is down), so that
+    /// the station should wait and try again rather than give up.
+    pub fn is_transient(&self) -> bool {
+        use rusqlite::ErrorCode::*;
+        match self {
+            LedgerError::Io { .. } | LedgerError::Task(_) | LedgerError::Unreachable { .. } => true,
+            LedgerError::Sqlite { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(
+                    DatabaseBusy
+                        | DatabaseLocked
+                        | DiskFull
+                        | SystemIoFailure
+                        | CannotOpen
+                        | ReadOnly
+                        | OutOfMemory
+                        | FileLockingProtocolFailed
+                )
+            ),
+            _ => false,
+        }
+    }
+
+    /// A fault of this station's own store that may clear (a lock, a full
+    /// disk): the station pauses for it. A shared ledger out of reach is not
+    /// one: its runs fail `ledger_unreachable` while records keep being
+    /// written locally, so the station goes on taking boards.
+    pub fn is_local_fault(&self) -> bool {
+        self.is_transient() && !matches!(self, LedgerError::Unreachable { .. })
+    }
+}
+
+/// A device identity key as the `pin` authority saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pin {
+    pub device_uuid: Uuid,
+    /// SubjectPublicKeyInfo DER.
+    pub public_key: Vec<u8>,
+    pub at: OffsetDateTime,
+    pub station_id: String,
+    pub port: String,
+    pub run_uid: Uuid,
+}
+
+/// Answer to [`Ledger::pin`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinOutcome {
+    /// First sight: the key is now pinned to the device UUID.
+    Pinned,
+    /// The key pinned before (when, where).
+    Same(Pin),
+    /// Another key was pinned for this device UUID (when, where, which).
+    Changed(Pin),
+    /// The key is pinned for another device UUID (which, when, where):
+    /// one identity key never belongs to two devices. Nothing is pinned.
+    Reused(Pin),
+}
+
+impl PinOutcome {
+    /// The answer for `key`, given the pin of its device UUID (`first`) and
+    /// the first pin of the same key for another device UUID (`other`),
+    /// read in one transaction: a device whose key changed says so first;
+    /// a key another device holds is refused (also when this device holds
+    /// it too: a ledger from before the rule); else the same key, or first
+    /// sight.
+    pub fn decide(key: &[u8], first: Option<Pin>, other: Option<Pin>) -> PinOutcome {
+        match (first, other) {
+            (Some(first), _) if first.public_key != key => PinOutcome::Changed(first),
+            (_, Some(other)) => PinOutcome::Reused(other),
+            (Some(first), None) => PinOutcome::Same(first),
+            (None, None) => PinOutcome::Pinned,
+        }
+    }
+}
+
+/// What a run claims so that it can be used once, ever: the replay defence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClaimKind {
+    /// The challenge an identity token answered.
+    AttestNonce,
+    /// The modem's nonce in a key-generation token.
+    KeygenNonce,
+    /// A JWT's `jti`.
+    JwtJti,
+}
+
+impl ClaimKind {
+    /// The name stored in the ledger.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClaimKind::AttestNonce => "attest",
+            ClaimKind::KeygenNonce => "keygen",
+            ClaimKind::JwtJti => "jwt_jti",
+        }
+    }
+
+    /// Words for a reason text.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ClaimKind::AttestNonce => "identity token nonce",
+            ClaimKind::KeygenNonce => "key-generation token nonce",
+            ClaimKind::JwtJti => "JWT jti",
+        }
+    }
+}
+
+/// One claim of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub kind: ClaimKind,
+    /// Hex nonces are compared case-insensitively; a `jti` exactly.
+    pub value: String,
+    pub at: OffsetDateTime,
+}
+
+/// Answer to [`Ledger::claim`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// Never seen before; now recorded against this run.
+    Fresh,
+    /// Already claimed, by `first_run` (which may be this same run if the
+    /// caller claims a value twice).
+    Replay { first_run: RunId },
+    /// Already claimed by another station's run: the line's shared ledger
+    /// names the first station, port and run.
+    ReplayAt(Box<Sighting>),
+}
+
+/// Where and when a device, claim or pin was seen on the line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sighting {
+    pub station_id: String,
+    pub port: String,
+    pub run_uid: Uuid,
+    pub at: OffsetDateTime,
+}
+
+impl std::fmt::Display for Sighting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "station {} port {} in run {} at {}",
+            self.station_id,
+            self.port,
+            self.run_uid,
+            crate::record::ser::rfc3339(&self.at)
+        )
+    }
+}
+
+/// A run that has just proven its device's identity, asking the ledger
+/// what it knows of the device ([`Ledger::check_device`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceCheck {
+    pub run: RunId,
+    pub device_uuid: Uuid,
+    pub imei: Option<String>,
+    pub seen: Sighting,
+}
+
+/// What a ledger knows of a device, for the line-wide rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceHistory {
+    /// Another run of the device that is in flight now (on another port).
+    pub running: Option<Sighting>,
+    /// Runs of the device that passed before, and the latest of them.
+    pub passed: u64,
+    pub last_passed: Option<Sighting>,
+}
+
+/// The write side, used by the station during runs.
+#[async_trait]
+pub trait Ledger: Send + Sync {
+    /// Record that a run started (durably: a crash later leaves a run the
+    /// ledger reports as interrupted, never as passed).
+    async fn begin_run(&self, start: &RunStart) -> Result<RunId, LedgerError>;
+
+    /// Claim a nonce or `jti` for `run`, durably; a second claim of the same
+    /// value is a [`ClaimOutcome::Replay`].
+    async fn claim(&self, run: RunId, claim: &Claim) -> Result<ClaimOutcome, LedgerError>;
+
+    /// Record the end of a run in one transaction; durable when it returns.
+    async fn finish_run(&self, record: &RunRecord) -> Result<(), LedgerError>;
+
+    /// Pin `pin.public_key` to its device UUID on first sight, or say which
+    /// key was pinned before: atomically, so two stations cannot both pin.
+    async fn pin(&self, pin: &Pin) -> Result<PinOutcome, LedgerError>;
+
+    /// Whether the ledger can take a record now: a small real write. The
+    /// station calls it while paused, to know when to resume.
+    async fn probe(&self) -> Result<(), LedgerError> {
+        Ok(())
+    }
+
+    /// Note that `check.run` is now running the proven device, and say
+    /// whether it runs elsewhere right now and where it passed before. A
+    /// ledger that keeps no such history knows nothing.
+    async fn check_device(&self, check: &DeviceCheck) -> Result<DeviceHistory, LedgerError> {
+        let _ = check;
+        Ok(DeviceHistory::default())
+    }
+
+    /// How the ledger is doing, for the operator's view and metrics.
+    fn status(&self) -> LedgerStatus {
+        LedgerStatus::default()
+    }
+}
+
+/// A ledger's health, as the operator's view and the metrics show it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LedgerStatus {
+    /// Runs recorded locally and not yet forwarded to a shared ledger.
+    pub backlog: u64,
+    /// Conflicts a shared ledger found after the runs were recorded.
+    pub conflicts: u64,
+    /// Whether a shared ledger is configured and was reachable last time.
+    pub shared_reachable: Option<bool>,
+}
+
+/// Which runs [`LedgerReader::runs`] returns: all filters must match. With
+/// `limit`, the most recent `limit` runs; results are always oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunFilter {
+    pub device_uuid: Option<Uuid>,
+    pub station_id: Option<String>,
+    pub since: Option<OffsetDateTime>,
+    pub limit: Option<usize>,
+}
+
+/// A `since` bound as people write it (`results --since`, the API's
+/// `?since=`): an RFC 3339 time or a date (midnight UTC).
+pub fn parse_since(text: &str) -> Result<OffsetDateTime, String> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = OffsetDateTime::parse(text, &Rfc3339) {
+        return Ok(t);
+    }
+    let date_format = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(text, date_format)
+        .map(|d| d.midnight().assume_utc())
+        .map_err(|_| {
+            format!("expected an RFC 3339 time (2024-05-01T08:00:00Z) or a date (2024-05-01), got {text:?}")
+        })
+}
+
+/// Number of runs by outcome; `seen` counts every run (one per board
+/// insertion), in flight included.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    pub seen: u64,
+    pub passed: u64,
+    pub failed: u64,
+    pub interrupted: u64,
+    pub collected: u64,
+    pub in_flight: u64,
+}
+
+impl Counts {
+    /// Count one run of `outcome`.
+    pub fn add(&mut self, outcome: Outcome, n: u64) {
+        self.seen += n;
+        match outcome {
+            Outcome::Passed => self.passed += n,
+            Outcome::Failed => self.failed += n,
+            Outcome::Interrupted => self.interrupted += n,
+            Outcome::Collected => self.collected += n,
+            Outcome::InFlight => self.in_flight += n,
+        }
+    }
+}
+
+/// The read side: `results`, exports, bench and soak checks.
+#[async_trait]
+pub trait LedgerReader: Send + Sync {
+    /// Recorded runs matching `filter`, oldest first.
+    async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, LedgerError>;
+
+    /// One run by its id; `None` when there is none. The default reads
+    /// every run: a ledger that can look one up directly (SQLite, memory)
+    /// does so.
+    async fn run(&self, id: RunId) -> Result<Option<RunRecord>, LedgerError> {
+        let runs = self.runs(&RunFilter::default()).await?;
+        Ok(runs.into_iter().find(|r| r.id == id))
+    }
+
+    /// Number of runs by outcome.
+    async fn counts(&self) -> Result<Counts, LedgerError>;
+
+    /// Yield per station and the most frequent failure reasons of the runs
+    /// `filter` selects (its `limit` ignored).
+    async fn summary(&self, filter: &RunFilter) -> Result<Summary, LedgerError> {
+        let filter = RunFilter {
+            limit: None,
+            ..filter.clone()
+        };
+        Ok(Summary::of(&self.runs(&filter).await?))
+    }
+}
+
+/// Fixed-width UTC timestamps: readable in `sqlite3` and sortable as text.
+pub(crate) mod dbtime {
+    use time::format_description::BorrowedFormatItem;
+    use time::macros::format_description;
+    use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
+
+    const FORMAT: &[BorrowedFormatItem<'static>] =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+
+    pub fn format(t: OffsetDateTime) -> String {
+        // Formatting a UTC time with this description cannot fail for years 0..=9999.
+        t.to_offset(UtcOffset::UTC)
+            .format(FORMAT)
+            .unwrap_or_else(|_| t.unix_timestamp().to_string())
+    }
+
+    pub fn parse(text: &str) -> Option<OffsetDateTime> {
+        PrimitiveDateTime::parse(text, FORMAT)
+            .ok()
+            .map(PrimitiveDateTime::assume_utc)
+    }
+}

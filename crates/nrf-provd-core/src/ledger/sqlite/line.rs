@@ -1,0 +1,396 @@
+//! What the station's SQLite keeps for a line: the outbox of runs to
+//! forward to the shared ledger (schema version 4, filled by a trigger in
+//! the transaction that finishes a run), the conflicts the shared ledger
+//! found later, and the local device history the line-wide rules consult.
+
+use std::sync::Arc;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::{
+    Db, blocking, dbtime, finish_in, parse_time, parse_uuid, read_selected, sql, unbase64_key,
+    uuid_text,
+};
+use crate::ledger::outbox::{Conflict, ForwardBatch};
+use crate::ledger::{
+    Claim, ClaimKind, DeviceCheck, DeviceHistory, LedgerError, Outcome, Pin, RunId, RunRecord,
+    Sighting, SqliteLedger,
+};
+
+impl SqliteLedger {
+    /// The oldest `limit` runs waiting to be forwarded after run `after`
+    /// (none: `None`).
+    pub async fn forward_batch(
+        &self,
+        after: RunId,
+        limit: usize,
+    ) -> Result<Option<ForwardBatch>, LedgerError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        blocking(&self.db, move |conn| {
+            // One read transaction: the runs, claims and pins of the same ids.
+            let tx = conn.transaction().map_err(sql("read outbox"))?;
+            const SELECTED: &str = "SELECT run_id FROM outbox
+                 WHERE last_error IS NULL AND run_id > ?2 ORDER BY run_id LIMIT ?1";
+            let runs = read_selected(&tx, SELECTED, params![limit, after])?;
+            if runs.is_empty() {
+                return Ok(None);
+            }
+            let mut claims = Vec::new();
+            {
+                let mut stmt = tx
+                    .prepare_cached(&format!(
+                        "SELECT run_id, kind, value, claimed_at FROM nonces
+                         WHERE run_id IN ({SELECTED}) ORDER BY run_id"
+                    ))
+                    .map_err(sql("read outbox claims"))?;
+                let rows = stmt
+                    .query_map(params![limit, after], |row| {
+                        Ok((
+                            row.get::<_, RunId>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, String>(2)?,
+                            row.get::<_, String>(3)?,
+                        ))
+                    })
+                    .map_err(sql("read outbox claims"))?;
+                for row in rows {
+                    let (run, kind, value, at) = row.map_err(sql("read outbox claims"))?;
+                    claims.push((run, kind, value, parse_time(at, "claim time")?));
+                }
+            }
+            let mut pins = Vec::new();
+            {
+                let mut stmt = tx
+                    .prepare_cached(&format!(
+                        "SELECT p.device_uuid, p.public_key, p.pinned_at, p.station_id, p.port, p.run_uid
+                         FROM pins p JOIN runs r ON r.uid = p.run_uid
+                         WHERE r.id IN ({SELECTED})"
+                    ))
+                    .map_err(sql("read outbox pins"))?;
+                let rows = stmt
+                    .query_map(params![limit, after], |row| {
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, String>(2)?,
+                            row.get::<_, String>(3)?,
+                            row.get::<_, String>(4)?,
+                            row.get::<_, String>(5)?,
+                        ))
+                    })
+                    .map_err(sql("read outbox pins"))?;
+                for row in rows {
+                    let (device, key, at, station_id, port, run_uid) =
+                        row.map_err(sql("read outbox pins"))?;
+                    pins.push(Pin {
+                        device_uuid: parse_uuid(Some(device), "pinned device")?.unwrap_or_default(),
+                        public_key: unbase64_key(&key)?,
+                        at: parse_time(at, "pin time")?,
+                        station_id,
+                        port,
+                        run_uid: parse_uuid(Some(run_uid), "pin run")?.unwrap_or_default(),
+                    });
+                }
+            }
+            Ok(Some(ForwardBatch { runs, claims, pins }))
+        })
+        .await
+    }
+
+    /// The shared ledger committed `runs`: take them out of the outbox.
+    /// Returns the runs still waiting.
+    pub async fn forwarded(&self, runs: Vec<RunId>) -> Result<u64, LedgerError> {
+        blocking(&self.db, move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql("empty outbox"))?;
+            {
+                let mut delete = tx
+                    .prepare_cached("DELETE FROM outbox WHERE run_id = ?1")
+                    .map_err(sql("empty outbox"))?;
+                for run in runs {
+                    delete.execute([run]).map_err(sql("empty outbox"))?;
+                }
+            }
+            let left = count(&tx, "SELECT COUNT(*) FROM outbox")?;
+            tx.commit().map_err(sql("empty outbox"))?;
+            Ok(left)
+        })
+        .await
+    }
+
+    /// Forwarding `runs` failed with `error` (one the server will keep
+    /// giving): note it on them; they stay in the outbox.
+    pub async fn forward_failed(&self, runs: Vec<RunId>, error: String) -> Result<(), LedgerError> {
+        blocking(&self.db, move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql("note forwarding failure"))?;
+            {
+                let mut note = tx
+                    .prepare_cached(
+                        "UPDATE outbox SET attempts = attempts + 1, last_error = ?2 WHERE run_id = ?1",
+                    )
+                    .map_err(sql("note forwarding failure"))?;
+                for run in runs {
+                    note.execute(params![run, error])
+                        .map_err(sql("note forwarding failure"))?;
+                }
+            }
+            tx.commit().map_err(sql("note forwarding failure"))
+        })
+        .await
+    }
+
+    /// Try again the runs a failure set aside (at the forwarder's start).
+    pub async fn retry_held(&self) -> Result<(), LedgerError> {
+        blocking(&self.db, |conn| {
+            conn.execute(
+                "UPDATE outbox SET last_error = NULL WHERE last_error IS NOT NULL",
+                [],
+            )
+            .map(drop)
+            .map_err(sql("retry held runs"))
+        })
+        .await
+    }
+
+    /// Runs waiting to be forwarded.
+    pub async fn backlog(&self) -> Result<u64, LedgerError> {
+        blocking(&self.db, |conn| count(conn, "SELECT COUNT(*) FROM outbox")).await
+    }
+
+    /// Conflicts recorded on this station's runs.
+    pub async fn conflict_count(&self) -> Result<u64, LedgerError> {
+        blocking(&self.db, |conn| {
+            count(conn, "SELECT COUNT(*) FROM conflicts")
+        })
+        .await
+    }
+
+    /// Record conflicts the shared ledger found on this station's runs:
+    /// each once (a repeat changes nothing), the run amended to failed with
+    /// `conflict` unless an earlier conflict already did. Conflicts naming
+    /// a run this database does not hold are skipped. Returns the new ones
+    /// with the local id of their run.
+    pub async fn record_conflicts(
+        &self,
+        conflicts: Vec<Conflict>,
+    ) -> Result<Vec<(RunId, Conflict)>, LedgerError> {
+        blocking(&self.db, move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql("record conflict"))?;
+            let mut new = Vec::new();
+            for conflict in conflicts {
+                let run = tx
+                    .query_row(
+                        "SELECT id, outcome, failed_step, reason_code, reason FROM runs WHERE uid = ?1",
+                        [uuid_text(conflict.run_uid)],
+                        |row| {
+                            Ok((
+                                row.get::<_, RunId>(0)?,
+                                row.get::<_, String>(1)?,
+                                row.get::<_, Option<String>>(2)?,
+                                row.get::<_, Option<String>>(3)?,
+                                row.get::<_, Option<String>>(4)?,
+                            ))
+                        },
+                    )
+                    .optional()
+                    .map_err(sql("look up conflicting run"))?;
+                let Some((id, outcome, failed_step, reason_code, reason)) = run else {
+                    continue;
+                };
+                let inserted = tx
+                    .execute(
+                        "INSERT INTO conflicts (run_id, kind, value, other_station, other_port,
+                             other_run_uid, other_at, found_at, prior_outcome, prior_failed_step,
+                             prior_reason_code, prior_reason)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                         ON CONFLICT (run_id, kind, value) DO NOTHING",
+                        params![
+                            id,
+                            conflict.kind,
+                            conflict.value,
+                            conflict.other.station_id,
+                            conflict.other.port,
+                            uuid_text(conflict.other.run_uid),
+                            dbtime::format(conflict.other.at),
+                            dbtime::format(conflict.found_at),
+                            outcome,
+                            failed_step,
+                            reason_code,
+                            reason,
+                        ],
+                    )
+                    .map_err(sql("record conflict"))?;
+                if inserted == 0 {
+                    continue;
+                }
+                if reason_code.as_deref() != Some("conflict") {
+                    // The first conflict amends the run; later ones are kept only here.
+                    let prior =
+                        Conflict::prior(&outcome, reason_code.as_deref(), reason.as_deref());
+                    tx.execute(
+                        "UPDATE runs SET outcome = 'failed', failed_step = ?2,
+                             reason_code = 'conflict', reason = ?3
+                         WHERE id = ?1",
+                        params![
+                            id,
+                            conflict.step().map(crate::record::Step::as_str),
+                            conflict.reason(&prior)
+                        ],
+                    )
+                    .map_err(sql("amend conflicting run"))?;
+                }
+                new.push((id, conflict));
+            }
+            tx.commit().map_err(sql("record conflict"))?;
+            Ok(new)
+        })
+        .await
+    }
+
+    /// Record finished runs made elsewhere with their claims, all in one
+    /// transaction: the quick way to give a bench or test a backlog of
+    /// thousands of runs. Each record's `id` is replaced by the new one.
+    pub async fn record_finished(
+        &self,
+        runs: Vec<(RunRecord, Vec<Claim>)>,
+    ) -> Result<Vec<RunId>, LedgerError> {
+        blocking(&self.db, move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql("record runs"))?;
+            let mut ids = Vec::with_capacity(runs.len());
+            for (mut record, claims) in runs {
+                if record.outcome == Outcome::InFlight {
+                    return Err(LedgerError::InvalidRecord(format!(
+                        "run {} is in flight, not finished",
+                        record.uid
+                    )));
+                }
+                tx.execute(
+                    "INSERT INTO runs (uid, station_id, port, started_at, outcome)
+                     VALUES (?1, ?2, ?3, ?4, 'in_flight')",
+                    params![
+                        uuid_text(record.uid),
+                        record.station_id,
+                        record.port,
+                        dbtime::format(record.started_at)
+                    ],
+                )
+                .map_err(sql("record run"))?;
+                record.id = tx.last_insert_rowid();
+                for claim in &claims {
+                    tx.execute(
+                        "INSERT INTO nonces (kind, value, run_id, claimed_at) VALUES (?1, ?2, ?3, ?4)",
+                        params![
+                            claim.kind.as_str(),
+                            stored_claim_value(claim),
+                            record.id,
+                            dbtime::format(claim.at)
+                        ],
+                    )
+                    .map_err(sql("record claim"))?;
+                }
+                finish_in(&tx, &record)?;
+                ids.push(record.id);
+            }
+            tx.commit().map_err(sql("record runs"))?;
+            Ok(ids)
+        })
+        .await
+    }
+}
+
+/// A claim's value as the ledger stores it: hex nonces lowercase, a `jti`
+/// exactly as given.
+pub fn stored_claim_value(claim: &Claim) -> String {
+    match claim.kind {
+        ClaimKind::JwtJti => claim.value.clone(),
+        ClaimKind::AttestNonce | ClaimKind::KeygenNonce => claim.value.to_ascii_lowercase(),
+    }
+}
+
+fn count(conn: &Connection, query: &str) -> Result<u64, LedgerError> {
+    conn.query_row(query, [], |row| row.get::<_, i64>(0))
+        .map(|n| u64::try_from(n).unwrap_or(0))
+        .map_err(sql("count"))
+}
+
+/// The local side of [`crate::ledger::Ledger::check_device`]: the run now
+/// carries its device (so another port of this station sees it in flight),
+/// and what this station's own runs say of the device.
+pub(super) async fn check_device(
+    db: &Arc<Db>,
+    check: &DeviceCheck,
+) -> Result<DeviceHistory, LedgerError> {
+    let check = check.clone();
+    blocking(db, move |conn| {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql("check device"))?;
+        let device = uuid_text(check.device_uuid);
+        let updated = tx
+            .execute(
+                "UPDATE runs SET device_uuid = ?2, imei = COALESCE(?3, imei)
+                 WHERE id = ?1 AND outcome = 'in_flight'",
+                params![check.run, device, check.imei],
+            )
+            .map_err(sql("check device"))?;
+        if updated == 0 {
+            return Err(LedgerError::UnknownRun(check.run));
+        }
+        let sighting = |row: &rusqlite::Row<'_>| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+            ))
+        };
+        let running = tx
+            .query_row(
+                "SELECT station_id, port, uid, started_at FROM runs
+                 WHERE device_uuid = ?1 AND outcome = 'in_flight' AND id <> ?2
+                 ORDER BY id LIMIT 1",
+                params![device, check.run],
+                sighting,
+            )
+            .optional()
+            .map_err(sql("check device"))?;
+        let passed: i64 = tx
+            .query_row(
+                "SELECT COUNT(*) FROM runs WHERE device_uuid = ?1 AND outcome = 'passed'",
+                [&device],
+                |row| row.get(0),
+            )
+            .map_err(sql("check device"))?;
+        let last_passed = tx
+            .query_row(
+                "SELECT station_id, port, uid, COALESCE(finished_at, started_at) FROM runs
+                 WHERE device_uuid = ?1 AND outcome = 'passed' ORDER BY id DESC LIMIT 1",
+                [&device],
+                sighting,
+            )
+            .optional()
+            .map_err(sql("check device"))?;
+        tx.commit().map_err(sql("check device"))?;
+        let to_sighting = |(station_id, port, uid, at): (String, String, String, String)| {
+            Ok::<_, LedgerError>(Sighting {
+                station_id,
+                port,
+                run_uid: parse_uuid(Some(uid), "run uid")?.unwrap_or_default(),
+                at: parse_time(at, "run time")?,
+            })
+        };
+        Ok(DeviceHistory {
+            running: running.map(to_sighting).transpose()?,
+            passed: u64::try_from(passed).unwrap_or(0),
+            last_passed: last_passed.map(to_sighting).transpose()?,
+        })
+    })
+    .await
+}

@@ -1,0 +1,766 @@
+//! The domain's records: what a run did and why it ended as it did. Plain
+//! values shared by the plan (which fills them), the ledger (which keeps
+//! them), the station (which reports them) and the exports. No I/O here.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::token::{CheckName, TokenKind};
+
+/// A run's id in the station's own ledger.
+pub type RunId = i64;
+
+/// One step of the provisioning plan. The rules of each step (what must
+/// come before it) live with its body in `plan::steps`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    Probe,
+    Identify,
+    Offline,
+    Attest,
+    Keygen,
+    Certify,
+    Install,
+    Confirm,
+    Jwt,
+    Restore,
+}
+
+impl Step {
+    /// Every step, in the default plan order.
+    pub const ALL: [Step; 10] = [
+        Step::Probe,
+        Step::Identify,
+        Step::Offline,
+        Step::Attest,
+        Step::Keygen,
+        Step::Certify,
+        Step::Install,
+        Step::Confirm,
+        Step::Jwt,
+        Step::Restore,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Probe => "probe",
+            Step::Identify => "identify",
+            Step::Offline => "offline",
+            Step::Attest => "attest",
+            Step::Keygen => "keygen",
+            Step::Certify => "certify",
+            Step::Install => "install",
+            Step::Confirm => "confirm",
+            Step::Jwt => "jwt",
+            Step::Restore => "restore",
+        }
+    }
+
+    /// The step names, quoted, for error messages.
+    pub fn list() -> String {
+        Step::ALL
+            .iter()
+            .map(|s| format!("`{s}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl FromStr for Step {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Step::ALL
+            .into_iter()
+            .find(|step| step.as_str() == s)
+            .ok_or_else(|| format!("unknown step `{s}`, expected one of {}", Step::list()))
+    }
+}
+
+/// Why a run failed, as a machine-readable code. Stored as `reason_code`
+/// next to the human `reason`; the README's step table lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonCode {
+    // The AT exchange.
+    /// No final result before the deadline.
+    Timeout,
+    /// The modem answered `ERROR`.
+    Error,
+    /// The modem answered `+CME ERROR: <n>`.
+    Cme,
+    /// The modem answered `+CMS ERROR: <n>`.
+    Cms,
+    /// The board went away (unplugged, port closed).
+    Disconnected,
+    /// An answer longer than any real one.
+    Overlong,
+    /// An answer that does not parse.
+    Malformed,
+    /// An I/O error on the port.
+    Io,
+    /// The station's configuration cannot do this step.
+    Config,
+    /// The board's IMEI is not 15 digits with a valid Luhn check digit.
+    Imei,
+    // Tokens.
+    /// Not a decodable token.
+    Decode,
+    /// A token of another kind than the command returns.
+    Kind,
+    MessageType,
+    KeyTrusted,
+    Algorithm,
+    KeyId,
+    Signature,
+    DeviceUuid,
+    Nonce,
+    SecTag,
+    Digest,
+    CsrSignature,
+    CommonName,
+    /// A JWT's `iat`/`exp` missing, stale, or not what was asked.
+    JwtTime,
+    JwtIssuer,
+    /// A JWT's `sub` is not the challenge this run asked it to carry.
+    JwtChallenge,
+    /// A JWT's `aud` is not the configured `plan.jwt_audience`.
+    JwtAudience,
+    /// A JWT without a `jti` claim (it cannot be checked for replay).
+    Jti,
+    /// A nonce, `jti` or token seen before.
+    Replay,
+    // The certificate and its installation.
+    /// The station CA could not sign.
+    Ca,
+    /// A `%CMNG` list digest differs from what was written.
+    Mismatch,
+    /// A written credential is not listed.
+    Missing,
+    // Identity authorities.
+    /// nRF Cloud refused the identity token.
+    CloudRejected,
+    /// nRF Cloud did not answer (timeout, refused connection, 5xx).
+    CloudUnreachable,
+    /// The device UUID answered with another key than the one pinned.
+    IdentityChanged,
+    /// The key the device answered with is pinned for another device UUID.
+    KeyReused,
+    /// `pin`: the `%ATTESTTOKEN` or `%KEYGEN` signature does not verify under
+    /// the pinned key with this station's COSE signing input.
+    CoseUnverified,
+    // The line's shared ledger.
+    /// The shared ledger could not be reached, and it must make the claims.
+    LedgerUnreachable,
+    /// The same device UUID is running on another port of the line now.
+    DuplicateIdentity,
+    /// The device already passed on the line and the policy refuses again.
+    Reprovision,
+    /// The shared ledger found, after the run, a token it had seen elsewhere.
+    Conflict,
+    // The station.
+    /// The run could not be recorded.
+    Store,
+    /// The station stopped before the run finished.
+    Interrupted,
+    /// A code this version does not know (read from a newer database).
+    Other,
+}
+
+impl ReasonCode {
+    pub const ALL: [ReasonCode; 44] = [
+        ReasonCode::Timeout,
+        ReasonCode::Error,
+        ReasonCode::Cme,
+        ReasonCode::Cms,
+        ReasonCode::Disconnected,
+        ReasonCode::Overlong,
+        ReasonCode::Malformed,
+        ReasonCode::Io,
+        ReasonCode::Config,
+        ReasonCode::Imei,
+        ReasonCode::Decode,
+        ReasonCode::Kind,
+        ReasonCode::MessageType,
+        ReasonCode::KeyTrusted,
+        ReasonCode::Algorithm,
+        ReasonCode::KeyId,
+        ReasonCode::Signature,
+        ReasonCode::DeviceUuid,
+        ReasonCode::Nonce,
+        ReasonCode::SecTag,
+        ReasonCode::Digest,
+        ReasonCode::CsrSignature,
+        ReasonCode::CommonName,
+        ReasonCode::JwtTime,
+        ReasonCode::JwtIssuer,
+        ReasonCode::JwtChallenge,
+        ReasonCode::JwtAudience,
+        ReasonCode::Jti,
+        ReasonCode::Replay,
+        ReasonCode::Ca,
+        ReasonCode::Mismatch,
+        ReasonCode::Missing,
+        ReasonCode::CloudRejected,
+        ReasonCode::CloudUnreachable,
+        ReasonCode::IdentityChanged,
+        ReasonCode::KeyReused,
+        ReasonCode::CoseUnverified,
+        ReasonCode::LedgerUnreachable,
+        ReasonCode::DuplicateIdentity,
+        ReasonCode::Reprovision,
+        ReasonCode::Conflict,
+        ReasonCode::Store,
+        ReasonCode::Interrupted,
+        ReasonCode::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasonCode::Timeout => "timeout",
+            ReasonCode::Error => "error",
+            ReasonCode::Cme => "cme",
+            ReasonCode::Cms => "cms",
+            ReasonCode::Disconnected => "disconnected",
+            ReasonCode::Overlong => "overlong",
+            ReasonCode::Malformed => "malformed",
+            ReasonCode::Io => "io",
+            ReasonCode::Config => "config",
+            ReasonCode::Imei => "imei",
+            ReasonCode::Decode => "decode",
+            ReasonCode::Kind => "kind",
+            ReasonCode::MessageType => "message_type",
+            ReasonCode::KeyTrusted => "key_trusted",
+            ReasonCode::Algorithm => "algorithm",
+            ReasonCode::KeyId => "key_id",
+            ReasonCode::Signature => "signature",
+            ReasonCode::DeviceUuid => "device_uuid",
+            ReasonCode::Nonce => "nonce",
+            ReasonCode::SecTag => "sec_tag",
+            ReasonCode::Digest => "digest",
+            ReasonCode::CsrSignature => "csr_signature",
+            ReasonCode::CommonName => "common_name",
+            ReasonCode::JwtTime => "jwt_time",
+            ReasonCode::JwtIssuer => "jwt_issuer",
+            ReasonCode::JwtChallenge => "jwt_challenge",
+            ReasonCode::JwtAudience => "jwt_audience",
+            ReasonCode::Jti => "jti",
+            ReasonCode::Replay => "replay",
+            ReasonCode::Ca => "ca",
+            ReasonCode::Mismatch => "mismatch",
+            ReasonCode::Missing => "missing",
+            ReasonCode::CloudRejected => "cloud_rejected",
+            ReasonCode::CloudUnreachable => "cloud_unreachable",
+            ReasonCode::IdentityChanged => "identity_changed",
+            ReasonCode::KeyReused => "key_reused",
+            ReasonCode::CoseUnverified => "cose_unverified",
+            ReasonCode::LedgerUnreachable => "ledger_unreachable",
+            ReasonCode::DuplicateIdentity => "duplicate_identity",
+            ReasonCode::Reprovision => "reprovision",
+            ReasonCode::Conflict => "conflict",
+            ReasonCode::Store => "store",
+            ReasonCode::Interrupted => "interrupted",
+            ReasonCode::Other => "other",
+        }
+    }
+
+    /// The code stored as `text`; unknown codes (a newer database) read as
+    /// [`ReasonCode::Other`], never as a failure to read the run.
+    pub fn parse(text: &str) -> ReasonCode {
+        ReasonCode::ALL
+            .into_iter()
+            .find(|c| c.as_str() == text)
+            .unwrap_or(ReasonCode::Other)
+    }
+
+    /// Whether trying the step again could honestly succeed. Verification
+    /// failures are final: retrying a forged token until it passes would
+    /// make the verdict optimistic.
+    pub fn retryable(self) -> bool {
+        matches!(
+            self,
+            ReasonCode::Timeout | ReasonCode::Malformed | ReasonCode::Overlong
+        )
+    }
+}
+
+impl From<CheckName> for ReasonCode {
+    fn from(check: CheckName) -> Self {
+        match check {
+            CheckName::Kind => ReasonCode::Kind,
+            CheckName::MessageType => ReasonCode::MessageType,
+            CheckName::KeyTrusted => ReasonCode::KeyTrusted,
+            CheckName::Algorithm => ReasonCode::Algorithm,
+            CheckName::KeyId => ReasonCode::KeyId,
+            CheckName::Signature => ReasonCode::Signature,
+            CheckName::DeviceUuid => ReasonCode::DeviceUuid,
+            CheckName::Nonce => ReasonCode::Nonce,
+            CheckName::SecTag => ReasonCode::SecTag,
+            CheckName::Digest => ReasonCode::Digest,
+            CheckName::CsrSignature => ReasonCode::CsrSignature,
+            CheckName::CommonName => ReasonCode::CommonName,
+            CheckName::JwtTime => ReasonCode::JwtTime,
+            CheckName::JwtIssuer => ReasonCode::JwtIssuer,
+            CheckName::JwtChallenge => ReasonCode::JwtChallenge,
+            CheckName::JwtAudience => ReasonCode::JwtAudience,
+            // The device signs with another key than the one pinned.
+            CheckName::PinnedSignature => ReasonCode::IdentityChanged,
+        }
+    }
+}
+
+impl fmt::Display for ReasonCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// Who vouched for a device's identity (recorded as `verified_by`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifiedBy {
+    /// The station's trust file of device identity public keys.
+    Keys,
+    /// nRF Cloud accepted the identity token (a claim dry run).
+    Nrfcloud,
+    /// The same key as the device showed when first seen (trust on first
+    /// sight) — not proof that Nordic made the chip.
+    Pin,
+    /// Nobody: the run checked what it could without a key and collected
+    /// the tokens to be vouched for later.
+    Collect,
+}
+
+impl VerifiedBy {
+    pub const ALL: [VerifiedBy; 4] = [
+        VerifiedBy::Keys,
+        VerifiedBy::Nrfcloud,
+        VerifiedBy::Pin,
+        VerifiedBy::Collect,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerifiedBy::Keys => "keys",
+            VerifiedBy::Nrfcloud => "nrfcloud",
+            VerifiedBy::Pin => "pin",
+            VerifiedBy::Collect => "collect",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        VerifiedBy::ALL.into_iter().find(|v| v.as_str() == text)
+    }
+}
+
+impl fmt::Display for VerifiedBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunStart {
+    /// The run's globally unique id: the same in every ledger it reaches.
+    pub uid: Uuid,
+    pub station_id: String,
+    pub port: String,
+    pub started_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    InFlight,
+    Passed,
+    Failed,
+    Interrupted,
+    /// Every step ran and every check that needs no key passed, but nobody
+    /// vouched for the identity: the tokens are kept to be claimed later.
+    /// Never a pass.
+    Collected,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 5] = [
+        Outcome::InFlight,
+        Outcome::Passed,
+        Outcome::Failed,
+        Outcome::Interrupted,
+        Outcome::Collected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::InFlight => "in_flight",
+            Outcome::Passed => "passed",
+            Outcome::Failed => "failed",
+            Outcome::Interrupted => "interrupted",
+            Outcome::Collected => "collected",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == text)
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// One provisioning run. Times are stored with microsecond precision.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RunRecord {
+    pub id: RunId,
+    /// Globally unique (see [`RunStart::uid`]).
+    #[serde(with = "ser::uuid")]
+    pub uid: Uuid,
+    pub station_id: String,
+    pub port: String,
+    #[serde(with = "ser::time")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "ser::opt_time")]
+    pub finished_at: Option<OffsetDateTime>,
+    pub outcome: Outcome,
+    /// The step that failed; `None` for a pass, and for a failure outside
+    /// the plan (the run could not be recorded).
+    pub failed_step: Option<Step>,
+    /// Why the run failed, for machines.
+    pub reason_code: Option<ReasonCode>,
+    /// Why the run failed, in words.
+    pub reason: Option<String>,
+    /// Who vouched for the device's identity, when someone did.
+    pub verified_by: Option<VerifiedBy>,
+    pub device: DeviceInfo,
+    pub steps: Vec<StepRecord>,
+    pub tokens: Vec<TokenRecord>,
+    pub artifacts: Vec<Artifact>,
+}
+
+impl RunRecord {
+    /// A run that has just begun.
+    pub fn begun(id: RunId, start: &RunStart) -> Self {
+        RunRecord {
+            id,
+            uid: start.uid,
+            station_id: start.station_id.clone(),
+            port: start.port.clone(),
+            started_at: start.started_at,
+            finished_at: None,
+            outcome: Outcome::InFlight,
+            failed_step: None,
+            reason_code: None,
+            reason: None,
+            verified_by: None,
+            device: DeviceInfo::default(),
+            steps: Vec::new(),
+            tokens: Vec::new(),
+            artifacts: Vec::new(),
+        }
+    }
+
+    /// End the run as failed (or interrupted) with a code and the words.
+    pub fn fail(
+        &mut self,
+        outcome: Outcome,
+        step: Option<Step>,
+        code: ReasonCode,
+        reason: impl Into<String>,
+    ) {
+        self.outcome = outcome;
+        self.failed_step = step;
+        self.reason_code = Some(code);
+        self.reason = Some(reason.into());
+    }
+
+    /// The outcome of a run whose every step passed: `passed`, or
+    /// `collected` when nobody vouched for the device (`collect`).
+    pub fn success(&self) -> Outcome {
+        if self.verified_by == Some(VerifiedBy::Collect) {
+            Outcome::Collected
+        } else {
+            Outcome::Passed
+        }
+    }
+
+    /// This run as it is recorded when its commit failed for `why` and is
+    /// retried later: what really happened (the steps, the certificate
+    /// installed), but never as passed — a pass the station could not make
+    /// durable in time is a failure with reason `store`. A run that failed
+    /// on its own keeps its own reason.
+    pub fn uncommitted(&self, why: &str) -> RunRecord {
+        let mut record = self.clone();
+        if record.outcome == Outcome::Passed || record.outcome == Outcome::Collected {
+            record.fail(
+                Outcome::Failed,
+                None,
+                ReasonCode::Store,
+                format!(
+                    "every step passed, but the record could not be committed when the run ended ({why}); committed later"
+                ),
+            );
+        }
+        record
+    }
+
+    /// `code: words`, as one line for people.
+    pub fn reason_line(&self) -> Option<String> {
+        match (self.reason_code, &self.reason) {
+            (Some(code), Some(text)) => Some(format!("{code}: {text}")),
+            (Some(code), None) => Some(code.to_string()),
+            (None, Some(text)) => Some(text.clone()),
+            (None, None) => None,
+        }
+    }
+}
+
+/// A run as a viewer of the station's HTTP API sees it: everything but
+/// what would let someone claim or pose as the device, i.e. no token text
+/// (the `%ATTESTTOKEN` nRF Cloud accepts for claiming a device, the JWTs)
+/// and no CSR or certificate. The fields are listed here, not copied: a
+/// fact added to [`RunRecord`] stays out of the summary until someone
+/// decides a viewer may see it.
+#[derive(Debug, serde::Serialize)]
+pub struct RunSummary<'a> {
+    pub id: RunId,
+    #[serde(with = "ser::uuid")]
+    pub uid: Uuid,
+    pub station_id: &'a str,
+    pub port: &'a str,
+    #[serde(with = "ser::time")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "ser::opt_time")]
+    pub finished_at: Option<OffsetDateTime>,
+    pub outcome: Outcome,
+    pub failed_step: Option<Step>,
+    pub reason_code: Option<ReasonCode>,
+    pub reason: Option<&'a str>,
+    pub verified_by: Option<VerifiedBy>,
+    pub device: &'a DeviceInfo,
+    pub steps: &'a [StepRecord],
+    pub tokens: Vec<TokenSummary<'a>>,
+    pub artifacts: Vec<ArtifactSummary>,
+}
+
+/// A token without its text.
+#[derive(Debug, serde::Serialize)]
+pub struct TokenSummary<'a> {
+    pub kind: TokenKind,
+    pub authentic: bool,
+    pub checks_json: &'a str,
+}
+
+/// An artifact without its content.
+#[derive(Debug, serde::Serialize)]
+pub struct ArtifactSummary {
+    pub kind: ArtifactKind,
+    pub sec_tag: Option<u32>,
+}
+
+impl RunRecord {
+    /// This run without token text and certificates ([`RunSummary`]).
+    pub fn summary(&self) -> RunSummary<'_> {
+        RunSummary {
+            id: self.id,
+            uid: self.uid,
+            station_id: &self.station_id,
+            port: &self.port,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            outcome: self.outcome,
+            failed_step: self.failed_step,
+            reason_code: self.reason_code,
+            reason: self.reason.as_deref(),
+            verified_by: self.verified_by,
+            device: &self.device,
+            steps: &self.steps,
+            tokens: self
+                .tokens
+                .iter()
+                .map(|t| TokenSummary {
+                    kind: t.kind,
+                    authentic: t.authentic,
+                    checks_json: &t.checks_json,
+                })
+                .collect(),
+            artifacts: self
+                .artifacts
+                .iter()
+                .map(|a| ArtifactSummary {
+                    kind: a.kind,
+                    sec_tag: a.sec_tag,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeviceInfo {
+    #[serde(with = "ser::opt_uuid")]
+    pub device_uuid: Option<Uuid>,
+    pub imei: Option<String>,
+    pub model: Option<String>,
+    pub firmware: Option<String>,
+    #[serde(with = "ser::opt_uuid")]
+    pub firmware_uuid: Option<Uuid>,
+    pub hw_version: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StepRecord {
+    pub name: Step,
+    #[serde(with = "ser::time")]
+    pub started_at: OffsetDateTime,
+    /// Serialised as `duration_ms` (float, microsecond resolution).
+    #[serde(rename = "duration_ms", with = "ser::millis")]
+    pub duration: Duration,
+    pub passed: bool,
+    pub attempts: u32,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TokenRecord {
+    /// What the token decoded as (not what its command should have returned).
+    pub kind: TokenKind,
+    /// The token as the modem printed it.
+    pub text: String,
+    pub authentic: bool,
+    pub checks_json: String,
+}
+
+/// What a run produced besides tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArtifactKind {
+    /// The CSR the modem generated (PEM).
+    Csr,
+    /// The device certificate the station CA signed (PEM).
+    DeviceCertificate,
+}
+
+impl ArtifactKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArtifactKind::Csr => "csr",
+            ArtifactKind::DeviceCertificate => "device_certificate",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [ArtifactKind::Csr, ArtifactKind::DeviceCertificate]
+            .into_iter()
+            .find(|k| k.as_str() == text)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Artifact {
+    pub kind: ArtifactKind,
+    pub sec_tag: Option<u32>,
+    /// PEM.
+    pub content: String,
+}
+
+/// serde helpers: RFC 3339 times, hyphenated UUIDs, durations in ms.
+pub mod ser {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn rfc3339(t: &::time::OffsetDateTime) -> String {
+        t.format(&::time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|_| t.unix_timestamp().to_string())
+    }
+
+    fn parse_rfc3339<E: serde::de::Error>(text: &str) -> Result<::time::OffsetDateTime, E> {
+        ::time::OffsetDateTime::parse(text, &::time::format_description::well_known::Rfc3339)
+            .map_err(|e| E::custom(format!("not an RFC 3339 time {text:?}: {e}")))
+    }
+
+    pub mod time {
+        use super::*;
+        pub fn serialize<S: Serializer>(
+            t: &::time::OffsetDateTime,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            s.serialize_str(&rfc3339(t))
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<::time::OffsetDateTime, D::Error> {
+            parse_rfc3339(&String::deserialize(d)?)
+        }
+    }
+
+    pub mod opt_time {
+        use super::*;
+        pub fn serialize<S: Serializer>(
+            t: &Option<::time::OffsetDateTime>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => s.serialize_str(&rfc3339(t)),
+                None => s.serialize_none(),
+            }
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<::time::OffsetDateTime>, D::Error> {
+            Option::<String>::deserialize(d)?
+                .map(|t| parse_rfc3339(&t))
+                .transpose()
+        }
+    }
+
+    pub mod uuid {
+        use super::*;
+        pub fn serialize<S: Serializer>(u: &::uuid::Uuid, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_str(&u.hyphenated())
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<::uuid::Uuid, D::Error> {
+            ::uuid::Uuid::deserialize(d)
+        }
+    }
+
+    pub mod opt_uuid {
+        use super::*;
+        pub fn serialize<S: Serializer>(u: &Option<::uuid::Uuid>, s: S) -> Result<S::Ok, S::Error> {
+            match u {
+                Some(u) => s.collect_str(&u.hyphenated()),
+                None => s.serialize_none(),
+            }
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<::uuid::Uuid>, D::Error> {
+            Option::<::uuid::Uuid>::deserialize(d)
+        }
+    }
+
+    pub mod millis {
+        use super::*;
+        pub fn serialize<S: Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_f64(d.as_micros() as f64 / 1000.0)
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<std::time::Duration, D::Error> {
+            let ms = f64::deserialize(d)?;
+            std::time::Duration::try_from_secs_f64(ms / 1000.0)
+                .map_err(|e| serde::de::Error::custom(format!("duration {ms} ms: {e}")))
+        }
+    }
+}

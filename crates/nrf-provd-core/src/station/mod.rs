@@ -1,0 +1,491 @@
+//! The station: one supervisor task per port. Each waits for a board,
+//! runs the plan once, records it, then waits until the board is removed
+//! (or a different device answers) before taking the next one.
+//!
+//! Ports come from paths and globs and are rescanned for hot-plug. SIGTERM
+//! stops taking boards and lets runs in flight finish within a grace period;
+//! SIGHUP reloads the trust file, the CA and the port list.
+//!
+//! - [`parts`]: what a station is made of (the daemon's `setup` builds
+//!   them from a configuration);
+//! - [`presence`]: is a board there, is it still the same one;
+//! - [`recorder`]: one run, begun and finished in the ledger;
+//! - [`events`]: what the station tells its subscribers;
+//! - [`systemd`]: READY/STATUS/WATCHDOG/STOPPING, STATUS from the events.
+
+pub mod events;
+pub mod gate;
+pub mod parts;
+pub mod presence;
+pub mod recorder;
+pub mod systemd;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+use tokio::task::JoinSet;
+use tokio_serial::SerialStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use crate::at::{AtError, Client, ClientOptions, DialectChoice};
+use crate::ledger::{Ledger, LedgerError, LedgerReader};
+use crate::modem::Modem;
+use crate::plan::{Link, PlanContext};
+use crate::record::{Outcome, ReasonCode, RunRecord};
+use crate::serial::{self, SerialSettings};
+use crate::text::Escaped;
+
+pub use events::{Events, StationEvent};
+pub use gate::LedgerGate;
+pub use parts::{DaemonHandoff, Parts, Sources};
+pub use presence::Departure;
+pub use recorder::RunSettings;
+
+/// How the station finds and talks to its ports.
+#[derive(Debug, Clone)]
+pub struct PortOptions {
+    /// Paths and glob patterns, e.g. `/dev/serial/by-id/*-if00`.
+    pub patterns: Vec<String>,
+    pub exclude: Vec<String>,
+    pub rescan_interval: Duration,
+    pub serial: SerialSettings,
+    pub client: ClientOptions,
+    pub dialect: DialectChoice,
+    pub run: RunSettings,
+    /// How long runs in flight may finish after SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+/// Why `provision` recorded no run.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error("port {path}: {source}")]
+    Port { path: PathBuf, source: AtError },
+    /// The ledger would not begin the run.
+    #[error(transparent)]
+    NotBegun(LedgerError),
+}
+
+/// How often a finished board is asked whether it is still there.
+const DEPARTURE_POLL: Duration = Duration::from_millis(200);
+
+/// State shared by the scanner and all supervisors.
+pub struct Station {
+    options: RwLock<PortOptions>,
+    ctx: RwLock<Arc<PlanContext>>,
+    /// The ledger (behind its health gate) and sources every reload keeps.
+    ledger: Arc<LedgerGate>,
+    /// The station's own records, for reading (API, bench, checks).
+    reader: Arc<dyn LedgerReader>,
+    /// With a shared ledger: the composite behind `ledger` (bench figures).
+    line: Option<Arc<crate::ledger::LineLedger>>,
+    /// Runs finished since start: exact, where event subscribers may lag.
+    finished: AtomicU64,
+    sources: Sources,
+    events: Events,
+    /// Runs the ledger found in flight from an earlier crash.
+    recovered: usize,
+    /// Cancelled on SIGTERM: take no new boards.
+    stop: CancellationToken,
+    /// Cancelled when the grace period ends: cut runs in flight short.
+    abort: CancellationToken,
+    /// `[cloud] hand_off`: the daemon's hand-off task, started by `serve`.
+    handoff: Option<DaemonHandoff>,
+}
+
+impl Station {
+    /// The station made of `parts`; [`Station::serve`] starts it.
+    pub fn new(parts: Parts) -> Arc<Station> {
+        Arc::new(Station {
+            options: RwLock::new(parts.options),
+            ctx: RwLock::new(Arc::new(parts.ctx)),
+            events: parts.gate.events().clone(),
+            ledger: parts.gate,
+            reader: parts.reader,
+            line: parts.line,
+            finished: AtomicU64::new(0),
+            sources: parts.sources,
+            recovered: parts.recovered,
+            stop: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            handoff: parts.handoff,
+        })
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<StationEvent> {
+        self.events.subscribe()
+    }
+
+    /// The station's records.
+    pub fn reader(&self) -> Arc<dyn LedgerReader> {
+        Arc::clone(&self.reader)
+    }
+
+    /// How the ledger is doing (forwarding backlog, conflicts).
+    pub fn ledger_status(&self) -> crate::ledger::LedgerStatus {
+        self.ledger.status()
+    }
+
+    /// The line's ledger, when the station forwards to one.
+    pub fn line(&self) -> Option<Arc<crate::ledger::LineLedger>> {
+        self.line.clone()
+    }
+
+    /// Runs finished since the station started.
+    pub fn runs_finished(&self) -> u64 {
+        self.finished.load(Ordering::Relaxed)
+    }
+
+    /// Runs the ledger found in flight when the station started (an earlier
+    /// crash), now recorded as interrupted.
+    pub fn recovered(&self) -> usize {
+        self.recovered
+    }
+
+    /// The ledger behind the station's health gate, which a new context
+    /// is made over (a reload).
+    pub fn ledger(&self) -> Arc<dyn Ledger> {
+        Arc::clone(&self.ledger) as Arc<dyn Ledger>
+    }
+
+    /// The clock and random source the station was made with.
+    pub fn sources(&self) -> &Sources {
+        &self.sources
+    }
+
+    /// A reload: runs from now on start with `ctx` and the ports are found
+    /// by `ports`' patterns; runs in flight keep the context they started
+    /// with.
+    pub fn replace(&self, ctx: PlanContext, ports: &PortOptions) {
+        let trusted = ctx.trust.len();
+        *write(&self.ctx) = Arc::new(ctx);
+        let mut options = write(&self.options);
+        options.patterns = ports.patterns.clone();
+        options.exclude = ports.exclude.clone();
+        info!(trusted, "reloaded trust file, CA and ports");
+    }
+
+    /// The context a new run starts with.
+    pub fn context(&self) -> Arc<PlanContext> {
+        Arc::clone(&read(&self.ctx))
+    }
+
+    fn options(&self) -> PortOptions {
+        read(&self.options).clone()
+    }
+
+    /// `nrf-provd provision`: open one port, wait briefly for a board, run
+    /// the plan once and return the record (durable unless it says
+    /// `store`).
+    pub async fn provision(&self, port: &Path) -> Result<RunRecord, ProvisionError> {
+        let options = self.options();
+        let stream: SerialStream =
+            serial::open(port, &options.serial).map_err(|source| ProvisionError::Port {
+                path: port.to_path_buf(),
+                source,
+            })?;
+        let mut modem = open_modem(stream, &options.client);
+        let arrival = presence::probe(&mut modem, options.dialect)
+            .await
+            .map_err(|source| ProvisionError::Port {
+                path: port.to_path_buf(),
+                source,
+            })?;
+        let ctx = self.context();
+        let never = CancellationToken::new();
+        let recorder = recorder::Recorder {
+            ctx: &ctx,
+            gate: &self.ledger,
+            settings: &options.run,
+            abort: &never,
+            events: &self.events,
+        };
+        match recorder
+            .run(&mut modem, arrival, &port.display().to_string())
+            .await
+        {
+            recorder::Recorded::Run(record) => Ok(*record),
+            recorder::Recorded::NotBegun(source) => Err(ProvisionError::NotBegun(source)),
+        }
+    }
+
+    /// Begin a graceful shutdown: no new boards; after the grace period,
+    /// runs still in flight are cut short and recorded as interrupted.
+    pub fn shutdown(&self) {
+        self.stop.cancel();
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+
+    /// Scan for ports and supervise each until shutdown; returns when every
+    /// supervisor has finished.
+    pub async fn serve(self: Arc<Self>) {
+        // Retries the ledger while it cannot take records; stops with the
+        // station, after the last supervisor (so deferred records get every
+        // chance).
+        let healer_stop = CancellationToken::new();
+        let healer = tokio::spawn(Arc::clone(&self.ledger).keep_trying(healer_stop.clone()));
+        // The hand-off to nRF Cloud: its own task and database connection,
+        // so a slow nRF Cloud never holds a run up. Stops with the station.
+        let handoff_stop = CancellationToken::new();
+        let handoff = self.handoff.as_ref().map(|h| {
+            tokio::spawn(Arc::clone(&h.handoff).serve(
+                h.mode,
+                h.every,
+                h.include_collected,
+                handoff_stop.clone(),
+            ))
+        });
+        let mut supervisors: JoinSet<()> = JoinSet::new();
+        // Which port each supervisor task serves: a task that ends (port
+        // gone) or panics frees its port for the next scan.
+        let mut running: HashMap<tokio::task::Id, PathBuf> = HashMap::new();
+        // A supervisor that ends because the station stops must not have
+        // its port found again.
+        while !self.stopping() {
+            for port in scan(&self.options()) {
+                if running.values().any(|p| *p == port) {
+                    continue;
+                }
+                info!(port = %port.display(), "port found");
+                self.events.send(StationEvent::PortFound {
+                    port: port.display().to_string(),
+                });
+                let station = Arc::clone(&self);
+                let span = info_span!("port", port = %port.display());
+                let path = port.clone();
+                let handle = supervisors
+                    .spawn(async move { station.supervise(&path).await }.instrument(span));
+                running.insert(handle.id(), port);
+            }
+            let interval = self.options().rescan_interval;
+            tokio::select! {
+                _ = self.stop.cancelled() => break,
+                Some(done) = supervisors.join_next_with_id() => {
+                    let id = match done {
+                        Ok((id, ())) => id,
+                        Err(err) => {
+                            error!(%err, "port supervisor failed; the port will be picked up again");
+                            err.id()
+                        }
+                    };
+                    if let Some(port) = running.remove(&id) {
+                        self.events.send(StationEvent::PortGone {
+                            port: port.display().to_string(),
+                        });
+                    }
+                }
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+        handoff_stop.cancel();
+        info!("stopping: waiting for runs in flight");
+        let grace = self.options().shutdown_grace;
+        let drained = tokio::time::timeout(grace, async {
+            while supervisors.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!(?grace, "grace period over: interrupting runs in flight");
+            self.abort.cancel();
+            while supervisors.join_next().await.is_some() {}
+        }
+        let waiting = self.ledger.deferred();
+        if waiting > 0 {
+            warn!(
+                waiting,
+                "stopping with runs the database did not take; they are kept beside it and recorded at the next start"
+            );
+        }
+        healer_stop.cancel();
+        let _ = healer.await;
+        if let Some(handoff) = handoff {
+            let _ = handoff.await;
+        }
+    }
+
+    /// One port's life: open, wait for a board, provision it, wait for it
+    /// to leave, repeat. Returns on shutdown or when the port is no longer
+    /// wanted (removed from the config and gone).
+    async fn supervise(self: &Arc<Self>, port: &Path) {
+        let port_name = port.display().to_string();
+        while !self.stopping() {
+            let options = self.options();
+            let stream = match serial::open(port, &options.serial) {
+                Ok(stream) => stream,
+                Err(err) => {
+                    if !port.exists() && !scan(&options).contains(port) {
+                        debug!(%err, "port gone");
+                        return;
+                    }
+                    debug!(%err, "cannot open port yet");
+                    presence::pause(&self.stop, options.rescan_interval).await;
+                    continue;
+                }
+            };
+            let mut modem = open_modem(stream, &options.client);
+            self.serve_link(&mut modem, &port_name, &options, || port.exists())
+                .await;
+        }
+    }
+
+    /// Boards on one open link, one after another, until the link goes
+    /// away or the station stops.
+    async fn serve_link<T: Link>(
+        &self,
+        modem: &mut Modem<T>,
+        port: &str,
+        options: &PortOptions,
+        still_there: impl Fn() -> bool,
+    ) {
+        let mut arrived = false;
+        loop {
+            let Some(arrival) = presence::wait_for_board(
+                modem,
+                options.dialect,
+                &self.stop,
+                options.rescan_interval,
+            )
+            .await
+            else {
+                return;
+            };
+            if !arrived {
+                arrived = true;
+                self.events.send(StationEvent::BoardArrived {
+                    port: port.to_string(),
+                    dialect: arrival.dialect,
+                });
+            }
+            // Take no board while the ledger cannot record its run.
+            if !self.ledger.wait_open(&self.stop).await {
+                return;
+            }
+            let ctx = self.context();
+            let recorded = recorder::Recorder {
+                ctx: &ctx,
+                gate: &self.ledger,
+                settings: &options.run,
+                abort: &self.abort,
+                events: &self.events,
+            }
+            .run(modem, arrival, port)
+            .await;
+            let record = match recorded {
+                recorder::Recorded::Run(record) => *record,
+                // The gate is shut now: wait for it, then find the board again.
+                recorder::Recorded::NotBegun(err) => {
+                    debug!(%err, "run not begun; waiting for the database");
+                    continue;
+                }
+            };
+            arrived = false;
+            let imei = record.device.imei.clone();
+            let disconnected = record.reason_code == Some(ReasonCode::Disconnected);
+            log_run(&record);
+            self.finished.fetch_add(1, Ordering::Relaxed);
+            self.events.send(StationEvent::RunFinished {
+                port: port.to_string(),
+                record: Arc::new(record),
+            });
+            if disconnected {
+                self.events.send(StationEvent::BoardLeft {
+                    port: port.to_string(),
+                });
+                return;
+            }
+            let departure = presence::wait_for_departure(
+                modem,
+                imei.as_deref(),
+                &self.stop,
+                options.rescan_interval.max(DEPARTURE_POLL),
+                &still_there,
+            )
+            .await;
+            match departure {
+                Departure::Shutdown => return,
+                Departure::Unplugged | Departure::OtherBoard => {
+                    self.events.send(StationEvent::BoardLeft {
+                        port: port.to_string(),
+                    });
+                    if departure == Departure::Unplugged {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The one line per run an operator reads: `PASSED`, or `FAILED <step>
+/// <reason>`, with the run, device UUID and IMEI (the port is the span's).
+fn log_run(record: &RunRecord) {
+    let device = record
+        .device
+        .device_uuid
+        .map_or_else(|| "-".to_string(), |u| u.to_string());
+    let imei = record.device.imei.as_deref().unwrap_or("-");
+    let verdict = match (record.outcome, record.failed_step) {
+        (Outcome::Passed, _) => "PASSED".to_string(),
+        (Outcome::Collected, _) => "COLLECTED".to_string(),
+        (outcome, step) => format!(
+            "{} {}{}",
+            outcome.as_str().to_uppercase(),
+            step.map_or_else(String::new, |s| format!("{s} ")),
+            record.reason_line().unwrap_or_default()
+        ),
+    };
+    // Device text is escaped: a CR or an escape sequence from a board
+    // cannot forge a line of this log or act on a terminal.
+    info!(target: RUN_LOG, run = record.id, device = %device, imei = %Escaped(imei), "{}", Escaped(&verdict));
+}
+
+/// The log target of the one line per run (`--log nrf_provd::run=info`).
+pub const RUN_LOG: &str = "nrf_provd::run";
+
+fn open_modem<T: Link + 'static>(stream: T, options: &ClientOptions) -> Modem<T> {
+    let (client, mut notifications) = Client::new(stream, options.clone());
+    // Notifications are logged, never mistaken for answers.
+    tokio::spawn(
+        async move {
+            while let Some(n) = notifications.recv().await {
+                debug!(line = %Escaped(&n.line), "notification");
+            }
+        }
+        .in_current_span(),
+    );
+    Modem::new(client)
+}
+
+/// Every existing path matched by the patterns, minus the excluded ones.
+pub fn scan(options: &PortOptions) -> BTreeSet<PathBuf> {
+    let excluded: Vec<glob::Pattern> = options
+        .exclude
+        .iter()
+        .filter_map(|p| glob::Pattern::new(p).ok())
+        .collect();
+    options
+        .patterns
+        .iter()
+        .filter_map(|pattern| glob::glob(pattern).ok())
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|path| !excluded.iter().any(|x| x.matches_path(path)))
+        .collect()
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,174 @@
+//! systemd: READY/STOPPING, the watchdog, and STATUS — the last as one
+//! subscriber of the station's events.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use tokio::sync::broadcast::{self, error::RecvError};
+use tracing::warn;
+
+use super::events::StationEvent;
+use crate::record::Outcome;
+
+/// What the station has done this shift, counted from its events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Shift {
+    /// Ports watched now.
+    pub ports: BTreeSet<String>,
+    /// Ports with a board in the fixture now.
+    pub boards_present: BTreeSet<String>,
+    /// Boards that arrived (one per insertion).
+    pub boards_seen: u64,
+    pub runs_passed: u64,
+    pub runs_failed: u64,
+    pub runs_interrupted: u64,
+    pub runs_collected: u64,
+    /// Why the station takes no new board, while it does not.
+    pub paused: Option<String>,
+}
+
+impl Shift {
+    /// Fold one event in.
+    pub fn apply(&mut self, event: &StationEvent) {
+        match event {
+            StationEvent::PortFound { port } => {
+                self.ports.insert(port.clone());
+            }
+            StationEvent::PortGone { port } => {
+                self.ports.remove(port);
+                self.boards_present.remove(port);
+            }
+            StationEvent::BoardArrived { port, .. } => {
+                self.boards_seen += 1;
+                self.boards_present.insert(port.clone());
+            }
+            StationEvent::BoardLeft { port } => {
+                self.boards_present.remove(port);
+            }
+            StationEvent::RunFinished { record, .. } => match record.outcome {
+                Outcome::Passed => self.runs_passed += 1,
+                Outcome::Interrupted => self.runs_interrupted += 1,
+                Outcome::Collected => self.runs_collected += 1,
+                Outcome::Failed | Outcome::InFlight => self.runs_failed += 1,
+            },
+            StationEvent::Paused { reason } => self.paused = Some(reason.clone()),
+            StationEvent::Resumed => self.paused = None,
+            StationEvent::StepStarted { .. }
+            | StationEvent::StepFinished { .. }
+            | StationEvent::TokenVerified { .. }
+            | StationEvent::DeviceIdentified { .. } => {}
+        }
+    }
+
+    pub fn runs(&self) -> u64 {
+        self.runs_passed + self.runs_failed + self.runs_interrupted + self.runs_collected
+    }
+
+    /// systemd's STATUS line: boards and runs counted apart.
+    pub fn status_line(&self) -> String {
+        let mut line = format!(
+            "ports {}, boards present {}, boards seen {}; runs {}: passed {}, failed {}, interrupted {}",
+            self.ports.len(),
+            self.boards_present.len(),
+            self.boards_seen,
+            self.runs(),
+            self.runs_passed,
+            self.runs_failed,
+            self.runs_interrupted
+        );
+        if self.runs_collected > 0 {
+            line.push_str(&format!(", collected {}", self.runs_collected));
+        }
+        if let Some(reason) = &self.paused {
+            line.push_str(&format!("; PAUSED, taking no board: {reason}"));
+        }
+        line
+    }
+}
+
+/// Keep systemd's STATUS up to date from the station's events until the
+/// event stream closes; returns the shift's final counts.
+pub async fn report_status(mut events: broadcast::Receiver<StationEvent>) -> Shift {
+    let mut shift = Shift::default();
+    notify_status(&shift.status_line());
+    loop {
+        match events.recv().await {
+            Ok(event) => {
+                let before = shift.clone();
+                shift.apply(&event);
+                if shift != before {
+                    notify_status(&shift.status_line());
+                }
+            }
+            Err(RecvError::Lagged(missed)) => {
+                warn!(
+                    missed,
+                    "status fell behind the station's events; counts may be low"
+                );
+            }
+            Err(RecvError::Closed) => return shift,
+        }
+    }
+}
+
+fn notify_status(line: &str) {
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(line)]);
+}
+
+/// Tell systemd the station serves (no-op outside systemd).
+pub fn notify_ready() {
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+}
+
+/// Tell systemd the station is stopping.
+pub fn notify_stopping() {
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+}
+
+/// Ping systemd's watchdog at half its interval, when it is enabled.
+pub fn spawn_watchdog() {
+    let mut usec = 0;
+    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
+        let period = Duration::from_micros(usec / 2);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(period);
+            loop {
+                ticker.tick().await;
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_counts_boards_and_runs_apart_and_says_when_paused() {
+        let mut shift = Shift::default();
+        for port in ["a", "b"] {
+            shift.apply(&StationEvent::PortFound { port: port.into() });
+        }
+        shift.apply(&StationEvent::BoardArrived {
+            port: "a".into(),
+            dialect: crate::at::Dialect::RAW,
+        });
+        assert_eq!(
+            shift.status_line(),
+            "ports 2, boards present 1, boards seen 1; runs 0: passed 0, failed 0, interrupted 0"
+        );
+        shift.apply(&StationEvent::Paused {
+            reason: "database is locked".into(),
+        });
+        assert!(
+            shift
+                .status_line()
+                .ends_with("; PAUSED, taking no board: database is locked"),
+            "{}",
+            shift.status_line()
+        );
+        shift.apply(&StationEvent::Resumed);
+        assert!(!shift.status_line().contains("PAUSED"));
+    }
+}

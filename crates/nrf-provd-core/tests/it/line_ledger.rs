@@ -1,0 +1,547 @@
+//! The line's shared ledger through the library: two stations (each its own
+//! SQLite) on one throwaway PostgreSQL. Claims in `required` and `deferred`
+//! mode, forwarding (idempotent, oldest first, set aside on refusal), the
+//! device registry, conflicts on both runs, pins, an unreachable server.
+
+use std::path::Path;
+use std::time::Duration;
+
+use nrf_provd_core::ledger::LedgerMode;
+use nrf_provd_core::ledger::{
+    Claim, ClaimKind, ClaimOutcome, DeviceCheck, Ledger, LedgerError, LedgerReader, LineLedger,
+    Outcome, Pin, PinOutcome, ReasonCode, RunFilter, RunRecord, RunStart, Sighting, SqliteLedger,
+};
+use testkit::pg::{PgCluster, cluster};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+const DEVICE: Uuid = uuid::uuid!("50503041-3633-4261-803d-1e2b8f70111a");
+
+fn new_uid() -> Uuid {
+    uuid::Builder::from_random_bytes(rand::random()).into_uuid()
+}
+
+fn station(pg: &PgCluster, dir: &Path, id: &str, mode: LedgerMode) -> LineLedger {
+    let local = SqliteLedger::open(&dir.join(format!("{id}.db"))).expect("open SQLite");
+    LineLedger::new(local, pg.ledger(), mode, id, Duration::from_secs(60))
+}
+
+fn start(id: &str, port: &str) -> RunStart {
+    RunStart {
+        uid: new_uid(),
+        station_id: id.into(),
+        port: port.into(),
+        started_at: OffsetDateTime::now_utc(),
+    }
+}
+
+fn claim(kind: ClaimKind, value: &str) -> Claim {
+    Claim {
+        kind,
+        value: value.into(),
+        at: OffsetDateTime::now_utc(),
+    }
+}
+
+/// A run that claims `keygen` and passes, with its device proven.
+async fn passed_run(ledger: &LineLedger, id: &str, port: &str, keygen: &str) -> RunRecord {
+    let start = start(id, port);
+    let run = ledger.begin_run(&start).await.expect("begin");
+    let outcome = ledger
+        .claim(run, &claim(ClaimKind::KeygenNonce, keygen))
+        .await
+        .expect("claim");
+    assert_eq!(outcome, ClaimOutcome::Fresh, "{id}: {keygen}");
+    let mut record = RunRecord::begun(run, &start);
+    record.outcome = Outcome::Passed;
+    record.device.device_uuid = Some(DEVICE);
+    record.device.imei = Some("352656100367872".into());
+    record.verified_by = Some(nrf_provd_core::record::VerifiedBy::Keys);
+    record.finished_at = Some(OffsetDateTime::now_utc());
+    ledger.finish_run(&record).await.expect("finish");
+    record
+}
+
+async fn line_runs(pg: &PgCluster, station: Option<&str>) -> Vec<RunRecord> {
+    pg.ledger()
+        .runs(&RunFilter {
+            station_id: station.map(str::to_string),
+            ..RunFilter::default()
+        })
+        .await
+        .expect("read the line")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_claims_are_line_wide_and_name_the_first_station() {
+    let Some(pg) = cluster("required_claims_are_line_wide_and_name_the_first_station") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let a = station(&pg, dir.path(), "A", LedgerMode::Required);
+    let b = station(&pg, dir.path(), "B", LedgerMode::Required);
+
+    let first = passed_run(&a, "A", "/dev/ttyA0", "00112233445566778899AABBCCDDEEFF").await;
+    let start = start("B", "/dev/ttyB3");
+    let run = b.begin_run(&start).await.expect("begin");
+    // Hex nonces compare case-insensitively, line-wide too.
+    let outcome = b
+        .claim(
+            run,
+            &claim(ClaimKind::KeygenNonce, "00112233445566778899aabbccddeeff"),
+        )
+        .await
+        .expect("claim");
+    let ClaimOutcome::ReplayAt(seen) = outcome else {
+        panic!("expected a line-wide replay, got {outcome:?}");
+    };
+    assert_eq!(
+        (seen.station_id.as_str(), seen.port.as_str(), seen.run_uid),
+        ("A", "/dev/ttyA0", first.uid)
+    );
+    // The same value claimed again by the same run is this run's own.
+    let own = b
+        .claim(run, &claim(ClaimKind::JwtJti, "nRF9161.jti-1"))
+        .await
+        .expect("claim");
+    assert_eq!(own, ClaimOutcome::Fresh);
+    assert_eq!(
+        b.claim(run, &claim(ClaimKind::JwtJti, "nRF9161.jti-1"))
+            .await
+            .expect("claim"),
+        ClaimOutcome::Replay { first_run: run }
+    );
+    assert!(a.status().shared_reachable == Some(true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_stores_each_run_once_oldest_first_with_everything() {
+    let Some(pg) = cluster("forwarding_stores_each_run_once_oldest_first_with_everything") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let a = station(&pg, dir.path(), "A", LedgerMode::Deferred);
+    let mut local = Vec::new();
+    for i in 0..7 {
+        local.push(passed_run(&a, "A", "/dev/ttyA0", &format!("{i:032x}")).await);
+    }
+    assert_eq!(a.status().backlog, 7);
+    // Batches of 3: three batches, oldest first.
+    assert_eq!(a.forward_now(3).await.expect("forward"), 7);
+    assert_eq!(a.status().backlog, 0);
+    assert_eq!(a.forward_now(3).await.expect("again"), 0, "nothing left");
+    let line = line_runs(&pg, Some("A")).await;
+    let uids = |runs: &[RunRecord]| runs.iter().map(|r| r.uid).collect::<Vec<_>>();
+    assert_eq!(uids(&line), uids(&local));
+    assert!(line.iter().all(|r| r.outcome == Outcome::Passed));
+
+    // The device registry counts the passes.
+    let client = pg.client().await;
+    let row = client
+        .query_one(
+            "SELECT runs, provisioned, first_station, last_station FROM devices WHERE device_uuid = $1",
+            &[&DEVICE],
+        )
+        .await
+        .expect("registry row");
+    assert_eq!(row.get::<_, i64>(0), 7);
+    assert_eq!(row.get::<_, i64>(1), 7);
+    assert_eq!(row.get::<_, String>(2), "A");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_batch_twice_is_stored_once() {
+    let Some(pg) = cluster("the_same_batch_twice_is_stored_once") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let a = station(&pg, dir.path(), "A", LedgerMode::Deferred);
+    for i in 0..3 {
+        passed_run(&a, "A", "/dev/ttyA0", &format!("{i:032x}")).await;
+    }
+    let batch = a
+        .local()
+        .forward_batch(0, 10)
+        .await
+        .expect("read outbox")
+        .expect("a batch");
+    let central = pg.ledger();
+    let first = central.forward(&batch).await.expect("forward");
+    let second = central.forward(&batch).await.expect("forward again");
+    assert_eq!((first.stored, second.stored), (3, 0));
+    assert_eq!((first.conflicts, second.conflicts), (0, 0));
+    let client = pg.client().await;
+    let counts = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM claims),
+                    (SELECT provisioned FROM devices WHERE device_uuid = $1)",
+            &[&DEVICE],
+        )
+        .await
+        .expect("counts");
+    assert_eq!(
+        (
+            counts.get::<_, i64>(0),
+            counts.get::<_, i64>(1),
+            counts.get::<_, i64>(2)
+        ),
+        (3, 3, 3)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deferred_clash_is_a_conflict_on_both_runs() {
+    let Some(pg) = cluster("a_deferred_clash_is_a_conflict_on_both_runs") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let a = station(&pg, dir.path(), "A", LedgerMode::Deferred);
+    let b = station(&pg, dir.path(), "B", LedgerMode::Deferred);
+    let nonce = "feedfacefeedfacefeedfacefeedface";
+    let run_a = passed_run(&a, "A", "/dev/ttyA0", nonce).await;
+    // B's claim is fresh locally: deferred mode does not ask during the run.
+    let run_b = passed_run(&b, "B", "/dev/ttyB0", nonce).await;
+    a.forward_now(100).await.expect("forward A");
+    b.forward_now(100).await.expect("forward B");
+    // A learns of the conflict B's forwarding found on its next pass.
+    a.forward_now(100).await.expect("A again");
+
+    for (ledger, run, other) in [(&a, &run_a, &run_b), (&b, &run_b, &run_a)] {
+        let local = ledger
+            .local()
+            .runs(&RunFilter::default())
+            .await
+            .expect("local runs");
+        let amended = local.iter().find(|r| r.uid == run.uid).expect("the run");
+        assert_eq!(amended.outcome, Outcome::Failed, "{amended:?}");
+        assert_eq!(amended.reason_code, Some(ReasonCode::Conflict));
+        let reason = amended.reason.clone().unwrap_or_default();
+        assert!(
+            reason.contains(&other.uid.to_string()) && reason.contains(nonce),
+            "{reason}"
+        );
+        assert!(reason.contains("recorded as passed"), "{reason}");
+        assert_eq!(ledger.status().conflicts, 1);
+    }
+    // The line shows both as conflicts too, and counts them in its summary.
+    let line = line_runs(&pg, None).await;
+    assert_eq!(line.len(), 2);
+    assert!(
+        line.iter()
+            .all(|r| r.reason_code == Some(ReasonCode::Conflict))
+    );
+    let summary = pg
+        .ledger()
+        .summary(&RunFilter::default())
+        .await
+        .expect("summary");
+    assert_eq!(summary.total.counts.failed, 2);
+    assert_eq!(summary.top_reasons[0].reason_code, "conflict");
+    // Delivered once: another pass records nothing new.
+    a.forward_now(100).await.expect("A again");
+    assert_eq!(a.status().conflicts, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_device_runs_once_at_a_time_on_the_whole_line() {
+    let Some(pg) = cluster("one_device_runs_once_at_a_time_on_the_whole_line") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let a = station(&pg, dir.path(), "A", LedgerMode::Required);
+    let b = station(&pg, dir.path(), "B", LedgerMode::Required);
+    let check = |run, start: &RunStart| DeviceCheck {
+        run,
+        device_uuid: DEVICE,
+        imei: None,
+        seen: Sighting {
+            station_id: start.station_id.clone(),
+            port: start.port.clone(),
+            run_uid: start.uid,
+            at: OffsetDateTime::now_utc(),
+        },
+    };
+    let start_a = start("A", "/dev/ttyA0");
+    let run_a = a.begin_run(&start_a).await.expect("begin");
+    let history = a
+        .check_device(&check(run_a, &start_a))
+        .await
+        .expect("check");
+    assert_eq!(history.running, None);
+    assert_eq!(history.passed, 0);
+
+    let start_b = start("B", "/dev/ttyB1");
+    let run_b = b.begin_run(&start_b).await.expect("begin");
+    let history = b
+        .check_device(&check(run_b, &start_b))
+        .await
+        .expect("check");
+    let running = history.running.expect("A holds the device");
+    assert_eq!(
+        (running.station_id.as_str(), running.run_uid),
+        ("A", start_a.uid)
+    );
+    let mut refused = RunRecord::begun(run_b, &start_b);
+    refused.fail(
+        Outcome::Failed,
+        None,
+        ReasonCode::DuplicateIdentity,
+        "A has it",
+    );
+    refused.finished_at = Some(OffsetDateTime::now_utc());
+    b.finish_run(&refused).await.expect("finish");
+
+    // A's run ends (passed): the device is free, and known to have passed.
+    let mut record = RunRecord::begun(run_a, &start_a);
+    record.outcome = Outcome::Passed;
+    record.device.device_uuid = Some(DEVICE);
+    record.verified_by = Some(nrf_provd_core::record::VerifiedBy::Keys);
+    record.finished_at = Some(OffsetDateTime::now_utc());
+    a.finish_run(&record).await.expect("finish");
+    a.forward_now(100).await.expect("forward");
+    let start_b2 = start("B", "/dev/ttyB1");
+    let run_b2 = b.begin_run(&start_b2).await.expect("begin");
+    let history = b
+        .check_device(&check(run_b2, &start_b2))
+        .await
+        .expect("check");
+    assert_eq!(history.running, None, "released when A finished");
+    assert_eq!(history.passed, 1);
+    let last = history.last_passed.expect("where it passed");
+    assert_eq!((last.station_id.as_str(), last.run_uid), ("A", start_a.uid));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pins_are_line_wide_in_required_mode() {
+    let Some(pg) = cluster("pins_are_line_wide_in_required_mode") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let a = station(&pg, dir.path(), "A", LedgerMode::Required);
+    let b = station(&pg, dir.path(), "B", LedgerMode::Required);
+    let pin = |station: &str, key: u8| Pin {
+        device_uuid: DEVICE,
+        public_key: vec![key; 91],
+        at: OffsetDateTime::now_utc(),
+        station_id: station.into(),
+        port: "/dev/ttyX".into(),
+        run_uid: new_uid(),
+    };
+    assert_eq!(a.pin(&pin("A", 1)).await.expect("pin"), PinOutcome::Pinned);
+    let PinOutcome::Same(first) = b.pin(&pin("B", 1)).await.expect("pin") else {
+        panic!("same key at B");
+    };
+    assert_eq!(first.station_id, "A");
+    let PinOutcome::Changed(first) = b.pin(&pin("B", 2)).await.expect("pin") else {
+        panic!("another key at B");
+    };
+    assert_eq!((first.station_id.as_str(), first.public_key[0]), ("A", 1));
+}
+
+/// Issue 18: one identity key is never pinned for two devices, line-wide:
+/// B asking to pin A's device key for a second UUID is `Reused`, naming the
+/// device, station and run it is pinned for; many stations racing to pin one
+/// key for different devices pin it once (an advisory lock per key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_key_is_never_pinned_for_two_devices_on_the_line() {
+    let Some(pg) = cluster("one_key_is_never_pinned_for_two_devices_on_the_line") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let a = station(&pg, dir.path(), "A", LedgerMode::Required);
+    let b = station(&pg, dir.path(), "B", LedgerMode::Required);
+    let pin = |device: Uuid, station: &str, key: u8| Pin {
+        device_uuid: device,
+        public_key: vec![key; 91],
+        at: OffsetDateTime::now_utc(),
+        station_id: station.into(),
+        port: "/dev/ttyX".into(),
+        run_uid: new_uid(),
+    };
+    let first = pin(DEVICE, "A", 7);
+    assert_eq!(a.pin(&first).await.expect("pin"), PinOutcome::Pinned);
+    let second = Uuid::from_u128(0x5ec0);
+    let PinOutcome::Reused(other) = b.pin(&pin(second, "B", 7)).await.expect("pin") else {
+        panic!("A's key under a second UUID at B");
+    };
+    assert_eq!(
+        (other.device_uuid, other.station_id.as_str(), other.run_uid),
+        (DEVICE, "A", first.run_uid)
+    );
+    let client = pg.client().await;
+    let rows: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pins WHERE public_key = $1",
+            &[&vec![7u8; 91]],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(rows, 1, "nothing pinned for the second UUID");
+
+    // Eight devices race for one new key from two stations.
+    let racers = (0..8u128).map(|i| {
+        let ledger = if i % 2 == 0 { &a } else { &b };
+        let p = pin(
+            Uuid::from_u128(0xace0 + i),
+            if i % 2 == 0 { "A" } else { "B" },
+            9,
+        );
+        async move { ledger.pin(&p).await.expect("pin") }
+    });
+    let outcomes = futures::future::join_all(racers).await;
+    let pinned = outcomes
+        .iter()
+        .filter(|o| **o == PinOutcome::Pinned)
+        .count();
+    let reused = outcomes
+        .iter()
+        .filter(|o| matches!(o, PinOutcome::Reused(_)))
+        .count();
+    assert_eq!((pinned, reused), (1, 7), "{outcomes:?}");
+}
+
+/// In `deferred` mode the key is pinned locally at each station; the
+/// forwarder finds the same key pinned for two devices and records a
+/// conflict on both runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_pinned_for_two_devices_in_deferred_mode_is_a_conflict_on_both_runs() {
+    let Some(pg) =
+        cluster("a_key_pinned_for_two_devices_in_deferred_mode_is_a_conflict_on_both_runs")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let a = station(&pg, dir.path(), "A", LedgerMode::Deferred);
+    let b = station(&pg, dir.path(), "B", LedgerMode::Deferred);
+    let run_a = passed_run(&a, "A", "/dev/ttyA0", &format!("{:032x}", 0xa)).await;
+    let run_b = passed_run(&b, "B", "/dev/ttyB0", &format!("{:032x}", 0xb)).await;
+    for (ledger, run, device, station) in [
+        (&a, &run_a, DEVICE, "A"),
+        (&b, &run_b, Uuid::from_u128(0x5ec0), "B"),
+    ] {
+        let outcome = ledger
+            .pin(&Pin {
+                device_uuid: device,
+                public_key: vec![5; 91],
+                at: OffsetDateTime::now_utc(),
+                station_id: station.into(),
+                port: run.port.clone(),
+                run_uid: run.uid,
+            })
+            .await
+            .expect("pin");
+        assert_eq!(outcome, PinOutcome::Pinned, "locally, at {station}");
+    }
+    a.forward_now(100).await.expect("forward A");
+    b.forward_now(100).await.expect("forward B");
+    a.forward_now(100).await.expect("A again");
+    let print = nrf_provd_core::plan::authority::fingerprint(&[5; 91]);
+    for (ledger, run, other) in [(&a, &run_a, &run_b), (&b, &run_b, &run_a)] {
+        let local = ledger
+            .local()
+            .runs(&RunFilter::default())
+            .await
+            .expect("local runs");
+        let amended = local.iter().find(|r| r.uid == run.uid).expect("the run");
+        assert_eq!(
+            amended.reason_code,
+            Some(ReasonCode::Conflict),
+            "{amended:?}"
+        );
+        let reason = amended.reason.clone().unwrap_or_default();
+        assert!(
+            reason.contains(&format!(
+                "identity key {print} is pinned for another device"
+            )) && reason.contains(&other.uid.to_string()),
+            "{reason}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_is_down_fails_required_claims_and_keeps_the_records() {
+    let Some(mut pg) = cluster("a_server_that_is_down_fails_required_claims_and_keeps_the_records")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let a = station(&pg, dir.path(), "A", LedgerMode::Required);
+    passed_run(&a, "A", "/dev/ttyA0", &format!("{:032x}", 1)).await;
+    pg.kill();
+    let start = start("A", "/dev/ttyA0");
+    let run = a
+        .begin_run(&start)
+        .await
+        .expect("begin works without the server");
+    let err = a
+        .claim(run, &claim(ClaimKind::KeygenNonce, &format!("{:032x}", 2)))
+        .await
+        .expect_err("no server, no required claim");
+    assert!(matches!(err, LedgerError::Unreachable { .. }), "{err}");
+    assert!(!err.to_string().contains("line-ledger-test-pw"), "{err}");
+    assert_eq!(a.status().shared_reachable, Some(false));
+    // The token was still recorded here: shown again, it is a replay.
+    assert_eq!(
+        a.claim(run, &claim(ClaimKind::KeygenNonce, &format!("{:032x}", 2)))
+            .await
+            .map_err(|e| e.to_string()),
+        Ok(ClaimOutcome::Replay { first_run: run })
+    );
+    let mut record = RunRecord::begun(run, &start);
+    record.fail(Outcome::Failed, None, ReasonCode::LedgerUnreachable, "down");
+    record.finished_at = Some(OffsetDateTime::now_utc());
+    a.finish_run(&record).await.expect("finish locally");
+    assert!(matches!(
+        a.forward_now(10).await,
+        Err(LedgerError::Unreachable { .. })
+    ));
+    assert_eq!(a.status().backlog, 2);
+    pg.restart();
+    assert_eq!(a.forward_now(10).await.expect("forward after restart"), 2);
+    assert_eq!(line_runs(&pg, Some("A")).await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_readable_password_file_is_refused() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("pw");
+    std::fs::write(&file, "secret-value\n").expect("write");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let mut config =
+        nrf_provd_core::ledger::LedgerConfig::for_url("postgres://nrf@/line?host=/nowhere".into());
+    config.password = nrf_provd_core::ledger::PasswordSource::File(file.clone());
+    let err = nrf_provd_core::ledger::PgSettings::new(&config).expect_err("0640 is refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("chmod 600") && text.contains("mode 640"),
+        "{text}"
+    );
+    assert!(!text.contains("secret-value"), "{text}");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let settings = nrf_provd_core::ledger::PgSettings::new(&config).expect("0600 is taken");
+    assert_eq!(settings.shown(), "postgres://nrf@/line?host=/nowhere");
+    assert!(!format!("{settings:?}").contains("secret-value"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_refused_without_showing_it() {
+    let Some(pg) = cluster("a_wrong_password_is_refused_without_showing_it") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("pw");
+    std::fs::write(&file, "not-the-password\n").expect("write");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let mut config = nrf_provd_core::ledger::LedgerConfig::for_url(pg.url());
+    config.password = nrf_provd_core::ledger::PasswordSource::File(file);
+    let settings = nrf_provd_core::ledger::PgSettings::new(&config).expect("settings");
+    let ledger = nrf_provd_core::ledger::PostgresLedger::new(&settings).expect("ledger");
+    let err = ledger.connect().await.expect_err("wrong password");
+    let text = err.to_string();
+    assert!(text.contains("password authentication failed"), "{text}");
+    assert!(!text.contains("not-the-password"), "{text}");
+    assert!(!err.is_transient(), "waiting will not fix a wrong password");
+}

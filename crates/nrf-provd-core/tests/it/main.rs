@@ -1,0 +1,7 @@
+//! nrf-provd-core's integration tests, one binary: a module per subject.
+
+mod ca_signing;
+mod line_ledger;
+mod plan_memory;
+mod station_presence;
+mod store_records;

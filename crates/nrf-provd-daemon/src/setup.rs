@@ -1,0 +1,309 @@
+//! Building a station from its configuration: the one place demo, bench,
+//! tests and the daemon assemble ledger, trust, authorities, CA and ports
+//! (the station itself takes the parts, [`station::Parts`], and knows no
+//! configuration).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::info;
+
+use crate::at::{AtError, ClientOptions, Dialect};
+use crate::ca::StationCa;
+use crate::cloud::{ApiKey, CloudClient};
+use crate::config::{ApiKeySource, HandOff, StationConfig, VerifiedBy};
+use crate::handoff::Handoff;
+use crate::ledger::line::ForwardSettings;
+use crate::ledger::{
+    Ledger, LedgerError, LedgerReader, LineLedger, PgSettings, PostgresLedger, SqliteLedger,
+};
+use crate::plan::{
+    CollectAuthority, IdentityAuthority, KeysAuthority, NrfCloudAuthority, PinAuthority,
+    PlanContext,
+};
+use crate::trust::{TrustError, TrustStore};
+
+use crate::record::RunRecord;
+use crate::station::{
+    DaemonHandoff, Events, LedgerGate, Parts, PortOptions, ProvisionError, RunSettings, Sources,
+    Station,
+};
+
+/// Why the station could not be assembled from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("database {path}: {source}")]
+    Ledger { path: PathBuf, source: LedgerError },
+    #[error("shared ledger: {0}")]
+    SharedLedger(LedgerError),
+    #[error("trust file: {0}")]
+    Trust(#[from] TrustError),
+    #[error("station CA: {0}")]
+    Ca(#[from] crate::ca::CaError),
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("nRF Cloud: {0}")]
+    Cloud(String),
+    #[error("port {path}: {source}")]
+    Port { path: PathBuf, source: AtError },
+}
+
+/// The station `config` describes: its SQLite ledger (and the line's
+/// behind it), trust file, CA and ports, with the clock and random source
+/// of `sources`.
+pub fn station(config: &StationConfig, sources: Sources) -> Result<Arc<Station>, SetupError> {
+    let OpenedLedger {
+        ledger,
+        reader,
+        recovered,
+        line,
+    } = open_ledger(config)?;
+    station_with_ledger(config, ledger, reader, recovered, line, sources)
+}
+
+/// The station `config` describes over a ledger of the caller's (a test's
+/// ledger that fails on purpose); `line` is the composite behind it when
+/// there is a shared ledger.
+pub fn station_with_ledger(
+    config: &StationConfig,
+    ledger: Arc<dyn Ledger>,
+    reader: Arc<dyn LedgerReader>,
+    recovered: usize,
+    line: Option<Arc<LineLedger>>,
+    sources: Sources,
+) -> Result<Arc<Station>, SetupError> {
+    let gate = LedgerGate::new(ledger, Events::default());
+    let ctx = plan_context(config, gate.clone(), &sources)?;
+    let handoff = handoff(config)?;
+    Ok(Station::new(Parts {
+        gate,
+        ctx,
+        options: port_options(config),
+        reader,
+        recovered,
+        line,
+        sources,
+        handoff,
+    }))
+}
+
+/// Re-read `config`: a new trust file, CA and port list. Runs in flight
+/// keep the context they started with. A config that does not load, or a
+/// trust file that would drop more keys than `identity.reload_max_drop`
+/// allows, changes nothing and says why.
+pub fn reload(station: &Station, config: &StationConfig) -> Result<(), SetupError> {
+    let running = station.context();
+    let ctx = plan_context(config, station.ledger(), station.sources())?;
+    if let Some(trust_file) = &config.trust_file {
+        if !running.trust.is_empty() {
+            running.trust.check_replacement(
+                &ctx.trust,
+                trust_file,
+                config.identity.reload_max_drop,
+            )?;
+        }
+    }
+    station.replace(ctx, &port_options(config));
+    Ok(())
+}
+
+/// `nrf-provd provision`: the station `config` describes, on one port,
+/// once: the record (durable unless it says `store`).
+pub async fn provision_port(config: &StationConfig, port: &Path) -> Result<RunRecord, SetupError> {
+    let station = station(config, Sources::default())?;
+    station.provision(port).await.map_err(|e| match e {
+        ProvisionError::Port { path, source } => SetupError::Port { path, source },
+        ProvisionError::NotBegun(source) => SetupError::Ledger {
+            path: config.database.clone(),
+            source,
+        },
+    })
+}
+
+/// The station's ledger, as [`open_ledger`] assembled it.
+pub struct OpenedLedger {
+    pub ledger: Arc<dyn Ledger>,
+    /// The station's own records (its SQLite).
+    pub reader: Arc<dyn LedgerReader>,
+    /// Runs found in flight from an earlier crash, now interrupted.
+    pub recovered: usize,
+    /// With `[ledger]`: the composite that forwards to the line's ledger.
+    pub line: Option<Arc<LineLedger>>,
+}
+
+/// Open the configured ledger: the station's SQLite database, and with
+/// `[ledger]` the line's PostgreSQL behind it, its forwarder started (on
+/// the current tokio runtime). Never waits for the server.
+pub fn open_ledger(config: &StationConfig) -> Result<OpenedLedger, SetupError> {
+    let sqlite = SqliteLedger::open(&config.database).map_err(|source| SetupError::Ledger {
+        path: config.database.clone(),
+        source,
+    })?;
+    let recovered = sqlite.recovered();
+    let reader: Arc<dyn LedgerReader> = Arc::new(sqlite.clone());
+    let Some(line) = &config.ledger else {
+        return Ok(OpenedLedger {
+            ledger: Arc::new(sqlite),
+            reader,
+            recovered,
+            line: None,
+        });
+    };
+    let shared = PgSettings::new(line)
+        .and_then(|settings| PostgresLedger::new(&settings))
+        .map_err(SetupError::SharedLedger)?;
+    let composite = Arc::new(LineLedger::new(
+        sqlite,
+        shared,
+        line.mode,
+        &config.station_id,
+        config.timeouts.run,
+    ));
+    composite.start_forwarding(ForwardSettings {
+        batch_size: line.batch_size,
+        interval: line.forward_interval,
+    });
+    Ok(OpenedLedger {
+        ledger: composite.clone(),
+        reader,
+        recovered,
+        line: Some(composite),
+    })
+}
+
+/// The plan context `config` describes, over an already open ledger
+/// (SIGHUP reloads keep the station's ledger and sources).
+pub fn plan_context(
+    config: &StationConfig,
+    ledger: Arc<dyn Ledger>,
+    sources: &Sources,
+) -> Result<PlanContext, SetupError> {
+    let trust = Arc::new(match &config.trust_file {
+        Some(path) => load_trust(path)?,
+        None => TrustStore::new(),
+    });
+    let mut authorities: Vec<Arc<dyn IdentityAuthority>> = Vec::new();
+    for by in &config.identity.authorities {
+        authorities.push(match by {
+            VerifiedBy::Keys => Arc::new(KeysAuthority::new(Arc::clone(&trust))),
+            VerifiedBy::Nrfcloud => Arc::new(NrfCloudAuthority::new(cloud_client(config)?)),
+            VerifiedBy::Pin => Arc::new(PinAuthority::new(
+                Arc::clone(&ledger),
+                Arc::clone(&sources.clock),
+                config.identity.pin_cose,
+            )),
+            VerifiedBy::Collect => Arc::new(CollectAuthority),
+        });
+    }
+    let (ca, ca_install_pem, validity) = match &config.ca {
+        Some(ca_config) => {
+            let ca = StationCa::load(&ca_config.certificate, &ca_config.key)?;
+            let mut pem = String::new();
+            for path in &ca_config.install {
+                pem.push_str(&crate::ca::read_install_pem(path)?);
+            }
+            let validity = Duration::from_secs(u64::from(ca_config.validity_days) * 86_400);
+            (
+                Some(Arc::new(ca)),
+                (!pem.is_empty()).then_some(pem),
+                validity,
+            )
+        }
+        None => (None, None, Duration::ZERO),
+    };
+    Ok(PlanContext {
+        plan: config.plan.clone(),
+        authorities,
+        trust,
+        ca,
+        ca_install_pem,
+        certificate_validity: validity,
+        ledger,
+        clock: Arc::clone(&sources.clock),
+        random: Arc::clone(&sources.random),
+    })
+}
+
+/// The nRF Cloud client `[cloud]` describes, with its API key read now.
+pub fn cloud_client(config: &StationConfig) -> Result<Arc<CloudClient>, SetupError> {
+    let cloud = config
+        .cloud
+        .as_ref()
+        .ok_or_else(|| SetupError::Cloud("the configuration has no [cloud] section".into()))?;
+    let key = match &cloud.api_key {
+        ApiKeySource::File(path) => ApiKey::from_file(path),
+        ApiKeySource::Env(name) => ApiKey::from_env(name),
+    }
+    .map_err(|e| SetupError::Cloud(e.to_string()))?;
+    let client = CloudClient::new(cloud.settings.clone(), key)
+        .map_err(|e| SetupError::Cloud(e.to_string()))?;
+    Ok(Arc::new(client))
+}
+
+/// The daemon's hand-off to nRF Cloud, when `[cloud] hand_off` is not off:
+/// the client (its API key read now) and the database's hand-off state on a
+/// connection of its own, holding the hand-off lock for the daemon's life.
+pub fn handoff(config: &StationConfig) -> Result<Option<DaemonHandoff>, SetupError> {
+    let Some(cloud) = config.cloud.as_ref().filter(|c| c.hand_off != HandOff::Off) else {
+        return Ok(None);
+    };
+    let client = cloud_client(config)?;
+    let ledger =
+        SqliteLedger::open_handoff(&config.database).map_err(|source| SetupError::Ledger {
+            path: config.database.clone(),
+            source,
+        })?;
+    Ok(Some(DaemonHandoff {
+        handoff: Arc::new(Handoff::new(
+            client,
+            Arc::new(ledger),
+            cloud.handoff_settings(),
+        )),
+        mode: cloud.hand_off,
+        every: cloud.hand_off_every,
+        // A `collect` station's runs are claimed by nRF Cloud later: that
+        // is what the hand-off is for.
+        include_collected: config.identity.uses(VerifiedBy::Collect),
+    }))
+}
+
+/// The trust file, refused when it holds no key; its size and digest logged.
+fn load_trust(path: &Path) -> Result<TrustStore, SetupError> {
+    let trust = TrustStore::load(path)?;
+    if trust.is_empty() {
+        return Err(TrustError::Empty {
+            path: path.to_path_buf(),
+        }
+        .into());
+    }
+    info!(
+        trusted = trust.len(),
+        file = %path.display(),
+        sha256 = trust.file_sha256().unwrap_or_default(),
+        "trusted device identity keys loaded"
+    );
+    Ok(trust)
+}
+
+/// How to find and talk to the configured ports.
+pub fn port_options(config: &StationConfig) -> PortOptions {
+    PortOptions {
+        patterns: config.ports.paths.clone(),
+        exclude: config.ports.exclude.clone(),
+        rescan_interval: config.ports.rescan_interval,
+        serial: config.serial.clone(),
+        client: ClientOptions {
+            dialect: config.dialect.fixed().unwrap_or(Dialect::RAW),
+            line_ending: config.line_ending,
+            timeouts: config.timeouts.commands.clone(),
+            ..ClientOptions::default()
+        },
+        dialect: config.dialect,
+        run: RunSettings {
+            station_id: config.station_id.clone(),
+            run_timeout: config.timeouts.run,
+        },
+        shutdown_grace: config.timeouts.shutdown_grace,
+    }
+}

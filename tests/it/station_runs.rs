@@ -1,0 +1,271 @@
+//! The station in-process against simulated boards: parallel passes, every
+//! fault failing the right step for the right reason while the other ports
+//! pass, an unplug mid-run, replays.
+
+use std::time::Duration;
+
+use crate::station_support::{Env, finished_runs};
+use nrf_provd_core::record::{Outcome, ReasonCode, RunRecord, Step};
+use nrf_provd_core::station::StationEvent;
+use nrf91_sim::{Latency, SimDialect, SimOptions};
+use nrf91_token::trust::TrustStore;
+
+fn by_port<'a>(runs: &'a [RunRecord], env: &Env, i: usize) -> &'a RunRecord {
+    let port = env.port(i);
+    runs.iter()
+        .find(|r| r.port == port)
+        .unwrap_or_else(|| panic!("no run for board {i}"))
+}
+
+/// Provision board 0, unplug and replug it, provision it again.
+async fn two_insertions(env: &Env) -> (RunRecord, RunRecord) {
+    let (station, mut events, serving) = env.station();
+    let first = finished_runs(&mut events, 1).await.remove(0);
+    env.fleet.unplug(0).await;
+    env.fleet.replug(0).await.unwrap();
+    let second = finished_runs(&mut events, 1).await.remove(0);
+    station.shutdown();
+    serving.await.unwrap();
+    (first, second)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_boards_in_parallel_all_pass_with_complete_records() {
+    let env = Env::new(8, Latency::None, &[]).await;
+    let (station, mut events, serving) = env.station();
+    let runs = finished_runs(&mut events, 8).await;
+    station.shutdown();
+    serving.await.unwrap();
+
+    assert!(
+        runs.iter().all(|r| r.outcome == Outcome::Passed),
+        "{runs:#?}"
+    );
+    let stored = env.runs().await;
+    assert_eq!(stored.len(), 8);
+    for run in &stored {
+        assert_eq!(run.outcome, Outcome::Passed);
+        let steps: Vec<&str> = run.steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            steps,
+            [
+                "probe", "identify", "offline", "attest", "keygen", "certify", "install",
+                "confirm", "jwt", "restore"
+            ]
+        );
+        assert!(run.device.device_uuid.is_some() && run.device.imei.is_some());
+        let kinds: Vec<&str> = run.tokens.iter().map(|t| t.kind.as_str()).collect();
+        assert_eq!(kinds, ["identity", "keygen", "jwt"]);
+        assert!(run.tokens.iter().all(|t| t.authentic));
+        let artifacts: Vec<&str> = run.artifacts.iter().map(|a| a.kind.as_str()).collect();
+        assert_eq!(artifacts, ["csr", "device_certificate"]);
+    }
+    let uuids: std::collections::HashSet<_> = stored.iter().map(|r| r.device.device_uuid).collect();
+    assert_eq!(uuids.len(), 8, "every board is a different device");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_fault_fails_its_step_with_its_reason_while_the_others_pass() {
+    // (fault on board i, failed step, reason code)
+    let cases = [
+        ("bad-signature", "attest", "signature"),
+        ("ignore-challenge", "attest", "nonce"),
+        ("wrong-uuid", "attest", "device_uuid"),
+        ("untrusted-key", "attest", "key_trusted"),
+        ("bad-digest", "keygen", "digest"),
+        ("cme=514@KEYGEN", "keygen", "cme"),
+        ("stall@KEYGEN", "keygen", "timeout"),
+        ("cme=518@CFUN", "offline", "cme"),
+    ];
+    let faults: Vec<String> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (fault, _, _))| format!("{}:{fault}", i + 1))
+        .collect();
+    let fault_refs: Vec<&str> = faults.iter().map(String::as_str).collect();
+    let mut env = Env::new(cases.len() + 2, Latency::None, &fault_refs).await;
+    env.config.timeouts.commands.keygen = Duration::from_secs(1);
+    env.config.plan.retries = 0;
+    let (station, mut events, serving) = env.station();
+    let runs = finished_runs(&mut events, cases.len() + 2).await;
+    station.shutdown();
+    serving.await.unwrap();
+
+    for (i, (fault, step, reason)) in cases.iter().enumerate() {
+        let run = by_port(&runs, &env, i + 1);
+        assert_eq!(run.outcome, Outcome::Failed, "{fault}: {run:#?}");
+        assert_eq!(
+            run.failed_step.map(|s| s.as_str()),
+            Some(*step),
+            "{fault}: {:?}",
+            run.reason
+        );
+        assert_eq!(
+            run.reason_code.map(|c| c.as_str()),
+            Some(*reason),
+            "{fault}: {:?}",
+            run.reason
+        );
+    }
+    for healthy in [0, cases.len() + 1] {
+        assert_eq!(by_port(&runs, &env, healthy).outcome, Outcome::Passed);
+    }
+    assert_eq!(
+        env.runs().await.len(),
+        cases.len() + 2,
+        "every run is recorded"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_board_left_in_its_fixture_is_provisioned_once_and_the_next_board_again() {
+    let env = Env::new(1, Latency::None, &[]).await;
+    let next_board = nrf91_sim::ModemIdentity::from_seed(99, 0);
+    let mut trust = TrustStore::load(env.trust_file()).unwrap();
+    trust
+        .insert(next_board.device_uuid, &next_board.public_key_spki_der())
+        .unwrap();
+    std::fs::write(env.trust_file(), trust.to_csv()).unwrap();
+    let (station, mut events, serving) = env.station();
+    let first = finished_runs(&mut events, 1).await;
+    // Leave it in the fixture while the station asks it, five times, who
+    // it is: the station must not start another run on it.
+    let asked = env.fleet.stats(0).commands;
+    while env.fleet.stats(0).commands < asked + 5 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    while let Ok(event) = events.try_recv() {
+        assert!(
+            !matches!(event, StationEvent::BoardArrived { .. }),
+            "a board in its fixture is provisioned once: {event:?}"
+        );
+    }
+    assert_eq!(env.runs().await.len(), 1);
+    // A different board in the same fixture.
+    env.fleet.swap(0, next_board).await.unwrap();
+    let second = finished_runs(&mut events, 1).await;
+    station.shutdown();
+    serving.await.unwrap();
+    assert_eq!(first[0].outcome, Outcome::Passed);
+    assert_eq!(second[0].outcome, Outcome::Passed);
+    assert_ne!(first[0].device.device_uuid, second[0].device.device_uuid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_board_unplugged_mid_run_fails_at_that_step_and_the_port_takes_the_next() {
+    let env = Env::new(2, Latency::Realistic, &[]).await;
+    let (station, mut events, serving) = env.station();
+    let victim = env.port(0);
+    // Pull board 0 while it generates its key (1.2 s in realistic mode).
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(60), events.recv())
+            .await
+            .expect("progress")
+            .expect("events");
+        if let StationEvent::StepFinished { port, step, .. } = event
+            && port == victim
+            && step.name == Step::Attest
+        {
+            env.fleet.unplug(0).await;
+            break;
+        }
+    }
+    let runs = finished_runs(&mut events, 2).await;
+    let pulled = runs.iter().find(|r| r.port == victim).unwrap();
+    assert_eq!(pulled.outcome, Outcome::Failed);
+    assert_eq!(pulled.failed_step, Some(Step::Keygen), "{pulled:#?}");
+    assert_eq!(pulled.reason_code, Some(ReasonCode::Disconnected));
+    assert_eq!(
+        runs.iter().find(|r| r.port != victim).unwrap().outcome,
+        Outcome::Passed
+    );
+
+    env.fleet.replug(0).await.unwrap();
+    let next = finished_runs(&mut events, 1).await;
+    station.shutdown();
+    serving.await.unwrap();
+    assert_eq!(next[0].port, victim);
+    assert_eq!(next[0].outcome, Outcome::Passed, "{:#?}", next[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_keygen_tokens_and_jwts_are_rejected_as_replay() {
+    // Without attest the replayed keygen token is caught by the nonce store.
+    let mut env = Env::new(1, Latency::None, &["0:replay"]).await;
+    env.config.plan.steps.retain(|s| *s != Step::Attest);
+    let (first, second) = two_insertions(&env).await;
+    assert_eq!(first.outcome, Outcome::Passed, "{:#?}", first);
+    assert_eq!(second.outcome, Outcome::Failed);
+    assert_eq!(second.failed_step, Some(Step::Keygen));
+    assert_eq!(second.reason_code, Some(ReasonCode::Replay), "{second:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_identity_token_fails_its_fresh_challenge() {
+    let env = Env::new(1, Latency::None, &["0:replay"]).await;
+    let (first, second) = two_insertions(&env).await;
+    assert_eq!(first.outcome, Outcome::Passed);
+    assert_eq!(second.failed_step, Some(Step::Attest));
+    assert_eq!(second.reason_code, Some(ReasonCode::Nonce), "{second:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boards_behind_slm_and_the_zephyr_shell_pass_too() {
+    for dialect in [SimDialect::Slm, SimDialect::Shell] {
+        let options = SimOptions {
+            dialect,
+            faults: vec!["all:urc-storm".parse().unwrap()],
+            ..SimOptions::default()
+        };
+        let env = Env::with_options(2, options).await;
+        let (station, mut events, serving) = env.station();
+        let runs = finished_runs(&mut events, 2).await;
+        station.shutdown();
+        serving.await.unwrap();
+        for run in &runs {
+            assert_eq!(run.outcome, Outcome::Passed, "{dialect:?}: {run:#?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn noise_on_the_line_does_not_fail_a_good_board() {
+    let env = Env::new(4, Latency::None, &["all:garbage", "0-1:urc-storm"]).await;
+    let (station, mut events, serving) = env.station();
+    let mut runs = finished_runs(&mut events, 4).await;
+    for _ in 0..3 {
+        for i in 0..4 {
+            env.fleet.unplug(i).await;
+            env.fleet.replug(i).await.unwrap();
+        }
+        runs.extend(finished_runs(&mut events, 4).await);
+    }
+    station.shutdown();
+    serving.await.unwrap();
+    for run in &runs {
+        assert_eq!(run.outcome, Outcome::Passed, "{run:#?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_are_for_answers_that_did_not_come_never_for_a_cme_error() {
+    // As config/station.toml and the README say: a timed-out step is tried
+    // again `plan.retries` times, a CME error is the modem's answer.
+    let mut env = Env::new(2, Latency::None, &["0:stall@KEYGEN", "1:cme=514@KEYGEN"]).await;
+    env.config.timeouts.commands.keygen = Duration::from_secs(1);
+    env.config.plan.retries = 1;
+    let (station, mut events, serving) = env.station();
+    let runs = finished_runs(&mut events, 2).await;
+    station.shutdown();
+    serving.await.unwrap();
+    let keygen_attempts = |i: usize| {
+        let run = by_port(&runs, &env, i);
+        assert_eq!(run.outcome, Outcome::Failed, "{run:#?}");
+        run.steps
+            .iter()
+            .find(|s| s.name.as_str() == "keygen")
+            .map(|s| (s.attempts, run.reason_code.map(|c| c.as_str())))
+    };
+    assert_eq!(keygen_attempts(0), Some((2, Some("timeout"))));
+    assert_eq!(keygen_attempts(1), Some((1, Some("cme"))));
+}
