@@ -14,10 +14,9 @@ use crate::ca::StationCa;
 use crate::cloud::{ApiKey, CloudClient};
 use crate::config::{ApiKeySource, HandOff, StationConfig, VerifiedBy};
 use crate::handoff::Handoff;
+use crate::ledger::backends;
 use crate::ledger::line::ForwardSettings;
-use crate::ledger::{
-    Ledger, LedgerError, LedgerReader, LineLedger, PgSettings, PostgresLedger, SqliteLedger,
-};
+use crate::ledger::{Ledger, LedgerError, LedgerReader, LineLedger};
 use crate::plan::{
     CollectAuthority, IdentityAuthority, KeysAuthority, NrfCloudAuthority, PinAuthority,
     PlanContext,
@@ -136,7 +135,7 @@ pub struct OpenedLedger {
 /// `[ledger]` the line's PostgreSQL behind it, its forwarder started (on
 /// the current tokio runtime). Never waits for the server.
 pub fn open_ledger(config: &StationConfig) -> Result<OpenedLedger, SetupError> {
-    let sqlite = SqliteLedger::open(&config.database).map_err(|source| SetupError::Ledger {
+    let sqlite = backends::local::open(&config.database).map_err(|source| SetupError::Ledger {
         path: config.database.clone(),
         source,
     })?;
@@ -150,16 +149,10 @@ pub fn open_ledger(config: &StationConfig) -> Result<OpenedLedger, SetupError> {
             line: None,
         });
     };
-    let shared = PgSettings::new(line)
-        .and_then(|settings| PostgresLedger::new(&settings))
-        .map_err(SetupError::SharedLedger)?;
-    let composite = Arc::new(LineLedger::new(
-        sqlite,
-        shared,
-        line.mode,
-        &config.station_id,
-        config.timeouts.run,
-    ));
+    let composite = Arc::new(
+        backends::line::open(sqlite, line, &config.station_id, config.timeouts.run)
+            .map_err(SetupError::SharedLedger)?,
+    );
     composite.start_forwarding(ForwardSettings {
         batch_size: line.batch_size,
         interval: line.forward_interval,
@@ -250,16 +243,12 @@ pub fn handoff(config: &StationConfig) -> Result<Option<DaemonHandoff>, SetupErr
     };
     let client = cloud_client(config)?;
     let ledger =
-        SqliteLedger::open_handoff(&config.database).map_err(|source| SetupError::Ledger {
+        backends::local::handoff(&config.database, false).map_err(|source| SetupError::Ledger {
             path: config.database.clone(),
             source,
         })?;
     Ok(Some(DaemonHandoff {
-        handoff: Arc::new(Handoff::new(
-            client,
-            Arc::new(ledger),
-            cloud.handoff_settings(),
-        )),
+        handoff: Arc::new(Handoff::new(client, ledger, cloud.handoff_settings())),
         mode: cloud.hand_off,
         every: cloud.hand_off_every,
         // A `collect` station's runs are claimed by nRF Cloud later: that
