@@ -17,10 +17,8 @@ use crate::handoff::Handoff;
 use crate::ledger::backends;
 use crate::ledger::line::ForwardSettings;
 use crate::ledger::{Ledger, LedgerError, LedgerReader, LineLedger};
-use crate::plan::{
-    CollectAuthority, IdentityAuthority, KeysAuthority, NrfCloudAuthority, PinAuthority,
-    PlanContext,
-};
+use crate::plan::PlanContext;
+use crate::plan::authority::{self, AuthorityParts};
 use crate::trust::{TrustError, TrustStore};
 
 use crate::record::RunRecord;
@@ -176,19 +174,19 @@ pub fn plan_context(
         Some(path) => load_trust(path)?,
         None => TrustStore::new(),
     });
-    let mut authorities: Vec<Arc<dyn IdentityAuthority>> = Vec::new();
-    for by in &config.identity.authorities {
-        authorities.push(match by {
-            VerifiedBy::Keys => Arc::new(KeysAuthority::new(Arc::clone(&trust))),
-            VerifiedBy::Nrfcloud => Arc::new(NrfCloudAuthority::new(cloud_client(config)?)),
-            VerifiedBy::Pin => Arc::new(PinAuthority::new(
-                Arc::clone(&ledger),
-                Arc::clone(&sources.clock),
-                config.identity.pin_cose,
-            )),
-            VerifiedBy::Collect => Arc::new(CollectAuthority),
-        });
-    }
+    let parts = AuthorityParts {
+        trust: &trust,
+        ledger: &ledger,
+        clock: &sources.clock,
+        pin_cose: config.identity.pin_cose,
+        cloud: &|| cloud_client(config),
+    };
+    let authorities = config
+        .identity
+        .authorities
+        .iter()
+        .map(|&by| authority::authority(by, &parts))
+        .collect::<Result<Vec<_>, _>>()?;
     let (ca, ca_install_pem, validity) = match &config.ca {
         Some(ca_config) => {
             let ca = StationCa::load(&ca_config.certificate, &ca_config.key)?;
