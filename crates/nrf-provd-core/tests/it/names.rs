@@ -179,3 +179,16 @@ fn hand_off_words_keep_their_spelling() {
         assert_eq!(HandOff::parse(mode.as_str()), Some(mode));
     }
 }
+
+#[test]
+fn ledger_modes_keep_their_words() {
+    use nrf_provd_core::ledger::LedgerMode;
+    for (mode, word) in [
+        (LedgerMode::Required, "required"),
+        (LedgerMode::Deferred, "deferred"),
+    ] {
+        assert_eq!(mode.as_str(), word);
+        let read: LedgerMode = serde_json::from_str(&format!("\"{word}\"")).expect("serde");
+        assert_eq!(read, mode);
+    }
+}
