@@ -14,6 +14,7 @@ mod cloud_handoff;
 mod crate_graph;
 mod hostile_boards;
 mod http_isolation;
+mod http_readers;
 mod http_station;
 mod http_support;
 mod identity_cloud;

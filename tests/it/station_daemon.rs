@@ -288,6 +288,17 @@ fn demo_command_provisions_every_board_and_exits_zero() {
         .find_map(|l| l.strip_prefix("See the records with: nrf-provd results --db "))
         .unwrap_or_else(|| panic!("names the database: {stdout}"));
     assert!(db.starts_with(&*tmp.path().to_string_lossy()), "{db}");
+    // Kept where it was made: private (it holds the throwaway CA's key).
+    let work = std::path::Path::new(db).parent().expect("its directory");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(work).expect("kept").permissions(),
+    ) & 0o777;
+    assert_eq!(mode, 0o700, "{}", work.display());
+    let kept_stderr = String::from_utf8_lossy(&kept.stderr);
+    assert!(
+        kept_stderr.contains(&format!("nrf-provd: kept {}", work.display())),
+        "{kept_stderr}"
+    );
     let results = Command::new(binary())
         .args(["results", "--db", db])
         .output()

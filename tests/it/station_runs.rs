@@ -269,3 +269,40 @@ async fn retries_are_for_answers_that_did_not_come_never_for_a_cme_error() {
     assert_eq!(keygen_attempts(0), Some((2, Some("timeout"))));
     assert_eq!(keygen_attempts(1), Some((1, Some("cme"))));
 }
+
+/// A consumer of the test's own: the ports whose runs it saw finish.
+#[derive(Default)]
+struct Finished(Vec<(String, Outcome)>);
+
+impl nrf_provd_core::station::EventConsumer for Finished {
+    fn apply(&mut self, event: &StationEvent) {
+        if let StationEvent::RunFinished { record, .. } = event {
+            self.0.push((record.port.clone(), record.outcome));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_consumer_started_with_one_line_sees_every_run_and_is_handed_back() {
+    let env = Env::new(2, Latency::None, &[]).await;
+    let (station, mut events, serving) = env.station();
+    // Its one registration.
+    let consumer = station.follow(Finished::default());
+    finished_runs(&mut events, 2).await;
+    station.shutdown();
+    serving.await.unwrap();
+    // The station's last handle gone, the stream closes: the consumer
+    // comes back with what it folded.
+    drop(station);
+    let Finished(mut seen) = consumer.await.expect("the consumer's task");
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut ports = vec![env.port(0), env.port(1)];
+    ports.sort();
+    assert_eq!(
+        seen,
+        ports
+            .into_iter()
+            .map(|p| (p, Outcome::Passed))
+            .collect::<Vec<_>>()
+    );
+}

@@ -2,10 +2,12 @@
 //! is fixed (statuses, `claimedIds`, `bulkOpsRequestId`, `status`),
 //! tolerant where it is silent (the shape of a bulk claim's `failed`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -162,10 +164,12 @@ impl BulkOp {
 /// A one-line excerpt of an error body: nRF Cloud's `message` when the body
 /// is JSON with one, else the text, whitespace collapsed, at most 300 chars.
 pub(crate) fn error_message(body: &[u8], reason: &str) -> String {
-    if let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) {
-        if let Some(Value::String(m)) = map.get("message") {
-            return excerpt(m, reason);
-        }
+    #[derive(Deserialize)]
+    struct ErrorBody {
+        message: String,
+    }
+    if let Ok(ErrorBody { message }) = serde_json::from_slice(body) {
+        return excerpt(&message, reason);
     }
     excerpt(&String::from_utf8_lossy(body), reason)
 }
@@ -189,47 +193,43 @@ fn malformed(status: u16, detail: impl Into<String>) -> CloudError {
     }
 }
 
-fn json_object(status: u16, body: &[u8]) -> Result<Map<String, Value>, CloudError> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(other) => Err(malformed(
-            status,
-            format!("expected a JSON object, got {}", kind(&other)),
-        )),
-        Err(e) => Err(malformed(
-            status,
-            format!(
-                "not JSON ({e}): {}",
-                excerpt(&String::from_utf8_lossy(body), "empty body")
-            ),
-        )),
-    }
+/// The answer's JSON as `T`: a body that is not JSON says so with an
+/// excerpt; one of another shape names the field and what was expected
+/// (`claimedIds[0]: invalid type: integer `1`, expected a string`).
+fn answer<T: DeserializeOwned>(status: u16, body: &[u8]) -> Result<T, CloudError> {
+    let mut json = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut json).map_err(|e| {
+        let path = e.path().to_string();
+        refused(status, body, &path, &e.into_inner())
+    })?;
+    json.end().map_err(|e| refused(status, body, ".", &e))?;
+    Ok(value)
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+/// Why `body` is not the answer: not JSON at all, or `path` is wrong.
+fn refused(status: u16, body: &[u8], path: &str, e: &serde_json::Error) -> CloudError {
+    if e.is_data() {
+        let place = if path == "." {
+            String::new()
+        } else {
+            format!("{path}: ")
+        };
+        return malformed(status, format!("{place}{e}"));
     }
+    malformed(
+        status,
+        format!(
+            "not JSON ({e}): {}",
+            excerpt(&String::from_utf8_lossy(body), "empty body")
+        ),
+    )
 }
 
-fn optional_string(
-    status: u16,
-    map: &Map<String, Value>,
-    field: &str,
-) -> Result<Option<String>, CloudError> {
-    match map.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(malformed(
-            status,
-            format!("{field} is {}, expected a string", kind(other)),
-        )),
-    }
+/// The single-claim answer: any JSON object (the device).
+#[derive(Deserialize)]
+#[serde(expecting = "a JSON object")]
+struct ClaimedAnswer {
+    id: Option<String>,
 }
 
 /// The single-claim answer: any JSON object (the device), `id` if present.
@@ -237,10 +237,8 @@ pub(crate) fn parse_claimed(status: u16, body: &[u8]) -> Result<ClaimedDevice, C
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(ClaimedDevice { id: None });
     }
-    let map = json_object(status, body)?;
-    Ok(ClaimedDevice {
-        id: optional_string(status, &map, "id")?,
-    })
+    let ClaimedAnswer { id } = answer(status, body)?;
+    Ok(ClaimedDevice { id })
 }
 
 /// The device UUID in a token's first part (tag 55799 around
@@ -294,74 +292,82 @@ fn hints_from_text(text: &str) -> FailureHints {
     }
 }
 
+/// A bulk claim's answer: `claimedIds` as the contract says; `failed`,
+/// whose shape it does not fix, as a list or a map of entries.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", expecting = "a JSON object")]
+struct BulkClaimAnswer {
+    claimed_ids: Option<Vec<String>>,
+    failed: Option<Failed>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged, expecting = "expected an array or object")]
+enum Failed {
+    List(Vec<FailedEntry>),
+    /// From a row's token, UUID or index to its reason.
+    Map(BTreeMap<String, FailedEntry>),
+}
+
+/// One entry of `failed`: its fields are looked through for hints
+/// ([`hints_from_object`]), text is read as `"[row]: message"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum FailedEntry {
+    Fields(Map<String, Value>),
+    Text(String),
+    Other(Value),
+}
+
 /// Parse a bulk claim answer (200/201, or a 4xx that carries `failed`).
 pub(crate) fn parse_bulk_claim(
     status: u16,
     body: &[u8],
     rows: &[ClaimRow],
 ) -> Result<BulkClaim, CloudError> {
-    let map = json_object(status, body)?;
-    let claimed_ids: Vec<String> = match map.get("claimedIds") {
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| {
-                v.as_str().map(str::to_string).ok_or_else(|| {
-                    malformed(
-                        status,
-                        format!("claimedIds holds {}, expected strings", kind(v)),
-                    )
-                })
-            })
-            .collect::<Result<_, _>>()?,
-        None | Some(Value::Null) if !(200..300).contains(&status) => Vec::new(),
+    let BulkClaimAnswer {
+        claimed_ids,
+        failed,
+    } = answer(status, body)?;
+    let claimed_ids = match claimed_ids {
+        Some(ids) => ids,
+        None if !(200..300).contains(&status) => Vec::new(),
         None => return Err(malformed(status, "no claimedIds in the answer")),
-        Some(other) => {
-            return Err(malformed(
-                status,
-                format!("claimedIds is {}, expected an array", kind(other)),
-            ));
-        }
     };
-    let failures: Vec<FailureHints> = match map.get("failed") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items
-            .iter()
+    let failures: Vec<FailureHints> = match failed {
+        None => Vec::new(),
+        Some(Failed::List(items)) => items
+            .into_iter()
             .map(|item| match item {
-                Value::Object(m) => hints_from_object(m),
-                Value::String(s) => hints_from_text(s),
-                other => FailureHints {
+                FailedEntry::Fields(m) => hints_from_object(&m),
+                FailedEntry::Text(s) => hints_from_text(&s),
+                FailedEntry::Other(other) => FailureHints {
                     text: other.to_string(),
                     ..FailureHints::default()
                 },
             })
             .collect(),
         // A map from a row's token, UUID or index to its reason.
-        Some(Value::Object(m)) => m
-            .iter()
+        Some(Failed::Map(m)) => m
+            .into_iter()
             .map(|(key, value)| {
                 let mut hints = match value {
-                    Value::Object(inner) => hints_from_object(inner),
-                    Value::String(s) => FailureHints {
-                        text: s.clone(),
+                    FailedEntry::Fields(inner) => hints_from_object(&inner),
+                    FailedEntry::Text(text) => FailureHints {
+                        text,
                         ..FailureHints::default()
                     },
-                    other => FailureHints {
+                    FailedEntry::Other(other) => FailureHints {
                         text: other.to_string(),
                         ..FailureHints::default()
                     },
                 };
                 hints.index = hints.index.or_else(|| key.parse().ok());
-                hints.uuid = hints.uuid.or_else(|| Uuid::parse_str(key).ok());
-                hints.token = hints.token.or_else(|| Some(key.clone()));
+                hints.uuid = hints.uuid.or_else(|| Uuid::parse_str(&key).ok());
+                hints.token = hints.token.or(Some(key));
                 hints
             })
             .collect(),
-        Some(other) => {
-            return Err(malformed(
-                status,
-                format!("failed is {}, expected an array or object", kind(other)),
-            ));
-        }
     };
 
     let uuids: Vec<Option<Uuid>> = rows.iter().map(|r| token_uuid(&r.token)).collect();
@@ -435,8 +441,15 @@ pub(crate) fn parse_bulk_claim(
 
 /// `{"bulkOpsRequestId": "..."}` of an accepted onboarding request.
 pub(crate) fn parse_onboard(status: u16, body: &[u8]) -> Result<String, CloudError> {
-    let map = json_object(status, body)?;
-    match optional_string(status, &map, "bulkOpsRequestId")? {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase", expecting = "a JSON object")]
+    struct OnboardAnswer {
+        bulk_ops_request_id: Option<String>,
+    }
+    let OnboardAnswer {
+        bulk_ops_request_id,
+    } = answer(status, body)?;
+    match bulk_ops_request_id {
         Some(id) if !id.trim().is_empty() => Ok(id),
         _ => Err(malformed(status, "no bulkOpsRequestId in the answer")),
     }
@@ -458,30 +471,46 @@ pub(crate) fn parse_row_error(text: &str) -> RowError {
     })
 }
 
-fn parse_errors(status: u16, value: &Value) -> Result<Vec<RowError>, CloudError> {
-    let Value::Array(items) = value else {
-        return Err(malformed(
-            status,
-            format!("errors is {}, expected an array", kind(value)),
-        ));
-    };
-    Ok(items
-        .iter()
-        .map(|item| match item {
-            Value::String(s) => parse_row_error(s),
-            Value::Object(m) => {
-                let hints = hints_from_object(m);
+/// One error of a bulk operation as sent: `"[row]: message"`, or an
+/// object whose fields are looked through like a claim's failure.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ErrorEntry {
+    Text(String),
+    Fields(Map<String, Value>),
+    Other(Value),
+}
+
+impl From<ErrorEntry> for RowError {
+    fn from(entry: ErrorEntry) -> RowError {
+        match entry {
+            ErrorEntry::Text(s) => parse_row_error(&s),
+            ErrorEntry::Fields(m) => {
+                let hints = hints_from_object(&m);
                 RowError {
                     row: hints.index,
                     message: hints.text,
                 }
             }
-            other => RowError {
+            ErrorEntry::Other(other) => RowError {
                 row: None,
                 message: other.to_string(),
             },
-        })
-        .collect())
+        }
+    }
+}
+
+/// `GET bulk-ops-requests/{id}`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", expecting = "a JSON object")]
+struct BulkOpAnswer {
+    status: Option<String>,
+    errors: Option<Vec<ErrorEntry>>,
+    bulk_ops_request_id: Option<String>,
+    endpoint: Option<String>,
+    requested_at: Option<String>,
+    completed_at: Option<String>,
+    error_summary_url: Option<String>,
 }
 
 /// `GET bulk-ops-requests/{id}`: `status` is required; errors may be inline.
@@ -490,31 +519,39 @@ pub(crate) fn parse_bulk_op(
     body: &[u8],
     asked_id: &str,
 ) -> Result<BulkOp, CloudError> {
-    let map = json_object(status, body)?;
-    let state = optional_string(status, &map, "status")?
+    let op: BulkOpAnswer = answer(status, body)?;
+    let state = op
+        .status
         .ok_or_else(|| malformed(status, "no status in the bulk operation"))?;
-    let errors = match map.get("errors") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(v) => parse_errors(status, v)?,
-    };
     Ok(BulkOp {
-        id: optional_string(status, &map, "bulkOpsRequestId")?
+        id: op
+            .bulk_ops_request_id
             .unwrap_or_else(|| asked_id.to_string()),
         status: BulkOpStatus::parse(&state),
-        endpoint: optional_string(status, &map, "endpoint")?,
-        requested_at: optional_string(status, &map, "requestedAt")?,
-        completed_at: optional_string(status, &map, "completedAt")?,
-        error_summary_url: optional_string(status, &map, "errorSummaryUrl")?,
-        errors,
+        endpoint: op.endpoint,
+        requested_at: op.requested_at,
+        completed_at: op.completed_at,
+        error_summary_url: op.error_summary_url,
+        errors: op
+            .errors
+            .unwrap_or_default()
+            .into_iter()
+            .map(RowError::from)
+            .collect(),
         errors_unavailable: None,
     })
 }
 
 /// The error summary file: `{"errors": ["[row]: message", ...]}`.
 pub(crate) fn parse_error_summary(status: u16, body: &[u8]) -> Result<Vec<RowError>, CloudError> {
-    let map = json_object(status, body)?;
-    match map.get("errors") {
-        Some(v) => parse_errors(status, v),
+    #[derive(Deserialize)]
+    #[serde(expecting = "a JSON object")]
+    struct ErrorSummary {
+        errors: Option<Vec<ErrorEntry>>,
+    }
+    let summary: ErrorSummary = answer(status, body)?;
+    match summary.errors {
+        Some(errors) => Ok(errors.into_iter().map(RowError::from).collect()),
         None => Err(malformed(status, "no errors list in the error summary")),
     }
 }
@@ -584,6 +621,48 @@ mod tests {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(ok.rows[0].outcome, RowOutcome::Failed("nope".into()));
+    }
+
+    /// A refused answer says which field is wrong and what was expected.
+    #[test]
+    fn a_malformed_answer_names_its_field() {
+        let rows = [row("A.B", &[])];
+        let detail = |result: Result<BulkClaim, CloudError>| match result {
+            Err(CloudError::Malformed { detail, .. }) => detail,
+            other => panic!("{other:?}"),
+        };
+        let d = detail(parse_bulk_claim(200, br#"{"claimedIds": [1]}"#, &rows));
+        assert!(
+            d.starts_with("claimedIds[0]: invalid type: integer `1`, expected a string"),
+            "{d}"
+        );
+        let d = detail(parse_bulk_claim(
+            200,
+            br#"{"claimedIds": [], "failed": 3}"#,
+            &rows,
+        ));
+        assert!(
+            d.starts_with("failed: ") && d.contains("expected an array or object"),
+            "{d}"
+        );
+        let d = detail(parse_bulk_claim(200, b"[]", &rows));
+        assert!(d.contains("expected a JSON object"), "{d}");
+        let d = detail(parse_bulk_claim(200, b"<html>oops</html>", &rows));
+        assert!(
+            d.starts_with("not JSON (") && d.ends_with("<html>oops</html>"),
+            "{d}"
+        );
+        let d = detail(parse_bulk_claim(200, br#"{"claimedIds": []} {}"#, &rows));
+        assert!(d.starts_with("not JSON (trailing characters"), "{d}");
+        match parse_bulk_op(200, br#"{"status": 7}"#, "X") {
+            Err(CloudError::Malformed { detail, .. }) => {
+                assert!(
+                    detail.starts_with("status: invalid type: integer `7`"),
+                    "{detail}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

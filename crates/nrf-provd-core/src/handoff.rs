@@ -47,28 +47,37 @@ pub struct HandoffSettings {
 }
 
 /// What the station hands off to nRF Cloud by itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
 pub enum HandOff {
     /// Nothing: `nrf-provd cloud claim` / `onboard` do it by hand.
     #[default]
+    #[strum(serialize = "off")]
     Off,
+    #[strum(serialize = "claim")]
     Claim,
+    #[strum(serialize = "claim+onboard")]
     ClaimAndOnboard,
 }
 
 impl HandOff {
+    pub const ALL: &[HandOff] = <HandOff as strum::VariantArray>::VARIANTS;
+
     pub fn as_str(self) -> &'static str {
-        match self {
-            HandOff::Off => "off",
-            HandOff::Claim => "claim",
-            HandOff::ClaimAndOnboard => "claim+onboard",
-        }
+        self.into()
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [HandOff::Off, HandOff::Claim, HandOff::ClaimAndOnboard]
-            .into_iter()
-            .find(|h| h.as_str() == text)
+        text.parse().ok()
     }
 }
 

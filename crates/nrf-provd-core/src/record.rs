@@ -6,6 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use strum::VariantArray;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -16,8 +17,20 @@ pub type RunId = i64;
 
 /// One step of the provisioning plan. The rules of each step (what must
 /// come before it) live with its body in `plan::steps`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Deserialize,
+    serde::Serialize,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Step {
     Probe,
     Identify,
@@ -32,33 +45,11 @@ pub enum Step {
 }
 
 impl Step {
-    /// Every step, in the default plan order.
-    pub const ALL: [Step; 10] = [
-        Step::Probe,
-        Step::Identify,
-        Step::Offline,
-        Step::Attest,
-        Step::Keygen,
-        Step::Certify,
-        Step::Install,
-        Step::Confirm,
-        Step::Jwt,
-        Step::Restore,
-    ];
+    /// Every step, in the default plan order (the order of the variants).
+    pub const ALL: &[Step] = <Step as VariantArray>::VARIANTS;
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Step::Probe => "probe",
-            Step::Identify => "identify",
-            Step::Offline => "offline",
-            Step::Attest => "attest",
-            Step::Keygen => "keygen",
-            Step::Certify => "certify",
-            Step::Install => "install",
-            Step::Confirm => "confirm",
-            Step::Jwt => "jwt",
-            Step::Restore => "restore",
-        }
+        self.into()
     }
 
     /// The step names, quoted, for error messages.
@@ -81,7 +72,8 @@ impl FromStr for Step {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Step::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .find(|step| step.as_str() == s)
             .ok_or_else(|| format!("unknown step `{s}`, expected one of {}", Step::list()))
     }
@@ -89,8 +81,21 @@ impl FromStr for Step {
 
 /// Why a run failed, as a machine-readable code. Stored as `reason_code`
 /// next to the human `reason`; the README's step table lists them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ReasonCode {
     // The AT exchange.
     /// No final result before the deadline.
@@ -178,109 +183,16 @@ pub enum ReasonCode {
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 44] = [
-        ReasonCode::Timeout,
-        ReasonCode::Error,
-        ReasonCode::Cme,
-        ReasonCode::Cms,
-        ReasonCode::Disconnected,
-        ReasonCode::Overlong,
-        ReasonCode::Malformed,
-        ReasonCode::Io,
-        ReasonCode::Config,
-        ReasonCode::Imei,
-        ReasonCode::Decode,
-        ReasonCode::Kind,
-        ReasonCode::MessageType,
-        ReasonCode::KeyTrusted,
-        ReasonCode::Algorithm,
-        ReasonCode::KeyId,
-        ReasonCode::Signature,
-        ReasonCode::DeviceUuid,
-        ReasonCode::Nonce,
-        ReasonCode::SecTag,
-        ReasonCode::Digest,
-        ReasonCode::CsrSignature,
-        ReasonCode::CommonName,
-        ReasonCode::JwtTime,
-        ReasonCode::JwtIssuer,
-        ReasonCode::JwtChallenge,
-        ReasonCode::JwtAudience,
-        ReasonCode::Jti,
-        ReasonCode::Replay,
-        ReasonCode::Ca,
-        ReasonCode::Mismatch,
-        ReasonCode::Missing,
-        ReasonCode::CloudRejected,
-        ReasonCode::CloudUnreachable,
-        ReasonCode::IdentityChanged,
-        ReasonCode::KeyReused,
-        ReasonCode::CoseUnverified,
-        ReasonCode::LedgerUnreachable,
-        ReasonCode::DuplicateIdentity,
-        ReasonCode::Reprovision,
-        ReasonCode::Conflict,
-        ReasonCode::Store,
-        ReasonCode::Interrupted,
-        ReasonCode::Other,
-    ];
+    pub const ALL: &[ReasonCode] = <ReasonCode as VariantArray>::VARIANTS;
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            ReasonCode::Timeout => "timeout",
-            ReasonCode::Error => "error",
-            ReasonCode::Cme => "cme",
-            ReasonCode::Cms => "cms",
-            ReasonCode::Disconnected => "disconnected",
-            ReasonCode::Overlong => "overlong",
-            ReasonCode::Malformed => "malformed",
-            ReasonCode::Io => "io",
-            ReasonCode::Config => "config",
-            ReasonCode::Imei => "imei",
-            ReasonCode::Decode => "decode",
-            ReasonCode::Kind => "kind",
-            ReasonCode::MessageType => "message_type",
-            ReasonCode::KeyTrusted => "key_trusted",
-            ReasonCode::Algorithm => "algorithm",
-            ReasonCode::KeyId => "key_id",
-            ReasonCode::Signature => "signature",
-            ReasonCode::DeviceUuid => "device_uuid",
-            ReasonCode::Nonce => "nonce",
-            ReasonCode::SecTag => "sec_tag",
-            ReasonCode::Digest => "digest",
-            ReasonCode::CsrSignature => "csr_signature",
-            ReasonCode::CommonName => "common_name",
-            ReasonCode::JwtTime => "jwt_time",
-            ReasonCode::JwtIssuer => "jwt_issuer",
-            ReasonCode::JwtChallenge => "jwt_challenge",
-            ReasonCode::JwtAudience => "jwt_audience",
-            ReasonCode::Jti => "jti",
-            ReasonCode::Replay => "replay",
-            ReasonCode::Ca => "ca",
-            ReasonCode::Mismatch => "mismatch",
-            ReasonCode::Missing => "missing",
-            ReasonCode::CloudRejected => "cloud_rejected",
-            ReasonCode::CloudUnreachable => "cloud_unreachable",
-            ReasonCode::IdentityChanged => "identity_changed",
-            ReasonCode::KeyReused => "key_reused",
-            ReasonCode::CoseUnverified => "cose_unverified",
-            ReasonCode::LedgerUnreachable => "ledger_unreachable",
-            ReasonCode::DuplicateIdentity => "duplicate_identity",
-            ReasonCode::Reprovision => "reprovision",
-            ReasonCode::Conflict => "conflict",
-            ReasonCode::Store => "store",
-            ReasonCode::Interrupted => "interrupted",
-            ReasonCode::Other => "other",
-        }
+        self.into()
     }
 
     /// The code stored as `text`; unknown codes (a newer database) read as
     /// [`ReasonCode::Other`], never as a failure to read the run.
     pub fn parse(text: &str) -> ReasonCode {
-        ReasonCode::ALL
-            .into_iter()
-            .find(|c| c.as_str() == text)
-            .unwrap_or(ReasonCode::Other)
+        text.parse().unwrap_or(ReasonCode::Other)
     }
 
     /// Whether trying the step again could honestly succeed. Verification
@@ -326,8 +238,21 @@ impl fmt::Display for ReasonCode {
 }
 
 /// Who vouched for a device's identity (recorded as `verified_by`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum VerifiedBy {
     /// The station's trust file of device identity public keys.
     Keys,
@@ -342,24 +267,14 @@ pub enum VerifiedBy {
 }
 
 impl VerifiedBy {
-    pub const ALL: [VerifiedBy; 4] = [
-        VerifiedBy::Keys,
-        VerifiedBy::Nrfcloud,
-        VerifiedBy::Pin,
-        VerifiedBy::Collect,
-    ];
+    pub const ALL: &[VerifiedBy] = <VerifiedBy as VariantArray>::VARIANTS;
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            VerifiedBy::Keys => "keys",
-            VerifiedBy::Nrfcloud => "nrfcloud",
-            VerifiedBy::Pin => "pin",
-            VerifiedBy::Collect => "collect",
-        }
+        self.into()
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        VerifiedBy::ALL.into_iter().find(|v| v.as_str() == text)
+        text.parse().ok()
     }
 }
 
@@ -378,8 +293,20 @@ pub struct RunStart {
     pub started_at: OffsetDateTime,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Outcome {
     InFlight,
     Passed,
@@ -392,26 +319,14 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 5] = [
-        Outcome::InFlight,
-        Outcome::Passed,
-        Outcome::Failed,
-        Outcome::Interrupted,
-        Outcome::Collected,
-    ];
+    pub const ALL: &[Outcome] = <Outcome as VariantArray>::VARIANTS;
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::InFlight => "in_flight",
-            Outcome::Passed => "passed",
-            Outcome::Failed => "failed",
-            Outcome::Interrupted => "interrupted",
-            Outcome::Collected => "collected",
-        }
+        self.into()
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        Outcome::ALL.into_iter().find(|o| o.as_str() == text)
+        text.parse().ok()
     }
 }
 
@@ -644,8 +559,21 @@ pub struct TokenRecord {
 }
 
 /// What a run produced besides tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ArtifactKind {
     /// The CSR the modem generated (PEM).
     Csr,
@@ -655,16 +583,11 @@ pub enum ArtifactKind {
 
 impl ArtifactKind {
     pub fn as_str(self) -> &'static str {
-        match self {
-            ArtifactKind::Csr => "csr",
-            ArtifactKind::DeviceCertificate => "device_certificate",
-        }
+        self.into()
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [ArtifactKind::Csr, ArtifactKind::DeviceCertificate]
-            .into_iter()
-            .find(|k| k.as_str() == text)
+        text.parse().ok()
     }
 }
 

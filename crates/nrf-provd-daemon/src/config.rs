@@ -920,14 +920,16 @@ fn validate_identity(src: &Source, raw: RawIdentity) -> IdentityConfig {
         Some(list) => {
             let span = list.span();
             let mut authorities = Vec::new();
+            let authorities_known: Vec<&str> = VerifiedBy::ALL.iter().map(|v| v.as_str()).collect();
             for item in list.into_inner() {
                 let Some(by) = VerifiedBy::parse(item.get_ref()) else {
                     src.report(src.at(
                         item.span(),
                         format!(
-                            "unknown identity authority {:?}; expected keys, nrfcloud, pin or collect{}",
+                            "unknown identity authority {:?}; expected {}{}",
                             item.get_ref(),
-                            suggestion(item.get_ref(), &VerifiedBy::ALL.map(VerifiedBy::as_str)),
+                            one_of(&authorities_known),
+                            suggestion(item.get_ref(), &authorities_known),
                         ),
                     ));
                     continue;
@@ -1080,8 +1082,7 @@ fn validate_cloud(
     };
     let hand_off = match raw.hand_off {
         Some(h) => HandOff::parse(h.get_ref()).unwrap_or_else(|| {
-            let known =
-                [HandOff::Off, HandOff::Claim, HandOff::ClaimAndOnboard].map(HandOff::as_str);
+            let known: Vec<&str> = HandOff::ALL.iter().map(|h| h.as_str()).collect();
             src.report(src.at(
                 h.span(),
                 format!(
@@ -1122,6 +1123,15 @@ fn validate_cloud(
 }
 
 /// "; did you mean \"x\"?" when `found` is one edit from a known value.
+/// `a, b or c`.
+fn one_of(known: &[&str]) -> String {
+    match known.split_last() {
+        Some((last, [])) => (*last).to_string(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
 fn suggestion(found: &str, known: &[&str]) -> String {
     lenient::did_you_mean(found, known)
         .map(|name| format!("; did you mean {name:?}?"))
@@ -1448,10 +1458,7 @@ fn validate_plan(src: &Source, raw: RawPlan) -> PlanConfig {
     let steps_span = raw.steps.as_ref().map(Spanned::span);
     let steps = match raw.steps {
         Some(steps) => steps.into_inner(),
-        None => Step::ALL
-            .into_iter()
-            .map(|s| Spanned::new(0..0, s))
-            .collect(),
+        None => Step::ALL.iter().map(|&s| Spanned::new(0..0, s)).collect(),
     };
     if steps.is_empty() && !src.cut_in(&["plan", "steps"]) {
         src.report(src.at(

@@ -14,14 +14,11 @@ use crate::ca::StationCa;
 use crate::cloud::{ApiKey, CloudClient};
 use crate::config::{ApiKeySource, HandOff, StationConfig, VerifiedBy};
 use crate::handoff::Handoff;
+use crate::ledger::backends;
 use crate::ledger::line::ForwardSettings;
-use crate::ledger::{
-    Ledger, LedgerError, LedgerReader, LineLedger, PgSettings, PostgresLedger, SqliteLedger,
-};
-use crate::plan::{
-    CollectAuthority, IdentityAuthority, KeysAuthority, NrfCloudAuthority, PinAuthority,
-    PlanContext,
-};
+use crate::ledger::{Ledger, LedgerError, LedgerReader, LineLedger};
+use crate::plan::PlanContext;
+use crate::plan::authority::{self, AuthorityParts};
 use crate::trust::{TrustError, TrustStore};
 
 use crate::record::RunRecord;
@@ -136,7 +133,7 @@ pub struct OpenedLedger {
 /// `[ledger]` the line's PostgreSQL behind it, its forwarder started (on
 /// the current tokio runtime). Never waits for the server.
 pub fn open_ledger(config: &StationConfig) -> Result<OpenedLedger, SetupError> {
-    let sqlite = SqliteLedger::open(&config.database).map_err(|source| SetupError::Ledger {
+    let sqlite = backends::local::open(&config.database).map_err(|source| SetupError::Ledger {
         path: config.database.clone(),
         source,
     })?;
@@ -150,16 +147,10 @@ pub fn open_ledger(config: &StationConfig) -> Result<OpenedLedger, SetupError> {
             line: None,
         });
     };
-    let shared = PgSettings::new(line)
-        .and_then(|settings| PostgresLedger::new(&settings))
-        .map_err(SetupError::SharedLedger)?;
-    let composite = Arc::new(LineLedger::new(
-        sqlite,
-        shared,
-        line.mode,
-        &config.station_id,
-        config.timeouts.run,
-    ));
+    let composite = Arc::new(
+        backends::line::open(sqlite, line, &config.station_id, config.timeouts.run)
+            .map_err(SetupError::SharedLedger)?,
+    );
     composite.start_forwarding(ForwardSettings {
         batch_size: line.batch_size,
         interval: line.forward_interval,
@@ -183,19 +174,19 @@ pub fn plan_context(
         Some(path) => load_trust(path)?,
         None => TrustStore::new(),
     });
-    let mut authorities: Vec<Arc<dyn IdentityAuthority>> = Vec::new();
-    for by in &config.identity.authorities {
-        authorities.push(match by {
-            VerifiedBy::Keys => Arc::new(KeysAuthority::new(Arc::clone(&trust))),
-            VerifiedBy::Nrfcloud => Arc::new(NrfCloudAuthority::new(cloud_client(config)?)),
-            VerifiedBy::Pin => Arc::new(PinAuthority::new(
-                Arc::clone(&ledger),
-                Arc::clone(&sources.clock),
-                config.identity.pin_cose,
-            )),
-            VerifiedBy::Collect => Arc::new(CollectAuthority),
-        });
-    }
+    let parts = AuthorityParts {
+        trust: &trust,
+        ledger: &ledger,
+        clock: &sources.clock,
+        pin_cose: config.identity.pin_cose,
+        cloud: &|| cloud_client(config),
+    };
+    let authorities = config
+        .identity
+        .authorities
+        .iter()
+        .map(|&by| authority::authority(by, &parts))
+        .collect::<Result<Vec<_>, _>>()?;
     let (ca, ca_install_pem, validity) = match &config.ca {
         Some(ca_config) => {
             let ca = StationCa::load(&ca_config.certificate, &ca_config.key)?;
@@ -250,16 +241,12 @@ pub fn handoff(config: &StationConfig) -> Result<Option<DaemonHandoff>, SetupErr
     };
     let client = cloud_client(config)?;
     let ledger =
-        SqliteLedger::open_handoff(&config.database).map_err(|source| SetupError::Ledger {
+        backends::local::handoff(&config.database, false).map_err(|source| SetupError::Ledger {
             path: config.database.clone(),
             source,
         })?;
     Ok(Some(DaemonHandoff {
-        handoff: Arc::new(Handoff::new(
-            client,
-            Arc::new(ledger),
-            cloud.handoff_settings(),
-        )),
+        handoff: Arc::new(Handoff::new(client, ledger, cloud.handoff_settings())),
         mode: cloud.hand_off,
         every: cloud.hand_off_every,
         // A `collect` station's runs are claimed by nRF Cloud later: that

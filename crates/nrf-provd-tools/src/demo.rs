@@ -16,7 +16,7 @@ macro_rules! out {
 }
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -225,18 +225,31 @@ pub fn station_config(
     Ok(config)
 }
 
-/// A private working directory (see [`private_temp_dir`]), removed on drop
-/// unless kept: the demo and the benches leave nothing in the temporary
-/// directory unless asked to (`--keep`).
+/// A private working directory (0700: it holds a throwaway CA key and
+/// results), `$TMPDIR/nrf-provd-<kind>-XXXXXX`, removed on drop unless
+/// kept: the demo and the benches leave nothing in the temporary directory
+/// unless asked to (`--keep`, which prints where it is).
 pub struct WorkDir {
     pub path: PathBuf,
+    dir: Option<tempfile::TempDir>,
     keep: bool,
 }
 
 impl WorkDir {
     pub fn create(kind: &str, keep: bool) -> Result<WorkDir, DemoError> {
-        let path = private_temp_dir(kind)?;
-        Ok(WorkDir { path, keep })
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("nrf-provd-{kind}-"))
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir()
+            .map_err(|source| DemoError::Dir {
+                path: std::env::temp_dir(),
+                source,
+            })?;
+        Ok(WorkDir {
+            path: dir.path().to_path_buf(),
+            dir: Some(dir),
+            keep,
+        })
     }
 
     /// A subdirectory, created.
@@ -252,29 +265,11 @@ impl WorkDir {
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
-        if self.keep {
-            eprintln!("nrf-provd: kept {}", self.path.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.path);
+        // Dropping the TempDir removes it; kept, it stays where it is.
+        if let Some(dir) = self.dir.take().filter(|_| self.keep) {
+            eprintln!("nrf-provd: kept {}", dir.keep().display());
         }
     }
-}
-
-/// A fresh private (0700: it holds a throwaway CA key and results)
-/// directory `$TMPDIR/nrf-provd-<kind>-<time>-<pid>`.
-pub fn private_temp_dir(kind: &str) -> Result<PathBuf, DemoError> {
-    let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
-    let path =
-        std::env::temp_dir().join(format!("nrf-provd-{kind}-{stamp}-{}", std::process::id()));
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&path)
-        .map_err(|source| DemoError::Dir {
-            path: path.clone(),
-            source,
-        })?;
-    Ok(path)
 }
 
 fn short(port: &str) -> &str {

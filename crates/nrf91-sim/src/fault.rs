@@ -89,34 +89,26 @@ impl FaultTargets {
 pub const TOKEN_COMMANDS: [&str; 3] = ["ATTESTTOKEN", "KEYGEN", "JWT"];
 
 /// A kind of genuine token the `substitute` fault hands over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "kebab-case")]
 pub enum CapturedToken {
     /// An identity attestation token, as `%ATTESTTOKEN` makes.
     Identity,
     /// A key-generation token with a CSR, as `%KEYGEN=<tag>,2,0` makes.
     Keygen,
     /// A key-generation token with a public key, as `%KEYGEN=<tag>,2,1` makes.
+    #[strum(serialize = "keygen-pubkey")]
     KeygenPublicKey,
     /// A JWT signed by the identity key, as `%JWT` makes.
     Jwt,
 }
 
 impl CapturedToken {
-    pub const ALL: [CapturedToken; 4] = [
-        CapturedToken::Identity,
-        CapturedToken::Keygen,
-        CapturedToken::KeygenPublicKey,
-        CapturedToken::Jwt,
-    ];
+    pub const ALL: &[CapturedToken] = <CapturedToken as strum::VariantArray>::VARIANTS;
 
     /// The name in the fault grammar.
     pub fn as_str(self) -> &'static str {
-        match self {
-            CapturedToken::Identity => "identity",
-            CapturedToken::Keygen => "keygen",
-            CapturedToken::KeygenPublicKey => "keygen-pubkey",
-            CapturedToken::Jwt => "jwt",
-        }
+        self.into()
     }
 }
 
@@ -131,7 +123,8 @@ impl FromStr for CapturedToken {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         CapturedToken::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .find(|kind| kind.as_str().eq_ignore_ascii_case(s.trim()))
             .ok_or_else(|| FaultParseError::BadTokenKind(s.to_owned()))
     }
@@ -650,7 +643,9 @@ mod tests {
 
     #[test]
     fn every_substitution_round_trips_and_is_found_by_command() {
-        for token in CapturedToken::ALL {
+        let words: Vec<&str> = CapturedToken::ALL.iter().map(|t| t.as_str()).collect();
+        assert_eq!(words, ["identity", "keygen", "keygen-pubkey", "jwt"]);
+        for &token in CapturedToken::ALL {
             for command in TOKEN_COMMANDS {
                 let text = format!("0:substitute={token}@%{command}");
                 let spec: FaultSpec = text.parse().unwrap();

@@ -39,8 +39,21 @@ pub use verify::{
 };
 
 /// The three kinds of token a modem emits, one per command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum TokenKind {
     /// `%ATTESTTOKEN`: the device identity attestation token.
     Identity,
@@ -53,11 +66,7 @@ pub enum TokenKind {
 impl TokenKind {
     /// `identity`, `keygen` or `jwt`, as stored and printed.
     pub fn as_str(self) -> &'static str {
-        match self {
-            TokenKind::Identity => "identity",
-            TokenKind::Keygen => "keygen",
-            TokenKind::Jwt => "jwt",
-        }
+        self.into()
     }
 
     /// The AT command whose answer is this kind.

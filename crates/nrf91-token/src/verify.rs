@@ -163,8 +163,21 @@ fn describe_token(token: &Token) -> String {
 
 /// The checks a verdict can hold. Stable names: they are stored in records
 /// and printed by `verify`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum CheckName {
     /// The token is of the kind its command must return.
     Kind,
@@ -191,46 +204,10 @@ pub enum CheckName {
 }
 
 impl CheckName {
-    pub const ALL: [CheckName; 17] = [
-        CheckName::Kind,
-        CheckName::MessageType,
-        CheckName::KeyTrusted,
-        CheckName::Algorithm,
-        CheckName::KeyId,
-        CheckName::Signature,
-        CheckName::DeviceUuid,
-        CheckName::Nonce,
-        CheckName::SecTag,
-        CheckName::Digest,
-        CheckName::CsrSignature,
-        CheckName::CommonName,
-        CheckName::JwtTime,
-        CheckName::JwtIssuer,
-        CheckName::JwtChallenge,
-        CheckName::JwtAudience,
-        CheckName::PinnedSignature,
-    ];
+    pub const ALL: &[CheckName] = <CheckName as strum::VariantArray>::VARIANTS;
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            CheckName::Kind => "kind",
-            CheckName::MessageType => "message_type",
-            CheckName::KeyTrusted => "key_trusted",
-            CheckName::Algorithm => "algorithm",
-            CheckName::KeyId => "key_id",
-            CheckName::Signature => "signature",
-            CheckName::DeviceUuid => "device_uuid",
-            CheckName::Nonce => "nonce",
-            CheckName::SecTag => "sec_tag",
-            CheckName::Digest => "digest",
-            CheckName::CsrSignature => "csr_signature",
-            CheckName::CommonName => "common_name",
-            CheckName::JwtTime => "jwt_time",
-            CheckName::JwtIssuer => "jwt_issuer",
-            CheckName::JwtChallenge => "jwt_challenge",
-            CheckName::JwtAudience => "jwt_audience",
-            CheckName::PinnedSignature => "pinned_signature",
-        }
+        self.into()
     }
 
     /// Whether this check needs the device identity key (as opposed to a

@@ -17,8 +17,20 @@ use uuid::Uuid;
 use super::{LedgerError, Outcome, RunId};
 
 /// Which hand-off step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum HandoffStep {
     Claim,
     Onboard,
@@ -26,16 +38,11 @@ pub enum HandoffStep {
 
 impl HandoffStep {
     pub fn as_str(self) -> &'static str {
-        match self {
-            HandoffStep::Claim => "claim",
-            HandoffStep::Onboard => "onboard",
-        }
+        self.into()
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [HandoffStep::Claim, HandoffStep::Onboard]
-            .into_iter()
-            .find(|s| s.as_str() == text)
+        text.parse().ok()
     }
 }
 

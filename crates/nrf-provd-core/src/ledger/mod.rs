@@ -12,11 +12,13 @@
 //! themselves are domain types in [`crate::record`]; [`export`] turns them
 //! into tables, JSON and Nordic's CSV formats.
 
+pub mod backends;
 pub mod export;
 pub mod handoff;
 pub mod line;
 mod memory;
 pub mod outbox;
+pub mod paged;
 pub mod postgres;
 mod settings;
 mod sqlite;
@@ -38,9 +40,10 @@ pub use handoff::{
 };
 pub use line::{LineLedger, LineMode};
 pub use memory::MemoryLedger;
+pub use paged::{Render, RunPage, RunReader, RunReaders};
 pub use postgres::{PgSettings, PostgresLedger};
 pub use settings::{LedgerConfig, LedgerMode, MAX_BATCH, MAX_POOL, PASSWORD_ENV, PasswordSource};
-pub use sqlite::readers::{Reader, ReaderPool, RunPage};
+pub use sqlite::readers::{Reader, ReaderPool};
 pub use sqlite::{SCHEMA_VERSION, SqliteHandoff, SqliteLedger, SqliteReader};
 pub use summary::Summary;
 

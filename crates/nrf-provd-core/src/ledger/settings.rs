@@ -14,8 +14,9 @@ use std::time::Duration;
 pub const PASSWORD_ENV: &str = "NRF_PROVD_LEDGER_PASSWORD";
 
 /// Where claims are made during a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum LedgerMode {
     /// In PostgreSQL, during the run: while it cannot be reached no run
     /// passes (`ledger_unreachable`); records are still written locally.
@@ -28,10 +29,7 @@ pub enum LedgerMode {
 
 impl LedgerMode {
     pub fn as_str(self) -> &'static str {
-        match self {
-            LedgerMode::Required => "required",
-            LedgerMode::Deferred => "deferred",
-        }
+        self.into()
     }
 }
 

@@ -102,6 +102,37 @@ impl Events {
     }
 }
 
+/// Whoever folds the station's events (systemd's STATUS; a log, a
+/// webhook): one implementation, started with [`follow`] (or
+/// [`Station::follow`](super::Station::follow)) where the station starts.
+/// It never holds the station up: one that falls more than
+/// [`EVENT_CAPACITY`] events behind misses some, and is told how many.
+pub trait EventConsumer: Send + 'static {
+    /// The next event, in order.
+    fn apply(&mut self, event: &StationEvent);
+
+    /// `missed` events went by unseen.
+    fn missed(&mut self, missed: u64) {
+        let _ = missed;
+    }
+}
+
+/// Fold `events` into `consumer` until the stream closes (the station's
+/// last handle dropped); then hand the consumer back.
+pub async fn follow<C: EventConsumer>(
+    mut events: broadcast::Receiver<StationEvent>,
+    mut consumer: C,
+) -> C {
+    use broadcast::error::RecvError;
+    loop {
+        match events.recv().await {
+            Ok(event) => consumer.apply(&event),
+            Err(RecvError::Lagged(missed)) => consumer.missed(missed),
+            Err(RecvError::Closed) => return consumer,
+        }
+    }
+}
+
 /// Turns the plan's step notifications into station events for one run.
 pub(crate) struct RunObserver<'a> {
     pub events: &'a Events,

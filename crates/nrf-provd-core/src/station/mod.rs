@@ -40,7 +40,7 @@ use crate::record::{Outcome, ReasonCode, RunRecord};
 use crate::serial::{self, SerialSettings};
 use crate::text::Escaped;
 
-pub use events::{Events, StationEvent};
+pub use events::{EventConsumer, Events, StationEvent};
 pub use gate::LedgerGate;
 pub use parts::{DaemonHandoff, Parts, Sources};
 pub use presence::Departure;
@@ -119,6 +119,12 @@ impl Station {
 
     pub fn subscribe(&self) -> broadcast::Receiver<StationEvent> {
         self.events.subscribe()
+    }
+
+    /// Start `consumer` on the station's events, from now until the
+    /// station's last handle is dropped; the task returns the consumer.
+    pub fn follow<C: EventConsumer>(&self, consumer: C) -> tokio::task::JoinHandle<C> {
+        tokio::spawn(events::follow(self.subscribe(), consumer))
     }
 
     /// The station's records.

@@ -4,10 +4,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use tokio::sync::broadcast::{self, error::RecvError};
 use tracing::warn;
 
-use super::events::StationEvent;
+use super::events::{EventConsumer, StationEvent};
 use crate::record::Outcome;
 
 /// What the station has done this shift, counted from its events.
@@ -86,28 +85,37 @@ impl Shift {
     }
 }
 
-/// Keep systemd's STATUS up to date from the station's events until the
-/// event stream closes; returns the shift's final counts.
-pub async fn report_status(mut events: broadcast::Receiver<StationEvent>) -> Shift {
-    let mut shift = Shift::default();
-    notify_status(&shift.status_line());
-    loop {
-        match events.recv().await {
-            Ok(event) => {
-                let before = shift.clone();
-                shift.apply(&event);
-                if shift != before {
-                    notify_status(&shift.status_line());
-                }
-            }
-            Err(RecvError::Lagged(missed)) => {
-                warn!(
-                    missed,
-                    "status fell behind the station's events; counts may be low"
-                );
-            }
-            Err(RecvError::Closed) => return shift,
+/// systemd's STATUS, kept up to date from the station's events: a
+/// consumer ([`Station::follow`](super::Station::follow)); the shift's
+/// counts at the end.
+#[derive(Debug, Default)]
+pub struct Status {
+    pub shift: Shift,
+}
+
+impl Status {
+    /// The status of a shift that has not begun, told to systemd.
+    pub fn start() -> Status {
+        let status = Status::default();
+        notify_status(&status.shift.status_line());
+        status
+    }
+}
+
+impl EventConsumer for Status {
+    fn apply(&mut self, event: &StationEvent) {
+        let before = self.shift.clone();
+        self.shift.apply(event);
+        if self.shift != before {
+            notify_status(&self.shift.status_line());
         }
+    }
+
+    fn missed(&mut self, missed: u64) {
+        warn!(
+            missed,
+            "status fell behind the station's events; counts may be low"
+        );
     }
 }
 

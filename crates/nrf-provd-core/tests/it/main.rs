@@ -2,6 +2,7 @@
 
 mod ca_signing;
 mod line_ledger;
+mod names;
 mod plan_memory;
 mod station_presence;
 mod store_records;

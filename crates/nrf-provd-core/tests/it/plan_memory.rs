@@ -8,14 +8,15 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use nrf_provd_core::ca::StationCa;
 use nrf_provd_core::ledger::MemoryLedger;
-use nrf_provd_core::plan::authority::fingerprint;
+use nrf_provd_core::plan::authority::{IdentityCase, LaterTokens, fingerprint};
 use nrf_provd_core::plan::{
-    Clock, CollectAuthority, FollowingClock, IdentityAuthority, KeysAuthority, PinAuthority,
-    PlanContext, SeededRandom,
+    Clock, CollectAuthority, FollowingClock, IdentityAuthority, Judgement, KeysAuthority,
+    PinAuthority, PlanContext, SeededRandom, Vouch,
 };
 use nrf_provd_core::plan::{PinCose, PlanConfig};
 use nrf_provd_core::record::{Outcome, ReasonCode, RunRecord, Step, VerifiedBy};
@@ -569,5 +570,91 @@ async fn collect_checks_what_it_can_without_a_key_and_never_passes() {
             "{fault}: {:?}",
             record.reason
         );
+    }
+}
+
+/// An authority of the test's own, outside the registry: it vouches for
+/// any device whose identity token passes the station's own checks, and
+/// judges the later tokens by a rule of its own, which counts them and
+/// refuses them when told to.
+struct OwnAuthority {
+    refuse_later: bool,
+    judged: Arc<AtomicUsize>,
+}
+
+#[derive(Debug)]
+struct OwnRule {
+    refuse: bool,
+    judged: Arc<AtomicUsize>,
+}
+
+impl LaterTokens for OwnRule {
+    fn judge(
+        &self,
+        token: &nrf91_token::Token,
+        expected: &nrf91_token::Expected,
+        _device_uuid: uuid::Uuid,
+    ) -> (nrf91_token::Verdict, bool) {
+        self.judged.fetch_add(1, Ordering::SeqCst);
+        let verdict =
+            nrf91_token::verify::verify(token, expected, &TrustStore::new()).without_key_checks();
+        let accepted = !self.refuse && verdict.bindings_hold();
+        (verdict, accepted)
+    }
+}
+
+#[async_trait::async_trait]
+impl IdentityAuthority for OwnAuthority {
+    fn name(&self) -> VerifiedBy {
+        VerifiedBy::Nrfcloud
+    }
+
+    async fn judge(&self, case: &mut IdentityCase<'_>) -> Judgement {
+        let verdict = nrf91_token::verify::verify(case.token, case.expected, &TrustStore::new())
+            .without_key_checks();
+        Judgement::Vouched(Vouch {
+            by: VerifiedBy::Nrfcloud,
+            later: Arc::new(OwnRule {
+                refuse: self.refuse_later,
+                judged: Arc::clone(&self.judged),
+            }),
+            verdict,
+            evidence: Vec::new(),
+            detail: "the test's own authority".into(),
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_authority_outside_the_registry_judges_the_later_tokens_by_its_own_rule() {
+    for refuse_later in [false, true] {
+        let (mut line, host) = line_with(
+            &[],
+            PlanConfig::default(),
+            &[],
+            Arc::new(MemoryLedger::new()),
+        );
+        let judged = Arc::new(AtomicUsize::new(0));
+        // Its one registration: the context's list of authorities.
+        line.ctx.authorities = vec![Arc::new(OwnAuthority {
+            refuse_later,
+            judged: Arc::clone(&judged),
+        })];
+        let record = run_once(&line, &mut modem(host)).await;
+        assert_eq!(
+            record.verified_by,
+            Some(VerifiedBy::Nrfcloud),
+            "{record:#?}"
+        );
+        if refuse_later {
+            // Its rule refused the %KEYGEN token: the plan took its word.
+            assert_eq!(record.outcome, Outcome::Failed, "{record:#?}");
+            assert_eq!(record.failed_step, Some(Step::Keygen));
+            assert_eq!(judged.load(Ordering::SeqCst), 1);
+        } else {
+            // %KEYGEN and %JWT, each judged by its rule.
+            assert_eq!(record.outcome, Outcome::Passed, "{record:#?}");
+            assert_eq!(judged.load(Ordering::SeqCst), 2);
+        }
     }
 }

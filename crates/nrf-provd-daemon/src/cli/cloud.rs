@@ -4,17 +4,13 @@
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::config::StationConfig;
 use crate::handoff::{Handoff, Pass, Progress, Report};
-use crate::ledger::{
-    DeviceHandoff, HandoffLedger, HandoffStep, Outcome, RunId, SqliteHandoff, SqliteLedger,
-    parse_since,
-};
+use crate::ledger::{DeviceHandoff, HandoffStep, Outcome, RunId, backends, parse_since};
 
 const DEFAULT_CONFIG: &str = "/etc/nrf-provd/station.toml";
 
@@ -111,13 +107,8 @@ async fn hand_off(step: HandoffStep, args: &HandArgs, include_collected: bool) -
             args.config.display()
         ));
     };
-    let opened = if args.dry_run {
-        SqliteLedger::open_handoff_read_only(&config.database)
-    } else {
-        SqliteLedger::open_handoff(&config.database)
-    };
-    let ledger: Arc<SqliteHandoff> = match opened {
-        Ok(ledger) => Arc::new(ledger),
+    let ledger = match backends::local::handoff(&config.database, args.dry_run) {
+        Ok(ledger) => ledger,
         Err(e) => return super::error_exit(e),
     };
     let client = match crate::setup::cloud_client(&config) {
@@ -321,7 +312,7 @@ async fn status(args: &StatusArgs) -> ExitCode {
             Err(e) => return super::error_exit(e),
         },
     };
-    let ledger = match SqliteLedger::open_handoff_read_only(&path) {
+    let ledger = match backends::local::handoff(&path, true) {
         Ok(ledger) => ledger,
         Err(e) => return super::error_exit(e),
     };

@@ -10,9 +10,7 @@ use uuid::Uuid;
 
 use crate::config::{LedgerConfig, StationConfig};
 use crate::ledger::export::{self, OnboardOptions};
-use crate::ledger::{
-    LedgerReader, PgSettings, PostgresLedger, RunFilter, SqliteLedger, default_db_path,
-};
+use crate::ledger::{LedgerReader, RunFilter, backends, default_db_path};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -105,11 +103,7 @@ pub use crate::ledger::parse_since;
 
 /// The ledger the arguments name.
 fn open_reader(args: &ResultsArgs) -> Result<Arc<dyn LedgerReader>, String> {
-    let shared = |ledger: &LedgerConfig| -> Result<Arc<dyn LedgerReader>, String> {
-        let settings = PgSettings::new(ledger).map_err(|e| e.to_string())?;
-        let reader = PostgresLedger::new(&settings).map_err(|e| e.to_string())?;
-        Ok(Arc::new(reader))
-    };
+    let shared = |ledger: &LedgerConfig| backends::line::reader(ledger).map_err(|e| e.to_string());
     if let Some(url) = &args.ledger {
         crate::config::check_ledger_url(url).map_err(|why| format!("--ledger {why}"))?;
         return shared(&LedgerConfig::for_url(url.clone()));
@@ -124,8 +118,7 @@ fn open_reader(args: &ResultsArgs) -> Result<Arc<dyn LedgerReader>, String> {
         }
         None => args.db.clone().unwrap_or_else(default_db_path),
     };
-    let reader = SqliteLedger::open_read_only(&path).map_err(|e| e.to_string())?;
-    Ok(Arc::new(reader))
+    backends::local::reader(&path).map_err(|e| e.to_string())
 }
 
 pub async fn run(args: ResultsArgs) -> ExitCode {

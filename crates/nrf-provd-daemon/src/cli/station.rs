@@ -79,7 +79,8 @@ pub async fn run(args: RunArgs) -> ExitCode {
             "runs left in flight by an earlier crash are recorded as interrupted"
         );
     }
-    let status = tokio::spawn(systemd::report_status(station.subscribe()));
+    // The station's event consumers: one line each.
+    let status = station.follow(systemd::Status::start());
     let serving = tokio::spawn(Arc::clone(&station).serve());
     systemd::notify_ready();
     systemd::spawn_watchdog();
@@ -108,8 +109,8 @@ pub async fn run(args: RunArgs) -> ExitCode {
     // The station's last handle closes the event stream; the status
     // reporter then returns the shift's counts.
     drop(station);
-    if let Ok(shift) = status.await {
-        info!(status = %shift.status_line(), "stopped");
+    if let Ok(status) = status.await {
+        info!(status = %status.shift.status_line(), "stopped");
     }
     ExitCode::SUCCESS
 }

@@ -3,7 +3,7 @@
 //! that of [`RunRecord::summary`] (no token text, no CSR or certificate)
 //! for a viewer ([`Role`]).
 //!
-//! Reads go through the server's own readers ([`ReaderPool`]): when every
+//! Reads go through the server's own readers ([`RunReaders`]): when every
 //! reader is busy the answer is 503 with `Retry-After`, at once.
 //! `/api/v1/runs` is paged (at most [`MAX_RUNS`] runs; `after` is the
 //! cursor) and streamed: one read picks the page's run ids, then the runs
@@ -27,7 +27,9 @@ use super::App;
 use super::auth::Role;
 use super::conn::{ANSWER_LIMIT, AnswerDeadline};
 use super::metrics::Refusal;
-use crate::ledger::{Reader, ReaderPool, RunPage, parse_since};
+use std::sync::Arc;
+
+use crate::ledger::{RunPage, RunReader, RunReaders, parse_since};
 use crate::record::{RunId, RunRecord};
 
 /// Runs `/api/v1/runs` returns when no `limit` is given.
@@ -148,7 +150,7 @@ pub async fn runs(
         _ => None,
     };
     let mut response = json_answer(Body::from_stream(stream_runs(
-        app.readers.clone(),
+        Arc::clone(&app.readers),
         reader,
         ids,
         role,
@@ -172,9 +174,9 @@ fn next_link(last: RunId, limit: usize, since: Option<time::OffsetDateTime>) -> 
 
 /// What a streamed answer has left to send.
 struct Stream {
-    pool: ReaderPool,
+    pool: Arc<dyn RunReaders>,
     /// The reader that chose the page, used for the first part.
-    held: Option<Reader>,
+    held: Option<Box<dyn RunReader>>,
     parts: std::vec::IntoIter<Vec<RunId>>,
     role: Role,
     started: bool,
@@ -183,8 +185,8 @@ struct Stream {
 
 /// The runs with `ids` as one JSON array, a part at a time.
 fn stream_runs(
-    pool: ReaderPool,
-    reader: Reader,
+    pool: Arc<dyn RunReaders>,
+    reader: Box<dyn RunReader>,
     ids: Vec<RunId>,
     role: Role,
 ) -> impl futures::Stream<Item = Result<Bytes, io::Error>> {
@@ -216,13 +218,13 @@ fn stream_runs(
         let part = match reader {
             Ok(reader) => {
                 reader
-                    .runs_then(ids, move |runs| render(&runs, role, first))
+                    .render(ids, Box::new(move |runs| render(&runs, role, first)))
                     .await
             }
             Err(e) => Err(e),
         };
         match part {
-            Ok(bytes) => Some((Ok(bytes), s)),
+            Ok(bytes) => Some((Ok(Bytes::from(bytes)), s)),
             // The status has been sent: end the answer unfinished, so the
             // client sees it is cut short.
             Err(e) => {
@@ -235,19 +237,24 @@ fn stream_runs(
 
 /// `runs` as the role may see them, comma-separated, opening the array
 /// when `first`.
-fn render(runs: &[RunRecord], role: Role, first: bool) -> Bytes {
+fn render(runs: &[RunRecord], role: Role, first: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(runs.len() * 2 * 1024);
     for (i, run) in runs.iter().enumerate() {
         out.push(if first && i == 0 { b'[' } else { b',' });
-        // Writing these types into a Vec cannot fail.
-        let _ = match role {
-            Role::Engineer => serde_json::to_writer(&mut out, run),
-            Role::Viewer => serde_json::to_writer(&mut out, &run.summary()),
-        };
+        write_run(&mut out, run, role);
     }
     // What a slow client holds is this part: no more than it needs.
     out.shrink_to_fit();
-    Bytes::from(out)
+    out
+}
+
+/// One run as the role may see it.
+fn write_run(out: &mut Vec<u8>, run: &RunRecord, role: Role) {
+    // Writing these types into a Vec cannot fail.
+    let _ = match role {
+        Role::Engineer => serde_json::to_writer(out, run),
+        Role::Viewer => serde_json::to_writer(out, &run.summary()),
+    };
 }
 
 /// `GET /api/v1/runs/{id}`: one run, or 404.
@@ -265,18 +272,22 @@ pub async fn run(
     let Some(reader) = app.readers.try_reader() else {
         return busy(&app);
     };
+    // Nothing rendered: no such run (a run's JSON is never empty).
     let found = reader
-        .runs_then(vec![id], move |runs| {
-            runs.first().map(|run| match role {
-                Role::Engineer => serde_json::to_vec(run),
-                Role::Viewer => serde_json::to_vec(&run.summary()),
-            })
-        })
+        .render(
+            vec![id],
+            Box::new(move |runs| {
+                let mut out = Vec::new();
+                if let Some(run) = runs.first() {
+                    write_run(&mut out, run, role);
+                }
+                out
+            }),
+        )
         .await;
     match found {
-        Ok(Some(Ok(bytes))) => json_answer(Body::from(bytes)),
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no run {id}")),
-        Ok(Some(Err(err))) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+        Ok(bytes) if bytes.is_empty() => error(StatusCode::NOT_FOUND, format!("no run {id}")),
+        Ok(bytes) => json_answer(Body::from(bytes)),
         Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
     }
 }

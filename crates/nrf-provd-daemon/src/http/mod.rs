@@ -40,7 +40,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::StationConfig;
-use crate::ledger::ReaderPool;
+use crate::ledger::RunReaders;
+use crate::ledger::backends;
 use crate::station::Station;
 pub use auth::{Access, AccessToken, Role, TokenError};
 use live::Live;
@@ -70,8 +71,8 @@ pub enum HttpError {
 #[derive(Clone)]
 pub struct App {
     pub station: Arc<Station>,
-    /// The API's own read-only connections to the records.
-    pub readers: ReaderPool,
+    /// The API's own readers of the records (never the writer's).
+    pub readers: Arc<dyn RunReaders>,
     /// Who may see what.
     pub access: Access,
     /// The names a request may use for the station.
@@ -85,7 +86,7 @@ pub struct App {
 /// The running server.
 pub struct HttpServer {
     addr: SocketAddr,
-    readers: ReaderPool,
+    readers: Arc<dyn RunReaders>,
     stop: CancellationToken,
     /// Sent when the server's thread has closed every connection and ended.
     ended: Option<tokio::sync::oneshot::Receiver<()>>,
@@ -99,11 +100,24 @@ impl HttpServer {
         station: &Arc<Station>,
         config: &StationConfig,
     ) -> Result<Option<HttpServer>, HttpError> {
+        if config.http.listen.is_none() {
+            return Ok(None);
+        }
+        let readers = backends::local::readers(&config.database, config.http.readers)?;
+        Self::start_with(station, config, readers).await
+    }
+
+    /// [`start`](Self::start), reading the records through `readers` (any
+    /// ledger's) rather than the station's database.
+    pub async fn start_with(
+        station: &Arc<Station>,
+        config: &StationConfig,
+        readers: Arc<dyn RunReaders>,
+    ) -> Result<Option<HttpServer>, HttpError> {
         let Some(listen) = config.http.listen else {
             return Ok(None);
         };
         let access = Access::load(&config.http)?;
-        let readers = ReaderPool::open(&config.database, config.http.readers)?;
         metrics::note_start();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -126,7 +140,7 @@ impl HttpServer {
         let steps = station.context().plan.steps.len();
         let app = App {
             station: Arc::clone(station),
-            readers: readers.clone(),
+            readers: Arc::clone(&readers),
             access,
             origins: Origins::new(&config.http.allowed_hosts),
             live: Live::new(View::new(&config.station_id, steps)),
@@ -170,8 +184,8 @@ impl HttpServer {
 
     /// The readers the API reads the records through (a test takes one to
     /// see what a client gets when they are all busy).
-    pub fn readers(&self) -> ReaderPool {
-        self.readers.clone()
+    pub fn readers(&self) -> Arc<dyn RunReaders> {
+        Arc::clone(&self.readers)
     }
 
     /// Stop: close the listener and every connection, end the feeds, and

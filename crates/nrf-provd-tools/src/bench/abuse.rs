@@ -38,7 +38,7 @@ use super::daemon::{self, DaemonChild};
 use super::metrics::Sampler;
 use super::scrape::{self, Scraped, Scraper};
 use super::{BenchError, STALL_LIMIT, WorkDir, board_index};
-use crate::ledger::{LedgerReader, RunFilter, SqliteLedger};
+use crate::ledger::{LedgerReader, RunFilter, SqliteLedger, backends};
 use crate::process::Process;
 use crate::record::{Outcome, RunRecord};
 use crate::sim::Latency;
@@ -279,10 +279,7 @@ pub async fn run(
     };
     progress("warming up: every board runs twice");
     line.drive(None, Some(2)).await?;
-    let runs_before = SqliteLedger::open_read_only(&database)?
-        .counts()
-        .await?
-        .seen;
+    let runs_before = backends::local::reader(&database)?.counts().await?.seen;
     let whole = {
         let failed = |e: reqwest::Error| BenchError::Invalid(format!("{ABUSIVE_PATH}: {e}"));
         let client = scrape::client().map_err(failed)?;
@@ -311,7 +308,7 @@ pub async fn run(
         daemon, mut sim, ..
     } = line;
     daemon.stop(STOP_LIMIT).await?;
-    let runs = SqliteLedger::open_read_only(&database)?
+    let runs = backends::local::reader(&database)?
         .runs(&RunFilter::default())
         .await?;
     sim.quit().await;

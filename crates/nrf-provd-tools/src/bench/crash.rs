@@ -28,7 +28,7 @@ use rand::{Rng, SeedableRng};
 use super::child::{self, SimChild, SimSpec};
 use super::daemon::{self, DaemonChild, Reported};
 use super::{BenchError, STALL_LIMIT, WorkDir, board_index};
-use crate::ledger::{LedgerReader, RunFilter, SqliteLedger};
+use crate::ledger::{RunFilter, backends};
 use crate::record::{Outcome, RunId, RunRecord};
 use crate::sim::Latency;
 
@@ -280,7 +280,7 @@ async fn inspect(
 }
 
 async fn read_runs(database: &Path) -> Result<Vec<RunRecord>, BenchError> {
-    let reader = SqliteLedger::open_read_only(database)?;
+    let reader = backends::local::reader(database)?;
     Ok(reader.runs(&RunFilter::default()).await?)
 }
 

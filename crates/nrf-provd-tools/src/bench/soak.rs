@@ -36,7 +36,7 @@ use super::child::{self, SimChild, SimSpec};
 use super::daemon::{self, DaemonChild};
 use super::metrics::{Sample, Sampler, percentile};
 use super::{BenchError, STALL_LIMIT, WorkDir, board_index};
-use crate::ledger::{LedgerReader, RunFilter, SqliteLedger};
+use crate::ledger::{RunFilter, backends};
 use crate::process::{self, Process};
 use crate::record::{Outcome, RunId, RunRecord, Step};
 use crate::sim::control::BoardStats;
@@ -298,7 +298,7 @@ pub async fn run(
 }
 
 async fn read_runs(database: &std::path::Path) -> Result<Vec<RunRecord>, BenchError> {
-    let reader = SqliteLedger::open_read_only(database)?;
+    let reader = backends::local::reader(database)?;
     Ok(reader.runs(&RunFilter::default()).await?)
 }
 

@@ -284,7 +284,8 @@ async fn faults_apply_only_to_their_targets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn substitute_answers_a_command_with_a_genuine_token_of_another_kind() {
     let cases: Vec<(CapturedToken, &str)> = CapturedToken::ALL
-        .into_iter()
+        .iter()
+        .copied()
         .flat_map(|kind| TOKEN_COMMANDS.map(|command| (kind, command)))
         .collect();
     let dir = tempfile::tempdir().unwrap();

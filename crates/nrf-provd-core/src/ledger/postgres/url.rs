@@ -9,7 +9,8 @@ use crate::ledger::PASSWORD_ENV;
 
 /// libpq's `sslmode`: whether the connection is encrypted, and whether the
 /// server's certificate is checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, strum::IntoStaticStr, strum::EnumString)]
+#[strum(serialize_all = "kebab-case")]
 pub enum SslMode {
     /// Never TLS.
     Disable,
@@ -26,22 +27,8 @@ pub enum SslMode {
 }
 
 impl SslMode {
-    const ALL: [SslMode; 5] = [
-        SslMode::Disable,
-        SslMode::Prefer,
-        SslMode::Require,
-        SslMode::VerifyCa,
-        SslMode::VerifyFull,
-    ];
-
     pub fn as_str(self) -> &'static str {
-        match self {
-            SslMode::Disable => "disable",
-            SslMode::Prefer => "prefer",
-            SslMode::Require => "require",
-            SslMode::VerifyCa => "verify-ca",
-            SslMode::VerifyFull => "verify-full",
-        }
+        self.into()
     }
 
     /// TLS or no connection at all.
@@ -193,10 +180,9 @@ fn take_tls(url: &str) -> Result<(String, LedgerTls), String> {
         match decode(key)?.as_str() {
             "sslmode" => {
                 let value = decode(value)?;
-                tls.mode = SslMode::ALL
-                    .into_iter()
-                    .find(|m| m.as_str() == value)
-                    .ok_or("has an sslmode that is not one of disable, prefer, require, verify-ca, verify-full")?;
+                tls.mode = value
+                    .parse()
+                    .map_err(|_| "has an sslmode that is not one of disable, prefer, require, verify-ca, verify-full")?;
             }
             "sslrootcert" => tls.root_cert = Some(PathBuf::from(decode(value)?)),
             _ => kept.push(pair),
@@ -232,6 +218,21 @@ pub fn check_url(url: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::{LedgerUrl, SslMode, check_url};
+
+    #[test]
+    fn sslmode_words_are_libpqs() {
+        for (mode, word) in [
+            (SslMode::Disable, "disable"),
+            (SslMode::Prefer, "prefer"),
+            (SslMode::Require, "require"),
+            (SslMode::VerifyCa, "verify-ca"),
+            (SslMode::VerifyFull, "verify-full"),
+        ] {
+            assert_eq!(mode.as_str(), word);
+            assert_eq!(word.parse::<SslMode>().ok(), Some(mode));
+        }
+        assert!("verify_full".parse::<SslMode>().is_err());
+    }
 
     #[test]
     fn urls_are_checked_without_being_repeated() {

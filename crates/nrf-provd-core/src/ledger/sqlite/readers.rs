@@ -8,23 +8,13 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use async_trait::async_trait;
 use rusqlite::{Connection, params};
-use time::OffsetDateTime;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{SqliteLedger, SqliteReader, blocking, dbtime, read_selected, sql};
-use crate::ledger::{LedgerError, RunId, RunRecord};
-
-/// Which runs one page of the API holds (their ids, oldest first).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RunPage {
-    /// Only runs started at or after this.
-    pub since: Option<OffsetDateTime>,
-    /// A cursor: the first `limit` runs after this id. Without one, the
-    /// most recent `limit` runs.
-    pub after: Option<RunId>,
-    pub limit: usize,
-}
+use crate::ledger::paged::{Render, RunPage, RunReader, RunReaders};
+use crate::ledger::{LedgerError, RunId};
 
 /// A fixed number of read-only connections.
 #[derive(Clone)]
@@ -60,22 +50,25 @@ impl ReaderPool {
             }),
         })
     }
+}
 
-    /// A reader if one is idle now; `None` when all are busy.
-    pub fn try_reader(&self) -> Option<Reader> {
+#[async_trait]
+impl RunReaders for ReaderPool {
+    fn try_reader(&self) -> Option<Box<dyn RunReader>> {
         let permit = Arc::clone(&self.inner.permits).try_acquire_owned().ok()?;
-        self.inner.take(permit)
+        Some(Box::new(self.inner.take(permit)?))
     }
 
-    /// The next reader that becomes idle.
-    pub async fn reader(&self) -> Result<Reader, LedgerError> {
+    async fn reader(&self) -> Result<Box<dyn RunReader>, LedgerError> {
         let permit = Arc::clone(&self.inner.permits)
             .acquire_owned()
             .await
             .map_err(|_| LedgerError::Task("the readers have been closed".into()))?;
-        self.inner
+        let reader = self
+            .inner
             .take(permit)
-            .ok_or_else(|| LedgerError::Task("no reader behind a permit".into()))
+            .ok_or_else(|| LedgerError::Task("no reader behind a permit".into()))?;
+        Ok(Box::new(reader))
     }
 }
 
@@ -113,25 +106,22 @@ impl Reader {
             .as_ref()
             .ok_or_else(|| LedgerError::Task("reader already returned".into()))
     }
+}
 
-    /// The ids of the runs on `page`, oldest first.
-    pub async fn page(&self, page: RunPage) -> Result<Vec<RunId>, LedgerError> {
+#[async_trait]
+impl RunReader for Reader {
+    async fn page(&self, page: RunPage) -> Result<Vec<RunId>, LedgerError> {
         blocking(&self.db()?.db, move |conn| page_ids(conn, &page)).await
     }
 
-    /// The runs with `ids` (oldest first; an id with no run is left out),
-    /// handed to `then` on the reader's thread: what is made of them (an
-    /// answer's bytes) is made there too, not on the caller's thread.
-    pub async fn runs_then<R, F>(&self, ids: Vec<RunId>, then: F) -> Result<R, LedgerError>
-    where
-        R: Send + 'static,
-        F: FnOnce(Vec<RunRecord>) -> R + Send + 'static,
-    {
+    /// `render` runs on the reader's thread: an answer's bytes are made
+    /// there too, not on the caller's thread.
+    async fn render(&self, ids: Vec<RunId>, render: Render) -> Result<Vec<u8>, LedgerError> {
         blocking(&self.db()?.db, move |conn| {
             let ids = serde_json::to_string(&ids)
                 .map_err(|e| LedgerError::InvalidRecord(e.to_string()))?;
             let runs = read_selected(conn, "SELECT value FROM json_each(?1)", params![ids])?;
-            Ok(then(runs))
+            Ok(render(runs))
         })
         .await
     }

@@ -4,9 +4,11 @@
 //! recorded, and the run ends `collected`, never `passed`, so the devices
 //! can be claimed on nRF Cloud later (`nrf-provd cloud claim --include-collected`).
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
-use super::{IdentityAuthority, IdentityCase, Judgement, VerifiedBy, Vouch};
+use super::{BindingsOnly, IdentityAuthority, IdentityCase, Judgement, VerifiedBy, Vouch};
 use crate::token::verify::verify;
 use crate::trust::TrustStore;
 
@@ -23,10 +25,9 @@ impl IdentityAuthority for CollectAuthority {
         let verdict = verify(case.token, case.expected, &TrustStore::new()).without_key_checks();
         Judgement::Vouched(Vouch {
             by: VerifiedBy::Collect,
-            key: None,
+            later: Arc::new(BindingsOnly),
             verdict,
             evidence: Vec::new(),
-            cose_required: false,
             detail: "collected for a later claim: the signature is not judged".into(),
         })
     }

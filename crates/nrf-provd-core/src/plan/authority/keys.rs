@@ -4,9 +4,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{IdentityAuthority, IdentityCase, Judgement, VerifiedBy, Vouch, explain};
+use uuid::Uuid;
+
+use super::{IdentityAuthority, IdentityCase, Judgement, LaterTokens, VerifiedBy, Vouch, explain};
 use crate::token::verify::verify;
-use crate::trust::TrustStore;
+use crate::token::{Expected, Token, Verdict};
+use crate::trust::{TrustStore, TrustedKey};
 
 /// `keys`: the trust file. Knows a device when the file lists its UUID; then
 /// the token must be authentic under that key.
@@ -41,10 +44,9 @@ impl IdentityAuthority for KeysAuthority {
         if verdict.authentic() {
             return Judgement::Vouched(Vouch {
                 by: VerifiedBy::Keys,
-                key: Some(key.clone()),
+                later: Arc::new(TrustedKeyOnly(key.clone())),
                 detail: "signed by the key the trust file lists".into(),
                 evidence: Vec::new(),
-                cose_required: false,
                 verdict,
             });
         }
@@ -54,5 +56,20 @@ impl IdentityAuthority for KeysAuthority {
             detail,
             verdict,
         }
+    }
+}
+
+/// A later token must be authentic under the trust file's key.
+#[derive(Debug)]
+struct TrustedKeyOnly(TrustedKey);
+
+impl LaterTokens for TrustedKeyOnly {
+    fn judge(&self, token: &Token, expected: &Expected, device_uuid: Uuid) -> (Verdict, bool) {
+        let mut store = TrustStore::new();
+        // The key parsed once already; inserting it cannot fail.
+        let _ = store.insert(device_uuid, self.0.spki_der());
+        let verdict = verify(token, expected, &store);
+        let accepted = verdict.authentic();
+        (verdict, accepted)
     }
 }

@@ -17,14 +17,19 @@ mod keys;
 mod nrfcloud;
 mod pin;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::at::AtError;
+use crate::cloud::CloudClient;
+use crate::ledger::Ledger;
+use crate::plan::{Clock, PinCose};
 use crate::record::{ReasonCode, RunRecord};
-use crate::token::verify::{verify, verify_pinned};
+use crate::token::verify::verify;
 use crate::token::{CheckName, Expected, Token, TokenKind, Verdict};
-use crate::trust::{TrustStore, TrustedKey};
+use crate::trust::TrustStore;
 
 pub use crate::record::VerifiedBy;
 pub use crate::trust::fingerprint;
@@ -32,6 +37,36 @@ pub use collect::CollectAuthority;
 pub use keys::KeysAuthority;
 pub use nrfcloud::NrfCloudAuthority;
 pub use pin::PinAuthority;
+
+/// What an authority is made of: the station's parts any of them may need.
+pub struct AuthorityParts<'a, E> {
+    pub trust: &'a Arc<TrustStore>,
+    pub ledger: &'a Arc<dyn Ledger>,
+    pub clock: &'a Arc<dyn Clock>,
+    pub pin_cose: PinCose,
+    /// The nRF Cloud client, made only when an authority needs it (it
+    /// reads the API key).
+    pub cloud: &'a dyn Fn() -> Result<Arc<CloudClient>, E>,
+}
+
+/// The registry: the authority each name of `identity.authorities` stands
+/// for. An authority is its file, its `mod` line, its line here and its
+/// name in [`VerifiedBy`]; the config reads the names from there.
+pub fn authority<E>(
+    by: VerifiedBy,
+    parts: &AuthorityParts<'_, E>,
+) -> Result<Arc<dyn IdentityAuthority>, E> {
+    Ok(match by {
+        VerifiedBy::Keys => Arc::new(KeysAuthority::new(Arc::clone(parts.trust))),
+        VerifiedBy::Nrfcloud => Arc::new(NrfCloudAuthority::new((parts.cloud)()?)),
+        VerifiedBy::Pin => Arc::new(PinAuthority::new(
+            Arc::clone(parts.ledger),
+            Arc::clone(parts.clock),
+            parts.pin_cose,
+        )),
+        VerifiedBy::Collect => Arc::new(CollectAuthority),
+    })
+}
 
 /// A `%JWT` the board was asked for in this run, and the one expectation
 /// that binds its answer to the request (challenge, clock, `exp_delta`).
@@ -67,9 +102,8 @@ pub struct IdentityCase<'a> {
 #[derive(Debug, Clone)]
 pub struct Vouch {
     pub by: VerifiedBy,
-    /// The device identity key, when the authority knows it (`keys`) or
-    /// has pinned it (`pin`).
-    pub key: Option<TrustedKey>,
+    /// How the device's later tokens are judged, as this authority allows.
+    pub later: Arc<dyn LaterTokens>,
     /// The verdict on the identity token to record.
     pub verdict: Verdict,
     /// More tokens the authority asked the board for, with their verdicts
@@ -77,47 +111,34 @@ pub struct Vouch {
     pub evidence: Vec<(String, Verdict)>,
     /// What was proven, in words (the step's detail).
     pub detail: String,
-    /// `pin` with `identity.pin_cose = "required"`: a `%KEYGEN` signature
-    /// must verify under the pinned key too.
-    pub cose_required: bool,
 }
 
 impl Vouch {
     /// Judge a later token of this device (`%KEYGEN`, `%JWT`) as this vouch
     /// allows; the verdict to record, and whether the step may pass.
-    ///
-    /// - `keys`: authentic under the trust file's key.
-    /// - `pin`: every binding holds; a JWT (whose signing input is standard)
-    ///   must also verify under the pinned key, and so must a COSE token
-    ///   unless `identity.pin_cose = "recorded"` (real modems: their COSE
-    ///   signing input is not published, see [`pin`]); then it is recorded.
-    /// - `nrfcloud`, `collect`: every binding holds (no key to check with).
     pub fn judge(&self, token: &Token, expected: &Expected, device_uuid: Uuid) -> (Verdict, bool) {
-        match (self.by, &self.key) {
-            (VerifiedBy::Keys, Some(key)) => {
-                let mut store = TrustStore::new();
-                // The key parsed once already; inserting it cannot fail.
-                let _ = store.insert(device_uuid, key.spki_der());
-                let verdict = verify(token, expected, &store);
-                let accepted = verdict.authentic();
-                (verdict, accepted)
-            }
-            (VerifiedBy::Pin, Some(key)) => {
-                let verdict = verify_pinned(token, expected, device_uuid, key);
-                let signed = verdict.pinned_signature() == Some(true);
-                let cose = token.kind() != TokenKind::Jwt;
-                if cose {
-                    pin::observe_signing_input(token.kind(), signed);
-                }
-                let accepted = verdict.bindings_hold() && (signed || (cose && !self.cose_required));
-                (verdict, accepted)
-            }
-            _ => {
-                let verdict = verify(token, expected, &TrustStore::new()).without_key_checks();
-                let accepted = verdict.bindings_hold();
-                (verdict, accepted)
-            }
-        }
+        self.later.judge(token, expected, device_uuid)
+    }
+}
+
+/// How an authority that vouched judges the device's later tokens
+/// (`%KEYGEN`, `%JWT`): each authority says so with its vouch, so the plan
+/// needs to know none of them.
+pub trait LaterTokens: std::fmt::Debug + Send + Sync {
+    /// The verdict to record, and whether the step may pass.
+    fn judge(&self, token: &Token, expected: &Expected, device_uuid: Uuid) -> (Verdict, bool);
+}
+
+/// Every binding holds: for an authority with no key to check with
+/// (`nrfcloud`, `collect`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BindingsOnly;
+
+impl LaterTokens for BindingsOnly {
+    fn judge(&self, token: &Token, expected: &Expected, _device_uuid: Uuid) -> (Verdict, bool) {
+        let verdict = verify(token, expected, &TrustStore::new()).without_key_checks();
+        let accepted = verdict.bindings_hold();
+        (verdict, accepted)
     }
 }
 

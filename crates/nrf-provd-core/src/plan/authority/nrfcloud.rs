@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{IdentityAuthority, IdentityCase, Judgement, VerifiedBy, Vouch};
+use super::{BindingsOnly, IdentityAuthority, IdentityCase, Judgement, VerifiedBy, Vouch};
 use crate::cloud::{CloudClient, CloudReason};
 use crate::record::ReasonCode;
 use crate::token::verify::verify;
@@ -37,10 +37,9 @@ impl IdentityAuthority for NrfCloudAuthority {
         match self.client.claim_dry_run(case.text).await {
             Ok(()) => Judgement::Vouched(Vouch {
                 by: VerifiedBy::Nrfcloud,
-                key: None,
+                later: Arc::new(BindingsOnly),
                 verdict,
                 evidence: Vec::new(),
-                cose_required: false,
                 detail: "nRF Cloud accepted the identity token (claim dry run: 202)".into(),
             }),
             Err(err) => Judgement::Refused {

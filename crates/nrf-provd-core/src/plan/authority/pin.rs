@@ -32,7 +32,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use tracing::{info, warn};
 
-use super::{Evidence, IdentityAuthority, IdentityCase, Judgement, VerifiedBy, Vouch, explain};
+use uuid::Uuid;
+
+use super::{
+    Evidence, IdentityAuthority, IdentityCase, Judgement, LaterTokens, VerifiedBy, Vouch, explain,
+};
 use crate::ledger::{Ledger, Pin, PinOutcome};
 use crate::plan::PinCose;
 use crate::plan::{Clock, StepFailure};
@@ -40,7 +44,7 @@ use crate::record::{ReasonCode, Step};
 use crate::token::recover::recover_common_key;
 use crate::token::verify::{verify, verify_pinned};
 use crate::token::{self, Jwt, Token, TokenKind, Verdict};
-use crate::trust::{TrustStore, fingerprint};
+use crate::trust::{TrustStore, TrustedKey, fingerprint};
 
 /// What a `cose_unverified` failure adds, so that an operator with real
 /// modems knows the choice.
@@ -242,12 +246,42 @@ impl IdentityAuthority for PinAuthority {
         };
         Judgement::Vouched(Vouch {
             by: VerifiedBy::Pin,
-            key: Some(key),
+            later: Arc::new(PinnedKey {
+                key,
+                cose_required: self.cose == PinCose::Required,
+            }),
             detail: format!("{detail}; {cose}"),
             verdict,
             evidence,
-            cose_required: self.cose == PinCose::Required,
         })
+    }
+}
+
+/// A later token: every binding holds; a JWT (whose signing input is
+/// standard) must also verify under the pinned key, and so must a COSE
+/// token unless `identity.pin_cose = "recorded"` (real modems: their COSE
+/// signing input is not published); then it is recorded.
+#[derive(Debug)]
+struct PinnedKey {
+    key: TrustedKey,
+    cose_required: bool,
+}
+
+impl LaterTokens for PinnedKey {
+    fn judge(
+        &self,
+        token: &Token,
+        expected: &token::Expected,
+        device_uuid: Uuid,
+    ) -> (Verdict, bool) {
+        let verdict = verify_pinned(token, expected, device_uuid, &self.key);
+        let signed = verdict.pinned_signature() == Some(true);
+        let cose = token.kind() != TokenKind::Jwt;
+        if cose {
+            observe_signing_input(token.kind(), signed);
+        }
+        let accepted = verdict.bindings_hold() && (signed || (cose && !self.cose_required));
+        (verdict, accepted)
     }
 }
 

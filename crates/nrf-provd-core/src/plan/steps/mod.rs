@@ -1,18 +1,7 @@
 //! The plan's steps: each file holds one step's rules (what must come
 //! before it, where it must stand) and its body. To add a step, write its
-//! file, add its variant to [`Step`] and its line to [`rules`] and
-//! [`execute`].
-
-mod attest;
-mod certify;
-mod confirm;
-mod identify;
-mod install;
-mod jwt;
-mod keygen;
-mod offline;
-mod probe;
-mod restore;
+//! file (its `RULES` and `run`), add its variant to [`Step`] and its line
+//! to the table at the end of this file.
 
 use super::{Link, Run, StepFailure};
 use crate::record::Step;
@@ -45,37 +34,41 @@ impl Rules {
     };
 }
 
-/// The rules of `step`.
-pub fn rules(step: Step) -> Rules {
-    match step {
-        Step::Probe => probe::RULES,
-        Step::Identify => identify::RULES,
-        Step::Offline => offline::RULES,
-        Step::Attest => attest::RULES,
-        Step::Keygen => keygen::RULES,
-        Step::Certify => certify::RULES,
-        Step::Install => install::RULES,
-        Step::Confirm => confirm::RULES,
-        Step::Jwt => jwt::RULES,
-        Step::Restore => restore::RULES,
-    }
+/// The table of steps: each variant of [`Step`] and the file that holds
+/// its `RULES` and `run`. Makes [`rules`] and [`execute`]; a variant
+/// without its line does not compile.
+macro_rules! steps {
+    ($($step:ident => $file:ident),* $(,)?) => {
+        $(mod $file;)*
+
+        /// The rules of `step`.
+        pub fn rules(step: Step) -> Rules {
+            match step {
+                $(Step::$step => $file::RULES,)*
+            }
+        }
+
+        /// The body of `step`; returns a short detail for the record.
+        pub(crate) async fn execute<T: Link>(
+            run: &mut Run<'_, T>,
+            step: Step,
+        ) -> Result<String, StepFailure> {
+            match step {
+                $(Step::$step => $file::run(run).await,)*
+            }
+        }
+    };
 }
 
-/// The body of `step`; returns a short detail for the record.
-pub(crate) async fn execute<T: Link>(
-    run: &mut Run<'_, T>,
-    step: Step,
-) -> Result<String, StepFailure> {
-    match step {
-        Step::Probe => probe::run(run).await,
-        Step::Identify => identify::run(run).await,
-        Step::Offline => offline::run(run).await,
-        Step::Attest => attest::run(run).await,
-        Step::Keygen => keygen::run(run).await,
-        Step::Certify => certify::run(run).await,
-        Step::Install => install::run(run).await,
-        Step::Confirm => confirm::run(run).await,
-        Step::Jwt => jwt::run(run).await,
-        Step::Restore => restore::run(run).await,
-    }
+steps! {
+    Probe => probe,
+    Identify => identify,
+    Offline => offline,
+    Attest => attest,
+    Keygen => keygen,
+    Certify => certify,
+    Install => install,
+    Confirm => confirm,
+    Jwt => jwt,
+    Restore => restore,
 }
