@@ -33,6 +33,7 @@ async fn database(path: &Path) -> SqliteLedger {
         station_id: "s1".into(),
         port: port.into(),
         started_at: at,
+        trace: Default::default(),
     };
     let id = store
         .begin_run(&start("/dev/a"))
@@ -58,6 +59,7 @@ async fn database(path: &Path) -> SqliteLedger {
             steps: vec![],
             tokens: vec![],
             artifacts: vec![],
+            trace: Default::default(),
         })
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -236,6 +238,7 @@ async fn passed_database(path: &Path, n: u128) {
             station_id: "s1".into(),
             port: "/dev/a".into(),
             started_at: at,
+            trace: Default::default(),
         };
         let id = store
             .begin_run(&start)
@@ -267,6 +270,7 @@ async fn passed_database(path: &Path, n: u128) {
                         "-----BEGIN CERTIFICATE-----\nMIIB{i:04}\nAAAA\n-----END CERTIFICATE-----\n"
                     ),
                 }],
+                trace: Default::default(),
             })
             .await
             .unwrap_or_else(|e| panic!("{e}"));

@@ -47,6 +47,9 @@ pub enum SetupError {
     Cloud(String),
     #[error("port {path}: {source}")]
     Port { path: PathBuf, source: AtError },
+    /// `[traceability] require` names a value that is not set.
+    #[error("traceability: {0}")]
+    Untraced(String),
 }
 
 /// The station `config` describes: its SQLite ledger (and the line's
@@ -85,6 +88,7 @@ pub fn station_with_ledger(
         line,
         sources,
         handoff,
+        trace: config.traceability.clone(),
     }))
 }
 
@@ -118,6 +122,7 @@ pub async fn provision_port(config: &StationConfig, port: &Path) -> Result<RunRe
             path: config.database.clone(),
             source,
         },
+        ProvisionError::Untraced(why) => SetupError::Untraced(why),
     })
 }
 

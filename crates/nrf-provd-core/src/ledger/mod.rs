@@ -29,8 +29,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 pub use crate::record::{
-    Artifact, ArtifactKind, DeviceInfo, Outcome, ReasonCode, RunId, RunRecord, RunStart, Step,
-    StepRecord, TokenRecord, VerifiedBy,
+    Artifact, ArtifactKind, DeviceInfo, Outcome, ReasonCode, RunId, RunRecord, RunStart, Shift,
+    ShiftChange, Step, StepRecord, TokenRecord, Traceability, VerifiedBy,
 };
 pub use handoff::{
     ClaimCandidate, DeviceHandoff, DeviceResult, HandoffLedger, HandoffResult, HandoffStep,
@@ -329,6 +329,20 @@ pub trait Ledger: Send + Sync {
     fn status(&self) -> LedgerStatus {
         LedgerStatus::default()
     }
+
+    /// Record a change of the station-wide traceability values, durably.
+    /// A ledger that keeps no such history refuses it.
+    async fn record_shift_change(&self, change: &ShiftChange) -> Result<(), LedgerError> {
+        let _ = change;
+        Err(LedgerError::InvalidRecord(
+            "this ledger keeps no shift history".into(),
+        ))
+    }
+
+    /// The values the last recorded shift change set; `None` before any.
+    async fn last_shift(&self) -> Result<Option<Shift>, LedgerError> {
+        Ok(None)
+    }
 }
 
 /// A ledger's health, as the operator's view and the metrics show it.
@@ -350,6 +364,8 @@ pub struct RunFilter {
     pub station_id: Option<String>,
     pub since: Option<OffsetDateTime>,
     pub limit: Option<usize>,
+    /// Only runs of this work order.
+    pub work_order: Option<String>,
 }
 
 /// A `since` bound as people write it (`results --since`, the API's

@@ -25,6 +25,8 @@ pub struct Shift {
     pub runs_collected: u64,
     /// Why the station takes no new board, while it does not.
     pub paused: Option<String>,
+    /// Boards waiting for required traceability values: port → why.
+    pub waiting: std::collections::BTreeMap<String, String>,
 }
 
 impl Shift {
@@ -37,13 +39,20 @@ impl Shift {
             StationEvent::PortGone { port } => {
                 self.ports.remove(port);
                 self.boards_present.remove(port);
+                self.waiting.remove(port);
             }
             StationEvent::BoardArrived { port, .. } => {
                 self.boards_seen += 1;
                 self.boards_present.insert(port.clone());
             }
-            StationEvent::BoardLeft { port } => {
-                self.boards_present.remove(port);
+            StationEvent::BoardLeft { port } | StationEvent::StepStarted { port, .. } => {
+                if matches!(event, StationEvent::BoardLeft { .. }) {
+                    self.boards_present.remove(port);
+                }
+                self.waiting.remove(port);
+            }
+            StationEvent::BoardWaiting { port, reason } => {
+                self.waiting.insert(port.clone(), reason.clone());
             }
             StationEvent::RunFinished { record, .. } => match record.outcome {
                 Outcome::Passed => self.runs_passed += 1,
@@ -53,7 +62,7 @@ impl Shift {
             },
             StationEvent::Paused { reason } => self.paused = Some(reason.clone()),
             StationEvent::Resumed => self.paused = None,
-            StationEvent::StepStarted { .. }
+            StationEvent::ShiftChanged { .. }
             | StationEvent::StepFinished { .. }
             | StationEvent::TokenVerified { .. }
             | StationEvent::DeviceIdentified { .. } => {}
@@ -81,6 +90,9 @@ impl Shift {
         }
         if let Some(reason) = &self.paused {
             line.push_str(&format!("; PAUSED, taking no board: {reason}"));
+        }
+        if let Some(reason) = self.waiting.values().next() {
+            line.push_str(&format!("; {} board(s) {reason}", self.waiting.len()));
         }
         line
     }

@@ -32,6 +32,7 @@ fn start(id: &str, port: &str) -> RunStart {
         station_id: id.into(),
         port: port.into(),
         started_at: OffsetDateTime::now_utc(),
+        trace: Default::default(),
     }
 }
 

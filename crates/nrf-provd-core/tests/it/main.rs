@@ -5,3 +5,4 @@ mod line_ledger;
 mod plan_memory;
 mod station_presence;
 mod store_records;
+mod traceability;

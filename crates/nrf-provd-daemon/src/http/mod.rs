@@ -129,7 +129,11 @@ impl HttpServer {
             readers: readers.clone(),
             access,
             origins: Origins::new(&config.http.allowed_hosts),
-            live: Live::new(View::new(&config.station_id, steps)),
+            live: Live::new(View::new(
+                &config.station_id,
+                steps,
+                config.traceability.clone(),
+            )),
             metrics: Arc::new(Metrics::new(Arc::clone(station) as _)),
             stop: stop.clone(),
         };
