@@ -404,13 +404,17 @@ impl Station {
                     dialect: arrival.dialect,
                 });
             }
-            // Take no board until the values it must be traced by are set.
-            if !self
-                .shift
-                .wait_until_complete(port, &self.events, &self.stop)
-                .await
-            {
-                return;
+            // Take no board until the values it must be traced by are set;
+            // then find it again (it may have left while it waited).
+            if !self.shift.missing().is_empty() {
+                if !self
+                    .shift
+                    .wait_until_complete(port, &self.events, &self.stop)
+                    .await
+                {
+                    return;
+                }
+                continue;
             }
             // Take no board while the ledger cannot record its run.
             if !self.ledger.wait_open(&self.stop).await {

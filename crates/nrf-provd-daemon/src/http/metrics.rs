@@ -54,6 +54,8 @@ pub enum Refusal {
     ForeignOrigin,
     /// No valid token where one is needed (401).
     NoToken,
+    /// A change (the shift) without the operator's token (403).
+    NotOperator,
     /// Every reader was busy (503).
     ReadersBusy,
 }
@@ -64,6 +66,7 @@ impl Refusal {
             Refusal::ForeignHost => "foreign_host",
             Refusal::ForeignOrigin => "foreign_origin",
             Refusal::NoToken => "no_token",
+            Refusal::NotOperator => "not_operator",
             Refusal::ReadersBusy => "readers_busy",
         }
     }

@@ -114,6 +114,14 @@ impl Reader {
             .ok_or_else(|| LedgerError::Task("reader already returned".into()))
     }
 
+    /// The latest `limit` shift changes, oldest first.
+    pub async fn shift_changes(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<crate::record::ShiftChange>, LedgerError> {
+        self.db()?.shift_changes(limit).await
+    }
+
     /// The ids of the runs on `page`, oldest first.
     pub async fn page(&self, page: RunPage) -> Result<Vec<RunId>, LedgerError> {
         blocking(&self.db()?.db, move |conn| page_ids(conn, &page)).await
