@@ -213,7 +213,18 @@ fn a_database_of_the_previous_release_is_migrated_and_shows_reason_codes() {
         })
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(pin_index, 1, "the pins are indexed by key");
-    assert_eq!(nrf_provd_core::ledger::SCHEMA_VERSION, 7);
+    // Version 8: traceability; old runs have none (null at the top level),
+    // and the shift's history starts empty.
+    for run in runs.as_array().unwrap_or_else(|| panic!("array")) {
+        for key in ["work_order", "lot", "operator", "product", "fixture"] {
+            assert_eq!(run[key], serde_json::Value::Null, "{key}");
+        }
+    }
+    let changes: i64 = rusqlite::Connection::open(&db)
+        .and_then(|c| c.query_row("SELECT COUNT(*) FROM shift_changes", [], |row| row.get(0)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(changes, 0);
+    assert_eq!(nrf_provd_core::ledger::SCHEMA_VERSION, 8);
     // Before version 3 only the trust file vouched: passed runs say so.
     assert_eq!(runs[0]["verified_by"], "keys");
     assert_eq!(runs[1]["verified_by"], serde_json::Value::Null);
