@@ -231,6 +231,14 @@ async fn a_board_waits_for_its_work_order_and_shift_set_traces_the_next_board() 
         "{history}"
     );
 
+    // The JSON API carries them at the top level (a viewer's summary too).
+    let api: Value = serde_json::from_str(&get(listen, "/api/v1/runs", None).expect("runs").body)
+        .expect("runs JSON");
+    assert_eq!(api[0]["work_order"], "WO-1234", "{api}");
+    assert_eq!(api[1]["work_order"], "WO-2", "{api}");
+    assert_eq!(api[1]["lot"], Value::Null, "{api}");
+    assert_eq!(api[1]["fixture"], "F01", "{api}");
+
     // results --work-order, the CSV and the summary, while the daemon runs.
     let db = env.config.database.display().to_string();
     let wo1 = json(&nrf_provd(&[
