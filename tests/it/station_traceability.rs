@@ -305,6 +305,44 @@ async fn a_board_waits_for_its_work_order_and_shift_set_traces_the_next_board() 
         "{summary}"
     );
     assert!(daemon.stop().await.success());
+
+    // A restart (or a crash) goes on with the values last recorded.
+    let mut daemon = Daemon::spawn(&config);
+    assert_eq!(daemon.http_addr().await, listen);
+    let shown = json(&nrf_provd(&[
+        "shift",
+        "show",
+        "--config",
+        &config_arg,
+        "--json",
+    ]));
+    assert_eq!(shown["shift"]["work_order"], "WO-2", "{shown}");
+    assert_eq!(shown["shift"]["lot"], Value::Null, "{shown}");
+    assert_eq!(
+        shown["history"].as_array().map(Vec::len),
+        Some(3),
+        "{shown}"
+    );
+    assert!(daemon.stop().await.success());
+
+    // A config whose values changed applies them, recorded as the config's.
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(&config, text.replace("LOT-7", "LOT-8")).expect("config");
+    let mut daemon = Daemon::spawn(&config);
+    assert_eq!(daemon.http_addr().await, listen);
+    let shown = json(&nrf_provd(&[
+        "shift",
+        "show",
+        "--config",
+        &config_arg,
+        "--json",
+    ]));
+    assert_eq!(shown["shift"]["lot"], "LOT-8", "{shown}");
+    assert_eq!(shown["shift"]["work_order"], Value::Null, "{shown}");
+    let last = &shown["history"][3];
+    assert_eq!(last["by"], "config", "{shown}");
+    assert_eq!(last["old"]["work_order"], "WO-2", "{shown}");
+    assert!(daemon.stop().await.success());
 }
 
 const VIEWER: &str = "v1ewer-a1c3e5b7d9f1a3c5e7b9d1f3";

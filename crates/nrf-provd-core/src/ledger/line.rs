@@ -31,7 +31,7 @@ pub use super::settings::LedgerMode as LineMode;
 use super::sqlite::stored_claim_value;
 use super::{
     Claim, ClaimOutcome, DeviceCheck, DeviceHistory, Ledger, LedgerError, LedgerStatus, Pin,
-    PinOutcome, RunId, RunRecord, RunStart, Shift, ShiftChange, Sighting, SqliteLedger,
+    PinOutcome, RunId, RunRecord, RunStart, ShiftChange, ShiftOnRecord, Sighting, SqliteLedger,
 };
 
 /// A central claim's round trip, successful ones
@@ -312,8 +312,8 @@ impl Ledger for LineLedger {
         self.local.record_shift_change(change).await
     }
 
-    async fn last_shift(&self) -> Result<Option<Shift>, LedgerError> {
-        self.local.last_shift().await
+    async fn shift_on_record(&self) -> Result<ShiftOnRecord, LedgerError> {
+        self.local.shift_on_record().await
     }
 }
 

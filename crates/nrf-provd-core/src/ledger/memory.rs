@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use super::{
     Claim, ClaimKind, ClaimOutcome, Counts, Ledger, LedgerError, LedgerReader, Outcome, Pin,
-    PinOutcome, RunFilter, RunId, RunRecord, RunStart, Shift, ShiftChange,
+    PinOutcome, RunFilter, RunId, RunRecord, RunStart, ShiftChange, ShiftOnRecord,
 };
 
 #[derive(Default)]
@@ -108,8 +108,8 @@ impl Ledger for MemoryLedger {
         Ok(())
     }
 
-    async fn last_shift(&self) -> Result<Option<Shift>, LedgerError> {
-        Ok(self.state().shift_changes.last().map(|c| c.new.clone()))
+    async fn shift_on_record(&self) -> Result<ShiftOnRecord, LedgerError> {
+        Ok(ShiftOnRecord::of(&self.state().shift_changes))
     }
 }
 

@@ -339,11 +339,37 @@ pub trait Ledger: Send + Sync {
         ))
     }
 
-    /// The values the last recorded shift change set; `None` before any.
-    async fn last_shift(&self) -> Result<Option<Shift>, LedgerError> {
-        Ok(None)
+    /// What the recorded shift changes say (nothing before any).
+    async fn shift_on_record(&self) -> Result<ShiftOnRecord, LedgerError> {
+        Ok(ShiftOnRecord::default())
     }
 }
+
+/// What a ledger's shift history says, for a station that starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShiftOnRecord {
+    /// The values the last change set.
+    pub current: Option<Shift>,
+    /// The values the config last set (a change made `by` `config`).
+    pub from_config: Option<Shift>,
+}
+
+impl ShiftOnRecord {
+    /// Of `changes`, oldest first.
+    pub fn of(changes: &[ShiftChange]) -> ShiftOnRecord {
+        ShiftOnRecord {
+            current: changes.last().map(|c| c.new.clone()),
+            from_config: changes
+                .iter()
+                .rev()
+                .find(|c| c.by == CONFIG_CHANGE)
+                .map(|c| c.new.clone()),
+        }
+    }
+}
+
+/// Who a change the config made at start is recorded as made by.
+pub const CONFIG_CHANGE: &str = "config";
 
 /// A ledger's health, as the operator's view and the metrics show it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]

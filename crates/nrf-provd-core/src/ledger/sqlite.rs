@@ -527,17 +527,25 @@ impl Ledger for SqliteLedger {
         .await
     }
 
-    async fn last_shift(&self) -> Result<Option<Shift>, LedgerError> {
-        let changes = blocking(&self.db, |conn| shift_changes(conn, 1)).await?;
-        Ok(changes.into_iter().next_back().map(|c| c.new))
+    async fn shift_on_record(&self) -> Result<super::ShiftOnRecord, LedgerError> {
+        blocking(&self.db, |conn| {
+            let current = shift_changes(conn, 1, None)?;
+            let from_config = shift_changes(conn, 1, Some(super::CONFIG_CHANGE))?;
+            Ok(super::ShiftOnRecord {
+                current: current.into_iter().next_back().map(|c| c.new),
+                from_config: from_config.into_iter().next_back().map(|c| c.new),
+            })
+        })
+        .await
     }
 }
 
-/// The latest `limit` shift changes, oldest first (none in a database
-/// older than version 8).
+/// The latest `limit` shift changes (made `by` whom, when given), oldest
+/// first (none in a database older than version 8).
 pub(crate) fn shift_changes(
     conn: &Connection,
     limit: usize,
+    by: Option<&str>,
 ) -> Result<Vec<ShiftChange>, LedgerError> {
     if SqliteReader::version(conn)? < 8 {
         return Ok(Vec::new());
@@ -546,11 +554,12 @@ pub(crate) fn shift_changes(
     let mut stmt = conn
         .prepare_cached(
             "SELECT changed_at, changed_by, old_json, new_json FROM shift_changes
+             WHERE ?2 IS NULL OR changed_by = ?2
              ORDER BY id DESC LIMIT ?1",
         )
         .map_err(sql("query shift changes"))?;
     let rows = stmt
-        .query_map([limit], |row| {
+        .query_map(params![limit, by], |row| {
             Ok((
                 row.get::<_, String>(0)?,
                 row.get::<_, String>(1)?,
@@ -583,7 +592,7 @@ pub(crate) fn shift_changes(
 impl SqliteReader {
     /// The latest `limit` shift changes, oldest first.
     pub async fn shift_changes(&self, limit: usize) -> Result<Vec<ShiftChange>, LedgerError> {
-        blocking(&self.db, move |conn| shift_changes(conn, limit)).await
+        blocking(&self.db, move |conn| shift_changes(conn, limit, None)).await
     }
 }
 

@@ -25,7 +25,7 @@ use tracing::{info, warn};
 use super::events::{Events, StationEvent};
 use crate::ledger::{
     Claim, ClaimOutcome, DeviceCheck, DeviceHistory, Ledger, LedgerError, LedgerStatus, Pin,
-    PinOutcome, RunId, RunRecord, RunStart, Shift, ShiftChange,
+    PinOutcome, RunId, RunRecord, RunStart, ShiftChange, ShiftOnRecord,
 };
 
 /// First wait before the ledger is tried again; doubles up to [`MAX_BACKOFF`].
@@ -251,7 +251,7 @@ impl Ledger for LedgerGate {
         self.inner.record_shift_change(change).await
     }
 
-    async fn last_shift(&self) -> Result<Option<Shift>, LedgerError> {
-        self.inner.last_shift().await
+    async fn shift_on_record(&self) -> Result<ShiftOnRecord, LedgerError> {
+        self.inner.shift_on_record().await
     }
 }

@@ -265,7 +265,11 @@ impl Station {
     /// supervisor has finished.
     pub async fn serve(self: Arc<Self>) {
         self.shift
-            .record_start(self.ledger.as_ref(), self.sources.clock.as_ref())
+            .resume(
+                self.ledger.as_ref(),
+                self.sources.clock.as_ref(),
+                &self.events,
+            )
             .await;
         // Retries the ledger while it cannot take records; stops with the
         // station, after the last supervisor (so deferred records get every

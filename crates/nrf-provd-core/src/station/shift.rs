@@ -11,7 +11,7 @@ use tokio::sync::{Mutex, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::events::{Events, StationEvent};
-use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::{CONFIG_CHANGE, Ledger, LedgerError};
 use crate::plan::Clock;
 use crate::record::{Shift, ShiftChange, ShiftField, Traceability};
 
@@ -128,24 +128,38 @@ impl ShiftBoard {
         Ok(Some(change))
     }
 
-    /// At start: the config's values, recorded as a change by `config`
-    /// when they differ from what the ledger last recorded (so the history
-    /// has no gap across a restart with another config).
-    pub async fn record_start(&self, ledger: &dyn Ledger, clock: &dyn Clock) {
+    /// At start: go on with the last recorded shift (a restart, a crash
+    /// loses no operator's change), unless the config's values changed
+    /// since they last applied: then they apply, recorded as a change by
+    /// `config` (so the history has no gap).
+    pub async fn resume(&self, ledger: &dyn Ledger, clock: &dyn Clock, events: &Events) {
+        let _one_at_a_time = self.changing.lock().await;
         let start = self.settings.start.clone();
-        let last = match ledger.last_shift().await {
-            Ok(last) => last.unwrap_or_default(),
+        let record = match ledger.shift_on_record().await {
+            Ok(record) => record,
             Err(err) => {
-                tracing::warn!(%err, "cannot read the last recorded shift");
+                tracing::warn!(%err, "cannot read the recorded shift; starting with the config's");
                 return;
             }
         };
-        if last == start {
+        // The config's values have applied before (or it has none and a
+        // fresh history): what was recorded last stands.
+        let applied = match &record.from_config {
+            Some(from_config) => *from_config == start,
+            None => start == Shift::default(),
+        };
+        if applied {
+            if let Some(current) = record.current.filter(|c| *c != start) {
+                tracing::info!("going on with the shift last recorded");
+                self.current.send_replace(current.clone());
+                events.send(StationEvent::ShiftChanged { shift: current });
+            }
             return;
         }
+        let last = record.current.unwrap_or_default();
         let change = ShiftChange {
             at: clock.now_utc(),
-            by: "config".into(),
+            by: CONFIG_CHANGE.into(),
             old: last,
             new: start,
         };

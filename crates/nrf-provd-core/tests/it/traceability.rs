@@ -7,7 +7,7 @@ use std::path::Path;
 use nrf_provd_core::ledger::export;
 use nrf_provd_core::ledger::{
     Ledger, LedgerReader, MemoryLedger, Outcome, ReasonCode, RunFilter, RunRecord, RunStart, Shift,
-    ShiftChange, SqliteLedger, Summary, Traceability,
+    ShiftChange, ShiftOnRecord, SqliteLedger, Summary, Traceability,
 };
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -214,8 +214,11 @@ async fn shift_changes_are_recorded_old_to_new_and_survive_a_reopen() {
     let path = dir.path().join("results.db");
     let ledger = open(&path);
     assert_eq!(
-        ledger.last_shift().await.unwrap_or_else(|e| panic!("{e}")),
-        None
+        ledger
+            .shift_on_record()
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+        ShiftOnRecord::default()
     );
     let first = Shift {
         work_order: Some("WO-1".into()),
@@ -253,10 +256,12 @@ async fn shift_changes_are_recorded_old_to_new_and_survive_a_reopen() {
     }
     drop(ledger);
     let ledger = open(&path);
-    assert_eq!(
-        ledger.last_shift().await.unwrap_or_else(|e| panic!("{e}")),
-        Some(second.clone())
-    );
+    let on_record = ledger
+        .shift_on_record()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(on_record.current, Some(second.clone()));
+    assert_eq!(on_record.from_config, None, "no change was the config's");
     drop(ledger);
     let reader = SqliteLedger::open_read_only(&path).unwrap_or_else(|e| panic!("{e}"));
     let history = reader
