@@ -157,6 +157,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn status_says_when_a_board_waits_for_a_work_order_until_it_runs() {
+        let mut shift = Shift::default();
+        shift.apply(&StationEvent::BoardWaiting {
+            port: "a".into(),
+            reason: "waiting for work_order: set it".into(),
+        });
+        assert!(
+            shift
+                .status_line()
+                .ends_with("; 1 board(s) waiting for work_order: set it"),
+            "{}",
+            shift.status_line()
+        );
+        shift.apply(&StationEvent::StepStarted {
+            port: "a".into(),
+            run: 1,
+            step: crate::record::Step::Probe,
+        });
+        assert!(!shift.status_line().contains("waiting"));
+    }
+
+    #[test]
     fn status_counts_boards_and_runs_apart_and_says_when_paused() {
         let mut shift = Shift::default();
         for port in ["a", "b"] {

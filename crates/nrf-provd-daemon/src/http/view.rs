@@ -396,6 +396,51 @@ mod tests {
     }
 
     #[test]
+    fn a_board_that_waits_for_its_work_order_says_so_until_it_runs() {
+        let trace = TraceSettings {
+            require: vec![crate::record::ShiftField::WorkOrder],
+            fixtures: [(PORT.to_string(), "F01".to_string())].into(),
+            ..TraceSettings::default()
+        };
+        let mut view = View::new("line1", 10, trace);
+        let found = view.apply(&StationEvent::PortFound { port: port() }, 1);
+        assert_eq!(
+            found.and_then(|u| u.tile).and_then(|t| t.fixture),
+            Some("F01".into())
+        );
+        let waiting = StationEvent::BoardWaiting {
+            port: port(),
+            reason: "waiting for work_order".into(),
+        };
+        let tile = view.apply(&waiting, 2).and_then(|u| u.tile);
+        assert_eq!(tile.as_ref().map(|t| t.state), Some(TileState::Waiting));
+        assert_eq!(
+            tile.and_then(|t| t.board.waiting),
+            Some("waiting for work_order".into())
+        );
+        let shift = crate::record::Shift {
+            work_order: Some("WO-1".into()),
+            ..Default::default()
+        };
+        let update = view.apply(
+            &StationEvent::ShiftChanged {
+                shift: shift.clone(),
+            },
+            3,
+        );
+        assert_eq!(update.and_then(|u| u.traceability), Some(shift.clone()));
+        assert_eq!(view.snapshot(4).traceability, shift);
+        let started = StationEvent::StepStarted {
+            port: port(),
+            run: 1,
+            step: Step::Probe,
+        };
+        let tile = view.apply(&started, 5).and_then(|u| u.tile);
+        assert_eq!(tile.as_ref().map(|t| t.state), Some(TileState::Running));
+        assert_eq!(tile.and_then(|t| t.board.waiting), None);
+    }
+
+    #[test]
     fn a_tile_goes_idle_running_finished_idle() {
         let mut view = View::new("line1", 10, TraceSettings::default());
         let found = view.apply(&StationEvent::PortFound { port: port() }, 1);
