@@ -221,6 +221,7 @@ async fn store_run(
         station_id: "handoff-test".into(),
         port: format!("/dev/nrf91-{}", n % 8),
         started_at: at,
+        trace: Default::default(),
     };
     let id = ledger.begin_run(&start).await.expect("begin");
     let mut record = RunRecord::begun(id, &start);

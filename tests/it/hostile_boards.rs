@@ -713,7 +713,7 @@ async fn identify_strings_are_data_in_the_csv_and_the_table() {
     };
     let finished = run.finished_at.expect("finished");
     let expected = format!(
-        "{},test,{},{},{},{:.3},passed,,,,{},{},\"'=HYPERLINK(\"\"http://x.invalid/\"\",\"\"nRF9161-LACA\"\")\",'@SUM(1+1)*cmd|' /C calc'!A0 mfw_nrf91x1_2.0.1,{},\"'-2+3\tnRF9161 LACA A0A\rINFO forged line\"\n",
+        "{},test,{},{},{},{:.3},passed,,,,{},{},\"'=HYPERLINK(\"\"http://x.invalid/\"\",\"\"nRF9161-LACA\"\")\",'@SUM(1+1)*cmd|' /C calc'!A0 mfw_nrf91x1_2.0.1,{},\"'-2+3\tnRF9161 LACA A0A\rINFO forged line\",,,,,\n",
         run.id,
         run.port,
         started(run.started_at),

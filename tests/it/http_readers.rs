@@ -86,6 +86,7 @@ fn runs() -> Vec<RunRecord> {
                 station_id: "not-this-station".into(),
                 port: format!("/dev/ttyMEM{id}"),
                 started_at: datetime!(2026-12-07 06:00 UTC),
+                trace: Default::default(),
             };
             let mut run = RunRecord::begun(id, &start);
             run.outcome = Outcome::Passed;

@@ -120,6 +120,7 @@ async fn run_once(line: &Line, modem: &mut Modem<tokio::io::DuplexStream>) -> Ru
         settings: &settings,
         abort: &abort,
         events: &events,
+        trace: &Default::default(),
     };
     let record = match recorder.run(modem, arrival, "duplex").await {
         recorder::Recorded::Run(record) => *record,

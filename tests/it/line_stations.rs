@@ -321,6 +321,7 @@ fn backlog(id: &str, n: usize) -> Vec<(RunRecord, Vec<Claim>)> {
                 station_id: id.into(),
                 port: format!("/dev/ttyOLD{}", i % 8),
                 started_at: now - time::Duration::hours(1),
+                trace: Default::default(),
             };
             let mut record = RunRecord::begun(0, &start);
             record.outcome = Outcome::Passed;

@@ -36,6 +36,7 @@ mod station_restart;
 mod station_runs;
 mod station_store_faults;
 mod station_support;
+mod station_traceability;
 mod station_trust;
 mod store_results_cli;
 mod systemd_unit;

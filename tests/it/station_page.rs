@@ -29,7 +29,7 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: [&str; 2] = ["/usr/lib/chromium/chromium", "/usr/bin/chromium"];
 
 /// The browser binary, or why the test cannot run.
-fn browser() -> Result<&'static str, String> {
+pub(crate) fn browser() -> Result<&'static str, String> {
     if !Path::new(CHROMEDRIVER).exists() {
         return Err(format!(
             "{CHROMEDRIVER} is missing (Debian package chromium-driver)"
@@ -41,7 +41,7 @@ fn browser() -> Result<&'static str, String> {
         .ok_or_else(|| "Chromium is missing (Debian package chromium)".to_string())
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -49,13 +49,13 @@ fn free_port() -> u16 {
 }
 
 /// chromedriver on a port of its own, killed when dropped.
-struct Driver {
+pub(crate) struct Driver {
     child: Child,
     port: u16,
 }
 
 impl Driver {
-    fn start() -> Driver {
+    pub(crate) fn start() -> Driver {
         let port = free_port();
         let child = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
@@ -82,7 +82,7 @@ impl Drop for Driver {
     }
 }
 
-async fn open_browser(driver: &Driver, binary: &str, profile: &Path) -> Client {
+pub(crate) async fn open_browser(driver: &Driver, binary: &str, profile: &Path) -> Client {
     let args = [
         "--headless=new".to_string(),
         "--no-sandbox".into(),
@@ -112,7 +112,12 @@ async fn open_browser(driver: &Driver, binary: &str, profile: &Path) -> Client {
 
 /// Evaluate `script` until `done` holds for its value (bounded: a hang is
 /// a failure, not a timing assertion).
-async fn until(browser: &Client, what: &str, script: &str, done: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn until(
+    browser: &Client,
+    what: &str,
+    script: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut last = Value::Null;
     while Instant::now() < deadline {
@@ -126,13 +131,13 @@ async fn until(browser: &Client, what: &str, script: &str, done: impl Fn(&Value)
     panic!("{what}: not within 120 s (last {last}); page:\n{html}");
 }
 
-fn tile_js(port: &str, expression: &str) -> String {
+pub(crate) fn tile_js(port: &str, expression: &str) -> String {
     format!(
         "const t = document.querySelector('.tile[data-port=\"{port}\"]'); return t ? {expression} : null;"
     )
 }
 
-async fn tile_state(browser: &Client, port: &str, state: &str) -> Value {
+pub(crate) async fn tile_state(browser: &Client, port: &str, state: &str) -> Value {
     until(
         browser,
         &format!("tile {port} {state}"),

@@ -272,6 +272,7 @@ async fn a_record_the_database_refused_is_kept_beside_it_and_committed_at_the_ne
         station_id: "s".into(),
         port: "p".into(),
         started_at: time::OffsetDateTime::now_utc(),
+        trace: Default::default(),
     };
     let id = ledger.begin_run(&start).await.expect("begin");
     let mut record = RunRecord::begun(id, &start);

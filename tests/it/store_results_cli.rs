@@ -33,6 +33,7 @@ async fn database(path: &Path) -> SqliteLedger {
         station_id: "s1".into(),
         port: port.into(),
         started_at: at,
+        trace: Default::default(),
     };
     let id = store
         .begin_run(&start("/dev/a"))
@@ -58,6 +59,7 @@ async fn database(path: &Path) -> SqliteLedger {
             steps: vec![],
             tokens: vec![],
             artifacts: vec![],
+            trace: Default::default(),
         })
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -211,7 +213,18 @@ fn a_database_of_the_previous_release_is_migrated_and_shows_reason_codes() {
         })
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(pin_index, 1, "the pins are indexed by key");
-    assert_eq!(nrf_provd_core::ledger::SCHEMA_VERSION, 7);
+    // Version 8: traceability; old runs have none (null at the top level),
+    // and the shift's history starts empty.
+    for run in runs.as_array().unwrap_or_else(|| panic!("array")) {
+        for key in ["work_order", "lot", "operator", "product", "fixture"] {
+            assert_eq!(run[key], serde_json::Value::Null, "{key}");
+        }
+    }
+    let changes: i64 = rusqlite::Connection::open(&db)
+        .and_then(|c| c.query_row("SELECT COUNT(*) FROM shift_changes", [], |row| row.get(0)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(changes, 0);
+    assert_eq!(nrf_provd_core::ledger::SCHEMA_VERSION, 8);
     // Before version 3 only the trust file vouched: passed runs say so.
     assert_eq!(runs[0]["verified_by"], "keys");
     assert_eq!(runs[1]["verified_by"], serde_json::Value::Null);
@@ -236,6 +249,7 @@ async fn passed_database(path: &Path, n: u128) {
             station_id: "s1".into(),
             port: "/dev/a".into(),
             started_at: at,
+            trace: Default::default(),
         };
         let id = store
             .begin_run(&start)
@@ -267,6 +281,7 @@ async fn passed_database(path: &Path, n: u128) {
                         "-----BEGIN CERTIFICATE-----\nMIIB{i:04}\nAAAA\n-----END CERTIFICATE-----\n"
                     ),
                 }],
+                trace: Default::default(),
             })
             .await
             .unwrap_or_else(|e| panic!("{e}"));

@@ -144,6 +144,7 @@ async fn stored(batches: &[Vec<ClaimRow>]) -> Stored {
             station_id: "bench".into(),
             port: format!("/dev/nrf91-{}", n % 64),
             started_at: at,
+            trace: Default::default(),
         };
         let mut record = RunRecord::begun(0, &start);
         record.finished_at = Some(at);

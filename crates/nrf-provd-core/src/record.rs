@@ -291,6 +291,151 @@ pub struct RunStart {
     pub station_id: String,
     pub port: String,
     pub started_at: OffsetDateTime,
+    /// Which order, lot, operator, product and fixture the board ran under.
+    pub trace: Traceability,
+}
+
+/// What a factory's MES needs to trace a board: the work order and lot it
+/// belonged to, who handled it, the product (part number and revision) and
+/// the fixture (per port). Taken when the run begins; each field is `null`
+/// when unset. At the top level of a record's JSON.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Traceability {
+    pub work_order: Option<String>,
+    pub lot: Option<String>,
+    pub operator: Option<String>,
+    pub product: Option<String>,
+    pub fixture: Option<String>,
+}
+
+/// The station-wide traceability values an operator sets while the station
+/// runs (the fixture is a port's, from the config).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Shift {
+    pub work_order: Option<String>,
+    pub lot: Option<String>,
+    pub operator: Option<String>,
+    pub product: Option<String>,
+}
+
+/// A field of [`Shift`] by name (`[traceability] require`, messages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShiftField {
+    WorkOrder,
+    Lot,
+    Operator,
+    Product,
+}
+
+impl ShiftField {
+    pub const ALL: [ShiftField; 4] = [
+        ShiftField::WorkOrder,
+        ShiftField::Lot,
+        ShiftField::Operator,
+        ShiftField::Product,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShiftField::WorkOrder => "work_order",
+            ShiftField::Lot => "lot",
+            ShiftField::Operator => "operator",
+            ShiftField::Product => "product",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<ShiftField> {
+        ShiftField::ALL.into_iter().find(|f| f.as_str() == text)
+    }
+}
+
+impl fmt::Display for ShiftField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// The longest value a traceability field takes (a barcode, a name).
+pub const MAX_SHIFT_VALUE: usize = 128;
+
+impl Shift {
+    pub fn get(&self, field: ShiftField) -> Option<&str> {
+        match field {
+            ShiftField::WorkOrder => self.work_order.as_deref(),
+            ShiftField::Lot => self.lot.as_deref(),
+            ShiftField::Operator => self.operator.as_deref(),
+            ShiftField::Product => self.product.as_deref(),
+        }
+    }
+
+    fn slot(&mut self, field: ShiftField) -> &mut Option<String> {
+        match field {
+            ShiftField::WorkOrder => &mut self.work_order,
+            ShiftField::Lot => &mut self.lot,
+            ShiftField::Operator => &mut self.operator,
+            ShiftField::Product => &mut self.product,
+        }
+    }
+
+    /// This shift with `update`'s fields applied: a field it does not
+    /// name keeps its value, an empty one clears it. Values are trimmed; a
+    /// control character (a scanner's stray Tab or Escape) or an overlong
+    /// value is refused, naming the field.
+    pub fn updated(&self, update: &Shift) -> Result<Shift, String> {
+        let mut next = self.clone();
+        for field in ShiftField::ALL {
+            let Some(value) = update.get(field) else {
+                continue;
+            };
+            let value = value.trim();
+            if let Some(c) = value.chars().find(|c| c.is_control()) {
+                return Err(format!(
+                    "{field}: a control character (U+{:04X}) is not allowed",
+                    u32::from(c)
+                ));
+            }
+            if value.chars().count() > MAX_SHIFT_VALUE {
+                return Err(format!("{field}: longer than {MAX_SHIFT_VALUE} characters"));
+            }
+            *next.slot(field) = (!value.is_empty()).then(|| value.to_string());
+        }
+        Ok(next)
+    }
+
+    /// The fields of `required` this shift has no value for.
+    pub fn missing(&self, required: &[ShiftField]) -> Vec<ShiftField> {
+        required
+            .iter()
+            .copied()
+            .filter(|f| self.get(*f).is_none())
+            .collect()
+    }
+
+    /// The traceability of a run on a port with `fixture`.
+    pub fn trace(&self, fixture: Option<String>) -> Traceability {
+        Traceability {
+            work_order: self.work_order.clone(),
+            lot: self.lot.clone(),
+            operator: self.operator.clone(),
+            product: self.product.clone(),
+            fixture,
+        }
+    }
+}
+
+/// One change of the station-wide values, as recorded: who, when, old → new.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ShiftChange {
+    #[serde(with = "ser::time")]
+    pub at: OffsetDateTime,
+    /// Who made it: the role of the API request (`operator`, `engineer`),
+    /// or `config` for the values the config gives at start.
+    pub by: String,
+    pub old: Shift,
+    pub new: Shift,
 }
 
 #[derive(
@@ -363,6 +508,9 @@ pub struct RunRecord {
     pub steps: Vec<StepRecord>,
     pub tokens: Vec<TokenRecord>,
     pub artifacts: Vec<Artifact>,
+    /// Work order, lot, operator, product, fixture (top-level fields).
+    #[serde(flatten)]
+    pub trace: Traceability,
 }
 
 impl RunRecord {
@@ -384,6 +532,7 @@ impl RunRecord {
             steps: Vec::new(),
             tokens: Vec::new(),
             artifacts: Vec::new(),
+            trace: start.trace.clone(),
         }
     }
 
@@ -468,6 +617,8 @@ pub struct RunSummary<'a> {
     pub steps: &'a [StepRecord],
     pub tokens: Vec<TokenSummary<'a>>,
     pub artifacts: Vec<ArtifactSummary>,
+    #[serde(flatten)]
+    pub trace: &'a Traceability,
 }
 
 /// A token without its text.
@@ -519,6 +670,7 @@ impl RunRecord {
                     sec_tag: a.sec_tag,
                 })
                 .collect(),
+            trace: &self.trace,
         }
     }
 }

@@ -234,6 +234,7 @@ pub fn check_settings(
 
     let token_files = [
         ("token_file", &config.http.token_file),
+        ("operator_token_file", &config.http.operator_token_file),
         ("engineer_token_file", &config.http.engineer_token_file),
     ];
     let mut tokens_read = true;
@@ -245,11 +246,11 @@ pub fn check_settings(
     }
     if tokens_read {
         if let Err(e) = crate::http::Access::load(&config.http) {
-            add(
-                Severity::Error,
-                &["http", "engineer_token_file"],
-                e.to_string(),
-            );
+            let key = match e {
+                crate::http::TokenError::SameAsOperator { .. } => "operator_token_file",
+                _ => "engineer_token_file",
+            };
+            add(Severity::Error, &["http", key], e.to_string());
         }
     }
 

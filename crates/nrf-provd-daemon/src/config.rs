@@ -24,11 +24,13 @@ use toml::Spanned;
 
 mod ledger;
 mod lenient;
+mod traceability;
 pub use crate::handoff::HandOff;
 use crate::handoff::HandoffSettings;
 pub use crate::ledger::postgres::{LedgerTls, LedgerUrl, SslMode, check_url as check_ledger_url};
 pub use crate::ledger::{LedgerConfig, LedgerMode, PASSWORD_ENV, PasswordSource};
 pub use crate::plan::{PinCose, PlanConfig, Reprovision};
+pub use crate::station::TraceSettings;
 
 /// The configuration `nrf-provd demo` starts from (paths are placeholders the
 /// demo replaces).
@@ -125,6 +127,9 @@ pub struct StationConfig {
     pub http: HttpConfig,
     /// `[ledger]`: the line's shared ledger; none = this station's SQLite only.
     pub ledger: Option<LedgerConfig>,
+    /// `[traceability]`: work order, lot, operator, product to start with,
+    /// the fields a board waits for, and each port's fixture.
+    pub traceability: TraceSettings,
 }
 
 /// Where the daemon serves its page, API and metrics, and who may read them.
@@ -139,6 +144,10 @@ pub struct HttpConfig {
     /// A file holding the engineer's bearer token: only a request carrying
     /// it sees token text, JWTs and certificates. None: nobody does.
     pub engineer_token_file: Option<PathBuf>,
+    /// A file holding the operator's bearer token: a request carrying it
+    /// (or the engineer's) may change the work order, lot, operator and
+    /// product. None: only requests from this machine (loopback) may.
+    pub operator_token_file: Option<PathBuf>,
     /// Host names and addresses (lower case, no port) a request may name in
     /// `Host` besides loopback ones and the address it arrived at.
     pub allowed_hosts: Vec<String>,
@@ -163,6 +172,7 @@ impl Default for HttpConfig {
             listen: Some(DEFAULT_HTTP_LISTEN),
             token_file: None,
             engineer_token_file: None,
+            operator_token_file: None,
             allowed_hosts: Vec::new(),
             readers: DEFAULT_HTTP_READERS,
         }
@@ -408,6 +418,8 @@ struct RawConfig {
     #[serde(default)]
     http: RawHttp,
     ledger: Option<ledger::RawLedger>,
+    #[serde(default)]
+    traceability: traceability::RawTraceability,
 }
 
 #[derive(Default, Deserialize)]
@@ -416,6 +428,7 @@ struct RawHttp {
     listen: Option<Spanned<String>>,
     token_file: Option<PathBuf>,
     engineer_token_file: Option<PathBuf>,
+    operator_token_file: Option<PathBuf>,
     allowed_hosts: Option<Vec<Spanned<String>>>,
     readers: Option<Spanned<i64>>,
 }
@@ -772,6 +785,7 @@ fn validate(src: &Source, raw: RawConfig, base: Option<&Path>) -> StationConfig 
         ));
     }
     let http = validate_http(src, raw.http);
+    let traceability = traceability::validate(src, raw.traceability);
     let ledger = raw
         .ledger
         .and_then(|ledger| ledger::validate(src, ledger, resolve));
@@ -816,9 +830,11 @@ fn validate(src: &Source, raw: RawConfig, base: Option<&Path>) -> StationConfig 
         http: HttpConfig {
             token_file: http.token_file.map(&resolve),
             engineer_token_file: http.engineer_token_file.map(&resolve),
+            operator_token_file: http.operator_token_file.map(&resolve),
             ..http
         },
         ledger,
+        traceability,
     }
 }
 
@@ -885,6 +901,7 @@ fn validate_http(src: &Source, raw: RawHttp) -> HttpConfig {
         listen,
         token_file: raw.token_file,
         engineer_token_file: raw.engineer_token_file,
+        operator_token_file: raw.operator_token_file,
         allowed_hosts,
         readers,
     }

@@ -44,6 +44,9 @@ pub enum SetupError {
     Cloud(String),
     #[error("port {path}: {source}")]
     Port { path: PathBuf, source: AtError },
+    /// `[traceability] require` names a value that is not set.
+    #[error("traceability: {0}")]
+    Untraced(String),
 }
 
 /// The station `config` describes: its SQLite ledger (and the line's
@@ -82,6 +85,7 @@ pub fn station_with_ledger(
         line,
         sources,
         handoff,
+        trace: config.traceability.clone(),
     }))
 }
 
@@ -115,6 +119,7 @@ pub async fn provision_port(config: &StationConfig, port: &Path) -> Result<RunRe
             path: config.database.clone(),
             source,
         },
+        ProvisionError::Untraced(why) => SetupError::Untraced(why),
     })
 }
 

@@ -29,7 +29,7 @@ use super::{ArtifactKind, Outcome, RunRecord, Step};
 use crate::token::TokenKind;
 
 /// Header of [`csv`].
-pub const CSV_HEADER: [&str; 16] = [
+pub const CSV_HEADER: [&str; 21] = [
     "run_id",
     "station_id",
     "port",
@@ -46,6 +46,11 @@ pub const CSV_HEADER: [&str; 16] = [
     "firmware",
     "firmware_uuid",
     "hw_version",
+    "work_order",
+    "lot",
+    "operator",
+    "product",
+    "fixture",
 ];
 
 /// Rows nRF Cloud accepts in one bulk claim or onboarding request.
@@ -110,15 +115,17 @@ fn cell(text: &str) -> String {
 }
 
 /// A human-readable table, then a summary line. Runs of more than one
-/// station (a line's ledger) get a STATION column.
+/// station (a line's ledger) get a STATION column, runs with a work order a
+/// WORK ORDER column.
 pub fn table(runs: &[RunRecord], out: &mut dyn Write) -> io::Result<()> {
-    const HEAD: [&str; 9] = [
+    const HEAD: [&str; 10] = [
         "RUN",
         "STATION",
         "STARTED (UTC)",
         "PORT",
         "DEVICE",
         "IMEI",
+        "WORK ORDER",
         "OUTCOME",
         "STEP",
         "REASON",
@@ -126,7 +133,8 @@ pub fn table(runs: &[RunRecord], out: &mut dyn Write) -> io::Result<()> {
     let stations = runs
         .first()
         .is_some_and(|first| runs.iter().any(|r| r.station_id != first.station_id));
-    let rows: Vec<[String; 9]> = runs
+    let work_orders = runs.iter().any(|r| r.trace.work_order.is_some());
+    let rows: Vec<[String; 10]> = runs
         .iter()
         .map(|run| {
             let started = run.started_at.to_offset(time::UtcOffset::UTC);
@@ -143,18 +151,20 @@ pub fn table(runs: &[RunRecord], out: &mut dyn Write) -> io::Result<()> {
                 cell(&run.port),
                 uuid(run.device.device_uuid),
                 cell(opt(&run.device.imei)),
+                cell(opt(&run.trace.work_order)),
                 run.outcome.to_string(),
                 step_name(run.failed_step).to_owned(),
                 cell(&run.reason_line().unwrap_or_default()),
             ]
         })
         .collect();
-    // Without several stations the STATION column is left out.
-    let shown = |cells: &[String; 9]| -> Vec<String> {
+    // Without several stations the STATION column is left out, without
+    // work orders the WORK ORDER column.
+    let shown = |cells: &[String; 10]| -> Vec<String> {
         cells
             .iter()
             .enumerate()
-            .filter(|(i, _)| stations || *i != 1)
+            .filter(|(i, _)| (stations || *i != 1) && (work_orders || *i != 6))
             .map(|(_, c)| c.clone())
             .collect()
     };
@@ -232,6 +242,11 @@ pub fn csv(runs: &[RunRecord], out: &mut dyn Write) -> io::Result<()> {
                     opt(&d.firmware),
                     &uuid(d.firmware_uuid),
                     opt(&d.hw_version),
+                    opt(&run.trace.work_order),
+                    opt(&run.trace.lot),
+                    opt(&run.trace.operator),
+                    opt(&run.trace.product),
+                    opt(&run.trace.fixture),
                 ]
                 .map(|cell| crate::text::csv_cell(cell).into_owned()),
             )

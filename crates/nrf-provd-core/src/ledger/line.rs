@@ -31,7 +31,7 @@ pub use super::settings::LedgerMode as LineMode;
 use super::sqlite::stored_claim_value;
 use super::{
     Claim, ClaimOutcome, DeviceCheck, DeviceHistory, Ledger, LedgerError, LedgerStatus, Pin,
-    PinOutcome, RunId, RunRecord, RunStart, Sighting, SqliteLedger,
+    PinOutcome, RunId, RunRecord, RunStart, ShiftChange, ShiftOnRecord, Sighting, SqliteLedger,
 };
 
 /// A central claim's round trip, successful ones
@@ -306,6 +306,14 @@ impl Ledger for LineLedger {
             conflicts: self.shared.conflicts.load(Ordering::Relaxed),
             shared_reachable: Some(self.shared.reachable.load(Ordering::Relaxed) == REACHABLE),
         }
+    }
+
+    async fn record_shift_change(&self, change: &ShiftChange) -> Result<(), LedgerError> {
+        self.local.record_shift_change(change).await
+    }
+
+    async fn shift_on_record(&self) -> Result<ShiftOnRecord, LedgerError> {
+        self.local.shift_on_record().await
     }
 }
 

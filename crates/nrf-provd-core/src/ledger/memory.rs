@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use super::{
     Claim, ClaimKind, ClaimOutcome, Counts, Ledger, LedgerError, LedgerReader, Outcome, Pin,
-    PinOutcome, RunFilter, RunId, RunRecord, RunStart,
+    PinOutcome, RunFilter, RunId, RunRecord, RunStart, ShiftChange, ShiftOnRecord,
 };
 
 #[derive(Default)]
@@ -17,6 +17,7 @@ struct State {
     runs: Vec<RunRecord>,
     claims: HashMap<(ClaimKind, String), RunId>,
     pins: HashMap<uuid::Uuid, Pin>,
+    shift_changes: Vec<ShiftChange>,
 }
 
 #[derive(Default)]
@@ -101,6 +102,15 @@ impl Ledger for MemoryLedger {
         }
         Ok(outcome)
     }
+
+    async fn record_shift_change(&self, change: &ShiftChange) -> Result<(), LedgerError> {
+        self.state().shift_changes.push(change.clone());
+        Ok(())
+    }
+
+    async fn shift_on_record(&self) -> Result<ShiftOnRecord, LedgerError> {
+        Ok(ShiftOnRecord::of(&self.state().shift_changes))
+    }
 }
 
 #[async_trait]
@@ -121,6 +131,12 @@ impl LedgerReader for MemoryLedger {
                     .station_id
                     .as_ref()
                     .is_none_or(|s| *s == r.station_id)
+            })
+            .filter(|r| {
+                filter
+                    .work_order
+                    .as_ref()
+                    .is_none_or(|w| r.trace.work_order.as_ref() == Some(w))
             })
             .cloned()
             .collect();

@@ -31,8 +31,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 pub use crate::record::{
-    Artifact, ArtifactKind, DeviceInfo, Outcome, ReasonCode, RunId, RunRecord, RunStart, Step,
-    StepRecord, TokenRecord, VerifiedBy,
+    Artifact, ArtifactKind, DeviceInfo, Outcome, ReasonCode, RunId, RunRecord, RunStart, Shift,
+    ShiftChange, Step, StepRecord, TokenRecord, Traceability, VerifiedBy,
 };
 pub use handoff::{
     ClaimCandidate, DeviceHandoff, DeviceResult, HandoffLedger, HandoffResult, HandoffStep,
@@ -332,7 +332,47 @@ pub trait Ledger: Send + Sync {
     fn status(&self) -> LedgerStatus {
         LedgerStatus::default()
     }
+
+    /// Record a change of the station-wide traceability values, durably.
+    /// A ledger that keeps no such history refuses it.
+    async fn record_shift_change(&self, change: &ShiftChange) -> Result<(), LedgerError> {
+        let _ = change;
+        Err(LedgerError::InvalidRecord(
+            "this ledger keeps no shift history".into(),
+        ))
+    }
+
+    /// What the recorded shift changes say (nothing before any).
+    async fn shift_on_record(&self) -> Result<ShiftOnRecord, LedgerError> {
+        Ok(ShiftOnRecord::default())
+    }
 }
+
+/// What a ledger's shift history says, for a station that starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShiftOnRecord {
+    /// The values the last change set.
+    pub current: Option<Shift>,
+    /// The values the config last set (a change made `by` `config`).
+    pub from_config: Option<Shift>,
+}
+
+impl ShiftOnRecord {
+    /// Of `changes`, oldest first.
+    pub fn of(changes: &[ShiftChange]) -> ShiftOnRecord {
+        ShiftOnRecord {
+            current: changes.last().map(|c| c.new.clone()),
+            from_config: changes
+                .iter()
+                .rev()
+                .find(|c| c.by == CONFIG_CHANGE)
+                .map(|c| c.new.clone()),
+        }
+    }
+}
+
+/// Who a change the config made at start is recorded as made by.
+pub const CONFIG_CHANGE: &str = "config";
 
 /// A ledger's health, as the operator's view and the metrics show it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -353,6 +393,8 @@ pub struct RunFilter {
     pub station_id: Option<String>,
     pub since: Option<OffsetDateTime>,
     pub limit: Option<usize>,
+    /// Only runs of this work order.
+    pub work_order: Option<String>,
 }
 
 /// A `since` bound as people write it (`results --since`, the API's

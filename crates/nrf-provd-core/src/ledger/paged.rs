@@ -45,4 +45,13 @@ pub trait RunReader: Send + Sync {
     /// The runs with `ids` (oldest first; an id with no run is left out),
     /// handed to `render`; what it makes of them.
     async fn render(&self, ids: Vec<RunId>, render: Render) -> Result<Vec<u8>, LedgerError>;
+
+    /// The latest `limit` shift changes (who, when, old → new), oldest
+    /// first. A ledger that keeps no shift history has none to show.
+    async fn shift_changes(
+        &self,
+        _limit: usize,
+    ) -> Result<Vec<crate::record::ShiftChange>, LedgerError> {
+        Ok(Vec::new())
+    }
 }

@@ -24,7 +24,7 @@ use uuid::Uuid;
 use super::{
     Artifact, ArtifactKind, Claim, ClaimKind, ClaimOutcome, Counts, DeviceInfo, Ledger,
     LedgerError, LedgerReader, Outcome, Pin, PinOutcome, ReasonCode, RunFilter, RunId, RunRecord,
-    RunStart, Step, StepRecord, TokenRecord, VerifiedBy, dbtime,
+    RunStart, Shift, ShiftChange, Step, StepRecord, TokenRecord, Traceability, VerifiedBy, dbtime,
 };
 use crate::token::TokenKind;
 
@@ -46,6 +46,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_outbox.sql"),
     include_str!("migrations/0006_handoff.sql"),
     include_str!("migrations/0007_pin_keys.sql"),
+    include_str!("migrations/0008_traceability.sql"),
 ];
 
 /// The schema version this release writes (`PRAGMA user_version`).
@@ -317,14 +318,21 @@ impl Ledger for SqliteLedger {
     async fn begin_run(&self, start: &RunStart) -> Result<RunId, LedgerError> {
         let start = start.clone();
         blocking(&self.db, move |conn| {
+            let trace = &start.trace;
             conn.execute(
-                "INSERT INTO runs (uid, station_id, port, started_at, outcome)
-                 VALUES (?1, ?2, ?3, ?4, 'in_flight')",
+                "INSERT INTO runs (uid, station_id, port, started_at, outcome,
+                                   work_order, lot, operator, product, fixture)
+                 VALUES (?1, ?2, ?3, ?4, 'in_flight', ?5, ?6, ?7, ?8, ?9)",
                 params![
                     uuid_text(start.uid),
                     start.station_id,
                     start.port,
-                    dbtime::format(start.started_at)
+                    dbtime::format(start.started_at),
+                    trace.work_order,
+                    trace.lot,
+                    trace.operator,
+                    trace.product,
+                    trace.fixture,
                 ],
             )
             .map_err(sql("begin run"))?;
@@ -500,6 +508,92 @@ impl Ledger for SqliteLedger {
     ) -> Result<super::DeviceHistory, LedgerError> {
         line::check_device(&self.db, check).await
     }
+
+    async fn record_shift_change(&self, change: &ShiftChange) -> Result<(), LedgerError> {
+        let json = |shift: &Shift| {
+            serde_json::to_string(shift).map_err(|e| LedgerError::InvalidRecord(e.to_string()))
+        };
+        let (old, new) = (json(&change.old)?, json(&change.new)?);
+        let (at, by) = (dbtime::format(change.at), change.by.clone());
+        blocking(&self.db, move |conn| {
+            conn.execute(
+                "INSERT INTO shift_changes (changed_at, changed_by, old_json, new_json)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![at, by, old, new],
+            )
+            .map_err(sql("record shift change"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn shift_on_record(&self) -> Result<super::ShiftOnRecord, LedgerError> {
+        blocking(&self.db, |conn| {
+            let current = shift_changes(conn, 1, None)?;
+            let from_config = shift_changes(conn, 1, Some(super::CONFIG_CHANGE))?;
+            Ok(super::ShiftOnRecord {
+                current: current.into_iter().next_back().map(|c| c.new),
+                from_config: from_config.into_iter().next_back().map(|c| c.new),
+            })
+        })
+        .await
+    }
+}
+
+/// The latest `limit` shift changes (made `by` whom, when given), oldest
+/// first (none in a database older than version 8).
+pub(crate) fn shift_changes(
+    conn: &Connection,
+    limit: usize,
+    by: Option<&str>,
+) -> Result<Vec<ShiftChange>, LedgerError> {
+    if SqliteReader::version(conn)? < 8 {
+        return Ok(Vec::new());
+    }
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT changed_at, changed_by, old_json, new_json FROM shift_changes
+             WHERE ?2 IS NULL OR changed_by = ?2
+             ORDER BY id DESC LIMIT ?1",
+        )
+        .map_err(sql("query shift changes"))?;
+    let rows = stmt
+        .query_map(params![limit, by], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+            ))
+        })
+        .map_err(sql("query shift changes"))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(sql("read shift changes"))?;
+    let shift = |text: String| {
+        serde_json::from_str::<Shift>(&text).map_err(|_| LedgerError::Corrupt {
+            what: "shift change",
+            value: text,
+        })
+    };
+    rows.into_iter()
+        .rev()
+        .map(|(at, by, old, new)| {
+            Ok(ShiftChange {
+                at: parse_time(at, "shift change time")?,
+                by,
+                old: shift(old)?,
+                new: shift(new)?,
+            })
+        })
+        .collect()
+}
+
+impl SqliteReader {
+    /// The latest `limit` shift changes, oldest first.
+    pub async fn shift_changes(&self, limit: usize) -> Result<Vec<ShiftChange>, LedgerError> {
+        blocking(&self.db, move |conn| shift_changes(conn, limit, None)).await
+    }
 }
 
 fn base64_key(der: &[u8]) -> String {
@@ -535,7 +629,8 @@ fn finish_in(tx: &Connection, record: &RunRecord) -> Result<(), LedgerError> {
             "UPDATE runs SET station_id = ?2, port = ?3, started_at = ?4, finished_at = ?5,
                  outcome = ?6, failed_step = ?7, reason = ?8, device_uuid = ?9, imei = ?10,
                  model = ?11, firmware = ?12, firmware_uuid = ?13, hw_version = ?14,
-                 reason_code = ?15, verified_by = ?16
+                 reason_code = ?15, verified_by = ?16, work_order = ?17, lot = ?18,
+                 operator = ?19, product = ?20, fixture = ?21
              WHERE id = ?1 AND outcome = 'in_flight'",
             params![
                 record.id,
@@ -554,6 +649,11 @@ fn finish_in(tx: &Connection, record: &RunRecord) -> Result<(), LedgerError> {
                 device.hw_version,
                 record.reason_code.map(ReasonCode::as_str),
                 record.verified_by.map(VerifiedBy::as_str),
+                record.trace.work_order,
+                record.trace.lot,
+                record.trace.operator,
+                record.trace.product,
+                record.trace.fixture,
             ],
         )
         .map_err(sql("update run"))?;
@@ -723,13 +823,23 @@ fn read_runs(
         limit,
         id,
         filter.station_id,
+        filter.work_order,
     ];
-    // One selection, used by all four queries.
-    const SELECTED: &str = "SELECT id FROM runs
+    // One selection, used by all four queries. A database older than
+    // version 8 has no work orders: no run matches one.
+    let work_order = if SqliteReader::version(conn)? >= 8 {
+        "work_order"
+    } else {
+        "NULL"
+    };
+    let selected = format!(
+        "SELECT id FROM runs
          WHERE (?1 IS NULL OR device_uuid = ?1) AND (?2 IS NULL OR started_at >= ?2)
                AND (?4 IS NULL OR id = ?4) AND (?5 IS NULL OR station_id = ?5)
-         ORDER BY id DESC LIMIT ?3";
-    read_selected(conn, SELECTED, filter_params)
+               AND (?6 IS NULL OR {work_order} = ?6)
+         ORDER BY id DESC LIMIT ?3"
+    );
+    read_selected(conn, &selected, filter_params)
 }
 
 /// The runs whose ids `selected` (SQL, with `filter_params`) returns,
@@ -748,11 +858,16 @@ fn read_selected(
     } else {
         ("NULL", "NULL")
     };
+    let trace = if version >= 8 {
+        "work_order, lot, operator, product, fixture"
+    } else {
+        "NULL, NULL, NULL, NULL, NULL"
+    };
     let mut stmt = conn
         .prepare_cached(&format!(
             "SELECT id, station_id, port, started_at, finished_at, outcome, failed_step, reason,
                     device_uuid, imei, model, firmware, firmware_uuid, hw_version, {reason_code},
-                    {uid}, {verified_by}
+                    {uid}, {verified_by}, {trace}
              FROM runs WHERE id IN ({selected}) ORDER BY id"
         ))
         .map_err(sql("query runs"))?;
@@ -1057,6 +1172,7 @@ struct RawRun {
     reason_code: Option<String>,
     uid: Option<String>,
     verified_by: Option<String>,
+    trace: Traceability,
 }
 
 impl RawRun {
@@ -1079,6 +1195,13 @@ impl RawRun {
             reason_code: row.get(14)?,
             uid: row.get(15)?,
             verified_by: row.get(16)?,
+            trace: Traceability {
+                work_order: row.get(17)?,
+                lot: row.get(18)?,
+                operator: row.get(19)?,
+                product: row.get(20)?,
+                fixture: row.get(21)?,
+            },
         })
     }
 
@@ -1122,6 +1245,7 @@ impl RawRun {
             steps,
             tokens,
             artifacts,
+            trace: self.trace,
         })
     }
 }

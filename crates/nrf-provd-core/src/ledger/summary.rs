@@ -1,5 +1,5 @@
-//! `results --summary`: yield per station and the most frequent failure
-//! reasons, from any ledger.
+//! `results --summary`: yield per station and per work order, and the most
+//! frequent failure reasons, from any ledger.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{self, Write};
@@ -24,14 +24,35 @@ pub struct StationYield {
 
 impl StationYield {
     fn new(station_id: String, counts: Counts, devices: u64) -> Self {
-        let finished = counts.seen - counts.in_flight;
         StationYield {
             station_id,
             counts,
             devices,
-            yield_: (finished > 0).then(|| counts.passed as f64 / finished as f64),
+            yield_: yield_of(&counts),
         }
     }
+}
+
+/// Passed ÷ finished runs; none without any finished.
+fn yield_of(counts: &Counts) -> Option<f64> {
+    let finished = counts.seen - counts.in_flight;
+    (finished > 0).then(|| counts.passed as f64 / finished as f64)
+}
+
+fn percent(y: Option<f64>) -> String {
+    y.map_or_else(|| "-".to_string(), |y| format!("{:.1}%", y * 100.0))
+}
+
+/// One work order's runs, across the stations summarised.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct WorkOrderYield {
+    /// `None`: runs recorded without a work order.
+    pub work_order: Option<String>,
+    #[serde(flatten)]
+    pub counts: Counts,
+    /// Passed ÷ finished runs (in-flight ones left out); none without any.
+    #[serde(rename = "yield")]
+    pub yield_: Option<f64>,
 }
 
 /// A failure reason and how many runs failed with it.
@@ -45,6 +66,8 @@ pub struct ReasonCount {
 pub struct Summary {
     pub stations: Vec<StationYield>,
     pub total: StationYield,
+    /// Yield per work order, by work order (runs without one last).
+    pub work_orders: Vec<WorkOrderYield>,
     /// Failed and interrupted runs by reason code, most frequent first.
     pub top_reasons: Vec<ReasonCount>,
 }
@@ -53,6 +76,7 @@ pub struct Summary {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SummaryRow {
     pub station_id: String,
+    pub work_order: Option<String>,
     pub outcome: String,
     pub reason_code: Option<String>,
     pub runs: u64,
@@ -61,12 +85,14 @@ pub struct SummaryRow {
 impl Summary {
     /// The summary of `runs`.
     pub fn of(runs: &[RunRecord]) -> Summary {
-        let mut rows: BTreeMap<(String, &str, Option<&str>), u64> = BTreeMap::new();
+        type Key<'a> = (String, Option<&'a str>, &'a str, Option<&'a str>);
+        let mut rows: BTreeMap<Key<'_>, u64> = BTreeMap::new();
         let mut devices: BTreeMap<Option<String>, HashSet<uuid::Uuid>> = BTreeMap::new();
         for run in runs {
             *rows
                 .entry((
                     run.station_id.clone(),
+                    run.trace.work_order.as_deref(),
                     run.outcome.as_str(),
                     run.reason_code.map(|c| c.as_str()),
                 ))
@@ -81,12 +107,15 @@ impl Summary {
         }
         let rows: Vec<SummaryRow> = rows
             .into_iter()
-            .map(|((station_id, outcome, reason_code), runs)| SummaryRow {
-                station_id,
-                outcome: outcome.to_string(),
-                reason_code: reason_code.map(str::to_string),
-                runs,
-            })
+            .map(
+                |((station_id, work_order, outcome, reason_code), runs)| SummaryRow {
+                    station_id,
+                    work_order: work_order.map(str::to_string),
+                    outcome: outcome.to_string(),
+                    reason_code: reason_code.map(str::to_string),
+                    runs,
+                },
+            )
             .collect();
         let devices: Vec<(Option<String>, u64)> = devices
             .into_iter()
@@ -104,6 +133,7 @@ impl Summary {
     ) -> Result<Summary, LedgerError> {
         let mut stations: BTreeMap<&str, Counts> = BTreeMap::new();
         let mut total = Counts::default();
+        let mut work_orders: BTreeMap<Option<&str>, Counts> = BTreeMap::new();
         let mut reasons: BTreeMap<&str, u64> = BTreeMap::new();
         for row in rows {
             let outcome = Outcome::parse(&row.outcome).ok_or_else(|| LedgerError::Corrupt {
@@ -115,6 +145,10 @@ impl Summary {
                 .or_default()
                 .add(outcome, row.runs);
             total.add(outcome, row.runs);
+            work_orders
+                .entry(row.work_order.as_deref())
+                .or_default()
+                .add(outcome, row.runs);
             if matches!(outcome, Outcome::Failed | Outcome::Interrupted) {
                 *reasons
                     .entry(row.reason_code.as_deref().unwrap_or("-"))
@@ -142,6 +176,17 @@ impl Summary {
                 .map(|(id, counts)| StationYield::new(id.to_string(), counts, devices_of(Some(id))))
                 .collect(),
             total: StationYield::new("(all)".into(), total, devices_of(None)),
+            // `None` sorts first in a map; shown last.
+            work_orders: work_orders
+                .iter()
+                .filter(|(w, _)| w.is_some())
+                .chain(work_orders.iter().filter(|(w, _)| w.is_none()))
+                .map(|(work_order, counts)| WorkOrderYield {
+                    work_order: work_order.map(str::to_string),
+                    counts: *counts,
+                    yield_: yield_of(counts),
+                })
+                .collect(),
             top_reasons,
         })
     }
@@ -165,8 +210,7 @@ impl Summary {
                 c.interrupted,
                 c.collected,
                 s.devices,
-                s.yield_
-                    .map_or_else(|| "-".to_string(), |y| format!("{:.1}%", y * 100.0)),
+                percent(s.yield_),
             )
         };
         for station in &self.stations {
@@ -176,6 +220,33 @@ impl Summary {
             line(out, &self.total)?;
         }
         writeln!(out)?;
+        if self.work_orders.iter().any(|w| w.work_order.is_some()) {
+            writeln!(
+                out,
+                "{:<24} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8}",
+                "WORK ORDER", "RUNS", "PASSED", "FAILED", "INTERR", "COLLECT", "YIELD"
+            )?;
+            for w in &self.work_orders {
+                let c = &w.counts;
+                // Device text: a work order is what a scanner typed.
+                let name = w.work_order.as_deref().map_or_else(
+                    || "(none)".to_string(),
+                    |n| crate::text::escape(n).into_owned(),
+                );
+                writeln!(
+                    out,
+                    "{:<24} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8}",
+                    name,
+                    c.seen,
+                    c.passed,
+                    c.failed,
+                    c.interrupted,
+                    c.collected,
+                    percent(w.yield_),
+                )?;
+            }
+            writeln!(out)?;
+        }
         if self.top_reasons.is_empty() {
             return writeln!(out, "no failed runs");
         }

@@ -9,7 +9,7 @@ use tokio::sync::broadcast;
 
 use crate::at::Dialect;
 use crate::plan::PlanObserver;
-use crate::record::{DeviceInfo, RunId, RunRecord, Step, StepRecord};
+use crate::record::{DeviceInfo, RunId, RunRecord, Shift, Step, StepRecord};
 use crate::token::TokenKind;
 
 /// Events a subscriber may fall this far behind before it misses some.
@@ -57,6 +57,12 @@ pub enum StationEvent {
     },
     /// The board was unplugged, or another board answers on the port.
     BoardLeft { port: String },
+    /// A board answered but waits for required traceability values
+    /// (`reason` says which); its run begins once they are set.
+    BoardWaiting { port: String, reason: String },
+    /// An operator changed the station-wide traceability values; the next
+    /// board runs under `shift`.
+    ShiftChanged { shift: Shift },
     /// The station takes no new board: the ledger cannot take a record.
     Paused { reason: String },
     /// The ledger takes records again.
@@ -75,8 +81,11 @@ impl StationEvent {
             | StationEvent::TokenVerified { port, .. }
             | StationEvent::DeviceIdentified { port, .. }
             | StationEvent::RunFinished { port, .. }
-            | StationEvent::BoardLeft { port } => Some(port),
-            StationEvent::Paused { .. } | StationEvent::Resumed => None,
+            | StationEvent::BoardLeft { port }
+            | StationEvent::BoardWaiting { port, .. } => Some(port),
+            StationEvent::Paused { .. }
+            | StationEvent::Resumed
+            | StationEvent::ShiftChanged { .. } => None,
         }
     }
 }

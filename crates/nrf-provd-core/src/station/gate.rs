@@ -25,7 +25,7 @@ use tracing::{info, warn};
 use super::events::{Events, StationEvent};
 use crate::ledger::{
     Claim, ClaimOutcome, DeviceCheck, DeviceHistory, Ledger, LedgerError, LedgerStatus, Pin,
-    PinOutcome, RunId, RunRecord, RunStart,
+    PinOutcome, RunId, RunRecord, RunStart, ShiftChange, ShiftOnRecord,
 };
 
 /// First wait before the ledger is tried again; doubles up to [`MAX_BACKOFF`].
@@ -245,5 +245,13 @@ impl Ledger for LedgerGate {
 
     fn status(&self) -> LedgerStatus {
         self.inner.status()
+    }
+
+    async fn record_shift_change(&self, change: &ShiftChange) -> Result<(), LedgerError> {
+        self.inner.record_shift_change(change).await
+    }
+
+    async fn shift_on_record(&self) -> Result<ShiftOnRecord, LedgerError> {
+        self.inner.shift_on_record().await
     }
 }

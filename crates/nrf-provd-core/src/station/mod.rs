@@ -10,6 +10,8 @@
 //!   them from a configuration);
 //! - [`presence`]: is a board there, is it still the same one;
 //! - [`recorder`]: one run, begun and finished in the ledger;
+//! - [`shift`]: traceability (work order, lot, operator, product,
+//!   fixture), changed while the station runs;
 //! - [`events`]: what the station tells its subscribers;
 //! - [`systemd`]: READY/STATUS/WATCHDOG/STOPPING, STATUS from the events.
 
@@ -18,6 +20,7 @@ pub mod gate;
 pub mod parts;
 pub mod presence;
 pub mod recorder;
+pub mod shift;
 pub mod systemd;
 
 use std::collections::{BTreeSet, HashMap};
@@ -45,6 +48,7 @@ pub use gate::LedgerGate;
 pub use parts::{DaemonHandoff, Parts, Sources};
 pub use presence::Departure;
 pub use recorder::RunSettings;
+pub use shift::{ShiftBoard, ShiftError, TraceSettings};
 
 /// How the station finds and talks to its ports.
 #[derive(Debug, Clone)]
@@ -69,6 +73,9 @@ pub enum ProvisionError {
     /// The ledger would not begin the run.
     #[error(transparent)]
     NotBegun(LedgerError),
+    /// `[traceability] require` names values that are not set.
+    #[error("{0}")]
+    Untraced(String),
 }
 
 /// How often a finished board is asked whether it is still there.
@@ -96,6 +103,8 @@ pub struct Station {
     abort: CancellationToken,
     /// `[cloud] hand_off`: the daemon's hand-off task, started by `serve`.
     handoff: Option<DaemonHandoff>,
+    /// Work order, lot, operator, product; each port's fixture.
+    shift: ShiftBoard,
 }
 
 impl Station {
@@ -114,7 +123,31 @@ impl Station {
             stop: CancellationToken::new(),
             abort: CancellationToken::new(),
             handoff: parts.handoff,
+            shift: ShiftBoard::new(parts.trace),
         })
+    }
+
+    /// The traceability values runs begin with now, and the settings.
+    pub fn shift(&self) -> &ShiftBoard {
+        &self.shift
+    }
+
+    /// Change the station-wide traceability values (`by`: who), for the
+    /// next board on; recorded in the ledger first.
+    pub async fn change_shift(
+        &self,
+        update: &crate::record::Shift,
+        by: &str,
+    ) -> Result<Option<crate::record::ShiftChange>, ShiftError> {
+        self.shift
+            .change(
+                update,
+                by,
+                self.ledger.as_ref(),
+                self.sources.clock.as_ref(),
+                &self.events,
+            )
+            .await
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<StationEvent> {
@@ -202,6 +235,12 @@ impl Station {
                 path: port.to_path_buf(),
                 source,
             })?;
+        let missing = self.shift.missing();
+        if !missing.is_empty() {
+            return Err(ProvisionError::Untraced(shift::waiting_reason(&missing)));
+        }
+        let port_name = port.display().to_string();
+        let trace = self.shift.trace_for(&port_name);
         let ctx = self.context();
         let never = CancellationToken::new();
         let recorder = recorder::Recorder {
@@ -210,11 +249,9 @@ impl Station {
             settings: &options.run,
             abort: &never,
             events: &self.events,
+            trace: &trace,
         };
-        match recorder
-            .run(&mut modem, arrival, &port.display().to_string())
-            .await
-        {
+        match recorder.run(&mut modem, arrival, &port_name).await {
             recorder::Recorded::Run(record) => Ok(*record),
             recorder::Recorded::NotBegun(source) => Err(ProvisionError::NotBegun(source)),
         }
@@ -233,6 +270,13 @@ impl Station {
     /// Scan for ports and supervise each until shutdown; returns when every
     /// supervisor has finished.
     pub async fn serve(self: Arc<Self>) {
+        self.shift
+            .resume(
+                self.ledger.as_ref(),
+                self.sources.clock.as_ref(),
+                &self.events,
+            )
+            .await;
         // Retries the ledger while it cannot take records; stops with the
         // station, after the last supervisor (so deferred records get every
         // chance).
@@ -370,10 +414,23 @@ impl Station {
                     dialect: arrival.dialect,
                 });
             }
+            // Take no board until the values it must be traced by are set;
+            // then find it again (it may have left while it waited).
+            if !self.shift.missing().is_empty() {
+                if !self
+                    .shift
+                    .wait_until_complete(port, &self.events, &self.stop)
+                    .await
+                {
+                    return;
+                }
+                continue;
+            }
             // Take no board while the ledger cannot record its run.
             if !self.ledger.wait_open(&self.stop).await {
                 return;
             }
+            let trace = self.shift.trace_for(port);
             let ctx = self.context();
             let recorded = recorder::Recorder {
                 ctx: &ctx,
@@ -381,6 +438,7 @@ impl Station {
                 settings: &options.run,
                 abort: &self.abort,
                 events: &self.events,
+                trace: &trace,
             }
             .run(modem, arrival, port)
             .await;

@@ -8,6 +8,7 @@ use crate::handoff::{HandOff, Handoff};
 use crate::ledger::{LedgerReader, LineLedger};
 use crate::plan::{Clock, OsRandom, PlanContext, RandomSource, SystemClock};
 
+use super::shift::TraceSettings;
 use super::{LedgerGate, PortOptions};
 
 /// Where a station's time and randomness come from.
@@ -53,4 +54,6 @@ pub struct Parts {
     /// The clock and random source every reload keeps.
     pub sources: Sources,
     pub handoff: Option<DaemonHandoff>,
+    /// `[traceability]`: start values, required fields, fixtures.
+    pub trace: TraceSettings,
 }

@@ -10,7 +10,7 @@ use tracing::{Instrument, error, info_span, warn};
 
 use crate::modem::Modem;
 use crate::plan::{self, Arrival, Link, PlanContext, PlanObserver};
-use crate::record::{Outcome, ReasonCode, RunRecord, RunStart};
+use crate::record::{Outcome, ReasonCode, RunRecord, RunStart, Traceability};
 
 use super::events::{Events, RunObserver};
 use super::gate::LedgerGate;
@@ -44,6 +44,8 @@ pub struct Recorder<'a> {
     /// Cancelled when the shutdown grace is over: the run is cut short.
     pub abort: &'a CancellationToken,
     pub events: &'a Events,
+    /// The work order, lot, operator, product and fixture of this run.
+    pub trace: &'a Traceability,
 }
 
 impl Recorder<'_> {
@@ -73,12 +75,14 @@ async fn run_recorded<T: Link>(
         settings,
         abort,
         events,
+        trace,
     } = *recorder;
     let start = RunStart {
         uid: uuid::Builder::from_random_bytes(ctx.random.bytes16()).into_uuid(),
         station_id: settings.station_id.clone(),
         port: port.to_string(),
         started_at: ctx.clock.now_utc(),
+        trace: trace.clone(),
     };
     let id = match ctx.ledger.begin_run(&start).await {
         Ok(id) => id,

@@ -24,6 +24,8 @@ pub struct Shift {
     pub runs_collected: u64,
     /// Why the station takes no new board, while it does not.
     pub paused: Option<String>,
+    /// Boards waiting for required traceability values: port → why.
+    pub waiting: std::collections::BTreeMap<String, String>,
 }
 
 impl Shift {
@@ -36,13 +38,20 @@ impl Shift {
             StationEvent::PortGone { port } => {
                 self.ports.remove(port);
                 self.boards_present.remove(port);
+                self.waiting.remove(port);
             }
             StationEvent::BoardArrived { port, .. } => {
                 self.boards_seen += 1;
                 self.boards_present.insert(port.clone());
             }
-            StationEvent::BoardLeft { port } => {
-                self.boards_present.remove(port);
+            StationEvent::BoardLeft { port } | StationEvent::StepStarted { port, .. } => {
+                if matches!(event, StationEvent::BoardLeft { .. }) {
+                    self.boards_present.remove(port);
+                }
+                self.waiting.remove(port);
+            }
+            StationEvent::BoardWaiting { port, reason } => {
+                self.waiting.insert(port.clone(), reason.clone());
             }
             StationEvent::RunFinished { record, .. } => match record.outcome {
                 Outcome::Passed => self.runs_passed += 1,
@@ -52,7 +61,7 @@ impl Shift {
             },
             StationEvent::Paused { reason } => self.paused = Some(reason.clone()),
             StationEvent::Resumed => self.paused = None,
-            StationEvent::StepStarted { .. }
+            StationEvent::ShiftChanged { .. }
             | StationEvent::StepFinished { .. }
             | StationEvent::TokenVerified { .. }
             | StationEvent::DeviceIdentified { .. } => {}
@@ -80,6 +89,9 @@ impl Shift {
         }
         if let Some(reason) = &self.paused {
             line.push_str(&format!("; PAUSED, taking no board: {reason}"));
+        }
+        if let Some(reason) = self.waiting.values().next() {
+            line.push_str(&format!("; {} board(s) {reason}", self.waiting.len()));
         }
         line
     }
@@ -151,6 +163,28 @@ pub fn spawn_watchdog() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_says_when_a_board_waits_for_a_work_order_until_it_runs() {
+        let mut shift = Shift::default();
+        shift.apply(&StationEvent::BoardWaiting {
+            port: "a".into(),
+            reason: "waiting for work_order: set it".into(),
+        });
+        assert!(
+            shift
+                .status_line()
+                .ends_with("; 1 board(s) waiting for work_order: set it"),
+            "{}",
+            shift.status_line()
+        );
+        shift.apply(&StationEvent::StepStarted {
+            port: "a".into(),
+            run: 1,
+            step: crate::record::Step::Probe,
+        });
+        assert!(!shift.status_line().contains("waiting"));
+    }
 
     #[test]
     fn status_counts_boards_and_runs_apart_and_says_when_paused() {

@@ -32,6 +32,7 @@ fn start(id: &str, port: &str) -> RunStart {
         station_id: id.into(),
         port: port.into(),
         started_at: OffsetDateTime::now_utc(),
+        trace: Default::default(),
     }
 }
 
@@ -544,4 +545,67 @@ async fn a_wrong_password_is_refused_without_showing_it() {
     assert!(text.contains("password authentication failed"), "{text}");
     assert!(!text.contains("not-the-password"), "{text}");
     assert!(!err.is_transient(), "waiting will not fix a wrong password");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_line_ledger_keeps_each_runs_traceability_and_filters_and_summarises_by_work_order() {
+    let Some(pg) = cluster("the_line_ledger_keeps_each_runs_traceability") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let a = station(&pg, dir.path(), "A", LedgerMode::Deferred);
+    let trace = |wo: Option<&str>| nrf_provd_core::record::Traceability {
+        work_order: wo.map(str::to_string),
+        lot: Some("LOT-7".into()),
+        operator: Some("ana".into()),
+        product: Some("ACME-TRACKER rev C".into()),
+        fixture: Some("F01".into()),
+    };
+    for (i, wo) in [Some("WO-1"), Some("WO-2"), Some("WO-1"), None]
+        .into_iter()
+        .enumerate()
+    {
+        let start = RunStart {
+            trace: trace(wo),
+            ..start("A", "/dev/ttyA0")
+        };
+        let run = a.begin_run(&start).await.expect("begin");
+        let mut record = RunRecord::begun(run, &start);
+        record.outcome = if i == 2 {
+            Outcome::Failed
+        } else {
+            Outcome::Passed
+        };
+        record.finished_at = Some(OffsetDateTime::now_utc());
+        a.finish_run(&record).await.expect("finish");
+    }
+    assert_eq!(a.forward_now(10).await.expect("forward"), 4);
+    let line = line_runs(&pg, None).await;
+    assert_eq!(line.len(), 4);
+    assert_eq!(line[0].trace, trace(Some("WO-1")));
+    assert_eq!(line[3].trace, trace(None));
+    let wo1 = pg
+        .ledger()
+        .runs(&RunFilter {
+            work_order: Some("WO-1".into()),
+            ..RunFilter::default()
+        })
+        .await
+        .expect("read the line");
+    assert_eq!(wo1.len(), 2);
+    let summary = pg
+        .ledger()
+        .summary(&RunFilter::default())
+        .await
+        .expect("summary");
+    let of = |wo: Option<&str>| {
+        summary
+            .work_orders
+            .iter()
+            .find(|w| w.work_order.as_deref() == wo)
+            .map(|w| (w.counts.seen, w.counts.passed))
+    };
+    assert_eq!(of(Some("WO-1")), Some((2, 1)), "{summary:?}");
+    assert_eq!(of(Some("WO-2")), Some((1, 1)));
+    assert_eq!(of(None), Some((1, 1)));
 }

@@ -6,3 +6,4 @@ mod names;
 mod plan_memory;
 mod station_presence;
 mod store_records;
+mod traceability;

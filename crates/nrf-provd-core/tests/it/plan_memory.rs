@@ -148,6 +148,7 @@ async fn run_once(line: &Line, modem: &mut Modem<DuplexStream>) -> RunRecord {
         settings: &settings,
         abort: &abort,
         events: &events,
+        trace: &Default::default(),
     };
     match recorder.run(modem, arrival, "duplex").await {
         recorder::Recorded::Run(record) => *record,

@@ -46,6 +46,7 @@ fn start(at: OffsetDateTime, port: &str) -> RunStart {
         station_id: "s1".into(),
         port: port.into(),
         started_at: at,
+        trace: Default::default(),
     }
 }
 
@@ -121,6 +122,7 @@ fn passed(id: i64, device: &str, at: OffsetDateTime, certificate: &str) -> RunRe
                 content: certificate.into(),
             },
         ],
+        trace: Default::default(),
     }
 }
 
@@ -657,13 +659,13 @@ async fn csv_has_a_header_and_one_row_per_run() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
         lines[0],
-        "run_id,station_id,port,started_at,finished_at,duration_s,outcome,failed_step,reason_code,reason,device_uuid,imei,model,firmware,firmware_uuid,hw_version"
+        "run_id,station_id,port,started_at,finished_at,duration_s,outcome,failed_step,reason_code,reason,device_uuid,imei,model,firmware,firmware_uuid,hw_version,work_order,lot,operator,product,fixture"
     );
     assert_eq!(lines.len(), 4);
     assert_eq!(
         lines[2],
         format!(
-            "2,s1,/dev/nrf91/A-if00,2024-05-01T11:00:00Z,2024-05-01T11:00:12.345Z,12.345,failed,keygen,signature,\"bad, really\",{OTHER_DEVICE},351358815178345,nRF9151-LACA,mfw_nrf91x1_2.0.2,7d6fbc4a-0a3f-4c36-9ab5-0d3fd1fcd5f4,nRF9151 LACA A0A"
+            "2,s1,/dev/nrf91/A-if00,2024-05-01T11:00:00Z,2024-05-01T11:00:12.345Z,12.345,failed,keygen,signature,\"bad, really\",{OTHER_DEVICE},351358815178345,nRF9151-LACA,mfw_nrf91x1_2.0.2,7d6fbc4a-0a3f-4c36-9ab5-0d3fd1fcd5f4,nRF9151 LACA A0A,,,,,"
         )
     );
 }

@@ -13,6 +13,7 @@ pub mod cloud;
 pub mod docs;
 pub mod ports;
 pub mod results;
+pub mod shift;
 pub mod station;
 pub mod token;
 
@@ -80,6 +81,8 @@ pub enum Command {
     Provision(station::ProvisionArgs),
     /// Show recorded results.
     Results(results::ResultsArgs),
+    /// Set or show the work order, lot, operator and product the running daemon traces boards by.
+    Shift(shift::ShiftArgs),
     /// Hand devices off to nRF Cloud (claim, onboard) and show what was handed off.
     Cloud(cloud::CloudArgs),
     /// Manage the station CA that signs device certificates.
@@ -135,6 +138,7 @@ impl Command {
             Command::CheckConfig(args) => check::run(&args),
             Command::Provision(args) => station::provision(args).await,
             Command::Results(args) => results::run(args).await,
+            Command::Shift(args) => shift::run(args).await,
             Command::Cloud(args) => cloud::run(args).await,
             Command::Ca(args) => ca::run(args),
             Command::Ports(args) => ports::run(args),

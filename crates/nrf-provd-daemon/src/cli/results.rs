@@ -47,8 +47,11 @@ pub struct ResultsArgs {
     /// Only runs of this station.
     #[arg(long, value_name = "ID")]
     pub station: Option<String>,
-    /// Instead of runs: yield per station and the most frequent failure
-    /// reasons (table or json).
+    /// Only runs recorded under this work order.
+    #[arg(long, value_name = "WO")]
+    pub work_order: Option<String>,
+    /// Instead of runs: yield per station and per work order, and the most
+    /// frequent failure reasons (table or json).
     #[arg(long)]
     pub summary: bool,
     /// Output format.
@@ -131,6 +134,7 @@ pub async fn run(args: ResultsArgs) -> ExitCode {
         since: args.since,
         limit: args.limit,
         station_id: args.station.clone(),
+        work_order: args.work_order.clone(),
     };
     if args.summary {
         return write_summary(&args, reader.as_ref(), &filter).await;

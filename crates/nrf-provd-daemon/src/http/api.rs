@@ -43,12 +43,12 @@ pub const RUNS_PER_PART: usize = 16;
 pub const RETRY_AFTER_SECONDS: u64 = 1;
 
 /// `{"error": "..."}` with a status.
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
 
 /// 503: every reader is busy.
-fn busy(app: &App) -> Response {
+pub(super) fn busy(app: &App) -> Response {
     app.metrics.refused(Refusal::ReadersBusy);
     let mut response = error(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -253,7 +253,7 @@ fn write_run(out: &mut Vec<u8>, run: &RunRecord, role: Role) {
     // Writing these types into a Vec cannot fail.
     let _ = match role {
         Role::Engineer => serde_json::to_writer(out, run),
-        Role::Viewer => serde_json::to_writer(out, &run.summary()),
+        Role::Viewer | Role::Operator => serde_json::to_writer(out, &run.summary()),
     };
 }
 
@@ -323,6 +323,6 @@ pub async fn metrics(State(app): State<App>) -> Response {
 pub async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
-        "no such page; see /, /metrics, /healthz, /api/v1/ports, /api/v1/runs",
+        "no such page; see /, /metrics, /healthz, /api/v1/ports, /api/v1/runs, /api/v1/shift",
     )
 }

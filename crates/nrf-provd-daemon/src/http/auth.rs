@@ -1,10 +1,12 @@
-//! Who may see what. Two roles, as nRF Cloud's Identity Service has
-//! viewers and editors: a **viewer** (the page, `/metrics`, run summaries)
-//! and an **engineer** (whole records: token text, JWTs, certificates).
-//! Each role has a bearer token in a file that the daemon refuses when
-//! group or others can read it, or when a directory on its path lets them
-//! replace it (like the CA key): `[http] token_file` for
-//! viewers, `[http] engineer_token_file` for engineers.
+//! Who may see and do what. Three roles, as nRF Cloud's Identity Service
+//! has viewers and editors: a **viewer** (the page, `/metrics`, run
+//! summaries), an **operator** (also the shift: work order, lot, operator,
+//! product) and an **engineer** (also whole records: token text, JWTs,
+//! certificates; and the shift). Each role has a bearer token in a file
+//! that the daemon refuses when group or others can read it, or when a
+//! directory on its path lets them replace it (like the CA key):
+//! `[http] token_file` for viewers, `operator_token_file` for operators,
+//! `engineer_token_file` for engineers.
 //!
 //! - With a viewer token, every request must carry it or the engineer's
 //!   (401 otherwise); without one (loopback only), every request is a
@@ -12,6 +14,9 @@
 //! - Only a request carrying the engineer's token is an engineer's; with
 //!   none configured, nobody is, and no HTTP answer holds token text or a
 //!   certificate.
+//! - A request carrying the operator's token is an operator's. With no
+//!   operator token configured, a request from this machine (loopback)
+//!   may change the shift, as `nrf-provd shift set` does; no other may.
 //!
 //! Machines send `Authorization: Bearer <token>`; a browser, which cannot
 //! add a header to the page's own requests, answers the Basic prompt with
@@ -42,8 +47,20 @@ pub const MIN_TOKEN_LEN: usize = 16;
 pub enum Role {
     /// The page, `/metrics`, ports and run summaries.
     Viewer,
-    /// Also token text, JWTs and certificates.
+    /// Also the shift (work order, lot, operator, product).
+    Operator,
+    /// Also token text, JWTs and certificates, and the shift.
     Engineer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Engineer => "engineer",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +84,16 @@ pub enum TokenError {
         viewer.display()
     )]
     Same { viewer: PathBuf, engineer: PathBuf },
+    #[error(
+        "http operator_token_file {} holds the same token as {other_key} {}: give each role a token of its own",
+        operator.display(),
+        other.display()
+    )]
+    SameAsOperator {
+        operator: PathBuf,
+        other_key: &'static str,
+        other: PathBuf,
+    },
 }
 
 /// The token's SHA-256: requests are compared by digest, so the comparison
@@ -86,21 +113,7 @@ impl AccessToken {
     /// Read the token from `path`, refusing a file group or others can read
     /// or replace ([`secure_file`]).
     pub fn load(path: &Path) -> Result<AccessToken, TokenError> {
-        let read = |source| TokenError::Read {
-            path: path.to_path_buf(),
-            source,
-        };
-        let file = secure_file::open(path, "http token file", Holds::Secret)
-            .map_err(|refusal| refusal.into_error(read))?;
-        let text = std::io::read_to_string(file).map_err(read)?;
-        let token = text.trim();
-        let printable = token.chars().all(|c| c.is_ascii_graphic());
-        if token.len() < MIN_TOKEN_LEN || !printable {
-            return Err(TokenError::Unusable {
-                path: path.to_path_buf(),
-            });
-        }
-        Ok(AccessToken::new(token))
+        read_token(path).map(|token| AccessToken::new(&token))
     }
 
     pub fn new(token: &str) -> AccessToken {
@@ -119,6 +132,26 @@ impl AccessToken {
     pub fn admits(&self, headers: &HeaderMap) -> bool {
         presented(headers).is_some_and(|p| self.matches(&p))
     }
+}
+
+/// The token in `path` (a file only its owner may read), as a client
+/// sends it (`nrf-provd shift`) and the server compares it.
+pub fn read_token(path: &Path) -> Result<String, TokenError> {
+    let read = |source| TokenError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = secure_file::open(path, "http token file", Holds::Secret)
+        .map_err(|refusal| refusal.into_error(read))?;
+    let text = std::io::read_to_string(file).map_err(read)?;
+    let token = text.trim();
+    let printable = token.chars().all(|c| c.is_ascii_graphic());
+    if token.len() < MIN_TOKEN_LEN || !printable {
+        return Err(TokenError::Unusable {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(token.to_string())
 }
 
 /// The token a request carries: a bearer token, or the password of Basic
@@ -142,21 +175,45 @@ fn presented(headers: &HeaderMap) -> Option<String> {
     None
 }
 
-/// The tokens of both roles, as configured.
+/// The tokens of every role, as configured.
 #[derive(Debug, Clone, Default)]
 pub struct Access {
     viewer: Option<AccessToken>,
+    operator: Option<AccessToken>,
     engineer: Option<AccessToken>,
 }
 
 impl Access {
-    /// Read `[http] token_file` and `engineer_token_file`.
+    /// Read `[http] token_file`, `operator_token_file` and
+    /// `engineer_token_file`.
     pub fn load(http: &HttpConfig) -> Result<Access, TokenError> {
         let load = |path: &Option<PathBuf>| path.as_deref().map(AccessToken::load).transpose();
         let access = Access {
             viewer: load(&http.token_file)?,
+            operator: load(&http.operator_token_file)?,
             engineer: load(&http.engineer_token_file)?,
         };
+        if let Some(operator) = &access.operator {
+            for (other, key, path) in [
+                (&access.viewer, "token_file", &http.token_file),
+                (
+                    &access.engineer,
+                    "engineer_token_file",
+                    &http.engineer_token_file,
+                ),
+            ] {
+                if other
+                    .as_ref()
+                    .is_some_and(|o| bool::from(o.digest.ct_eq(&operator.digest)))
+                {
+                    return Err(TokenError::SameAsOperator {
+                        operator: http.operator_token_file.clone().unwrap_or_default(),
+                        other_key: key,
+                        other: path.clone().unwrap_or_default(),
+                    });
+                }
+            }
+        }
         if let (Some(viewer), Some(engineer)) = (&access.viewer, &access.engineer) {
             if bool::from(viewer.digest.ct_eq(&engineer.digest)) {
                 return Err(TokenError::Same {
@@ -181,9 +238,26 @@ impl Access {
         if carries(&self.engineer) {
             return Some(Role::Engineer);
         }
+        if carries(&self.operator) {
+            return Some(Role::Operator);
+        }
         match self.viewer {
             None => Some(Role::Viewer),
             Some(_) => carries(&self.viewer).then_some(Role::Viewer),
+        }
+    }
+}
+
+impl Access {
+    /// Whether a request of `role` from `peer` may change the shift: an
+    /// operator or an engineer; with no operator token configured, anyone
+    /// on this machine (the CLI on loopback).
+    pub fn may_change_shift(&self, role: Role, peer: Option<std::net::IpAddr>) -> bool {
+        match role {
+            Role::Operator | Role::Engineer => true,
+            Role::Viewer => {
+                self.operator.is_none() && peer.is_some_and(|p| p.to_canonical().is_loopback())
+            }
         }
     }
 }
@@ -324,6 +398,36 @@ mod tests {
         assert_eq!(
             both.role(&headers(&format!("Basic {basic}"))),
             Some(Role::Engineer)
+        );
+
+        // An operator's token: its own role, the shift but no token text;
+        // without one, only loopback may change the shift.
+        let operator = "0perator-0123456789abcdef";
+        let operator_file = token_file(dir.path(), "operator.token", operator);
+        let with_operator = Access::load(&HttpConfig {
+            token_file: Some(viewer_file.clone()),
+            operator_token_file: Some(operator_file.clone()),
+            engineer_token_file: Some(engineer_file.clone()),
+            ..HttpConfig::default()
+        })?;
+        let lan: std::net::IpAddr = "192.0.2.9".parse()?;
+        let lo: std::net::IpAddr = "127.0.0.1".parse()?;
+        assert_eq!(with_operator.role(&bearer(operator)), Some(Role::Operator));
+        assert!(with_operator.may_change_shift(Role::Operator, Some(lan)));
+        assert!(with_operator.may_change_shift(Role::Engineer, Some(lan)));
+        assert!(!with_operator.may_change_shift(Role::Viewer, Some(lo)));
+        assert!(open.may_change_shift(Role::Viewer, Some(lo)));
+        assert!(!open.may_change_shift(Role::Viewer, Some(lan)));
+        let same = token_file(dir.path(), "same-operator.token", viewer);
+        let err = Access::load(&HttpConfig {
+            token_file: Some(viewer_file.clone()),
+            operator_token_file: Some(same),
+            ..HttpConfig::default()
+        })
+        .err();
+        assert!(
+            matches!(err, Some(TokenError::SameAsOperator { .. })),
+            "{err:?}"
         );
 
         // One token for both roles would make every viewer an engineer.

@@ -99,6 +99,7 @@ pub async fn serve(
             local: stream
                 .local_addr()
                 .map_or(IpAddr::from(Ipv6Addr::UNSPECIFIED), |a| a.ip()),
+            peer: peer.ip(),
         };
         let router = router.clone();
         let metrics = Arc::clone(&metrics);

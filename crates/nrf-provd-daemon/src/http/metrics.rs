@@ -54,6 +54,8 @@ pub enum Refusal {
     ForeignOrigin,
     /// No valid token where one is needed (401).
     NoToken,
+    /// A change (the shift) without the operator's token (403).
+    NotOperator,
     /// Every reader was busy (503).
     ReadersBusy,
 }
@@ -64,6 +66,7 @@ impl Refusal {
             Refusal::ForeignHost => "foreign_host",
             Refusal::ForeignOrigin => "foreign_origin",
             Refusal::NoToken => "no_token",
+            Refusal::NotOperator => "not_operator",
             Refusal::ReadersBusy => "readers_busy",
         }
     }
@@ -121,6 +124,7 @@ pub struct Metrics {
     boards_in_fixtures: Gauge,
     ports_watched: Gauge,
     paused: Gauge,
+    boards_waiting: Gauge,
     events_missed: Counter,
     sse_clients: Gauge,
     clients_dropped: Counter,
@@ -174,6 +178,11 @@ impl Metrics {
             metrics.paused.clone(),
         );
         ours.register(
+            "boards_waiting",
+            "Boards that wait for a required traceability value (e.g. a work order) before their run",
+            metrics.boards_waiting.clone(),
+        );
+        ours.register(
             "events_missed",
             "Station events the page or the metrics fell too far behind to see",
             metrics.events_missed.clone(),
@@ -223,6 +232,7 @@ impl Metrics {
             boards_in_fixtures: metrics.boards_in_fixtures,
             ports_watched: metrics.ports_watched,
             paused: metrics.paused,
+            boards_waiting: metrics.boards_waiting,
             events_missed: metrics.events_missed,
             sse_clients: metrics.sse_clients,
             clients_dropped: metrics.clients_dropped,
@@ -267,8 +277,12 @@ impl Metrics {
             | StationEvent::DeviceIdentified { .. }
             | StationEvent::BoardLeft { .. }
             | StationEvent::Paused { .. }
-            | StationEvent::Resumed => {}
+            | StationEvent::Resumed
+            | StationEvent::BoardWaiting { .. }
+            | StationEvent::ShiftChanged { .. } => {}
         }
+        self.boards_waiting
+            .set(i64::try_from(shift.waiting.len()).unwrap_or(i64::MAX));
         self.boards_in_fixtures
             .set(i64::try_from(shift.boards_present.len()).unwrap_or(i64::MAX));
         self.ports_watched
@@ -320,6 +334,7 @@ struct MetricsParts {
     boards_in_fixtures: Gauge,
     ports_watched: Gauge,
     paused: Gauge,
+    boards_waiting: Gauge,
     events_missed: Counter,
     sse_clients: Gauge,
     clients_dropped: Counter,
@@ -337,6 +352,7 @@ impl Default for MetricsParts {
             boards_in_fixtures: Gauge::default(),
             ports_watched: Gauge::default(),
             paused: Gauge::default(),
+            boards_waiting: Gauge::default(),
             events_missed: Counter::default(),
             sse_clients: Gauge::default(),
             clients_dropped: Counter::default(),

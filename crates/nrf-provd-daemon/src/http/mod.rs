@@ -1,6 +1,7 @@
 //! The daemon's own HTTP server: the live station page at `/`, its feed at
 //! `/events` (Server-Sent Events), `/metrics` (Prometheus), the JSON API
-//! (`/api/v1/ports`, `/api/v1/runs`, `/api/v1/runs/{id}`) and `/healthz`.
+//! (`/api/v1/ports`, `/api/v1/runs`, `/api/v1/runs/{id}`, `/api/v1/shift`)
+//! and `/healthz`.
 //!
 //! The server never holds a run up. It runs on a thread of its own (its
 //! own single-threaded runtime), so no request ever runs on a thread the
@@ -16,8 +17,9 @@
 //! - [`live`]: the view's task and the SSE feed;
 //! - [`metrics`]: the Prometheus registry, folded from events;
 //! - [`api`]: JSON (paged, streamed) and health;
+//! - [`shift`]: the work order, lot, operator and product, read and changed;
 //! - [`origin`]: only the station's own names in `Host` and `Origin`;
-//! - [`auth`]: the viewer's and the engineer's tokens;
+//! - [`auth`]: the viewer's, the operator's and the engineer's tokens;
 //! - [`conn`]: accept loop, connection limits in all and per client,
 //!   deadlines.
 
@@ -27,6 +29,7 @@ pub mod conn;
 pub mod live;
 pub mod metrics;
 pub mod origin;
+pub mod shift;
 pub mod view;
 
 use std::net::SocketAddr;
@@ -143,7 +146,11 @@ impl HttpServer {
             readers: Arc::clone(&readers),
             access,
             origins: Origins::new(&config.http.allowed_hosts),
-            live: Live::new(View::new(&config.station_id, steps)),
+            live: Live::new(View::new(
+                &config.station_id,
+                steps,
+                config.traceability.clone(),
+            )),
             metrics: Arc::new(Metrics::new(Arc::clone(station) as _)),
             stop: stop.clone(),
         };
@@ -216,6 +223,7 @@ fn router(app: App) -> Router {
         .route("/api/v1/ports", get(api::ports))
         .route("/api/v1/runs", get(api::runs))
         .route("/api/v1/runs/{id}", get(api::run))
+        .route("/api/v1/shift", get(shift::show).post(shift::set))
         .fallback(api::not_found)
         // The last layer runs first: the origin, then the token.
         .layer(axum::middleware::from_fn_with_state(

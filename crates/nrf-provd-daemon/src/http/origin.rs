@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::uri::Authority;
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -27,6 +27,8 @@ use crate::config::normal_host;
 pub struct Arrival {
     /// The station's own address the client connected to.
     pub local: IpAddr,
+    /// The client's address.
+    pub peer: IpAddr,
 }
 
 /// The hosts a request may name.
@@ -104,7 +106,10 @@ pub async fn require_own_origin(State(app): State<App>, request: Request, next: 
             })
             .unwrap_or(false)
     });
-    if foreign_origin || from_another_site(request.headers()) {
+    // A change (the shift) never comes from another site's page, not even
+    // by a form it submits as a navigation.
+    let changes = !matches!(*request.method(), Method::GET | Method::HEAD);
+    if foreign_origin || from_another_site(request.headers(), changes) {
         app.metrics.refused(Refusal::ForeignOrigin);
         return refuse(
             StatusCode::FORBIDDEN,
@@ -116,14 +121,17 @@ pub async fn require_own_origin(State(app): State<App>, request: Request, next: 
 
 /// Whether a browser says another site's page made the request (Fetch
 /// Metadata), other than by navigating to the page: an `<img>` or a
-/// `<script>` pointed at the station sends no `Origin`, but this.
-fn from_another_site(headers: &axum::http::HeaderMap) -> bool {
+/// `<script>` pointed at the station sends no `Origin`, but this. A
+/// request that `changes` something is another site's even as a
+/// navigation (a form posted at the station).
+fn from_another_site(headers: &axum::http::HeaderMap, changes: bool) -> bool {
     let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     match value("sec-fetch-site") {
         None | Some("same-origin" | "none") => false,
         Some(_) => {
-            !(value("sec-fetch-mode") == Some("navigate")
-                && value("sec-fetch-dest") == Some("document"))
+            changes
+                || !(value("sec-fetch-mode") == Some("navigate")
+                    && value("sec-fetch-dest") == Some("document"))
         }
     }
 }
@@ -178,6 +186,26 @@ mod tests {
         assert!(!Origins::default().allows("192.0.2.9:9091", None));
     }
 
+    fn from_another_site_get(headers: &axum::http::HeaderMap) -> bool {
+        from_another_site(headers, false)
+    }
+
+    #[test]
+    fn a_change_from_another_site_is_refused_even_as_a_navigation() {
+        let mut map = axum::http::HeaderMap::new();
+        for (name, value) in [
+            ("sec-fetch-site", "cross-site"),
+            ("sec-fetch-mode", "navigate"),
+            ("sec-fetch-dest", "document"),
+        ] {
+            map.insert(name, HeaderValue::from_static(value));
+        }
+        assert!(!from_another_site(&map, false));
+        assert!(from_another_site(&map, true));
+        map.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+        assert!(!from_another_site(&map, true));
+    }
+
     #[test]
     fn another_sites_requests_are_known_by_their_fetch_metadata() {
         let headers = |pairs: &[(&'static str, &'static str)]| {
@@ -187,31 +215,34 @@ mod tests {
             }
             map
         };
-        assert!(!from_another_site(&headers(&[])), "not a browser");
-        assert!(!from_another_site(&headers(&[(
+        assert!(!from_another_site_get(&headers(&[])), "not a browser");
+        assert!(!from_another_site_get(&headers(&[(
             "sec-fetch-site",
             "same-origin"
         )])));
-        assert!(!from_another_site(&headers(&[("sec-fetch-site", "none")])));
+        assert!(!from_another_site_get(&headers(&[(
+            "sec-fetch-site",
+            "none"
+        )])));
         assert!(
-            !from_another_site(&headers(&[
+            !from_another_site_get(&headers(&[
                 ("sec-fetch-site", "cross-site"),
                 ("sec-fetch-mode", "navigate"),
                 ("sec-fetch-dest", "document"),
             ])),
             "a link followed to the page"
         );
-        assert!(from_another_site(&headers(&[
+        assert!(from_another_site_get(&headers(&[
             ("sec-fetch-site", "cross-site"),
             ("sec-fetch-mode", "no-cors"),
             ("sec-fetch-dest", "image"),
         ])));
-        assert!(from_another_site(&headers(&[
+        assert!(from_another_site_get(&headers(&[
             ("sec-fetch-site", "same-site"),
             ("sec-fetch-mode", "cors"),
             ("sec-fetch-dest", "empty"),
         ])));
-        assert!(from_another_site(&headers(&[
+        assert!(from_another_site_get(&headers(&[
             ("sec-fetch-site", "cross-site"),
             ("sec-fetch-mode", "navigate"),
             ("sec-fetch-dest", "iframe"),

@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::Serialize;
 
 use crate::record::{Outcome, ReasonCode, RunId, RunRecord, Step};
-use crate::station::StationEvent;
 use crate::station::systemd::Shift;
+use crate::station::{StationEvent, TraceSettings};
 
 /// How many failures the page lists.
 pub const LAST_FAILURES: usize = 8;
@@ -22,6 +22,9 @@ pub enum TileState {
     Idle,
     /// A board is being provisioned.
     Running,
+    /// A board is there but waits for required traceability values
+    /// (`board.waiting` says which).
+    Waiting,
     Passed,
     Failed,
     /// Every check that needs no key passed; nobody vouched yet. Never a pass.
@@ -61,12 +64,18 @@ pub struct Board {
     pub reason_code: Option<ReasonCode>,
     /// Why, in words.
     pub reason: Option<String>,
+    /// The work order the run was recorded under.
+    pub work_order: Option<String>,
+    /// What the board waits for before its run begins.
+    pub waiting: Option<String>,
 }
 
 /// One fixture slot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Tile {
     pub port: String,
+    /// `[traceability.fixtures]`' name for the port.
+    pub fixture: Option<String>,
     pub state: TileState,
     /// The board now in the fixture (running or finished), or the last one
     /// when the fixture is empty.
@@ -129,6 +138,10 @@ pub struct Snapshot {
     pub station_id: String,
     pub steps_in_plan: usize,
     pub counters: Counters,
+    /// The work order, lot, operator and product the next board runs under.
+    pub traceability: crate::record::Shift,
+    /// Fields a board waits for (`[traceability] require`).
+    pub required: Vec<crate::record::ShiftField>,
     /// Sorted by port.
     pub tiles: Vec<Tile>,
     /// Newest first.
@@ -148,6 +161,9 @@ pub struct Update {
     pub counters: Option<Counters>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
+    /// The traceability values, when an operator changed them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traceability: Option<crate::record::Shift>,
 }
 
 /// The page's state.
@@ -156,15 +172,21 @@ pub struct View {
     station_id: String,
     steps_in_plan: usize,
     shift: Shift,
+    trace: TraceSettings,
+    traceability: crate::record::Shift,
     tiles: BTreeMap<String, Tile>,
     failures: VecDeque<Failure>,
 }
 
 impl View {
-    pub fn new(station_id: impl Into<String>, steps_in_plan: usize) -> View {
+    /// `trace`: the fixtures, required fields and the values the station
+    /// starts with.
+    pub fn new(station_id: impl Into<String>, steps_in_plan: usize, trace: TraceSettings) -> View {
         View {
             station_id: station_id.into(),
             steps_in_plan,
+            traceability: trace.start.clone(),
+            trace,
             shift: Shift::default(),
             tiles: BTreeMap::new(),
             failures: VecDeque::with_capacity(LAST_FAILURES),
@@ -176,6 +198,8 @@ impl View {
             now_ms,
             station_id: self.station_id.clone(),
             steps_in_plan: self.steps_in_plan,
+            traceability: self.traceability.clone(),
+            required: self.trace.require.clone(),
             counters: Counters::of(&self.shift),
             tiles: self.tiles.values().cloned().collect(),
             failures: self.failures.iter().cloned().collect(),
@@ -199,6 +223,7 @@ impl View {
             gone: None,
             counters: (counters != before).then_some(counters),
             failure: None,
+            traceability: None,
         };
         match event {
             StationEvent::PortFound { port } => {
@@ -220,6 +245,7 @@ impl View {
             StationEvent::StepStarted { port, run, step } => {
                 let tile = self.tile(port);
                 tile.state = TileState::Running;
+                tile.board.waiting = None;
                 let board = &mut tile.board;
                 if board.run != Some(*run) {
                     board.run = Some(*run);
@@ -262,18 +288,33 @@ impl View {
                 tile.state = TileState::Idle;
                 update.tile = Some(tile.clone());
             }
+            StationEvent::BoardWaiting { port, reason } => {
+                let tile = self.tile(port);
+                tile.state = TileState::Waiting;
+                tile.board.waiting = Some(reason.clone());
+                update.tile = Some(tile.clone());
+            }
+            StationEvent::ShiftChanged { shift } => {
+                self.traceability = shift.clone();
+                update.traceability = Some(shift.clone());
+            }
             StationEvent::StepFinished { .. }
             | StationEvent::TokenVerified { .. }
             | StationEvent::Paused { .. }
             | StationEvent::Resumed => {}
         }
-        let changed = update.tile.is_some() || update.gone.is_some() || update.counters.is_some();
+        let changed = update.tile.is_some()
+            || update.gone.is_some()
+            || update.counters.is_some()
+            || update.traceability.is_some();
         changed.then_some(update)
     }
 
     fn tile(&mut self, port: &str) -> &mut Tile {
+        let trace = &self.trace;
         self.tiles.entry(port.to_string()).or_insert_with(|| Tile {
             port: port.to_string(),
+            fixture: trace.fixture_of(port),
             state: TileState::Idle,
             board: Board::default(),
         })
@@ -298,6 +339,8 @@ fn finished_board(running: &Board, record: &RunRecord, now_ms: i64) -> Board {
         imei: record.device.imei.clone(),
         reason_code: record.reason_code,
         reason: record.reason.clone(),
+        work_order: record.trace.work_order.clone(),
+        waiting: None,
     }
 }
 
@@ -331,6 +374,7 @@ mod tests {
             station_id: "s".into(),
             port: PORT.into(),
             started_at: time::OffsetDateTime::UNIX_EPOCH,
+            trace: Default::default(),
         };
         let mut record = RunRecord::begun(id, &start);
         record.device.imei = Some("351358811234563".into());
@@ -352,8 +396,53 @@ mod tests {
     }
 
     #[test]
+    fn a_board_that_waits_for_its_work_order_says_so_until_it_runs() {
+        let trace = TraceSettings {
+            require: vec![crate::record::ShiftField::WorkOrder],
+            fixtures: [(PORT.to_string(), "F01".to_string())].into(),
+            ..TraceSettings::default()
+        };
+        let mut view = View::new("line1", 10, trace);
+        let found = view.apply(&StationEvent::PortFound { port: port() }, 1);
+        assert_eq!(
+            found.and_then(|u| u.tile).and_then(|t| t.fixture),
+            Some("F01".into())
+        );
+        let waiting = StationEvent::BoardWaiting {
+            port: port(),
+            reason: "waiting for work_order".into(),
+        };
+        let tile = view.apply(&waiting, 2).and_then(|u| u.tile);
+        assert_eq!(tile.as_ref().map(|t| t.state), Some(TileState::Waiting));
+        assert_eq!(
+            tile.and_then(|t| t.board.waiting),
+            Some("waiting for work_order".into())
+        );
+        let shift = crate::record::Shift {
+            work_order: Some("WO-1".into()),
+            ..Default::default()
+        };
+        let update = view.apply(
+            &StationEvent::ShiftChanged {
+                shift: shift.clone(),
+            },
+            3,
+        );
+        assert_eq!(update.and_then(|u| u.traceability), Some(shift.clone()));
+        assert_eq!(view.snapshot(4).traceability, shift);
+        let started = StationEvent::StepStarted {
+            port: port(),
+            run: 1,
+            step: Step::Probe,
+        };
+        let tile = view.apply(&started, 5).and_then(|u| u.tile);
+        assert_eq!(tile.as_ref().map(|t| t.state), Some(TileState::Running));
+        assert_eq!(tile.and_then(|t| t.board.waiting), None);
+    }
+
+    #[test]
     fn a_tile_goes_idle_running_finished_idle() {
-        let mut view = View::new("line1", 10);
+        let mut view = View::new("line1", 10, TraceSettings::default());
         let found = view.apply(&StationEvent::PortFound { port: port() }, 1);
         assert_eq!(
             found.and_then(|u| u.tile).map(|t| t.state),
@@ -436,7 +525,7 @@ mod tests {
 
     #[test]
     fn collected_is_its_own_state_and_listed_not_passed() {
-        let mut view = View::new("line1", 10);
+        let mut view = View::new("line1", 10, TraceSettings::default());
         let finished = StationEvent::RunFinished {
             port: port(),
             record: record(1, Outcome::Collected),
@@ -452,7 +541,7 @@ mod tests {
 
     #[test]
     fn failures_keep_the_newest_few_and_passes_are_not_failures() {
-        let mut view = View::new("line1", 10);
+        let mut view = View::new("line1", 10, TraceSettings::default());
         for id in 1..=20 {
             let outcome = if id % 2 == 0 {
                 Outcome::Passed
@@ -475,7 +564,7 @@ mod tests {
 
     #[test]
     fn a_port_that_goes_away_loses_its_tile_and_pauses_show_in_the_counters() {
-        let mut view = View::new("line1", 10);
+        let mut view = View::new("line1", 10, TraceSettings::default());
         view.apply(&StationEvent::PortFound { port: port() }, 1);
         let gone = view.apply(&StationEvent::PortGone { port: port() }, 2);
         assert_eq!(gone.and_then(|u| u.gone), Some(port()));

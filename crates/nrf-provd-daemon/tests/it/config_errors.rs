@@ -900,3 +900,43 @@ fn a_file_of_mistakes_is_read_as_far_as_a_hundred() {
         "{e}"
     );
 }
+
+#[test]
+fn traceability_is_read_and_every_mistake_in_it_reported() {
+    let good = format!(
+        "{MINIMAL}\n[traceability]\nwork_order = \" WO-1234 \"\nproduct = \"ACME-TRACKER rev C\"\n\
+         require = [\"work_order\", \"lot\"]\n[traceability.fixtures]\n\"/dev/nrf91/by-fixture/01\" = \"F01\"\n"
+    );
+    let config = StationConfig::parse(&good, "station.toml").unwrap_or_else(|e| panic!("{e}"));
+    let trace = &config.traceability;
+    assert_eq!(trace.start.work_order.as_deref(), Some("WO-1234"));
+    assert_eq!(trace.start.product.as_deref(), Some("ACME-TRACKER rev C"));
+    assert_eq!(trace.start.lot, None);
+    assert_eq!(trace.require.len(), 2);
+    assert_eq!(
+        trace.fixture_of("/dev/nrf91/by-fixture/01").as_deref(),
+        Some("F01")
+    );
+    assert_eq!(trace.fixture_of("/dev/nrf91/by-fixture/02"), None);
+
+    let bad = format!(
+        "{MINIMAL}\n[traceability]\nlot = \"L\\u001b[2J\"\nrequire = [\"work_order\", \"colour\"]\n\
+         shift = \"night\"\n[traceability.fixtures]\n\"/dev/ttyACM0\" = \"\"\n"
+    );
+    let e = err(&bad);
+    let problems: Vec<String> = e.problems().iter().map(ToString::to_string).collect();
+    let found =
+        |needle: &str, at: &str| {
+            let (line, column) = position_of(&bad, at);
+            assert!(
+                problems.iter().any(|p| p.contains(needle)
+                    && p.starts_with(&format!("station.toml:{line}:{column}:"))),
+                "{needle} at {line}:{column}: {problems:#?}"
+            );
+        };
+    found("traceability.lot: a control character", "\"L\\u001b");
+    found("unknown field \"colour\"", "\"colour\"");
+    found("shift", "shift = ");
+    found("needs a name", "\"\"\n");
+    assert_eq!(problems.len(), 4, "{problems:#?}");
+}

@@ -277,6 +277,7 @@ mod tests {
             steps: Vec::new(),
             tokens: Vec::new(),
             artifacts: Vec::new(),
+            trace: Default::default(),
         }
     }
 

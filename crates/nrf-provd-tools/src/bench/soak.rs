@@ -532,6 +532,7 @@ mod tests {
                 })
                 .collect(),
             artifacts: Vec::new(),
+            trace: Default::default(),
         }
     }
 

@@ -123,7 +123,15 @@ impl PostgresLedger {
             .iter()
             .map(|r| opt_text(&r.device.hw_version))
             .collect();
-        let params: [&(dyn ToSql + Sync); 17] = [
+        let trace = |field: fn(&RunRecord) -> &Option<String>| -> Vec<Option<String>> {
+            runs.iter().map(|r| opt_text(field(r))).collect()
+        };
+        let work_order = trace(|r| &r.trace.work_order);
+        let lot = trace(|r| &r.trace.lot);
+        let operator = trace(|r| &r.trace.operator);
+        let product = trace(|r| &r.trace.product);
+        let fixture = trace(|r| &r.trace.fixture);
+        let params: [&(dyn ToSql + Sync); 22] = [
             &uid,
             &station,
             &local_id,
@@ -141,16 +149,23 @@ impl PostgresLedger {
             &firmware,
             &firmware_uuid,
             &hw_version,
+            &work_order,
+            &lot,
+            &operator,
+            &product,
+            &fixture,
         ];
         let stored_rows = tx
             .query(
                 "INSERT INTO runs (uid, station_id, local_id, port, started_at, finished_at,
                      outcome, failed_step, reason_code, reason, verified_by, device_uuid, imei,
-                     model, firmware, firmware_uuid, hw_version)
+                     model, firmware, firmware_uuid, hw_version, work_order, lot, operator,
+                     product, fixture)
                  SELECT * FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::text[],
                      $5::timestamptz[], $6::timestamptz[], $7::text[], $8::text[], $9::text[],
                      $10::text[], $11::text[], $12::uuid[], $13::text[], $14::text[], $15::text[],
-                     $16::uuid[], $17::text[])
+                     $16::uuid[], $17::text[], $18::text[], $19::text[], $20::text[],
+                     $21::text[], $22::text[])
                  ON CONFLICT (uid) DO NOTHING RETURNING uid",
                 &params,
             )

@@ -45,6 +45,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_pin_keys",
         include_str!("migrations/0002_pin_keys.sql"),
     ),
+    (
+        "0003_traceability",
+        include_str!("migrations/0003_traceability.sql"),
+    ),
 ];
 
 /// Advisory lock key serialising migrations across stations ("nrfprovd").

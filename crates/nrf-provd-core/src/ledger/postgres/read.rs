@@ -12,13 +12,14 @@ use crate::ledger::outbox::Conflict;
 use crate::ledger::summary::{Summary, SummaryRow};
 use crate::ledger::{
     Artifact, ArtifactKind, Counts, DeviceInfo, LedgerError, LedgerReader, Outcome, ReasonCode,
-    RunFilter, RunRecord, Sighting, StepRecord, TokenRecord, VerifiedBy,
+    RunFilter, RunRecord, Sighting, StepRecord, TokenRecord, Traceability, VerifiedBy,
 };
 use crate::token::TokenKind;
 
 const FILTER: &str = "($1::uuid IS NULL OR device_uuid = $1)
       AND ($2::timestamptz IS NULL OR started_at >= $2)
-      AND ($3::text IS NULL OR station_id = $3)";
+      AND ($3::text IS NULL OR station_id = $3)
+      AND ($4::text IS NULL OR work_order = $4)";
 
 fn corrupt(what: &'static str, value: String) -> LedgerError {
     LedgerError::Corrupt { what, value }
@@ -35,14 +36,16 @@ impl LedgerReader for PostgresLedger {
                 &format!(
                     "SELECT uid, local_id, station_id, port, started_at, finished_at, outcome,
                             failed_step, reason_code, reason, verified_by, device_uuid, imei, model,
-                            firmware, firmware_uuid, hw_version
+                            firmware, firmware_uuid, hw_version, work_order, lot, operator,
+                            product, fixture
                      FROM runs WHERE {FILTER}
-                     ORDER BY started_at DESC, uid DESC LIMIT $4"
+                     ORDER BY started_at DESC, uid DESC LIMIT $5"
                 ),
                 &[
                     &filter.device_uuid,
                     &filter.since,
                     &filter.station_id,
+                    &filter.work_order,
                     &limit,
                 ],
             )
@@ -77,6 +80,13 @@ impl LedgerReader for PostgresLedger {
                 steps: Vec::new(),
                 tokens: Vec::new(),
                 artifacts: Vec::new(),
+                trace: Traceability {
+                    work_order: row.get(17),
+                    lot: row.get(18),
+                    operator: row.get(19),
+                    product: row.get(20),
+                    fixture: row.get(21),
+                },
             });
         }
         let uids: Vec<Uuid> = runs.iter().map(|r| r.uid).collect();
@@ -186,19 +196,23 @@ impl LedgerReader for PostgresLedger {
     async fn summary(&self, filter: &RunFilter) -> Result<Summary, LedgerError> {
         let error = pg_error("summarise runs");
         let client = self.client().await?;
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
-            [&filter.device_uuid, &filter.since, &filter.station_id];
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [
+            &filter.device_uuid,
+            &filter.since,
+            &filter.station_id,
+            &filter.work_order,
+        ];
         // A run with a conflict counts as failed with `conflict`, as read.
         let rows = client
             .query(
                 &format!(
-                    "SELECT r.station_id,
+                    "SELECT r.station_id, r.work_order,
                             CASE WHEN c.run_uid IS NULL THEN r.outcome ELSE 'failed' END,
                             CASE WHEN c.run_uid IS NULL THEN r.reason_code ELSE 'conflict' END,
                             count(*)
                      FROM (SELECT * FROM runs WHERE {FILTER}) r
                      LEFT JOIN (SELECT DISTINCT run_uid FROM conflicts) c ON c.run_uid = r.uid
-                     GROUP BY 1, 2, 3"
+                     GROUP BY 1, 2, 3, 4"
                 ),
                 &params,
             )
@@ -208,9 +222,10 @@ impl LedgerReader for PostgresLedger {
             .iter()
             .map(|row| SummaryRow {
                 station_id: row.get(0),
-                outcome: row.get(1),
-                reason_code: row.get(2),
-                runs: u64::try_from(row.get::<_, i64>(3)).unwrap_or(0),
+                work_order: row.get(1),
+                outcome: row.get(2),
+                reason_code: row.get(3),
+                runs: u64::try_from(row.get::<_, i64>(4)).unwrap_or(0),
             })
             .collect::<Vec<_>>();
         let devices = client

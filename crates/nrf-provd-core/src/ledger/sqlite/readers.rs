@@ -110,6 +110,13 @@ impl Reader {
 
 #[async_trait]
 impl RunReader for Reader {
+    async fn shift_changes(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<crate::record::ShiftChange>, LedgerError> {
+        self.db()?.shift_changes(limit).await
+    }
+
     async fn page(&self, page: RunPage) -> Result<Vec<RunId>, LedgerError> {
         blocking(&self.db()?.db, move |conn| page_ids(conn, &page)).await
     }

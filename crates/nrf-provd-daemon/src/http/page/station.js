@@ -7,6 +7,7 @@
 const WORDS = {
   idle: ['○', 'IDLE'],
   running: ['◔', 'RUNNING'],
+  waiting: ['⏸', 'WAITING'],
   passed: ['✔', 'PASSED'],
   failed: ['✖', 'FAILED'],
   collected: ['◆', 'COLLECTED'],
@@ -19,7 +20,11 @@ const page = {
   counters: null,
   steps: 0,
   offset: 0,             // server clock minus ours, ms
+  shift: null,           // work order, lot, operator, product of the next board
+  required: [],
 };
+
+const SHIFT_FIELDS = ['work_order', 'lot', 'operator', 'product'];
 
 let source = null;
 let retry = null;
@@ -69,7 +74,7 @@ function renderTile(tile) {
   node.dataset.port = tile.port;
   node.dataset.state = tile.state;
   node.title = tile.port;
-  node.appendChild(el('div', 'port', shortPort(tile.port)));
+  node.appendChild(el('div', 'port', tile.fixture ? tile.fixture + ' · ' + shortPort(tile.port) : shortPort(tile.port)));
   const [symbol, word] = WORDS[tile.state] || ['?', tile.state.toUpperCase()];
   node.appendChild(el('div', 'state', symbol + ' ' + word));
   if (tile.state === 'running') {
@@ -86,6 +91,8 @@ function renderTile(tile) {
       bar.appendChild(fill);
       node.appendChild(bar);
     }
+  } else if (tile.state === 'waiting') {
+    node.appendChild(el('div', 'reason', b.waiting || 'waiting'));
   } else if (tile.state === 'idle') {
     if (b.outcome) {
       const last = el('div', 'last', 'empty · last board ' + b.outcome.toUpperCase().replace('_', ' '));
@@ -101,6 +108,7 @@ function renderTile(tile) {
     } else if (b.duration_ms) {
       node.appendChild(el('div', 'step', 'in ' + seconds(b.duration_ms)));
     }
+    if (b.work_order) node.appendChild(el('div', 'last', 'work order ' + b.work_order));
   }
   const ids = el('div', 'ids');
   if (b.imei) ids.appendChild(el('div', null, 'IMEI ' + b.imei));
@@ -169,6 +177,57 @@ function renderFailures() {
   document.getElementById('no-failures').hidden = page.failures.length !== 0;
 }
 
+// The form shows the values the next board runs under; a field someone is
+// editing keeps what they typed until it is sent.
+function renderShift() {
+  if (!page.shift) return;
+  for (const field of SHIFT_FIELDS) {
+    const input = document.getElementById('s-' + field);
+    if (!input.dataset.dirty && document.activeElement !== input) input.value = page.shift[field] || '';
+    input.parentElement.classList.toggle('required', page.required.includes(field));
+  }
+  const missing = page.required.filter(f => !page.shift[f]);
+  const waiting = document.getElementById('waiting');
+  waiting.hidden = missing.length === 0;
+  waiting.textContent = missing.length ? 'BOARDS WAIT: set ' + missing.map(f => f.replace('_', ' ')).join(', ') + ' below' : '';
+}
+
+async function sendShift(event) {
+  event.preventDefault();
+  const update = {};
+  for (const field of SHIFT_FIELDS) {
+    const input = document.getElementById('s-' + field);
+    if (input.dataset.dirty || document.activeElement === input) update[field] = input.value.trim();
+  }
+  const status = document.getElementById('shift-status');
+  if (Object.keys(update).length === 0) {
+    status.textContent = 'nothing changed';
+    return;
+  }
+  status.textContent = 'saving…';
+  try {
+    const answer = await fetch('api/v1/shift', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify(update),
+    });
+    const body = await answer.json();
+    if (!answer.ok) {
+      status.dataset.state = 'error';
+      status.textContent = 'NOT SAVED: ' + (body.error || answer.status);
+      return;
+    }
+    for (const field of Object.keys(update)) delete document.getElementById('s-' + field).dataset.dirty;
+    page.shift = body.shift;
+    status.dataset.state = 'saved';
+    status.textContent = body.changed ? 'saved for the next board' : 'no change';
+    renderShift();
+  } catch (e) {
+    status.dataset.state = 'error';
+    status.textContent = 'NOT SAVED: ' + e;
+  }
+}
+
 function tick() {
   for (const node of document.querySelectorAll('.elapsed')) {
     node.textContent = seconds(serverNow() - Number(node.dataset.since));
@@ -186,11 +245,14 @@ function onSnapshot(event) {
   page.tiles = new Map(s.tiles.map(t => [t.port, t]));
   page.failures = s.failures;
   page.counters = s.counters;
+  page.shift = s.traceability;
+  page.required = s.required || [];
   document.getElementById('station').textContent = s.station_id;
   document.title = s.station_id + ' · nrf-provd';
   renderTiles();
   renderCounters();
   renderFailures();
+  renderShift();
   setLink('live');
 }
 
@@ -208,6 +270,10 @@ function applyUpdate(u) {
   if (u.counters) {
     page.counters = u.counters;
     renderCounters();
+  }
+  if (u.traceability) {
+    page.shift = u.traceability;
+    renderShift();
   }
   if (u.failure) {
     page.failures.unshift(u.failure);
@@ -241,6 +307,9 @@ function connect() {
 }
 
 document.addEventListener('DOMContentLoaded', () => {
+  const form = document.getElementById('shift');
+  form.addEventListener('submit', sendShift);
+  form.addEventListener('input', e => { e.target.dataset.dirty = '1'; });
   renderFailures();
   connect();
   setInterval(tick, 250);
