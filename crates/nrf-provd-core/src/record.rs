@@ -29,15 +29,19 @@ pub enum Step {
     Confirm,
     Jwt,
     Restore,
+    /// `%CLAIMTOKEN` for the owner's ownership key (optional: not in the
+    /// default plan).
+    Claim,
 }
 
 impl Step {
-    /// Every step, in the default plan order.
-    pub const ALL: [Step; 10] = [
+    /// Every step, in the order a plan lists them.
+    pub const ALL: [Step; 11] = [
         Step::Probe,
         Step::Identify,
         Step::Offline,
         Step::Attest,
+        Step::Claim,
         Step::Keygen,
         Step::Certify,
         Step::Install,
@@ -58,7 +62,17 @@ impl Step {
             Step::Confirm => "confirm",
             Step::Jwt => "jwt",
             Step::Restore => "restore",
+            Step::Claim => "claim",
         }
+    }
+
+    /// The plan a config without `plan.steps` runs: every step but the
+    /// optional `claim` (it needs the `[claim]` section's ownership key).
+    pub fn default_plan() -> Vec<Step> {
+        Step::ALL
+            .into_iter()
+            .filter(|s| *s != Step::Claim)
+            .collect()
     }
 
     /// The step names, quoted, for error messages.
@@ -113,6 +127,12 @@ pub enum ReasonCode {
     Config,
     /// The board's IMEI is not 15 digits with a valid Luhn check digit.
     Imei,
+    /// The board's modem firmware cannot do this step (or is older than
+    /// `plan.min_firmware`); nothing was sent.
+    FirmwareUnsupported,
+    /// `+CME ERROR: 528`: a `%XPOFWARN` power-off warning is active and the
+    /// modem refuses flash writes; never retried.
+    PowerWarning,
     // Tokens.
     /// Not a decodable token.
     Decode,
@@ -131,6 +151,8 @@ pub enum ReasonCode {
     CommonName,
     /// A JWT's `iat`/`exp` missing, stale, or not what was asked.
     JwtTime,
+    /// A claim token's body is not the layout this station assumes.
+    Layout,
     JwtIssuer,
     /// A JWT's `sub` is not the challenge this run asked it to carry.
     JwtChallenge,
@@ -178,7 +200,7 @@ pub enum ReasonCode {
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 44] = [
+    pub const ALL: [ReasonCode; 47] = [
         ReasonCode::Timeout,
         ReasonCode::Error,
         ReasonCode::Cme,
@@ -189,6 +211,8 @@ impl ReasonCode {
         ReasonCode::Io,
         ReasonCode::Config,
         ReasonCode::Imei,
+        ReasonCode::FirmwareUnsupported,
+        ReasonCode::PowerWarning,
         ReasonCode::Decode,
         ReasonCode::Kind,
         ReasonCode::MessageType,
@@ -203,6 +227,7 @@ impl ReasonCode {
         ReasonCode::CsrSignature,
         ReasonCode::CommonName,
         ReasonCode::JwtTime,
+        ReasonCode::Layout,
         ReasonCode::JwtIssuer,
         ReasonCode::JwtChallenge,
         ReasonCode::JwtAudience,
@@ -237,6 +262,8 @@ impl ReasonCode {
             ReasonCode::Io => "io",
             ReasonCode::Config => "config",
             ReasonCode::Imei => "imei",
+            ReasonCode::FirmwareUnsupported => "firmware_unsupported",
+            ReasonCode::PowerWarning => "power_warning",
             ReasonCode::Decode => "decode",
             ReasonCode::Kind => "kind",
             ReasonCode::MessageType => "message_type",
@@ -251,6 +278,7 @@ impl ReasonCode {
             ReasonCode::CsrSignature => "csr_signature",
             ReasonCode::CommonName => "common_name",
             ReasonCode::JwtTime => "jwt_time",
+            ReasonCode::Layout => "layout",
             ReasonCode::JwtIssuer => "jwt_issuer",
             ReasonCode::JwtChallenge => "jwt_challenge",
             ReasonCode::JwtAudience => "jwt_audience",
@@ -315,6 +343,7 @@ impl From<CheckName> for ReasonCode {
             CheckName::JwtAudience => ReasonCode::JwtAudience,
             // The device signs with another key than the one pinned.
             CheckName::PinnedSignature => ReasonCode::IdentityChanged,
+            CheckName::Layout => ReasonCode::Layout,
         }
     }
 }
@@ -651,6 +680,10 @@ pub enum ArtifactKind {
     Csr,
     /// The device certificate the station CA signed (PEM).
     DeviceCertificate,
+    /// The owner's ES256 signature over the device claim token text (as
+    /// the modem printed it, without quotes), made with the ownership
+    /// private key: base64url of r||s.
+    ClaimSignature,
 }
 
 impl ArtifactKind {
@@ -658,13 +691,18 @@ impl ArtifactKind {
         match self {
             ArtifactKind::Csr => "csr",
             ArtifactKind::DeviceCertificate => "device_certificate",
+            ArtifactKind::ClaimSignature => "claim_signature",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [ArtifactKind::Csr, ArtifactKind::DeviceCertificate]
-            .into_iter()
-            .find(|k| k.as_str() == text)
+        [
+            ArtifactKind::Csr,
+            ArtifactKind::DeviceCertificate,
+            ArtifactKind::ClaimSignature,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == text)
     }
 }
 
@@ -672,7 +710,7 @@ impl ArtifactKind {
 pub struct Artifact {
     pub kind: ArtifactKind,
     pub sec_tag: Option<u32>,
-    /// PEM.
+    /// PEM (a claim signature: base64url, see [`ArtifactKind::ClaimSignature`]).
     pub content: String,
 }
 

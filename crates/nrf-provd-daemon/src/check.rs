@@ -210,6 +210,12 @@ pub fn check_settings(
         }
     }
 
+    if let Some(claim) = &config.claim {
+        if let Err(e) = nrf_provd_core::ownership::OwnershipKey::load(&claim.ownership_key) {
+            add(Severity::Error, &["claim", "ownership_key"], e.to_string());
+        }
+    }
+
     if let Some(cloud) = &config.cloud {
         match &cloud.api_key {
             ApiKeySource::File(path) => {

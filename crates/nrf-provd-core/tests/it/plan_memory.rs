@@ -108,6 +108,7 @@ fn line_with(
         trust,
         ca_install_pem: Some(ca.certificate_pem()),
         ca: Some(Arc::new(ca)),
+        ownership: None,
         certificate_validity: Duration::from_secs(30 * 86_400),
         ledger: gate.clone(),
         clock,

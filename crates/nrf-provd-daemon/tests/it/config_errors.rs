@@ -49,7 +49,7 @@ fn shipped_station_toml_parses_with_documented_values() {
         config.database,
         PathBuf::from("/var/lib/nrf-provd/results.db")
     );
-    assert_eq!(config.plan.steps, Step::ALL.to_vec());
+    assert_eq!(config.plan.steps, Step::default_plan());
     assert_eq!(config.plan.sec_tag, 16_842_753);
     assert_eq!(config.serial.flow_control, FlowControl::RtsCts);
     assert_eq!(config.timeouts.commands.keygen, Duration::from_secs(60));
@@ -83,7 +83,7 @@ fn defaults_fill_what_is_left_out() {
     assert_eq!(config.timeouts.commands.attest, Duration::from_secs(10));
     assert_eq!(config.timeouts.run, Duration::from_secs(180));
     assert_eq!(config.timeouts.shutdown_grace, Duration::from_secs(30));
-    assert_eq!(config.plan.steps, Step::ALL.to_vec());
+    assert_eq!(config.plan.steps, Step::default_plan());
     assert_eq!(config.plan.sec_tag, 16_842_753);
     assert!(config.plan.delete_existing_key);
     assert_eq!(config.plan.csr_attributes, "CN={device_uuid}");

@@ -5,6 +5,7 @@
 
 mod attest;
 mod certify;
+mod claim;
 mod confirm;
 mod identify;
 mod install;
@@ -35,6 +36,8 @@ pub struct Rules {
     pub place: Place,
     /// Whether the step needs the `[ca]` section.
     pub needs_ca: bool,
+    /// Whether the step needs the `[claim]` section (the ownership key).
+    pub needs_claim: bool,
 }
 
 impl Rules {
@@ -42,6 +45,7 @@ impl Rules {
         needs: &[],
         place: Place::Anywhere,
         needs_ca: false,
+        needs_claim: false,
     };
 }
 
@@ -58,6 +62,7 @@ pub fn rules(step: Step) -> Rules {
         Step::Confirm => confirm::RULES,
         Step::Jwt => jwt::RULES,
         Step::Restore => restore::RULES,
+        Step::Claim => claim::RULES,
     }
 }
 
@@ -77,5 +82,6 @@ pub(crate) async fn execute<T: Link>(
         Step::Confirm => confirm::run(run).await,
         Step::Jwt => jwt::run(run).await,
         Step::Restore => restore::run(run).await,
+        Step::Claim => claim::run(run).await,
     }
 }
