@@ -403,3 +403,23 @@ async fn a_certificate_chain_too_long_for_the_at_buffer_is_refused_before_it_is_
     );
     assert_eq!(line.board.stats().cmng_writes, 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_test_station_s_debug_sec_tag_round_trips_through_negative_cbor() {
+    // 2147483650 is above i32::MAX: the modem writes it in %KEYGEN's
+    // payload as a negative CBOR integer, which must decode to the tag.
+    let debug = PlanConfig {
+        sec_tag: 2_147_483_650,
+        ..PlanConfig::default()
+    };
+    let (line, host) = line(None, &[], debug, None);
+    let record = run_once(&line, &mut modem(host)).await;
+    assert_eq!(record.outcome, Outcome::Passed, "{record:#?}");
+    assert!(
+        step(&record, Step::Keygen)
+            .detail
+            .starts_with("CSR for sec_tag 2147483650 bound to"),
+        "{}",
+        step(&record, Step::Keygen).detail
+    );
+}

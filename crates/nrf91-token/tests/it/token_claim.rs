@@ -190,3 +190,35 @@ fn an_identity_token_is_not_a_claim_token_and_the_prefix_must_agree() {
         .expect("b64");
     assert!(token::attest::decode_body(&body).is_err());
 }
+
+#[test]
+fn cose_key_ids_minus_2_4_5_are_named_in_the_recorded_check() {
+    let key = random_key();
+    let body = encode::identity_body(&identity_body(CHALLENGE));
+    for (kid, name, passes) in [
+        (cose::KID_IDENTITY, "21 (device identity key)", true),
+        (
+            cose::KID_NORDIC_PRODUCTION,
+            "23 (Nordic base production key)",
+            false,
+        ),
+        (cose::KID_NORDIC_RND, "24 (Nordic base R&D key)", false),
+    ] {
+        let text = encode::join_b64(&body, &cose::sign1(&key, kid, &body, true));
+        let decoded = token::decode(&text).expect("decodes");
+        let verdict = verify(
+            &decoded,
+            &Expected::Identity(nrf91_token::IdentityExpected {
+                freshness: Freshness::Challenge(CHALLENGE),
+                device_uuid: Some(DEVICE),
+            }),
+            &trust(DEVICE, &key),
+        );
+        let check = verdict.check(CheckName::KeyId).expect("key_id check");
+        assert_eq!(check.passed, passes, "{check:?}");
+        assert!(check.detail.contains(name), "{check:?}");
+        // Stored as the record's checks: the name travels with the run.
+        let stored = serde_json::to_string(&verdict.checks).expect("json");
+        assert!(stored.contains(name), "{stored}");
+    }
+}
