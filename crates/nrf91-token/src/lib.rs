@@ -2,7 +2,8 @@
 //! the trusted identity keys, and device text as data. No I/O beyond the
 //! trust file it reads, no async runtime: usable by any nRF91 backend.
 //!
-//! [`decode`] turns modem output (`%ATTESTTOKEN`, `%KEYGEN`, `%JWT`) into a
+//! [`decode`] turns modem output (`%ATTESTTOKEN`, `%KEYGEN`, `%JWT`,
+//! `%CLAIMTOKEN` in an assumed layout: [`claim`]) into a
 //! typed [`Token`]; [`verify::verify`] decides check by check whether it proves
 //! what it claims against one [`Expected`] (the kind asked for and every
 //! binding: challenge, device, sec_tag, key) and a [`trust::TrustStore`].
