@@ -654,3 +654,42 @@ sec_tag = 3000000000
     assert!(!stdout.contains("debug-decryptable"), "{stdout}");
     assert!(stdout.contains("not a P-256 private key"), "{stdout}");
 }
+
+#[test]
+fn a_ca_chain_too_long_for_the_modem_s_at_buffer_is_reported_at_install() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let one = std::fs::read_to_string(testkit::fixtures::path("openssl-ca.pem")).expect("CA");
+    let chain = dir.path().join("chain.pem");
+    std::fs::write(&chain, one.repeat(4096 / one.len() + 1)).expect("write");
+    let text = r#"station_id = "s1"
+trust_file = "trusted-devices.csv"
+
+[ports]
+paths = ["/dev/serial/by-id/*"]
+
+[ca]
+certificate = "ca.pem"
+key = "ca.key"
+install = ["chain.pem"]
+"#;
+    let config = dir.path().join("station.toml");
+    std::fs::write(&config, text).expect("write");
+    let out = check(&config);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (line, column) = position_of(text, "[\"chain.pem\"]");
+    let expected = format!("{}:{line}:{column}: error: ", config.display());
+    assert!(
+        stdout.lines().any(|l| l.starts_with(&expected)
+            && l.contains("the modem's AT command buffer takes at most 4096")
+            && l.contains("install fewer CA certificates")),
+        "{expected} in:\n{stdout}"
+    );
+    // One certificate fits.
+    std::fs::write(&chain, &one).expect("write");
+    let out = check(&config);
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("AT command buffer"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
