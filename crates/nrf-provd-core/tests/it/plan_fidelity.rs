@@ -423,3 +423,30 @@ async fn a_test_station_s_debug_sec_tag_round_trips_through_negative_cbor() {
         step(&record, Step::Keygen).detail
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_owner_signs_no_claim_token_of_a_board_nobody_vouched_for() {
+    let owner = owner();
+    let (mut line, host) = line(None, &[], with_claim(), Some(&owner));
+    line.ctx.authorities = vec![Arc::new(nrf_provd_core::plan::CollectAuthority)];
+    let record = run_once(&line, &mut modem(host)).await;
+    assert_eq!(record.outcome, Outcome::Collected, "{record:#?}");
+    assert!(
+        record.tokens.iter().any(|t| t.kind == TokenKind::Claim),
+        "the claim token is kept to be vouched for later"
+    );
+    assert!(
+        !record
+            .artifacts
+            .iter()
+            .any(|a| a.kind == ArtifactKind::ClaimSignature),
+        "{record:#?}"
+    );
+    assert!(
+        step(&record, Step::Claim)
+            .detail
+            .contains("not signed by the owner: nobody vouched"),
+        "{}",
+        step(&record, Step::Claim).detail
+    );
+}

@@ -7,6 +7,9 @@
 //! this station assumes (`nrf91_token::claim`: Nordic does not publish
 //! it). Then the owner signs the token text with the ownership private key;
 //! the record keeps both (the token, and the signature as an artifact).
+//! For a board nobody vouched for (`collect`) the token is kept and the
+//! owner signs nothing: the owner's signature asserts ownership of a device
+//! whose identity key vouched for the token, which nobody checked.
 
 use super::Rules;
 use crate::modem::{ClaimToken, CredentialType, WriteCredential, pem_crlf};
@@ -63,14 +66,19 @@ pub async fn run<T: Link>(run: &mut Run<'_, T>) -> Result<String, StepFailure> {
             "not a device claim token",
         ));
     };
-    run.record.artifacts.push(Artifact {
-        kind: ArtifactKind::ClaimSignature,
-        sec_tag: Some(sec_tag),
-        content: owner.sign(&text),
-    });
+    let signed = if run.state.collected() {
+        "not signed by the owner: nobody vouched for this device (collect)"
+    } else {
+        run.record.artifacts.push(Artifact {
+            kind: ArtifactKind::ClaimSignature,
+            sec_tag: Some(sec_tag),
+            content: owner.sign(&text),
+        });
+        "signed by the owner"
+    };
     Ok(format!(
         "claim token of {} binds ownership key sha256 {} (sec_tag {sec_tag}), challenge {} \
-         carried back; layout assumed: {}; signed by the owner",
+         carried back; layout assumed: {}; {signed}",
         claim
             .device_uuid
             .map_or_else(|| "-".to_string(), |u| u.to_string()),
