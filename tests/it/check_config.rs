@@ -583,3 +583,113 @@ engineer_token_file = "engineer.token"
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn production_sec_tag_rules_and_the_ownership_key_file_are_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let owner = dir.path().join("owner.pem");
+    std::fs::write(
+        &owner,
+        "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n",
+    )
+    .expect("write");
+    chmod(&owner, 0o644);
+    let text = r#"station_id = "s1"
+trust_file = "trusted-devices.csv"
+
+[ports]
+paths = ["/dev/serial/by-id/*"]
+
+[plan]
+sec_tag = 2147483650
+steps = ["probe", "identify", "offline", "attest", "claim", "restore"]
+
+[claim]
+ownership_key = "owner.pem"
+sec_tag = 3000000000
+"#;
+    let config = dir.path().join("station.toml");
+    std::fs::write(&config, text).expect("write");
+    let out = check(&config);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    let origin = config.display().to_string();
+    for (needle, words) in [
+        (
+            "2147483650",
+            "plan.sec_tag 2147483650 is in Nordic's debug-decryptable range",
+        ),
+        (
+            "3000000000",
+            "claim.sec_tag must be between 0 and 2147483647",
+        ),
+    ] {
+        let (line, column) = position_of(text, needle);
+        let expected = format!("{origin}:{line}:{column}: error: ");
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(&expected) && l.contains(words)),
+            "{expected}{words} in:\n{stdout}"
+        );
+    }
+    // The ownership key is a secret: refused when others can read it.
+    assert!(
+        stdout.contains("ownership key is readable by group or others"),
+        "{stdout}"
+    );
+    // A test station may use the debug range; the key, once private, must
+    // still be a key.
+    chmod(&owner, 0o600);
+    std::fs::write(
+        &config,
+        format!(
+            "test_station = true\n{}",
+            text.replace("3000000000", "16842754")
+        ),
+    )
+    .expect("write");
+    let out = check(&config);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("debug-decryptable"), "{stdout}");
+    assert!(stdout.contains("not a P-256 private key"), "{stdout}");
+}
+
+#[test]
+fn a_ca_chain_too_long_for_the_modem_s_at_buffer_is_reported_at_install() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let one = std::fs::read_to_string(testkit::fixtures::path("openssl-ca.pem")).expect("CA");
+    let chain = dir.path().join("chain.pem");
+    std::fs::write(&chain, one.repeat(4096 / one.len() + 1)).expect("write");
+    let text = r#"station_id = "s1"
+trust_file = "trusted-devices.csv"
+
+[ports]
+paths = ["/dev/serial/by-id/*"]
+
+[ca]
+certificate = "ca.pem"
+key = "ca.key"
+install = ["chain.pem"]
+"#;
+    let config = dir.path().join("station.toml");
+    std::fs::write(&config, text).expect("write");
+    let out = check(&config);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (line, column) = position_of(text, "[\"chain.pem\"]");
+    let expected = format!("{}:{line}:{column}: error: ", config.display());
+    assert!(
+        stdout.lines().any(|l| l.starts_with(&expected)
+            && l.contains("the modem's AT command buffer takes at most 4096")
+            && l.contains("install fewer CA certificates")),
+        "{expected} in:\n{stdout}"
+    );
+    // One certificate fits.
+    std::fs::write(&chain, &one).expect("write");
+    let out = check(&config);
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("AT command buffer"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -87,6 +87,7 @@ fn new_line(
         trust,
         ca_install_pem: Some(ca.certificate_pem()),
         ca: Some(Arc::new(ca)),
+        ownership: None,
         certificate_validity: Duration::from_secs(86_400),
         ledger: gate.clone(),
         clock: Arc::new(SystemClock),

@@ -28,6 +28,7 @@ mod secret_paths;
 mod secrets_in_transit;
 mod sim_cli;
 mod sim_control_station;
+mod station_claim;
 mod station_daemon;
 mod station_flood;
 mod station_line_rules;

@@ -363,3 +363,95 @@ fn parse_json_cli_reproduces_every_expected_field() {
         assert_fields(&name, &json, &expect);
     }
 }
+
+/// The owner's public key as PEM, in a file.
+fn owner_pem(dir: &std::path::Path, name: &str, key: &p256::ecdsa::SigningKey) -> String {
+    use p256::pkcs8::EncodePublicKey;
+    let pem = key
+        .verifying_key()
+        .to_public_key_pem(p256::pkcs8::LineEnding::LF)
+        .expect("PEM");
+    let path = dir.join(name);
+    std::fs::write(&path, pem).expect("write");
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn parse_and_verify_handle_a_claim_token_and_its_bindings() {
+    let s = station();
+    let owner = random_key();
+    let owner_file = owner_pem(s._dir.path(), "owner.pub.pem", &owner);
+    let text = claim(&s.key, &spki(&owner));
+    let line = format!("%CLAIMTOKEN: \"{text}\"\r\nOK\r\n");
+    let out = run(&["parse", "-", "--json"], Some(&line));
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["kind"], "claim");
+    assert_eq!(json["device_uuid"], DEVICE.to_string());
+    assert_eq!(json["challenge"], hex::encode(CHALLENGE));
+    assert_eq!(json["recognised"].as_array().map(Vec::len), Some(6));
+    let challenge = hex::encode(CHALLENGE);
+    let device = DEVICE.to_string();
+    let bound = [
+        "verify",
+        &text,
+        "--trust",
+        &s.trust,
+        "--challenge",
+        &challenge,
+        "--device-uuid",
+        &device,
+        "--ownership-key",
+        &owner_file,
+    ];
+    let out = run(&bound, None);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).starts_with("AUTHENTIC: claim token"));
+
+    // The same token against another owner's key, another challenge,
+    // another device, or signed by another key: each fails its check.
+    let other_owner = owner_pem(s._dir.path(), "other.pub.pem", &random_key());
+    let stale = hex::encode(*b"fedcba9876543210");
+    let other_device = uuid::Uuid::from_u128(9).to_string();
+    let forged = claim(&random_key(), &spki(&owner));
+    let cases: [(Vec<&str>, &str); 4] = [
+        (vec!["--ownership-key", &other_owner], "FAIL digest"),
+        (vec!["--challenge", &stale], "FAIL nonce"),
+        (vec!["--device-uuid", &other_device], "FAIL device_uuid"),
+        (vec!["--token-is", &forged], "FAIL signature"),
+    ];
+    for (change, failed) in cases {
+        let mut args: Vec<&str> = bound.to_vec();
+        if change[0] == "--token-is" {
+            args[1] = change[1];
+        } else {
+            let at = args.iter().position(|a| *a == change[0]).expect("flag");
+            args[at + 1] = change[1];
+        }
+        let out = run(&args, None);
+        assert_eq!(out.status.code(), Some(1), "{failed}: {}", stdout(&out));
+        assert!(stdout(&out).contains(failed), "{failed}: {}", stdout(&out));
+    }
+
+    // Without the ownership key the digest is not judged, and it says so.
+    let out = run(&["verify", &text, "--trust", &s.trust], None);
+    assert!(
+        stdout(&out).contains("ownership      NOT CHECKED"),
+        "{}",
+        stdout(&out)
+    );
+    // --ownership-key is a claim token's binding only.
+    let out = run(
+        &[
+            "verify",
+            &identity(&s.key),
+            "--trust",
+            &s.trust,
+            "--ownership-key",
+            &owner_file,
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only a claim token"));
+}

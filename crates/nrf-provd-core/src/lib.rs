@@ -13,6 +13,7 @@
 //!   the ledger's health gate, events, systemd; made of
 //!   [`station::Parts`] (the daemon assembles them from its config).
 //! - [`ca`]: the station CA that signs device certificates.
+//! - [`ownership`]: the owner's ownership key (the claim step's).
 //! - [`handoff`]: handing devices off to nRF Cloud.
 //!
 //! Settings are the core's own types (`plan::PlanConfig`,
@@ -22,6 +23,7 @@
 pub mod ca;
 pub mod handoff;
 pub mod ledger;
+pub mod ownership;
 pub mod plan;
 pub mod record;
 pub mod station;

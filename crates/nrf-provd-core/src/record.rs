@@ -36,6 +36,9 @@ pub enum Step {
     Identify,
     Offline,
     Attest,
+    /// `%CLAIMTOKEN` for the owner's ownership key (optional: not in the
+    /// default plan).
+    Claim,
     Keygen,
     Certify,
     Install,
@@ -45,11 +48,22 @@ pub enum Step {
 }
 
 impl Step {
-    /// Every step, in the default plan order (the order of the variants).
+    /// Every step, in plan order (the order of the variants); the default
+    /// plan is every step but `claim` ([`Step::default_plan`]).
     pub const ALL: &[Step] = <Step as VariantArray>::VARIANTS;
 
     pub fn as_str(self) -> &'static str {
         self.into()
+    }
+
+    /// The plan a config without `plan.steps` runs: every step but the
+    /// optional `claim` (it needs the `[claim]` section's ownership key).
+    pub fn default_plan() -> Vec<Step> {
+        Step::ALL
+            .iter()
+            .copied()
+            .filter(|s| *s != Step::Claim)
+            .collect()
     }
 
     /// The step names, quoted, for error messages.
@@ -118,6 +132,12 @@ pub enum ReasonCode {
     Config,
     /// The board's IMEI is not 15 digits with a valid Luhn check digit.
     Imei,
+    /// The board's modem firmware cannot do this step (or is older than
+    /// `plan.min_firmware`); nothing was sent.
+    FirmwareUnsupported,
+    /// `+CME ERROR: 528`: a `%XPOFWARN` power-off warning is active and the
+    /// modem refuses flash writes; never retried.
+    PowerWarning,
     // Tokens.
     /// Not a decodable token.
     Decode,
@@ -136,6 +156,8 @@ pub enum ReasonCode {
     CommonName,
     /// A JWT's `iat`/`exp` missing, stale, or not what was asked.
     JwtTime,
+    /// A claim token's body is not the layout this station assumes.
+    Layout,
     JwtIssuer,
     /// A JWT's `sub` is not the challenge this run asked it to carry.
     JwtChallenge,
@@ -227,6 +249,7 @@ impl From<CheckName> for ReasonCode {
             CheckName::JwtAudience => ReasonCode::JwtAudience,
             // The device signs with another key than the one pinned.
             CheckName::PinnedSignature => ReasonCode::IdentityChanged,
+            CheckName::Layout => ReasonCode::Layout,
         }
     }
 }
@@ -731,6 +754,10 @@ pub enum ArtifactKind {
     Csr,
     /// The device certificate the station CA signed (PEM).
     DeviceCertificate,
+    /// The owner's ES256 signature over the device claim token text (as
+    /// the modem printed it, without quotes), made with the ownership
+    /// private key: base64url of r||s.
+    ClaimSignature,
 }
 
 impl ArtifactKind {
@@ -747,7 +774,7 @@ impl ArtifactKind {
 pub struct Artifact {
     pub kind: ArtifactKind,
     pub sec_tag: Option<u32>,
-    /// PEM.
+    /// PEM (a claim signature: base64url, see [`ArtifactKind::ClaimSignature`]).
     pub content: String,
 }
 

@@ -203,10 +203,32 @@ pub fn check_settings(
             };
             add(Severity::Error, &["ca", setting], text);
         }
+        let mut chain = String::new();
         for path in &ca.install {
-            if let Err(e) = crate::ca::read_install_pem(path) {
-                add(Severity::Error, &["ca", "install"], e.to_string());
+            match crate::ca::read_install_pem(path) {
+                Ok(pem) => chain.push_str(&pem),
+                Err(e) => add(Severity::Error, &["ca", "install"], e.to_string()),
             }
+        }
+        // Written as one %CMNG, as install writes it: a chain longer than
+        // the modem's AT buffer would fail every board.
+        let write = crate::modem::WriteCredential::new(
+            config.plan.sec_tag,
+            crate::modem::CredentialType::RootCa,
+            &crate::modem::pem_crlf(&chain),
+        );
+        if let Err(e @ crate::at::AtError::TooLong { .. }) = write {
+            add(
+                Severity::Error,
+                &["ca", "install"],
+                format!("{e}: install fewer CA certificates"),
+            );
+        }
+    }
+
+    if let Some(claim) = &config.claim {
+        if let Err(e) = nrf_provd_core::ownership::OwnershipKey::load(&claim.ownership_key) {
+            add(Severity::Error, &["claim", "ownership_key"], e.to_string());
         }
     }
 

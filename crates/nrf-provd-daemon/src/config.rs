@@ -29,7 +29,7 @@ pub use crate::handoff::HandOff;
 use crate::handoff::HandoffSettings;
 pub use crate::ledger::postgres::{LedgerTls, LedgerUrl, SslMode, check_url as check_ledger_url};
 pub use crate::ledger::{LedgerConfig, LedgerMode, PASSWORD_ENV, PasswordSource};
-pub use crate::plan::{PinCose, PlanConfig, Reprovision};
+pub use crate::plan::{ConfirmUnsupported, PinCose, PlanConfig, Reprovision};
 pub use crate::station::TraceSettings;
 
 /// The configuration `nrf-provd demo` starts from (paths are placeholders the
@@ -39,6 +39,9 @@ const DEMO_ORIGIN: &str = "config/demo.toml (embedded)";
 
 /// Largest sec_tag a host may use; higher values belong to the modem.
 pub const SEC_TAG_MAX: u32 = 2_147_483_647;
+/// sec_tags whose credentials "can be decrypted with Nordic tools" (AT
+/// command reference, `%CMNG`): a test station's only (`test_station`).
+pub const DEBUG_SEC_TAGS: std::ops::RangeInclusive<u32> = 2_147_483_648..=2_147_483_667;
 pub use nrf91_at::DEFAULT_SEC_TAG;
 
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +133,20 @@ pub struct StationConfig {
     /// `[traceability]`: work order, lot, operator, product to start with,
     /// the fields a board waits for, and each port's fixture.
     pub traceability: TraceSettings,
+    /// `test_station`: Nordic's debug-decryptable sec_tags are allowed.
+    pub test_station: bool,
+    /// `[claim]`: the owner's ownership key for the claim step.
+    pub claim: Option<ClaimConfig>,
+}
+
+/// `[claim]`: the ownership key the claim step writes and signs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimConfig {
+    /// P-256 private key, PEM, mode 0600.
+    pub ownership_key: PathBuf,
+    /// Where its public half is written (`%CMNG` type 9); also
+    /// `plan.claim_sec_tag`.
+    pub sec_tag: u32,
 }
 
 /// Where the daemon serves its page, API and metrics, and who may read them.
@@ -420,6 +437,15 @@ struct RawConfig {
     ledger: Option<ledger::RawLedger>,
     #[serde(default)]
     traceability: traceability::RawTraceability,
+    test_station: Option<bool>,
+    claim: Option<RawClaim>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClaim {
+    ownership_key: Option<PathBuf>,
+    sec_tag: Option<Spanned<i64>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -536,6 +562,8 @@ struct RawPlan {
     jwt_exp_delta: Option<Spanned<u32>>,
     jwt_audience: Option<Spanned<String>>,
     reprovision: Option<Reprovision>,
+    min_firmware: Option<Spanned<String>>,
+    confirm_unsupported: Option<ConfirmUnsupported>,
 }
 
 #[derive(Deserialize)]
@@ -737,13 +765,38 @@ fn validate(src: &Source, raw: RawConfig, base: Option<&Path>) -> StationConfig 
     let dialect = raw.serial.dialect.unwrap_or_default();
     let serial = validate_serial(src, raw.serial);
     let timeouts = validate_timeouts(src, raw.timeouts);
-    let (plan, plan_span) = match raw.plan {
+    let test_station = raw.test_station.unwrap_or(false);
+    let (mut plan, plan_span) = match raw.plan {
         Some(plan) => {
             let span = src.span_of(&["plan"]).unwrap_or(0..0);
-            (validate_plan(src, plan), span)
+            (validate_plan(src, plan, test_station), span)
         }
         None => (PlanConfig::default(), 0..0),
     };
+    let has_claim = raw.claim.is_some() || src.cut_out(&[], "claim");
+    let claim = raw
+        .claim
+        .and_then(|claim| validate_claim(src, claim, test_station, &resolve));
+    if let Some(claim) = &claim {
+        plan.claim_sec_tag = claim.sec_tag;
+    }
+    if !has_claim {
+        if let Some(step) = plan
+            .steps
+            .iter()
+            .copied()
+            .find(|s| crate::plan::steps::rules(*s).needs_claim)
+        {
+            src.report(src.at(
+                plan_span.clone(),
+                format!(
+                    "the plan has step `{step}` but there is no [claim] section; add [claim] \
+                     with `ownership_key` (the owner's P-256 private key, PEM, mode 0600), or \
+                     remove `{step}` from plan.steps"
+                ),
+            ));
+        }
+    }
     let has_ca = raw.ca.is_some() || src.cut_out(&[], "ca");
     let ca = raw.ca.and_then(|ca| validate_ca(src, ca));
     let identity_span = raw
@@ -835,7 +888,61 @@ fn validate(src: &Source, raw: RawConfig, base: Option<&Path>) -> StationConfig 
         },
         ledger,
         traceability,
+        test_station,
+        claim,
     }
+}
+
+/// A sec_tag a host may write (`what` names the setting): 0 to
+/// 2147483647, or on a test station also Nordic's debug-decryptable
+/// 2147483648 to 2147483667; `None` with the problem reported.
+fn validate_sec_tag(
+    src: &Source,
+    tag: &Spanned<i64>,
+    what: &str,
+    test_station: bool,
+) -> Option<u32> {
+    let value = *tag.get_ref();
+    let problem = match u32::try_from(value) {
+        Ok(v) if v <= SEC_TAG_MAX => return Some(v),
+        Ok(v) if DEBUG_SEC_TAGS.contains(&v) && test_station => return Some(v),
+        Ok(v) if DEBUG_SEC_TAGS.contains(&v) => format!(
+            "{what} {v} is in Nordic's debug-decryptable range {}-{}: credentials there can be \
+             decrypted with Nordic's tools, so only a test station may use it (set \
+             test_station = true); a production line uses 0 to {SEC_TAG_MAX}",
+            DEBUG_SEC_TAGS.start(),
+            DEBUG_SEC_TAGS.end()
+        ),
+        _ => format!(
+            "{what} must be between 0 and {SEC_TAG_MAX} (higher values are the modem's own), got {value}"
+        ),
+    };
+    src.report(src.at(tag.span(), problem));
+    None
+}
+
+/// `[claim]`; `None` when it names no ownership key.
+fn validate_claim(
+    src: &Source,
+    raw: RawClaim,
+    test_station: bool,
+    resolve: &dyn Fn(PathBuf) -> PathBuf,
+) -> Option<ClaimConfig> {
+    let sec_tag = raw
+        .sec_tag
+        .and_then(|tag| validate_sec_tag(src, &tag, "claim.sec_tag", test_station))
+        .unwrap_or(crate::plan::DEFAULT_CLAIM_SEC_TAG);
+    let ownership_key = src.required(
+        raw.ownership_key,
+        &["claim"],
+        src.span_of(&["claim"]),
+        "ownership_key",
+        "the owner's P-256 private key (PEM, mode 0600), e.g. ownership_key = \"/etc/nrf-provd/ownership-key.pem\"",
+    )?;
+    Some(ClaimConfig {
+        ownership_key: resolve(ownership_key),
+        sec_tag,
+    })
 }
 
 fn validate_http(src: &Source, raw: RawHttp) -> HttpConfig {
@@ -1414,25 +1521,26 @@ fn quoted_text(src: &Source, value: &Spanned<String>, name: &str) -> Result<(), 
     Ok(())
 }
 
-fn validate_plan(src: &Source, raw: RawPlan) -> PlanConfig {
+fn validate_plan(src: &Source, raw: RawPlan, test_station: bool) -> PlanConfig {
     let d = PlanConfig::default();
 
-    let sec_tag = match raw.sec_tag {
-        Some(tag) => {
-            let value = *tag.get_ref();
-            let valid = u32::try_from(value).ok().filter(|v| *v <= SEC_TAG_MAX);
-            valid.unwrap_or_else(|| {
-                src.report(src.at(
-                    tag.span(),
-                    format!(
-                        "plan.sec_tag must be between 0 and {SEC_TAG_MAX} (higher values are the modem's own), got {value}"
-                    ),
-                ));
-                d.sec_tag
-            })
+    let sec_tag = raw
+        .sec_tag
+        .and_then(|tag| validate_sec_tag(src, &tag, "plan.sec_tag", test_station))
+        .unwrap_or(d.sec_tag);
+    let min_firmware = raw.min_firmware.and_then(|text| {
+        let version = crate::modem::FirmwareVersion::parse(text.get_ref());
+        if version.is_none() {
+            src.report(src.at(
+                text.span(),
+                format!(
+                    "plan.min_firmware must be a modem firmware version x.y.z, e.g. \"2.0.0\", got {:?}",
+                    text.get_ref()
+                ),
+            ));
         }
-        None => d.sec_tag,
-    };
+        version
+    });
 
     let (csr_attributes, csr_span, placeholders) = match raw.csr_attributes {
         Some(attrs) => match template_placeholders(attrs.get_ref()) {
@@ -1475,11 +1583,14 @@ fn validate_plan(src: &Source, raw: RawPlan) -> PlanConfig {
     let steps_span = raw.steps.as_ref().map(Spanned::span);
     let steps = match raw.steps {
         Some(steps) => steps.into_inner(),
-        None => Step::ALL.iter().map(|&s| Spanned::new(0..0, s)).collect(),
+        None => Step::default_plan()
+            .into_iter()
+            .map(|s| Spanned::new(0..0, s))
+            .collect(),
     };
     if steps.is_empty() && !src.cut_in(&["plan", "steps"]) {
         src.report(src.at(
-            steps_span.unwrap_or(0..0),
+            steps_span.clone().unwrap_or(0..0),
             format!("plan.steps must list at least one step: {}", step_list()),
         ));
     } else if !steps.is_empty() {
@@ -1487,6 +1598,15 @@ fn validate_plan(src: &Source, raw: RawPlan) -> PlanConfig {
     }
     let has = |step: Step| steps.iter().any(|s| *s.get_ref() == step);
     let index = |step: Step| steps.iter().position(|s| *s.get_ref() == step);
+    if min_firmware.is_some()
+        && !has(Step::Identify)
+        && !src.cut_out(&["plan", "steps"], "identify")
+    {
+        src.report(src.at(
+            steps_span.clone().unwrap_or(0..0),
+            "plan.min_firmware needs step `identify` in plan.steps: it reads the firmware (AT+CGMR)",
+        ));
+    }
 
     // The CSR subject is rendered when keygen runs: the values it uses must
     // be known by then.
@@ -1532,6 +1652,9 @@ fn validate_plan(src: &Source, raw: RawPlan) -> PlanConfig {
         jwt_exp_delta,
         jwt_audience: raw.jwt_audience.map(Spanned::into_inner),
         reprovision: raw.reprovision.unwrap_or_default(),
+        min_firmware,
+        confirm_unsupported: raw.confirm_unsupported.unwrap_or_default(),
+        claim_sec_tag: d.claim_sec_tag,
     }
 }
 

@@ -38,6 +38,8 @@ pub enum SetupError {
     Trust(#[from] TrustError),
     #[error("station CA: {0}")]
     Ca(#[from] crate::ca::CaError),
+    #[error("claim: {0}")]
+    Ownership(#[from] nrf_provd_core::ownership::OwnershipKeyError),
     #[error("{0}")]
     Config(#[from] crate::config::ConfigError),
     #[error("nRF Cloud: {0}")]
@@ -208,8 +210,15 @@ pub fn plan_context(
         }
         None => (None, None, Duration::ZERO),
     };
+    let ownership = match &config.claim {
+        Some(claim) => Some(Arc::new(nrf_provd_core::ownership::OwnershipKey::load(
+            &claim.ownership_key,
+        )?)),
+        None => None,
+    };
     Ok(PlanContext {
         plan: config.plan.clone(),
+        ownership,
         authorities,
         trust,
         ca,

@@ -11,7 +11,8 @@
 //! | `identity` | `+CMEE=1`, `+CGSN[=1]`, `+CGMM`, `+CGMR`, `%HWVERSION`, `%XMODEMUUID`, `%DEVICEUUID` |
 //! | `cfun` | `+CFUN?`, `+CFUN=` |
 //! | `clock` | `+CCLK=` |
-//! | `tokens` | `%ATTESTTOKEN`, `%KEYGEN`, `%JWT` |
+//! | `tokens` | `%ATTESTTOKEN`, `%KEYGEN`, `%JWT`, `%CLAIMTOKEN` |
+//! | `firmware` | what `+CGMR` says (Nordic's version rule), the firmware each command needs |
 //! | `cmng` | `%CMNG` write, list, read, delete |
 //!
 //! `%CMNG` content and line endings: [`WriteCredential`] sends the content
@@ -34,12 +35,14 @@ use crate::at::{AtError, Client, Command, CommandTimeouts, Deadline, Dialect, Re
 mod cfun;
 mod clock;
 mod cmng;
+mod firmware;
 mod identity;
 mod tokens;
 
 pub use cfun::*;
 pub use clock::*;
 pub use cmng::*;
+pub use firmware::*;
 pub use identity::*;
 pub use tokens::*;
 
@@ -144,6 +147,7 @@ pub fn deadline_for_text(line: &str, timeouts: &CommandTimeouts) -> Duration {
         "%ATTESTTOKEN" => AttestToken::DEADLINE,
         "%KEYGEN" => Keygen::DEADLINE,
         "%JWT" => Jwt::DEADLINE,
+        "%CLAIMTOKEN" => ClaimToken::DEADLINE,
         // Every %CMNG operation has the class of a write.
         "%CMNG" => WriteCredential::DEADLINE,
         "+CFUN" if set => SetFunctionalMode::DEADLINE,
@@ -169,6 +173,11 @@ pub fn fuzz_parsers(r: &Response) {
     let _ = AttestToken { challenge: None }.parse(r);
     let _ = parse_token(r, "%KEYGEN:");
     let _ = parse_token(r, "%JWT:");
+    let _ = ClaimToken {
+        sec_tag: 0,
+        challenge: None,
+    }
+    .parse(r);
     let _ = parse_cmng_list(r);
     let _ = parse_cmng_read(r);
     for line in &r.lines {

@@ -16,6 +16,9 @@
 //!          | "replay"                       every token is the first one of its kind again
 //!          | "wrong-uuid"                   tokens carry another UUID than %DEVICEUUID
 //!          | "bad-digest"                   %KEYGEN digest does not match the DER
+//!          | "claim-digest"                 %CLAIMTOKEN binds the digest of another
+//!                                           ownership key than the one in the sec_tag
+//!          | "claim-uuid"                   %CLAIMTOKEN names another device UUID
 //!          | "untrusted-key"                tokens signed by a key that is not in the
 //!                                           trust file (the board is left out of it)
 //!          | "legacy-csr"                   CSR signatureAlgorithm with a NULL parameter,
@@ -151,6 +154,10 @@ pub enum Fault {
     Replay,
     WrongUuid,
     BadDigest,
+    /// `%CLAIMTOKEN` binds the digest of another ownership key.
+    ClaimDigest,
+    /// `%CLAIMTOKEN` names another device UUID.
+    ClaimUuid,
     UntrustedKey,
     LegacyCsr,
     /// The first answer to `command` is preceded by `bytes` of 1 KiB
@@ -350,6 +357,8 @@ impl FromStr for Fault {
             "replay" => Fault::Replay,
             "wrong-uuid" => Fault::WrongUuid,
             "bad-digest" => Fault::BadDigest,
+            "claim-digest" => Fault::ClaimDigest,
+            "claim-uuid" => Fault::ClaimUuid,
             "untrusted-key" => Fault::UntrustedKey,
             "legacy-csr" => Fault::LegacyCsr,
             _ => return Err(FaultParseError::UnknownFault(head.to_owned())),
@@ -403,6 +412,8 @@ impl fmt::Display for Fault {
             Fault::Replay => f.write_str("replay"),
             Fault::WrongUuid => f.write_str("wrong-uuid"),
             Fault::BadDigest => f.write_str("bad-digest"),
+            Fault::ClaimDigest => f.write_str("claim-digest"),
+            Fault::ClaimUuid => f.write_str("claim-uuid"),
             Fault::UntrustedKey => f.write_str("untrusted-key"),
             Fault::LegacyCsr => f.write_str("legacy-csr"),
             Fault::Substitute { token, command } => write!(f, "substitute={token}@{command}"),

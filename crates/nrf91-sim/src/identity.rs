@@ -12,6 +12,8 @@ use uuid::Uuid;
 const TAC: &str = "35265610";
 /// Device type code of nRF9161 LACA in attestation tokens.
 pub const DEVICE_TYPE_NRF9161_LACA: i64 = 4;
+/// Device type code of nRF9160 SICA in attestation tokens.
+pub const DEVICE_TYPE_NRF9160_SICA: i64 = 3;
 /// Model string `AT+CGMM` prints.
 pub const MODEL: &str = "nRF9161-LACA";
 /// Firmware version `AT+CGMR` prints.
@@ -79,6 +81,21 @@ impl ModemIdentity {
             device_type: DEVICE_TYPE_NRF9161_LACA,
             signing_key,
         }
+    }
+
+    /// The board with another firmware (`None`: as it is). An nRF9160
+    /// firmware (`mfw_nrf9160_…`) makes it an nRF9160 SICA, as only that
+    /// chip runs it: model `nRF9160-SICA`, device type 3, and no
+    /// `%DEVICEUUID`. What each firmware can do is [`crate::modem`]'s.
+    pub fn with_firmware(mut self, firmware: Option<&str>) -> Self {
+        if let Some(text) = firmware {
+            self.firmware = text.to_owned();
+            if text.to_ascii_lowercase().contains("nrf9160") {
+                self.model = "nRF9160-SICA".to_owned();
+                self.device_type = DEVICE_TYPE_NRF9160_SICA;
+            }
+        }
+        self
     }
 
     /// SubjectPublicKeyInfo DER of the identity public key.

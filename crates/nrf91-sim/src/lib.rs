@@ -89,6 +89,9 @@ pub struct SimOptions {
     /// Log the modelled cost of every answered command per slot (see
     /// [`Fleet::take_costs`]); off by default because the log grows until taken.
     pub cost_log: bool,
+    /// Every board's `AT+CGMR` answer (`simulate --firmware`), e.g.
+    /// `mfw_nrf9160_1.2.7`; see [`ModemIdentity::with_firmware`].
+    pub firmware: Option<String>,
 }
 
 /// Counters of one simulated board (one fixture slot), kept across replugs.

@@ -19,6 +19,21 @@
 //! a real modem shows, so that base64 has no padding); `%KEYGEN` key type 8
 //! always returns the public key (payload id 8) and reuses an existing key.
 //!
+//! Firmware (`ModemIdentity::firmware`, read as Nordic's installer reads
+//! it): `%ATTESTTOKEN`, `%KEYGEN` and `%JWT` answer `ERROR` (an unknown
+//! command) below 1.3.0, `%CLAIMTOKEN` below 1.3.4; an NTN build knows
+//! them all. The `%CMNG` list's digests are printed whatever the version
+//! (what older firmware prints is not known).
+//!
+//! `%CLAIMTOKEN=<tag>[,"<challenge>"]` answers in the layout this project
+//! ASSUMES (`nrf91_token::claim`: Nordic does not publish it): message
+//! type 4, device UUID, device type, firmware UUID, the SHA-256 of the
+//! ownership public key's SubjectPublicKeyInfo DER in `(tag, 9)` (of the
+//! content as written when it is not a PEM public key), and the
+//! challenge when one was given; the COSE payload detached. No ownership
+//! key in the tag: 529. sec_tags 2147483648..=2147483667 (Nordic's
+//! debug-decryptable ones) are the host's to use, like 0..=2147483647.
+//!
 //! Under the substitute fault (a keyless board relaying tokens captured from
 //! a genuine one) a token command answers, under its own prefix, a genuine
 //! token of another kind; what that token is made for is documented at
@@ -45,11 +60,23 @@ use crate::at::cclk;
 use crate::token::cose::{self, KID_IDENTITY};
 use crate::token::csr;
 use crate::token::encode::{
-    self, IdentityBody, KeygenPayload, MSG_TYPE_IDENTITY_V1, PAYLOAD_ID_CSR, PAYLOAD_ID_PUBLIC_KEY,
+    self, ClaimBody, IdentityBody, KeygenPayload, MSG_TYPE_CLAIM, MSG_TYPE_IDENTITY_V1,
+    PAYLOAD_ID_CSR, PAYLOAD_ID_PUBLIC_KEY,
 };
+use nrf91_at::modem::{FirmwareVersion, MIN_FOR_CLAIMTOKEN, MIN_FOR_TOKENS, ModemFirmware};
+use p256::pkcs8::{DecodePublicKey, EncodePublicKey};
 
-/// Highest user sec_tag; higher ones belong to the modem.
+/// Highest user sec_tag; higher ones belong to the modem, except
+/// Nordic's debug-decryptable ones ([`DEBUG_SEC_TAGS`]).
 pub const MAX_USER_SEC_TAG: u64 = 2_147_483_647;
+/// sec_tags whose credentials Nordic's tools can decrypt: a host may use
+/// them (on a test station).
+pub const DEBUG_SEC_TAGS: std::ops::RangeInclusive<u64> = 2_147_483_648..=2_147_483_667;
+
+/// Whether a host may write and use `tag`.
+fn host_tag(tag: u64) -> bool {
+    tag <= MAX_USER_SEC_TAG || DEBUG_SEC_TAGS.contains(&tag)
+}
 /// User credential entries the simulated store holds before 515.
 pub const STORE_CAPACITY: usize = 32;
 /// Unix time of the unset modem clock at boot: 2000-01-01T00:00:00Z.
@@ -88,6 +115,7 @@ pub enum CommandKind {
     /// `+CFUN` between inactive modes.
     CfunIdle,
     AttestToken,
+    ClaimToken,
     KeygenCsr,
     KeygenPublicKey,
     Jwt,
@@ -164,6 +192,7 @@ struct FirstTokens {
     attest: Option<String>,
     keygen: Option<String>,
     jwt: Option<String>,
+    claim: Option<String>,
 }
 
 /// Result type of command handlers: an error is already a finished reply.
@@ -366,13 +395,71 @@ impl Modem {
             }
             ("+CCLK", Set(params)) => self.set_clock(params, now),
             ("+CCLK", Read) => one(format!("+CCLK: \"{}\"", self.clock_text(now))),
+            ("%ATTESTTOKEN" | "%KEYGEN" | "%JWT", _) if self.firmware_below(MIN_FOR_TOKENS) => {
+                Err(Reply::error())
+            }
+            ("%CLAIMTOKEN", _) if self.firmware_below(MIN_FOR_CLAIMTOKEN) => Err(Reply::error()),
             ("%ATTESTTOKEN", Action | Set(_)) => self.attest(&command.form),
+            ("%CLAIMTOKEN", Set(params)) => self.claim(params),
             ("%KEYGEN", Set(params)) => self.keygen(params),
             ("%KEYGEN", Action | Read | Test) => Err(self.cme(50)),
             ("%JWT", Action | Set(_)) => self.jwt(&command.form, now),
             ("%CMNG", Set(params)) => self.cmng(params),
             _ => Err(Reply::error()),
         }
+    }
+
+    /// Whether this board's firmware is older than `minimum`.
+    fn firmware_below(&self, minimum: FirmwareVersion) -> bool {
+        ModemFirmware::parse(&self.identity.firmware).below(minimum)
+    }
+
+    /// `%CLAIMTOKEN=<tag>[,"<challenge>"]`.
+    fn claim(&mut self, params: &[Param]) -> Handled {
+        let bad = || self.cme(50);
+        let tag = params
+            .first()
+            .and_then(Param::number)
+            .filter(|t| *t <= u64::from(u32::MAX))
+            .ok_or_else(bad)?;
+        let challenge = match params.get(1..).unwrap_or_default() {
+            [] => None,
+            [Param::Quoted(text)] => Some(parse_challenge(text).ok_or_else(bad)?),
+            _ => return Err(bad()),
+        };
+        let owner = match self.store.get(&(tag, 9)) {
+            Some(Credential::Written(content)) if host_tag(tag) => content.clone(),
+            _ => return Err(self.cme(529)),
+        };
+        let spki = p256::PublicKey::from_public_key_pem(owner.trim())
+            .ok()
+            .and_then(|key| key.to_public_key_der().ok())
+            .map_or_else(|| owner.as_bytes().to_vec(), |der| der.as_bytes().to_vec());
+        let mut digest = encode::ownership_key_digest(&spki);
+        if self.faults.has(&Fault::ClaimDigest) {
+            flip_last_bit(&mut digest);
+        }
+        let device_uuid = if self.faults.has(&Fault::ClaimUuid) {
+            self.other_uuid
+        } else {
+            self.token_uuid()
+        };
+        let body = encode::claim_body(&ClaimBody {
+            msg_type: MSG_TYPE_CLAIM,
+            device_uuid: device_uuid.into_bytes(),
+            device_type: self.identity.device_type,
+            firmware_uuid: self.identity.firmware_uuid.into_bytes(),
+            ownership_key_digest: digest,
+            challenge,
+        });
+        let fresh = encode::join_b64(&body, &self.sign_cose(&body, true));
+        let mut first = std::mem::take(&mut self.first.claim);
+        let token = self.replayed(&mut first, fresh);
+        self.first.claim = first;
+        Ok(Reply::ok(
+            vec![format!("%CLAIMTOKEN: \"{token}\"")],
+            CommandKind::ClaimToken,
+        ))
     }
 
     /// A CME error as the host sees it: numeric after `AT+CMEE=1`, else `ERROR`.
@@ -746,7 +833,7 @@ impl Modem {
             .unwrap_or(csr::DEFAULT_KEY_USAGE);
         let usage = csr::parse_key_usage(usage).map_err(|_| bad())?;
         self.require_offline()?;
-        if tag > MAX_USER_SEC_TAG {
+        if !host_tag(tag) {
             return Err(self.cme(514));
         }
         let key_type = key_type as u8;
@@ -976,7 +1063,7 @@ impl Modem {
                     _ => return Err(bad()),
                 }
                 self.require_offline()?;
-                if tag > MAX_USER_SEC_TAG || kind > 5 {
+                if !host_tag(tag) || (kind > 5 && kind != 9) {
                     return Err(self.cme(514));
                 }
                 if !self.store.contains_key(&(tag, kind)) && self.user_entries() >= STORE_CAPACITY {

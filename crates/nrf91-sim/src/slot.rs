@@ -45,7 +45,8 @@ impl Slot {
     /// Board `index` of a fleet made from `seed`, not yet plugged.
     pub fn new(seed: u64, index: usize, options: Arc<SimOptions>) -> Slot {
         let faults = FaultSet::for_index(&options.faults, index);
-        let identity = ModemIdentity::from_seed(seed, u32::try_from(index).unwrap_or(u32::MAX));
+        let identity = ModemIdentity::from_seed(seed, u32::try_from(index).unwrap_or(u32::MAX))
+            .with_firmware(options.firmware.as_deref());
         Slot {
             index,
             seed,

@@ -73,6 +73,8 @@ pub fn command_delay(latency: Latency, kind: CommandKind) -> Duration {
         CommandKind::CfunUp => 50,
         CommandKind::CfunDown => 400,
         CommandKind::AttestToken => 60,
+        // Assumed as %ATTESTTOKEN: the modem signs a digest.
+        CommandKind::ClaimToken => 60,
         CommandKind::Jwt => 120,
         CommandKind::KeygenPublicKey => 900,
         CommandKind::KeygenCsr => 1200,

@@ -9,6 +9,7 @@ use p256::ecdsa::{Signature, SigningKey, signature::Signer};
 use super::cose::{self, KID_IDENTITY, TAG_SELF_DESCRIBED};
 
 pub use super::attest::{IdentityBody, MSG_TYPE_IDENTITY_V1};
+pub use super::claim::{MSG_TYPE_CLAIM, ownership_key_digest};
 pub use super::keygen::{KeygenPayload, PAYLOAD_ID_CSR, PAYLOAD_ID_PUBLIC_KEY, sha256};
 
 fn self_described(items: Vec<Value>) -> Vec<u8> {
@@ -33,6 +34,41 @@ pub fn identity_body(body: &IdentityBody) -> Vec<u8> {
         Value::Bytes(body.firmware_uuid.to_vec()),
         Value::Bytes(body.nonce.to_vec()),
     ])
+}
+
+/// What a device claim token says (the layout this project assumes: see
+/// [`crate::claim`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimBody {
+    pub msg_type: i64,
+    pub device_uuid: [u8; 16],
+    pub device_type: i64,
+    pub firmware_uuid: [u8; 16],
+    pub ownership_key_digest: [u8; 32],
+    /// The host's challenge; the item is left out without one.
+    pub challenge: Option<[u8; 16]>,
+}
+
+/// CBOR bytes of a claim token body (tag 55799 around an array of 5 or 6).
+pub fn claim_body(body: &ClaimBody) -> Vec<u8> {
+    let mut items = vec![
+        Value::Integer(body.msg_type.into()),
+        Value::Bytes(body.device_uuid.to_vec()),
+        Value::Integer(body.device_type.into()),
+        Value::Bytes(body.firmware_uuid.to_vec()),
+        Value::Bytes(body.ownership_key_digest.to_vec()),
+    ];
+    if let Some(challenge) = body.challenge {
+        items.push(Value::Bytes(challenge.to_vec()));
+    }
+    self_described(items)
+}
+
+/// A complete `%CLAIMTOKEN` token signed by `key` (detached COSE payload,
+/// as `%ATTESTTOKEN`).
+pub fn claim_token(body: &ClaimBody, key: &SigningKey) -> String {
+    let body = claim_body(body);
+    join_b64(&body, &cose::sign1(key, KID_IDENTITY, &body, true))
 }
 
 /// CBOR bytes of a key-generation token payload.

@@ -2,7 +2,8 @@
 //! the trusted identity keys, and device text as data. No I/O beyond the
 //! trust file it reads, no async runtime: usable by any nRF91 backend.
 //!
-//! [`decode`] turns modem output (`%ATTESTTOKEN`, `%KEYGEN`, `%JWT`) into a
+//! [`decode`] turns modem output (`%ATTESTTOKEN`, `%KEYGEN`, `%JWT`,
+//! `%CLAIMTOKEN` in an assumed layout: [`claim`]) into a
 //! typed [`Token`]; [`verify::verify`] decides check by check whether it proves
 //! what it claims against one [`Expected`] (the kind asked for and every
 //! binding: challenge, device, sec_tag, key) and a [`trust::TrustStore`].
@@ -13,6 +14,7 @@
 //! `encode`.
 
 pub mod attest;
+pub mod claim;
 pub mod cose;
 pub mod csr;
 #[cfg(feature = "encode")]
@@ -29,13 +31,14 @@ use std::fmt;
 use uuid::Uuid;
 
 pub use attest::{DeviceType, IdentityToken};
+pub use claim::ClaimToken;
 pub use cose::CoseSign1;
 pub use csr::CsrInfo;
 pub use jwt::Jwt;
 pub use keygen::{KeyFormat, KeygenToken};
 pub use verify::{
-    Check, CheckName, Expected, Freshness, IdentityExpected, JwtAsked, JwtExpected, JwtFreshness,
-    KeygenExpected, Verdict,
+    Check, CheckName, ClaimExpected, Expected, Freshness, IdentityExpected, JwtAsked, JwtExpected,
+    JwtFreshness, KeygenExpected, Verdict,
 };
 
 /// The three kinds of token a modem emits, one per command.
@@ -61,10 +64,20 @@ pub enum TokenKind {
     Keygen,
     /// `%JWT`: a JSON Web Token signed by the device.
     Jwt,
+    /// `%CLAIMTOKEN`: the device claim token (the ownership key's digest,
+    /// signed by the identity key).
+    Claim,
 }
 
 impl TokenKind {
-    /// `identity`, `keygen` or `jwt`, as stored and printed.
+    pub const ALL: [TokenKind; 4] = [
+        TokenKind::Identity,
+        TokenKind::Keygen,
+        TokenKind::Jwt,
+        TokenKind::Claim,
+    ];
+
+    /// `identity`, `keygen`, `jwt` or `claim`, as stored and printed.
     pub fn as_str(self) -> &'static str {
         self.into()
     }
@@ -75,6 +88,7 @@ impl TokenKind {
             TokenKind::Identity => "%ATTESTTOKEN",
             TokenKind::Keygen => "%KEYGEN",
             TokenKind::Jwt => "%JWT",
+            TokenKind::Claim => "%CLAIMTOKEN",
         }
     }
 
@@ -84,13 +98,12 @@ impl TokenKind {
             TokenKind::Identity => "an identity token",
             TokenKind::Keygen => "a key-generation token",
             TokenKind::Jwt => "a JWT",
+            TokenKind::Claim => "a device claim token",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [TokenKind::Identity, TokenKind::Keygen, TokenKind::Jwt]
-            .into_iter()
-            .find(|k| k.as_str() == text)
+        TokenKind::ALL.into_iter().find(|k| k.as_str() == text)
     }
 }
 
@@ -100,12 +113,13 @@ impl fmt::Display for TokenKind {
     }
 }
 
-/// A decoded token of one of the three kinds a modem emits.
+/// A decoded token of one of the four kinds a modem emits.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Token {
     Identity(IdentityToken),
     Keygen(KeygenToken),
     Jwt(Jwt),
+    Claim(ClaimToken),
 }
 
 /// Which piece of a token an error is about.
@@ -224,15 +238,17 @@ pub(crate) fn refuse_controls(part: Part, field: &str, text: &str) -> Result<(),
 type Prefix = (&'static str, TokenKind);
 
 /// Response prefixes a whole modem line may carry.
-const PREFIXES: [Prefix; 3] = [
+const PREFIXES: [Prefix; 4] = [
     ("%ATTESTTOKEN", TokenKind::Identity),
     ("%KEYGEN", TokenKind::Keygen),
     ("%JWT", TokenKind::Jwt),
+    ("%CLAIMTOKEN", TokenKind::Claim),
 ];
 
 /// Decode a token given bare (`<b64>.<b64>`), quoted, or as a whole
-/// `%ATTESTTOKEN: "…"` / `%KEYGEN: "…"` / `%JWT: "…"` line; the kind is
-/// detected from the content. A modem token without its COSE part decodes
+/// `%ATTESTTOKEN: "…"` / `%KEYGEN: "…"` / `%JWT: "…"` / `%CLAIMTOKEN: "…"`
+/// line; the kind is detected from the content (a self-described body whose
+/// message type is 4 is a claim token, see [`claim`]). A modem token without its COSE part decodes
 /// with `cose: None`.
 ///
 /// A real nRF9161's `%ATTESTTOKEN` answer:
@@ -292,7 +308,7 @@ fn unwrap_text(text: &str) -> Result<(Option<Prefix>, &str), TokenError> {
             .find(|(p, _)| *p == name.trim())
             .ok_or_else(|| {
                 TokenError::NotAToken(format!(
-                    "{} is not a token response (expected %ATTESTTOKEN, %KEYGEN or %JWT)",
+                    "{} is not a token response (expected %ATTESTTOKEN, %KEYGEN, %JWT or %CLAIMTOKEN)",
                     name.trim()
                 ))
             })?;
@@ -327,13 +343,15 @@ const SELF_DESCRIBED_PREFIX: [u8; 3] = [0xd9, 0xd9, 0xf7];
 fn decode_modem(text: &str, first: &str, second: &str) -> Result<Token, TokenError> {
     // Decode part 1 under a neutral name first: its content says what it is.
     let head = b64(Part::First, first)?;
-    if head.starts_with(&SELF_DESCRIBED_PREFIX) {
+    if head.starts_with(&SELF_DESCRIBED_PREFIX) && claim::is_claim_body(&head) {
+        Ok(Token::Claim(claim::decode_parts(text, head, second)?))
+    } else if head.starts_with(&SELF_DESCRIBED_PREFIX) {
         Ok(Token::Identity(attest::decode_parts(text, head, second)?))
     } else if head.first() == Some(&0x30) {
         Ok(Token::Keygen(keygen::decode_parts(text, head, second)?))
     } else {
         Err(TokenError::NotAToken(format!(
-            "part 1 is neither an identity body (CBOR tag 55799, d9 d9 f7) nor DER (0x30); it starts with {}",
+            "part 1 is neither an identity or claim body (CBOR tag 55799, d9 d9 f7) nor DER (0x30); it starts with {}",
             hex::encode(head.get(..3).unwrap_or(&head))
         )))
     }
@@ -354,6 +372,7 @@ impl Token {
             Token::Identity(_) => TokenKind::Identity,
             Token::Keygen(_) => TokenKind::Keygen,
             Token::Jwt(_) => TokenKind::Jwt,
+            Token::Claim(_) => TokenKind::Claim,
         }
     }
 
@@ -363,6 +382,7 @@ impl Token {
             Token::Identity(t) => Some(t.device_uuid),
             Token::Keygen(t) => t.cose.is_some().then_some(t.device_uuid),
             Token::Jwt(t) => t.issuer_uuid(),
+            Token::Claim(t) => t.device_uuid,
         }
     }
 
@@ -372,6 +392,7 @@ impl Token {
             Token::Identity(t) => &t.text,
             Token::Keygen(t) => &t.text,
             Token::Jwt(t) => &t.text,
+            Token::Claim(t) => &t.text,
         }
     }
 
@@ -382,6 +403,7 @@ impl Token {
             Token::Identity(t) => t.to_json(),
             Token::Keygen(t) => t.to_json(),
             Token::Jwt(t) => t.to_json(),
+            Token::Claim(t) => t.to_json(),
         }
     }
 
@@ -391,6 +413,7 @@ impl Token {
             Token::Identity(t) => t.describe(),
             Token::Keygen(t) => t.describe(),
             Token::Jwt(t) => t.describe(),
+            Token::Claim(t) => t.describe(),
         }
     }
 }
@@ -477,6 +500,13 @@ fn fuzz_expectations() -> Vec<Expected> {
                 freshness,
                 device_uuid: uuid,
             }));
+            for ownership_key_digest in [None, Some([0; 32])] {
+                all.push(Expected::Claim(ClaimExpected {
+                    freshness,
+                    device_uuid: uuid,
+                    ownership_key_digest,
+                }));
+            }
         }
         for format in [KeyFormat::Csr, KeyFormat::PublicKey] {
             for (sec_tag, common_name) in [(None, None), (Some(16), Some("x".to_string()))] {

@@ -17,8 +17,9 @@ use std::fmt;
 use uuid::Uuid;
 
 use super::attest::MSG_TYPE_IDENTITY_V1;
+use super::claim::MSG_TYPE_CLAIM;
 use super::cose::{self, ALG_ES256, CoseSign1, KID_IDENTITY};
-use super::{IdentityToken, Jwt, KeyFormat, KeygenToken, Token, TokenKind};
+use super::{ClaimToken, IdentityToken, Jwt, KeyFormat, KeygenToken, Token, TokenKind};
 use crate::trust::{TrustStore, TrustedKey};
 
 /// Seconds of clock difference tolerated between modem and station when
@@ -48,6 +49,18 @@ pub struct IdentityExpected {
     pub freshness: Freshness,
     /// The device UUID seen earlier (e.g. `%DEVICEUUID`), if any.
     pub device_uuid: Option<Uuid>,
+}
+
+/// What a `%CLAIMTOKEN` answer must show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimExpected {
+    /// The challenge sent with `AT%CLAIMTOKEN=<tag>,"<hex>"`: the token must
+    /// carry it back (a token without one fails `nonce`).
+    pub freshness: Freshness,
+    pub device_uuid: Option<Uuid>,
+    /// SHA-256 of the ownership public key written to the sec_tag
+    /// ([`crate::claim::ownership_key_digest`]).
+    pub ownership_key_digest: Option<[u8; 32]>,
 }
 
 /// What a `%KEYGEN` answer must show.
@@ -117,6 +130,7 @@ pub enum Expected {
     Identity(IdentityExpected),
     Keygen(KeygenExpected),
     Jwt(JwtExpected),
+    Claim(ClaimExpected),
 }
 
 impl Expected {
@@ -125,6 +139,7 @@ impl Expected {
             Expected::Identity(_) => TokenKind::Identity,
             Expected::Keygen(_) => TokenKind::Keygen,
             Expected::Jwt(_) => TokenKind::Jwt,
+            Expected::Claim(_) => TokenKind::Claim,
         }
     }
 
@@ -201,6 +216,9 @@ pub enum CheckName {
     /// The signature checked with a key pinned on first sight (`pin`), not
     /// with a trusted key: never part of an authentic verdict.
     PinnedSignature,
+    /// A claim token's body is the layout this station assumes (Nordic
+    /// does not publish it); the detail names what was recognised.
+    Layout,
 }
 
 impl CheckName {
@@ -400,6 +418,14 @@ pub fn verify(token: &Token, expected: &Expected, trust: &TrustStore) -> Verdict
             v.push(CheckName::Kind, true, "JWT, as AT%JWT answers");
             jwt(&mut v, t, e, trust);
         }
+        (Token::Claim(t), Expected::Claim(e)) => {
+            v.push(
+                CheckName::Kind,
+                true,
+                "device claim token, as AT%CLAIMTOKEN answers",
+            );
+            claim(&mut v, t, e, trust);
+        }
         _ => v.push(
             CheckName::Kind,
             false,
@@ -568,6 +594,90 @@ fn identity(v: &mut Verdict, t: &IdentityToken, expect: &IdentityExpected, trust
                     hex::encode(t.nonce),
                     hex::encode(challenge)
                 )
+            },
+        );
+    }
+}
+
+fn claim(v: &mut Verdict, t: &ClaimToken, expect: &ClaimExpected, trust: &TrustStore) {
+    v.push(
+        CheckName::Layout,
+        t.layout_known(),
+        if t.layout_known() {
+            format!("assumed layout: {}", t.layout_words())
+        } else {
+            format!(
+                "not the layout this station assumes (Nordic does not publish it): {}",
+                t.layout_words()
+            )
+        },
+    );
+    v.push(
+        CheckName::MessageType,
+        t.msg_type == Some(MSG_TYPE_CLAIM),
+        match t.msg_type {
+            Some(m) => format!("message type {m} (expected {MSG_TYPE_CLAIM}, device claim)"),
+            None => format!("no message type (expected {MSG_TYPE_CLAIM}, device claim)"),
+        },
+    );
+    let key = match t.device_uuid {
+        Some(uuid) => trusted_key(v, trust, uuid),
+        None => {
+            v.push(
+                CheckName::KeyTrusted,
+                false,
+                "the token names no device UUID; signature not checked",
+            );
+            None
+        }
+    };
+    let embedded = t.cose.as_ref().and_then(|c| c.payload.as_deref());
+    let key = if embedded.is_some_and(|p| p != t.body.as_slice()) {
+        v.push(
+            CheckName::Signature,
+            false,
+            "COSE payload is embedded and differs from the token body",
+        );
+        None
+    } else {
+        key
+    };
+    cose_checks(v, t.cose.as_ref(), &t.body, key);
+    expect_uuid(v, expect.device_uuid, t.device_uuid);
+    if let Freshness::Challenge(challenge) = expect.freshness {
+        let ok = t.challenge == Some(challenge);
+        v.push(
+            CheckName::Nonce,
+            ok,
+            match t.challenge {
+                Some(_) if ok => format!("challenge {} carried back", hex::encode(challenge)),
+                Some(got) => format!(
+                    "challenge {} is not this run's {} (stale or replayed token)",
+                    hex::encode(got),
+                    hex::encode(challenge)
+                ),
+                None => format!(
+                    "the token carries no challenge, asked for {}: its freshness cannot be shown",
+                    hex::encode(challenge)
+                ),
+            },
+        );
+    }
+    if let Some(want) = expect.ownership_key_digest {
+        let ok = t.ownership_key_digest == Some(want);
+        v.push(
+            CheckName::Digest,
+            ok,
+            match t.ownership_key_digest {
+                Some(_) if ok => {
+                    "ownership-key digest is the SHA-256 of the key written".to_string()
+                }
+                Some(got) => format!(
+                    "ownership-key digest {} is not the SHA-256 {} of the key written",
+                    hex::encode(got),
+                    hex::encode(want)
+                ),
+                None => "the token carries no ownership-key digest".to_string(),
             },
         );
     }

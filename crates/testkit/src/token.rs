@@ -81,6 +81,23 @@ pub fn keygen_pub(identity_key: &SigningKey) -> String {
     )
 }
 
+pub fn claim_body(owner_spki: &[u8], challenge: Option<[u8; 16]>) -> encode::ClaimBody {
+    encode::ClaimBody {
+        msg_type: encode::MSG_TYPE_CLAIM,
+        device_uuid: *DEVICE.as_bytes(),
+        device_type: 4,
+        firmware_uuid: *FIRMWARE.as_bytes(),
+        ownership_key_digest: encode::ownership_key_digest(owner_spki),
+        challenge,
+    }
+}
+
+/// A `%CLAIMTOKEN` for [`DEVICE`] binding the ownership key `owner_spki`,
+/// carrying [`CHALLENGE`], signed by `identity_key`.
+pub fn claim(identity_key: &SigningKey, owner_spki: &[u8]) -> String {
+    encode::claim_token(&claim_body(owner_spki, Some(CHALLENGE)), identity_key)
+}
+
 pub fn jwt_claims(iat: i64, exp: i64) -> serde_json::Value {
     serde_json::json!({
         "iss": format!("nRF9161.{DEVICE}"),
@@ -102,7 +119,8 @@ pub fn jwt(key: &SigningKey) -> String {
 }
 
 use nrf91_token::{
-    Expected, Freshness, IdentityExpected, JwtExpected, JwtFreshness, KeygenExpected, Token,
+    ClaimExpected, Expected, Freshness, IdentityExpected, JwtExpected, JwtFreshness,
+    KeygenExpected, Token,
 };
 
 /// Every binding a test may ask of a token. [`Bindings::expect`] turns them
@@ -141,6 +159,15 @@ impl Bindings {
                 },
                 audience: None,
                 issuer: self.issuer.clone(),
+            }),
+            // The ownership key is a claim's own binding: judged by the
+            // claim tests, not by a shared set of bindings.
+            Token::Claim(_) => Expected::Claim(ClaimExpected {
+                freshness: self
+                    .challenge
+                    .map_or(Freshness::NotChecked, Freshness::Challenge),
+                device_uuid: self.device_uuid,
+                ownership_key_digest: None,
             }),
         }
     }

@@ -10,6 +10,7 @@
 
 pub mod authority;
 pub mod context;
+mod firmware;
 mod line;
 mod settings;
 pub mod steps;
@@ -24,7 +25,8 @@ use uuid::Uuid;
 use crate::at::{AtError, Dialect};
 use crate::ca::StationCa;
 use crate::ledger::{Claim, ClaimKind, ClaimOutcome, Ledger};
-use crate::modem::{CredentialType, FunctionalMode, Modem};
+use crate::modem::{CredentialType, FunctionalMode, Modem, ModemFirmware};
+use crate::ownership::OwnershipKey;
 use crate::record::{DeviceInfo, ReasonCode, RunRecord, Step, StepRecord, TokenRecord};
 use crate::text::Escaped;
 use crate::token::{self, Expected, Token, TokenKind, Verdict};
@@ -34,7 +36,7 @@ pub use authority::{
     VerifiedBy, Vouch,
 };
 pub use context::{Clock, FollowingClock, OsRandom, RandomSource, SeededRandom, SystemClock};
-pub use settings::{PinCose, PlanConfig, Reprovision};
+pub use settings::{ConfirmUnsupported, DEFAULT_CLAIM_SEC_TAG, PinCose, PlanConfig, Reprovision};
 
 /// A byte stream a modem answers on: a serial port, a pty, an in-memory
 /// duplex.
@@ -54,6 +56,8 @@ pub struct PlanContext {
     pub ca_install_pem: Option<String>,
     /// Validity of device certificates the station CA signs.
     pub certificate_validity: Duration,
+    /// The owner's key the claim step writes and signs with (`[claim]`).
+    pub ownership: Option<Arc<OwnershipKey>>,
     pub ledger: Arc<dyn Ledger>,
     pub clock: Arc<dyn Clock>,
     pub random: Arc<dyn RandomSource>,
@@ -89,12 +93,15 @@ impl StepFailure {
         let code = match err {
             AtError::Timeout { .. } => ReasonCode::Timeout,
             AtError::Error { .. } => ReasonCode::Error,
+            // A power-off warning refuses flash writes until it clears:
+            // never retried, the run ends (and restore runs).
+            AtError::Cme { code: 528, .. } => ReasonCode::PowerWarning,
             AtError::Cme { .. } => ReasonCode::Cme,
             AtError::Cms { .. } => ReasonCode::Cms,
             AtError::Disconnected { .. } => ReasonCode::Disconnected,
             AtError::Overlong { .. } => ReasonCode::Overlong,
             AtError::Malformed { .. } => ReasonCode::Malformed,
-            AtError::InvalidArgument { .. } => ReasonCode::Config,
+            AtError::InvalidArgument { .. } | AtError::TooLong { .. } => ReasonCode::Config,
             AtError::Open { .. } | AtError::Io(_) => ReasonCode::Io,
         };
         Self::new(step, code, err.to_string())
@@ -150,6 +157,8 @@ impl PlanObserver for () {}
 #[derive(Default)]
 pub(crate) struct RunState {
     pub device_uuid: Option<Uuid>,
+    /// What `AT+CGMR` said (identify), for the firmware gate.
+    pub firmware: Option<ModemFirmware>,
     pub original_mode: Option<FunctionalMode>,
     /// Who vouched for the device, and its key when known.
     pub vouch: Option<Vouch>,
@@ -320,7 +329,14 @@ async fn run_step<T: Link>(run: &mut Run<'_, T>, step: Step) -> Result<(), StepF
     let started_at = run.ctx.clock.now_utc();
     let clock = run.ctx.clock.monotonic();
     let mut attempts = 0;
+    // A step the board's firmware cannot do is refused before it sends
+    // anything.
+    let refused = firmware::refuse(step, run.state.firmware.as_ref(), &run.ctx.plan);
     let outcome = loop {
+        if let Some(failure) = &refused {
+            attempts = 1;
+            break Err(failure.clone());
+        }
         attempts += 1;
         let outcome = steps::execute(run, step).await;
         match &outcome {

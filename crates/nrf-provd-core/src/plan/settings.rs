@@ -3,6 +3,7 @@
 //! requires of the COSE signatures. The daemon's config reads into these.
 
 use crate::DEFAULT_SEC_TAG;
+use crate::modem::FirmwareVersion;
 use crate::record::Step;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -22,12 +23,21 @@ pub struct PlanConfig {
     pub jwt_audience: Option<String>,
     /// A device that already passed (here, or anywhere on the line).
     pub reprovision: Reprovision,
+    /// The least modem firmware this line accepts for every step that
+    /// needs a firmware (`plan.min_firmware`), above each step's own.
+    pub min_firmware: Option<FirmwareVersion>,
+    /// What `confirm` does on firmware older than 1.3.2, whose `%CMNG`
+    /// list has no SHA-256 digests (`plan.confirm_unsupported`).
+    pub confirm_unsupported: ConfirmUnsupported,
+    /// The sec_tag the claim step writes the ownership public key to
+    /// (`[claim] sec_tag`).
+    pub claim_sec_tag: u32,
 }
 
 impl Default for PlanConfig {
     fn default() -> Self {
         PlanConfig {
-            steps: Step::ALL.to_vec(),
+            steps: Step::default_plan(),
             sec_tag: DEFAULT_SEC_TAG,
             delete_existing_key: true,
             csr_attributes: "CN={device_uuid}".to_owned(),
@@ -36,6 +46,9 @@ impl Default for PlanConfig {
             jwt_exp_delta: 300,
             jwt_audience: None,
             reprovision: Reprovision::default(),
+            min_firmware: None,
+            confirm_unsupported: ConfirmUnsupported::default(),
+            claim_sec_tag: DEFAULT_CLAIM_SEC_TAG,
         }
     }
 }
@@ -52,6 +65,23 @@ impl PlanConfig {
     pub fn has(&self, step: Step) -> bool {
         self.steps.contains(&step)
     }
+}
+
+/// `[claim] sec_tag` when not given: the one after nRF Cloud's 16842753.
+pub const DEFAULT_CLAIM_SEC_TAG: u32 = 16_842_754;
+
+/// `plan.confirm_unsupported`: what `confirm` does on a board whose
+/// firmware (1.3.0, 1.3.1) lists no SHA-256 digests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConfirmUnsupported {
+    /// The step fails `firmware_unsupported`: nothing the station cannot
+    /// check is called confirmed.
+    #[default]
+    Fail,
+    /// The step passes and says in its detail that nothing was confirmed
+    /// (what Nordic's installer does: "Skipping SHA verification").
+    Skip,
 }
 
 /// What a station does with a device that already passed (on this station

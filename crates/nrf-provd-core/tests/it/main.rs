@@ -3,6 +3,7 @@
 mod ca_signing;
 mod line_ledger;
 mod names;
+mod plan_fidelity;
 mod plan_memory;
 mod station_presence;
 mod store_records;

@@ -42,18 +42,18 @@ fn fixture(name: &str) -> std::path::PathBuf {
 
 /// The fixed station CA of tests/fixtures (made with OpenSSL), so that a
 /// device certificate is the same bytes every run.
-fn fixed_ca(dir: &Path) -> StationCa {
+pub(crate) fn fixed_ca(dir: &Path) -> StationCa {
     let key = dir.join("ca.key");
     std::fs::copy(fixture("openssl-ca.key"), &key).expect("copy CA key");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     StationCa::load(&fixture("openssl-ca.pem"), &key).expect("fixture CA loads")
 }
 
-struct Line {
-    board: Board,
-    ctx: PlanContext,
-    gate: Arc<LedgerGate>,
-    _dir: tempfile::TempDir,
+pub(crate) struct Line {
+    pub(crate) board: Board,
+    pub(crate) ctx: PlanContext,
+    pub(crate) gate: Arc<LedgerGate>,
+    pub(crate) _dir: tempfile::TempDir,
 }
 
 fn line(faults: &[&str], plan: PlanConfig) -> (Line, DuplexStream) {
@@ -109,6 +109,7 @@ fn line_with(
         trust,
         ca_install_pem: Some(ca.certificate_pem()),
         ca: Some(Arc::new(ca)),
+        ownership: None,
         certificate_validity: Duration::from_secs(30 * 86_400),
         ledger: gate.clone(),
         clock,
@@ -125,13 +126,13 @@ fn line_with(
     )
 }
 
-fn modem(host: DuplexStream) -> Modem<DuplexStream> {
+pub(crate) fn modem(host: DuplexStream) -> Modem<DuplexStream> {
     Modem::new(Client::new(host, ClientOptions::default()).0)
 }
 
 /// One run of the plan on the board, through the station's own recorder
 /// (begun and finished in the ledger).
-async fn run_once(line: &Line, modem: &mut Modem<DuplexStream>) -> RunRecord {
+pub(crate) async fn run_once(line: &Line, modem: &mut Modem<DuplexStream>) -> RunRecord {
     // As the station does: a board is there (the link settled) before a run.
     let arrival = presence::probe(modem, DialectChoice::Raw)
         .await

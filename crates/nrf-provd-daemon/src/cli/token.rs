@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use uuid::Uuid;
 
 use super::{EXIT_FAIL, error_exit};
+use crate::token::ClaimExpected;
 use crate::token::{
     self, CheckName, Expected, Freshness, IdentityExpected, JwtExpected, JwtFreshness, KeyFormat,
     KeygenExpected, Token,
@@ -15,7 +16,8 @@ use crate::trust::TrustStore;
 #[derive(Debug, clap::Args)]
 pub struct ParseArgs {
     /// Token text, quoted token, or a whole `%ATTESTTOKEN: "…"` / `%KEYGEN: "…"`
-    /// / `%JWT: "…"` line. `-` or nothing reads standard input.
+    /// / `%JWT: "…"` / `%CLAIMTOKEN: "…"` line. `-` or nothing reads standard
+    /// input.
     #[arg(conflicts_with = "recover_key")]
     pub token: Option<String>,
     /// Print the device identity public key two `%JWT` tokens of one device
@@ -47,11 +49,13 @@ pub struct VerifyArgs {
     pub key: Option<String>,
     /// The kind the token must be, as the command that produced it returns:
     /// identity (%ATTESTTOKEN), keygen-csr / keygen-public-key (%KEYGEN
-    /// format 0 / 1) or jwt (%JWT). Default: the kind the token decodes as.
+    /// format 0 / 1), jwt (%JWT) or claim (%CLAIMTOKEN). Default: the kind
+    /// the token decodes as.
     #[arg(long, value_enum, value_name = "KIND")]
     pub kind: Option<ExpectKind>,
-    /// Challenge sent with `AT%ATTESTTOKEN` (32 hex digits): the nonce must
-    /// equal it. Identity tokens only. Without it freshness is not checked.
+    /// Challenge sent with `AT%ATTESTTOKEN` or `AT%CLAIMTOKEN` (32 hex
+    /// digits): the token must carry it. Identity and claim tokens only.
+    /// Without it freshness is not checked.
     #[arg(long, value_name = "HEX32", value_parser = parse_challenge)]
     pub challenge: Option<[u8; 16]>,
     /// sec_tag requested with `AT%KEYGEN`. Key-generation tokens only.
@@ -60,6 +64,11 @@ pub struct VerifyArgs {
     /// Device UUID seen elsewhere (e.g. `AT%DEVICEUUID`): the token must name it.
     #[arg(long, value_name = "UUID")]
     pub device_uuid: Option<Uuid>,
+    /// The ownership public key written to the claim's sec_tag (PEM file
+    /// or text, or base64 SubjectPublicKeyInfo DER): the claim token must
+    /// bind its SHA-256. Claim tokens only.
+    #[arg(long, value_name = "KEY")]
+    pub ownership_key: Option<String>,
     /// Common name the CSR must carry. CSR tokens only.
     #[arg(long, value_name = "CN")]
     pub common_name: Option<String>,
@@ -81,6 +90,7 @@ pub enum ExpectKind {
     KeygenCsr,
     KeygenPublicKey,
     Jwt,
+    Claim,
 }
 
 impl ExpectKind {
@@ -90,6 +100,7 @@ impl ExpectKind {
             Token::Keygen(t) if t.format == KeyFormat::Csr => ExpectKind::KeygenCsr,
             Token::Keygen(_) => ExpectKind::KeygenPublicKey,
             Token::Jwt(_) => ExpectKind::Jwt,
+            Token::Claim(_) => ExpectKind::Claim,
         }
     }
 
@@ -99,6 +110,7 @@ impl ExpectKind {
             ExpectKind::KeygenCsr => "a key-generation token with a CSR",
             ExpectKind::KeygenPublicKey => "a key-generation token with a public key",
             ExpectKind::Jwt => "a JWT",
+            ExpectKind::Claim => "a device claim token",
         }
     }
 }
@@ -108,10 +120,16 @@ impl ExpectKind {
 fn expected(args: &VerifyArgs, kind: ExpectKind) -> Result<Expected, String> {
     let refuse =
         |flag: &str, why: &str| Err(format!("{flag} does not apply to {}: {why}", kind.words()));
-    if kind != ExpectKind::Identity && args.challenge.is_some() {
+    if !matches!(kind, ExpectKind::Identity | ExpectKind::Claim) && args.challenge.is_some() {
         return refuse(
             "--challenge",
-            "only an identity token (%ATTESTTOKEN) carries a host challenge; the nonce of a key-generation token is the modem's own, a JWT has none",
+            "only an identity token (%ATTESTTOKEN) or a claim token (%CLAIMTOKEN) carries a host challenge; the nonce of a key-generation token is the modem's own, a JWT has none",
+        );
+    }
+    if kind != ExpectKind::Claim && args.ownership_key.is_some() {
+        return refuse(
+            "--ownership-key",
+            "only a claim token (%CLAIMTOKEN) binds an ownership key",
         );
     }
     let keygen = matches!(kind, ExpectKind::KeygenCsr | ExpectKind::KeygenPublicKey);
@@ -144,6 +162,19 @@ fn expected(args: &VerifyArgs, kind: ExpectKind) -> Result<Expected, String> {
                 .challenge
                 .map_or(Freshness::NotChecked, Freshness::Challenge),
             device_uuid: args.device_uuid,
+        }),
+        ExpectKind::Claim => Expected::Claim(ClaimExpected {
+            freshness: args
+                .challenge
+                .map_or(Freshness::NotChecked, Freshness::Challenge),
+            device_uuid: args.device_uuid,
+            ownership_key_digest: match &args.ownership_key {
+                Some(text) => Some(token::claim::ownership_key_digest(
+                    &token::recover::parse_public_key(text)
+                        .map_err(|e| format!("--ownership-key: {e}"))?,
+                )),
+                None => None,
+            },
         }),
         ExpectKind::KeygenCsr => keygen_expected(KeyFormat::Csr),
         ExpectKind::KeygenPublicKey => keygen_expected(KeyFormat::PublicKey),
@@ -332,6 +363,9 @@ pub async fn verify(args: VerifyArgs) -> ExitCode {
         Expected::Identity(IdentityExpected {
             freshness: Freshness::NotChecked,
             ..
+        }) | Expected::Claim(ClaimExpected {
+            freshness: Freshness::NotChecked,
+            ..
         }) | Expected::Jwt(JwtExpected {
             freshness: JwtFreshness::NotChecked { .. },
             ..
@@ -373,6 +407,15 @@ pub async fn verify(args: VerifyArgs) -> ExitCode {
         let judged = verdict.check(CheckName::Kind).is_some_and(|c| c.passed);
         if judged && verdict.check(CheckName::Signature).is_none() {
             println!("  FAIL signature      not checked: no trusted key for this device");
+        }
+        if let Expected::Claim(ClaimExpected {
+            ownership_key_digest: None,
+            ..
+        }) = &expected
+        {
+            println!(
+                "  note ownership      NOT CHECKED: no --ownership-key given, so a claim token for another owner's key would pass"
+            );
         }
         if unfresh && token.kind() == crate::token::TokenKind::Jwt {
             println!(

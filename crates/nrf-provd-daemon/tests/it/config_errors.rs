@@ -49,7 +49,7 @@ fn shipped_station_toml_parses_with_documented_values() {
         config.database,
         PathBuf::from("/var/lib/nrf-provd/results.db")
     );
-    assert_eq!(config.plan.steps, Step::ALL.to_vec());
+    assert_eq!(config.plan.steps, Step::default_plan());
     assert_eq!(config.plan.sec_tag, 16_842_753);
     assert_eq!(config.serial.flow_control, FlowControl::RtsCts);
     assert_eq!(config.timeouts.commands.keygen, Duration::from_secs(60));
@@ -83,7 +83,7 @@ fn defaults_fill_what_is_left_out() {
     assert_eq!(config.timeouts.commands.attest, Duration::from_secs(10));
     assert_eq!(config.timeouts.run, Duration::from_secs(180));
     assert_eq!(config.timeouts.shutdown_grace, Duration::from_secs(30));
-    assert_eq!(config.plan.steps, Step::ALL.to_vec());
+    assert_eq!(config.plan.steps, Step::default_plan());
     assert_eq!(config.plan.sec_tag, 16_842_753);
     assert!(config.plan.delete_existing_key);
     assert_eq!(config.plan.csr_attributes, "CN={device_uuid}");
@@ -164,7 +164,7 @@ fn unknown_top_level_key_is_an_error() {
 
 #[test]
 fn sec_tag_out_of_range_points_at_the_value() {
-    for bad in ["2147483648", "-1", "4294967295"] {
+    for bad in ["2147483668", "-1", "4294967295"] {
         let text = format!("{MINIMAL}\n[plan]\nsec_tag = {bad}\n");
         let e = err(&text);
         assert_eq!(e.position(), Some(position_of(&text, bad)), "{e}");
@@ -939,4 +939,101 @@ fn traceability_is_read_and_every_mistake_in_it_reported() {
     found("shift", "shift = ");
     found("needs a name", "\"\"\n");
     assert_eq!(problems.len(), 4, "{problems:#?}");
+}
+
+#[test]
+fn nordic_debug_sec_tags_are_a_test_station_s_only() {
+    // 2147483648..=2147483667: credentials Nordic's tools can decrypt.
+    for (setting, table) in [
+        ("sec_tag", "[plan]"),
+        ("sec_tag", "[claim]\nownership_key = \"o.pem\""),
+    ] {
+        for tag in ["2147483648", "2147483667"] {
+            let text = format!("{MINIMAL}\n{table}\n{setting} = {tag}\n");
+            let e = err(&text);
+            assert_eq!(e.position(), Some(position_of(&text, tag)), "{e}");
+            assert!(
+                e.to_string()
+                    .contains("debug-decryptable range 2147483648-2147483667")
+                    && e.to_string().contains("test_station = true"),
+                "{e}"
+            );
+            let test = format!("test_station = true\n{text}");
+            let config =
+                StationConfig::parse(&test, "station.toml").unwrap_or_else(|e| panic!("{e}"));
+            assert!(config.test_station);
+            let got = if table == "[plan]" {
+                config.plan.sec_tag
+            } else {
+                config.plan.claim_sec_tag
+            };
+            assert_eq!(got.to_string(), tag);
+        }
+        // Above the debug range: the modem's own, even on a test station.
+        let text = format!("test_station = true\n{MINIMAL}\n{table}\n{setting} = 2147483668\n");
+        let e = err(&text);
+        assert!(e.to_string().contains("between 0 and 2147483647"), "{e}");
+    }
+}
+
+#[test]
+fn the_claim_step_needs_a_claim_section_and_min_firmware_is_a_version() {
+    let steps =
+        "steps = [\"probe\", \"identify\", \"offline\", \"attest\", \"claim\", \"restore\"]";
+    let text = format!("{MINIMAL}\n[plan]\n{steps}\n");
+    let e = err(&text);
+    assert!(
+        e.to_string()
+            .contains("the plan has step `claim` but there is no [claim] section"),
+        "{e}"
+    );
+    let text = format!(
+        "{MINIMAL}\n[plan]\n{steps}\nmin_firmware = \"2.0.0\"\nconfirm_unsupported = \"skip\"\n\n[claim]\nownership_key = \"owner.pem\"\n"
+    );
+    let config = StationConfig::parse(&text, "/etc/nrf-provd/station.toml")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let claim = config.claim.expect("[claim]");
+    assert_eq!(
+        claim.ownership_key,
+        PathBuf::from("/etc/nrf-provd/owner.pem")
+    );
+    assert_eq!(claim.sec_tag, 16_842_754);
+    assert_eq!(config.plan.claim_sec_tag, 16_842_754);
+    assert_eq!(
+        config.plan.min_firmware.map(|v| v.to_string()).as_deref(),
+        Some("2.0.0")
+    );
+    assert_eq!(
+        config.plan.confirm_unsupported,
+        nrf_provd_daemon::config::ConfirmUnsupported::Skip
+    );
+    // claim is not in the default plan: a config without steps needs no [claim].
+    let config = StationConfig::parse(MINIMAL, "station.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert!(!config.plan.steps.contains(&Step::Claim));
+    for bad in ["\"2.0\"", "\"v2.0.0\"", "\"2.0.0.1\""] {
+        let text = format!("{MINIMAL}\n[plan]\nmin_firmware = {bad}\n");
+        let e = err(&text);
+        assert_eq!(e.position(), Some(position_of(&text, bad)), "{e}");
+        assert!(
+            e.to_string()
+                .contains("plan.min_firmware must be a modem firmware version x.y.z"),
+            "{e}"
+        );
+    }
+    let text = format!(
+        "{MINIMAL}\n[plan]\nsteps = [\"probe\", \"offline\", \"attest\"]\nmin_firmware = \"2.0.0\"\n"
+    );
+    assert!(
+        err(&text)
+            .to_string()
+            .contains("plan.min_firmware needs step `identify`")
+    );
+    let text = format!("{MINIMAL}\n[claim]\nsec_tag = 5\n");
+    assert!(
+        err(&text)
+            .to_string()
+            .contains("missing key `ownership_key`"),
+        "{}",
+        err(&text)
+    );
 }

@@ -37,6 +37,12 @@ pub struct SimulateArgs {
     /// Make modems misbehave: TARGETS:FAULT, repeatable (grammar below).
     #[arg(long = "fault", value_name = "SPEC")]
     pub faults: Vec<FaultSpec>,
+    /// What every board answers to `AT+CGMR`, e.g. `mfw_nrf9160_1.2.7`
+    /// (an nRF9160 firmware makes the boards nRF9160s). Commands the
+    /// firmware lacks answer ERROR: the token commands below 1.3.0,
+    /// `%CLAIMTOKEN` below 1.3.4; NTN builds know them all.
+    #[arg(long, value_name = "STRING")]
+    pub firmware: Option<String>,
     /// Take commands on stdin, one a line, and answer each with one JSON
     /// line on stdout: `unplug I…`, `plug I…`, `replug [I…]`, `new I…` (another
     /// board, a fresh identity, in slot I, unplugged; its key is added to
@@ -60,6 +66,8 @@ Fault specs (--fault TARGETS:FAULT):
   replay             every token is the first of its kind again
   wrong-uuid         tokens carry another UUID than %DEVICEUUID
   bad-digest         %KEYGEN digest does not match the DER
+  claim-digest       %CLAIMTOKEN binds the digest of another ownership key
+  claim-uuid         %CLAIMTOKEN names another device UUID
   untrusted-key      tokens signed by a key not in the trust file
   legacy-csr         CSR signatureAlgorithm with NULL parameters (old firmware)
   substitute=KIND@CMD
@@ -68,6 +76,7 @@ Fault specs (--fault TARGETS:FAULT):
                      prefix: a keyless board relaying tokens of a genuine one
   CMD is a command name such as KEYGEN, %KEYGEN or AT%KEYGEN.
 Examples: --fault 2:bad-signature --fault all:urc-storm --fault 0-3:cme=518@KEYGEN
+          --fault 0:cme=529@CLAIMTOKEN --fault 1:cme=528@CMNG
           --fault 1:substitute=keygen@ATTESTTOKEN";
 
 fn default_dir() -> PathBuf {
@@ -129,6 +138,7 @@ pub async fn run(args: SimulateArgs) -> ExitCode {
         baud: args.baud,
         faults: args.faults,
         cost_log: args.control,
+        firmware: args.firmware,
     };
     // Install the handlers before the links exist, so an early signal still
     // cleans up.

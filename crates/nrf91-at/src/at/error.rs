@@ -40,6 +40,16 @@ pub enum AtError {
     /// quoted parameter).
     #[error("invalid argument: {detail}")]
     InvalidArgument { detail: String },
+    /// A command longer than the modem's AT command buffer takes: refused
+    /// before it is sent (see `crate::modem::MAX_COMMAND_BYTES`).
+    #[error(
+        "{what}: the command would be {length} bytes, and the modem's AT command buffer takes at most {limit}; it was not sent"
+    )]
+    TooLong {
+        what: String,
+        length: usize,
+        limit: usize,
+    },
     /// The serial port could not be opened or configured.
     #[error("cannot open {}: {source}", path.display())]
     Open {

@@ -93,6 +93,14 @@ pub struct CredentialEntry {
     pub sha256: String,
 }
 
+/// The longest command line a modem takes: the AT host library's command
+/// buffer (`nrf91.md`: 4096 bytes; sdk-nrf grew its AT buffer to 2700
+/// bytes for nRF Cloud's concatenated certificates, a hint of scale). A
+/// `%CMNG` write longer than this is refused before it is sent: the modem
+/// would cut it or answer `ERROR`, and a certificate chain that long must
+/// be written in fewer certificates.
+pub const MAX_COMMAND_BYTES: usize = 4096;
+
 /// `AT%CMNG=0,<tag>,<type>,"<content>"`: the content verbatim (see the
 /// module docs of `crate::modem` for line endings).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,18 +111,32 @@ pub struct WriteCredential {
 }
 
 impl WriteCredential {
-    /// Refuses content with a double quote (it would end the parameter).
+    /// Refuses content with a double quote (it would end the parameter),
+    /// and a command longer than [`MAX_COMMAND_BYTES`].
     pub fn new(sec_tag: u32, kind: CredentialType, content: &str) -> Result<Self, AtError> {
         if content.contains('"') {
             return Err(AtError::InvalidArgument {
                 detail: "credential content must not contain double quotes".into(),
             });
         }
-        Ok(WriteCredential {
+        let write = WriteCredential {
             sec_tag,
             kind,
             content: content.to_string(),
-        })
+        };
+        let length = write.text().len();
+        if length > MAX_COMMAND_BYTES {
+            return Err(AtError::TooLong {
+                what: format!(
+                    "%CMNG write of the {} ({} bytes of content) to sec_tag {sec_tag}",
+                    kind.words(),
+                    content.len()
+                ),
+                length,
+                limit: MAX_COMMAND_BYTES,
+            });
+        }
+        Ok(write)
     }
 }
 

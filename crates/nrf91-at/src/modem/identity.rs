@@ -1,11 +1,6 @@
 //! Who the board says it is: numeric errors, IMEI, model, firmware, UUIDs,
 //! hardware version.
-use nom::{
-    Parser,
-    character::complete::{char, digit1},
-};
-
-use super::{malformed, missing};
+use super::{FirmwareVersion, malformed, missing};
 use crate::at::parse::{Param, params};
 use crate::at::{AtError, Command, Deadline, Response};
 
@@ -24,19 +19,6 @@ pub struct Identity {
     pub device_uuid: Option<uuid::Uuid>,
     /// `%HWVERSION`, e.g. `nRF9161 LACA A0A`.
     pub hw_version: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-pub struct FirmwareVersion {
-    pub major: u32,
-    pub minor: u32,
-    pub patch: u32,
-}
-
-impl std::fmt::Display for FirmwareVersion {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
-    }
 }
 
 /// `AT+CMEE=1`: errors as `+CME ERROR: <n>` with numeric codes (Nordic's
@@ -126,7 +108,7 @@ impl Command for Model {
 }
 
 /// `AT+CGMR` → the firmware as printed, e.g. `mfw_nrf91x1_2.0.1` (its
-/// version: [`parse_firmware_version`]).
+/// version: [`super::parse_firmware_version`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Firmware;
 
@@ -149,35 +131,6 @@ pub fn parse_bare(r: &Response, what: &str) -> Result<String, AtError> {
         .next()
         .map(str::to_string)
         .ok_or_else(|| missing(what))
-}
-
-/// First `x.y.z` in an `AT+CGMR` answer such as `mfw_nrf91x1_2.0.1`.
-pub fn parse_firmware_version(text: &str) -> Option<FirmwareVersion> {
-    let num = |s: &str| s.parse::<u32>().ok();
-    let bytes = text.as_bytes();
-    for (i, _) in text.char_indices() {
-        let starts_number = bytes.get(i).is_some_and(u8::is_ascii_digit)
-            && (i == 0
-                || !bytes
-                    .get(i - 1)
-                    .is_some_and(|b| b.is_ascii_digit() || *b == b'.'));
-        if !starts_number {
-            continue;
-        }
-        let Some(rest) = text.get(i..) else { continue };
-        let parsed: nom::IResult<&str, _> =
-            (digit1, char('.'), digit1, char('.'), digit1).parse(rest);
-        if let Ok((_, (a, _, b, _, c))) = parsed
-            && let (Some(major), Some(minor), Some(patch)) = (num(a), num(b), num(c))
-        {
-            return Some(FirmwareVersion {
-                major,
-                minor,
-                patch,
-            });
-        }
-    }
-    None
 }
 
 /// `AT%XMODEMUUID` → `%XMODEMUUID: <uuid>`: the UUID of the firmware

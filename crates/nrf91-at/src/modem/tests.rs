@@ -455,9 +455,30 @@ fn firmware_versions() {
     assert_eq!(parse_firmware_version("mfw_nrf91x1_2.0.1"), v(2, 0, 1));
     assert_eq!(parse_firmware_version("mfw_nrf9160_1.3.5-FOTA"), v(1, 3, 5));
     assert_eq!(parse_firmware_version("mfw_nrf9160_1.3"), None);
-    assert_eq!(parse_firmware_version("x1.2.3.4"), v(1, 2, 3));
-    assert_eq!(parse_firmware_version("99999999999.1.1 0.0.7"), v(0, 0, 7));
+    // Nordic's rule: one x.y.z of 1-3 digits each, bounded by - or _ or the ends.
+    assert_eq!(
+        parse_firmware_version("mfw_nrf9160_1.3.0-FOTA-TEST"),
+        v(1, 3, 0)
+    );
+    assert_eq!(parse_firmware_version("mfw_nrf9160_1.2.7"), v(1, 2, 7));
+    assert_eq!(parse_firmware_version("mfw_nrf9151-ntn_1.0.0"), v(1, 0, 0));
+    assert_eq!(parse_firmware_version("1.3.1"), v(1, 3, 1));
+    assert_eq!(parse_firmware_version("x1.2.3.4"), None);
+    assert_eq!(parse_firmware_version("mfw_1.2.3_2.0.0"), None);
+    assert_eq!(parse_firmware_version("mfw_nrf91x1_1000.0.1"), None);
+    assert_eq!(parse_firmware_version("99999999999.1.1 0.0.7"), None);
+    assert_eq!(parse_firmware_version(""), None);
     assert!(v(1, 3, 2) > v(1, 3, 0));
+    let ntn = ModemFirmware::parse("mfw_nrf9151-ntn_1.0.0");
+    assert!(ntn.ntn && !ntn.below(MIN_FOR_CMNG_SHA));
+    let old = ModemFirmware::parse("mfw_nrf9160_1.2.7");
+    assert!(old.below(MIN_FOR_TOKENS) && !old.ntn);
+    let unknown = ModemFirmware::parse("nrf9160 custom build");
+    assert_eq!(unknown.version, None);
+    assert!(!unknown.below(MIN_FOR_TOKENS));
+    assert_eq!(FirmwareVersion::parse("2.0.0"), v(2, 0, 0));
+    assert_eq!(FirmwareVersion::parse("2.0"), None);
+    assert_eq!(FirmwareVersion::parse("2.0.0.1"), None);
 }
 
 #[test]

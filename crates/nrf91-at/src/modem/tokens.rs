@@ -1,5 +1,5 @@
 //! The commands that answer a signed token: `%ATTESTTOKEN`, `%KEYGEN`,
-//! `%JWT`. What a token says is `crate::token`'s to decode and judge.
+//! `%JWT`, `%CLAIMTOKEN`. What a token says is `crate::token`'s to decode and judge.
 use super::{check_quotable, malformed, missing};
 use crate::at::parse::{Param, params};
 use crate::at::{AtError, Command, Deadline, Response};
@@ -157,4 +157,31 @@ pub fn parse_token(r: &Response, prefix: &str) -> Result<String, AtError> {
         return Err(malformed(text));
     }
     Ok(token)
+}
+
+/// `AT%CLAIMTOKEN=<sec_tag>[,"<32 lowercase hex>"]`: the device claim
+/// token for the ownership public key stored in `sec_tag` (`%CMNG` type
+/// 9); with a challenge, a fresh one of the host's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimToken {
+    pub sec_tag: u32,
+    pub challenge: Option<[u8; 16]>,
+}
+
+impl Command for ClaimToken {
+    /// `"<b64url>.<b64url>"` without quotes.
+    type Response = String;
+    /// The modem signs, as for `%ATTESTTOKEN`.
+    const DEADLINE: Deadline = Deadline::Attest;
+
+    fn text(&self) -> String {
+        match self.challenge {
+            Some(c) => format!("AT%CLAIMTOKEN={},\"{}\"", self.sec_tag, hex::encode(c)),
+            None => format!("AT%CLAIMTOKEN={}", self.sec_tag),
+        }
+    }
+
+    fn parse(&self, r: &Response) -> Result<String, AtError> {
+        parse_token(r, "%CLAIMTOKEN:")
+    }
 }

@@ -282,9 +282,11 @@ fn keygen_rules_offline_existing_key_and_parameters() {
     ok(&mut m, "AT%CMNG=3,16,2");
     ok(&mut m, "AT%KEYGEN=16,2,0");
     assert_eq!(
-        result(&mut m, "AT%KEYGEN=2147483648,2,0"),
+        result(&mut m, "AT%KEYGEN=2147483668,2,0"),
         "+CME ERROR: 514"
     );
+    // Nordic's debug-decryptable sec_tags are the host's (a test station's).
+    ok(&mut m, "AT%KEYGEN=2147483648,2,0");
     for bad in [
         "AT%KEYGEN=16",
         "AT%KEYGEN=16,3,0",
@@ -754,4 +756,18 @@ fn substitute_jwt_elsewhere_is_signed_by_the_identity_key() {
     assert_eq!(claims["iss"], format!("nRF9161.{uuid}"));
     assert_eq!(claims["sub"], uuid.to_string());
     assert!(claims.get("iat").is_none() && claims.get("exp").is_none());
+}
+
+#[test]
+fn the_ownership_key_is_the_host_s_to_write_and_claim_needs_it() {
+    let mut m = board(&[]);
+    ok(&mut m, "AT+CMEE=1");
+    assert_eq!(result(&mut m, "AT%CLAIMTOKEN=7"), "+CME ERROR: 529");
+    ok(&mut m, "AT%CMNG=0,7,9,\"owner\"");
+    let lines = ok(&mut m, "AT%CLAIMTOKEN=7");
+    assert!(lines[0].starts_with("%CLAIMTOKEN: \""), "{lines:?}");
+    assert_eq!(
+        result(&mut m, "AT%CLAIMTOKEN=7,\"not hex\""),
+        "+CME ERROR: 50"
+    );
 }

@@ -2,6 +2,7 @@
 
 mod sim_dialects;
 mod sim_faults;
+mod sim_fidelity;
 mod sim_fleet;
 mod sim_memory;
 mod sim_with_client;

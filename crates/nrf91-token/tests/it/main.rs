@@ -1,5 +1,6 @@
 //! nrf91-token's integration tests, one binary: a module per subject.
 
+mod token_claim;
 mod token_fixtures;
 mod token_mutations;
 mod token_props;

@@ -5,7 +5,8 @@
 use nrf91_token as token;
 use nrf91_token::verify::{CheckName, verify};
 use nrf91_token::{
-    Expected, Freshness, IdentityExpected, JwtExpected, JwtFreshness, KeyFormat, KeygenExpected,
+    ClaimExpected, Expected, Freshness, IdentityExpected, JwtExpected, JwtFreshness, KeyFormat,
+    KeygenExpected,
 };
 use testkit::token::*;
 
@@ -46,8 +47,19 @@ fn commands() -> Vec<(&'static str, Expected)> {
                 issuer: None,
             }),
         ),
+        (
+            "AT%CLAIMTOKEN",
+            Expected::Claim(ClaimExpected {
+                freshness: Freshness::Challenge(CHALLENGE),
+                device_uuid: Some(DEVICE),
+                ownership_key_digest: Some(nrf91_token::claim::ownership_key_digest(&OWNER)),
+            }),
+        ),
     ]
 }
+
+/// The ownership public key the claim tokens bind (any bytes do here).
+const OWNER: [u8; 4] = *b"own!";
 
 #[test]
 fn every_token_kind_offered_to_every_command_passes_only_its_own() {
@@ -59,6 +71,7 @@ fn every_token_kind_offered_to_every_command_passes_only_its_own() {
         ("key-generation token with a CSR", keygen_csr(&key)),
         ("key-generation token with a public key", keygen_pub(&key)),
         ("JWT", jwt(&key)),
+        ("device claim token", claim(&key, &OWNER)),
     ];
     for (c, (command, expected)) in commands().iter().enumerate() {
         for (t, (what, text)) in tokens.iter().enumerate() {

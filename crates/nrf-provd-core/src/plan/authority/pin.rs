@@ -286,8 +286,12 @@ impl LaterTokens for PinnedKey {
 }
 
 /// Whether this station has said yet what the modem's COSE signatures
-/// showed, per token kind (identity, keygen).
-static SAID: [AtomicBool; 2] = [AtomicBool::new(false), AtomicBool::new(false)];
+/// showed, per token kind (identity, keygen, claim).
+static SAID: [AtomicBool; 3] = [
+    AtomicBool::new(false),
+    AtomicBool::new(false),
+    AtomicBool::new(false),
+];
 
 /// Log once per station (process) whether a board's COSE signature of
 /// `kind` verified under the key learnt from its JWTs: on a real modem this
@@ -296,6 +300,7 @@ pub fn observe_signing_input(kind: TokenKind, verified: bool) {
     let slot = match kind {
         TokenKind::Identity => &SAID[0],
         TokenKind::Keygen => &SAID[1],
+        TokenKind::Claim => &SAID[2],
         TokenKind::Jwt => return,
     };
     if slot.swap(true, Ordering::Relaxed) {

@@ -15,6 +15,16 @@ pub async fn run<T: Link>(run: &mut Run<'_, T>) -> Result<String, StepFailure> {
     if run.state.collected() {
         return Ok(crate::plan::NOT_VOUCHED.to_string());
     }
+    if crate::plan::firmware::skips_confirm(run.state.firmware.as_ref()) {
+        // Only reached with plan.confirm_unsupported = "skip" (the gate
+        // refuses it otherwise): say so, never pass as confirmed.
+        return Ok(format!(
+            "skipped (plan.confirm_unsupported = \"skip\"): firmware {} lists no SHA-256 digests \
+             (needs >= {}); what install wrote was NOT confirmed",
+            run.state.firmware.as_ref().map_or("", |f| f.text.as_str()),
+            crate::modem::MIN_FOR_CMNG_SHA
+        ));
+    }
     let sec_tag = run.ctx.plan.sec_tag;
     let listed = run
         .modem

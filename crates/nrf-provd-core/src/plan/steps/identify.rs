@@ -14,6 +14,13 @@ pub async fn run<T: Link>(run: &mut Run<'_, T>) -> Result<String, StepFailure> {
     crate::imei::check(&id.imei)
         .map_err(|e| StepFailure::new(Step::Identify, ReasonCode::Imei, e.to_string()))?;
     run.state.device_uuid = id.device_uuid;
+    let firmware = crate::modem::ModemFirmware::parse(&id.firmware);
+    let version = match (&firmware.version, firmware.ntn) {
+        (_, true) => " (NTN build: modern)".to_string(),
+        (Some(_), false) => String::new(),
+        (None, false) => " (no version in it)".to_string(),
+    };
+    run.state.firmware = Some(firmware);
     let device = &mut run.record.device;
     device.device_uuid = id.device_uuid;
     if let Some(uuid) = id.device_uuid {
@@ -25,7 +32,7 @@ pub async fn run<T: Link>(run: &mut Run<'_, T>) -> Result<String, StepFailure> {
     device.firmware_uuid = id.firmware_uuid;
     device.hw_version = id.hw_version.clone();
     Ok(format!(
-        "imei {} uuid {} fw {}",
+        "imei {} uuid {} fw {}{version}",
         id.imei,
         id.device_uuid
             .map_or_else(|| "- (no %DEVICEUUID)".into(), |u| u.to_string()),

@@ -24,6 +24,8 @@ pub struct Rules {
     pub place: Place,
     /// Whether the step needs the `[ca]` section.
     pub needs_ca: bool,
+    /// Whether the step needs the `[claim]` section (the ownership key).
+    pub needs_claim: bool,
 }
 
 impl Rules {
@@ -31,6 +33,7 @@ impl Rules {
         needs: &[],
         place: Place::Anywhere,
         needs_ca: false,
+        needs_claim: false,
     };
 }
 
@@ -65,6 +68,7 @@ steps! {
     Identify => identify,
     Offline => offline,
     Attest => attest,
+    Claim => claim,
     Keygen => keygen,
     Certify => certify,
     Install => install,
