@@ -101,8 +101,13 @@ async fn two_hundred_api_clients_half_reading_slowly_leave_the_station_its_runs_
     let (quiet, abusive) = (&report.quiet, &report.abusive);
     // The windows saw the boards cycle several times each.
     assert!(quiet.runs >= 4 * BOARDS, "{quiet:?}");
+    // Starvation, not speed: before the readers had their own threads the
+    // station finished 4 runs in a window where it finished 260 alone.
+    // The bound leaves room for the other tests of this binary sharing the
+    // cores between the two windows; the bench (`bench --scrape
+    // --abusive`) measures the real cost.
     assert!(
-        abusive.runs * 10 >= quiet.runs * 9,
+        abusive.runs * 10 >= quiet.runs * 7,
         "with the clients {} runs, without {}",
         abusive.runs,
         quiet.runs
