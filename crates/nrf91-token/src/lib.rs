@@ -70,12 +70,7 @@ pub enum TokenKind {
 }
 
 impl TokenKind {
-    pub const ALL: [TokenKind; 4] = [
-        TokenKind::Identity,
-        TokenKind::Keygen,
-        TokenKind::Jwt,
-        TokenKind::Claim,
-    ];
+    pub const ALL: &[TokenKind] = <TokenKind as strum::VariantArray>::VARIANTS;
 
     /// `identity`, `keygen`, `jwt` or `claim`, as stored and printed.
     pub fn as_str(self) -> &'static str {
@@ -103,7 +98,7 @@ impl TokenKind {
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        TokenKind::ALL.into_iter().find(|k| k.as_str() == text)
+        text.parse().ok()
     }
 }
 

@@ -37,8 +37,8 @@ fn steps_keep_their_words_in_plan_order() {
         Step::ALL,
         Step::as_str,
         &[
-            "probe", "identify", "offline", "attest", "keygen", "certify", "install", "confirm",
-            "jwt", "restore",
+            "probe", "identify", "offline", "attest", "claim", "keygen", "certify", "install",
+            "confirm", "jwt", "restore",
         ],
     );
     assert!(Step::ALL.iter().all(|s| s.to_string() == s.as_str()));
@@ -65,6 +65,8 @@ fn reason_codes_keep_their_words_and_an_unknown_one_reads_as_other() {
             "io",
             "config",
             "imei",
+            "firmware_unsupported",
+            "power_warning",
             "decode",
             "kind",
             "message_type",
@@ -79,6 +81,7 @@ fn reason_codes_keep_their_words_and_an_unknown_one_reads_as_other() {
             "csr_signature",
             "common_name",
             "jwt_time",
+            "layout",
             "jwt_issuer",
             "jwt_challenge",
             "jwt_audience",
@@ -120,9 +123,13 @@ fn authorities_outcomes_and_artifacts_keep_their_words() {
         &["in_flight", "passed", "failed", "interrupted", "collected"],
     );
     round_trip(
-        &[ArtifactKind::Csr, ArtifactKind::DeviceCertificate],
+        &[
+            ArtifactKind::Csr,
+            ArtifactKind::DeviceCertificate,
+            ArtifactKind::ClaimSignature,
+        ],
         ArtifactKind::as_str,
-        &["csr", "device_certificate"],
+        &["csr", "device_certificate", "claim_signature"],
     );
     assert_eq!(VerifiedBy::parse("Keys"), None, "words are exact");
     assert_eq!(Outcome::parse("pass"), None);
@@ -151,12 +158,13 @@ fn checks_and_token_kinds_keep_their_words() {
             "jwt_challenge",
             "jwt_audience",
             "pinned_signature",
+            "layout",
         ],
     );
     round_trip(
-        &[TokenKind::Identity, TokenKind::Keygen, TokenKind::Jwt],
+        TokenKind::ALL,
         TokenKind::as_str,
-        &["identity", "keygen", "jwt"],
+        &["identity", "keygen", "jwt", "claim"],
     );
 }
 
