@@ -29,6 +29,7 @@ use super::{
 use crate::token::TokenKind;
 
 mod handoff;
+pub mod integrity;
 mod line;
 mod owner;
 pub mod readers;
@@ -185,6 +186,10 @@ impl SqliteLedger {
                 .map_err(io(path, "cannot open or create database"))?;
             restrict(path, &file)?;
         }
+        let bytes = std::fs::metadata(path)
+            .map_err(io(path, "cannot stat"))?
+            .len();
+        let check = integrity::Check::for_open(bytes, integrity::closed_cleanly(&lock));
 
         let mut conn = Connection::open_with_flags(
             path,
@@ -193,7 +198,13 @@ impl SqliteLedger {
         .map_err(sql("open"))?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(sql("busy_timeout"))?;
-        check_health(path, &conn)?;
+        match check {
+            integrity::Check::AtOpen => integrity::quick_check(path, &conn)?,
+            integrity::Check::InBackground | integrity::Check::SchemaOnly => {
+                integrity::schema_check(path, &conn)?
+            }
+        }
+        integrity::mark_open(path, &lock)?;
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
             .map_err(sql("journal_mode=WAL"))?;
@@ -234,8 +245,12 @@ impl SqliteLedger {
         restrict_side_file(&side_file(path, "-wal"))?;
         restrict_side_file(&side_file(path, "-shm"))?;
 
+        let db = Db::start("db-writer", conn, Some(lock), path, recovered)?;
+        if check == integrity::Check::InBackground {
+            integrity::check_in_background(path.to_owned(), Arc::clone(&db.damage));
+        }
         Ok(SqliteLedger {
-            db: Arc::new(Db::start("db-writer", conn, Some(lock), path, recovered)?),
+            db: Arc::new(db),
             pending_dir,
         })
     }
@@ -286,6 +301,12 @@ impl SqliteLedger {
         }
         check_not_newer(path, version)?;
         Ok((conn, version))
+    }
+
+    /// Check the whole file now (`PRAGMA quick_check`, read-only, also
+    /// while a daemon writes it): `Damaged` says what is wrong.
+    pub fn check(path: &Path) -> Result<(), LedgerError> {
+        integrity::check_now(path)
     }
 
     /// Runs found in flight (left by a crash) and marked interrupted by `open`.
@@ -899,26 +920,6 @@ fn count_runs(conn: &mut Connection) -> Result<Counts, LedgerError> {
     Ok(counts)
 }
 
-/// Refuse a damaged database: recording into it would lose what is there
-/// and what comes.
-fn check_health(path: &Path, conn: &Connection) -> Result<(), LedgerError> {
-    let damaged = |detail: String| LedgerError::Damaged {
-        path: path.to_owned(),
-        detail,
-    };
-    let mut stmt = conn
-        .prepare("PRAGMA quick_check")
-        .map_err(|e| damaged(e.to_string()))?;
-    let problems: Vec<String> = stmt
-        .query_map([], |row| row.get::<_, String>(0))
-        .and_then(|rows| rows.collect())
-        .map_err(|e| damaged(e.to_string()))?;
-    match problems.as_slice() {
-        [ok] if ok == "ok" => Ok(()),
-        _ => Err(damaged(problems.join("; "))),
-    }
-}
-
 fn pending_file(dir: &Path, record: &RunRecord) -> PathBuf {
     dir.join(format!("{}.json", record.uid.hyphenated()))
 }
@@ -1002,7 +1003,21 @@ fn migrate(path: &Path, conn: &mut Connection) -> Result<(), LedgerError> {
     let version = user_version(conn)?;
     check_not_newer(path, version)?;
     let applied = usize::try_from(version).unwrap_or(0);
+    // A migration of a large database can outlast systemd's start timeout:
+    // while one runs, say so every few seconds and ask for more time.
+    let pending = MIGRATIONS.len().saturating_sub(applied);
+    if applied > 0 && pending > 0 {
+        report_progress(conn, path);
+    }
+    let migrated = apply_migrations(path, conn, applied);
+    conn.progress_handler(0, None::<fn() -> bool>);
+    migrated
+}
+
+fn apply_migrations(path: &Path, conn: &mut Connection, applied: usize) -> Result<(), LedgerError> {
     for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+        tracing::info!(database = %path.display(), from = index, to = index + 1, "migrating the database");
+        crate::station::systemd::extend_start_timeout(MIGRATION_EXTEND);
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Exclusive)
             .map_err(sql("begin migration"))?;
@@ -1023,6 +1038,34 @@ fn migrate(path: &Path, conn: &mut Connection) -> Result<(), LedgerError> {
         tx.commit().map_err(sql("commit migration"))?;
     }
     Ok(())
+}
+
+/// How much more start-up time each migration report asks systemd for.
+const MIGRATION_EXTEND: Duration = Duration::from_secs(30);
+/// How often a running migration reports (well inside [`MIGRATION_EXTEND`]).
+const MIGRATION_REPORT_EVERY: Duration = Duration::from_secs(5);
+
+/// From now on SQLite's progress handler logs "still migrating" and
+/// extends systemd's start timeout every [`MIGRATION_REPORT_EVERY`].
+fn report_progress(conn: &Connection, path: &Path) {
+    let started = std::time::Instant::now();
+    let mut last = started;
+    let path = path.to_owned();
+    conn.progress_handler(
+        100_000,
+        Some(move || {
+            if last.elapsed() >= MIGRATION_REPORT_EVERY {
+                last = std::time::Instant::now();
+                crate::station::systemd::extend_start_timeout(MIGRATION_EXTEND);
+                tracing::info!(
+                    database = %path.display(),
+                    seconds = started.elapsed().as_secs(),
+                    "still migrating the database"
+                );
+            }
+            false
+        }),
+    );
 }
 
 fn uuid_text(uuid: Uuid) -> String {

@@ -4,4 +4,5 @@ mod ca_signing;
 mod line_ledger;
 mod plan_memory;
 mod station_presence;
+mod store_integrity;
 mod store_records;
