@@ -33,6 +33,7 @@ pub mod integrity;
 mod line;
 mod owner;
 pub mod readers;
+mod tally;
 pub use handoff::SqliteHandoff;
 pub use line::stored_claim_value;
 use owner::{Db, blocking};
@@ -47,6 +48,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_outbox.sql"),
     include_str!("migrations/0006_handoff.sql"),
     include_str!("migrations/0007_pin_keys.sql"),
+    include_str!("migrations/0008_history.sql"),
 ];
 
 /// The schema version this release writes (`PRAGMA user_version`).
@@ -703,7 +705,12 @@ impl LedgerReader for SqliteLedger {
     }
 
     async fn counts(&self) -> Result<Counts, LedgerError> {
-        blocking(&self.db, count_runs).await
+        blocking(&self.db, tally::counts).await
+    }
+
+    async fn summary(&self, filter: &RunFilter) -> Result<super::Summary, LedgerError> {
+        let filter = filter.clone();
+        blocking(&self.db, move |conn| tally::summary(conn, &filter)).await
     }
 }
 
@@ -723,7 +730,12 @@ impl LedgerReader for SqliteReader {
     }
 
     async fn counts(&self) -> Result<Counts, LedgerError> {
-        blocking(&self.db, count_runs).await
+        blocking(&self.db, tally::counts).await
+    }
+
+    async fn summary(&self, filter: &RunFilter) -> Result<super::Summary, LedgerError> {
+        let filter = filter.clone();
+        blocking(&self.db, move |conn| tally::summary(conn, &filter)).await
     }
 }
 
@@ -735,22 +747,51 @@ fn read_runs(
     filter: &RunFilter,
     id: Option<RunId>,
 ) -> Result<Vec<RunRecord>, LedgerError> {
-    let limit = filter
-        .limit
-        .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
-    let filter_params = params![
-        filter.device_uuid.map(uuid_text),
-        filter.since.map(dbtime::format),
-        limit,
-        id,
-        filter.station_id,
-    ];
-    // One selection, used by all four queries.
-    const SELECTED: &str = "SELECT id FROM runs
-         WHERE (?1 IS NULL OR device_uuid = ?1) AND (?2 IS NULL OR started_at >= ?2)
-               AND (?4 IS NULL OR id = ?4) AND (?5 IS NULL OR station_id = ?5)
-         ORDER BY id DESC LIMIT ?3";
-    read_selected(conn, SELECTED, filter_params)
+    let (mut conditions, mut values) = filter_sql(filter);
+    if let Some(id) = id {
+        conditions.push("id = ?");
+        values.push(id.into());
+    }
+    // One selection, used by all four queries. Only the filters given are
+    // in it, so that SQLite can pick the index each one has; without a
+    // limit, no order either (the runs are read in id order anyway), so
+    // that `--since` alone reads its range of the time index.
+    let mut selected = format!("SELECT id FROM runs{}", where_clause(&conditions));
+    if let Some(limit) = filter.limit {
+        selected.push_str(" ORDER BY id DESC LIMIT ?");
+        values.push(i64::try_from(limit).unwrap_or(i64::MAX).into());
+    }
+    let params: Vec<&dyn rusqlite::ToSql> =
+        values.iter().map(|v| v as &dyn rusqlite::ToSql).collect();
+    read_selected(conn, &selected, &params)
+}
+
+/// `filter`'s conditions on `runs` (all must hold), with their values in
+/// order; `limit` is the caller's.
+fn filter_sql(filter: &RunFilter) -> (Vec<&'static str>, Vec<rusqlite::types::Value>) {
+    let mut conditions = Vec::new();
+    let mut values: Vec<rusqlite::types::Value> = Vec::new();
+    if let Some(device) = filter.device_uuid {
+        conditions.push("device_uuid = ?");
+        values.push(uuid_text(device).into());
+    }
+    if let Some(since) = filter.since {
+        conditions.push("started_at >= ?");
+        values.push(dbtime::format(since).into());
+    }
+    if let Some(station) = &filter.station_id {
+        conditions.push("station_id = ?");
+        values.push(station.clone().into());
+    }
+    (conditions, values)
+}
+
+fn where_clause(conditions: &[&str]) -> String {
+    if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    }
 }
 
 /// The runs whose ids `selected` (SQL, with `filter_params`) returns,
@@ -892,32 +933,6 @@ fn read_selected(
             )
         })
         .collect()
-}
-
-fn count_runs(conn: &mut Connection) -> Result<Counts, LedgerError> {
-    let mut stmt = conn
-        .prepare_cached("SELECT outcome, COUNT(*) FROM runs GROUP BY outcome")
-        .map_err(sql("count runs"))?;
-    let rows = stmt
-        .query_map([], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-        })
-        .map_err(sql("count runs"))?;
-    let mut counts = Counts::default();
-    for row in rows {
-        let (outcome, n) = row.map_err(sql("count runs"))?;
-        let n = u64::try_from(n).unwrap_or(0);
-        match Outcome::parse(&outcome) {
-            Some(outcome) => counts.add(outcome, n),
-            None => {
-                return Err(LedgerError::Corrupt {
-                    what: "run outcome",
-                    value: outcome,
-                });
-            }
-        }
-    }
-    Ok(counts)
 }
 
 fn pending_file(dir: &Path, record: &RunRecord) -> PathBuf {
