@@ -7,7 +7,6 @@
 //! else in the process can hold a commit up. The HTTP API reads through a
 //! pool of read-only connections of its own ([`readers`]).
 
-use std::collections::HashMap;
 use std::fs::{File, OpenOptions, Permissions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -22,34 +21,52 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    Artifact, ArtifactKind, Claim, ClaimKind, ClaimOutcome, Counts, DeviceInfo, Ledger,
-    LedgerError, LedgerReader, Outcome, Pin, PinOutcome, ReasonCode, RunFilter, RunId, RunRecord,
-    RunStart, Step, StepRecord, TokenRecord, VerifiedBy, dbtime,
+    Artifact, Claim, ClaimKind, ClaimOutcome, Counts, DeviceInfo, Ledger, LedgerError,
+    LedgerReader, Outcome, Pin, PinOutcome, ReasonCode, RunFilter, RunId, RunRecord, RunStart,
+    Step, StepRecord, TokenRecord, VerifiedBy, dbtime,
 };
-use crate::token::TokenKind;
 
 mod handoff;
 pub mod integrity;
 mod line;
 mod owner;
+mod payload;
 pub mod readers;
 mod tally;
 pub use handoff::SqliteHandoff;
 pub use line::stored_claim_value;
 use owner::{Db, blocking};
 
+/// One schema migration: SQL, or SQL and then a Rust step in the same
+/// transaction (data SQL cannot convert).
+enum Migration {
+    Sql(&'static str),
+    SqlThen(
+        &'static str,
+        fn(&Connection, &Path) -> Result<(), LedgerError>,
+    ),
+}
+
 /// Schema migrations, applied in order; `PRAGMA user_version` counts how many
 /// a database has. Append only: never edit a released migration.
-const MIGRATIONS: &[&str] = &[
-    include_str!("migrations/0001_initial.sql"),
-    include_str!("migrations/0002_reason_code.sql"),
-    include_str!("migrations/0003_line.sql"),
-    include_str!("migrations/0004_health.sql"),
-    include_str!("migrations/0005_outbox.sql"),
-    include_str!("migrations/0006_handoff.sql"),
-    include_str!("migrations/0007_pin_keys.sql"),
-    include_str!("migrations/0008_history.sql"),
+const MIGRATIONS: &[Migration] = &[
+    Migration::Sql(include_str!("migrations/0001_initial.sql")),
+    Migration::Sql(include_str!("migrations/0002_reason_code.sql")),
+    Migration::Sql(include_str!("migrations/0003_line.sql")),
+    Migration::Sql(include_str!("migrations/0004_health.sql")),
+    Migration::Sql(include_str!("migrations/0005_outbox.sql")),
+    Migration::Sql(include_str!("migrations/0006_handoff.sql")),
+    Migration::Sql(include_str!("migrations/0007_pin_keys.sql")),
+    Migration::Sql(include_str!("migrations/0008_history.sql")),
+    Migration::SqlThen(
+        include_str!("migrations/0009_payloads.sql"),
+        payload::move_into_payloads,
+    ),
 ];
+
+/// The first schema version whose runs keep steps, tokens and artifacts in
+/// `run_payloads`.
+const PAYLOADS: i64 = 9;
 
 /// The schema version this release writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
@@ -225,6 +242,13 @@ impl SqliteLedger {
         // bundled SQLite turns them on by default.
         conn.pragma_update(None, "foreign_keys", "OFF")
             .map_err(sql("foreign_keys=OFF"))?;
+        // A new database reuses and can give back the pages retention
+        // frees without a full VACUUM; this is only possible before its
+        // first table (an older database keeps reusing its free pages).
+        if user_version(&conn)? == 0 {
+            conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+                .map_err(sql("auto_vacuum=INCREMENTAL"))?;
+        }
         migrate(path, &mut conn)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(sql("foreign_keys=ON"))?;
@@ -598,63 +622,7 @@ fn finish_in(tx: &Connection, record: &RunRecord) -> Result<(), LedgerError> {
         });
     }
 
-    {
-        let mut insert = tx
-            .prepare_cached(
-                "INSERT INTO steps (run_id, seq, name, started_at, duration_us, passed, attempts, detail)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )
-            .map_err(sql("insert step"))?;
-        for (seq, step) in record.steps.iter().enumerate() {
-            insert
-                .execute(params![
-                    record.id,
-                    seq,
-                    step.name.as_str(),
-                    dbtime::format(step.started_at),
-                    i64::try_from(step.duration.as_micros()).unwrap_or(i64::MAX),
-                    step.passed,
-                    step.attempts,
-                    step.detail,
-                ])
-                .map_err(sql("insert step"))?;
-        }
-        let mut insert = tx
-            .prepare_cached(
-                "INSERT INTO tokens (run_id, seq, kind, text, authentic, checks_json)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
-            .map_err(sql("insert token"))?;
-        for (seq, token) in record.tokens.iter().enumerate() {
-            insert
-                .execute(params![
-                    record.id,
-                    seq,
-                    token.kind.as_str(),
-                    token.text,
-                    token.authentic,
-                    token.checks_json,
-                ])
-                .map_err(sql("insert token"))?;
-        }
-        let mut insert = tx
-            .prepare_cached(
-                "INSERT INTO artifacts (run_id, seq, kind, sec_tag, content)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .map_err(sql("insert artifact"))?;
-        for (seq, artifact) in record.artifacts.iter().enumerate() {
-            insert
-                .execute(params![
-                    record.id,
-                    seq,
-                    artifact.kind.as_str(),
-                    artifact.sec_tag,
-                    artifact.content,
-                ])
-                .map_err(sql("insert artifact"))?;
-        }
-    }
+    payload::store(tx, record)?;
 
     if let Some(uuid) = device.device_uuid {
         let seen = dbtime::format(record.finished_at.unwrap_or(record.started_at));
@@ -824,113 +792,16 @@ fn read_selected(
         .collect::<Result<Vec<_>, _>>()
         .map_err(sql("read runs"))?;
 
-    let mut steps: HashMap<RunId, Vec<StepRecord>> = HashMap::new();
-    let mut stmt = conn
-        .prepare_cached(&format!(
-            "SELECT run_id, name, started_at, duration_us, passed, attempts, detail
-             FROM steps WHERE run_id IN ({selected}) ORDER BY run_id, seq"
-        ))
-        .map_err(sql("query steps"))?;
-    let rows = stmt
-        .query_map(filter_params, |row| {
-            Ok((
-                row.get::<_, RunId>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, i64>(3)?,
-                row.get::<_, bool>(4)?,
-                row.get::<_, u32>(5)?,
-                row.get::<_, String>(6)?,
-            ))
-        })
-        .map_err(sql("query steps"))?;
-    for row in rows {
-        let (run, name, started_at, micros, passed, attempts, detail) =
-            row.map_err(sql("read step"))?;
-        let name = name.parse::<Step>().map_err(|_| LedgerError::Corrupt {
-            what: "step name",
-            value: name,
-        })?;
-        steps.entry(run).or_default().push(StepRecord {
-            name,
-            started_at: parse_time(started_at, "step start time")?,
-            duration: Duration::from_micros(u64::try_from(micros).unwrap_or(0)),
-            passed,
-            attempts,
-            detail,
-        });
-    }
-
-    let mut tokens: HashMap<RunId, Vec<TokenRecord>> = HashMap::new();
-    let mut stmt = conn
-        .prepare_cached(&format!(
-            "SELECT run_id, kind, text, authentic, checks_json
-             FROM tokens WHERE run_id IN ({selected}) ORDER BY run_id, seq"
-        ))
-        .map_err(sql("query tokens"))?;
-    let rows = stmt
-        .query_map(filter_params, |row| {
-            Ok((
-                row.get::<_, RunId>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, bool>(3)?,
-                row.get::<_, String>(4)?,
-            ))
-        })
-        .map_err(sql("query tokens"))?;
-    for row in rows {
-        let (run, kind, text, authentic, checks_json) = row.map_err(sql("read token"))?;
-        let kind = TokenKind::parse(&kind).ok_or(LedgerError::Corrupt {
-            what: "token kind",
-            value: kind,
-        })?;
-        tokens.entry(run).or_default().push(TokenRecord {
-            kind,
-            text,
-            authentic,
-            checks_json,
-        });
-    }
-
-    let mut artifacts: HashMap<RunId, Vec<Artifact>> = HashMap::new();
-    let mut stmt = conn
-        .prepare_cached(&format!(
-            "SELECT run_id, kind, sec_tag, content
-             FROM artifacts WHERE run_id IN ({selected}) ORDER BY run_id, seq"
-        ))
-        .map_err(sql("query artifacts"))?;
-    let rows = stmt
-        .query_map(filter_params, |row| {
-            Ok((
-                row.get::<_, RunId>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, Option<u32>>(2)?,
-                row.get::<_, String>(3)?,
-            ))
-        })
-        .map_err(sql("query artifacts"))?;
-    for row in rows {
-        let (run, kind, sec_tag, content) = row.map_err(sql("read artifact"))?;
-        let kind = ArtifactKind::parse(&kind).ok_or(LedgerError::Corrupt {
-            what: "artifact kind",
-            value: kind,
-        })?;
-        artifacts.entry(run).or_default().push(Artifact {
-            kind,
-            sec_tag,
-            content,
-        });
-    }
+    let mut parts = if version >= PAYLOADS {
+        payload::read(conn, selected, filter_params)?
+    } else {
+        payload::read_tables(conn, selected, filter_params)?
+    };
 
     raws.into_iter()
         .map(|raw| {
-            let id = raw.id;
-            raw.into_record(
-                steps.remove(&id).unwrap_or_default(),
-                tokens.remove(&id).unwrap_or_default(),
-                artifacts.remove(&id).unwrap_or_default(),
-            )
+            let parts = parts.remove(&raw.id).unwrap_or_default();
+            raw.into_record(parts.steps, parts.tokens, parts.artifacts)
         })
         .collect()
 }
@@ -1036,8 +907,14 @@ fn apply_migrations(path: &Path, conn: &mut Connection, applied: usize) -> Resul
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Exclusive)
             .map_err(sql("begin migration"))?;
-        tx.execute_batch(migration)
-            .map_err(sql("apply migration"))?;
+        match migration {
+            Migration::Sql(text) => tx.execute_batch(text),
+            Migration::SqlThen(text, _) => tx.execute_batch(text),
+        }
+        .map_err(sql("apply migration"))?;
+        if let Migration::SqlThen(_, step) = migration {
+            step(&tx, path)?;
+        }
         let dangling: Option<String> = tx
             .query_row("PRAGMA foreign_key_check", [], |row| row.get(0))
             .optional()
