@@ -224,6 +224,14 @@ impl SqliteLedger {
             }
         }
         integrity::mark_open(path, &lock)?;
+        // A new database reuses and can give back the pages retention
+        // frees without a full VACUUM; this is only possible before its
+        // first page is written, WAL's header included (an older database
+        // keeps reusing its free pages).
+        if user_version(&conn)? == 0 {
+            conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+                .map_err(sql("auto_vacuum=INCREMENTAL"))?;
+        }
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
             .map_err(sql("journal_mode=WAL"))?;
@@ -242,13 +250,6 @@ impl SqliteLedger {
         // bundled SQLite turns them on by default.
         conn.pragma_update(None, "foreign_keys", "OFF")
             .map_err(sql("foreign_keys=OFF"))?;
-        // A new database reuses and can give back the pages retention
-        // frees without a full VACUUM; this is only possible before its
-        // first table (an older database keeps reusing its free pages).
-        if user_version(&conn)? == 0 {
-            conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
-                .map_err(sql("auto_vacuum=INCREMENTAL"))?;
-        }
         migrate(path, &mut conn)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(sql("foreign_keys=ON"))?;

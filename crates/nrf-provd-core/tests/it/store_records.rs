@@ -1044,3 +1044,15 @@ async fn a_version_8_database_with_history_keeps_every_run_and_claim_in_compact_
         .unwrap();
     assert_eq!(payloads, 300);
 }
+
+#[tokio::test]
+async fn a_new_database_gives_back_freed_pages_without_a_full_vacuum() {
+    let dir = tmp();
+    let path = dir.path().join("new.db");
+    drop(open(&path));
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let mode: i64 = conn
+        .pragma_query_value(None, "auto_vacuum", |row| row.get(0))
+        .unwrap();
+    assert_eq!(mode, 2, "auto_vacuum=INCREMENTAL");
+}

@@ -48,10 +48,12 @@ END;
 
 -- Distinct devices per station and in all ('all', or 'station:<id>'),
 -- kept the same way: a device counts once per station it ran at.
+-- Keyed by device first: the 'all' count finds a device's other stations
+-- by its key, and a run adds one row to one B-tree.
 CREATE TABLE station_devices (
-    station_id  TEXT NOT NULL,
     device_uuid TEXT NOT NULL,
-    PRIMARY KEY (station_id, device_uuid)
+    station_id  TEXT NOT NULL,
+    PRIMARY KEY (device_uuid, station_id)
 ) WITHOUT ROWID;
 
 CREATE TABLE device_tally (
@@ -92,6 +94,3 @@ BEGIN
                         WHERE device_uuid = NEW.device_uuid AND station_id <> NEW.station_id)
     ON CONFLICT (scope) DO UPDATE SET devices = devices + 1;
 END;
-
--- The 'all' count needs a device's stations: find them by device.
-CREATE INDEX station_devices_by_device ON station_devices (device_uuid);
