@@ -903,8 +903,11 @@ fn migrate(path: &Path, conn: &mut Connection) -> Result<(), LedgerError> {
 
 fn apply_migrations(path: &Path, conn: &mut Connection, applied: usize) -> Result<(), LedgerError> {
     for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
-        tracing::info!(database = %path.display(), from = index, to = index + 1, "migrating the database");
-        crate::station::systemd::extend_start_timeout(MIGRATION_EXTEND);
+        // A new database is made, not migrated: nothing to say then.
+        if applied > 0 {
+            tracing::info!(database = %path.display(), from = index, to = index + 1, "migrating the database");
+            crate::station::systemd::extend_start_timeout(MIGRATION_EXTEND);
+        }
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Exclusive)
             .map_err(sql("begin migration"))?;

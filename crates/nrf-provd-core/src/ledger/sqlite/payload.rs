@@ -462,7 +462,9 @@ pub(super) fn move_into_payloads(tx: &Connection, path: &Path) -> Result<(), Led
     }
     tx.execute_batch("DROP TABLE steps; DROP TABLE tokens; DROP TABLE artifacts;")
         .map_err(sql("drop the tables moved"))?;
-    tracing::info!(database = %path.display(), runs = moved, seconds = started.elapsed().as_secs_f64(), "runs moved into compact payloads");
+    if moved > 0 {
+        tracing::info!(database = %path.display(), runs = moved, seconds = started.elapsed().as_secs_f64(), "runs moved into compact payloads");
+    }
     Ok(())
 }
 
