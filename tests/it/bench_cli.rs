@@ -265,3 +265,49 @@ fn bench_scrape_reads_the_page_and_metrics_during_the_row() {
     let plain: Value = serde_json::from_str(plain.trim()).expect("json");
     assert!(plain["rows"][0]["scrape"].is_null(), "{plain}");
 }
+
+#[test]
+fn bench_history_builds_the_runs_and_reports_every_figure_at_both_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("history.db");
+    let out = stdout(&nrf_provd(&[
+        "bench",
+        "--history",
+        "500",
+        "--boards",
+        "2",
+        "--seed",
+        "9",
+        "--json",
+        "--db",
+        db.to_str().unwrap(),
+    ]));
+    let report: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let history = &report["history"];
+    assert_eq!(history["added"], 500, "{out}");
+    // The history database is kept where asked, with every run added.
+    assert!(db.exists());
+    let full = &history["full"];
+    assert!(full["history"].as_u64().unwrap() >= 500, "{out}");
+    for size in ["empty", "full"] {
+        let figures = &history[size];
+        for figure in [
+            "ready_warm_s",
+            "first_pass_s",
+            "commit_p99_ms",
+            "limit_100_ms",
+            "summary_ms",
+            "attest_csv_ms",
+            "api_runs_ms",
+        ] {
+            assert!(
+                figures[figure].as_f64().is_some_and(|v| v > 0.0),
+                "{size} {figure}: {out}"
+            );
+        }
+        assert!(figures["rss_kib"].as_u64().unwrap() > 0, "{out}");
+    }
+    // Every copied run passed, so attest-csv has a row per device.
+    assert!(full["attest_rows"].as_u64().unwrap() >= 500, "{out}");
+    assert!(history["bytes_per_run"].as_f64().unwrap() > 0.0, "{out}");
+}

@@ -224,7 +224,33 @@ fn a_database_of_the_previous_release_is_migrated_and_shows_reason_codes() {
         .and_then(|c| c.query_row("SELECT COUNT(*) FROM shift_changes", [], |row| row.get(0)))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(changes, 0);
-    assert_eq!(nrf_provd_core::ledger::SCHEMA_VERSION, 8);
+    // Version 9: tallies for counts and the summary, kept from the runs.
+    let tallied: i64 = rusqlite::Connection::open(&db)
+        .and_then(|c| c.query_row("SELECT SUM(runs) FROM run_tally", [], |row| row.get(0)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(tallied, 3, "every old run is tallied");
+    // Version 10: each run's steps, tokens and artifacts in one compact
+    // payload (what the JSON above read back), the three tables gone.
+    let (payloads, tables): (i64, i64) = rusqlite::Connection::open(&db)
+        .and_then(|c| {
+            c.query_row(
+                "SELECT (SELECT COUNT(*) FROM run_payloads),
+                        (SELECT COUNT(*) FROM sqlite_master
+                          WHERE name IN ('steps', 'tokens', 'artifacts'))",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((payloads, tables), (3, 0));
+    assert!(
+        runs.as_array()
+            .unwrap_or_else(|| panic!("array"))
+            .iter()
+            .all(|r| !r["steps"].as_array().is_none_or(Vec::is_empty)),
+        "every old run keeps its steps"
+    );
+    assert_eq!(nrf_provd_core::ledger::SCHEMA_VERSION, 10);
     // Before version 3 only the trust file vouched: passed runs say so.
     assert_eq!(runs[0]["verified_by"], "keys");
     assert_eq!(runs[1]["verified_by"], serde_json::Value::Null);

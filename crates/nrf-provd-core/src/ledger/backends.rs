@@ -31,6 +31,12 @@ pub mod local {
         Ok(Arc::new(SqliteLedger::open_read_only(database)?))
     }
 
+    /// The whole file checked now (`results --check`), read-only, also
+    /// while a daemon writes it: `Damaged` says what is wrong.
+    pub fn check(database: &Path) -> Result<(), LedgerError> {
+        SqliteLedger::check(database)
+    }
+
     /// The HTTP API's readers: at most `size` reads at once, none on the
     /// writer's thread, connection or lock.
     pub fn readers(database: &Path, size: usize) -> Result<Arc<dyn RunReaders>, LedgerError> {

@@ -44,7 +44,7 @@ pub use paged::{Render, RunPage, RunReader, RunReaders};
 pub use postgres::{PgSettings, PostgresLedger};
 pub use settings::{LedgerConfig, LedgerMode, MAX_BATCH, MAX_POOL, PASSWORD_ENV, PasswordSource};
 pub use sqlite::readers::{Reader, ReaderPool};
-pub use sqlite::{SCHEMA_VERSION, SqliteHandoff, SqliteLedger, SqliteReader};
+pub use sqlite::{SCHEMA_VERSION, SqliteHandoff, SqliteLedger, SqliteReader, integrity};
 pub use summary::Summary;
 
 /// Database used when none is configured: `$STATE_DIRECTORY/results.db`
@@ -132,6 +132,10 @@ impl LedgerError {
         use rusqlite::ErrorCode::*;
         match self {
             LedgerError::Io { .. } | LedgerError::Task(_) | LedgerError::Unreachable { .. } => true,
+            // Damage the background check found while the station runs: it
+            // pauses, and records are kept beside the database (as for a
+            // full disk) until someone restores it and restarts.
+            LedgerError::Damaged { .. } => true,
             LedgerError::Sqlite { source, .. } => matches!(
                 source.sqlite_error_code(),
                 Some(

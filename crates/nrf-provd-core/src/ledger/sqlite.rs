@@ -7,7 +7,6 @@
 //! else in the process can hold a commit up. The HTTP API reads through a
 //! pool of read-only connections of its own ([`readers`]).
 
-use std::collections::HashMap;
 use std::fs::{File, OpenOptions, Permissions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -22,32 +21,53 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    Artifact, ArtifactKind, Claim, ClaimKind, ClaimOutcome, Counts, DeviceInfo, Ledger,
-    LedgerError, LedgerReader, Outcome, Pin, PinOutcome, ReasonCode, RunFilter, RunId, RunRecord,
-    RunStart, Shift, ShiftChange, Step, StepRecord, TokenRecord, Traceability, VerifiedBy, dbtime,
+    Artifact, Claim, ClaimKind, ClaimOutcome, Counts, DeviceInfo, Ledger, LedgerError,
+    LedgerReader, Outcome, Pin, PinOutcome, ReasonCode, RunFilter, RunId, RunRecord, RunStart,
+    Shift, ShiftChange, Step, StepRecord, TokenRecord, Traceability, VerifiedBy, dbtime,
 };
-use crate::token::TokenKind;
 
 mod handoff;
+pub mod integrity;
 mod line;
 mod owner;
+mod payload;
 pub mod readers;
+mod tally;
 pub use handoff::SqliteHandoff;
 pub use line::stored_claim_value;
 use owner::{Db, blocking};
 
+/// One schema migration: SQL, or SQL and then a Rust step in the same
+/// transaction (data SQL cannot convert).
+enum Migration {
+    Sql(&'static str),
+    SqlThen(
+        &'static str,
+        fn(&Connection, &Path) -> Result<(), LedgerError>,
+    ),
+}
+
 /// Schema migrations, applied in order; `PRAGMA user_version` counts how many
 /// a database has. Append only: never edit a released migration.
-const MIGRATIONS: &[&str] = &[
-    include_str!("migrations/0001_initial.sql"),
-    include_str!("migrations/0002_reason_code.sql"),
-    include_str!("migrations/0003_line.sql"),
-    include_str!("migrations/0004_health.sql"),
-    include_str!("migrations/0005_outbox.sql"),
-    include_str!("migrations/0006_handoff.sql"),
-    include_str!("migrations/0007_pin_keys.sql"),
-    include_str!("migrations/0008_traceability.sql"),
+const MIGRATIONS: &[Migration] = &[
+    Migration::Sql(include_str!("migrations/0001_initial.sql")),
+    Migration::Sql(include_str!("migrations/0002_reason_code.sql")),
+    Migration::Sql(include_str!("migrations/0003_line.sql")),
+    Migration::Sql(include_str!("migrations/0004_health.sql")),
+    Migration::Sql(include_str!("migrations/0005_outbox.sql")),
+    Migration::Sql(include_str!("migrations/0006_handoff.sql")),
+    Migration::Sql(include_str!("migrations/0007_pin_keys.sql")),
+    Migration::Sql(include_str!("migrations/0008_traceability.sql")),
+    Migration::Sql(include_str!("migrations/0009_history.sql")),
+    Migration::SqlThen(
+        include_str!("migrations/0010_payloads.sql"),
+        payload::move_into_payloads,
+    ),
 ];
+
+/// The first schema version whose runs keep steps, tokens and artifacts in
+/// `run_payloads`.
+const PAYLOADS: i64 = 10;
 
 /// The schema version this release writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
@@ -186,6 +206,10 @@ impl SqliteLedger {
                 .map_err(io(path, "cannot open or create database"))?;
             restrict(path, &file)?;
         }
+        let bytes = std::fs::metadata(path)
+            .map_err(io(path, "cannot stat"))?
+            .len();
+        let check = integrity::Check::for_open(bytes, integrity::closed_cleanly(&lock));
 
         let mut conn = Connection::open_with_flags(
             path,
@@ -194,7 +218,21 @@ impl SqliteLedger {
         .map_err(sql("open"))?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(sql("busy_timeout"))?;
-        check_health(path, &conn)?;
+        match check {
+            integrity::Check::AtOpen => integrity::quick_check(path, &conn)?,
+            integrity::Check::InBackground | integrity::Check::SchemaOnly => {
+                integrity::schema_check(path, &conn)?
+            }
+        }
+        integrity::mark_open(path, &lock)?;
+        // A new database reuses and can give back the pages retention
+        // frees without a full VACUUM; this is only possible before its
+        // first page is written, WAL's header included (an older database
+        // keeps reusing its free pages).
+        if user_version(&conn)? == 0 {
+            conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+                .map_err(sql("auto_vacuum=INCREMENTAL"))?;
+        }
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
             .map_err(sql("journal_mode=WAL"))?;
@@ -235,8 +273,12 @@ impl SqliteLedger {
         restrict_side_file(&side_file(path, "-wal"))?;
         restrict_side_file(&side_file(path, "-shm"))?;
 
+        let db = Db::start("db-writer", conn, Some(lock), path, recovered)?;
+        if check == integrity::Check::InBackground {
+            integrity::check_in_background(path.to_owned(), Arc::clone(&db.damage));
+        }
         Ok(SqliteLedger {
-            db: Arc::new(Db::start("db-writer", conn, Some(lock), path, recovered)?),
+            db: Arc::new(db),
             pending_dir,
         })
     }
@@ -287,6 +329,12 @@ impl SqliteLedger {
         }
         check_not_newer(path, version)?;
         Ok((conn, version))
+    }
+
+    /// Check the whole file now (`PRAGMA quick_check`, read-only, also
+    /// while a daemon writes it): `Damaged` says what is wrong.
+    pub fn check(path: &Path) -> Result<(), LedgerError> {
+        integrity::check_now(path)
     }
 
     /// Runs found in flight (left by a crash) and marked interrupted by `open`.
@@ -675,63 +723,7 @@ fn finish_in(tx: &Connection, record: &RunRecord) -> Result<(), LedgerError> {
         });
     }
 
-    {
-        let mut insert = tx
-            .prepare_cached(
-                "INSERT INTO steps (run_id, seq, name, started_at, duration_us, passed, attempts, detail)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )
-            .map_err(sql("insert step"))?;
-        for (seq, step) in record.steps.iter().enumerate() {
-            insert
-                .execute(params![
-                    record.id,
-                    seq,
-                    step.name.as_str(),
-                    dbtime::format(step.started_at),
-                    i64::try_from(step.duration.as_micros()).unwrap_or(i64::MAX),
-                    step.passed,
-                    step.attempts,
-                    step.detail,
-                ])
-                .map_err(sql("insert step"))?;
-        }
-        let mut insert = tx
-            .prepare_cached(
-                "INSERT INTO tokens (run_id, seq, kind, text, authentic, checks_json)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
-            .map_err(sql("insert token"))?;
-        for (seq, token) in record.tokens.iter().enumerate() {
-            insert
-                .execute(params![
-                    record.id,
-                    seq,
-                    token.kind.as_str(),
-                    token.text,
-                    token.authentic,
-                    token.checks_json,
-                ])
-                .map_err(sql("insert token"))?;
-        }
-        let mut insert = tx
-            .prepare_cached(
-                "INSERT INTO artifacts (run_id, seq, kind, sec_tag, content)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .map_err(sql("insert artifact"))?;
-        for (seq, artifact) in record.artifacts.iter().enumerate() {
-            insert
-                .execute(params![
-                    record.id,
-                    seq,
-                    artifact.kind.as_str(),
-                    artifact.sec_tag,
-                    artifact.content,
-                ])
-                .map_err(sql("insert artifact"))?;
-        }
-    }
+    payload::store(tx, record)?;
 
     if let Some(uuid) = device.device_uuid {
         let seen = dbtime::format(record.finished_at.unwrap_or(record.started_at));
@@ -782,7 +774,12 @@ impl LedgerReader for SqliteLedger {
     }
 
     async fn counts(&self) -> Result<Counts, LedgerError> {
-        blocking(&self.db, count_runs).await
+        blocking(&self.db, tally::counts).await
+    }
+
+    async fn summary(&self, filter: &RunFilter) -> Result<super::Summary, LedgerError> {
+        let filter = filter.clone();
+        blocking(&self.db, move |conn| tally::summary(conn, &filter)).await
     }
 }
 
@@ -802,7 +799,12 @@ impl LedgerReader for SqliteReader {
     }
 
     async fn counts(&self) -> Result<Counts, LedgerError> {
-        blocking(&self.db, count_runs).await
+        blocking(&self.db, tally::counts).await
+    }
+
+    async fn summary(&self, filter: &RunFilter) -> Result<super::Summary, LedgerError> {
+        let filter = filter.clone();
+        blocking(&self.db, move |conn| tally::summary(conn, &filter)).await
     }
 }
 
@@ -814,32 +816,59 @@ fn read_runs(
     filter: &RunFilter,
     id: Option<RunId>,
 ) -> Result<Vec<RunRecord>, LedgerError> {
-    let limit = filter
-        .limit
-        .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
-    let filter_params = params![
-        filter.device_uuid.map(uuid_text),
-        filter.since.map(dbtime::format),
-        limit,
-        id,
-        filter.station_id,
-        filter.work_order,
-    ];
-    // One selection, used by all four queries. A database older than
-    // version 8 has no work orders: no run matches one.
-    let work_order = if SqliteReader::version(conn)? >= 8 {
-        "work_order"
+    // A database older than version 8 has no work orders: no run has one.
+    if filter.work_order.is_some() && SqliteReader::version(conn)? < 8 {
+        return Ok(Vec::new());
+    }
+    let (mut conditions, mut values) = filter_sql(filter);
+    if let Some(id) = id {
+        conditions.push("id = ?");
+        values.push(id.into());
+    }
+    // One selection, used by all four queries. Only the filters given are
+    // in it, so that SQLite can pick the index each one has; without a
+    // limit, no order either (the runs are read in id order anyway), so
+    // that `--since` alone reads its range of the time index.
+    let mut selected = format!("SELECT id FROM runs{}", where_clause(&conditions));
+    if let Some(limit) = filter.limit {
+        selected.push_str(" ORDER BY id DESC LIMIT ?");
+        values.push(i64::try_from(limit).unwrap_or(i64::MAX).into());
+    }
+    let params: Vec<&dyn rusqlite::ToSql> =
+        values.iter().map(|v| v as &dyn rusqlite::ToSql).collect();
+    read_selected(conn, &selected, &params)
+}
+
+/// `filter`'s conditions on `runs` (all must hold), with their values in
+/// order; `limit` is the caller's.
+fn filter_sql(filter: &RunFilter) -> (Vec<&'static str>, Vec<rusqlite::types::Value>) {
+    let mut conditions = Vec::new();
+    let mut values: Vec<rusqlite::types::Value> = Vec::new();
+    if let Some(device) = filter.device_uuid {
+        conditions.push("device_uuid = ?");
+        values.push(uuid_text(device).into());
+    }
+    if let Some(since) = filter.since {
+        conditions.push("started_at >= ?");
+        values.push(dbtime::format(since).into());
+    }
+    if let Some(station) = &filter.station_id {
+        conditions.push("station_id = ?");
+        values.push(station.clone().into());
+    }
+    if let Some(work_order) = &filter.work_order {
+        conditions.push("work_order = ?");
+        values.push(work_order.clone().into());
+    }
+    (conditions, values)
+}
+
+fn where_clause(conditions: &[&str]) -> String {
+    if conditions.is_empty() {
+        String::new()
     } else {
-        "NULL"
-    };
-    let selected = format!(
-        "SELECT id FROM runs
-         WHERE (?1 IS NULL OR device_uuid = ?1) AND (?2 IS NULL OR started_at >= ?2)
-               AND (?4 IS NULL OR id = ?4) AND (?5 IS NULL OR station_id = ?5)
-               AND (?6 IS NULL OR {work_order} = ?6)
-         ORDER BY id DESC LIMIT ?3"
-    );
-    read_selected(conn, &selected, filter_params)
+        format!(" WHERE {}", conditions.join(" AND "))
+    }
 }
 
 /// The runs whose ids `selected` (SQL, with `filter_params`) returns,
@@ -877,161 +906,18 @@ fn read_selected(
         .collect::<Result<Vec<_>, _>>()
         .map_err(sql("read runs"))?;
 
-    let mut steps: HashMap<RunId, Vec<StepRecord>> = HashMap::new();
-    let mut stmt = conn
-        .prepare_cached(&format!(
-            "SELECT run_id, name, started_at, duration_us, passed, attempts, detail
-             FROM steps WHERE run_id IN ({selected}) ORDER BY run_id, seq"
-        ))
-        .map_err(sql("query steps"))?;
-    let rows = stmt
-        .query_map(filter_params, |row| {
-            Ok((
-                row.get::<_, RunId>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, i64>(3)?,
-                row.get::<_, bool>(4)?,
-                row.get::<_, u32>(5)?,
-                row.get::<_, String>(6)?,
-            ))
-        })
-        .map_err(sql("query steps"))?;
-    for row in rows {
-        let (run, name, started_at, micros, passed, attempts, detail) =
-            row.map_err(sql("read step"))?;
-        let name = name.parse::<Step>().map_err(|_| LedgerError::Corrupt {
-            what: "step name",
-            value: name,
-        })?;
-        steps.entry(run).or_default().push(StepRecord {
-            name,
-            started_at: parse_time(started_at, "step start time")?,
-            duration: Duration::from_micros(u64::try_from(micros).unwrap_or(0)),
-            passed,
-            attempts,
-            detail,
-        });
-    }
-
-    let mut tokens: HashMap<RunId, Vec<TokenRecord>> = HashMap::new();
-    let mut stmt = conn
-        .prepare_cached(&format!(
-            "SELECT run_id, kind, text, authentic, checks_json
-             FROM tokens WHERE run_id IN ({selected}) ORDER BY run_id, seq"
-        ))
-        .map_err(sql("query tokens"))?;
-    let rows = stmt
-        .query_map(filter_params, |row| {
-            Ok((
-                row.get::<_, RunId>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, bool>(3)?,
-                row.get::<_, String>(4)?,
-            ))
-        })
-        .map_err(sql("query tokens"))?;
-    for row in rows {
-        let (run, kind, text, authentic, checks_json) = row.map_err(sql("read token"))?;
-        let kind = TokenKind::parse(&kind).ok_or(LedgerError::Corrupt {
-            what: "token kind",
-            value: kind,
-        })?;
-        tokens.entry(run).or_default().push(TokenRecord {
-            kind,
-            text,
-            authentic,
-            checks_json,
-        });
-    }
-
-    let mut artifacts: HashMap<RunId, Vec<Artifact>> = HashMap::new();
-    let mut stmt = conn
-        .prepare_cached(&format!(
-            "SELECT run_id, kind, sec_tag, content
-             FROM artifacts WHERE run_id IN ({selected}) ORDER BY run_id, seq"
-        ))
-        .map_err(sql("query artifacts"))?;
-    let rows = stmt
-        .query_map(filter_params, |row| {
-            Ok((
-                row.get::<_, RunId>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, Option<u32>>(2)?,
-                row.get::<_, String>(3)?,
-            ))
-        })
-        .map_err(sql("query artifacts"))?;
-    for row in rows {
-        let (run, kind, sec_tag, content) = row.map_err(sql("read artifact"))?;
-        let kind = ArtifactKind::parse(&kind).ok_or(LedgerError::Corrupt {
-            what: "artifact kind",
-            value: kind,
-        })?;
-        artifacts.entry(run).or_default().push(Artifact {
-            kind,
-            sec_tag,
-            content,
-        });
-    }
+    let mut parts = if version >= PAYLOADS {
+        payload::read(conn, selected, filter_params)?
+    } else {
+        payload::read_tables(conn, selected, filter_params)?
+    };
 
     raws.into_iter()
         .map(|raw| {
-            let id = raw.id;
-            raw.into_record(
-                steps.remove(&id).unwrap_or_default(),
-                tokens.remove(&id).unwrap_or_default(),
-                artifacts.remove(&id).unwrap_or_default(),
-            )
+            let parts = parts.remove(&raw.id).unwrap_or_default();
+            raw.into_record(parts.steps, parts.tokens, parts.artifacts)
         })
         .collect()
-}
-
-fn count_runs(conn: &mut Connection) -> Result<Counts, LedgerError> {
-    let mut stmt = conn
-        .prepare_cached("SELECT outcome, COUNT(*) FROM runs GROUP BY outcome")
-        .map_err(sql("count runs"))?;
-    let rows = stmt
-        .query_map([], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-        })
-        .map_err(sql("count runs"))?;
-    let mut counts = Counts::default();
-    for row in rows {
-        let (outcome, n) = row.map_err(sql("count runs"))?;
-        let n = u64::try_from(n).unwrap_or(0);
-        match Outcome::parse(&outcome) {
-            Some(outcome) => counts.add(outcome, n),
-            None => {
-                return Err(LedgerError::Corrupt {
-                    what: "run outcome",
-                    value: outcome,
-                });
-            }
-        }
-    }
-    Ok(counts)
-}
-
-/// Refuse a damaged database: recording into it would lose what is there
-/// and what comes.
-fn check_health(path: &Path, conn: &Connection) -> Result<(), LedgerError> {
-    let damaged = |detail: String| LedgerError::Damaged {
-        path: path.to_owned(),
-        detail,
-    };
-    let mut stmt = conn
-        .prepare("PRAGMA quick_check")
-        .map_err(|e| damaged(e.to_string()))?;
-    let problems: Vec<String> = stmt
-        .query_map([], |row| row.get::<_, String>(0))
-        .and_then(|rows| rows.collect())
-        .map_err(|e| damaged(e.to_string()))?;
-    match problems.as_slice() {
-        [ok] if ok == "ok" => Ok(()),
-        _ => Err(damaged(problems.join("; "))),
-    }
 }
 
 fn pending_file(dir: &Path, record: &RunRecord) -> PathBuf {
@@ -1117,12 +1003,35 @@ fn migrate(path: &Path, conn: &mut Connection) -> Result<(), LedgerError> {
     let version = user_version(conn)?;
     check_not_newer(path, version)?;
     let applied = usize::try_from(version).unwrap_or(0);
+    // A migration of a large database can outlast systemd's start timeout:
+    // while one runs, say so every few seconds and ask for more time.
+    let pending = MIGRATIONS.len().saturating_sub(applied);
+    if applied > 0 && pending > 0 {
+        report_progress(conn, path);
+    }
+    let migrated = apply_migrations(path, conn, applied);
+    conn.progress_handler(0, None::<fn() -> bool>);
+    migrated
+}
+
+fn apply_migrations(path: &Path, conn: &mut Connection, applied: usize) -> Result<(), LedgerError> {
     for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+        // A new database is made, not migrated: nothing to say then.
+        if applied > 0 {
+            tracing::info!(database = %path.display(), from = index, to = index + 1, "migrating the database");
+            crate::station::systemd::extend_start_timeout(MIGRATION_EXTEND);
+        }
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Exclusive)
             .map_err(sql("begin migration"))?;
-        tx.execute_batch(migration)
-            .map_err(sql("apply migration"))?;
+        match migration {
+            Migration::Sql(text) => tx.execute_batch(text),
+            Migration::SqlThen(text, _) => tx.execute_batch(text),
+        }
+        .map_err(sql("apply migration"))?;
+        if let Migration::SqlThen(_, step) = migration {
+            step(&tx, path)?;
+        }
         let dangling: Option<String> = tx
             .query_row("PRAGMA foreign_key_check", [], |row| row.get(0))
             .optional()
@@ -1138,6 +1047,34 @@ fn migrate(path: &Path, conn: &mut Connection) -> Result<(), LedgerError> {
         tx.commit().map_err(sql("commit migration"))?;
     }
     Ok(())
+}
+
+/// How much more start-up time each migration report asks systemd for.
+const MIGRATION_EXTEND: Duration = Duration::from_secs(30);
+/// How often a running migration reports (well inside [`MIGRATION_EXTEND`]).
+const MIGRATION_REPORT_EVERY: Duration = Duration::from_secs(5);
+
+/// From now on SQLite's progress handler logs "still migrating" and
+/// extends systemd's start timeout every [`MIGRATION_REPORT_EVERY`].
+fn report_progress(conn: &Connection, path: &Path) {
+    let started = std::time::Instant::now();
+    let mut last = started;
+    let path = path.to_owned();
+    conn.progress_handler(
+        100_000,
+        Some(move || {
+            if last.elapsed() >= MIGRATION_REPORT_EVERY {
+                last = std::time::Instant::now();
+                crate::station::systemd::extend_start_timeout(MIGRATION_EXTEND);
+                tracing::info!(
+                    database = %path.display(),
+                    seconds = started.elapsed().as_secs(),
+                    "still migrating the database"
+                );
+            }
+            false
+        }),
+    );
 }
 
 fn uuid_text(uuid: Uuid) -> String {

@@ -136,6 +136,14 @@ fn notify_status(line: &str) {
 }
 
 /// Tell systemd the station serves (no-op outside systemd).
+/// Tell systemd that start-up needs `by` more from now (a migration of a
+/// large database): `TimeoutStartSec` would otherwise kill it mid-way. A
+/// no-op outside systemd.
+pub fn extend_start_timeout(by: Duration) {
+    let usec = u32::try_from(by.as_micros()).unwrap_or(u32::MAX);
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::ExtendTimeoutUsec(usec)]);
+}
+
 pub fn notify_ready() {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
 }

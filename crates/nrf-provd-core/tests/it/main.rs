@@ -6,5 +6,6 @@ mod names;
 mod plan_fidelity;
 mod plan_memory;
 mod station_presence;
+mod store_integrity;
 mod store_records;
 mod traceability;

@@ -873,3 +873,189 @@ async fn a_key_pinned_for_one_device_is_refused_for_another_in_sqlite_and_in_mem
         (uuid(DEVICE), "A", Uuid::from_u128(1))
     );
 }
+
+/// Schema versions 1 to 9 (before the compact payloads): what a database
+/// of the previous schema was made with.
+const SCHEMA_V9: &[&str] = &[
+    include_str!("../../src/ledger/migrations/0001_initial.sql"),
+    include_str!("../../src/ledger/migrations/0002_reason_code.sql"),
+    include_str!("../../src/ledger/migrations/0003_line.sql"),
+    include_str!("../../src/ledger/migrations/0004_health.sql"),
+    include_str!("../../src/ledger/migrations/0005_outbox.sql"),
+    include_str!("../../src/ledger/migrations/0006_handoff.sql"),
+    include_str!("../../src/ledger/migrations/0007_pin_keys.sql"),
+    include_str!("../../src/ledger/migrations/0008_traceability.sql"),
+    include_str!("../../src/ledger/migrations/0009_history.sql"),
+];
+
+fn dbtime(t: OffsetDateTime) -> String {
+    t.format(time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    ))
+    .unwrap()
+}
+
+/// `record` (finished) and its nonce as version 9 wrote them: the run row,
+/// then its steps, tokens and artifacts in three tables.
+fn write_as_version_9(conn: &rusqlite::Connection, record: &RunRecord, nonce: &str) {
+    use rusqlite::params;
+    let d = &record.device;
+    conn.execute(
+        "INSERT INTO runs (id, uid, station_id, port, started_at, finished_at, outcome,
+                           failed_step, reason_code, reason, verified_by, device_uuid, imei,
+                           model, firmware, firmware_uuid, hw_version)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+        params![
+            record.id,
+            record.uid.to_string(),
+            record.station_id,
+            record.port,
+            dbtime(record.started_at),
+            record.finished_at.map(dbtime),
+            record.outcome.as_str(),
+            record.failed_step.map(Step::as_str),
+            record.reason_code.map(ReasonCode::as_str),
+            record.reason,
+            record.verified_by.map(VerifiedBy::as_str),
+            d.device_uuid.map(|u| u.to_string()),
+            d.imei,
+            d.model,
+            d.firmware,
+            d.firmware_uuid.map(|u| u.to_string()),
+            d.hw_version,
+        ],
+    )
+    .unwrap();
+    for (seq, s) in record.steps.iter().enumerate() {
+        conn.execute(
+            "INSERT INTO steps VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                record.id,
+                seq,
+                s.name.as_str(),
+                dbtime(s.started_at),
+                s.duration.as_micros() as i64,
+                s.passed,
+                s.attempts,
+                s.detail
+            ],
+        )
+        .unwrap();
+    }
+    for (seq, t) in record.tokens.iter().enumerate() {
+        conn.execute(
+            "INSERT INTO tokens VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                record.id,
+                seq,
+                t.kind.as_str(),
+                t.text,
+                t.authentic,
+                t.checks_json
+            ],
+        )
+        .unwrap();
+    }
+    for (seq, a) in record.artifacts.iter().enumerate() {
+        conn.execute(
+            "INSERT INTO artifacts VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![record.id, seq, a.kind.as_str(), a.sec_tag, a.content],
+        )
+        .unwrap();
+    }
+    conn.execute(
+        "INSERT INTO nonces (kind, value, run_id, claimed_at) VALUES ('attest', ?1, ?2, ?3)",
+        params![nonce, record.id, dbtime(record.started_at)],
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_version_9_database_with_history_keeps_every_run_and_claim_in_compact_payloads() {
+    let dir = tmp();
+    let path = dir.path().join("v9.db");
+    let base = datetime!(2024-05-01 10:00 UTC);
+    let records: Vec<RunRecord> = (1..=300i64)
+        .map(|i| {
+            let device = format!("50503041-3633-4261-803d-{i:012x}");
+            let at = base + Duration::from_secs(60 * u64::try_from(i).unwrap());
+            let mut record = passed(
+                i,
+                &device,
+                at,
+                "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+            );
+            if i % 7 == 0 {
+                record.outcome = Outcome::Failed;
+                record.failed_step = Some(Step::Attest);
+                record.reason_code = Some(ReasonCode::Signature);
+                record.reason = Some("signature does not verify".into());
+                record.verified_by = None;
+                record.artifacts.clear();
+            }
+            record
+        })
+        .collect();
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        for migration in SCHEMA_V9 {
+            conn.execute_batch(migration).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 9).unwrap();
+        for record in &records {
+            write_as_version_9(&conn, record, &format!("{:032x}", record.id));
+        }
+    }
+
+    let store = open(&path);
+    // Every run comes back as it was, from its payload.
+    assert_eq!(all_runs(&store).await, records);
+    // And every claim still refuses a replay, naming its first run.
+    let replay = store
+        .claim(
+            records[0].id,
+            &claim_of(ClaimKind::AttestNonce, &format!("{:032x}", 42)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(replay, ClaimOutcome::Replay { first_run: 42 });
+    // The summary from the tallies agrees with the runs.
+    let summary = store.summary(&RunFilter::default()).await.unwrap();
+    assert_eq!(summary.total.counts.seen, 300);
+    assert_eq!(summary.total.counts.failed, 42);
+    assert_eq!(summary.total.devices, 300);
+    drop(store);
+
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .unwrap();
+    assert_eq!(
+        version,
+        i64::try_from(nrf_provd_core::ledger::SCHEMA_VERSION).unwrap()
+    );
+    let tables: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_schema WHERE name IN ('steps', 'tokens', 'artifacts')",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 0, "the three tables are gone once moved");
+    let payloads: i64 = conn
+        .query_row("SELECT COUNT(*) FROM run_payloads", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(payloads, 300);
+}
+
+#[tokio::test]
+async fn a_new_database_gives_back_freed_pages_without_a_full_vacuum() {
+    let dir = tmp();
+    let path = dir.path().join("new.db");
+    drop(open(&path));
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let mode: i64 = conn
+        .pragma_query_value(None, "auto_vacuum", |row| row.get(0))
+        .unwrap();
+    assert_eq!(mode, 2, "auto_vacuum=INCREMENTAL");
+}

@@ -54,6 +54,12 @@ pub struct ResultsArgs {
     /// frequent failure reasons (table or json).
     #[arg(long)]
     pub summary: bool,
+    /// Instead of runs: check the whole database file (SQLite's
+    /// quick_check, which reads every page) and say `ok` or what is
+    /// damaged (exit 1). Start checks a large database only after an
+    /// unclean shutdown, in the background.
+    #[arg(long, conflicts_with_all = ["ledger", "summary"])]
+    pub check: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -104,6 +110,28 @@ fn parse_uuid(text: &str) -> Result<Uuid, String> {
 
 pub use crate::ledger::parse_since;
 
+/// `--check`: the station's database file, checked in full.
+fn check(args: &ResultsArgs) -> ExitCode {
+    let path = match &args.config {
+        Some(path) => match StationConfig::load(path) {
+            Ok(config) => config.database,
+            Err(e) => return super::error_exit(e),
+        },
+        None => args.db.clone().unwrap_or_else(default_db_path),
+    };
+    match crate::ledger::backends::local::check(&path) {
+        Ok(()) => {
+            println!("{}: ok", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e @ crate::ledger::LedgerError::Damaged { .. }) => {
+            eprintln!("nrf-provd: {e}");
+            ExitCode::from(super::EXIT_FAIL)
+        }
+        Err(e) => super::error_exit(e),
+    }
+}
+
 /// The ledger the arguments name.
 fn open_reader(args: &ResultsArgs) -> Result<Arc<dyn LedgerReader>, String> {
     let shared = |ledger: &LedgerConfig| backends::line::reader(ledger).map_err(|e| e.to_string());
@@ -125,6 +153,9 @@ fn open_reader(args: &ResultsArgs) -> Result<Arc<dyn LedgerReader>, String> {
 }
 
 pub async fn run(args: ResultsArgs) -> ExitCode {
+    if args.check {
+        return check(&args);
+    }
     let reader = match open_reader(&args) {
         Ok(reader) => reader,
         Err(e) => return super::error_exit(e),

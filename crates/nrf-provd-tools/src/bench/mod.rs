@@ -16,6 +16,7 @@ pub mod abuse;
 pub mod child;
 pub mod crash;
 pub mod daemon;
+pub mod history;
 pub mod ledger;
 pub mod metrics;
 pub mod report;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::choice::LedgerModeArg;
 use crate::bench::abuse::{self, AbuseOptions};
 use crate::bench::crash::{self, CrashOptions};
+use crate::bench::history::{self, HistoryOptions};
 use crate::bench::ledger::BenchLedger;
 use crate::bench::report::{table_header, table_row};
 use crate::bench::soak::{self, SoakOptions};
@@ -19,6 +20,7 @@ const DEFAULT_BOARDS: &[usize] = &[1, 8, 32, 64, 128];
 const DEFAULT_SOAK_BOARDS: usize = 64;
 const DEFAULT_CRASH_BOARDS: usize = 8;
 const DEFAULT_ABUSE_BOARDS: usize = 16;
+const DEFAULT_HISTORY_BOARDS: usize = 16;
 const DEFAULT_BAUD: u32 = 115_200;
 
 #[derive(Debug, clap::Args)]
@@ -83,11 +85,19 @@ pub struct BenchArgs {
     /// With --abusive: each window's length.
     #[arg(long, value_parser = super::parse_duration, value_name = "DURATION", default_value = "20s", requires = "abusive")]
     pub window: Duration,
-    /// With --abusive: runs recorded in the database before the windows
-    /// (copies of the boards' first runs with fresh devices), so that the
-    /// API reads a realistic history.
-    #[arg(long, value_name = "RUNS", default_value_t = 0, requires = "abusive")]
-    pub history: usize,
+    /// History bench: build a history of RUNS runs (copies of the boards'
+    /// first runs with fresh devices and claims, spread over a year, many
+    /// a transaction), then measure start, commits, reads, RSS and bytes
+    /// per run on it and on an empty database (--boards: one count, 16
+    /// unless given). Cold-cache figures when run as root. With --abusive
+    /// instead: runs recorded before the windows, so that the API reads a
+    /// realistic history.
+    #[arg(long, value_name = "RUNS", conflicts_with_all = ["soak", "crash", "ledger"])]
+    pub history: Option<usize>,
+    /// With --history: the history database, kept (and grown when it
+    /// exists; --history 0 measures it as it is) [default: a temporary one].
+    #[arg(long, value_name = "FILE", requires = "history")]
+    pub db: Option<std::path::PathBuf>,
     /// The stations also use this line's PostgreSQL ledger (a URL without a
     /// password, which comes from $NRF_PROVD_LEDGER_PASSWORD). Each row runs
     /// in a schema of the bench's own, dropped afterwards; then the
@@ -112,6 +122,7 @@ Examples:
       --ledger 'postgres://nrf@/nrf_line?host=/run/postgresql'   # a line's ledger, required mode
   nrf-provd-dev bench --soak 10m --latency realistic \\
       --fault 0-3:urc-storm --fault 4-7:garbage --fault 8-9:bad-signature --fault 10:stall@KEYGEN
+  nrf-provd-dev bench --history 1000000 --db /var/tmp/history.db   # a year of a busy line
   nrf-provd-dev bench --crash 100                       # 100 SIGKILLs, nothing may be lost";
 
 pub async fn run(args: BenchArgs) -> ExitCode {
@@ -191,6 +202,9 @@ async fn bench(args: BenchArgs, out: &Output) -> ExitCode {
     }
     if let Some(clients) = args.abusive {
         return abusive(&args, clients, seed, simulator, &machine, out).await;
+    }
+    if let Some(runs) = args.history {
+        return history(&args, runs, seed, simulator, &machine, out).await;
     }
     let latency = match args.latency.unwrap_or(Latency::None) {
         Latency::None => "none",
@@ -419,7 +433,7 @@ async fn abusive(
         boards,
         clients,
         window: args.window,
-        history: args.history,
+        history: args.history.unwrap_or(0),
         latency,
         baud,
         seed,
@@ -470,4 +484,55 @@ fn latency_name(latency: Latency) -> &'static str {
         Latency::None => "none",
         Latency::Realistic => "realistic",
     }
+}
+
+/// `bench --history N`: a history's figures beside an empty database's.
+async fn history(
+    args: &BenchArgs,
+    runs: usize,
+    seed: u64,
+    executable: std::path::PathBuf,
+    machine: &Machine,
+    out: &Output,
+) -> ExitCode {
+    let boards = match args.boards.as_deref() {
+        None => DEFAULT_HISTORY_BOARDS,
+        Some([one]) => *one,
+        Some(_) => return super::error_exit("--history takes one board count"),
+    };
+    let options = HistoryOptions {
+        runs,
+        boards,
+        db: args.db.clone(),
+        seed,
+        executable,
+        keep: args.keep,
+    };
+    let quiet = args.json;
+    if !quiet {
+        out.line(format_args!(
+            "nrf-provd bench --history {runs}: {boards} boards, seed {seed}; machine: {} × {}, Linux {}",
+            machine.cpus, machine.cpu_model, machine.kernel
+        ));
+    }
+    let report = match history::run(&options, |line| {
+        if !quiet {
+            out.line(line);
+        }
+    })
+    .await
+    {
+        Ok(report) => report,
+        Err(e) => return super::error_exit(e),
+    };
+    if args.json {
+        out.line(serde_json::json!({
+            "machine": machine,
+            "seed": seed,
+            "history": report,
+        }));
+    } else {
+        out.write(format_args!("{}", history::render(&report)));
+    }
+    ExitCode::SUCCESS
 }

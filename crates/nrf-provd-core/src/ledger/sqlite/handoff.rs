@@ -12,6 +12,7 @@ use rusqlite::{Connection, OpenFlags, Row, TransactionBehavior, params};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::payload::Payload;
 use super::{
     Db, MIGRATIONS, SqliteLedger, blocking, dbtime, lock_side_file, parse_time, parse_uuid,
     restrict_side_file, side_file, sql, user_version, uuid_text,
@@ -143,19 +144,18 @@ fn cutoff(filter: &QueueFilter) -> Option<String> {
 const CLAIM_QUEUE: &str = "
 WITH eligible AS (
     SELECT r.id, r.device_uuid
-      FROM runs r LEFT JOIN handoff h ON h.device_uuid = r.device_uuid
+      FROM runs r JOIN run_payloads p ON p.run_id = r.id
+      LEFT JOIN handoff h ON h.device_uuid = r.device_uuid
      WHERE r.device_uuid IS NOT NULL
        AND r.outcome IN ('passed', ?1)
        AND h.claimed_at IS NULL
        AND (?5 IS NULL OR h.last_error IS NULL OR h.error_step <> 'claim' OR h.error_at < ?5)
-       AND EXISTS (SELECT 1 FROM tokens t WHERE t.run_id = r.id AND t.kind = 'identity')
+       AND p.claimable = 1
 ), latest AS (
     SELECT MAX(id) AS id FROM eligible GROUP BY device_uuid
 )
-SELECT r.id, r.device_uuid, r.outcome,
-       (SELECT t.text FROM tokens t WHERE t.run_id = r.id AND t.kind = 'identity'
-         ORDER BY t.seq DESC LIMIT 1)
-  FROM runs r
+SELECT r.id, r.device_uuid, r.outcome, p.format, p.body
+  FROM runs r JOIN run_payloads p ON p.run_id = r.id
  WHERE r.id IN (SELECT id FROM latest) AND r.id > ?3
    AND (?2 IS NULL OR r.started_at >= ?2)
  ORDER BY r.id LIMIT ?4";
@@ -167,27 +167,25 @@ SELECT r.id, r.device_uuid, r.outcome,
 const ONBOARD_QUEUE: &str = "
 WITH eligible AS (
     SELECT r.id, r.device_uuid
-      FROM runs r LEFT JOIN handoff h ON h.device_uuid = r.device_uuid
+      FROM runs r JOIN run_payloads p ON p.run_id = r.id
+      LEFT JOIN handoff h ON h.device_uuid = r.device_uuid
      WHERE r.device_uuid IS NOT NULL
        AND (r.outcome = 'passed' OR (r.outcome = 'collected' AND h.claimed_at IS NOT NULL))
        AND h.onboarded_at IS NULL
        AND COALESCE(h.onboard_pending, 0) = 0
        AND (?5 IS NULL OR h.last_error IS NULL OR h.error_step <> 'onboard' OR h.error_at < ?5)
-       AND EXISTS (SELECT 1 FROM steps s WHERE s.run_id = r.id AND s.name = 'install' AND s.passed = 1)
-       AND EXISTS (SELECT 1 FROM artifacts a WHERE a.run_id = r.id AND a.kind = 'device_certificate')
+       AND p.onboardable = 1
        AND ?1 IS NOT NULL
 ), latest AS (
     SELECT MAX(id) AS id FROM eligible GROUP BY device_uuid
 )
-SELECT r.id, r.device_uuid, r.outcome,
-       (SELECT a.content FROM artifacts a WHERE a.run_id = r.id AND a.kind = 'device_certificate'
-         ORDER BY a.seq DESC LIMIT 1)
-  FROM runs r
+SELECT r.id, r.device_uuid, r.outcome, p.format, p.body
+  FROM runs r JOIN run_payloads p ON p.run_id = r.id
  WHERE r.id IN (SELECT id FROM latest) AND r.id > ?3
    AND (?2 IS NULL OR r.started_at >= ?2)
  ORDER BY r.id LIMIT ?4";
 
-type QueueRow = (RunId, String, String, String);
+type QueueRow = (RunId, String, String, Payload);
 
 fn queue_rows(
     conn: &Connection,
@@ -211,12 +209,24 @@ fn queue_rows(
                 limit_of(filter.limit),
                 cutoff(filter),
             ],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+            |row| {
+                Ok((
+                    row.get::<_, RunId>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, i64>(3)?,
+                    row.get::<_, Vec<u8>>(4)?,
+                ))
+            },
         )
         .map_err(sql("read hand-off queue"))?
-        .collect::<Result<Vec<QueueRow>, _>>()
+        .collect::<Result<Vec<_>, _>>()
         .map_err(sql("read hand-off queue"))?;
-    Ok(rows)
+    rows.into_iter()
+        .map(|(run, uuid, outcome, format, body)| {
+            Ok((run, uuid, outcome, Payload::unpack(format, &body)?))
+        })
+        .collect()
 }
 
 const COLUMNS: &str = "h.device_uuid, h.run_id, h.claimed_at, h.onboarded_at, h.bulk_op_id,
@@ -358,12 +368,12 @@ impl HandoffLedger for SqliteHandoff {
         blocking(&self.db, move |conn| {
             queue_rows(conn, CLAIM_QUEUE, &filter)?
                 .into_iter()
-                .map(|(run_id, uuid, outcome, token)| {
+                .map(|(run_id, uuid, outcome, payload)| {
                     Ok(ClaimCandidate {
                         device_uuid: device_of(uuid)?,
                         run_id,
                         outcome: outcome_of(outcome)?,
-                        token,
+                        token: payload.identity_token().unwrap_or_default().to_string(),
                     })
                 })
                 .collect()
@@ -379,12 +389,15 @@ impl HandoffLedger for SqliteHandoff {
         blocking(&self.db, move |conn| {
             queue_rows(conn, ONBOARD_QUEUE, &filter)?
                 .into_iter()
-                .map(|(run_id, uuid, outcome, pem)| {
+                .map(|(run_id, uuid, outcome, payload)| {
                     Ok(OnboardCandidate {
                         device_uuid: device_of(uuid)?,
                         run_id,
                         outcome: outcome_of(outcome)?,
-                        certificate_pem: pem,
+                        certificate_pem: payload
+                            .device_certificate()
+                            .unwrap_or_default()
+                            .to_string(),
                     })
                 })
                 .collect()

@@ -320,6 +320,18 @@ fn count(conn: &Connection, query: &str) -> Result<u64, LedgerError> {
         .map_err(sql("count"))
 }
 
+// A device's runs, through its index: without statistics SQLite would
+// rather walk `runs_by_outcome`, every passed run of the history, for each
+// board (seconds a board at a million runs).
+const DEVICE_RUNNING: &str = "SELECT station_id, port, uid, started_at
+     FROM runs INDEXED BY runs_by_device
+     WHERE device_uuid = ?1 AND outcome = 'in_flight' AND id <> ?2 ORDER BY id LIMIT 1";
+const DEVICE_PASSED: &str = "SELECT COUNT(*) FROM runs INDEXED BY runs_by_device
+     WHERE device_uuid = ?1 AND outcome = 'passed'";
+const DEVICE_LAST_PASSED: &str = "SELECT station_id, port, uid, COALESCE(finished_at, started_at)
+     FROM runs INDEXED BY runs_by_device
+     WHERE device_uuid = ?1 AND outcome = 'passed' ORDER BY id DESC LIMIT 1";
+
 /// The local side of [`crate::ledger::Ledger::check_device`]: the run now
 /// carries its device (so another port of this station sees it in flight),
 /// and what this station's own runs say of the device.
@@ -352,29 +364,14 @@ pub(super) async fn check_device(
             ))
         };
         let running = tx
-            .query_row(
-                "SELECT station_id, port, uid, started_at FROM runs
-                 WHERE device_uuid = ?1 AND outcome = 'in_flight' AND id <> ?2
-                 ORDER BY id LIMIT 1",
-                params![device, check.run],
-                sighting,
-            )
+            .query_row(DEVICE_RUNNING, params![device, check.run], sighting)
             .optional()
             .map_err(sql("check device"))?;
         let passed: i64 = tx
-            .query_row(
-                "SELECT COUNT(*) FROM runs WHERE device_uuid = ?1 AND outcome = 'passed'",
-                [&device],
-                |row| row.get(0),
-            )
+            .query_row(DEVICE_PASSED, [&device], |row| row.get(0))
             .map_err(sql("check device"))?;
         let last_passed = tx
-            .query_row(
-                "SELECT station_id, port, uid, COALESCE(finished_at, started_at) FROM runs
-                 WHERE device_uuid = ?1 AND outcome = 'passed' ORDER BY id DESC LIMIT 1",
-                [&device],
-                sighting,
-            )
+            .query_row(DEVICE_LAST_PASSED, [&device], sighting)
             .optional()
             .map_err(sql("check device"))?;
         tx.commit().map_err(sql("check device"))?;
@@ -393,4 +390,29 @@ pub(super) async fn check_device(
         })
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_check_reads_the_device_s_runs_not_the_history() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::migrate(std::path::Path::new(":memory:"), &mut conn).unwrap();
+        for query in [DEVICE_RUNNING, DEVICE_PASSED, DEVICE_LAST_PASSED] {
+            let mut stmt = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {query}"))
+                .unwrap();
+            let values: Vec<rusqlite::types::Value> = vec!["d".to_string().into(), 1i64.into()];
+            let bound = &values[..stmt.parameter_count()];
+            let plan: Vec<String> = stmt
+                .query_map(rusqlite::params_from_iter(bound), |row| row.get(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let plan = plan.join("\n");
+            assert!(plan.contains("runs_by_device"), "{query}\n{plan}");
+        }
+    }
 }

@@ -7,8 +7,8 @@
 use std::fs::File;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
 use nix::fcntl::Flock;
@@ -22,6 +22,9 @@ type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 pub(super) struct Db {
     pub path: PathBuf,
     pub recovered: usize,
+    /// Damage the background integrity check found: from then on every
+    /// job fails with [`LedgerError::Damaged`] (the station pauses).
+    pub damage: Arc<OnceLock<String>>,
     jobs: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -49,6 +52,9 @@ impl Db {
                     let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn)));
                 }
                 drop(conn);
+                if let Some(lock) = &lock {
+                    super::integrity::mark_closed(lock);
+                }
                 drop(lock);
             })
             .map_err(|source| LedgerError::Io {
@@ -59,6 +65,7 @@ impl Db {
         Ok(Db {
             path: path.to_owned(),
             recovered,
+            damage: Arc::default(),
             jobs: Some(jobs),
             thread: Some(thread),
         })
@@ -84,6 +91,12 @@ where
     R: Send + 'static,
     F: FnOnce(&mut Connection) -> Result<R, LedgerError> + Send + 'static,
 {
+    if let Some(detail) = db.damage.get() {
+        return Err(LedgerError::Damaged {
+            path: db.path.clone(),
+            detail: detail.clone(),
+        });
+    }
     let (answer, answered) = tokio::sync::oneshot::channel();
     let job: Job = Box::new(move |conn| {
         let _ = answer.send(job(conn));
