@@ -212,10 +212,9 @@ async fn bench(args: BenchArgs, out: &Output) -> ExitCode {
     };
     let baud_text = baud.map_or_else(|| "unpaced".into(), |b| format!("{b} baud"));
     if let Some(duration) = args.soak {
-        let boards = match args.boards.as_deref() {
-            None => DEFAULT_SOAK_BOARDS,
-            Some([one]) => *one,
-            Some(_) => return super::error_exit("--soak takes one board count"),
+        let boards = match one_board_count(&args, DEFAULT_SOAK_BOARDS, "--soak") {
+            Ok(boards) => boards,
+            Err(exit) => return exit,
         };
         let options = SoakOptions {
             boards,
@@ -345,6 +344,28 @@ async fn bench(args: BenchArgs, out: &Output) -> ExitCode {
     }
 }
 
+/// The one board count a bench with a daemon child takes (`--boards N`),
+/// or its default; more than one is an error naming `flag`.
+fn one_board_count(args: &BenchArgs, default: usize, flag: &str) -> Result<usize, ExitCode> {
+    match args.boards.as_deref() {
+        None => Ok(default),
+        Some([one]) => Ok(*one),
+        Some(_) => Err(super::error_exit(format!("{flag} takes one board count"))),
+    }
+}
+
+/// A daemon-child bench's latency (realistic unless asked) and the baud
+/// rate that paces it (`--baud 0`: unpaced).
+fn paced(args: &BenchArgs) -> (Latency, Option<u32>) {
+    let latency = args.latency.unwrap_or(Latency::Realistic);
+    let baud = match (args.baud, latency) {
+        (Some(0), _) | (None, Latency::None) => None,
+        (Some(b), _) => Some(b),
+        (None, Latency::Realistic) => Some(DEFAULT_BAUD),
+    };
+    (latency, baud)
+}
+
 /// `bench --crash N`: the report, exit 1 unless every target is met.
 async fn crash(
     args: &BenchArgs,
@@ -354,17 +375,11 @@ async fn crash(
     machine: &Machine,
     out: &Output,
 ) -> ExitCode {
-    let boards = match args.boards.as_deref() {
-        None => DEFAULT_CRASH_BOARDS,
-        Some([one]) => *one,
-        Some(_) => return super::error_exit("--crash takes one board count"),
+    let boards = match one_board_count(args, DEFAULT_CRASH_BOARDS, "--crash") {
+        Ok(boards) => boards,
+        Err(exit) => return exit,
     };
-    let latency = args.latency.unwrap_or(Latency::Realistic);
-    let baud = match (args.baud, latency) {
-        (Some(0), _) | (None, Latency::None) => None,
-        (Some(b), _) => Some(b),
-        (None, Latency::Realistic) => Some(DEFAULT_BAUD),
-    };
+    let (latency, baud) = paced(args);
     let options = CrashOptions {
         kills,
         boards,
@@ -418,17 +433,11 @@ async fn abusive(
     machine: &Machine,
     out: &Output,
 ) -> ExitCode {
-    let boards = match args.boards.as_deref() {
-        None => DEFAULT_ABUSE_BOARDS,
-        Some([one]) => *one,
-        Some(_) => return super::error_exit("--abusive takes one board count"),
+    let boards = match one_board_count(args, DEFAULT_ABUSE_BOARDS, "--abusive") {
+        Ok(boards) => boards,
+        Err(exit) => return exit,
     };
-    let latency = args.latency.unwrap_or(Latency::Realistic);
-    let baud = match (args.baud, latency) {
-        (Some(0), _) | (None, Latency::None) => None,
-        (Some(b), _) => Some(b),
-        (None, Latency::Realistic) => Some(DEFAULT_BAUD),
-    };
+    let (latency, baud) = paced(args);
     let options = AbuseOptions {
         boards,
         clients,
@@ -495,10 +504,9 @@ async fn history(
     machine: &Machine,
     out: &Output,
 ) -> ExitCode {
-    let boards = match args.boards.as_deref() {
-        None => DEFAULT_HISTORY_BOARDS,
-        Some([one]) => *one,
-        Some(_) => return super::error_exit("--history takes one board count"),
+    let boards = match one_board_count(args, DEFAULT_HISTORY_BOARDS, "--history") {
+        Ok(boards) => boards,
+        Err(exit) => return exit,
     };
     let options = HistoryOptions {
         runs,
