@@ -14,6 +14,8 @@
 //!   [`station::Parts`] (the daemon assembles them from its config).
 //! - [`ca`]: the station CA that signs device certificates.
 //! - [`handoff`]: handing devices off to nRF Cloud.
+//! - [`sink`]: every finished run delivered to each downstream (an MES, a
+//!   site's script), from the outbox in the station's SQLite.
 //!
 //! Settings are the core's own types (`plan::PlanConfig`,
 //! `ledger::LedgerConfig`, `handoff::HandOff`, ...); reading them from a
@@ -24,6 +26,7 @@ pub mod handoff;
 pub mod ledger;
 pub mod plan;
 pub mod record;
+pub mod sink;
 pub mod station;
 
 // The crates below, under the names the modules use for them.

@@ -4,5 +4,6 @@ mod ca_signing;
 mod line_ledger;
 mod names;
 mod plan_memory;
+mod sink_outbox;
 mod station_presence;
 mod store_records;
