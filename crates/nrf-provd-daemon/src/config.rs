@@ -24,11 +24,13 @@ use toml::Spanned;
 
 mod ledger;
 mod lenient;
+mod sink;
 pub use crate::handoff::HandOff;
 use crate::handoff::HandoffSettings;
 pub use crate::ledger::postgres::{LedgerTls, LedgerUrl, SslMode, check_url as check_ledger_url};
 pub use crate::ledger::{LedgerConfig, LedgerMode, PASSWORD_ENV, PasswordSource};
 pub use crate::plan::{PinCose, PlanConfig, Reprovision};
+use crate::sink::SinkConfig;
 
 /// The configuration `nrf-provd demo` starts from (paths are placeholders the
 /// demo replaces).
@@ -125,6 +127,8 @@ pub struct StationConfig {
     pub http: HttpConfig,
     /// `[ledger]`: the line's shared ledger; none = this station's SQLite only.
     pub ledger: Option<LedgerConfig>,
+    /// `[[sink]]`: where every finished run is delivered.
+    pub sinks: Vec<SinkConfig>,
 }
 
 /// Where the daemon serves its page, API and metrics, and who may read them.
@@ -408,6 +412,9 @@ struct RawConfig {
     #[serde(default)]
     http: RawHttp,
     ledger: Option<ledger::RawLedger>,
+    /// `[[sink]]`, each a downstream.
+    #[serde(default)]
+    sink: Vec<sink::RawSink>,
 }
 
 #[derive(Default, Deserialize)]
@@ -578,6 +585,24 @@ impl Source<'_> {
         }
         let item = table.get(last)?;
         item.span().or_else(|| table.key(last)?.span())
+    }
+
+    /// The span of the `index`th table of the array of tables at `path`
+    /// (`[[sink]]`); the file's start when it has none.
+    fn span_of_array_element(&self, path: &[&str], index: usize) -> Range<usize> {
+        let (last, parents) = match path.split_last() {
+            Some(split) => split,
+            None => return 0..0,
+        };
+        let found = || {
+            let mut table: &dyn toml_edit::TableLike = self.doc.as_ref()?;
+            for name in parents {
+                table = table.get(name)?.as_table_like()?;
+            }
+            let array = table.get(last)?.as_array_of_tables()?;
+            array.get(index)?.span()
+        };
+        found().unwrap_or(0..0)
     }
 
     /// Whether anything was cut out of the table or list at `parent`.
@@ -775,6 +800,7 @@ fn validate(src: &Source, raw: RawConfig, base: Option<&Path>) -> StationConfig 
     let ledger = raw
         .ledger
         .and_then(|ledger| ledger::validate(src, ledger, resolve));
+    let sinks = sink::validate(src, raw.sink, resolve);
     if !has_ca {
         if let Some(step) = plan
             .steps
@@ -819,6 +845,7 @@ fn validate(src: &Source, raw: RawConfig, base: Option<&Path>) -> StationConfig 
             ..http
         },
         ledger,
+        sinks,
     }
 }
 

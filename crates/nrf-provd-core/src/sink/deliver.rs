@@ -55,7 +55,12 @@ pub async fn start(
     sinks: Vec<(Arc<dyn Sink>, SinkConfig)>,
 ) -> Result<Deliveries, LedgerError> {
     let ids = store
-        .configure(sinks.iter().map(|(sink, _)| sink.name().to_string()).collect())
+        .configure(
+            sinks
+                .iter()
+                .map(|(sink, _)| sink.name().to_string())
+                .collect(),
+        )
         .await?;
     let tasks = sinks
         .into_iter()

@@ -11,6 +11,7 @@
 //! A sink is one implementation of [`Sink`] in a file of this module and
 //! its arm in [`open`] (the registry), with its settings in [`SinkConfig`].
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,9 +22,11 @@ use crate::ledger::{RunId, RunRecord};
 
 mod command;
 pub mod deliver;
+pub mod webhook;
 
 pub use command::CommandSink;
 pub use deliver::{Deliveries, start};
+pub use webhook::WebhookSink;
 
 /// A run as every sink sends it: the JSON the HTTP API gives a viewer
 /// ([`RunRecord::write_json`]; no token text, CSR or certificate).
@@ -77,8 +80,11 @@ pub trait Sink: Send + Sync {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SinkConfig {
     /// Run a program with the run's JSON on stdin; exit 0 acknowledges.
-    Command {
-        run: Vec<String>,
+    Command { run: Vec<String>, timeout: Duration },
+    /// POST the run's JSON to `url`, signed with the secret in `secret_file`.
+    Webhook {
+        url: String,
+        secret_file: PathBuf,
         timeout: Duration,
     },
 }
@@ -91,6 +97,7 @@ impl SinkConfig {
     pub fn name(&self) -> String {
         match self {
             SinkConfig::Command { run, .. } => format!("command {}", run.join(" ")),
+            SinkConfig::Webhook { url, .. } => format!("webhook {url}"),
         }
     }
 
@@ -98,6 +105,8 @@ impl SinkConfig {
     pub fn deadline(&self) -> Duration {
         match self {
             SinkConfig::Command { timeout, .. } => *timeout + Duration::from_secs(1),
+            // Connecting and answering each have the timeout.
+            SinkConfig::Webhook { timeout, .. } => *timeout * 2 + Duration::from_secs(1),
         }
     }
 }
@@ -113,5 +122,10 @@ pub enum SinkError {
 pub fn open(config: &SinkConfig) -> Result<Arc<dyn Sink>, SinkError> {
     Ok(match config {
         SinkConfig::Command { run, timeout } => Arc::new(CommandSink::new(run.clone(), *timeout)?),
+        SinkConfig::Webhook {
+            url,
+            secret_file,
+            timeout,
+        } => Arc::new(WebhookSink::new(url, secret_file, *timeout)?),
     })
 }

@@ -131,20 +131,33 @@ async fn a_finished_run_owes_every_configured_sink_until_each_acknowledges() {
         owed,
         vec![("command a", finished.uid), ("command b", finished.uid)]
     );
-    assert!(!deliveries.acknowledged_by_all(finished.id).await.unwrap_or(true));
+    assert!(
+        !deliveries
+            .acknowledged_by_all(finished.id)
+            .await
+            .unwrap_or(true)
+    );
     deliveries
         .acknowledge(ids[0], finished.id)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(
-        !deliveries.acknowledged_by_all(finished.id).await.unwrap_or(true),
+        !deliveries
+            .acknowledged_by_all(finished.id)
+            .await
+            .unwrap_or(true),
         "one sink of two acknowledged is not enough"
     );
     deliveries
         .acknowledge(ids[1], finished.id)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(deliveries.acknowledged_by_all(finished.id).await.unwrap_or(false));
+    assert!(
+        deliveries
+            .acknowledged_by_all(finished.id)
+            .await
+            .unwrap_or(false)
+    );
     drop(in_flight);
 }
 
@@ -204,8 +217,18 @@ async fn a_sink_added_later_starts_from_the_runs_finished_after_it() {
         .configure(vec!["command b".into()])
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(deliveries.acknowledged_by_all(before.id).await.unwrap_or(false));
-    assert!(!deliveries.acknowledged_by_all(after.id).await.unwrap_or(true));
+    assert!(
+        deliveries
+            .acknowledged_by_all(before.id)
+            .await
+            .unwrap_or(false)
+    );
+    assert!(
+        !deliveries
+            .acknowledged_by_all(after.id)
+            .await
+            .unwrap_or(true)
+    );
 }
 
 #[tokio::test]
@@ -219,9 +242,12 @@ async fn the_command_sink_gets_every_run_once_in_order_on_stdin() {
         received.display(),
         received.display()
     );
-    let delivering = sink::start(outbox(&path), sinks(&[command(&script, Duration::from_secs(10))]))
-        .await
-        .unwrap_or_else(|e| panic!("start: {e}"));
+    let delivering = sink::start(
+        outbox(&path),
+        sinks(&[command(&script, Duration::from_secs(10))]),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("start: {e}"));
     let mut uids = Vec::new();
     for _ in 0..5 {
         uids.push(run(&store, false).await.uid);
@@ -273,7 +299,10 @@ async fn a_failing_command_waits_and_keeps_its_stderr_while_the_others_deliver()
     .await;
     let owed = delivering
         .store()
-        .list(Some("command sh -c echo 'MES says no' >&2; exit 3".into()), false)
+        .list(
+            Some("command sh -c echo 'MES says no' >&2; exit 3".into()),
+            false,
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(owed.len(), 2, "{owed:?}");
@@ -284,7 +313,13 @@ async fn a_failing_command_waits_and_keeps_its_stderr_while_the_others_deliver()
     // Oldest first: the second run waits behind the first, untried.
     assert_eq!(owed[1].run_uid, second.uid);
     assert_eq!(owed[1].attempts, 0);
-    assert!(!delivering.store().acknowledged_by_all(first.id).await.unwrap_or(true));
+    assert!(
+        !delivering
+            .store()
+            .acknowledged_by_all(first.id)
+            .await
+            .unwrap_or(true)
+    );
 }
 
 #[tokio::test]
@@ -328,7 +363,11 @@ async fn a_dead_letter_is_set_aside_until_retried_by_hand() {
     let refused = run(&store, false).await;
     let next = run(&store, false).await;
     deliveries
-        .dead_letter(ids[0], refused.id, "400 Bad Request: unknown work order".into())
+        .dead_letter(
+            ids[0],
+            refused.id,
+            "400 Bad Request: unknown work order".into(),
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let due = deliveries
@@ -336,13 +375,19 @@ async fn a_dead_letter_is_set_aside_until_retried_by_hand() {
         .await
         .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_else(|| panic!("the next run is due"));
-    assert_eq!(due.run.uid, next.uid, "a dead letter does not hold the next run");
+    assert_eq!(
+        due.run.uid, next.uid,
+        "a dead letter does not hold the next run"
+    );
     let dead = deliveries
         .list(None, true)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].last_error.as_deref(), Some("400 Bad Request: unknown work order"));
+    assert_eq!(
+        dead[0].last_error.as_deref(),
+        Some("400 Bad Request: unknown work order")
+    );
     assert_eq!(backlog(&deliveries).await[0].dead, 1);
     let requeued = deliveries
         .retry_now(None, Some(refused.id))

@@ -79,6 +79,11 @@ pub async fn run(args: RunArgs) -> ExitCode {
             "runs left in flight by an earlier crash are recorded as interrupted"
         );
     }
+    // The downstream sinks: a task each, never in the station's way.
+    let deliveries = match crate::setup::sinks(&config).await {
+        Ok(deliveries) => deliveries,
+        Err(err) => return super::error_exit(err),
+    };
     // The station's event consumers: one line each.
     let status = station.follow(systemd::Status::start());
     let serving = tokio::spawn(Arc::clone(&station).serve());
@@ -106,6 +111,8 @@ pub async fn run(args: RunArgs) -> ExitCode {
     if let Some(http) = http {
         http.shutdown().await;
     }
+    // Deliveries stop where they are; what is owed is sent at the next start.
+    drop(deliveries);
     // The station's last handle closes the event stream; the status
     // reporter then returns the shift's counts.
     drop(station);
