@@ -401,3 +401,168 @@ async fn a_dead_letter_is_set_aside_until_retried_by_hand() {
         .unwrap_or_else(|| panic!("due"));
     assert_eq!(due.run.uid, refused.uid, "retried, it is the oldest again");
 }
+
+/// A webhook receiver that answers every request with `answer` (or never,
+/// with `None`) and counts the requests.
+async fn scripted_receiver(
+    answer: Option<&'static str>,
+) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&count);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counted = Arc::clone(&counted);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 65536];
+                // Enough of the request for this test: its head and body
+                // arrive in the first reads.
+                let _ = tokio::time::timeout(Duration::from_millis(200), async {
+                    while stream.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+                })
+                .await;
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                match answer {
+                    Some(answer) => {
+                        let _ = stream.write_all(answer.as_bytes()).await;
+                        let _ = stream.shutdown().await;
+                    }
+                    // Hang: hold the connection open, answer nothing.
+                    None => tokio::time::sleep(Duration::from_secs(600)).await,
+                }
+            });
+        }
+    });
+    (addr, count)
+}
+
+fn webhook(dir: &Path, addr: std::net::SocketAddr, timeout: Duration) -> SinkConfig {
+    let secret = dir.join("webhook.secret");
+    std::fs::write(&secret, "s3cret").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .unwrap_or_else(|e| panic!("{e}"));
+    SinkConfig::Webhook {
+        url: format!("http://{addr}/runs"),
+        secret_file: secret,
+        timeout,
+    }
+}
+
+#[tokio::test]
+async fn a_receiver_that_answers_400_dead_letters_each_run_once_without_retrying() {
+    let dir = tmp();
+    let path = dir.path().join("results.db");
+    let store = open(&path);
+    let (addr, requests) = scripted_receiver(Some(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: 20\r\nconnection: close\r\n\r\nunknown work order\r\n",
+    ))
+    .await;
+    let delivering = sink::start(
+        outbox(&path),
+        sinks(&[webhook(dir.path(), addr, Duration::from_secs(5))]),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("start: {e}"));
+    for _ in 0..3 {
+        run(&store, false).await;
+    }
+    until("three dead letters", || async {
+        backlog(delivering.store()).await[0].dead == 3
+    })
+    .await;
+    // Well past the first retry's wait: still one request per run.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 3);
+    let dead = delivering
+        .store()
+        .list(None, true)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(dead.len(), 3);
+    let answer = dead[0].last_error.as_deref().unwrap_or("");
+    assert!(
+        answer.contains("400") && answer.contains("unknown work order"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn a_receiver_that_answers_429_is_tried_again_after_its_retry_after() {
+    let dir = tmp();
+    let path = dir.path().join("results.db");
+    let store = open(&path);
+    let (addr, _) = scripted_receiver(Some(
+        "HTTP/1.1 429 Too Many Requests\r\nretry-after: 120\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+    ))
+    .await;
+    let delivering = sink::start(
+        outbox(&path),
+        sinks(&[webhook(dir.path(), addr, Duration::from_secs(5))]),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("start: {e}"));
+    run(&store, false).await;
+    until("the first attempt", || async {
+        backlog(delivering.store()).await[0].retrying == 1
+    })
+    .await;
+    let owed = delivering
+        .store()
+        .list(None, false)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let wait = owed[0]
+        .next_attempt_at
+        .unwrap_or_else(|| panic!("a retry time"))
+        - OffsetDateTime::now_utc();
+    // Retry-After: 120 rather than the first backoff of 1 s.
+    assert!(wait > time::Duration::seconds(100), "{wait}");
+    assert!(owed[0].dead_at.is_none());
+}
+
+#[tokio::test]
+async fn a_receiver_that_hangs_times_out_and_holds_neither_the_station_nor_the_other_sink() {
+    let dir = tmp();
+    let path = dir.path().join("results.db");
+    let received = dir.path().join("received");
+    let store = open(&path);
+    let (addr, _) = scripted_receiver(None).await;
+    let other = command(
+        &format!("cat > /dev/null; echo x >> '{}'", received.display()),
+        Duration::from_secs(10),
+    );
+    let delivering = sink::start(
+        outbox(&path),
+        sinks(&[webhook(dir.path(), addr, Duration::from_millis(300)), other]),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("start: {e}"));
+    run(&store, false).await;
+    // The station records on while the webhook waits for an answer.
+    let second = run(&store, false).await;
+    assert_eq!(second.outcome, Outcome::Passed);
+    until("the other sink delivered both", || async {
+        backlog(delivering.store()).await[1].owed == 0
+    })
+    .await;
+    until("the hanging receiver was given up on", || async {
+        backlog(delivering.store()).await[0].retrying == 1
+    })
+    .await;
+    let owed = delivering
+        .store()
+        .list(None, false)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        owed.len(),
+        2,
+        "both runs still owed to the webhook: {owed:?}"
+    );
+    let error = owed[0].last_error.as_deref().unwrap_or("");
+    assert!(error.contains("no answer in time"), "{error}");
+}
