@@ -282,3 +282,117 @@ async fn every_run_reaches_the_webhook_and_the_command_once_despite_outages_and_
         duplicates(&commanded),
     );
 }
+
+/// A receiver that refuses every run with 400.
+async fn refusing_receiver() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 65536];
+                let _ = tokio::time::timeout(Duration::from_millis(200), async {
+                    while stream.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+                })
+                .await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 18\r\nconnection: close\r\n\r\nunknown work order")
+                    .await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+fn deliveries_cli(config: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(crate::station_support::binary())
+        .args(["deliveries", "--config"])
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("run deliveries")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_shows_in_the_log_metrics_and_deliveries_and_is_sent_again_by_hand() {
+    let env = Env::new(1, Latency::None, &[]).await;
+    let addr = refusing_receiver().await;
+    let secret = env.dir.path().join("webhook.secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let url = format!("http://{addr}/runs");
+    let config = env.write_config(|text| {
+        text.push_str(&format!(
+            "\n[[sink]]\nkind = \"webhook\"\nurl = \"{url}\"\nsecret_file = \"{}\"\n",
+            secret.display()
+        ));
+    });
+    let mut daemon = Daemon::spawn(&config);
+    let http = daemon.http_addr().await;
+    daemon.runs_finished(1).await;
+    let warning = daemon.wait_for_log(&["WARN", "behind", "1 dead"]).await;
+    assert!(warning.contains(&format!("webhook {url}")), "{warning}");
+
+    let metrics = crate::http_support::get(http, "/metrics", None)
+        .expect("scrape")
+        .body;
+    let sink = format!("sink=\"webhook {url}\"");
+    for (name, value) in [
+        ("nrf_provd_sink_backlog", "1"),
+        ("nrf_provd_sink_dead_letters", "1"),
+        ("nrf_provd_sink_retrying", "0"),
+    ] {
+        assert!(
+            metrics.lines().any(|l| l.starts_with(name)
+                && l.contains(&sink)
+                && l.ends_with(&format!(" {value}"))),
+            "{name} {value}:\n{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains("nrf_provd_sink_oldest_undelivered_age_seconds{"),
+        "{metrics}"
+    );
+
+    let out = deliveries_cli(&config, &["--dead"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "a dead letter: {stdout}");
+    assert!(
+        stdout.contains(&format!("webhook {url}: 1 owed")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("400 Bad Request: unknown work order"),
+        "{stdout}"
+    );
+    let runs = runs_in(&env.config.database).await;
+    let run_id = runs[0].id.to_string();
+    assert!(stdout.contains(&format!("run {run_id} ")), "{stdout}");
+
+    let out = deliveries_cli(&config, &["--sink", "webhook https://elsewhere/", "--all"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no configured sink"));
+
+    let out = deliveries_cli(&config, &["--retry", &run_id]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 delivery is sent again now"));
+    // Sent again, refused again: a second attempt on the same dead letter.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = deliveries_cli(&config, &["--json"]);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let delivery = &json["deliveries"][0];
+        if delivery["attempts"] == 2 && !delivery["dead_at"].is_null() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{json:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(daemon.stop().await.success());
+}

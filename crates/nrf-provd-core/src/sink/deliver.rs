@@ -4,14 +4,16 @@
 //! a receiver that is down sees one attempt per wait, not a storm; a dead
 //! letter is set aside and the next run goes.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
 use tokio::task::JoinHandle;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
-use super::{Delivery, RunJson, Sink, SinkConfig};
+use super::health::{REFRESH, behind};
+use super::{Delivery, RunJson, Sink, SinkConfig, SinkHealth};
 use crate::ledger::deliveries::SinkId;
 use crate::ledger::{LedgerError, SqliteDeliveries};
 use crate::text::escape;
@@ -28,13 +30,19 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// The running delivery tasks; they stop when this drops.
 pub struct Deliveries {
     store: SqliteDeliveries,
+    health: Arc<SinkHealth>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Deliveries {
-    /// The outbox the tasks deliver from (for `/metrics` and the page).
+    /// The outbox the tasks deliver from.
     pub fn store(&self) -> &SqliteDeliveries {
         &self.store
+    }
+
+    /// How the sinks keep up (for `/metrics` and STATUS).
+    pub fn health(&self) -> &Arc<SinkHealth> {
+        &self.health
     }
 }
 
@@ -62,7 +70,7 @@ pub async fn start(
                 .collect(),
         )
         .await?;
-    let tasks = sinks
+    let mut tasks: Vec<JoinHandle<()>> = sinks
         .into_iter()
         .zip(ids)
         .map(|((sink, config), id)| {
@@ -70,7 +78,46 @@ pub async fn start(
             tokio::spawn(serve(store, id, sink, config.deadline()))
         })
         .collect();
-    Ok(Deliveries { store, tasks })
+    let health = Arc::new(SinkHealth::default());
+    health.set(store.backlog().await?);
+    tasks.push(tokio::spawn(watch(store.clone(), Arc::clone(&health))));
+    Ok(Deliveries {
+        store,
+        health,
+        tasks,
+    })
+}
+
+/// Keep `health` up to date; say in the log when a sink falls behind and
+/// when it catches up.
+async fn watch(store: SqliteDeliveries, health: Arc<SinkHealth>) {
+    let mut was_behind: HashSet<String> = HashSet::new();
+    loop {
+        tokio::time::sleep(REFRESH).await;
+        let Ok(backlog) = store.backlog().await else {
+            continue;
+        };
+        let now = OffsetDateTime::now_utc();
+        for b in &backlog {
+            match (behind(b, now), was_behind.contains(&b.sink)) {
+                (Some(why), false) => {
+                    warn!(
+                        sink = b.sink,
+                        owed = b.owed,
+                        dead = b.dead,
+                        "{why}; `nrf-provd deliveries` shows what waits"
+                    );
+                    was_behind.insert(b.sink.clone());
+                }
+                (None, true) => {
+                    info!(sink = b.sink, "sink caught up");
+                    was_behind.remove(&b.sink);
+                }
+                _ => {}
+            }
+        }
+        health.set(backlog);
+    }
 }
 
 /// The wait after `attempts` failed attempts (1, 2, 4 … 60 s).

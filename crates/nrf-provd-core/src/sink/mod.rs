@@ -22,10 +22,12 @@ use crate::ledger::{RunId, RunRecord};
 
 mod command;
 pub mod deliver;
+pub mod health;
 pub mod webhook;
 
 pub use command::CommandSink;
 pub use deliver::{Deliveries, start};
+pub use health::SinkHealth;
 pub use webhook::WebhookSink;
 
 /// A run as every sink sends it: the JSON the HTTP API gives a viewer

@@ -96,6 +96,8 @@ pub struct Station {
     abort: CancellationToken,
     /// `[cloud] hand_off`: the daemon's hand-off task, started by `serve`.
     handoff: Option<DaemonHandoff>,
+    /// The downstream sinks' health, once the daemon has started them.
+    sinks: std::sync::OnceLock<Arc<crate::sink::SinkHealth>>,
 }
 
 impl Station {
@@ -114,6 +116,7 @@ impl Station {
             stop: CancellationToken::new(),
             abort: CancellationToken::new(),
             handoff: parts.handoff,
+            sinks: std::sync::OnceLock::new(),
         })
     }
 
@@ -145,6 +148,16 @@ impl Station {
     /// Runs finished since the station started.
     pub fn runs_finished(&self) -> u64 {
         self.finished.load(Ordering::Relaxed)
+    }
+
+    /// Tell the station its sinks' health (for `/metrics`); once.
+    pub fn attach_sinks(&self, health: Arc<crate::sink::SinkHealth>) {
+        let _ = self.sinks.set(health);
+    }
+
+    /// Each sink's backlog as last read; none without sinks.
+    pub fn sink_backlog(&self) -> Vec<crate::ledger::deliveries::Backlog> {
+        self.sinks.get().map(|h| h.backlog()).unwrap_or_default()
     }
 
     /// Runs the ledger found in flight when the station started (an earlier

@@ -85,7 +85,12 @@ pub async fn run(args: RunArgs) -> ExitCode {
         Err(err) => return super::error_exit(err),
     };
     // The station's event consumers: one line each.
-    let status = station.follow(systemd::Status::start());
+    let mut status = systemd::Status::start();
+    if let Some(deliveries) = &deliveries {
+        station.attach_sinks(std::sync::Arc::clone(deliveries.health()));
+        status = status.with_sinks(std::sync::Arc::clone(deliveries.health()));
+    }
+    let status = station.follow(status);
     let serving = tokio::spawn(Arc::clone(&station).serve());
     systemd::notify_ready();
     systemd::spawn_watchdog();
