@@ -405,6 +405,14 @@ impl Collector for LedgerFacts {
     }
 }
 
+/// One per-sink gauge: name, help, unit, value.
+type SinkFamily = (
+    &'static str,
+    &'static str,
+    Option<Unit>,
+    fn(&Backlog, time::OffsetDateTime) -> i64,
+);
+
 /// Each downstream sink's outbox, read at each scrape (as the sinks'
 /// watcher last read it); labelled by the sink's name, a closed set (the
 /// config's sinks).
@@ -423,12 +431,7 @@ impl Collector for SinkFacts {
             return Ok(());
         }
         let now = time::OffsetDateTime::now_utc();
-        let families: [(
-            &str,
-            &str,
-            Option<Unit>,
-            fn(&Backlog, time::OffsetDateTime) -> i64,
-        ); 4] = [
+        let families: [SinkFamily; 4] = [
             (
                 "sink_backlog",
                 "Finished runs not yet acknowledged by the sink (dead letters included)",
