@@ -693,3 +693,81 @@ install = ["chain.pem"]
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// `[[sink]]`: a webhook that would send the runs in clear to another
+/// machine, a webhook secret others can read, a command with no program,
+/// an unknown kind and a key of another kind: every one at its place.
+#[test]
+fn sink_mistakes_are_reported_at_their_places() {
+    let dir = station_dir();
+    let secret = dir.path().join("webhook.secret");
+    std::fs::write(&secret, "s3cret\n").expect("secret");
+    chmod(&secret, 0o644);
+    let text = format!(
+        r#"{CLEAN}
+[[sink]]
+kind = "webhook"
+url = "http://mes.example/runs"
+secret_file = "webhook.secret"
+
+[[sink]]
+kind = "webhook"
+url = "https://mes.example/runs"
+secret_file = "webhook.secret"
+run = ["/bin/true"]
+
+[[sink]]
+kind = "command"
+run = []
+
+[[sink]]
+kind = "mqtt-ish"
+"#
+    );
+    let config = dir.path().join("station.toml");
+    std::fs::write(&config, &text).expect("write");
+    let origin = config.display().to_string();
+    let out = check(&config);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert_reported(
+        &stdout,
+        &text,
+        &origin,
+        &[
+            (
+                "\"http://mes.example/runs\"",
+                "plain http:// to another machine would send the runs in clear",
+            ),
+            (
+                "[\"/bin/true\"]",
+                "`run` is not a setting of a \"webhook\" sink",
+            ),
+            ("[]", "sink run names no program"),
+            (
+                "\"mqtt-ish\"",
+                "sink kind \"mqtt-ish\": expected webhook or command",
+            ),
+        ],
+    );
+    // The secret of the one webhook that could be read, refused for its mode.
+    let secret_errors: Vec<_> = errors(&stdout)
+        .into_iter()
+        .filter(|l| {
+            l.contains("webhook secret") && l.contains("sink `webhook https://mes.example/runs`")
+        })
+        .collect();
+    assert_eq!(secret_errors.len(), 1, "{stdout}");
+    assert_eq!(errors(&stdout).len(), 5, "nothing else: {stdout}");
+
+    // Loopback http:// and a 0600 secret are fine.
+    chmod(&secret, 0o600);
+    let fine = format!(
+        "{CLEAN}\n[[sink]]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/runs\"\nsecret_file = \"webhook.secret\"\n\
+         \n[[sink]]\nkind = \"command\"\nrun = [\"/usr/local/bin/mes-push\", \"--json\"]\ntimeout = \"10s\"\n"
+    );
+    std::fs::write(&config, &fine).expect("write");
+    let out = check(&config);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(errors(&stdout).is_empty(), "{stdout}");
+}

@@ -35,6 +35,7 @@ mod station_line_rules;
 mod station_page;
 mod station_restart;
 mod station_runs;
+mod station_sinks;
 mod station_store_faults;
 mod station_support;
 mod station_traceability;

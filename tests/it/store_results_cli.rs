@@ -250,7 +250,13 @@ fn a_database_of_the_previous_release_is_migrated_and_shows_reason_codes() {
             .all(|r| !r["steps"].as_array().is_none_or(Vec::is_empty)),
         "every old run keeps its steps"
     );
-    assert_eq!(nrf_provd_core::ledger::SCHEMA_VERSION, 10);
+    // The sinks' outbox (issue 22's migration, version 11): no sink was
+    // configured, so the old runs owe none.
+    let owed: i64 = rusqlite::Connection::open(&db)
+        .and_then(|c| c.query_row("SELECT COUNT(*) FROM deliveries", [], |row| row.get(0)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(owed, 0, "history owes no sink");
+    assert_eq!(nrf_provd_core::ledger::SCHEMA_VERSION, 11);
     // Before version 3 only the trust file vouched: passed runs say so.
     assert_eq!(runs[0]["verified_by"], "keys");
     assert_eq!(runs[1]["verified_by"], serde_json::Value::Null);

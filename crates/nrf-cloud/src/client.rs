@@ -93,7 +93,7 @@ impl Answer {
 
 /// rustls with ring (one crypto stack with `token`), TLS 1.2/1.3, the
 /// system's trust store.
-fn tls_config() -> Result<rustls::ClientConfig, CloudError> {
+pub fn tls_config() -> Result<rustls::ClientConfig, CloudError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

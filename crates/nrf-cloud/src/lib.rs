@@ -27,7 +27,7 @@ use nrf91_token as token;
 pub use answers::{
     BulkClaim, BulkOp, BulkOpStatus, ClaimRowResult, ClaimedDevice, RowError, RowOutcome,
 };
-pub use client::CloudClient;
+pub use client::{CloudClient, tls_config};
 pub use error::{CloudError, CloudReason};
 pub use key::{ApiKey, ApiKeyError};
 pub use requests::{ClaimRow, MAX_ROWS, OnboardRow};

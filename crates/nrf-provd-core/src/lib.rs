@@ -15,6 +15,8 @@
 //! - [`ca`]: the station CA that signs device certificates.
 //! - [`ownership`]: the owner's ownership key (the claim step's).
 //! - [`handoff`]: handing devices off to nRF Cloud.
+//! - [`sink`]: every finished run delivered to each downstream (an MES, a
+//!   site's script), from the outbox in the station's SQLite.
 //!
 //! Settings are the core's own types (`plan::PlanConfig`,
 //! `ledger::LedgerConfig`, `handoff::HandOff`, ...); reading them from a
@@ -26,6 +28,7 @@ pub mod ledger;
 pub mod ownership;
 pub mod plan;
 pub mod record;
+pub mod sink;
 pub mod station;
 
 // The crates below, under the names the modules use for them.

@@ -660,6 +660,18 @@ pub struct ArtifactSummary {
 }
 
 impl RunRecord {
+    /// This run as JSON, appended to `out`: in full (token text, CSR,
+    /// certificates) or as its [`RunSummary`]. The one serialisation the
+    /// HTTP API and the downstream sinks share.
+    pub fn write_json(&self, out: &mut Vec<u8>, full: bool) {
+        // Writing these types into a Vec cannot fail.
+        let _ = if full {
+            serde_json::to_writer(out, self)
+        } else {
+            serde_json::to_writer(out, &self.summary())
+        };
+    }
+
     /// This run without token text and certificates ([`RunSummary`]).
     pub fn summary(&self) -> RunSummary<'_> {
         RunSummary {

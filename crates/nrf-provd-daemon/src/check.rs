@@ -20,6 +20,8 @@ use std::ops::Range;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use crate::sink::SinkConfig;
+
 use crate::config::{
     ApiKeySource, ConfigError, LedgerUrl, PASSWORD_ENV, PasswordSource, StationConfig,
 };
@@ -276,6 +278,18 @@ pub fn check_settings(
         }
     }
 
+    for (index, sink) in config.sinks.iter().enumerate() {
+        if let SinkConfig::Webhook { secret_file, .. } = sink {
+            if let Err(e) = crate::sink::webhook::read_secret(secret_file) {
+                add(
+                    Severity::Error,
+                    &["sink", &index.to_string(), "secret_file"],
+                    format!("sink `{}`: {e}", sink.name()),
+                );
+            }
+        }
+    }
+
     if let Some(ledger) = &config.ledger {
         let password = match &ledger.password {
             PasswordSource::File(path) => {
@@ -416,8 +430,14 @@ impl<'a> Places<'a> {
         let doc = self.doc.as_ref()?;
         let (last, tables) = key.split_last()?;
         let mut table = doc.as_table();
-        for name in tables {
-            table = table.get(name)?.as_table()?;
+        let mut names = tables.iter();
+        while let Some(name) = names.next() {
+            let item = table.get(name)?;
+            // An array of tables (`[[sink]]`) is followed by an element's index.
+            table = match item.as_array_of_tables() {
+                Some(array) => array.get(names.next()?.parse().ok()?)?,
+                None => item.as_table()?,
+            };
         }
         table.get(last)?.span()
     }

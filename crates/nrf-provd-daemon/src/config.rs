@@ -24,12 +24,14 @@ use toml::Spanned;
 
 mod ledger;
 mod lenient;
+mod sink;
 mod traceability;
 pub use crate::handoff::HandOff;
 use crate::handoff::HandoffSettings;
 pub use crate::ledger::postgres::{LedgerTls, LedgerUrl, SslMode, check_url as check_ledger_url};
 pub use crate::ledger::{LedgerConfig, LedgerMode, PASSWORD_ENV, PasswordSource};
 pub use crate::plan::{ConfirmUnsupported, PinCose, PlanConfig, Reprovision};
+use crate::sink::SinkConfig;
 pub use crate::station::TraceSettings;
 
 /// The configuration `nrf-provd demo` starts from (paths are placeholders the
@@ -137,6 +139,8 @@ pub struct StationConfig {
     pub test_station: bool,
     /// `[claim]`: the owner's ownership key for the claim step.
     pub claim: Option<ClaimConfig>,
+    /// `[[sink]]`: where every finished run is delivered.
+    pub sinks: Vec<SinkConfig>,
 }
 
 /// `[claim]`: the ownership key the claim step writes and signs with.
@@ -439,6 +443,9 @@ struct RawConfig {
     traceability: traceability::RawTraceability,
     test_station: Option<bool>,
     claim: Option<RawClaim>,
+    /// `[[sink]]`, each a downstream.
+    #[serde(default)]
+    sink: Vec<sink::RawSink>,
 }
 
 #[derive(Deserialize)]
@@ -619,6 +626,24 @@ impl Source<'_> {
         }
         let item = table.get(last)?;
         item.span().or_else(|| table.key(last)?.span())
+    }
+
+    /// The span of the `index`th table of the array of tables at `path`
+    /// (`[[sink]]`); the file's start when it has none.
+    fn span_of_array_element(&self, path: &[&str], index: usize) -> Range<usize> {
+        let (last, parents) = match path.split_last() {
+            Some(split) => split,
+            None => return 0..0,
+        };
+        let found = || {
+            let mut table: &dyn toml_edit::TableLike = self.doc.as_ref()?;
+            for name in parents {
+                table = table.get(name)?.as_table_like()?;
+            }
+            let array = table.get(last)?.as_array_of_tables()?;
+            array.get(index)?.span()
+        };
+        found().unwrap_or(0..0)
     }
 
     /// Whether anything was cut out of the table or list at `parent`.
@@ -842,6 +867,7 @@ fn validate(src: &Source, raw: RawConfig, base: Option<&Path>) -> StationConfig 
     let ledger = raw
         .ledger
         .and_then(|ledger| ledger::validate(src, ledger, resolve));
+    let sinks = sink::validate(src, raw.sink, resolve);
     if !has_ca {
         if let Some(step) = plan
             .steps
@@ -890,6 +916,7 @@ fn validate(src: &Source, raw: RawConfig, base: Option<&Path>) -> StationConfig 
         traceability,
         test_station,
         claim,
+        sinks,
     }
 }
 

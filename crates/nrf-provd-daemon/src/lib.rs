@@ -25,7 +25,7 @@ pub mod setup;
 
 // The crates below, under the names the modules use for them.
 use nrf_cloud as cloud;
-use nrf_provd_core::{ca, handoff, ledger, plan, record, station};
+use nrf_provd_core::{ca, handoff, ledger, plan, record, sink, station};
 use nrf91_at::{at, modem, serial};
 use nrf91_token as token;
 use nrf91_token::{text, trust};

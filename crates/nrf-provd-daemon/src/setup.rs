@@ -49,6 +49,8 @@ pub enum SetupError {
     /// `[traceability] require` names a value that is not set.
     #[error("traceability: {0}")]
     Untraced(String),
+    #[error("{0}")]
+    Sink(#[from] crate::sink::SinkError),
 }
 
 /// The station `config` describes: its SQLite ledger (and the line's
@@ -267,6 +269,33 @@ pub fn handoff(config: &StationConfig) -> Result<Option<DaemonHandoff>, SetupErr
         // is what the hand-off is for.
         include_collected: config.identity.uses(VerifiedBy::Collect),
     }))
+}
+
+/// The delivery tasks of the config's `[[sink]]`s, on the caller's
+/// runtime, from the outbox in the station's database (which the station
+/// has opened, and so migrated, first). `None` without sinks. Each sink's
+/// files (a webhook's secret) are read now.
+pub async fn sinks(config: &StationConfig) -> Result<Option<crate::sink::Deliveries>, SetupError> {
+    if config.sinks.is_empty() {
+        return Ok(None);
+    }
+    let ledger_error = |source| SetupError::Ledger {
+        path: config.database.clone(),
+        source,
+    };
+    let sinks = config
+        .sinks
+        .iter()
+        .map(|c| Ok((crate::sink::open(c)?, c.clone())))
+        .collect::<Result<Vec<_>, SetupError>>()?;
+    let store = backends::local::deliveries(&config.database).map_err(ledger_error)?;
+    let deliveries = crate::sink::start(store, sinks)
+        .await
+        .map_err(ledger_error)?;
+    for sink in &config.sinks {
+        info!(sink = %sink.name(), "delivering every finished run");
+    }
+    Ok(Some(deliveries))
 }
 
 /// The trust file, refused when it holds no key; its size and digest logged.

@@ -14,7 +14,7 @@ pub mod cli;
 pub mod demo;
 
 // The crates below, under the names the modules use for them.
-use nrf_provd_core::{ca, ledger, record, station};
+use nrf_provd_core::{ca, ledger, record, sink, station};
 use nrf_provd_daemon::{config, http, process, setup};
 use nrf91_sim as sim;
 use nrf91_token as token;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::{
     HandoffLedger, LedgerConfig, LedgerError, LedgerReader, LineLedger, PgSettings, PostgresLedger,
-    ReaderPool, RunReaders, SqliteLedger,
+    ReaderPool, RunReaders, SqliteDeliveries, SqliteLedger,
 };
 
 /// The station's own records, in the database at a path.
@@ -41,6 +41,17 @@ pub mod local {
     /// writer's thread, connection or lock.
     pub fn readers(database: &Path, size: usize) -> Result<Arc<dyn RunReaders>, LedgerError> {
         Ok(Arc::new(ReaderPool::open(database, size)?))
+    }
+
+    /// The sinks' outbox (the daemon's delivery tasks, `deliveries
+    /// --retry`), on a connection of its own.
+    pub fn deliveries(database: &Path) -> Result<SqliteDeliveries, LedgerError> {
+        SqliteLedger::open_deliveries(database, false)
+    }
+
+    /// The sinks' outbox to read only (`deliveries`, `/metrics`).
+    pub fn deliveries_read_only(database: &Path) -> Result<SqliteDeliveries, LedgerError> {
+        SqliteLedger::open_deliveries(database, true)
     }
 
     /// The hand-off state (`cloud`, the daemon's hand-off): one hand-off

@@ -13,6 +13,7 @@
 //! into tables, JSON and Nordic's CSV formats.
 
 pub mod backends;
+pub mod deliveries;
 pub mod export;
 pub mod handoff;
 pub mod line;
@@ -44,7 +45,9 @@ pub use paged::{Render, RunPage, RunReader, RunReaders};
 pub use postgres::{PgSettings, PostgresLedger};
 pub use settings::{LedgerConfig, LedgerMode, MAX_BATCH, MAX_POOL, PASSWORD_ENV, PasswordSource};
 pub use sqlite::readers::{Reader, ReaderPool};
-pub use sqlite::{SCHEMA_VERSION, SqliteHandoff, SqliteLedger, SqliteReader, integrity};
+pub use sqlite::{
+    SCHEMA_VERSION, SqliteDeliveries, SqliteHandoff, SqliteLedger, SqliteReader, integrity,
+};
 pub use summary::Summary;
 
 /// Database used when none is configured: `$STATE_DIRECTORY/results.db`
@@ -84,6 +87,8 @@ pub enum LedgerError {
         found: i64,
         needed: i64,
     },
+    #[error("{}: database has no sinks' outbox yet; the daemon holding it is an older nrf-provd: restart it with this release", path.display())]
+    NoDeliveries { path: PathBuf },
     #[error("{}: not an nrf-provd results database (no schema); run the daemon once to create it", path.display())]
     NoSchema { path: PathBuf },
     #[error("database: {context}: {source}")]

@@ -26,6 +26,7 @@ use super::{
     Shift, ShiftChange, Step, StepRecord, TokenRecord, Traceability, VerifiedBy, dbtime,
 };
 
+mod deliveries;
 mod handoff;
 pub mod integrity;
 mod line;
@@ -33,6 +34,7 @@ mod owner;
 mod payload;
 pub mod readers;
 mod tally;
+pub use deliveries::SqliteDeliveries;
 pub use handoff::SqliteHandoff;
 pub use line::stored_claim_value;
 use owner::{Db, blocking};
@@ -63,6 +65,7 @@ const MIGRATIONS: &[Migration] = &[
         include_str!("migrations/0010_payloads.sql"),
         payload::move_into_payloads,
     ),
+    Migration::Sql(include_str!("migrations/0011_deliveries.sql")),
 ];
 
 /// The first schema version whose runs keep steps, tokens and artifacts in

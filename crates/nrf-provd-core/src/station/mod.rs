@@ -105,6 +105,8 @@ pub struct Station {
     handoff: Option<DaemonHandoff>,
     /// Work order, lot, operator, product; each port's fixture.
     shift: ShiftBoard,
+    /// The downstream sinks' health, once the daemon has started them.
+    sinks: std::sync::OnceLock<Arc<crate::sink::SinkHealth>>,
 }
 
 impl Station {
@@ -124,6 +126,7 @@ impl Station {
             abort: CancellationToken::new(),
             handoff: parts.handoff,
             shift: ShiftBoard::new(parts.trace),
+            sinks: std::sync::OnceLock::new(),
         })
     }
 
@@ -178,6 +181,16 @@ impl Station {
     /// Runs finished since the station started.
     pub fn runs_finished(&self) -> u64 {
         self.finished.load(Ordering::Relaxed)
+    }
+
+    /// Tell the station its sinks' health (for `/metrics`); once.
+    pub fn attach_sinks(&self, health: Arc<crate::sink::SinkHealth>) {
+        let _ = self.sinks.set(health);
+    }
+
+    /// Each sink's backlog as last read; none without sinks.
+    pub fn sink_backlog(&self) -> Vec<crate::ledger::deliveries::Backlog> {
+        self.sinks.get().map(|h| h.backlog()).unwrap_or_default()
     }
 
     /// Runs the ledger found in flight when the station started (an earlier

@@ -2,12 +2,14 @@
 //! subscriber of the station's events.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::warn;
 
 use super::events::{EventConsumer, StationEvent};
 use crate::record::Outcome;
+use crate::sink::SinkHealth;
 
 /// What the station has done this shift, counted from its events.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -103,14 +105,32 @@ impl Shift {
 #[derive(Debug, Default)]
 pub struct Status {
     pub shift: Shift,
+    /// The downstream sinks, whose falling behind STATUS says too.
+    sinks: Option<Arc<SinkHealth>>,
+    /// The sinks' warning last told.
+    sinks_warning: Option<String>,
 }
 
 impl Status {
     /// The status of a shift that has not begun, told to systemd.
     pub fn start() -> Status {
         let status = Status::default();
-        notify_status(&status.shift.status_line());
+        notify_status(&status.line());
         status
+    }
+
+    /// Also say in STATUS when a sink falls behind.
+    pub fn with_sinks(mut self, sinks: Arc<SinkHealth>) -> Status {
+        self.sinks = Some(sinks);
+        self
+    }
+
+    /// The shift's line, and the sinks that are behind.
+    fn line(&self) -> String {
+        match &self.sinks_warning {
+            Some(warning) => format!("{}; WARNING {warning}", self.shift.status_line()),
+            None => self.shift.status_line(),
+        }
     }
 }
 
@@ -118,8 +138,10 @@ impl EventConsumer for Status {
     fn apply(&mut self, event: &StationEvent) {
         let before = self.shift.clone();
         self.shift.apply(event);
-        if self.shift != before {
-            notify_status(&self.shift.status_line());
+        let warning = self.sinks.as_ref().and_then(|s| s.warning());
+        if self.shift != before || warning != self.sinks_warning {
+            self.sinks_warning = warning;
+            notify_status(&self.line());
         }
     }
 

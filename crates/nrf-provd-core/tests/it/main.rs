@@ -5,6 +5,7 @@ mod line_ledger;
 mod names;
 mod plan_fidelity;
 mod plan_memory;
+mod sink_outbox;
 mod station_presence;
 mod store_integrity;
 mod store_records;

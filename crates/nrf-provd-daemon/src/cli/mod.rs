@@ -10,6 +10,7 @@ pub mod ca;
 pub mod check;
 pub mod choice;
 pub mod cloud;
+pub mod deliveries;
 pub mod docs;
 pub mod ports;
 pub mod results;
@@ -85,6 +86,8 @@ pub enum Command {
     Shift(shift::ShiftArgs),
     /// Hand devices off to nRF Cloud (claim, onboard) and show what was handed off.
     Cloud(cloud::CloudArgs),
+    /// Show what each downstream sink is owed (backlog, retries, dead letters); send again.
+    Deliveries(deliveries::DeliveriesArgs),
     /// Manage the station CA that signs device certificates.
     Ca(ca::CaArgs),
     /// List the serial ports on this machine, with their USB identity and stable name.
@@ -140,6 +143,7 @@ impl Command {
             Command::Results(args) => results::run(args).await,
             Command::Shift(args) => shift::run(args).await,
             Command::Cloud(args) => cloud::run(args).await,
+            Command::Deliveries(args) => deliveries::run(args).await,
             Command::Ca(args) => ca::run(args),
             Command::Ports(args) => ports::run(args),
             Command::Completions(args) => docs::completions(args),

@@ -79,8 +79,18 @@ pub async fn run(args: RunArgs) -> ExitCode {
             "runs left in flight by an earlier crash are recorded as interrupted"
         );
     }
+    // The downstream sinks: a task each, never in the station's way.
+    let deliveries = match crate::setup::sinks(&config).await {
+        Ok(deliveries) => deliveries,
+        Err(err) => return super::error_exit(err),
+    };
     // The station's event consumers: one line each.
-    let status = station.follow(systemd::Status::start());
+    let mut status = systemd::Status::start();
+    if let Some(deliveries) = &deliveries {
+        station.attach_sinks(std::sync::Arc::clone(deliveries.health()));
+        status = status.with_sinks(std::sync::Arc::clone(deliveries.health()));
+    }
+    let status = station.follow(status);
     let serving = tokio::spawn(Arc::clone(&station).serve());
     systemd::notify_ready();
     systemd::spawn_watchdog();
@@ -106,6 +116,8 @@ pub async fn run(args: RunArgs) -> ExitCode {
     if let Some(http) = http {
         http.shutdown().await;
     }
+    // Deliveries stop where they are; what is owed is sent at the next start.
+    drop(deliveries);
     // The station's last handle closes the event stream; the status
     // reporter then returns the shift's counts.
     drop(station);

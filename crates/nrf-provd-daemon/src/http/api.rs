@@ -250,11 +250,7 @@ fn render(runs: &[RunRecord], role: Role, first: bool) -> Vec<u8> {
 
 /// One run as the role may see it.
 fn write_run(out: &mut Vec<u8>, run: &RunRecord, role: Role) {
-    // Writing these types into a Vec cannot fail.
-    let _ = match role {
-        Role::Engineer => serde_json::to_writer(out, run),
-        Role::Viewer | Role::Operator => serde_json::to_writer(out, &run.summary()),
-    };
+    run.write_json(out, role == Role::Engineer);
 }
 
 /// `GET /api/v1/runs/{id}`: one run, or 404.

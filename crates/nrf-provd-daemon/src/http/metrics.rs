@@ -17,6 +17,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::ledger::LedgerStatus;
+use crate::ledger::deliveries::Backlog;
 use crate::process::{self, Process};
 use crate::station::StationEvent;
 use crate::station::systemd::Shift;
@@ -102,6 +103,11 @@ pub trait ScrapeSource: Send + Sync + 'static {
     fn claim_seconds(&self) -> Option<Histogram> {
         None
     }
+
+    /// Each downstream sink's backlog, when there are sinks.
+    fn sinks(&self) -> Vec<Backlog> {
+        Vec::new()
+    }
 }
 
 impl ScrapeSource for crate::station::Station {
@@ -111,6 +117,10 @@ impl ScrapeSource for crate::station::Station {
 
     fn claim_seconds(&self) -> Option<Histogram> {
         self.line().map(|line| line.claim_seconds().clone())
+    }
+
+    fn sinks(&self) -> Vec<Backlog> {
+        self.sink_backlog()
     }
 }
 
@@ -222,6 +232,7 @@ impl Metrics {
                 claims,
             );
         }
+        ours.register_collector(Box::new(SinkFacts(Arc::clone(&source))));
         ours.register_collector(Box::new(LedgerFacts(source)));
         Metrics {
             registry,
@@ -407,6 +418,79 @@ impl Collector for LedgerFacts {
             None,
             i64::from(reachable),
         )
+    }
+}
+
+/// One per-sink gauge: name, help, unit, value.
+type SinkFamily = (
+    &'static str,
+    &'static str,
+    Option<Unit>,
+    fn(&Backlog, time::OffsetDateTime) -> i64,
+);
+
+/// Each downstream sink's outbox, read at each scrape (as the sinks'
+/// watcher last read it); labelled by the sink's name, a closed set (the
+/// config's sinks).
+struct SinkFacts(Arc<dyn ScrapeSource>);
+
+impl std::fmt::Debug for SinkFacts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SinkFacts")
+    }
+}
+
+impl Collector for SinkFacts {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let backlog = self.0.sinks();
+        if backlog.is_empty() {
+            return Ok(());
+        }
+        let now = time::OffsetDateTime::now_utc();
+        let families: [SinkFamily; 4] = [
+            (
+                "sink_backlog",
+                "Finished runs not yet acknowledged by the sink (dead letters included)",
+                None,
+                |b, _| clamp(b.owed),
+            ),
+            (
+                "sink_oldest_undelivered_age",
+                "How long the oldest run the sink is owed has waited",
+                Some(Unit::Seconds),
+                |b, now| {
+                    b.oldest_queued_at
+                        .map_or(0, |t| (now - t).whole_seconds().max(0))
+                },
+            ),
+            (
+                "sink_retrying",
+                "Owed runs that failed at least once and will be tried again",
+                None,
+                |b, _| clamp(b.retrying),
+            ),
+            (
+                "sink_dead_letters",
+                "Runs the sink refused for good, kept until retried (`nrf-provd deliveries`)",
+                None,
+                |b, _| clamp(b.dead),
+            ),
+        ];
+        for (name, help, unit, value) in families {
+            let metric = encoder.encode_descriptor(
+                name,
+                help,
+                unit.as_ref(),
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            let mut metric = metric;
+            for b in &backlog {
+                let labels = [("sink", b.sink.as_str())];
+                let family = metric.encode_family(&labels)?;
+                ConstGauge::new(value(b, now)).encode(family)?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -21,6 +21,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod report;
 pub mod scrape;
+mod sinks;
 pub mod soak;
 
 use std::path::{Path, PathBuf};
@@ -71,6 +72,8 @@ pub struct BenchOptions {
     pub scrape: bool,
     /// The stations' shared PostgreSQL ledger (none: SQLite only).
     pub ledger: Option<ledger::BenchLedger>,
+    /// Deliver every run to three sinks while measuring (see [`sinks`]).
+    pub sinks: bool,
 }
 
 /// Every row, and the forwarder's backfill rate when a ledger was given.
@@ -258,7 +261,17 @@ async fn measure_row(
         .as_ref()
         .zip(schema.as_ref())
         .map(|(shared, schema)| shared.config(schema));
-    let mut rig = Rig::start(&spec, dir, |config| config.ledger = ledger_config).await?;
+    let bench_sinks = match options.sinks {
+        true => sinks::configs(dir)?,
+        false => Vec::new(),
+    };
+    let mut rig = Rig::start(&spec, dir, |config| {
+        config.ledger = ledger_config;
+        config.sinks = bench_sinks;
+    })
+    .await?;
+    // Delivering while the station works, as the daemon does.
+    let deliveries = crate::setup::sinks(&rig.config).await?;
     let panics_before = panics();
     let load_before = process::load_average();
     let sampler = metrics::Sampler::start(ROW_SAMPLE_EVERY, Process::This);
@@ -325,6 +338,7 @@ async fn measure_row(
     if let Some(http) = http {
         http.shutdown().await;
     }
+    drop(deliveries);
     let runs = rig.all_runs().await?;
     let log = rig.sim.log.clone();
     rig.sim.quit().await;

@@ -110,6 +110,11 @@ pub struct BenchArgs {
     /// With --ledger: runs in the backfill measurement (0: none).
     #[arg(long, default_value_t = 20_000, value_name = "RUNS")]
     pub backfill: usize,
+    /// Deliver every run to three sinks while measuring: a webhook (to a
+    /// receiver in this process), a command that discards the run and one
+    /// that appends it to a file.
+    #[arg(long, conflicts_with_all = ["soak", "crash", "abusive"])]
+    pub sinks: bool,
 }
 
 const AFTER_HELP: &str = "\
@@ -289,6 +294,7 @@ async fn bench(args: BenchArgs, out: &Output) -> ExitCode {
         simulator,
         keep: args.keep,
         scrape: args.scrape,
+        sinks: args.sinks,
     };
     if !args.json {
         out.line(format_args!(

@@ -1,0 +1,350 @@
+//! The downstream sinks' outbox in the station's SQLite (`sinks`,
+//! `deliveries`): what each sink is still owed, its retry state and its
+//! dead letters. On a connection of its own, so that deliveries never wait
+//! in line with the station's commits. The rows are written by a trigger in
+//! the transaction that finishes a run (see the migration).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use time::OffsetDateTime;
+
+use super::{
+    Db, SqliteLedger, blocking, dbtime, parse_time, read_runs, restrict_side_file, side_file, sql,
+};
+use crate::ledger::deliveries::{Backlog, DeliveryRow, Due, SinkId};
+use crate::ledger::{LedgerError, RunFilter, RunId};
+
+/// A delivery's write waits this long for the station's write lock: the
+/// station's transactions are short, and a delivery is in no hurry.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The sinks' outbox of one database.
+#[derive(Clone)]
+pub struct SqliteDeliveries {
+    db: Arc<Db>,
+}
+
+impl std::fmt::Debug for SqliteDeliveries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteDeliveries")
+            .field("path", &self.db.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteLedger {
+    /// Open the sinks' outbox of the database at `path` (the daemon's
+    /// delivery tasks, `nrf-provd deliveries`). Works while a daemon
+    /// records into the database; `read_only` writes nothing. A database
+    /// of an older release is migrated first when no daemon holds it.
+    pub fn open_deliveries(path: &Path, read_only: bool) -> Result<SqliteDeliveries, LedgerError> {
+        // Migrates an older database when it can, refuses a missing or foreign one.
+        drop(SqliteLedger::open_read_only(path)?);
+        let flags = if read_only {
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+        } else {
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+        } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(sql("open for deliveries"))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(sql("busy_timeout"))?;
+        let has_table: Option<i64> = conn
+            .query_row(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'deliveries'",
+                [],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(sql("look for the deliveries table"))?;
+        if has_table.is_none() {
+            return Err(LedgerError::NoDeliveries {
+                path: path.to_owned(),
+            });
+        }
+        if !read_only {
+            // NORMAL, not the station's FULL: in WAL mode a commit then
+            // waits for no fsync, and what a power cut can lose is an
+            // acknowledgement, i.e. a redelivery, which the receivers'
+            // idempotency key makes harmless. The owed rows themselves are
+            // written by the station's FULL commit.
+            conn.pragma_update(None, "synchronous", "NORMAL")
+                .map_err(sql("synchronous=NORMAL"))?;
+            restrict_side_file(&side_file(path, "-wal"))?;
+            restrict_side_file(&side_file(path, "-shm"))?;
+        }
+        Ok(SqliteDeliveries {
+            db: Arc::new(Db::start("db-deliveries", conn, None, path, 0)?),
+        })
+    }
+}
+
+fn now_text() -> String {
+    dbtime::format(OffsetDateTime::now_utc())
+}
+
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+impl SqliteDeliveries {
+    /// Make `names` the configured sinks (in this order): a new one owes
+    /// the runs finished from now on; one no longer named owes nothing more
+    /// (its rows are kept, and it resumes where it was if named again).
+    pub async fn configure(&self, names: Vec<String>) -> Result<Vec<SinkId>, LedgerError> {
+        blocking(&self.db, move |conn| {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(sql("configure sinks"))?;
+            tx.execute("UPDATE sinks SET active = 0", [])
+                .map_err(sql("configure sinks"))?;
+            let now = now_text();
+            let mut ids = Vec::with_capacity(names.len());
+            for name in &names {
+                tx.execute(
+                    "INSERT INTO sinks (name, added_at, active) VALUES (?1, ?2, 1)
+                     ON CONFLICT (name) DO UPDATE SET active = 1",
+                    params![name, now],
+                )
+                .map_err(sql("configure sinks"))?;
+                let id: i64 = tx
+                    .query_row("SELECT id FROM sinks WHERE name = ?1", [name], |r| r.get(0))
+                    .map_err(sql("configure sinks"))?;
+                ids.push(SinkId(id));
+            }
+            tx.commit().map_err(sql("configure sinks"))?;
+            Ok(ids)
+        })
+        .await
+    }
+
+    /// The oldest run `sink` is owed that is not a dead letter, with its
+    /// delivery state; `None` when it is owed nothing.
+    pub async fn next(&self, sink: SinkId) -> Result<Option<Due>, LedgerError> {
+        blocking(&self.db, move |conn| {
+            let row = conn
+                .prepare_cached(
+                    "SELECT run_id, attempts, next_attempt_at FROM deliveries
+                     WHERE sink_id = ?1 AND dead_at IS NULL ORDER BY run_id LIMIT 1",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_row([sink.0], |r| {
+                        Ok((
+                            r.get::<_, RunId>(0)?,
+                            r.get::<_, u32>(1)?,
+                            r.get::<_, Option<String>>(2)?,
+                        ))
+                    })
+                    .optional()
+                })
+                .map_err(sql("next delivery"))?;
+            let Some((run_id, attempts, next_attempt_at)) = row else {
+                return Ok(None);
+            };
+            let not_before = next_attempt_at
+                .map(|t| parse_time(t, "next attempt time"))
+                .transpose()?;
+            let run = read_runs(conn, &RunFilter::default(), Some(run_id))?
+                .pop()
+                .ok_or(LedgerError::UnknownRun(run_id))?;
+            Ok(Some(Due {
+                run,
+                attempts,
+                not_before,
+            }))
+        })
+        .await
+    }
+
+    /// `sink` has the run: it leaves the sink's outbox.
+    pub async fn acknowledge(&self, sink: SinkId, run: RunId) -> Result<(), LedgerError> {
+        blocking(&self.db, move |conn| {
+            conn.execute(
+                "DELETE FROM deliveries WHERE sink_id = ?1 AND run_id = ?2",
+                params![sink.0, run],
+            )
+            .map_err(sql("acknowledge delivery"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// An attempt failed and may succeed later: try again at `at`.
+    pub async fn retry_at(
+        &self,
+        sink: SinkId,
+        run: RunId,
+        at: OffsetDateTime,
+        error: String,
+    ) -> Result<(), LedgerError> {
+        blocking(&self.db, move |conn| {
+            conn.execute(
+                "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?3, last_error = ?4
+                 WHERE sink_id = ?1 AND run_id = ?2",
+                params![sink.0, run, dbtime::format(at), error],
+            )
+            .map_err(sql("record a failed delivery"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The sink refused the run for good: a dead letter, with its answer,
+    /// until someone retries it (`deliveries --retry`).
+    pub async fn dead_letter(
+        &self,
+        sink: SinkId,
+        run: RunId,
+        answer: String,
+    ) -> Result<(), LedgerError> {
+        blocking(&self.db, move |conn| {
+            conn.execute(
+                "UPDATE deliveries SET attempts = attempts + 1, dead_at = ?3, last_error = ?4,
+                     next_attempt_at = NULL
+                 WHERE sink_id = ?1 AND run_id = ?2",
+                params![sink.0, run, now_text(), answer],
+            )
+            .map_err(sql("record a dead letter"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Per configured sink: what it is owed, how old the oldest is, how
+    /// many are retrying and how many are dead letters.
+    pub async fn backlog(&self) -> Result<Vec<Backlog>, LedgerError> {
+        blocking(&self.db, move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT s.name,
+                            COUNT(d.run_id),
+                            MIN(d.queued_at),
+                            COUNT(CASE WHEN d.dead_at IS NULL AND d.attempts > 0 THEN 1 END),
+                            COUNT(d.dead_at)
+                     FROM sinks s LEFT JOIN deliveries d ON d.sink_id = s.id
+                     WHERE s.active GROUP BY s.id ORDER BY s.id",
+                )
+                .map_err(sql("sink backlog"))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, i64>(4)?,
+                    ))
+                })
+                .map_err(sql("sink backlog"))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (sink, owed, oldest, retrying, dead) = row.map_err(sql("sink backlog"))?;
+                out.push(Backlog {
+                    sink,
+                    owed: count(owed),
+                    oldest_queued_at: oldest
+                        .map(|t| parse_time(t, "delivery queue time"))
+                        .transpose()?,
+                    retrying: count(retrying),
+                    dead: count(dead),
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// The deliveries still owed, oldest first: every configured sink's, or
+    /// the one named `sink`; only dead letters with `dead_only`.
+    pub async fn list(
+        &self,
+        sink: Option<String>,
+        dead_only: bool,
+    ) -> Result<Vec<DeliveryRow>, LedgerError> {
+        blocking(&self.db, move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT s.name, d.run_id, r.uid, d.queued_at, d.attempts, d.next_attempt_at,
+                            d.last_error, d.dead_at
+                     FROM deliveries d JOIN sinks s ON s.id = d.sink_id JOIN runs r ON r.id = d.run_id
+                     WHERE s.active AND (?1 IS NULL OR s.name = ?1)
+                           AND (NOT ?2 OR d.dead_at IS NOT NULL)
+                     ORDER BY s.id, d.run_id",
+                )
+                .map_err(sql("list deliveries"))?;
+            let rows = stmt
+                .query_map(params![sink, dead_only], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, RunId>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, u32>(4)?,
+                        r.get::<_, Option<String>>(5)?,
+                        r.get::<_, Option<String>>(6)?,
+                        r.get::<_, Option<String>>(7)?,
+                    ))
+                })
+                .map_err(sql("list deliveries"))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (sink, run_id, uid, queued, attempts, next, last_error, dead) =
+                    row.map_err(sql("list deliveries"))?;
+                out.push(DeliveryRow {
+                    sink,
+                    run_id,
+                    run_uid: super::parse_uuid(uid, "run uid")?.unwrap_or_default(),
+                    queued_at: parse_time(queued, "delivery queue time")?,
+                    attempts,
+                    next_attempt_at: next
+                        .map(|t| parse_time(t, "next attempt time"))
+                        .transpose()?,
+                    last_error,
+                    dead_at: dead.map(|t| parse_time(t, "dead letter time")).transpose()?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Send dead letters and waiting retries again now: run `run` only, or
+    /// all; every configured sink's, or the one named `sink`. The number of
+    /// deliveries requeued.
+    pub async fn retry_now(
+        &self,
+        sink: Option<String>,
+        run: Option<RunId>,
+    ) -> Result<usize, LedgerError> {
+        blocking(&self.db, move |conn| {
+            conn.execute(
+                "UPDATE deliveries SET dead_at = NULL, next_attempt_at = NULL
+                 WHERE (?2 IS NULL OR run_id = ?2)
+                   AND sink_id IN (SELECT id FROM sinks WHERE active AND (?1 IS NULL OR name = ?1))",
+                params![sink, run],
+            )
+            .map_err(sql("retry deliveries"))
+        })
+        .await
+    }
+
+    /// Whether every configured sink has acknowledged run `run` (retention
+    /// may compact it only then). A run finished before any sink was
+    /// configured owes nothing.
+    pub async fn acknowledged_by_all(&self, run: RunId) -> Result<bool, LedgerError> {
+        blocking(&self.db, move |conn| {
+            let owed: i64 = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM deliveries d JOIN sinks s ON s.id = d.sink_id
+                     WHERE d.run_id = ?1 AND s.active",
+                    [run],
+                    |r| r.get(0),
+                )
+                .map_err(sql("is the run delivered"))?;
+            Ok(owed == 0)
+        })
+        .await
+    }
+}
