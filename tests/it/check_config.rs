@@ -721,7 +721,7 @@ kind = "command"
 run = []
 
 [[sink]]
-kind = "mqtt-ish"
+kind = "amqp"
 "#
     );
     let config = dir.path().join("station.toml");
@@ -745,8 +745,8 @@ kind = "mqtt-ish"
             ),
             ("[]", "sink run names no program"),
             (
-                "\"mqtt-ish\"",
-                "sink kind \"mqtt-ish\": expected webhook or command",
+                "\"amqp\"",
+                "sink kind \"amqp\": expected webhook, command or mqtt",
             ),
         ],
     );
@@ -765,6 +765,80 @@ kind = "mqtt-ish"
     let fine = format!(
         "{CLEAN}\n[[sink]]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/runs\"\nsecret_file = \"webhook.secret\"\n\
          \n[[sink]]\nkind = \"command\"\nrun = [\"/usr/local/bin/mes-push\", \"--json\"]\ntimeout = \"10s\"\n"
+    );
+    std::fs::write(&config, &fine).expect("write");
+    let out = check(&config);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(errors(&stdout).is_empty(), "{stdout}");
+}
+
+/// An mqtt `[[sink]]`: plain mqtt:// to another machine, a wildcard topic,
+/// a password file others can read, a password without a user and a key
+/// of another kind: every one at its place; loopback mqtt:// and mqtts://
+/// with a 0600 password are fine.
+#[test]
+fn mqtt_sink_mistakes_are_reported_at_their_places() {
+    let dir = station_dir();
+    let password = dir.path().join("mqtt.password");
+    std::fs::write(&password, "pw\n").expect("password");
+    chmod(&password, 0o644);
+    let text = format!(
+        r#"{CLEAN}
+[[sink]]
+kind = "mqtt"
+url = "mqtt://broker.example:1883"
+
+[[sink]]
+kind = "mqtt"
+url = "mqtts://broker.example"
+topic = "factory/+/runs"
+
+[[sink]]
+kind = "mqtt"
+url = "mqtts://broker.example:8883"
+username = "station"
+password_file = "mqtt.password"
+secret_file = "mqtt.secret"
+
+[[sink]]
+kind = "mqtt"
+url = "mqtts://other.example"
+password_file = "nobody.password"
+"#
+    );
+    let config = dir.path().join("station.toml");
+    std::fs::write(&config, &text).expect("write");
+    let origin = config.display().to_string();
+    let out = check(&config);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert_reported(
+        &stdout,
+        &text,
+        &origin,
+        &[
+            (
+                "\"mqtt://broker.example:1883\"",
+                "plain mqtt:// to another machine would send the runs and the password in clear",
+            ),
+            (
+                "\"factory/+/runs\"",
+                "a wildcard (or NUL) cannot be published to",
+            ),
+            (
+                "\"mqtt.secret\"",
+                "`secret_file` is not a setting of a \"mqtt\" sink",
+            ),
+            ("\"nobody.password\"", "`password_file` needs `username`"),
+        ],
+    );
+    assert_eq!(errors(&stdout).len(), 5, "nothing else: {stdout}");
+
+    chmod(&password, 0o600);
+    let fine = format!(
+        "{CLEAN}\n[[sink]]\nkind = \"mqtt\"\nurl = \"mqtt://127.0.0.1:1883\"\n\
+         \n[[sink]]\nkind = \"mqtt\"\nurl = \"mqtts://broker.example\"\ntopic = \"factory/{{station_id}}/runs\"\n\
+         username = \"station\"\npassword_file = \"mqtt.password\"\n"
     );
     std::fs::write(&config, &fine).expect("write");
     let out = check(&config);

@@ -278,15 +278,27 @@ pub fn check_settings(
         }
     }
 
-    for (index, sink) in config.sinks.iter().enumerate() {
-        if let SinkConfig::Webhook { secret_file, .. } = sink {
-            if let Err(e) = crate::sink::webhook::read_secret(secret_file) {
-                add(
-                    Severity::Error,
-                    &["sink", &index.to_string(), "secret_file"],
-                    format!("sink `{}`: {e}", sink.name()),
-                );
+    for (sink, index) in config.sinks.iter().zip(&config.sink_places) {
+        let problem = match sink {
+            SinkConfig::Webhook { secret_file, .. } => {
+                crate::sink::webhook::read_secret(secret_file)
+                    .err()
+                    .map(|e| ("secret_file", e.to_string()))
             }
+            SinkConfig::Mqtt {
+                password_file: Some(file),
+                ..
+            } => crate::sink::mqtt::read_password(file)
+                .err()
+                .map(|e| ("password_file", e.to_string())),
+            _ => None,
+        };
+        if let Some((key, e)) = problem {
+            add(
+                Severity::Error,
+                &["sink", &index.to_string(), key],
+                format!("sink `{}`: {e}", sink.name()),
+            );
         }
     }
 

@@ -141,6 +141,10 @@ pub struct StationConfig {
     pub claim: Option<ClaimConfig>,
     /// `[[sink]]`: where every finished run is delivered.
     pub sinks: Vec<SinkConfig>,
+    /// Each of `sinks`' index among the file's `[[sink]]` tables (a sink
+    /// with a mistake is left out, so the two may differ): where `check`
+    /// reports a sink's file.
+    pub sink_places: Vec<usize>,
 }
 
 /// `[claim]`: the ownership key the claim step writes and signs with.
@@ -867,7 +871,9 @@ fn validate(src: &Source, raw: RawConfig, base: Option<&Path>) -> StationConfig 
     let ledger = raw
         .ledger
         .and_then(|ledger| ledger::validate(src, ledger, resolve));
-    let sinks = sink::validate(src, raw.sink, resolve);
+    let (sink_places, sinks) = sink::validate(src, raw.sink, &station_id, resolve)
+        .into_iter()
+        .unzip();
     if !has_ca {
         if let Some(step) = plan
             .steps
@@ -917,6 +923,7 @@ fn validate(src: &Source, raw: RawConfig, base: Option<&Path>) -> StationConfig 
         test_station,
         claim,
         sinks,
+        sink_places,
     }
 }
 

@@ -8,10 +8,12 @@
 //! - [`sim`]: a host talking to simulated boards, and checks of what they
 //!   sign;
 //! - [`pg`]: a throwaway PostgreSQL cluster (with TLS when asked);
+//! - [`mqtt`]: a throwaway Mosquitto broker on 127.0.0.1;
 //! - [`fixtures`]: the repository's fixture files.
 
 pub mod at;
 pub mod fixtures;
+pub mod mqtt;
 pub mod pg;
 pub mod sim;
 pub mod token;

@@ -23,11 +23,13 @@ use crate::ledger::{RunId, RunRecord};
 mod command;
 pub mod deliver;
 pub mod health;
+pub mod mqtt;
 pub mod webhook;
 
 pub use command::CommandSink;
 pub use deliver::{Deliveries, start};
 pub use health::SinkHealth;
+pub use mqtt::MqttSink;
 pub use webhook::WebhookSink;
 
 /// A run as every sink sends it: the JSON the HTTP API gives a viewer
@@ -70,7 +72,7 @@ pub enum Delivery {
 /// One downstream.
 #[async_trait]
 pub trait Sink: Send + Sync {
-    /// Kind and URL or command, e.g. `command /usr/local/bin/mes-push --json`:
+    /// Kind and URL (and topic) or command, e.g. `command /usr/local/bin/mes-push --json`:
     /// how the outbox, `/metrics` and `deliveries` name it.
     fn name(&self) -> &str;
     /// Deliver `run` once. Never panics on what the receiver answers; the
@@ -89,6 +91,18 @@ pub enum SinkConfig {
         secret_file: PathBuf,
         timeout: Duration,
     },
+    /// Publish the run's JSON at QoS 1 to `topic` on the broker at `url`;
+    /// the broker's PUBACK acknowledges.
+    Mqtt {
+        url: String,
+        /// The topic with `{station_id}` already replaced.
+        topic: String,
+        /// The station's MQTT client id (unique per broker).
+        client_id: String,
+        username: Option<String>,
+        password_file: Option<PathBuf>,
+        timeout: Duration,
+    },
 }
 
 /// The default for a sink's `timeout`.
@@ -100,6 +114,7 @@ impl SinkConfig {
         match self {
             SinkConfig::Command { run, .. } => format!("command {}", run.join(" ")),
             SinkConfig::Webhook { url, .. } => format!("webhook {url}"),
+            SinkConfig::Mqtt { url, topic, .. } => format!("mqtt {url} {topic}"),
         }
     }
 
@@ -108,7 +123,9 @@ impl SinkConfig {
         match self {
             SinkConfig::Command { timeout, .. } => *timeout + Duration::from_secs(1),
             // Connecting and answering each have the timeout.
-            SinkConfig::Webhook { timeout, .. } => *timeout * 2 + Duration::from_secs(1),
+            SinkConfig::Webhook { timeout, .. } | SinkConfig::Mqtt { timeout, .. } => {
+                *timeout * 2 + Duration::from_secs(1)
+            }
         }
     }
 }
@@ -129,5 +146,20 @@ pub fn open(config: &SinkConfig) -> Result<Arc<dyn Sink>, SinkError> {
             secret_file,
             timeout,
         } => Arc::new(WebhookSink::new(url, secret_file, *timeout)?),
+        SinkConfig::Mqtt {
+            url,
+            topic,
+            client_id,
+            username,
+            password_file,
+            timeout,
+        } => Arc::new(MqttSink::new(&mqtt::MqttSettings {
+            url,
+            topic,
+            client_id,
+            username: username.as_deref(),
+            password_file: password_file.as_deref(),
+            timeout: *timeout,
+        })?),
     })
 }

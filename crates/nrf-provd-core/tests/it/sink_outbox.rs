@@ -575,3 +575,148 @@ async fn a_receiver_that_hangs_times_out_and_holds_neither_the_station_nor_the_o
     let error = owed[0].last_error.as_deref().unwrap_or("");
     assert!(error.contains("no answer in time"), "{error}");
 }
+
+/// A subscriber to `topic` on `broker` with a session the broker keeps
+/// (across its restart too): every run it is sent, by uid, in order.
+fn mqtt_subscriber(
+    broker: &testkit::mqtt::Broker,
+    topic: &str,
+) -> (
+    tokio::sync::mpsc::UnboundedReceiver<Uuid>,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+    let mut options = MqttOptions::new("test-subscriber", "127.0.0.1", broker.port());
+    options
+        .set_clean_session(false)
+        .set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut events) = AsyncClient::new(options, 10);
+    let (runs_tx, runs) = tokio::sync::mpsc::unbounded_channel();
+    let (subscribed_tx, subscribed) = tokio::sync::mpsc::unbounded_channel();
+    let topic = topic.to_string();
+    let task = tokio::spawn(async move {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                    // Harmless when the session already holds it.
+                    let _ = client.try_subscribe(&topic, QoS::AtLeastOnce);
+                }
+                Ok(Event::Incoming(Incoming::SubAck(_))) => {
+                    let _ = subscribed_tx.send(());
+                }
+                Ok(Event::Incoming(Incoming::Publish(publish))) => {
+                    let run: serde_json::Value = serde_json::from_slice(&publish.payload)
+                        .unwrap_or_else(|e| panic!("the run is not JSON: {e}"));
+                    let uid = run["uid"]
+                        .as_str()
+                        .and_then(|u| Uuid::parse_str(u).ok())
+                        .unwrap_or_else(|| panic!("no uid: {run}"));
+                    let _ = runs_tx.send(uid);
+                }
+                Ok(_) => {}
+                // The broker is down: keep trying until it is back.
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    (runs, subscribed, task)
+}
+
+/// The next `n` runs the subscriber gets (a minute at most: not a speed check).
+async fn next_runs(runs: &mut tokio::sync::mpsc::UnboundedReceiver<Uuid>, n: usize) -> Vec<Uuid> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        match tokio::time::timeout(Duration::from_secs(60), runs.recv()).await {
+            Ok(Some(uid)) => got.push(uid),
+            _ => panic!(
+                "timed out waiting for run {} of {n}; got {got:?}",
+                got.len() + 1
+            ),
+        }
+    }
+    got
+}
+
+#[tokio::test]
+async fn the_mqtt_sink_publishes_every_run_and_those_finished_while_the_broker_was_down_after_it_is_back()
+ {
+    let dir = tmp();
+    let Some(mut broker) = testkit::mqtt::broker("mqtt sink", dir.path()) else {
+        return;
+    };
+    let topic = "nrf-provd/s1/runs";
+    let (mut runs, mut subscribed, subscriber) = mqtt_subscriber(&broker, topic);
+    tokio::time::timeout(Duration::from_secs(60), subscribed.recv())
+        .await
+        .unwrap_or_else(|_| panic!("the subscriber never subscribed"));
+    let path = dir.path().join("results.db");
+    let store = open(&path);
+    let mqtt = SinkConfig::Mqtt {
+        url: broker.url(),
+        topic: topic.into(),
+        client_id: "nrf-provd-s1".into(),
+        username: None,
+        password_file: None,
+        timeout: Duration::from_secs(2),
+    };
+    let delivering = sink::start(outbox(&path), sinks(&[mqtt]))
+        .await
+        .unwrap_or_else(|e| panic!("start: {e}"));
+
+    let mut finished = Vec::new();
+    for _ in 0..3 {
+        finished.push(run(&store, false).await.uid);
+    }
+    assert_eq!(
+        next_runs(&mut runs, 3).await,
+        finished,
+        "each run, in order"
+    );
+    until("the broker's PUBACKs emptied the outbox", || async {
+        backlog(delivering.store()).await[0].owed == 0
+    })
+    .await;
+
+    broker.stop();
+    let mut while_down = Vec::new();
+    for _ in 0..2 {
+        while_down.push(run(&store, false).await.uid);
+    }
+    until("the sink failed against the stopped broker", || async {
+        backlog(delivering.store()).await[0].retrying >= 1
+    })
+    .await;
+    let owed = delivering
+        .store()
+        .list(None, false)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        owed.iter().map(|d| d.run_uid).collect::<Vec<_>>(),
+        while_down,
+        "no PUBACK, so both still owed"
+    );
+    assert!(
+        owed[0].last_error.as_deref().is_some_and(|e| !e.is_empty()),
+        "{owed:?}"
+    );
+
+    broker
+        .resume()
+        .unwrap_or_else(|e| panic!("restarting the broker: {e}"));
+    until("the outbox emptied once the broker was back", || async {
+        backlog(delivering.store()).await[0].owed == 0
+    })
+    .await;
+    // At least once: a publish the stopped broker cut off may come twice.
+    let mut after: Vec<Uuid> = Vec::new();
+    while after.len() < while_down.len() {
+        let uid = next_runs(&mut runs, 1).await[0];
+        if after.last() != Some(&uid) {
+            after.push(uid);
+        }
+    }
+    assert_eq!(after, while_down);
+    subscriber.abort();
+}

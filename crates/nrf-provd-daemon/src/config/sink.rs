@@ -9,36 +9,43 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::Source;
-use crate::sink::{DEFAULT_TIMEOUT, SinkConfig, webhook};
+use crate::sink::{DEFAULT_TIMEOUT, SinkConfig, mqtt, webhook};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSink {
     kind: Option<Spanned<String>>,
-    /// webhook
+    /// webhook, mqtt
     url: Option<Spanned<String>>,
+    /// webhook
     secret_file: Option<Spanned<PathBuf>>,
+    /// mqtt
+    topic: Option<Spanned<String>>,
+    username: Option<Spanned<String>>,
+    password_file: Option<Spanned<PathBuf>>,
     /// command
     run: Option<Spanned<Vec<String>>>,
     timeout: Option<Spanned<String>>,
 }
 
 /// The kinds a `[[sink]]` may be.
-const KINDS: &[&str] = &["webhook", "command"];
+const KINDS: &[&str] = &["webhook", "command", "mqtt"];
 
-/// Every `[[sink]]`, each problem reported; a sink with a problem is left out.
+/// Every `[[sink]]` with its index in the file, each problem reported; a
+/// sink with a problem is left out.
 pub(super) fn validate(
     src: &Source,
     raws: Vec<RawSink>,
+    station_id: &str,
     resolve: impl Fn(PathBuf) -> PathBuf,
-) -> Vec<SinkConfig> {
-    let mut sinks: Vec<SinkConfig> = Vec::new();
+) -> Vec<(usize, SinkConfig)> {
+    let mut sinks: Vec<(usize, SinkConfig)> = Vec::new();
     for (index, raw) in raws.into_iter().enumerate() {
         let span = src.span_of_array_element(&["sink"], index);
-        let Some(sink) = validate_one(src, raw, span.clone(), &resolve) else {
+        let Some(sink) = validate_one(src, raw, span.clone(), station_id, &resolve) else {
             continue;
         };
-        if sinks.iter().any(|s| s.name() == sink.name()) {
+        if sinks.iter().any(|(_, s)| s.name() == sink.name()) {
             src.report(src.at(
                 span,
                 format!(
@@ -48,7 +55,7 @@ pub(super) fn validate(
             ));
             continue;
         }
-        sinks.push(sink);
+        sinks.push((index, sink));
     }
     sinks
 }
@@ -57,10 +64,14 @@ fn validate_one(
     src: &Source,
     raw: RawSink,
     span: std::ops::Range<usize>,
+    station_id: &str,
     resolve: &impl Fn(PathBuf) -> PathBuf,
 ) -> Option<SinkConfig> {
     let Some(kind) = raw.kind else {
-        src.report(src.at(span, "[[sink]] needs `kind`: \"webhook\" or \"command\""));
+        src.report(src.at(
+            span,
+            "[[sink]] needs `kind`: \"webhook\", \"command\" or \"mqtt\"",
+        ));
         return None;
     };
     let timeout = match raw.timeout {
@@ -88,10 +99,19 @@ fn validate_one(
             ));
         }
     };
+    let mqtt_only = || {
+        stray("topic", raw.topic.as_ref().map(Spanned::span));
+        stray("username", raw.username.as_ref().map(Spanned::span));
+        stray(
+            "password_file",
+            raw.password_file.as_ref().map(Spanned::span),
+        );
+    };
     match kind.get_ref().as_str() {
         "command" => {
             stray("url", raw.url.as_ref().map(Spanned::span));
             stray("secret_file", raw.secret_file.as_ref().map(Spanned::span));
+            mqtt_only();
             let Some(run) = raw.run else {
                 src.report(src.at(
                     span,
@@ -110,6 +130,7 @@ fn validate_one(
         }
         "webhook" => {
             stray("run", raw.run.as_ref().map(Spanned::span));
+            mqtt_only();
             let url = match raw.url {
                 None => {
                     src.report(src.at(
@@ -143,6 +164,17 @@ fn validate_one(
                 timeout,
             })
         }
+        "mqtt" => {
+            stray("run", raw.run.as_ref().map(Spanned::span));
+            stray("secret_file", raw.secret_file.as_ref().map(Spanned::span));
+            let mqtt = Mqtt {
+                url: raw.url,
+                topic: raw.topic,
+                username: raw.username,
+                password_file: raw.password_file,
+            };
+            validate_mqtt(src, mqtt, span, station_id, timeout, resolve)
+        }
         other => {
             src.report(src.at(
                 kind.span(),
@@ -155,4 +187,66 @@ fn validate_one(
             None
         }
     }
+}
+
+/// An mqtt sink's own keys.
+struct Mqtt {
+    url: Option<Spanned<String>>,
+    topic: Option<Spanned<String>>,
+    username: Option<Spanned<String>>,
+    password_file: Option<Spanned<PathBuf>>,
+}
+
+fn validate_mqtt(
+    src: &Source,
+    raw: Mqtt,
+    span: std::ops::Range<usize>,
+    station_id: &str,
+    timeout: Duration,
+    resolve: &impl Fn(PathBuf) -> PathBuf,
+) -> Option<SinkConfig> {
+    let url = match raw.url {
+        None => {
+            src.report(src.at(
+                span.clone(),
+                "an mqtt sink needs `url`, the broker, e.g. url = \"mqtts://broker.example:8883\"",
+            ));
+            None
+        }
+        Some(url) => match mqtt::check_url(url.get_ref()) {
+            Ok(_) => Some(url.into_inner()),
+            Err(why) => {
+                src.report(src.at(url.span(), format!("sink url {why}")));
+                None
+            }
+        },
+    };
+    let topic = match raw.topic {
+        None => Some(mqtt::topic_for(mqtt::DEFAULT_TOPIC, station_id)),
+        Some(template) => {
+            let topic = mqtt::topic_for(template.get_ref(), station_id);
+            match mqtt::check_topic(&topic) {
+                Ok(()) => Some(topic),
+                Err(why) => {
+                    src.report(src.at(template.span(), format!("sink {why}")));
+                    None
+                }
+            }
+        }
+    };
+    if let (None, Some(file)) = (&raw.username, &raw.password_file) {
+        src.report(src.at(
+            file.span(),
+            "`password_file` needs `username`: the broker logs a user in with both",
+        ));
+        return None;
+    }
+    Some(SinkConfig::Mqtt {
+        url: url?,
+        topic: topic?,
+        client_id: format!("nrf-provd-{station_id}"),
+        username: raw.username.map(Spanned::into_inner),
+        password_file: raw.password_file.map(|f| resolve(f.into_inner())),
+        timeout,
+    })
 }
