@@ -60,6 +60,7 @@ async fn database(path: &Path) -> SqliteLedger {
             tokens: vec![],
             artifacts: vec![],
             trace: Default::default(),
+            compacted_at: None,
         })
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -256,7 +257,15 @@ fn a_database_of_the_previous_release_is_migrated_and_shows_reason_codes() {
         .and_then(|c| c.query_row("SELECT COUNT(*) FROM deliveries", [], |row| row.get(0)))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(owed, 0, "history owes no sink");
-    assert_eq!(nrf_provd_core::ledger::SCHEMA_VERSION, 11);
+    // Retention (version 12): a migrated run is kept in full.
+    assert!(
+        runs.as_array()
+            .unwrap_or_else(|| panic!("array"))
+            .iter()
+            .all(|r| r.get("compacted_at").is_none()),
+        "no old run reads as compacted"
+    );
+    assert_eq!(nrf_provd_core::ledger::SCHEMA_VERSION, 12);
     // Before version 3 only the trust file vouched: passed runs say so.
     assert_eq!(runs[0]["verified_by"], "keys");
     assert_eq!(runs[1]["verified_by"], serde_json::Value::Null);
@@ -314,6 +323,7 @@ async fn passed_database(path: &Path, n: u128) {
                     ),
                 }],
                 trace: Default::default(),
+                compacted_at: None,
             })
             .await
             .unwrap_or_else(|e| panic!("{e}"));
