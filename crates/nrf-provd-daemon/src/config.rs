@@ -24,6 +24,7 @@ use toml::Spanned;
 
 mod ledger;
 mod lenient;
+mod retention;
 mod sink;
 mod traceability;
 pub use crate::handoff::HandOff;
@@ -141,6 +142,9 @@ pub struct StationConfig {
     pub claim: Option<ClaimConfig>,
     /// `[[sink]]`: where every finished run is delivered.
     pub sinks: Vec<SinkConfig>,
+    /// `[retention] keep_full`: how long a run keeps its payload; `None`
+    /// keeps every run in full.
+    pub keep_full: Option<Duration>,
 }
 
 /// `[claim]`: the ownership key the claim step writes and signs with.
@@ -446,6 +450,7 @@ struct RawConfig {
     /// `[[sink]]`, each a downstream.
     #[serde(default)]
     sink: Vec<sink::RawSink>,
+    retention: Option<retention::RawRetention>,
 }
 
 #[derive(Deserialize)]
@@ -868,6 +873,7 @@ fn validate(src: &Source, raw: RawConfig, base: Option<&Path>) -> StationConfig 
         .ledger
         .and_then(|ledger| ledger::validate(src, ledger, resolve));
     let sinks = sink::validate(src, raw.sink, resolve);
+    let keep_full = retention::validate(src, raw.retention);
     if !has_ca {
         if let Some(step) = plan
             .steps
@@ -917,6 +923,7 @@ fn validate(src: &Source, raw: RawConfig, base: Option<&Path>) -> StationConfig 
         test_station,
         claim,
         sinks,
+        keep_full,
     }
 }
 

@@ -28,6 +28,8 @@ use crate::ledger::LedgerError;
 pub const BATCH: usize = 1000;
 /// Pages returned to the file per `incremental_vacuum` step.
 const VACUUM_STEP: i64 = 1000;
+/// How often the daemon compacts.
+pub const EVERY: Duration = Duration::from_secs(3600);
 /// A compaction's write waits this long for the station's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -212,6 +214,25 @@ impl SqliteRetention {
         }
         done.pages_freed = self.vacuum().await?;
         Ok(done)
+    }
+
+    /// The daemon's task: compact now (after READY), then every `every`,
+    /// until dropped (aborted). A failure is logged and tried again at the
+    /// next turn: retention is never in the station's way.
+    pub async fn serve(self, policy: Retention, every: Duration) {
+        loop {
+            match self.compact(policy, OffsetDateTime::now_utc()).await {
+                Ok(done) if done.runs > 0 || done.pages_freed > 0 => tracing::info!(
+                    runs = done.runs,
+                    bytes = done.bytes,
+                    pages_freed = done.pages_freed,
+                    "retention compacted runs"
+                ),
+                Ok(_) => {}
+                Err(err) => tracing::warn!(%err, "retention failed; trying again later"),
+            }
+            tokio::time::sleep(every).await;
+        }
     }
 
     /// Return free pages to the file system, [`VACUUM_STEP`] at a time.
