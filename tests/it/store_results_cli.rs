@@ -60,6 +60,7 @@ async fn database(path: &Path) -> SqliteLedger {
             tokens: vec![],
             artifacts: vec![],
             trace: Default::default(),
+            compacted_at: None,
         })
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -256,7 +257,15 @@ fn a_database_of_the_previous_release_is_migrated_and_shows_reason_codes() {
         .and_then(|c| c.query_row("SELECT COUNT(*) FROM deliveries", [], |row| row.get(0)))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(owed, 0, "history owes no sink");
-    assert_eq!(nrf_provd_core::ledger::SCHEMA_VERSION, 11);
+    // Retention (version 12): a migrated run is kept in full.
+    assert!(
+        runs.as_array()
+            .unwrap_or_else(|| panic!("array"))
+            .iter()
+            .all(|r| r.get("compacted_at").is_none()),
+        "no old run reads as compacted"
+    );
+    assert_eq!(nrf_provd_core::ledger::SCHEMA_VERSION, 12);
     // Before version 3 only the trust file vouched: passed runs say so.
     assert_eq!(runs[0]["verified_by"], "keys");
     assert_eq!(runs[1]["verified_by"], serde_json::Value::Null);
@@ -314,6 +323,7 @@ async fn passed_database(path: &Path, n: u128) {
                     ),
                 }],
                 trace: Default::default(),
+                compacted_at: None,
             })
             .await
             .unwrap_or_else(|e| panic!("{e}"));
@@ -411,4 +421,159 @@ async fn large_exports_are_written_as_files_of_whole_rows() {
         let out = results(&bad);
         assert_eq!(out.status.code(), Some(2), "{bad:?}: {out:?}");
     }
+}
+
+/// A run finished on 2024-05-01 (long before any `keep_full`) of `device`,
+/// with a certificate as its payload.
+async fn old_run(store: &SqliteLedger, n: u128, device: u128, outcome: Outcome) {
+    use nrf_provd_core::ledger::{Artifact, ArtifactKind};
+    let at = datetime!(2024-05-01 10:00 UTC);
+    let start = RunStart {
+        uid: uuid::Uuid::from_u128(2000 + n),
+        station_id: "s1".into(),
+        port: "/dev/a".into(),
+        started_at: at,
+        trace: Default::default(),
+    };
+    let id = store
+        .begin_run(&start)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .finish_run(&RunRecord {
+            id,
+            uid: start.uid,
+            station_id: "s1".into(),
+            port: "/dev/a".into(),
+            started_at: at,
+            finished_at: Some(datetime!(2024-05-01 10:00:30 UTC)),
+            outcome,
+            failed_step: None,
+            reason_code: None,
+            reason: None,
+            verified_by: None,
+            device: DeviceInfo {
+                device_uuid: Some(uuid::Uuid::from_u128(device)),
+                ..Default::default()
+            },
+            steps: vec![],
+            tokens: vec![],
+            artifacts: vec![Artifact {
+                kind: ArtifactKind::DeviceCertificate,
+                sec_tag: Some(16_842_753),
+                content: format!(
+                    "-----BEGIN CERTIFICATE-----\nMIIB{n:04}\n-----END CERTIFICATE-----\n"
+                ),
+            }],
+            trace: Default::default(),
+            compacted_at: None,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+fn compacted(db: &Path) -> Vec<(bool, usize)> {
+    let out = results(&["--db", &db.display().to_string(), "--format", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runs: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    runs.as_array()
+        .unwrap_or_else(|| panic!("array"))
+        .iter()
+        .map(|r| {
+            (
+                r.get("compacted_at").is_some(),
+                r["artifacts"].as_array().map_or(0, Vec::len),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn prune_dry_run_says_what_would_go_and_why_the_rest_stays_then_prune_compacts_it() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let db = dir.path().join("results.db");
+    {
+        let store = SqliteLedger::open(&db).unwrap_or_else(|e| panic!("{e}"));
+        old_run(&store, 1, 0xa, Outcome::Passed).await;
+        old_run(&store, 2, 0xb, Outcome::Failed).await;
+        old_run(&store, 3, 0xa, Outcome::Passed).await;
+    }
+    let config = dir.path().join("station.toml");
+    std::fs::write(
+        &config,
+        "station_id = \"s1\"\ndatabase = \"results.db\"\n\n[ports]\npaths = [\"nothing-here/tty*\"]\n\n\
+         [identity]\nauthorities = [\"collect\"]\n\n[plan]\nsteps = [\"identify\"]\n\n\
+         [retention]\nkeep_full = \"90d\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let config = config.display().to_string();
+
+    let out = results(&["--prune", "--dry-run", "--config", &config]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains("would compact: 2 runs"),
+        "the older pass and the failure go: {text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("kept in full: 1 runs") && l.contains("latest passed run")),
+        "the device's latest pass stays: {text}"
+    );
+    assert!(
+        text.contains("kept in full: 0 runs, 0 bytes: a sink has not acknowledged them"),
+        "{text}"
+    );
+    assert_eq!(
+        compacted(&db),
+        vec![(false, 1); 3],
+        "a dry run changes nothing"
+    );
+
+    // With --db the station's line is unknown: what the line may lack stays.
+    let out = results(&[
+        "--prune",
+        "--dry-run",
+        "--db",
+        &db.display().to_string(),
+        "--keep-full",
+        "90d",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout(&out).contains("would compact: 0 runs"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = results(&["--prune", "--config", &config]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout(&out).starts_with("compacted 2 runs"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(compacted(&db), vec![(true, 0), (true, 0), (false, 1)]);
+
+    // No keep_full anywhere: a clear refusal, nothing compacted.
+    let out = results(&["--prune", "--db", &db.display().to_string()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--keep-full"));
 }

@@ -531,6 +531,14 @@ pub struct RunRecord {
     pub steps: Vec<StepRecord>,
     pub tokens: Vec<TokenRecord>,
     pub artifacts: Vec<Artifact>,
+    /// When retention dropped this run's steps, tokens and artifacts (they
+    /// read empty since); absent for a run kept in full.
+    #[serde(
+        default,
+        with = "ser::opt_time",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub compacted_at: Option<OffsetDateTime>,
     /// Work order, lot, operator, product, fixture (top-level fields).
     #[serde(flatten)]
     pub trace: Traceability,
@@ -556,6 +564,7 @@ impl RunRecord {
             tokens: Vec::new(),
             artifacts: Vec::new(),
             trace: start.trace.clone(),
+            compacted_at: None,
         }
     }
 
@@ -640,6 +649,8 @@ pub struct RunSummary<'a> {
     pub steps: &'a [StepRecord],
     pub tokens: Vec<TokenSummary<'a>>,
     pub artifacts: Vec<ArtifactSummary>,
+    #[serde(with = "ser::opt_time", skip_serializing_if = "Option::is_none")]
+    pub compacted_at: Option<OffsetDateTime>,
     #[serde(flatten)]
     pub trace: &'a Traceability,
 }
@@ -705,6 +716,7 @@ impl RunRecord {
                     sec_tag: a.sec_tag,
                 })
                 .collect(),
+            compacted_at: self.compacted_at,
             trace: &self.trace,
         }
     }

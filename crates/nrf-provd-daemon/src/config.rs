@@ -24,6 +24,7 @@ use toml::Spanned;
 
 mod ledger;
 mod lenient;
+mod retention;
 mod sink;
 mod traceability;
 pub use crate::handoff::HandOff;
@@ -145,6 +146,9 @@ pub struct StationConfig {
     /// with a mistake is left out, so the two may differ): where `check`
     /// reports a sink's file.
     pub sink_places: Vec<usize>,
+    /// `[retention] keep_full`: how long a run keeps its payload; `None`
+    /// keeps every run in full.
+    pub keep_full: Option<Duration>,
 }
 
 /// `[claim]`: the ownership key the claim step writes and signs with.
@@ -450,6 +454,7 @@ struct RawConfig {
     /// `[[sink]]`, each a downstream.
     #[serde(default)]
     sink: Vec<sink::RawSink>,
+    retention: Option<retention::RawRetention>,
 }
 
 #[derive(Deserialize)]
@@ -874,6 +879,7 @@ fn validate(src: &Source, raw: RawConfig, base: Option<&Path>) -> StationConfig 
     let (sink_places, sinks) = sink::validate(src, raw.sink, &station_id, resolve)
         .into_iter()
         .unzip();
+    let keep_full = retention::validate(src, raw.retention);
     if !has_ca {
         if let Some(step) = plan
             .steps
@@ -924,6 +930,7 @@ fn validate(src: &Source, raw: RawConfig, base: Option<&Path>) -> StationConfig 
         claim,
         sinks,
         sink_places,
+        keep_full,
     }
 }
 

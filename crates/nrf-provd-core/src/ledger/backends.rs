@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::{
     HandoffLedger, LedgerConfig, LedgerError, LedgerReader, LineLedger, PgSettings, PostgresLedger,
-    ReaderPool, RunReaders, SqliteDeliveries, SqliteLedger,
+    ReaderPool, RunReaders, SqliteDeliveries, SqliteLedger, SqliteRetention,
 };
 
 /// The station's own records, in the database at a path.
@@ -47,6 +47,12 @@ pub mod local {
     /// --retry`), on a connection of its own.
     pub fn deliveries(database: &Path) -> Result<SqliteDeliveries, LedgerError> {
         SqliteLedger::open_deliveries(database, false)
+    }
+
+    /// Retention (the daemon's task, `results --prune`), on a connection of
+    /// its own.
+    pub fn retention(database: &Path) -> Result<SqliteRetention, LedgerError> {
+        SqliteLedger::open_retention(database)
     }
 
     /// The sinks' outbox to read only (`deliveries`, `/metrics`).

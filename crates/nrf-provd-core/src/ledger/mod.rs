@@ -46,7 +46,8 @@ pub use postgres::{PgSettings, PostgresLedger};
 pub use settings::{LedgerConfig, LedgerMode, MAX_BATCH, MAX_POOL, PASSWORD_ENV, PasswordSource};
 pub use sqlite::readers::{Reader, ReaderPool};
 pub use sqlite::{
-    SCHEMA_VERSION, SqliteDeliveries, SqliteHandoff, SqliteLedger, SqliteReader, integrity,
+    SCHEMA_VERSION, SqliteDeliveries, SqliteHandoff, SqliteLedger, SqliteReader, SqliteRetention,
+    integrity, retention,
 };
 pub use summary::Summary;
 

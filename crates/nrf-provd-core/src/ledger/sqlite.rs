@@ -33,11 +33,13 @@ mod line;
 mod owner;
 mod payload;
 pub mod readers;
+pub mod retention;
 mod tally;
 pub use deliveries::SqliteDeliveries;
 pub use handoff::SqliteHandoff;
 pub use line::stored_claim_value;
 use owner::{Db, blocking};
+pub use retention::SqliteRetention;
 
 /// One schema migration: SQL, or SQL and then a Rust step in the same
 /// transaction (data SQL cannot convert).
@@ -66,11 +68,15 @@ const MIGRATIONS: &[Migration] = &[
         payload::move_into_payloads,
     ),
     Migration::Sql(include_str!("migrations/0011_deliveries.sql")),
+    Migration::Sql(include_str!("migrations/0012_retention.sql")),
 ];
 
 /// The first schema version whose runs keep steps, tokens and artifacts in
 /// `run_payloads`.
 const PAYLOADS: i64 = 10;
+
+/// The first schema version with `runs.compacted_at` (retention).
+const RETENTION: i64 = 12;
 
 /// The schema version this release writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
@@ -895,11 +901,16 @@ fn read_selected(
     } else {
         "NULL, NULL, NULL, NULL, NULL"
     };
+    let compacted_at = if version >= RETENTION {
+        "compacted_at"
+    } else {
+        "NULL"
+    };
     let mut stmt = conn
         .prepare_cached(&format!(
             "SELECT id, station_id, port, started_at, finished_at, outcome, failed_step, reason,
                     device_uuid, imei, model, firmware, firmware_uuid, hw_version, {reason_code},
-                    {uid}, {verified_by}, {trace}
+                    {uid}, {verified_by}, {trace}, {compacted_at}
              FROM runs WHERE id IN ({selected}) ORDER BY id"
         ))
         .map_err(sql("query runs"))?;
@@ -1113,6 +1124,7 @@ struct RawRun {
     uid: Option<String>,
     verified_by: Option<String>,
     trace: Traceability,
+    compacted_at: Option<String>,
 }
 
 impl RawRun {
@@ -1142,6 +1154,7 @@ impl RawRun {
                 product: row.get(20)?,
                 fixture: row.get(21)?,
             },
+            compacted_at: row.get(22)?,
         })
     }
 
@@ -1185,6 +1198,10 @@ impl RawRun {
             steps,
             tokens,
             artifacts,
+            compacted_at: self
+                .compacted_at
+                .map(|t| parse_time(t, "run compaction time"))
+                .transpose()?,
             trace: self.trace,
         })
     }

@@ -9,4 +9,5 @@ mod sink_outbox;
 mod station_presence;
 mod store_integrity;
 mod store_records;
+mod store_retention;
 mod traceability;

@@ -61,6 +61,7 @@ async fn run(store: &SqliteLedger, left_in_flight: bool) -> RunRecord {
         tokens: vec![],
         artifacts: vec![],
         trace: start.trace,
+        compacted_at: None,
     };
     if !left_in_flight {
         store

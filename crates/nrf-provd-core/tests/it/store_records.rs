@@ -123,6 +123,7 @@ fn passed(id: i64, device: &str, at: OffsetDateTime, certificate: &str) -> RunRe
             },
         ],
         trace: Default::default(),
+        compacted_at: None,
     }
 }
 

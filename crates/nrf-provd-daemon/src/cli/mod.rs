@@ -13,6 +13,7 @@ pub mod cloud;
 pub mod deliveries;
 pub mod docs;
 pub mod ports;
+mod prune;
 pub mod results;
 pub mod shift;
 pub mod station;

@@ -60,6 +60,20 @@ pub struct ResultsArgs {
     /// unclean shutdown, in the background.
     #[arg(long, conflicts_with_all = ["ledger", "summary"])]
     pub check: bool,
+    /// Instead of runs: compact the runs `[retention] keep_full` lets go
+    /// now (their steps, tokens and certificates; the run, its verdict,
+    /// device, traceability and claims stay forever), then return the
+    /// freed pages to the file system. Writes the database.
+    #[arg(long, conflicts_with_all = ["ledger", "summary", "check"])]
+    pub prune: bool,
+    /// With --prune: only say how many runs and bytes would go, and why
+    /// the others are kept.
+    #[arg(long, requires = "prune")]
+    pub dry_run: bool,
+    /// With --prune: how long a run keeps its payload, instead of the
+    /// config's `[retention] keep_full` (e.g. 90d).
+    #[arg(long, value_name = "DURATION", requires = "prune", value_parser = super::parse_duration)]
+    pub keep_full: Option<std::time::Duration>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -155,6 +169,9 @@ fn open_reader(args: &ResultsArgs) -> Result<Arc<dyn LedgerReader>, String> {
 pub async fn run(args: ResultsArgs) -> ExitCode {
     if args.check {
         return check(&args);
+    }
+    if args.prune {
+        return super::prune::run(&args).await;
     }
     let reader = match open_reader(&args) {
         Ok(reader) => reader,

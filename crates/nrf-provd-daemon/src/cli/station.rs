@@ -94,6 +94,23 @@ pub async fn run(args: RunArgs) -> ExitCode {
     let serving = tokio::spawn(Arc::clone(&station).serve());
     systemd::notify_ready();
     systemd::spawn_watchdog();
+    // Retention: once now, then hourly, on a connection of its own.
+    let retention = match config.keep_full {
+        Some(keep_full) => match crate::ledger::backends::local::retention(&config.database) {
+            Ok(retention) => Some(tokio::spawn(retention.serve(
+                crate::ledger::retention::Retention {
+                    keep_full,
+                    on_line: config.ledger.is_some(),
+                },
+                crate::ledger::retention::EVERY,
+            ))),
+            Err(err) => {
+                warn!(%err, "retention is off: its connection did not open");
+                None
+            }
+        },
+        None => None,
+    };
     match &http {
         Some(http) => {
             info!(config = %args.config.display(), http = %format!("http://{}/", http.local_addr()), "station ready")
@@ -110,6 +127,9 @@ pub async fn run(args: RunArgs) -> ExitCode {
     systemd::notify_stopping();
     info!("shutting down");
     station.shutdown();
+    if let Some(retention) = retention {
+        retention.abort();
+    }
     if let Err(err) = serving.await {
         error!(%err, "station task failed");
     }

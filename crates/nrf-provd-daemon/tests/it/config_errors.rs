@@ -1037,3 +1037,20 @@ fn the_claim_step_needs_a_claim_section_and_min_firmware_is_a_version() {
         err(&text)
     );
 }
+
+#[test]
+fn retention_keep_full_is_a_duration_and_absent_keeps_everything() {
+    let config = StationConfig::parse(MINIMAL, "station.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.keep_full, None, "no [retention]: every run in full");
+    let text = format!("{MINIMAL}\n[retention]\nkeep_full = \"90d\"\n");
+    let config = StationConfig::parse(&text, "station.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.keep_full, Some(Duration::from_secs(90 * 24 * 3600)));
+    for bad in ["\"soon\"", "\"0s\""] {
+        let text = format!("{MINIMAL}\n[retention]\nkeep_full = {bad}\n");
+        let e = err(&text);
+        assert_eq!(e.position(), Some(position_of(&text, bad)), "{e}");
+        assert!(e.to_string().contains("retention.keep_full"), "{e}");
+    }
+    let text = format!("{MINIMAL}\n[retention]\nkeep = \"90d\"\n");
+    assert!(err(&text).to_string().contains("keep_full"));
+}

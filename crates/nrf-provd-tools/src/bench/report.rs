@@ -278,6 +278,7 @@ mod tests {
             tokens: Vec::new(),
             artifacts: Vec::new(),
             trace: Default::default(),
+            compacted_at: None,
         }
     }
 

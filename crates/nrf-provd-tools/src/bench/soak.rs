@@ -533,6 +533,7 @@ mod tests {
                 .collect(),
             artifacts: Vec::new(),
             trace: Default::default(),
+            compacted_at: None,
         }
     }
 

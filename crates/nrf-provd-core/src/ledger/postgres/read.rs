@@ -87,6 +87,7 @@ impl LedgerReader for PostgresLedger {
                     product: row.get(20),
                     fixture: row.get(21),
                 },
+                compacted_at: None,
             });
         }
         let uids: Vec<Uuid> = runs.iter().map(|r| r.uid).collect();

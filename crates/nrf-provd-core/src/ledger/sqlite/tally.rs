@@ -208,6 +208,7 @@ mod tests {
                 work_order: (station == "A").then(|| "WO-1".to_string()),
                 ..Default::default()
             },
+            compacted_at: None,
         };
         finish_in(conn, &record).unwrap();
     }
