@@ -355,6 +355,35 @@ async fn a_dead_letter_shows_in_the_log_metrics_and_deliveries_and_is_sent_again
         "{metrics}"
     );
 
+    // The station page: its snapshot lists the sink with its dead letter
+    // (taken from the sinks' backlog, which raises no station event).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let row = loop {
+        let mut feed = crate::http_support::Feed::open(http, None).expect("feed");
+        let mut snapshot = None;
+        for _ in 0..50 {
+            if let Some(line) = feed.next_line(Duration::from_millis(100)).expect("feed") {
+                if let Some(data) = line.strip_prefix("data: ") {
+                    snapshot = Some(serde_json::from_str::<serde_json::Value>(data).expect("json"));
+                    break;
+                }
+            }
+        }
+        let snapshot = snapshot.expect("the page's snapshot");
+        let row = snapshot["sinks"][0].clone();
+        if row["dead"] == 1 || std::time::Instant::now() > deadline {
+            break row;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(row["sink"], format!("webhook {url}"), "{row}");
+    assert_eq!(
+        (row["owed"].clone(), row["dead"].clone()),
+        (1.into(), 1.into()),
+        "{row}"
+    );
+    assert!(row["oldest_ms"].is_i64(), "{row}");
+
     let out = deliveries_cli(&config, &["--dead"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "a dead letter: {stdout}");

@@ -27,7 +27,8 @@ use tracing::warn;
 
 use super::App;
 use super::metrics::{Metrics, SseClient};
-use super::view::{Tile, View};
+use super::view::{SinkRow, Tile, View};
+use crate::ledger::deliveries::Backlog;
 use crate::station::StationEvent;
 use crate::station::systemd::Shift;
 
@@ -84,6 +85,16 @@ impl Live {
         (snapshot, self.updates.subscribe())
     }
 
+    /// Take the sinks' backlog; the pages hear of it when it changed.
+    pub fn set_sinks(&self, sinks: Vec<SinkRow>) {
+        let mut view = self.view();
+        if let Some(update) = view.set_sinks(sinks, now_ms()) {
+            if let Ok(json) = serde_json::to_string(&[update]) {
+                let _ = self.updates.send(Arc::from(json));
+            }
+        }
+    }
+
     pub fn tiles(&self) -> Vec<Tile> {
         self.view().tiles()
     }
@@ -95,14 +106,21 @@ pub fn now_ms() -> i64 {
         .unwrap_or(i64::MAX)
 }
 
+/// How often the page takes the sinks' backlog (the sinks' watcher reads
+/// it every [`crate::sink::health::REFRESH`]).
+const SINKS_EVERY: u32 = 20;
+
 /// Fold the station's events into the page and the metrics every
-/// [`FOLD_EVERY`] until they end or `stop`.
+/// [`FOLD_EVERY`] until they end or `stop`; every [`SINKS_EVERY`] folds,
+/// take `sinks()`' backlog too (sinks raise no events of their own).
 pub async fn follow(
     live: Arc<Live>,
     metrics: Arc<Metrics>,
     mut events: broadcast::Receiver<StationEvent>,
+    sinks: impl Fn() -> Vec<Backlog>,
     stop: CancellationToken,
 ) {
+    let mut folds = 0u32;
     let mut shift = Shift::default();
     let mut tick = tokio::time::interval(FOLD_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -132,6 +150,10 @@ pub async fn follow(
         };
         live.apply(&batch);
         batch.clear();
+        if folds % SINKS_EVERY == 0 {
+            live.set_sinks(sinks().iter().map(SinkRow::of).collect());
+        }
+        folds = folds.wrapping_add(1);
         if closed {
             return;
         }

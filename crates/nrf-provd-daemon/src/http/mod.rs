@@ -162,10 +162,12 @@ impl HttpServer {
             .spawn(move || {
                 runtime.block_on(async move {
                     let mut tasks = JoinSet::new();
+                    let station = Arc::clone(&app.station);
                     tasks.spawn(live::follow(
                         Arc::clone(&app.live),
                         Arc::clone(&app.metrics),
                         events,
+                        move || station.sink_backlog(),
                         serving.clone(),
                     ));
                     let metrics = Arc::clone(&app.metrics);

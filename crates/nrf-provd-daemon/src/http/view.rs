@@ -44,6 +44,34 @@ impl TileState {
     }
 }
 
+/// One downstream sink as the page shows it: what it still owes. Times
+/// are absolute (Unix ms), so an unchanged backlog is an unchanged row and
+/// the page works out ages itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SinkRow {
+    /// Kind and URL or command, as in `/metrics` and `deliveries`.
+    pub sink: String,
+    pub owed: u64,
+    pub retrying: u64,
+    pub dead: u64,
+    /// When the oldest owed run finished.
+    pub oldest_ms: Option<i64>,
+}
+
+impl SinkRow {
+    pub fn of(b: &crate::ledger::deliveries::Backlog) -> SinkRow {
+        SinkRow {
+            sink: b.sink.clone(),
+            owed: b.owed,
+            retrying: b.retrying,
+            dead: b.dead,
+            oldest_ms: b
+                .oldest_queued_at
+                .and_then(|t| i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()),
+        }
+    }
+}
+
 /// The board on a port, or the one that was there last.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Board {
@@ -146,6 +174,8 @@ pub struct Snapshot {
     pub tiles: Vec<Tile>,
     /// Newest first.
     pub failures: Vec<Failure>,
+    /// The downstream sinks (`[[sink]]`), in the config's order.
+    pub sinks: Vec<SinkRow>,
 }
 
 /// What one event changed, sent to connected clients.
@@ -164,6 +194,9 @@ pub struct Update {
     /// The traceability values, when an operator changed them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub traceability: Option<crate::record::Shift>,
+    /// Every sink, when any sink's backlog changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sinks: Option<Vec<SinkRow>>,
 }
 
 /// The page's state.
@@ -176,6 +209,7 @@ pub struct View {
     traceability: crate::record::Shift,
     tiles: BTreeMap<String, Tile>,
     failures: VecDeque<Failure>,
+    sinks: Vec<SinkRow>,
 }
 
 impl View {
@@ -190,7 +224,25 @@ impl View {
             shift: Shift::default(),
             tiles: BTreeMap::new(),
             failures: VecDeque::with_capacity(LAST_FAILURES),
+            sinks: Vec::new(),
         }
+    }
+
+    /// Take the sinks' backlog as last read; an update when it changed.
+    pub fn set_sinks(&mut self, sinks: Vec<SinkRow>, now_ms: i64) -> Option<Update> {
+        if sinks == self.sinks {
+            return None;
+        }
+        self.sinks = sinks;
+        Some(Update {
+            now_ms,
+            tile: None,
+            gone: None,
+            counters: None,
+            failure: None,
+            traceability: None,
+            sinks: Some(self.sinks.clone()),
+        })
     }
 
     pub fn snapshot(&self, now_ms: i64) -> Snapshot {
@@ -203,6 +255,7 @@ impl View {
             counters: Counters::of(&self.shift),
             tiles: self.tiles.values().cloned().collect(),
             failures: self.failures.iter().cloned().collect(),
+            sinks: self.sinks.clone(),
         }
     }
 
@@ -224,6 +277,7 @@ impl View {
             counters: (counters != before).then_some(counters),
             failure: None,
             traceability: None,
+            sinks: None,
         };
         match event {
             StationEvent::PortFound { port } => {
@@ -393,6 +447,36 @@ mod tests {
 
     fn port() -> String {
         PORT.to_string()
+    }
+
+    #[test]
+    fn the_sinks_backlog_is_in_the_snapshot_and_an_update_only_when_it_changes() {
+        let mut view = View::new("s", 3, TraceSettings::default());
+        let backlog = crate::ledger::deliveries::Backlog {
+            sink: "webhook https://mes.example/runs".into(),
+            owed: 2,
+            oldest_queued_at: Some(time::OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(5)),
+            retrying: 1,
+            dead: 0,
+        };
+        let rows = vec![SinkRow::of(&backlog)];
+        let update = view.set_sinks(rows.clone(), 9).expect("a change");
+        assert_eq!(update.sinks.as_deref(), Some(&rows[..]));
+        assert_eq!(rows[0].oldest_ms, Some(5000));
+        assert_eq!(
+            view.set_sinks(rows.clone(), 10),
+            None,
+            "unchanged: no update"
+        );
+        assert_eq!(view.snapshot(11).sinks, rows);
+        let caught_up = crate::ledger::deliveries::Backlog {
+            owed: 0,
+            oldest_queued_at: None,
+            retrying: 0,
+            ..backlog
+        };
+        let update = view.set_sinks(vec![SinkRow::of(&caught_up)], 12);
+        assert_eq!(update.and_then(|u| u.sinks).map(|s| s[0].owed), Some(0));
     }
 
     #[test]

@@ -22,7 +22,11 @@ const page = {
   offset: 0,             // server clock minus ours, ms
   shift: null,           // work order, lot, operator, product of the next board
   required: [],
+  sinks: [],             // each [[sink]]'s backlog
 };
+
+// As the daemon's log and STATUS judge it (sink::health::BEHIND_AFTER).
+const SINK_BEHIND_MS = 60000;
 
 const SHIFT_FIELDS = ['work_order', 'lot', 'operator', 'product'];
 
@@ -177,6 +181,23 @@ function renderFailures() {
   document.getElementById('no-failures').hidden = page.failures.length !== 0;
 }
 
+// A sink that owes a run for longer than a minute, or holds a dead letter,
+// is behind: its row says so, as the log and systemd STATUS do.
+function renderSinks() {
+  const body = document.querySelector('#sinks tbody');
+  body.replaceChildren(...page.sinks.map(s => {
+    const late = s.owed > s.dead && s.oldest_ms !== null && serverNow() - s.oldest_ms > SINK_BEHIND_MS;
+    const row = el('tr', late || s.dead > 0 ? 'behind' : null);
+    row.appendChild(el('td', 'mono', s.sink));
+    row.appendChild(el('td', null, s.owed));
+    row.appendChild(el('td', 'when', s.owed > 0 && s.oldest_ms !== null ? ago(s.oldest_ms) : '–'));
+    row.appendChild(el('td', null, s.retrying));
+    row.appendChild(el('td', s.dead > 0 ? 'code' : null, s.dead));
+    return row;
+  }));
+  document.getElementById('sinks-box').hidden = page.sinks.length === 0;
+}
+
 // The form shows the values the next board runs under; a field someone is
 // editing keeps what they typed until it is sent.
 function renderShift() {
@@ -247,12 +268,14 @@ function onSnapshot(event) {
   page.counters = s.counters;
   page.shift = s.traceability;
   page.required = s.required || [];
+  page.sinks = s.sinks || [];
   document.getElementById('station').textContent = s.station_id;
   document.title = s.station_id + ' · nrf-provd';
   renderTiles();
   renderCounters();
   renderFailures();
   renderShift();
+  renderSinks();
   setLink('live');
 }
 
@@ -274,6 +297,10 @@ function applyUpdate(u) {
   if (u.traceability) {
     page.shift = u.traceability;
     renderShift();
+  }
+  if (u.sinks) {
+    page.sinks = u.sinks;
+    renderSinks();
   }
   if (u.failure) {
     page.failures.unshift(u.failure);
@@ -313,4 +340,5 @@ document.addEventListener('DOMContentLoaded', () => {
   renderFailures();
   connect();
   setInterval(tick, 250);
+  setInterval(renderSinks, 5000);  // the "oldest … ago" column
 });
