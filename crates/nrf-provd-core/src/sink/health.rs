@@ -31,7 +31,7 @@ impl SinkHealth {
             .clone()
     }
 
-    pub(super) fn set(&self, backlog: Vec<Backlog>) {
+    pub(crate) fn set(&self, backlog: Vec<Backlog>) {
         *self
             .backlog
             .lock()

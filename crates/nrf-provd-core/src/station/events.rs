@@ -124,7 +124,14 @@ pub trait EventConsumer: Send + 'static {
     fn missed(&mut self, missed: u64) {
         let _ = missed;
     }
+
+    /// Every [`TICK`] whether or not events came: for what changes
+    /// without a station event (the sinks' backlog).
+    fn tick(&mut self) {}
 }
+
+/// How often [`follow`] calls [`EventConsumer::tick`].
+pub const TICK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Fold `events` into `consumer` until the stream closes (the station's
 /// last handle dropped); then hand the consumer back.
@@ -133,11 +140,16 @@ pub async fn follow<C: EventConsumer>(
     mut consumer: C,
 ) -> C {
     use broadcast::error::RecvError;
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        match events.recv().await {
-            Ok(event) => consumer.apply(&event),
-            Err(RecvError::Lagged(missed)) => consumer.missed(missed),
-            Err(RecvError::Closed) => return consumer,
+        tokio::select! {
+            event = events.recv() => match event {
+                Ok(event) => consumer.apply(&event),
+                Err(RecvError::Lagged(missed)) => consumer.missed(missed),
+                Err(RecvError::Closed) => return consumer,
+            },
+            _ = tick.tick() => consumer.tick(),
         }
     }
 }

@@ -134,15 +134,30 @@ impl Status {
     }
 }
 
+impl Status {
+    /// Tell systemd the line when it changed; whether it did.
+    fn refresh(&mut self, shift_changed: bool) -> bool {
+        let warning = self.sinks.as_ref().and_then(|s| s.warning());
+        let changed = shift_changed || warning != self.sinks_warning;
+        if changed {
+            self.sinks_warning = warning;
+            notify_status(&self.line());
+        }
+        changed
+    }
+}
+
 impl EventConsumer for Status {
     fn apply(&mut self, event: &StationEvent) {
         let before = self.shift.clone();
         self.shift.apply(event);
-        let warning = self.sinks.as_ref().and_then(|s| s.warning());
-        if self.shift != before || warning != self.sinks_warning {
-            self.sinks_warning = warning;
-            notify_status(&self.line());
-        }
+        let shift_changed = self.shift != before;
+        self.refresh(shift_changed);
+    }
+
+    /// A sink falls behind (or catches up) on an idle station too.
+    fn tick(&mut self) {
+        self.refresh(false);
     }
 
     fn missed(&mut self, missed: u64) {
@@ -242,5 +257,32 @@ mod tests {
         );
         shift.apply(&StationEvent::Resumed);
         assert!(!shift.status_line().contains("PAUSED"));
+    }
+
+    #[test]
+    fn a_sink_falling_behind_on_an_idle_station_reaches_status_at_the_next_tick() {
+        let health = Arc::new(SinkHealth::default());
+        let mut status = Status::default().with_sinks(Arc::clone(&health));
+        status.tick();
+        assert!(!status.line().contains("WARNING"), "{}", status.line());
+        health.set(vec![crate::ledger::deliveries::Backlog {
+            sink: "command mes-push".into(),
+            owed: 1,
+            oldest_queued_at: Some(time::OffsetDateTime::now_utc() - time::Duration::hours(1)),
+            retrying: 1,
+            dead: 0,
+        }]);
+        // No station event: the tick alone tells systemd.
+        status.tick();
+        assert!(
+            status
+                .line()
+                .contains("WARNING sink command mes-push behind: 1 owed"),
+            "{}",
+            status.line()
+        );
+        health.set(Vec::new());
+        status.tick();
+        assert!(!status.line().contains("WARNING"), "{}", status.line());
     }
 }
