@@ -526,8 +526,8 @@ async fn prune_dry_run_says_what_would_go_and_why_the_rest_stays_then_prune_comp
     );
     assert!(
         text.lines()
-            .any(|l| l.starts_with("kept in full: 1 runs") && l.contains("latest passed run")),
-        "the device's latest pass stays: {text}"
+            .any(|l| l.starts_with("would trim: 1 runs") && l.contains("latest passed run")),
+        "the device's latest pass keeps what exports read: {text}"
     );
     assert!(
         text.contains("kept in full: 0 runs, 0 bytes: a sink has not acknowledged them"),
@@ -566,11 +566,12 @@ async fn prune_dry_run_says_what_would_go_and_why_the_rest_stays_then_prune_comp
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout(&out).starts_with("compacted 2 runs"),
+        stdout(&out).starts_with("compacted 2 runs and trimmed 1"),
         "{}",
         stdout(&out)
     );
-    assert_eq!(compacted(&db), vec![(true, 0), (true, 0), (false, 1)]);
+    // The latest pass is trimmed: its device certificate (onboard-csv's) stays.
+    assert_eq!(compacted(&db), vec![(true, 0), (true, 0), (true, 1)]);
 
     // No keep_full anywhere: a clear refusal, nothing compacted.
     let out = results(&["--prune", "--db", &db.display().to_string()]);

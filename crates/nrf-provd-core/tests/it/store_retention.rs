@@ -99,12 +99,20 @@ async fn run(
             ..DeviceInfo::default()
         },
         steps: vec![],
-        tokens: vec![TokenRecord {
-            kind: TokenKind::Jwt,
-            text,
-            authentic: true,
-            checks_json: "[]".into(),
-        }],
+        tokens: vec![
+            TokenRecord {
+                kind: TokenKind::Identity,
+                text: format!("identity-token-of-{jti}"),
+                authentic: true,
+                checks_json: "[]".into(),
+            },
+            TokenRecord {
+                kind: TokenKind::Jwt,
+                text,
+                authentic: true,
+                checks_json: "[]".into(),
+            },
+        ],
         artifacts: vec![],
         compacted_at: None,
         trace: start.trace,
@@ -160,17 +168,18 @@ async fn old_acknowledged_runs_lose_their_payload_and_the_rest_are_kept_for_thei
     assert_eq!(plan.compact.runs, 2, "{plan:?}");
     assert!(plan.compact.bytes > 0, "{plan:?}");
     assert_eq!(plan.owed_to_sink.runs, 1, "{plan:?}");
-    assert_eq!(plan.latest_passed.runs, 1, "{plan:?}");
-    assert_eq!(
-        (plan.handoff, plan.not_forwarded),
-        (Count::default(), Count::default())
-    );
+    assert_eq!(plan.trim.runs, 1, "the device's latest pass: {plan:?}");
+    assert_eq!(plan.not_forwarded, Count::default());
 
     let done = retention
         .compact(policy(), in_91_days())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!((done.runs, done.bytes), (2, plan.compact.bytes));
+    assert_eq!((done.runs, done.trimmed), (2, 1));
+    assert!(
+        done.bytes > plan.compact.bytes,
+        "the trim saved bytes too: {done:?}"
+    );
     for id in [old_pass, failed] {
         let record = stored(&store, id).await;
         assert!(record.tokens.is_empty(), "run {id} was compacted");
@@ -181,13 +190,27 @@ async fn old_acknowledged_runs_lose_their_payload_and_the_rest_are_kept_for_thei
         assert!(record.device.device_uuid.is_some(), "its identity stays");
         assert_eq!(record.trace.work_order.as_deref(), Some("WO-7"));
     }
-    for id in [owed, latest] {
-        let record = stored(&store, id).await;
-        assert_eq!(record.tokens.len(), 1, "run {id} is kept in full");
-        assert!(record.compacted_at.is_none());
-    }
+    let kept = stored(&store, owed).await;
+    assert_eq!(kept.tokens.len(), 2, "the owed run is kept in full");
+    assert!(kept.compacted_at.is_none());
+    // The latest pass keeps what exports read: its identity token, which
+    // attest-csv still gives; the bulky JWT went.
+    let trimmed = stored(&store, latest).await;
+    assert!(trimmed.compacted_at.is_some());
+    assert_eq!(
+        trimmed
+            .tokens
+            .iter()
+            .map(|t| (t.kind, t.text.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(TokenKind::Identity, "identity-token-of-jti-3")]
+    );
+    let rows = nrf_provd_core::ledger::export::attest_rows(std::slice::from_ref(&trimmed));
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0][2], "identity-token-of-jti-3");
 
-    // Once the sink has it, the owed run goes too; the latest pass stays.
+    // Once the sink has it, the owed run goes too; the latest pass stays
+    // trimmed, and nothing is left to do.
     deliveries
         .acknowledge(sinks[0], owed)
         .await
@@ -196,7 +219,7 @@ async fn old_acknowledged_runs_lose_their_payload_and_the_rest_are_kept_for_thei
         .compact(policy(), in_91_days())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(done.runs, 1);
+    assert_eq!((done.runs, done.trimmed), (1, 0));
     assert!(stored(&store, owed).await.tokens.is_empty());
     assert_eq!(stored(&store, latest).await.tokens.len(), 1);
     assert_eq!(
@@ -204,14 +227,23 @@ async fn old_acknowledged_runs_lose_their_payload_and_the_rest_are_kept_for_thei
             .plan(policy(), in_91_days())
             .await
             .unwrap_or_else(|e| panic!("{e}")),
-        PrunePlan {
-            latest_passed: Count {
-                runs: 1,
-                ..plan.latest_passed
-            },
-            ..PrunePlan::default()
-        }
+        PrunePlan::default()
     );
+
+    // A newer pass of the device: the trimmed one is no longer the latest
+    // and goes entirely.
+    let newer = run(&store, a, Outcome::Passed, "jti-5", 100).await;
+    deliveries
+        .acknowledge(sinks[0], newer)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let done = retention
+        .compact(policy(), in_91_days())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((done.runs, done.trimmed), (1, 1), "{done:?}");
+    assert!(stored(&store, latest).await.tokens.is_empty());
+    assert_eq!(stored(&store, newer).await.tokens.len(), 1);
 }
 
 #[tokio::test]

@@ -35,8 +35,14 @@ fn line(count: Count) -> String {
     format!("{} runs, {} bytes", count.runs, count.bytes)
 }
 
+/// `90 days` for a whole number of days (humantime would say
+/// `2months 29days 2h 52m 48s`, its month being 30.44 days).
 fn age(keep_full: Duration) -> String {
-    humantime::format_duration(keep_full).to_string()
+    const DAY: u64 = 86_400;
+    match keep_full.as_secs() {
+        secs if secs % DAY == 0 && keep_full.subsec_nanos() == 0 => format!("{} days", secs / DAY),
+        _ => humantime::format_duration(keep_full).to_string(),
+    }
 }
 
 pub async fn run(args: &ResultsArgs) -> ExitCode {
@@ -73,20 +79,17 @@ pub async fn run(args: &ResultsArgs) -> ExitCode {
             }
         );
         println!(
-            "kept in full: {}: the hand-off to nRF Cloud may still send them",
-            line(plan.handoff)
-        );
-        println!(
-            "kept in full: {}: the latest passed run of its device (exports)",
-            line(plan.latest_passed)
+            "would trim: {} to what exports and the hand-off read: the latest passed run of its device, \
+             or one the hand-off to nRF Cloud may still send",
+            line(plan.trim)
         );
         return ExitCode::SUCCESS;
     }
     match retention.compact(policy, now).await {
         Ok(done) => {
             println!(
-                "compacted {} runs ({} bytes of payloads); {} pages returned to the file system",
-                done.runs, done.bytes, done.pages_freed
+                "compacted {} runs and trimmed {} ({} bytes of payloads); {} pages returned to the file system",
+                done.runs, done.trimmed, done.bytes, done.pages_freed
             );
             ExitCode::SUCCESS
         }

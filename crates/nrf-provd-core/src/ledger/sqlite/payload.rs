@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::sql;
 use crate::ledger::{
@@ -252,6 +252,44 @@ impl Payload {
                 .any(|a| a.kind == ArtifactKind::DeviceCertificate)
     }
 
+    /// What exports and the hand-off read, and nothing else (retention's
+    /// trim of a device's latest pass): the last identity token (the last
+    /// authentic one when there is one: `attest-csv`'s), the last device
+    /// certificate (`onboard-csv`'s, the onboarding queue's) and the attest
+    /// and install steps without their detail (when the token was taken;
+    /// whether the certificate was installed).
+    pub fn for_exports(&self) -> Payload {
+        let token = self
+            .tokens
+            .iter()
+            .rev()
+            .find(|t| t.kind == TokenKind::Identity && t.authentic)
+            .or_else(|| {
+                self.tokens
+                    .iter()
+                    .rev()
+                    .find(|t| t.kind == TokenKind::Identity)
+            });
+        let certificate = self
+            .artifacts
+            .iter()
+            .rev()
+            .find(|a| a.kind == ArtifactKind::DeviceCertificate);
+        Payload {
+            steps: self
+                .steps
+                .iter()
+                .filter(|s| matches!(s.name, Step::Attest | Step::Install))
+                .map(|s| StepRecord {
+                    detail: String::new(),
+                    ..s.clone()
+                })
+                .collect(),
+            tokens: token.cloned().into_iter().collect(),
+            artifacts: certificate.cloned().into_iter().collect(),
+        }
+    }
+
     /// The last identity token (the claim queue's).
     pub fn identity_token(&self) -> Option<&str> {
         self.tokens
@@ -271,15 +309,38 @@ impl Payload {
     }
 }
 
-/// Store `record`'s steps, tokens and artifacts (nothing when it has none).
-pub(super) fn store(tx: &Connection, record: &RunRecord) -> Result<(), LedgerError> {
-    insert(tx, record.id, &Payload::of(record))
+/// Run `run`'s payload trimmed to [`Payload::for_exports`], and the bytes
+/// it has now; `None` when it has no payload.
+pub(super) fn trimmed(tx: &Connection, run: RunId) -> Result<Option<(Payload, i64)>, LedgerError> {
+    let stored: Option<(i64, Vec<u8>)> = tx
+        .prepare_cached("SELECT format, body FROM run_payloads WHERE run_id = ?1")
+        .and_then(|mut stmt| {
+            stmt.query_row([run], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()
+        })
+        .map_err(sql("read run payload"))?;
+    let Some((format, body)) = stored else {
+        return Ok(None);
+    };
+    let trimmed = Payload::unpack(format, &body)?.for_exports();
+    Ok(Some((
+        trimmed,
+        i64::try_from(body.len()).unwrap_or(i64::MAX),
+    )))
 }
 
-fn insert(tx: &Connection, run: RunId, payload: &Payload) -> Result<(), LedgerError> {
+/// Store `record`'s steps, tokens and artifacts (nothing when it has none).
+pub(super) fn store(tx: &Connection, record: &RunRecord) -> Result<(), LedgerError> {
+    insert(tx, record.id, &Payload::of(record)).map(drop)
+}
+
+/// Store `payload` as run `run`'s; its bytes stored.
+pub(super) fn insert(tx: &Connection, run: RunId, payload: &Payload) -> Result<usize, LedgerError> {
     if payload.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
+    let body = payload.pack()?;
+    let bytes = body.len();
     tx.prepare_cached(
         "INSERT INTO run_payloads (run_id, format, body, claimable, onboardable)
          VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -288,15 +349,13 @@ fn insert(tx: &Connection, run: RunId, payload: &Payload) -> Result<(), LedgerEr
         stmt.execute(params![
             run,
             FORMAT_ZSTD_V1,
-            payload
-                .pack()
-                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
+            body,
             payload.claimable(),
             payload.onboardable(),
         ])
     })
     .map_err(sql("store run payload"))?;
-    Ok(())
+    Ok(bytes)
 }
 
 /// The payloads of the runs `selected` returns.

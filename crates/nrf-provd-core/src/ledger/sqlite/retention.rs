@@ -5,14 +5,20 @@
 //! forever; `runs.compacted_at` says when the payload went.
 //!
 //! A run is kept in full while a sink still owes it a delivery (any
-//! `deliveries` row, dead letters included), while the line's forwarder has
-//! not forwarded it (`outbox`, only when the station is on a line: a
-//! station alone keeps its queue for a line it may join), while the
-//! hand-off to nRF Cloud may still send it, and when it is the latest passed
-//! run of its device (exports read it). Batches of [`BATCH`] runs, each its
-//! own transaction, so the station's commits never wait long; the pages
-//! freed are then returned to the file by `PRAGMA incremental_vacuum` in
-//! bounded steps (the database is `auto_vacuum = INCREMENTAL`).
+//! `deliveries` row, dead letters included) and while the line's forwarder
+//! has not forwarded it (`outbox`, only when the station is on a line: a
+//! station alone keeps its queue for a line it may join). A device's
+//! latest passed run, and a run the hand-off to nRF Cloud may still send,
+//! is *trimmed* instead: its payload keeps only what exports and the
+//! hand-off read (the identity token, the device certificate, the attest
+//! and install steps without detail; `Payload::for_exports`). A factory
+//! provisions most devices once, so without the trim nearly every passed
+//! run would stay in full forever.
+//!
+//! Batches of [`BATCH`] runs, each its own transaction, so the station's
+//! commits never wait long; the pages freed are then returned to the file
+//! by `PRAGMA incremental_vacuum` in bounded steps (the database is
+//! `auto_vacuum = INCREMENTAL`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,7 +27,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 use time::OffsetDateTime;
 
-use super::{Db, SqliteLedger, blocking, dbtime, sql};
+use super::{Db, SqliteLedger, blocking, dbtime, payload, sql};
 use crate::ledger::LedgerError;
 
 /// Runs compacted per transaction.
@@ -54,24 +60,30 @@ pub struct Count {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PrunePlan {
     pub compact: Count,
+    /// Latest passes and runs the hand-off may send, not yet trimmed (their
+    /// bytes now; a trim keeps a fraction).
+    pub trim: Count,
     pub owed_to_sink: Count,
     pub not_forwarded: Count,
-    pub handoff: Count,
-    pub latest_passed: Count,
 }
 
 /// What a compaction did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Compacted {
+    /// Runs whose payload went.
     pub runs: u64,
-    /// The payloads' bytes dropped.
+    /// Runs trimmed to what exports and the hand-off read.
+    pub trimmed: u64,
+    /// The payloads' bytes dropped (by compaction and trim).
     pub bytes: u64,
     /// Pages `incremental_vacuum` returned to the file system.
     pub pages_freed: u64,
 }
 
 /// The old runs that still have a payload, each with why it is kept
-/// ('compact' when nothing keeps it). ?1 cutoff, ?2 on a line.
+/// ('compact' when nothing keeps it, 'trim' when only exports and the
+/// hand-off need it and it is not trimmed yet, 'trimmed' when it is).
+/// ?1 cutoff, ?2 on a line.
 const CLASSIFIED: &str = "
 WITH latest_passed AS (
     SELECT MAX(id) AS id FROM runs
@@ -97,8 +109,9 @@ SELECT r.id AS id, length(p.body) AS bytes,
        CASE
          WHEN EXISTS (SELECT 1 FROM deliveries d WHERE d.run_id = r.id) THEN 'sink'
          WHEN ?2 AND EXISTS (SELECT 1 FROM outbox o WHERE o.run_id = r.id) THEN 'line'
-         WHEN r.id IN (SELECT id FROM handoff_needs) THEN 'handoff'
-         WHEN r.id IN (SELECT id FROM latest_passed) THEN 'latest'
+         WHEN r.id IN (SELECT id FROM handoff_needs)
+              OR r.id IN (SELECT id FROM latest_passed)
+           THEN CASE WHEN r.compacted_at IS NULL THEN 'trim' ELSE 'trimmed' END
          ELSE 'compact'
        END AS why
   FROM runs r JOIN run_payloads p ON p.run_id = r.id
@@ -176,9 +189,9 @@ impl SqliteRetention {
                 let slot = match why.as_str() {
                     "sink" => &mut plan.owed_to_sink,
                     "line" => &mut plan.not_forwarded,
-                    "handoff" => &mut plan.handoff,
-                    "latest" => &mut plan.latest_passed,
-                    _ => &mut plan.compact,
+                    "trim" => &mut plan.trim,
+                    "compact" => &mut plan.compact,
+                    _ => continue, // trimmed already: nothing more to do
                 };
                 *slot = Count {
                     runs: count(runs),
@@ -208,6 +221,7 @@ impl SqliteRetention {
             })
             .await?;
             done.runs += batch.runs;
+            done.trimmed += batch.trimmed;
             done.bytes += batch.bytes;
             match last {
                 Some(last) => after = last,
@@ -224,12 +238,15 @@ impl SqliteRetention {
     pub async fn serve(self, policy: Retention, every: Duration) {
         loop {
             match self.compact(policy, OffsetDateTime::now_utc()).await {
-                Ok(done) if done.runs > 0 || done.pages_freed > 0 => tracing::info!(
-                    runs = done.runs,
-                    bytes = done.bytes,
-                    pages_freed = done.pages_freed,
-                    "retention compacted runs"
-                ),
+                Ok(done) if done.runs > 0 || done.trimmed > 0 || done.pages_freed > 0 => {
+                    tracing::info!(
+                        runs = done.runs,
+                        trimmed = done.trimmed,
+                        bytes = done.bytes,
+                        pages_freed = done.pages_freed,
+                        "retention compacted runs"
+                    )
+                }
                 Ok(_) => {}
                 Err(err) => tracing::warn!(%err, "retention failed; trying again later"),
             }
@@ -285,21 +302,21 @@ fn compact_batch(
     at: &str,
     after: i64,
 ) -> Result<(Compacted, Option<i64>), LedgerError> {
-    let chosen: Vec<(i64, i64)> = {
+    let chosen: Vec<(i64, i64, bool)> = {
         let mut stmt = conn
             .prepare(&format!(
-                "SELECT id, bytes FROM ({CLASSIFIED}) AS c
-                  WHERE why = 'compact' AND id > ?3 ORDER BY id LIMIT {BATCH}"
+                "SELECT id, bytes, why = 'trim' FROM ({CLASSIFIED}) AS c
+                  WHERE why IN ('compact', 'trim') AND id > ?3 ORDER BY id LIMIT {BATCH}"
             ))
             .map_err(sql("choose runs to compact"))?;
         stmt.query_map(params![cutoff, policy.on_line, after], |row| {
-            Ok((row.get(0)?, row.get(1)?))
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
         })
         .map_err(sql("choose runs to compact"))?
         .collect::<Result<_, _>>()
         .map_err(sql("choose runs to compact"))?
     };
-    let Some(&(last, _)) = chosen.last() else {
+    let Some(&(last, _, _)) = chosen.last() else {
         return Ok((Compacted::default(), None));
     };
     let tx = conn
@@ -319,17 +336,35 @@ fn compact_batch(
         let mut mark = tx
             .prepare("UPDATE runs SET compacted_at = ?2 WHERE id = ?1")
             .map_err(sql("compact run"))?;
-        for (id, bytes) in chosen {
+        // Every chosen payload is deleted first and the trimmed ones
+        // written again after: rewritten in place, a smaller row leaves
+        // its page as full of gaps as before and the file never shrinks;
+        // the batch's (mostly adjacent) rows deleted empty whole pages,
+        // and the trimmed rows are packed into fewer.
+        let mut trims = Vec::new();
+        for (id, bytes, trim) in chosen {
             let free: bool = still_free
                 .query_row(params![id, policy.on_line], |row| row.get(0))
                 .map_err(sql("compact run"))?;
             if !free {
                 continue;
             }
+            if trim {
+                let Some((trimmed, before)) = payload::trimmed(&tx, id)? else {
+                    continue;
+                };
+                trims.push((id, trimmed, before));
+            } else {
+                done.runs += 1;
+                done.bytes += count(bytes);
+            }
             drop_payload.execute([id]).map_err(sql("compact run"))?;
             mark.execute(params![id, at]).map_err(sql("compact run"))?;
-            done.runs += 1;
-            done.bytes += count(bytes);
+        }
+        for (id, trimmed, before) in trims {
+            let after = payload::insert(&tx, id, &trimmed)?;
+            done.trimmed += 1;
+            done.bytes += count(before).saturating_sub(after as u64);
         }
     }
     tx.commit().map_err(sql("commit compaction"))?;
