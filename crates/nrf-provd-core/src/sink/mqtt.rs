@@ -6,21 +6,33 @@
 //! Cloud); plain `mqtt://` only to this machine. An optional user name and
 //! password (from a 0600 file) log in.
 //!
-//! One connection, used only while a delivery runs (the sink's task sends
-//! one run at a time): a clean session, so a publish cut off by a failure
-//! is not replayed by the client beside the outbox's own retry.
+//! One connection, kept open and polled by a task of its own (so the
+//! broker sees the station as long as it runs), with a clean session: a
+//! publish cut off by a failure is not replayed by the client beside the
+//! outbox's own retry. The connection is made afresh after a failure or a
+//! timeout, so nothing from an earlier attempt is mistaken for this one's
+//! PUBACK.
+//!
+//! **Station status**: `{"state":"online"}`, retained, at each connect on
+//! the status topic (the run topic's last level replaced by `status`:
+//! `nrf-provd/<station>/status` by default), and `{"state":"offline"}`,
+//! retained, as the connection's last will: the broker publishes it when
+//! the station's connection ends without a goodbye (a crash, a pulled
+//! cable, the daemon stopping). A subscriber that comes later reads the
+//! last of the two.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use reqwest::Url;
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOptions, Outgoing, QoS, Transport,
+    AsyncClient, ConnectionError, Event, EventLoop, Incoming, LastWill, MqttOptions, Outgoing, QoS,
+    Transport,
 };
 use secure_file::Holds;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, mpsc};
 use zeroize::Zeroizing;
 
 use super::{Delivery, RunJson, Sink, SinkError};
@@ -35,6 +47,14 @@ const MAX_PASSWORD: u64 = 4096;
 const KEEP_ALIVE: Duration = Duration::from_secs(30);
 /// The largest run JSON the client sends (the broker may allow less).
 const MAX_PACKET: usize = 1 << 20;
+/// The retained status while the station's connection is up, and its
+/// last will.
+pub const ONLINE: &str = r#"{"state":"online"}"#;
+pub const OFFLINE: &str = r#"{"state":"offline"}"#;
+/// How long the connection's task waits before connecting again.
+const RECONNECT_AFTER: Duration = Duration::from_secs(1);
+/// Notes kept for a delivery that is not waiting (stale ones are dropped).
+const NOTES: usize = 64;
 
 /// A broker URL as configured: `mqtts://host[:port]`, or `mqtt://` to this
 /// machine only (the runs and the password would cross the network in
@@ -88,6 +108,16 @@ pub fn check_topic(topic: &str) -> Result<(), String> {
 /// `template` with `{station_id}` replaced.
 pub fn topic_for(template: &str, station_id: &str) -> String {
     template.replace("{station_id}", station_id)
+}
+
+/// Where the station's retained status goes: the run topic's last level
+/// replaced by `status` (`factory/s1/runs` → `factory/s1/status`), or
+/// `<topic>/status` for a topic of one level.
+pub fn status_topic(topic: &str) -> String {
+    match topic.rsplit_once('/') {
+        Some((parent, _)) => format!("{parent}/status"),
+        None => format!("{topic}/status"),
+    }
 }
 
 /// Why an MQTT password file is not used.
@@ -145,15 +175,32 @@ pub struct MqttSink {
     name: String,
     topic: String,
     timeout: Duration,
-    connection: Mutex<Connection>,
+    options: MqttOptions,
+    link: Mutex<Option<Link>>,
 }
 
-struct Connection {
+/// What the connection's task tells a delivery.
+enum Note {
+    /// A QoS 1 publish went out with this packet id.
+    Sent(u16),
+    Acked(u16),
+    /// The connection failed (the task connects again by itself).
+    Down(String),
+}
+
+/// The connection: its client, and the notes of its task, which polls it.
+struct Link {
     client: AsyncClient,
-    events: EventLoop,
-    /// When the event loop was last polled: past [`KEEP_ALIVE`] the
-    /// connection is made afresh rather than found dead by a delivery.
-    last_polled: Option<Instant>,
+    notes: mpsc::Receiver<Note>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        // The socket closes without a DISCONNECT: the broker publishes
+        // the last will (offline).
+        self.task.abort();
+    }
 }
 
 impl MqttSink {
@@ -170,7 +217,13 @@ impl MqttSink {
             .set_keep_alive(KEEP_ALIVE)
             .set_clean_session(true)
             .set_max_packet_size(MAX_PACKET, MAX_PACKET)
-            .set_inflight(1);
+            .set_inflight(1)
+            .set_last_will(LastWill::new(
+                status_topic(settings.topic),
+                OFFLINE,
+                QoS::AtLeastOnce,
+                true,
+            ));
         if tls {
             let mut config = crate::cloud::tls_config().map_err(|e| invalid(e.to_string()))?;
             // The nRF Cloud client asks for HTTP; a broker speaks MQTT.
@@ -190,45 +243,91 @@ impl MqttSink {
             }
             (None, None) => {}
         }
-        let (client, mut events) = AsyncClient::new(options, 1);
-        events
-            .network_options
-            .set_connection_timeout(settings.timeout.as_secs().max(1));
-        Ok(MqttSink {
+        let sink = MqttSink {
             name,
             topic: settings.topic.to_string(),
             timeout: settings.timeout,
-            connection: Mutex::new(Connection {
-                client,
-                events,
-                last_polled: None,
-            }),
-        })
+            options,
+            link: Mutex::new(None),
+        };
+        // Online from the start when there is a runtime to poll in;
+        // otherwise at the first delivery.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            if let Ok(mut link) = sink.link.try_lock() {
+                *link = Some(sink.connect());
+            }
+        }
+        Ok(sink)
+    }
+
+    fn connect(&self) -> Link {
+        // Room for a run's publish and the status published at connect.
+        let (client, mut events) = AsyncClient::new(self.options.clone(), 2);
+        events
+            .network_options
+            .set_connection_timeout(self.timeout.as_secs().max(1));
+        let (notes_tx, notes) = mpsc::channel(NOTES);
+        let task = tokio::spawn(drive(
+            client.clone(),
+            events,
+            notes_tx,
+            status_topic(&self.topic),
+        ));
+        Link {
+            client,
+            notes,
+            task,
+        }
     }
 }
 
-impl Connection {
+/// Poll the connection for as long as it lives, connecting again after a
+/// failure; publish the retained online status at each connect.
+async fn drive(
+    client: AsyncClient,
+    mut events: EventLoop,
+    notes: mpsc::Sender<Note>,
+    status_topic: String,
+) {
+    loop {
+        let note = match events.poll().await {
+            Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                // QoS 0: it never takes the one in-flight slot a run's
+                // publish waits for (packet id 0, so never taken for one).
+                let _ = client.try_publish(&status_topic, QoS::AtMostOnce, true, ONLINE);
+                continue;
+            }
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) if pkid != 0 => Note::Sent(pkid),
+            Ok(Event::Incoming(Incoming::PubAck(ack))) => Note::Acked(ack.pkid),
+            Ok(_) => continue,
+            Err(e) => {
+                let _ = notes.try_send(Note::Down(describe(&e)));
+                tokio::time::sleep(RECONNECT_AFTER).await;
+                continue;
+            }
+        };
+        // Nobody waiting and the notes full: they are stale; drop it.
+        let _ = notes.try_send(note);
+    }
+}
+
+impl Link {
     /// Publish `body` and wait for the broker's PUBACK of that publish.
     async fn publish(&mut self, topic: &str, body: &[u8]) -> Result<(), String> {
-        if self
-            .last_polled
-            .is_some_and(|at| at.elapsed() >= KEEP_ALIVE)
-        {
-            // Dropped by the broker by now; a new connection, clean session.
-            self.events.clean();
-        }
+        // What the task said before this publish is about earlier ones.
+        while self.notes.try_recv().is_ok() {}
         self.client
             .publish(topic, QoS::AtLeastOnce, false, body.to_vec())
             .await
             .map_err(|e| format!("cannot queue the publish: {e}"))?;
         let mut ours = None;
         loop {
-            let event = self.events.poll().await;
-            self.last_polled = Some(Instant::now());
-            match event.map_err(|e| describe(&e))? {
-                Event::Outgoing(Outgoing::Publish(pkid)) => ours = Some(pkid),
-                Event::Incoming(Incoming::PubAck(ack)) if Some(ack.pkid) == ours => return Ok(()),
-                _ => {}
+            match self.notes.recv().await {
+                Some(Note::Sent(pkid)) => ours = Some(pkid),
+                Some(Note::Acked(pkid)) if Some(pkid) == ours => return Ok(()),
+                Some(Note::Acked(_)) => {}
+                Some(Note::Down(error)) => return Err(error),
+                None => return Err("the MQTT connection's task ended".into()),
             }
         }
     }
@@ -251,25 +350,25 @@ impl Sink for MqttSink {
     }
 
     async fn deliver(&self, run: &RunJson) -> Delivery {
-        let mut connection = self.connection.lock().await;
+        let mut link = self.link.lock().await;
+        let connected = link.get_or_insert_with(|| self.connect());
         let published = tokio::time::timeout(
             // Connecting and the PUBACK each have the timeout.
             self.timeout * 2,
-            connection.publish(&self.topic, &run.body),
+            connected.publish(&self.topic, &run.body),
         )
         .await;
-        match published {
-            Ok(Ok(())) => Delivery::Ack,
-            Ok(Err(error)) => Delivery::Retry { after: None, error },
-            Err(_) => {
-                // Whatever was in flight is dropped; the next attempt
-                // connects afresh and publishes the run again.
-                connection.events.clean();
-                Delivery::Retry {
-                    after: None,
-                    error: "no PUBACK in time".to_string(),
-                }
-            }
+        let failed = match published {
+            Ok(Ok(())) => return Delivery::Ack,
+            Ok(Err(error)) => error,
+            Err(_) => "no PUBACK in time".to_string(),
+        };
+        // Whatever was in flight goes with this connection; the next
+        // attempt connects afresh and publishes the run again.
+        *link = None;
+        Delivery::Retry {
+            after: None,
+            error: failed,
         }
     }
 }
@@ -306,5 +405,15 @@ mod tests {
         assert!(check_topic("nrf-provd/+/runs").is_err());
         assert!(check_topic("nrf-provd/#").is_err());
         assert!(check_topic("").is_err());
+    }
+
+    #[test]
+    fn the_status_goes_beside_the_runs() {
+        assert_eq!(
+            status_topic("nrf-provd/line3-st7/runs"),
+            "nrf-provd/line3-st7/status"
+        );
+        assert_eq!(status_topic("factory/runs"), "factory/status");
+        assert_eq!(status_topic("runs"), "runs/status");
     }
 }

@@ -579,14 +579,16 @@ async fn a_receiver_that_hangs_times_out_and_holds_neither_the_station_nor_the_o
 
 /// A subscriber to `topic` on `broker` with a session the broker keeps
 /// (across its restart too): every run it is sent, by uid, in order.
-fn mqtt_subscriber(
-    broker: &testkit::mqtt::Broker,
-    topic: &str,
-) -> (
-    tokio::sync::mpsc::UnboundedReceiver<Uuid>,
-    tokio::sync::mpsc::UnboundedReceiver<()>,
-    tokio::task::JoinHandle<()>,
-) {
+/// A subscriber to `topic` (the runs' uids) and to the station's status
+/// beside it (each status message's `state`).
+struct Subscriber {
+    runs: tokio::sync::mpsc::UnboundedReceiver<Uuid>,
+    states: tokio::sync::mpsc::UnboundedReceiver<String>,
+    subscribed: tokio::sync::mpsc::UnboundedReceiver<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn mqtt_subscriber(broker: &testkit::mqtt::Broker, topic: &str) -> Subscriber {
     use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
     let mut options = MqttOptions::new("test-subscriber", "127.0.0.1", broker.port());
     options
@@ -594,17 +596,25 @@ fn mqtt_subscriber(
         .set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut events) = AsyncClient::new(options, 10);
     let (runs_tx, runs) = tokio::sync::mpsc::unbounded_channel();
+    let (states_tx, states) = tokio::sync::mpsc::unbounded_channel();
     let (subscribed_tx, subscribed) = tokio::sync::mpsc::unbounded_channel();
     let topic = topic.to_string();
+    let status = sink::mqtt::status_topic(&topic);
     let task = tokio::spawn(async move {
         loop {
             match events.poll().await {
                 Ok(Event::Incoming(Incoming::ConnAck(_))) => {
-                    // Harmless when the session already holds it.
+                    // Harmless when the session already holds them.
                     let _ = client.try_subscribe(&topic, QoS::AtLeastOnce);
+                    let _ = client.try_subscribe(&status, QoS::AtLeastOnce);
                 }
                 Ok(Event::Incoming(Incoming::SubAck(_))) => {
                     let _ = subscribed_tx.send(());
+                }
+                Ok(Event::Incoming(Incoming::Publish(publish))) if publish.topic == status => {
+                    let state: serde_json::Value = serde_json::from_slice(&publish.payload)
+                        .unwrap_or_else(|e| panic!("the status is not JSON: {e}"));
+                    let _ = states_tx.send(state["state"].as_str().unwrap_or("?").to_string());
                 }
                 Ok(Event::Incoming(Incoming::Publish(publish))) => {
                     let run: serde_json::Value = serde_json::from_slice(&publish.payload)
@@ -621,7 +631,24 @@ fn mqtt_subscriber(
             }
         }
     });
-    (runs, subscribed, task)
+    Subscriber {
+        runs,
+        states,
+        subscribed,
+        task,
+    }
+}
+
+/// The station status messages until `state` (a minute at most).
+async fn until_state(states: &mut tokio::sync::mpsc::UnboundedReceiver<String>, state: &str) {
+    let mut seen = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(60), states.recv()).await {
+            Ok(Some(got)) if got == state => return,
+            Ok(Some(got)) => seen.push(got),
+            _ => panic!("no {state:?} status; saw {seen:?}"),
+        }
+    }
 }
 
 /// The next `n` runs the subscriber gets (a minute at most: not a speed check).
@@ -647,8 +674,8 @@ async fn the_mqtt_sink_publishes_every_run_and_those_finished_while_the_broker_w
         return;
     };
     let topic = "nrf-provd/s1/runs";
-    let (mut runs, mut subscribed, subscriber) = mqtt_subscriber(&broker, topic);
-    tokio::time::timeout(Duration::from_secs(60), subscribed.recv())
+    let mut subscriber = mqtt_subscriber(&broker, topic);
+    tokio::time::timeout(Duration::from_secs(60), subscriber.subscribed.recv())
         .await
         .unwrap_or_else(|_| panic!("the subscriber never subscribed"));
     let path = dir.path().join("results.db");
@@ -664,13 +691,15 @@ async fn the_mqtt_sink_publishes_every_run_and_those_finished_while_the_broker_w
     let delivering = sink::start(outbox(&path), sinks(&[mqtt]))
         .await
         .unwrap_or_else(|e| panic!("start: {e}"));
+    // The station says it is there before any run.
+    until_state(&mut subscriber.states, "online").await;
 
     let mut finished = Vec::new();
     for _ in 0..3 {
         finished.push(run(&store, false).await.uid);
     }
     assert_eq!(
-        next_runs(&mut runs, 3).await,
+        next_runs(&mut subscriber.runs, 3).await,
         finished,
         "each run, in order"
     );
@@ -713,11 +742,16 @@ async fn the_mqtt_sink_publishes_every_run_and_those_finished_while_the_broker_w
     // At least once: a publish the stopped broker cut off may come twice.
     let mut after: Vec<Uuid> = Vec::new();
     while after.len() < while_down.len() {
-        let uid = next_runs(&mut runs, 1).await[0];
+        let uid = next_runs(&mut subscriber.runs, 1).await[0];
         if after.last() != Some(&uid) {
             after.push(uid);
         }
     }
     assert_eq!(after, while_down);
-    subscriber.abort();
+    // Back online after the broker's restart (retained), and offline once
+    // the station's connection ends: the broker publishes its last will.
+    until_state(&mut subscriber.states, "online").await;
+    drop(delivering);
+    until_state(&mut subscriber.states, "offline").await;
+    subscriber.task.abort();
 }
