@@ -8,7 +8,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{RunId, RunRecord};
+use super::RunId;
 
 /// A configured sink's row in the outbox (`sinks.id`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -17,7 +17,9 @@ pub struct SinkId(pub i64);
 /// The oldest run a sink is owed.
 #[derive(Debug, Clone)]
 pub struct Due {
-    pub run: RunRecord,
+    /// The oldest run the sink is owed (read with `SqliteDeliveries::run`
+    /// only once it is due: a sink waiting out a retry reads no run).
+    pub run: RunId,
     /// Attempts so far.
     pub attempts: u32,
     /// Not before this (a retry's backoff, kept across restarts).

@@ -4,7 +4,7 @@
 //! a receiver that is down sees one attempt per wait, not a storm; a dead
 //! letter is set aside and the next run goes.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use tracing::{error, info, warn};
 use super::health::{REFRESH, behind};
 use super::{Delivery, RunJson, Sink, SinkConfig, SinkHealth};
 use crate::ledger::deliveries::SinkId;
-use crate::ledger::{LedgerError, SqliteDeliveries};
+use crate::ledger::{LedgerError, RunId, SqliteDeliveries};
 use crate::text::escape;
 
 /// How often an idle sink looks for new runs. A finished run waits at most
@@ -70,12 +70,14 @@ pub async fn start(
                 .collect(),
         )
         .await?;
+    let recent = Arc::new(RecentRuns::default());
     let mut tasks: Vec<JoinHandle<()>> = sinks
         .into_iter()
         .zip(ids)
         .map(|((sink, config), id)| {
             let store = store.clone();
-            tokio::spawn(serve(store, id, sink, config.deadline()))
+            let recent = Arc::clone(&recent);
+            tokio::spawn(serve(store, recent, id, sink, config.deadline()))
         })
         .collect();
     let health = Arc::new(SinkHealth::default());
@@ -120,6 +122,35 @@ async fn watch(store: SqliteDeliveries, health: Arc<SinkHealth>) {
     }
 }
 
+/// The runs' JSON the sinks delivered last, shared: every sink is owed
+/// the same new run, so it is read and serialised once, not once a sink.
+#[derive(Default)]
+struct RecentRuns(std::sync::Mutex<VecDeque<Arc<RunJson>>>);
+
+/// Runs [`RecentRuns`] keeps (a few sinks a little apart).
+const RECENT_RUNS: usize = 16;
+
+impl RecentRuns {
+    async fn get(&self, store: &SqliteDeliveries, run: RunId) -> Result<Arc<RunJson>, LedgerError> {
+        if let Some(found) = self.lock().iter().find(|r| r.id == run) {
+            return Ok(Arc::clone(found));
+        }
+        let json = Arc::new(RunJson::of(&store.run(run).await?));
+        let mut recent = self.lock();
+        if recent.len() == RECENT_RUNS {
+            recent.pop_front();
+        }
+        recent.push_back(Arc::clone(&json));
+        Ok(json)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<RunJson>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// The wait after `attempts` failed attempts (1, 2, 4 … 60 s).
 pub fn backoff(attempts: u32) -> Duration {
     FIRST_BACKOFF
@@ -127,7 +158,13 @@ pub fn backoff(attempts: u32) -> Duration {
         .min(MAX_BACKOFF)
 }
 
-async fn serve(store: SqliteDeliveries, id: SinkId, sink: Arc<dyn Sink>, deadline: Duration) {
+async fn serve(
+    store: SqliteDeliveries,
+    recent: Arc<RecentRuns>,
+    id: SinkId,
+    sink: Arc<dyn Sink>,
+    deadline: Duration,
+) {
     loop {
         let due = match store.next(id).await {
             Ok(Some(due)) => due,
@@ -147,7 +184,14 @@ async fn serve(store: SqliteDeliveries, id: SinkId, sink: Arc<dyn Sink>, deadlin
             tokio::time::sleep(wait.min(POLL)).await;
             continue;
         }
-        let run = RunJson::of(&due.run);
+        let run = match recent.get(&store, due.run).await {
+            Ok(run) => run,
+            Err(e) => {
+                warn!(sink = sink.name(), run = due.run, error = %e, "cannot read the run to deliver; trying again");
+                tokio::time::sleep(FIRST_BACKOFF).await;
+                continue;
+            }
+        };
         let answer = match tokio::time::timeout(deadline, sink.deliver(&run)).await {
             Ok(answer) => answer,
             Err(_) => Delivery::Retry {

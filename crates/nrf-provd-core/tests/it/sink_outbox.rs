@@ -191,8 +191,12 @@ async fn a_run_a_crash_left_in_flight_is_owed_as_interrupted() {
         .await
         .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_else(|| panic!("the interrupted run is owed"));
-    assert_eq!(due.run.uid, left.uid);
-    assert_eq!(due.run.outcome, Outcome::Interrupted);
+    let owed = deliveries
+        .run(due.run)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(owed.uid, left.uid);
+    assert_eq!(owed.outcome, Outcome::Interrupted);
 }
 
 #[tokio::test]
@@ -385,10 +389,7 @@ async fn a_dead_letter_is_set_aside_until_retried_by_hand() {
         .await
         .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_else(|| panic!("the next run is due"));
-    assert_eq!(
-        due.run.uid, next.uid,
-        "a dead letter does not hold the next run"
-    );
+    assert_eq!(due.run, next.id, "a dead letter does not hold the next run");
     let dead = deliveries
         .list(None, true)
         .await
@@ -409,7 +410,7 @@ async fn a_dead_letter_is_set_aside_until_retried_by_hand() {
         .await
         .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_else(|| panic!("due"));
-    assert_eq!(due.run.uid, refused.uid, "retried, it is the oldest again");
+    assert_eq!(due.run, refused.id, "retried, it is the oldest again");
 }
 
 /// A webhook receiver that answers every request with `answer` (or never,

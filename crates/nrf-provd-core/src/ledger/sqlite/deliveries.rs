@@ -15,7 +15,7 @@ use super::{
     Db, SqliteLedger, blocking, dbtime, parse_time, read_runs, restrict_side_file, side_file, sql,
 };
 use crate::ledger::deliveries::{Backlog, DeliveryRow, Due, SinkId};
-use crate::ledger::{LedgerError, RunFilter, RunId};
+use crate::ledger::{LedgerError, RunFilter, RunId, RunRecord};
 
 /// A delivery's write waits this long for the station's write lock: the
 /// station's transactions are short, and a delivery is in no hurry.
@@ -146,14 +146,21 @@ impl SqliteDeliveries {
             let not_before = next_attempt_at
                 .map(|t| parse_time(t, "next attempt time"))
                 .transpose()?;
-            let run = read_runs(conn, &RunFilter::default(), Some(run_id))?
-                .pop()
-                .ok_or(LedgerError::UnknownRun(run_id))?;
             Ok(Some(Due {
-                run,
+                run: run_id,
                 attempts,
                 not_before,
             }))
+        })
+        .await
+    }
+
+    /// Run `run` as recorded, to deliver it.
+    pub async fn run(&self, run: RunId) -> Result<RunRecord, LedgerError> {
+        blocking(&self.db, move |conn| {
+            read_runs(conn, &RunFilter::default(), Some(run))?
+                .pop()
+                .ok_or(LedgerError::UnknownRun(run))
         })
         .await
     }
