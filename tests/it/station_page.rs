@@ -271,6 +271,10 @@ async fn the_station_page_follows_the_boards_live_and_reconnects_after_a_restart
                 &format!("listen = \"{listen}\""),
             )
             .replace("station_id = \"test\"", "station_id = \"line1-station07\"");
+        // A downstream that refuses every run: the page's Downstream table.
+        t.push_str(
+            "\n[[sink]]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"cat >/dev/null; exit 3\"]\n",
+        );
     });
     let port = |i: usize| ports.join(format!("ttySIM{i}")).display().to_string();
 
@@ -341,6 +345,30 @@ async fn the_station_page_follows_the_boards_live_and_reconnects_after_a_restart
         running.as_str().is_some_and(|t| t.contains("IMEI 35")),
         "{running}"
     );
+    // The sink that refuses: its row says what it owes and that it retries.
+    let row = until(
+        &browser,
+        "the Downstream table lists the sink retrying",
+        "const b = document.getElementById('sinks-box'); \
+         const r = document.querySelector('#sinks tbody tr'); \
+         return b && !b.hidden && r ? [...r.cells].map(c => c.textContent) : null;",
+        |v| {
+            v.as_array().is_some_and(|cells| {
+                cells.len() == 5 && cells[3].as_str().is_some_and(|n| n != "0")
+            })
+        },
+    )
+    .await;
+    let cells: Vec<&str> = row
+        .as_array()
+        .map(|c| c.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    assert!(cells[0].starts_with("command sh -c"), "{cells:?}");
+    assert!(
+        cells[1].parse::<u32>().is_ok_and(|owed| owed >= 1),
+        "{cells:?}"
+    );
+    assert!(cells[2].ends_with("ago"), "{cells:?}");
     let png = browser.screenshot().await.expect("screenshot");
     let shot = screenshot_path();
     std::fs::write(&shot, &png).expect("write screenshot");
