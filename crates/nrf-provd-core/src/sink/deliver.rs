@@ -124,27 +124,37 @@ async fn watch(store: SqliteDeliveries, health: Arc<SinkHealth>) {
 
 /// The runs' JSON the sinks delivered last, shared: every sink is owed
 /// the same new run, so it is read and serialised once, not once a sink.
+/// An entry serves for [`RECENT_FOR`] only: a run can still change after
+/// it finished (a line's conflict amends it), and a sink that comes to it
+/// later reads it as it is then.
 #[derive(Default)]
-struct RecentRuns(std::sync::Mutex<VecDeque<Arc<RunJson>>>);
+struct RecentRuns(std::sync::Mutex<VecDeque<(std::time::Instant, Arc<RunJson>)>>);
 
 /// Runs [`RecentRuns`] keeps (a few sinks a little apart).
 const RECENT_RUNS: usize = 16;
+/// How long a read run serves the other sinks.
+const RECENT_FOR: Duration = Duration::from_secs(2);
 
 impl RecentRuns {
     async fn get(&self, store: &SqliteDeliveries, run: RunId) -> Result<Arc<RunJson>, LedgerError> {
-        if let Some(found) = self.lock().iter().find(|r| r.id == run) {
+        if let Some((_, found)) = self
+            .lock()
+            .iter()
+            .find(|(at, r)| r.id == run && at.elapsed() < RECENT_FOR)
+        {
             return Ok(Arc::clone(found));
         }
         let json = Arc::new(RunJson::of(&store.run(run).await?));
         let mut recent = self.lock();
+        recent.retain(|(at, r)| r.id != run && at.elapsed() < RECENT_FOR);
         if recent.len() == RECENT_RUNS {
             recent.pop_front();
         }
-        recent.push_back(Arc::clone(&json));
+        recent.push_back((std::time::Instant::now(), Arc::clone(&json)));
         Ok(json)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<RunJson>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(std::time::Instant, Arc<RunJson>)>> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
