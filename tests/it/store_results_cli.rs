@@ -265,7 +265,8 @@ fn a_database_of_the_previous_release_is_migrated_and_shows_reason_codes() {
             .all(|r| r.get("compacted_at").is_none()),
         "no old run reads as compacted"
     );
-    assert_eq!(nrf_provd_core::ledger::SCHEMA_VERSION, 12);
+    // Version 13 adds a trigger only (amended runs owed again).
+    assert_eq!(nrf_provd_core::ledger::SCHEMA_VERSION, 13);
     // Before version 3 only the trust file vouched: passed runs say so.
     assert_eq!(runs[0]["verified_by"], "keys");
     assert_eq!(runs[1]["verified_by"], serde_json::Value::Null);

@@ -20,6 +20,8 @@ pub struct Due {
     /// The oldest run the sink is owed (read with `SqliteDeliveries::run`
     /// only once it is due: a sink waiting out a retry reads no run).
     pub run: RunId,
+    /// When the run was owed to the sink (again, after an amendment).
+    pub queued_at: OffsetDateTime,
     /// Attempts so far.
     pub attempts: u32,
     /// Not before this (a retry's backoff, kept across restarts).

@@ -40,6 +40,7 @@ impl CommandSink {
         let mut child = Command::new(&self.run[0])
             .args(&self.run[1..])
             .env("NRF_PROVD_RUN_UID", run.uid.hyphenated().to_string())
+            .env("NRF_PROVD_IDEMPOTENCY_KEY", &run.key)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -14,8 +14,8 @@ use tracing::{error, info, warn};
 
 use super::health::{REFRESH, behind};
 use super::{Delivery, RunJson, Sink, SinkConfig, SinkHealth};
-use crate::ledger::deliveries::SinkId;
-use crate::ledger::{LedgerError, RunId, SqliteDeliveries};
+use crate::ledger::deliveries::{Due, SinkId};
+use crate::ledger::{LedgerError, SqliteDeliveries};
 use crate::text::escape;
 
 /// How often an idle sink looks for new runs. A finished run waits at most
@@ -124,37 +124,35 @@ async fn watch(store: SqliteDeliveries, health: Arc<SinkHealth>) {
 
 /// The runs' JSON the sinks delivered last, shared: every sink is owed
 /// the same new run, so it is read and serialised once, not once a sink.
-/// An entry serves for [`RECENT_FOR`] only: a run can still change after
-/// it finished (a line's conflict amends it), and a sink that comes to it
-/// later reads it as it is then.
+/// A copy serves only a delivery queued before it was read: a run a line's
+/// conflict amends is owed again, and then read again.
 #[derive(Default)]
-struct RecentRuns(std::sync::Mutex<VecDeque<(std::time::Instant, Arc<RunJson>)>>);
+struct RecentRuns(std::sync::Mutex<VecDeque<(OffsetDateTime, Arc<RunJson>)>>);
 
 /// Runs [`RecentRuns`] keeps (a few sinks a little apart).
 const RECENT_RUNS: usize = 16;
-/// How long a read run serves the other sinks.
-const RECENT_FOR: Duration = Duration::from_secs(2);
 
 impl RecentRuns {
-    async fn get(&self, store: &SqliteDeliveries, run: RunId) -> Result<Arc<RunJson>, LedgerError> {
+    async fn get(&self, store: &SqliteDeliveries, due: &Due) -> Result<Arc<RunJson>, LedgerError> {
         if let Some((_, found)) = self
             .lock()
             .iter()
-            .find(|(at, r)| r.id == run && at.elapsed() < RECENT_FOR)
+            .find(|(read_at, r)| r.id == due.run && *read_at >= due.queued_at)
         {
             return Ok(Arc::clone(found));
         }
-        let json = Arc::new(RunJson::of(&store.run(run).await?));
+        let read_at = OffsetDateTime::now_utc();
+        let json = Arc::new(RunJson::of(&store.run(due.run).await?));
         let mut recent = self.lock();
-        recent.retain(|(at, r)| r.id != run && at.elapsed() < RECENT_FOR);
+        recent.retain(|(_, r)| r.id != due.run);
         if recent.len() == RECENT_RUNS {
             recent.pop_front();
         }
-        recent.push_back((std::time::Instant::now(), Arc::clone(&json)));
+        recent.push_back((read_at, Arc::clone(&json)));
         Ok(json)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(std::time::Instant, Arc<RunJson>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(OffsetDateTime, Arc<RunJson>)>> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -194,7 +192,7 @@ async fn serve(
             tokio::time::sleep(wait.min(POLL)).await;
             continue;
         }
-        let run = match recent.get(&store, due.run).await {
+        let run = match recent.get(&store, &due).await {
             Ok(run) => run,
             Err(e) => {
                 warn!(sink = sink.name(), run = due.run, error = %e, "cannot read the run to deliver; trying again");

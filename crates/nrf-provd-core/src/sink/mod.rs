@@ -38,6 +38,10 @@ pub use webhook::WebhookSink;
 pub struct RunJson {
     pub id: RunId,
     pub uid: Uuid,
+    /// What a receiver dedupes by: the run's uid, or `<uid>:amended` once a
+    /// line's conflict amended the run after it finished (sent again then,
+    /// and not to be dropped as a duplicate).
+    pub key: String,
     pub body: Vec<u8>,
 }
 
@@ -45,9 +49,15 @@ impl RunJson {
     pub fn of(run: &RunRecord) -> RunJson {
         let mut body = Vec::new();
         run.write_json(&mut body, false);
+        let uid = run.uid.hyphenated();
         RunJson {
             id: run.id,
             uid: run.uid,
+            // Only an amendment sets `conflict` (ledger::outbox::Conflict).
+            key: match run.reason_code {
+                Some(crate::record::ReasonCode::Conflict) => format!("{uid}:amended"),
+                _ => uid.to_string(),
+            },
             body,
         }
     }

@@ -1,6 +1,6 @@
 //! `kind = "webhook"`: an HTTP POST of the run's JSON, signed and keyed so
 //! that a receiver can check who sent it and apply it once:
-//! `Idempotency-Key: <run uid>` and
+//! `Idempotency-Key: <run uid>` (`<run uid>:amended` when a line's conflict amended it) and
 //! `X-Nrf-Provd-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 over "<t>.<body>">`
 //! (the scheme payment providers use, so receivers reuse their check).
 //! 2xx acknowledges; 4xx other than 408 and 429 is a dead letter with the
@@ -170,7 +170,7 @@ impl Sink for WebhookSink {
             .http
             .post(self.url.clone())
             .header(header::CONTENT_TYPE, "application/json")
-            .header("Idempotency-Key", run.uid.hyphenated().to_string())
+            .header("Idempotency-Key", &run.key)
             .header(SIGNATURE_HEADER, signature(&self.secret, t, &run.body))
             .body(run.body.clone())
             .send()

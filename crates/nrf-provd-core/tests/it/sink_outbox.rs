@@ -287,6 +287,79 @@ async fn the_command_sink_gets_every_run_once_in_order_on_stdin() {
     assert_eq!(got, uids);
 }
 
+/// A run the line's conflict amends after the sinks had it is owed again,
+/// under a key of its own, so a receiver that dedupes by key applies it.
+#[tokio::test]
+async fn a_run_a_line_conflict_amends_is_delivered_again_under_its_amended_key() {
+    let dir = tmp();
+    let path = dir.path().join("results.db");
+    let received = dir.path().join("received");
+    let store = open(&path);
+    let script = format!(
+        "printf '%s ' \"$NRF_PROVD_IDEMPOTENCY_KEY\" >> '{0}' && cat >> '{0}' && echo >> '{0}'",
+        received.display()
+    );
+    let delivering = sink::start(
+        outbox(&path),
+        sinks(&[command(&script, Duration::from_secs(10))]),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("start: {e}"));
+    let passed = run(&store, false).await;
+    until("the run is delivered", || async {
+        backlog(delivering.store()).await[0].owed == 0
+    })
+    .await;
+
+    let conflict = nrf_provd_core::ledger::outbox::Conflict {
+        run_uid: passed.uid,
+        kind: "attest".into(),
+        value: "a nonce another station used".into(),
+        other: nrf_provd_core::ledger::Sighting {
+            station_id: "s2".into(),
+            port: "/dev/ttyACM3".into(),
+            run_uid: Uuid::from_u128(0x5e),
+            at: OffsetDateTime::now_utc(),
+        },
+        found_at: OffsetDateTime::now_utc(),
+    };
+    let amended = store
+        .record_conflicts(vec![conflict.clone()])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(amended.len(), 1, "the run is amended");
+    until("the amended run is delivered", || async {
+        std::fs::read_to_string(&received).is_ok_and(|t| t.lines().count() == 2)
+            && backlog(delivering.store()).await[0].owed == 0
+    })
+    .await;
+    // The same conflict again changes nothing and owes nothing more.
+    store
+        .record_conflicts(vec![conflict])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(backlog(delivering.store()).await[0].owed, 0);
+
+    let text = std::fs::read_to_string(&received).unwrap_or_else(|e| panic!("{e}"));
+    let lines: Vec<(&str, serde_json::Value)> = text
+        .lines()
+        .map(|line| {
+            let (key, json) = line.split_once(' ').unwrap_or_else(|| panic!("{line}"));
+            (
+                key,
+                serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {line}")),
+            )
+        })
+        .collect();
+    let uid = passed.uid.hyphenated().to_string();
+    assert_eq!(lines[0].0, uid);
+    assert_eq!(lines[0].1["outcome"], "passed");
+    assert_eq!(lines[1].0, format!("{uid}:amended"));
+    assert_eq!(lines[1].1["outcome"], "failed");
+    assert_eq!(lines[1].1["reason_code"], "conflict");
+    assert_eq!(lines[1].1["uid"], uid.as_str());
+}
+
 #[tokio::test]
 async fn a_failing_command_waits_and_keeps_its_stderr_while_the_others_deliver() {
     let dir = tmp();

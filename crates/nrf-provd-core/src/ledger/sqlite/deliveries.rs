@@ -126,7 +126,7 @@ impl SqliteDeliveries {
         blocking(&self.db, move |conn| {
             let row = conn
                 .prepare_cached(
-                    "SELECT run_id, attempts, next_attempt_at FROM deliveries
+                    "SELECT run_id, attempts, next_attempt_at, queued_at FROM deliveries
                      WHERE sink_id = ?1 AND dead_at IS NULL ORDER BY run_id LIMIT 1",
                 )
                 .and_then(|mut stmt| {
@@ -135,12 +135,13 @@ impl SqliteDeliveries {
                             r.get::<_, RunId>(0)?,
                             r.get::<_, u32>(1)?,
                             r.get::<_, Option<String>>(2)?,
+                            r.get::<_, String>(3)?,
                         ))
                     })
                     .optional()
                 })
                 .map_err(sql("next delivery"))?;
-            let Some((run_id, attempts, next_attempt_at)) = row else {
+            let Some((run_id, attempts, next_attempt_at, queued_at)) = row else {
                 return Ok(None);
             };
             let not_before = next_attempt_at
@@ -148,6 +149,7 @@ impl SqliteDeliveries {
                 .transpose()?;
             Ok(Some(Due {
                 run: run_id,
+                queued_at: parse_time(queued_at, "delivery queued time")?,
                 attempts,
                 not_before,
             }))
