@@ -74,6 +74,9 @@ pub struct BenchOptions {
     pub ledger: Option<ledger::BenchLedger>,
     /// Deliver every run to three sinks while measuring (see [`sinks`]).
     pub sinks: bool,
+    /// After the rounds, leave the boards in their fixtures this long and
+    /// measure what the station spends noticing that nothing changed.
+    pub idle: Option<Duration>,
 }
 
 /// Every row, and the forwarder's backfill rate when a ledger was given.
@@ -312,6 +315,10 @@ async fn measure_row(
     let cpu = process::cpu().saturating_sub(cpu_before);
     let (samples, sampler_cpu) = sampler.finish();
     let scraped = scraper.map(scrape::Scraper::finish);
+    let idle = match options.idle {
+        Some(duration) => Some(measure_idle(boards, duration).await),
+        None => None,
+    };
     let scraper_cpu = scraped.map_or(Duration::ZERO, |s| s.cpu);
     let load_after = process::load_average();
     // Every command of every run is logged once its paced reply is over,
@@ -364,7 +371,28 @@ async fn measure_row(
         panics: (panics() - panics_before) + u64::try_from(simulator_panics).unwrap_or(u64::MAX),
     });
     row.scrape = scraped;
+    row.idle = idle;
     Ok((row, runs))
+}
+
+/// The station's CPU while `boards` provisioned boards stay in their
+/// fixtures for `duration`: nothing but departure checks (and the port
+/// rescan) runs, so this is what a board left in place costs.
+async fn measure_idle(boards: usize, duration: Duration) -> report::Idle {
+    // Let the last runs' departure polls start before measuring.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let sampler = metrics::Sampler::start(Duration::from_secs(1), Process::This);
+    let before = process::cpu();
+    let started = Instant::now();
+    tokio::time::sleep(duration).await;
+    let cpu = process::cpu().saturating_sub(before);
+    let seconds = started.elapsed().as_secs_f64();
+    let (_, sampler_cpu) = sampler.finish();
+    let cpu_ms = cpu.saturating_sub(sampler_cpu).as_secs_f64() * 1000.0;
+    report::Idle {
+        seconds,
+        ms_per_board_second: cpu_ms / (boards as f64 * seconds),
+    }
 }
 
 /// The 99th percentile of the central claims' round trips in ms, from the
