@@ -78,8 +78,13 @@ pub enum ProvisionError {
     Untraced(String),
 }
 
-/// How often a finished board is asked whether it is still there.
+/// How often a finished board is asked whether it is still there: at first
+/// (boards are usually pulled at once after their run)...
 const DEPARTURE_POLL: Duration = Duration::from_millis(200);
+/// ...and at the least while it stays: a board swapped on a plain UART
+/// (no end of stream) is noticed within this, and an idle board costs one
+/// exchange per this.
+const DEPARTURE_POLL_MAX: Duration = Duration::from_secs(2);
 
 /// State shared by the scanner and all supervisors.
 pub struct Station {
@@ -482,7 +487,10 @@ impl Station {
                 modem,
                 imei.as_deref(),
                 &self.stop,
-                options.rescan_interval.max(DEPARTURE_POLL),
+                presence::DeparturePolls {
+                    first: options.rescan_interval.max(DEPARTURE_POLL),
+                    cap: DEPARTURE_POLL_MAX.max(options.rescan_interval),
+                },
                 &still_there,
             )
             .await;
