@@ -31,7 +31,6 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 use tokio::task::JoinSet;
-use tokio_serial::SerialStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
@@ -241,7 +240,7 @@ impl Station {
     /// `store`).
     pub async fn provision(&self, port: &Path) -> Result<RunRecord, ProvisionError> {
         let options = self.options();
-        let stream: SerialStream =
+        let stream: serial::Port =
             serial::open(port, &options.serial).map_err(|source| ProvisionError::Port {
                 path: port.to_path_buf(),
                 source,
