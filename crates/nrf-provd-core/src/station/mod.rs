@@ -25,7 +25,6 @@ pub mod systemd;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -95,8 +94,9 @@ pub struct Station {
     reader: Arc<dyn LedgerReader>,
     /// With a shared ledger: the composite behind `ledger` (bench figures).
     line: Option<Arc<crate::ledger::LineLedger>>,
-    /// Runs finished since start: exact, where event subscribers may lag.
-    finished: AtomicU64,
+    /// Runs finished since start: exact, where event subscribers may lag;
+    /// a watcher wakes once per run, not once per event.
+    finished: tokio::sync::watch::Sender<u64>,
     sources: Sources,
     events: Events,
     /// Runs the ledger found in flight from an earlier crash.
@@ -123,7 +123,7 @@ impl Station {
             ledger: parts.gate,
             reader: parts.reader,
             line: parts.line,
-            finished: AtomicU64::new(0),
+            finished: tokio::sync::watch::Sender::new(0),
             sources: parts.sources,
             recovered: parts.recovered,
             stop: CancellationToken::new(),
@@ -184,7 +184,12 @@ impl Station {
 
     /// Runs finished since the station started.
     pub fn runs_finished(&self) -> u64 {
-        self.finished.load(Ordering::Relaxed)
+        *self.finished.borrow()
+    }
+
+    /// The count of runs finished, to wait on (a bench waiting for a round).
+    pub fn watch_runs_finished(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.finished.subscribe()
     }
 
     /// Tell the station its sinks' health (for `/metrics`); once.
@@ -471,7 +476,7 @@ impl Station {
             let imei = record.device.imei.clone();
             let disconnected = record.reason_code == Some(ReasonCode::Disconnected);
             log_run(&record);
-            self.finished.fetch_add(1, Ordering::Relaxed);
+            self.finished.send_modify(|runs| *runs += 1);
             self.events.send(StationEvent::RunFinished {
                 port: port.to_string(),
                 record: Arc::new(record),

@@ -29,19 +29,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use tokio::sync::broadcast::{self, error::RecvError};
-
 use crate::config::StationConfig;
 pub(crate) use crate::demo::WorkDir;
 use crate::ledger::RunFilter;
 use crate::process::{self, Process};
 use crate::record::RunRecord;
 use crate::sim::{FaultSpec, Latency};
-use crate::station::{Sources, Station, StationEvent};
+use crate::station::{Sources, Station};
 use child::{SimChild, SimSpec};
 use report::{Costs, Row};
 
-/// No station event for this long means the station stalled.
+/// No run finished for this long means the station stalled.
 const STALL_LIMIT: Duration = Duration::from_secs(120);
 /// RSS and descriptors are sampled this often during a row.
 const ROW_SAMPLE_EVERY: Duration = Duration::from_millis(50);
@@ -104,7 +102,7 @@ pub enum BenchError {
     Demo(#[from] crate::demo::DemoError),
     #[error("database: {0}")]
     Ledger(#[from] crate::ledger::LedgerError),
-    #[error("no station event for {0:?}: the station stalled")]
+    #[error("no progress for {0:?}: the station stalled")]
     Stalled(Duration),
     #[error("{0}")]
     Invalid(String),
@@ -195,7 +193,8 @@ struct Rig {
     sim: SimChild,
     config: StationConfig,
     station: Arc<Station>,
-    events: broadcast::Receiver<StationEvent>,
+    /// Runs finished so far, as the station counts them.
+    runs: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Rig {
@@ -209,12 +208,12 @@ impl Rig {
         config.station_id = "bench".into();
         tweak(&mut config);
         let station = crate::setup::station(&config, Sources::default())?;
-        let events = station.subscribe();
+        let runs = station.watch_runs_finished();
         Ok(Rig {
             sim,
             config,
             station,
-            events,
+            runs,
         })
     }
 
@@ -223,15 +222,16 @@ impl Rig {
         self.station.runs_finished()
     }
 
-    /// Wait until `target` runs have finished. The counters are exact; the
-    /// events only wake us (a lagging receiver loses events, not counts).
+    /// Wait until `target` runs have finished, woken once per finished run
+    /// (not per station event: this process's CPU is measured as the
+    /// station's, and the daemon has no such waiter).
     async fn wait_finished(&mut self, target: u64) -> Result<(), BenchError> {
         while self.finished() < target {
-            match tokio::time::timeout(STALL_LIMIT, self.events.recv()).await {
-                Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => {}
-                Ok(Err(RecvError::Closed)) | Err(_) => {
-                    return Err(BenchError::Stalled(STALL_LIMIT));
-                }
+            let next = self.finished() + 1;
+            match tokio::time::timeout(STALL_LIMIT, self.runs.wait_for(|runs| *runs >= next)).await
+            {
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) | Err(_) => return Err(BenchError::Stalled(STALL_LIMIT)),
             }
         }
         Ok(())
