@@ -103,7 +103,11 @@ fn uart_fixture(
                 "" => continue,
                 "AT+CGSN" => {
                     polls.fetch_add(1, Ordering::Relaxed);
-                    let imei = if Instant::now() < swap_at { IMEI } else { NEXT_BOARD };
+                    let imei = if Instant::now() < swap_at {
+                        IMEI
+                    } else {
+                        NEXT_BOARD
+                    };
                     format!("{imei}\r\nOK\r\n")
                 }
                 _ => "ERROR\r\n".to_string(),
