@@ -35,6 +35,7 @@ mod payload;
 pub mod readers;
 pub mod retention;
 mod tally;
+pub mod work;
 pub use deliveries::SqliteDeliveries;
 pub use handoff::SqliteHandoff;
 pub use line::stored_claim_value;
@@ -352,6 +353,19 @@ impl SqliteLedger {
     /// Runs found in flight (left by a crash) and marked interrupted by `open`.
     pub fn recovered(&self) -> usize {
         self.db.recovered
+    }
+
+    /// Count what the writer's connection does from now on: commits, rows
+    /// written, SQL compiled (the cycle-cost test; never on otherwise).
+    pub async fn count_work(&self) -> Result<Arc<work::WriterWork>, LedgerError> {
+        let counted = Arc::new(work::WriterWork::default());
+        let hooked = Arc::clone(&counted);
+        blocking(&self.db, move |conn| {
+            work::install(conn, &hooked);
+            Ok(())
+        })
+        .await?;
+        Ok(counted)
     }
 
     pub fn path(&self) -> &Path {
