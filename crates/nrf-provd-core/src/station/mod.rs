@@ -23,7 +23,7 @@ pub mod recorder;
 pub mod shift;
 pub mod systemd;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -322,10 +322,14 @@ impl Station {
         // A supervisor that ends because the station stops must not have
         // its port found again.
         while !self.stopping() {
-            for port in scan(&self.options()) {
-                if running.values().any(|p| *p == port) {
-                    continue;
-                }
+            let found: Vec<PathBuf> = {
+                let taken: HashSet<&PathBuf> = running.values().collect();
+                scan(&self.options())
+                    .into_iter()
+                    .filter(|port| !taken.contains(port))
+                    .collect()
+            };
+            for port in found {
                 info!(port = %port.display(), "port found");
                 self.events.send(StationEvent::PortFound {
                     port: port.display().to_string(),
@@ -563,11 +567,57 @@ pub fn scan(options: &PortOptions) -> BTreeSet<PathBuf> {
     options
         .patterns
         .iter()
-        .filter_map(|pattern| glob::glob(pattern).ok())
-        .flatten()
-        .filter_map(Result::ok)
+        .flat_map(|pattern| matching(pattern))
         .filter(|path| !excluded.iter().any(|x| x.matches_path(path)))
         .collect()
+}
+
+/// The existing paths `pattern` matches, as `glob::glob` finds them. A
+/// pattern whose wildcards are all in its last component (the usual
+/// `/dev/serial/by-id/*-if00`) costs one read of its directory: `glob`
+/// would look up every component of the path first, and the station scans
+/// every `rescan_interval`.
+fn matching(pattern: &str) -> Vec<PathBuf> {
+    const WILDCARDS: &[char] = &['*', '?', '['];
+    let path = Path::new(pattern);
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return globbed(pattern);
+    };
+    if dir
+        .to_str()
+        .is_none_or(|d| d.contains(WILDCARDS) || d.is_empty())
+    {
+        return globbed(pattern);
+    }
+    if !name.contains(WILDCARDS) {
+        return if path.exists() {
+            vec![path.to_path_buf()]
+        } else {
+            Vec::new()
+        };
+    }
+    let Ok(name) = glob::Pattern::new(name) else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| name.matches_with(n, glob::MatchOptions::new()))
+        })
+        .map(|entry| entry.path())
+        .collect()
+}
+
+fn globbed(pattern: &str) -> Vec<PathBuf> {
+    glob::glob(pattern)
+        .map(|paths| paths.filter_map(Result::ok).collect())
+        .unwrap_or_default()
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -577,4 +627,47 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn globbed_sorted(pattern: &str) -> Vec<PathBuf> {
+        let mut paths = globbed(pattern);
+        paths.sort();
+        paths
+    }
+
+    #[test]
+    fn matching_finds_what_glob_finds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in ["ttySIM0", "ttySIM1", "ttySIM10", ".ttySIM-hidden", "other"] {
+            std::fs::write(dir.path().join(name), b"").expect("file");
+        }
+        std::fs::create_dir(dir.path().join("sub")).expect("dir");
+        std::fs::write(dir.path().join("sub/ttySIM2"), b"").expect("file");
+        let base = dir.path().display().to_string();
+        for pattern in [
+            format!("{base}/ttySIM*"),
+            format!("{base}/ttySIM?"),
+            format!("{base}/*"),
+            format!("{base}/[to]*"),
+            format!("{base}/ttySIM1"),
+            format!("{base}/absent"),
+            format!("{base}/*/ttySIM*"),
+            format!("{base}/absent-dir/*"),
+        ] {
+            let mut found = matching(&pattern);
+            found.sort();
+            assert_eq!(found, globbed_sorted(&pattern), "{pattern}");
+        }
+        let mut found = matching(&format!("{base}/ttySIM*"));
+        found.sort();
+        let names: Vec<_> = found
+            .iter()
+            .filter_map(|p| p.file_name()?.to_str())
+            .collect();
+        assert_eq!(names, ["ttySIM0", "ttySIM1", "ttySIM10"]);
+    }
 }
