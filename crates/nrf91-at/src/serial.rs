@@ -1,7 +1,11 @@
 //! Serial transport: port settings and `open`. Real ports and pseudo-terminal
 //! slaves go through the same [`open`].
+use std::io;
 use std::path::Path;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_serial::{SerialPort, SerialPortBuilderExt, SerialStream};
 
 use crate::at::AtError;
@@ -84,7 +88,7 @@ fn invalid(path: &Path, what: String) -> AtError {
 
 /// Open `path` with `settings`. Modem-control failures (DTR on a pty gives
 /// ENOTTY/EINVAL) are logged at debug and ignored, so pseudo-terminals work.
-pub fn open(path: &Path, settings: &SerialSettings) -> Result<SerialStream, AtError> {
+pub fn open(path: &Path, settings: &SerialSettings) -> Result<Port, AtError> {
     let data_bits = match settings.data_bits {
         5 => tokio_serial::DataBits::Five,
         6 => tokio_serial::DataBits::Six,
@@ -125,7 +129,51 @@ pub fn open(path: &Path, settings: &SerialSettings) -> Result<SerialStream, AtEr
     if let Err(e) = port.write_data_terminal_ready(settings.dtr) {
         tracing::debug!(path = %path.display(), error = %e, "DTR not settable (pty?)");
     }
-    Ok(port)
+    Ok(Port(port))
+}
+
+/// An open serial port as a byte stream. A write goes straight into the
+/// kernel's tty buffer (nothing is buffered on our side), so `flush` has
+/// nothing to do; `SerialStream`'s own flush is `tcdrain`, a blocking call
+/// that holds a runtime thread until the UART has sent every byte (a
+/// command's wire time at the baud rate, each time, on a thread many ports
+/// share).
+#[derive(Debug)]
+pub struct Port(SerialStream);
+
+impl Port {
+    /// The port itself (modem lines, settings).
+    pub fn get_mut(&mut self) -> &mut SerialStream {
+        &mut self.0
+    }
+}
+
+impl AsyncRead for Port {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Port {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
 }
 
 #[cfg(test)]

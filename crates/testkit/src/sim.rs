@@ -16,7 +16,6 @@ use nrf91_token::cose;
 use p256::ecdsa::{Signature, VerifyingKey, signature::Verifier};
 use spki::DecodePublicKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_serial::SerialStream;
 use uuid::Uuid;
 
 /// Upper bound for anything a test waits for; only a hang ever hits it.
@@ -24,7 +23,7 @@ pub const GUARD: Duration = Duration::from_secs(30);
 
 /// One host-side connection to a simulated modem.
 pub struct Host {
-    port: SerialStream,
+    port: serial::Port,
     pending: Vec<u8>,
     dialect: SimDialect,
 }

@@ -35,6 +35,7 @@ mod payload;
 pub mod readers;
 pub mod retention;
 mod tally;
+pub mod work;
 pub use deliveries::SqliteDeliveries;
 pub use handoff::SqliteHandoff;
 pub use line::stored_claim_value;
@@ -283,6 +284,9 @@ impl SqliteLedger {
         restrict_side_file(&side_file(path, "-wal"))?;
         restrict_side_file(&side_file(path, "-shm"))?;
 
+        // Every statement of a run's commits stays prepared (rusqlite keeps
+        // 16 by default; the writer runs more distinct ones than that).
+        conn.set_prepared_statement_cache_capacity(WRITER_STATEMENTS);
         let db = Db::start("db-writer", conn, Some(lock), path, recovered)?;
         if check == integrity::Check::InBackground {
             integrity::check_in_background(path.to_owned(), Arc::clone(&db.damage));
@@ -352,6 +356,19 @@ impl SqliteLedger {
         self.db.recovered
     }
 
+    /// Count what the writer's connection does from now on: commits, rows
+    /// written, SQL compiled (the cycle-cost test; never on otherwise).
+    pub async fn count_work(&self) -> Result<Arc<work::WriterWork>, LedgerError> {
+        let counted = Arc::new(work::WriterWork::default());
+        let hooked = Arc::clone(&counted);
+        blocking(&self.db, move |conn| {
+            work::install(conn, &hooked);
+            Ok(())
+        })
+        .await?;
+        Ok(counted)
+    }
+
     pub fn path(&self) -> &Path {
         &self.db.path
     }
@@ -371,17 +388,22 @@ impl SqliteReader {
     }
 }
 
+/// Prepared statements the writer's connection keeps.
+const WRITER_STATEMENTS: usize = 64;
+
 #[async_trait]
 impl Ledger for SqliteLedger {
     async fn begin_run(&self, start: &RunStart) -> Result<RunId, LedgerError> {
         let start = start.clone();
         blocking(&self.db, move |conn| {
             let trace = &start.trace;
-            conn.execute(
+            conn.prepare_cached(
                 "INSERT INTO runs (uid, station_id, port, started_at, outcome,
                                    work_order, lot, operator, product, fixture)
                  VALUES (?1, ?2, ?3, ?4, 'in_flight', ?5, ?6, ?7, ?8, ?9)",
-                params![
+            )
+            .and_then(|mut insert| {
+                insert.execute(params![
                     uuid_text(start.uid),
                     start.station_id,
                     start.port,
@@ -391,8 +413,8 @@ impl Ledger for SqliteLedger {
                     trace.operator,
                     trace.product,
                     trace.fixture,
-                ],
-            )
+                ])
+            })
             .map_err(sql("begin run"))?;
             Ok(conn.last_insert_rowid())
         })
@@ -417,11 +439,11 @@ impl Ledger for SqliteLedger {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(sql("claim nonce"))?;
             let inserted = tx
-                .execute(
+                .prepare_cached(
                     "INSERT INTO nonces (kind, value, run_id, claimed_at) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (kind, value) DO NOTHING",
-                    params![kind, value, run, at],
                 )
+                .and_then(|mut insert| insert.execute(params![kind, value, run, at]))
                 .map_err(|e| match e.sqlite_error_code() {
                     Some(rusqlite::ErrorCode::ConstraintViolation) => LedgerError::UnknownRun(run),
                     _ => sql("claim nonce")(e),
@@ -683,14 +705,16 @@ fn finish(conn: &mut Connection, record: &RunRecord) -> Result<(), LedgerError> 
 fn finish_in(tx: &Connection, record: &RunRecord) -> Result<(), LedgerError> {
     let device = &record.device;
     let updated = tx
-        .execute(
+        .prepare_cached(
             "UPDATE runs SET station_id = ?2, port = ?3, started_at = ?4, finished_at = ?5,
                  outcome = ?6, failed_step = ?7, reason = ?8, device_uuid = ?9, imei = ?10,
                  model = ?11, firmware = ?12, firmware_uuid = ?13, hw_version = ?14,
                  reason_code = ?15, verified_by = ?16, work_order = ?17, lot = ?18,
                  operator = ?19, product = ?20, fixture = ?21
              WHERE id = ?1 AND outcome = 'in_flight'",
-            params![
+        )
+        .and_then(|mut update| {
+            update.execute(params![
                 record.id,
                 record.station_id,
                 record.port,
@@ -712,8 +736,8 @@ fn finish_in(tx: &Connection, record: &RunRecord) -> Result<(), LedgerError> {
                 record.trace.operator,
                 record.trace.product,
                 record.trace.fixture,
-            ],
-        )
+            ])
+        })
         .map_err(sql("update run"))?;
     if updated == 0 {
         let outcome: Option<String> = tx
@@ -738,7 +762,7 @@ fn finish_in(tx: &Connection, record: &RunRecord) -> Result<(), LedgerError> {
     if let Some(uuid) = device.device_uuid {
         let seen = dbtime::format(record.finished_at.unwrap_or(record.started_at));
         // Keep what earlier runs learned when this run learned less.
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO devices (device_uuid, imei, model, firmware, firmware_uuid, hw_version,
                                   first_seen, last_seen, last_run, last_outcome)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)
@@ -751,7 +775,9 @@ fn finish_in(tx: &Connection, record: &RunRecord) -> Result<(), LedgerError> {
                  last_seen = excluded.last_seen,
                  last_run = excluded.last_run,
                  last_outcome = excluded.last_outcome",
-            params![
+        )
+        .and_then(|mut upsert| {
+            upsert.execute(params![
                 uuid_text(uuid),
                 device.imei,
                 device.model,
@@ -761,8 +787,8 @@ fn finish_in(tx: &Connection, record: &RunRecord) -> Result<(), LedgerError> {
                 seen,
                 record.id,
                 record.outcome.as_str(),
-            ],
-        )
+            ])
+        })
         .map_err(sql("record device"))?;
     }
     Ok(())

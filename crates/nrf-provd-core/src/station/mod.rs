@@ -23,15 +23,13 @@ pub mod recorder;
 pub mod shift;
 pub mod systemd;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::broadcast;
 use tokio::task::JoinSet;
-use tokio_serial::SerialStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
@@ -78,8 +76,13 @@ pub enum ProvisionError {
     Untraced(String),
 }
 
-/// How often a finished board is asked whether it is still there.
+/// How often a finished board is asked whether it is still there: at first
+/// (boards are usually pulled at once after their run)...
 const DEPARTURE_POLL: Duration = Duration::from_millis(200);
+/// ...and at the least while it stays: a board swapped on a plain UART
+/// (no end of stream) is noticed within this, and an idle board costs one
+/// exchange per this.
+const DEPARTURE_POLL_MAX: Duration = Duration::from_secs(2);
 
 /// State shared by the scanner and all supervisors.
 pub struct Station {
@@ -91,8 +94,9 @@ pub struct Station {
     reader: Arc<dyn LedgerReader>,
     /// With a shared ledger: the composite behind `ledger` (bench figures).
     line: Option<Arc<crate::ledger::LineLedger>>,
-    /// Runs finished since start: exact, where event subscribers may lag.
-    finished: AtomicU64,
+    /// Runs finished since start: exact, where event subscribers may lag;
+    /// a watcher wakes once per run, not once per event.
+    finished: tokio::sync::watch::Sender<u64>,
     sources: Sources,
     events: Events,
     /// Runs the ledger found in flight from an earlier crash.
@@ -119,7 +123,7 @@ impl Station {
             ledger: parts.gate,
             reader: parts.reader,
             line: parts.line,
-            finished: AtomicU64::new(0),
+            finished: tokio::sync::watch::Sender::new(0),
             sources: parts.sources,
             recovered: parts.recovered,
             stop: CancellationToken::new(),
@@ -180,7 +184,12 @@ impl Station {
 
     /// Runs finished since the station started.
     pub fn runs_finished(&self) -> u64 {
-        self.finished.load(Ordering::Relaxed)
+        *self.finished.borrow()
+    }
+
+    /// The count of runs finished, to wait on (a bench waiting for a round).
+    pub fn watch_runs_finished(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.finished.subscribe()
     }
 
     /// Tell the station its sinks' health (for `/metrics`); once.
@@ -236,7 +245,7 @@ impl Station {
     /// `store`).
     pub async fn provision(&self, port: &Path) -> Result<RunRecord, ProvisionError> {
         let options = self.options();
-        let stream: SerialStream =
+        let stream: serial::Port =
             serial::open(port, &options.serial).map_err(|source| ProvisionError::Port {
                 path: port.to_path_buf(),
                 source,
@@ -313,10 +322,14 @@ impl Station {
         // A supervisor that ends because the station stops must not have
         // its port found again.
         while !self.stopping() {
-            for port in scan(&self.options()) {
-                if running.values().any(|p| *p == port) {
-                    continue;
-                }
+            let found: Vec<PathBuf> = {
+                let taken: HashSet<&PathBuf> = running.values().collect();
+                scan(&self.options())
+                    .into_iter()
+                    .filter(|port| !taken.contains(port))
+                    .collect()
+            };
+            for port in found {
                 info!(port = %port.display(), "port found");
                 self.events.send(StationEvent::PortFound {
                     port: port.display().to_string(),
@@ -467,7 +480,7 @@ impl Station {
             let imei = record.device.imei.clone();
             let disconnected = record.reason_code == Some(ReasonCode::Disconnected);
             log_run(&record);
-            self.finished.fetch_add(1, Ordering::Relaxed);
+            self.finished.send_modify(|runs| *runs += 1);
             self.events.send(StationEvent::RunFinished {
                 port: port.to_string(),
                 record: Arc::new(record),
@@ -482,7 +495,10 @@ impl Station {
                 modem,
                 imei.as_deref(),
                 &self.stop,
-                options.rescan_interval.max(DEPARTURE_POLL),
+                presence::DeparturePolls {
+                    first: options.rescan_interval.max(DEPARTURE_POLL),
+                    cap: DEPARTURE_POLL_MAX.max(options.rescan_interval),
+                },
                 &still_there,
             )
             .await;
@@ -551,11 +567,57 @@ pub fn scan(options: &PortOptions) -> BTreeSet<PathBuf> {
     options
         .patterns
         .iter()
-        .filter_map(|pattern| glob::glob(pattern).ok())
-        .flatten()
-        .filter_map(Result::ok)
+        .flat_map(|pattern| matching(pattern))
         .filter(|path| !excluded.iter().any(|x| x.matches_path(path)))
         .collect()
+}
+
+/// The existing paths `pattern` matches, as `glob::glob` finds them. A
+/// pattern whose wildcards are all in its last component (the usual
+/// `/dev/serial/by-id/*-if00`) costs one read of its directory: `glob`
+/// would look up every component of the path first, and the station scans
+/// every `rescan_interval`.
+fn matching(pattern: &str) -> Vec<PathBuf> {
+    const WILDCARDS: &[char] = &['*', '?', '['];
+    let path = Path::new(pattern);
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return globbed(pattern);
+    };
+    if dir
+        .to_str()
+        .is_none_or(|d| d.contains(WILDCARDS) || d.is_empty())
+    {
+        return globbed(pattern);
+    }
+    if !name.contains(WILDCARDS) {
+        return if path.exists() {
+            vec![path.to_path_buf()]
+        } else {
+            Vec::new()
+        };
+    }
+    let Ok(name) = glob::Pattern::new(name) else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| name.matches_with(n, glob::MatchOptions::new()))
+        })
+        .map(|entry| entry.path())
+        .collect()
+}
+
+fn globbed(pattern: &str) -> Vec<PathBuf> {
+    glob::glob(pattern)
+        .map(|paths| paths.filter_map(Result::ok).collect())
+        .unwrap_or_default()
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -565,4 +627,47 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn globbed_sorted(pattern: &str) -> Vec<PathBuf> {
+        let mut paths = globbed(pattern);
+        paths.sort();
+        paths
+    }
+
+    #[test]
+    fn matching_finds_what_glob_finds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in ["ttySIM0", "ttySIM1", "ttySIM10", ".ttySIM-hidden", "other"] {
+            std::fs::write(dir.path().join(name), b"").expect("file");
+        }
+        std::fs::create_dir(dir.path().join("sub")).expect("dir");
+        std::fs::write(dir.path().join("sub/ttySIM2"), b"").expect("file");
+        let base = dir.path().display().to_string();
+        for pattern in [
+            format!("{base}/ttySIM*"),
+            format!("{base}/ttySIM?"),
+            format!("{base}/*"),
+            format!("{base}/[to]*"),
+            format!("{base}/ttySIM1"),
+            format!("{base}/absent"),
+            format!("{base}/*/ttySIM*"),
+            format!("{base}/absent-dir/*"),
+        ] {
+            let mut found = matching(&pattern);
+            found.sort();
+            assert_eq!(found, globbed_sorted(&pattern), "{pattern}");
+        }
+        let mut found = matching(&format!("{base}/ttySIM*"));
+        found.sort();
+        let names: Vec<_> = found
+            .iter()
+            .filter_map(|p| p.file_name()?.to_str())
+            .collect();
+        assert_eq!(names, ["ttySIM0", "ttySIM1", "ttySIM10"]);
+    }
 }

@@ -78,22 +78,46 @@ pub enum Departure {
 /// dialect was taken from answers meant for someone else.
 pub const REDETECT_AFTER: u32 = 3;
 
-/// After a run: poll who answers until the board is unplugged, another
-/// board answers, or `stop` is cancelled. A board left in its fixture is
-/// never provisioned twice. `still_there` says whether the port itself
-/// still exists (a USB port's device node goes away with the board).
+/// How often a board left in its fixture is asked who it is: soon after
+/// its run (boards are usually pulled at once), then half as often at each
+/// answer from the same board, down to once every `cap`. A poll that finds
+/// nobody answering goes back to `first`: a board is being swapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeparturePolls {
+    pub first: Duration,
+    pub cap: Duration,
+}
+
+impl DeparturePolls {
+    /// The interval after `current` when the same board answered.
+    fn backed_off(&self, current: Duration) -> Duration {
+        current.saturating_mul(2).min(self.cap).max(self.first)
+    }
+}
+
+/// After a run: watch the link and poll who answers until the board is
+/// unplugged, another board answers, or `stop` is cancelled. A board left
+/// in its fixture is never provisioned twice. `still_there` says whether
+/// the port itself still exists (a USB port's device node goes away with
+/// the board). Between polls the link is read, so a port that ends (a USB
+/// unplug, a closed pty) is noticed at once, not at the next poll; the
+/// polls are for a plain UART, where a pulled board only falls silent.
 pub async fn wait_for_departure<T: Link>(
     modem: &mut Modem<T>,
     provisioned: Option<&str>,
     stop: &CancellationToken,
-    interval: Duration,
+    polls: DeparturePolls,
     still_there: impl Fn() -> bool,
 ) -> Departure {
     let mut failures = 0;
+    let mut interval = polls.first;
     loop {
-        pause(stop, interval).await;
-        if stop.is_cancelled() {
-            return Departure::Shutdown;
+        let listened = tokio::select! {
+            _ = stop.cancelled() => return Departure::Shutdown,
+            listened = modem.client().listen(interval) => listened,
+        };
+        if let Err(AtError::Disconnected { .. } | AtError::Io(_)) = listened {
+            return Departure::Unplugged;
         }
         if !still_there() {
             return Departure::Unplugged;
@@ -104,12 +128,16 @@ pub async fn wait_for_departure<T: Link>(
             Ok(Some(now)) if provisioned.is_some_and(|p| p != now) => {
                 return Departure::OtherBoard;
             }
-            Ok(_) => failures = 0,
+            Ok(_) => {
+                failures = 0;
+                interval = polls.backed_off(interval);
+            }
             Err(AtError::Disconnected { .. } | AtError::Io(_)) => return Departure::Unplugged,
             // Silent or refusing: powered off in its fixture, being swapped,
             // or spoken to in the wrong dialect.
             Err(err) => {
                 debug!(%err, "board silent");
+                interval = polls.first;
                 failures += 1;
                 if failures >= REDETECT_AFTER {
                     failures = 0;

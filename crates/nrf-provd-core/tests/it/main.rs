@@ -1,6 +1,12 @@
 //! nrf-provd-core's integration tests, one binary: a module per subject.
 
+/// Counts the allocations of the futures `cycle_cost` measures (and nothing
+/// else: counting is off unless that test's future is being polled).
+#[global_allocator]
+static ALLOCATOR: cycle_cost::CountingAllocator = cycle_cost::CountingAllocator;
+
 mod ca_signing;
+mod cycle_cost;
 mod line_ledger;
 mod names;
 mod plan_fidelity;

@@ -29,19 +29,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use tokio::sync::broadcast::{self, error::RecvError};
-
 use crate::config::StationConfig;
 pub(crate) use crate::demo::WorkDir;
 use crate::ledger::RunFilter;
 use crate::process::{self, Process};
 use crate::record::RunRecord;
 use crate::sim::{FaultSpec, Latency};
-use crate::station::{Sources, Station, StationEvent};
+use crate::station::{Sources, Station};
 use child::{SimChild, SimSpec};
 use report::{Costs, Row};
 
-/// No station event for this long means the station stalled.
+/// No run finished for this long means the station stalled.
 const STALL_LIMIT: Duration = Duration::from_secs(120);
 /// RSS and descriptors are sampled this often during a row.
 const ROW_SAMPLE_EVERY: Duration = Duration::from_millis(50);
@@ -74,6 +72,9 @@ pub struct BenchOptions {
     pub ledger: Option<ledger::BenchLedger>,
     /// Deliver every run to three sinks while measuring (see [`sinks`]).
     pub sinks: bool,
+    /// After the rounds, leave the boards in their fixtures this long and
+    /// measure what the station spends noticing that nothing changed.
+    pub idle: Option<Duration>,
 }
 
 /// Every row, and the forwarder's backfill rate when a ledger was given.
@@ -101,7 +102,7 @@ pub enum BenchError {
     Demo(#[from] crate::demo::DemoError),
     #[error("database: {0}")]
     Ledger(#[from] crate::ledger::LedgerError),
-    #[error("no station event for {0:?}: the station stalled")]
+    #[error("no progress for {0:?}: the station stalled")]
     Stalled(Duration),
     #[error("{0}")]
     Invalid(String),
@@ -192,7 +193,8 @@ struct Rig {
     sim: SimChild,
     config: StationConfig,
     station: Arc<Station>,
-    events: broadcast::Receiver<StationEvent>,
+    /// Runs finished so far, as the station counts them.
+    runs: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Rig {
@@ -206,12 +208,12 @@ impl Rig {
         config.station_id = "bench".into();
         tweak(&mut config);
         let station = crate::setup::station(&config, Sources::default())?;
-        let events = station.subscribe();
+        let runs = station.watch_runs_finished();
         Ok(Rig {
             sim,
             config,
             station,
-            events,
+            runs,
         })
     }
 
@@ -220,15 +222,16 @@ impl Rig {
         self.station.runs_finished()
     }
 
-    /// Wait until `target` runs have finished. The counters are exact; the
-    /// events only wake us (a lagging receiver loses events, not counts).
+    /// Wait until `target` runs have finished, woken once per finished run
+    /// (not per station event: this process's CPU is measured as the
+    /// station's, and the daemon has no such waiter).
     async fn wait_finished(&mut self, target: u64) -> Result<(), BenchError> {
         while self.finished() < target {
-            match tokio::time::timeout(STALL_LIMIT, self.events.recv()).await {
-                Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => {}
-                Ok(Err(RecvError::Closed)) | Err(_) => {
-                    return Err(BenchError::Stalled(STALL_LIMIT));
-                }
+            let next = self.finished() + 1;
+            match tokio::time::timeout(STALL_LIMIT, self.runs.wait_for(|runs| *runs >= next)).await
+            {
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) | Err(_) => return Err(BenchError::Stalled(STALL_LIMIT)),
             }
         }
         Ok(())
@@ -312,6 +315,10 @@ async fn measure_row(
     let cpu = process::cpu().saturating_sub(cpu_before);
     let (samples, sampler_cpu) = sampler.finish();
     let scraped = scraper.map(scrape::Scraper::finish);
+    let idle = match options.idle {
+        Some(duration) => Some(measure_idle(boards, duration).await),
+        None => None,
+    };
     let scraper_cpu = scraped.map_or(Duration::ZERO, |s| s.cpu);
     let load_after = process::load_average();
     // Every command of every run is logged once its paced reply is over,
@@ -364,7 +371,28 @@ async fn measure_row(
         panics: (panics() - panics_before) + u64::try_from(simulator_panics).unwrap_or(u64::MAX),
     });
     row.scrape = scraped;
+    row.idle = idle;
     Ok((row, runs))
+}
+
+/// The station's CPU while `boards` provisioned boards stay in their
+/// fixtures for `duration`: nothing but departure checks (and the port
+/// rescan) runs, so this is what a board left in place costs.
+async fn measure_idle(boards: usize, duration: Duration) -> report::Idle {
+    // Let the last runs' departure polls start before measuring.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let sampler = metrics::Sampler::start(Duration::from_secs(1), Process::This);
+    let before = process::cpu();
+    let started = Instant::now();
+    tokio::time::sleep(duration).await;
+    let cpu = process::cpu().saturating_sub(before);
+    let seconds = started.elapsed().as_secs_f64();
+    let (_, sampler_cpu) = sampler.finish();
+    let cpu_ms = cpu.saturating_sub(sampler_cpu).as_secs_f64() * 1000.0;
+    report::Idle {
+        seconds,
+        ms_per_board_second: cpu_ms / (boards as f64 * seconds),
+    }
 }
 
 /// The 99th percentile of the central claims' round trips in ms, from the

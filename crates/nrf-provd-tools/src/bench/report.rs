@@ -87,6 +87,17 @@ pub struct Row {
     pub panics: u64,
     /// With `--scrape`: what the scraper fetched during the row.
     pub scrape: Option<super::scrape::Scraped>,
+    /// With `--idle`: the cost of the boards left in their fixtures.
+    pub idle: Option<Idle>,
+}
+
+/// What boards left in their fixtures cost the station (`--idle`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Idle {
+    /// How long the boards were left.
+    pub seconds: f64,
+    /// Station CPU (all threads but the sampler's) ÷ boards ÷ seconds.
+    pub ms_per_board_second: f64,
 }
 
 fn unix_micros(t: time::OffsetDateTime) -> i128 {
@@ -189,6 +200,7 @@ pub fn summarize(input: RowInput<'_>) -> Row {
         load_after: input.load[1],
         panics: input.panics,
         scrape: None,
+        idle: None,
     }
 }
 
@@ -358,6 +370,7 @@ mod tests {
             load_after: 0.0,
             panics: 0,
             scrape: None,
+            idle: None,
         };
         let mut rows = vec![row(1, 20.0), row(64, 1152.0)];
         set_scaling(&mut rows);

@@ -115,6 +115,11 @@ pub struct BenchArgs {
     /// that appends it to a file.
     #[arg(long, conflicts_with_all = ["soak", "crash", "abusive"])]
     pub sinks: bool,
+    /// After each row's rounds, leave every board in its fixture this long
+    /// and report the station's CPU per board per second while it only
+    /// checks that the boards are still there (departure polling).
+    #[arg(long, value_parser = super::parse_duration, value_name = "DURATION", conflicts_with_all = ["soak", "crash", "abusive", "history"])]
+    pub idle: Option<Duration>,
 }
 
 const AFTER_HELP: &str = "\
@@ -295,6 +300,7 @@ async fn bench(args: BenchArgs, out: &Output) -> ExitCode {
         keep: args.keep,
         scrape: args.scrape,
         sinks: args.sinks,
+        idle: args.idle,
     };
     if !args.json {
         out.line(format_args!(
@@ -318,6 +324,12 @@ async fn bench(args: BenchArgs, out: &Output) -> ExitCode {
                     s.failed,
                     s.bytes as f64 / 1_048_576.0,
                     s.feed_bytes as f64 / 1024.0
+                ));
+            }
+            if let Some(idle) = &row.idle {
+                out.line(format_args!(
+                    "       idle: {:.3} ms CPU per board per second ({} boards left in their fixtures for {:.0} s)",
+                    idle.ms_per_board_second, row.boards, idle.seconds
                 ));
             }
         }

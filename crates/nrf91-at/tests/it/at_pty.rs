@@ -15,7 +15,7 @@ use tokio_serial::{SerialPort, SerialStream};
 const DEADLINE: Duration = Duration::from_secs(5);
 
 /// A pty pair: (client on the slave opened by path, master for the peer).
-async fn pty_client() -> (Client<SerialStream>, Receiver<Notification>, SerialStream) {
+async fn pty_client() -> (Client<serial::Port>, Receiver<Notification>, SerialStream) {
     let (master, pair_slave) = SerialStream::pair().expect("pty pair");
     let path = pair_slave.name().expect("pty slave has a path");
     // Default settings: RTS/CTS, DTR, exclusive — all must work on a pty.

@@ -17,7 +17,6 @@ use nrf91_token as token;
 use nrf91_token::trust::TrustStore;
 use nrf91_token::{CheckName, Token, Verdict};
 use tokio::sync::mpsc;
-use tokio_serial::SerialStream;
 use uuid::Uuid;
 
 const TAG: u32 = 16_842_753;
@@ -52,7 +51,7 @@ async fn board(dialect: SimDialect, faults: &[&str]) -> Board {
 }
 
 /// Open board 0 as a station would: serial port, settle, detect the dialect.
-async fn connect(b: &Board) -> (Modem<SerialStream>, mpsc::Receiver<Notification>) {
+async fn connect(b: &Board) -> (Modem<serial::Port>, mpsc::Receiver<Notification>) {
     let settings = SerialSettings {
         flow_control: FlowControl::None,
         ..SerialSettings::default()
@@ -440,7 +439,7 @@ async fn shell_dialect_client_drives_every_command() {
 // ---- token faults, as the verifier names them --------------------------------
 
 /// A raw-dialect board with `fault`, connected, offline, CME errors on.
-async fn faulty(fault: &str) -> (Board, Modem<SerialStream>, Uuid) {
+async fn faulty(fault: &str) -> (Board, Modem<serial::Port>, Uuid) {
     let b = board(SimDialect::Raw, &[fault]).await;
     let (mut modem, _) = connect(&b).await;
     modem.send(&NumericErrors).await.expect("cmee");

@@ -345,12 +345,13 @@ pub(super) async fn check_device(
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql("check device"))?;
         let device = uuid_text(check.device_uuid);
+        // Every run asks: its statements stay prepared.
         let updated = tx
-            .execute(
+            .prepare_cached(
                 "UPDATE runs SET device_uuid = ?2, imei = COALESCE(?3, imei)
                  WHERE id = ?1 AND outcome = 'in_flight'",
-                params![check.run, device, check.imei],
             )
+            .and_then(|mut update| update.execute(params![check.run, device, check.imei]))
             .map_err(sql("check device"))?;
         if updated == 0 {
             return Err(LedgerError::UnknownRun(check.run));
@@ -364,14 +365,17 @@ pub(super) async fn check_device(
             ))
         };
         let running = tx
-            .query_row(DEVICE_RUNNING, params![device, check.run], sighting)
+            .prepare_cached(DEVICE_RUNNING)
+            .and_then(|mut query| query.query_row(params![device, check.run], sighting))
             .optional()
             .map_err(sql("check device"))?;
         let passed: i64 = tx
-            .query_row(DEVICE_PASSED, [&device], |row| row.get(0))
+            .prepare_cached(DEVICE_PASSED)
+            .and_then(|mut query| query.query_row([&device], |row| row.get(0)))
             .map_err(sql("check device"))?;
         let last_passed = tx
-            .query_row(DEVICE_LAST_PASSED, [&device], sighting)
+            .prepare_cached(DEVICE_LAST_PASSED)
+            .and_then(|mut query| query.query_row([&device], sighting))
             .optional()
             .map_err(sql("check device"))?;
         tx.commit().map_err(sql("check device"))?;

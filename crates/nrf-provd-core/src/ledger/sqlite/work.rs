@@ -1,0 +1,58 @@
+//! What the writer's connection does, counted when asked (the cycle-cost
+//! test): commits, rows written, and SQL compiled. Nothing is counted until
+//! [`super::SqliteLedger::count_work`] installs the hooks.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rusqlite::Connection;
+use rusqlite::hooks::Authorization;
+
+/// The counters, shared with the writer's thread.
+#[derive(Debug, Default)]
+pub struct WriterWork {
+    commits: AtomicU64,
+    rows: AtomicU64,
+    compiled: AtomicU64,
+}
+
+/// A reading of [`WriterWork`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterCounts {
+    /// Transactions committed (each one an fsync under `synchronous=FULL`).
+    pub commits: u64,
+    /// Rows inserted, updated or deleted (triggers' included).
+    pub rows: u64,
+    /// SQLite's authorizer checks while compiling statements: one per
+    /// table and column a statement compiled touches, so 0 when every
+    /// statement was already prepared (cached).
+    pub compiled: u64,
+}
+
+impl WriterWork {
+    pub fn counts(&self) -> WriterCounts {
+        WriterCounts {
+            commits: self.commits.load(Ordering::Relaxed),
+            rows: self.rows.load(Ordering::Relaxed),
+            compiled: self.compiled.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Count `conn`'s work into `work` from now on.
+pub(super) fn install(conn: &Connection, work: &Arc<WriterWork>) {
+    let commits = Arc::clone(work);
+    conn.commit_hook(Some(move || {
+        commits.commits.fetch_add(1, Ordering::Relaxed);
+        false // let it commit
+    }));
+    let rows = Arc::clone(work);
+    conn.update_hook(Some(move |_, _: &str, _: &str, _| {
+        rows.rows.fetch_add(1, Ordering::Relaxed);
+    }));
+    let compiled = Arc::clone(work);
+    conn.authorizer(Some(move |_: rusqlite::hooks::AuthContext<'_>| {
+        compiled.compiled.fetch_add(1, Ordering::Relaxed);
+        Authorization::Allow
+    }));
+}
