@@ -169,7 +169,10 @@ fn duplicates(by_key: &HashMap<String, usize>) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_run_reaches_the_webhook_and_the_command_once_despite_outages_and_two_kills() {
     const BOARDS: usize = 50;
-    let env = Env::new(1, Latency::None, &[]).await;
+    // The modem's own pace (about 2 s a run), so that a kill after the plan
+    // began lands inside a run: at no latency a run is over in ~8 ms, before
+    // the log line that says it began is read.
+    let env = Env::new(1, Latency::Realistic, &[]).await;
     let hook = receiver().await;
     let secret = env.dir.path().join("webhook.secret");
     std::fs::write(&secret, SECRET).unwrap();
