@@ -243,7 +243,7 @@ impl MqttSink {
             }
             (None, None) => {}
         }
-        let sink = MqttSink {
+        let mut sink = MqttSink {
             name,
             topic: settings.topic.to_string(),
             timeout: settings.timeout,
@@ -253,9 +253,8 @@ impl MqttSink {
         // Online from the start when there is a runtime to poll in;
         // otherwise at the first delivery.
         if tokio::runtime::Handle::try_current().is_ok() {
-            if let Ok(mut link) = sink.link.try_lock() {
-                *link = Some(sink.connect());
-            }
+            let link = sink.connect();
+            *sink.link.get_mut() = Some(link);
         }
         Ok(sink)
     }
