@@ -39,7 +39,7 @@ pub mod work;
 pub use deliveries::SqliteDeliveries;
 pub use handoff::SqliteHandoff;
 pub use line::stored_claim_value;
-use owner::{Db, blocking};
+use owner::{Db, blocking, grouped, grouped_then};
 pub use retention::SqliteRetention;
 
 /// One schema migration: SQL, or SQL and then a Rust step in the same
@@ -287,7 +287,26 @@ impl SqliteLedger {
         // Every statement of a run's commits stays prepared (rusqlite keeps
         // 16 by default; the writer runs more distinct ones than that).
         conn.set_prepared_statement_cache_capacity(WRITER_STATEMENTS);
-        let db = Db::start("db-writer", conn, Some(lock), path, recovered)?;
+        // Checkpoints happen on a thread of their own (see `owner`).
+        conn.pragma_update(None, "wal_autocheckpoint", owner::WRITER_AUTOCHECKPOINT)
+            .map_err(sql("wal_autocheckpoint"))?;
+        let checkpoints = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sql("open for checkpoints"))?;
+        checkpoints
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(sql("busy_timeout"))?;
+        let checkpointer = owner::Checkpointer::start(checkpoints, path)?;
+        let db = Db::start(
+            "db-writer",
+            conn,
+            Some(lock),
+            Some(checkpointer),
+            path,
+            recovered,
+        )?;
         if check == integrity::Check::InBackground {
             integrity::check_in_background(path.to_owned(), Arc::clone(&db.damage));
         }
@@ -377,7 +396,7 @@ impl SqliteLedger {
 impl SqliteReader {
     fn start(conn: Connection, path: &Path) -> Result<SqliteReader, LedgerError> {
         Ok(SqliteReader {
-            db: Arc::new(Db::start("db-reader", conn, None, path, 0)?),
+            db: Arc::new(Db::start("db-reader", conn, None, None, path, 0)?),
         })
     }
 
@@ -395,7 +414,7 @@ const WRITER_STATEMENTS: usize = 64;
 impl Ledger for SqliteLedger {
     async fn begin_run(&self, start: &RunStart) -> Result<RunId, LedgerError> {
         let start = start.clone();
-        blocking(&self.db, move |conn| {
+        grouped(&self.db, move |conn| {
             let trace = &start.trace;
             conn.prepare_cached(
                 "INSERT INTO runs (uid, station_id, port, started_at, outcome,
@@ -434,10 +453,7 @@ impl Ledger for SqliteLedger {
             ClaimKind::AttestNonce | ClaimKind::KeygenNonce => claim.value.to_ascii_lowercase(),
         };
         let at = dbtime::format(claim.at);
-        blocking(&self.db, move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sql("claim nonce"))?;
+        grouped(&self.db, move |tx| {
             let inserted = tx
                 .prepare_cached(
                     "INSERT INTO nonces (kind, value, run_id, claimed_at) VALUES (?1, ?2, ?3, ?4)
@@ -460,7 +476,6 @@ impl Ledger for SqliteLedger {
                     .map_err(sql("look up claimed nonce"))?;
                 ClaimOutcome::Replay { first_run }
             };
-            tx.commit().map_err(sql("claim nonce"))?;
             Ok(outcome)
         })
         .await
@@ -473,28 +488,29 @@ impl Ledger for SqliteLedger {
                 record.id
             )));
         }
-        let record = record.clone();
+        let record = Arc::new(record.clone());
+        let kept = Arc::clone(&record);
         let pending_dir = self.pending_dir.clone();
-        blocking(&self.db, move |conn| {
-            match finish(conn, &record) {
+        grouped_then(
+            &self.db,
+            move |conn| finish_in(conn, &record),
+            move |result| match result {
                 Ok(()) => {
                     // Committed at last: the kept copy has done its job.
-                    let _ = std::fs::remove_file(pending_file(&pending_dir, &record));
-                    Ok(())
+                    let _ = std::fs::remove_file(pending_file(&pending_dir, &kept));
                 }
                 Err(e) if e.is_transient() => {
                     // Keep what happened, in case the station stops before
                     // the database takes it (best effort: a full disk may
                     // refuse this too, and the station still holds it).
-                    let kept = record.uncommitted(&e.to_string());
-                    if let Err(keep) = keep_pending(&pending_dir, &kept) {
-                        tracing::warn!(run = record.id, error = %keep, "could not keep the uncommitted record beside the database");
+                    let uncommitted = kept.uncommitted(&e.to_string());
+                    if let Err(keep) = keep_pending(&pending_dir, &uncommitted) {
+                        tracing::warn!(run = kept.id, error = %keep, "could not keep the uncommitted record beside the database");
                     }
-                    Err(e)
                 }
-                Err(e) => Err(e),
-            }
-        })
+                Err(_) => {}
+            },
+        )
         .await
     }
 
@@ -514,10 +530,7 @@ impl Ledger for SqliteLedger {
 
     async fn pin(&self, pin: &Pin) -> Result<PinOutcome, LedgerError> {
         let pin = pin.clone();
-        blocking(&self.db, move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sql("pin"))?;
+        grouped(&self.db, move |tx| {
             let read = |row: &rusqlite::Row<'_>| {
                 Ok((
                     row.get::<_, String>(0)?,
@@ -576,7 +589,6 @@ impl Ledger for SqliteLedger {
                 )
                 .map_err(sql("pin"))?;
             }
-            tx.commit().map_err(sql("pin"))?;
             Ok(outcome)
         })
         .await

@@ -76,7 +76,7 @@ impl SqliteLedger {
             restrict_side_file(&side_file(path, "-shm"))?;
         }
         Ok(SqliteDeliveries {
-            db: Arc::new(Db::start("db-deliveries", conn, None, path, 0)?),
+            db: Arc::new(Db::start("db-deliveries", conn, None, None, path, 0)?),
         })
     }
 }

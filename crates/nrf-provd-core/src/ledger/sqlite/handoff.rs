@@ -62,7 +62,7 @@ impl SqliteLedger {
         restrict_side_file(&side_file(path, "-wal"))?;
         restrict_side_file(&side_file(path, "-shm"))?;
         Ok(SqliteHandoff {
-            db: Arc::new(Db::start("db-handoff", conn, Some(lock), path, 0)?),
+            db: Arc::new(Db::start("db-handoff", conn, Some(lock), None, path, 0)?),
         })
     }
 
@@ -71,7 +71,7 @@ impl SqliteLedger {
     pub fn open_handoff_read_only(path: &Path) -> Result<SqliteHandoff, LedgerError> {
         let conn = open_current(path, true)?;
         Ok(SqliteHandoff {
-            db: Arc::new(Db::start("db-handoff", conn, None, path, 0)?),
+            db: Arc::new(Db::start("db-handoff", conn, None, None, path, 0)?),
         })
     }
 }

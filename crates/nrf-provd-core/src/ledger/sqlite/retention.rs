@@ -147,7 +147,7 @@ impl SqliteLedger {
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(sql("busy_timeout"))?;
         Ok(SqliteRetention {
-            db: Arc::new(Db::start("db-retention", conn, None, path, 0)?),
+            db: Arc::new(Db::start("db-retention", conn, None, None, path, 0)?),
         })
     }
 }
