@@ -192,11 +192,19 @@ fn a_database_of_the_previous_release_is_migrated_and_shows_reason_codes() {
         nrf_provd_core::ledger::SCHEMA_VERSION as i64,
         "migrated in place to this release's schema"
     );
-    // History to forward, should the station join a line.
+    // History to forward, should the station join a line: the outbox of
+    // version 5, owed to the line sink since version 14.
     let queued: i64 = rusqlite::Connection::open(&db)
-        .and_then(|c| c.query_row("SELECT COUNT(*) FROM outbox", [], |row| row.get(0)))
+        .and_then(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM deliveries d JOIN sinks s ON s.id = d.sink_id
+                 WHERE s.name = 'line'",
+                [],
+                |row| row.get(0),
+            )
+        })
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(queued, 3, "every old run is in the outbox");
+    assert_eq!(queued, 3, "every old run is owed to the line");
     // Version 6: hand-off state, none yet; the passed run waits to be
     // handed off (the queue is derived from runs, not copied).
     let handoffs: i64 = rusqlite::Connection::open(&db)
@@ -252,9 +260,16 @@ fn a_database_of_the_previous_release_is_migrated_and_shows_reason_codes() {
         "every old run keeps its steps"
     );
     // The sinks' outbox (issue 22's migration, version 11): no sink was
-    // configured, so the old runs owe none.
+    // configured, so the old runs owe none but the line.
     let owed: i64 = rusqlite::Connection::open(&db)
-        .and_then(|c| c.query_row("SELECT COUNT(*) FROM deliveries", [], |row| row.get(0)))
+        .and_then(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM deliveries d JOIN sinks s ON s.id = d.sink_id
+                 WHERE s.name <> 'line'",
+                [],
+                |row| row.get(0),
+            )
+        })
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(owed, 0, "history owes no sink");
     // Retention (version 12): a migrated run is kept in full.
@@ -265,8 +280,19 @@ fn a_database_of_the_previous_release_is_migrated_and_shows_reason_codes() {
             .all(|r| r.get("compacted_at").is_none()),
         "no old run reads as compacted"
     );
-    // Version 13 adds a trigger only (amended runs owed again).
-    assert_eq!(nrf_provd_core::ledger::SCHEMA_VERSION, 13);
+    // Version 13 adds a trigger only (amended runs owed again); version 14
+    // moves the outbox into `deliveries` (checked above) and drops it.
+    let outbox: i64 = rusqlite::Connection::open(&db)
+        .and_then(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'outbox'",
+                [],
+                |row| row.get(0),
+            )
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(outbox, 0, "the old outbox is gone");
+    assert_eq!(nrf_provd_core::ledger::SCHEMA_VERSION, 14);
     // Before version 3 only the trust file vouched: passed runs say so.
     assert_eq!(runs[0]["verified_by"], "keys");
     assert_eq!(runs[1]["verified_by"], serde_json::Value::Null);

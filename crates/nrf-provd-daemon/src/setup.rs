@@ -273,12 +273,11 @@ pub fn handoff(config: &StationConfig) -> Result<Option<DaemonHandoff>, SetupErr
 
 /// The delivery tasks of the config's `[[sink]]`s, on the caller's
 /// runtime, from the outbox in the station's database (which the station
-/// has opened, and so migrated, first). `None` without sinks. Each sink's
-/// files (a webhook's secret) are read now.
+/// has opened, and so migrated, first), and the watcher of their backlog
+/// and the line's (whose delivery task is the line ledger's forwarder).
+/// `None` without sinks or a line: the outbox then only learns that none
+/// is configured. Each sink's files (a webhook's secret) are read now.
 pub async fn sinks(config: &StationConfig) -> Result<Option<crate::sink::Deliveries>, SetupError> {
-    if config.sinks.is_empty() {
-        return Ok(None);
-    }
     let ledger_error = |source| SetupError::Ledger {
         path: config.database.clone(),
         source,
@@ -289,6 +288,13 @@ pub async fn sinks(config: &StationConfig) -> Result<Option<crate::sink::Deliver
         .map(|c| Ok((crate::sink::open(c)?, c.clone())))
         .collect::<Result<Vec<_>, SetupError>>()?;
     let store = backends::local::deliveries(&config.database).map_err(ledger_error)?;
+    let on_line = config.ledger.is_some();
+    store.configure_line(on_line).await.map_err(ledger_error)?;
+    if sinks.is_empty() && !on_line {
+        // Sinks a former config named owe nothing more.
+        store.configure(Vec::new()).await.map_err(ledger_error)?;
+        return Ok(None);
+    }
     let deliveries = crate::sink::start(store, sinks)
         .await
         .map_err(ledger_error)?;

@@ -14,6 +14,16 @@ use super::RunId;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SinkId(pub i64);
 
+impl SinkId {
+    /// The line's shared ledger (`ledger::line`'s forwarder), named
+    /// [`LINE_SINK`]: owed every finished run, configured or not (a station
+    /// alone keeps its history for a line it may join; migration 0014).
+    pub const LINE: SinkId = SinkId(0);
+}
+
+/// The line sink's name in `deliveries`, the page and `/metrics`.
+pub const LINE_SINK: &str = "line";
+
 /// The oldest run a sink is owed.
 #[derive(Debug, Clone)]
 pub struct Due {

@@ -3,10 +3,14 @@
 //!
 //! - Every run is begun and finished in the local SQLite exactly as on a
 //!   station of its own; finishing it queues it in the outbox (same
-//!   transaction). The forwarder ([`LineLedger::start_forwarding`]) sends
-//!   the outbox to PostgreSQL in batches, oldest first, idempotently by
-//!   run uid, and brings back the conflicts found on this station's runs.
-//!   A PostgreSQL outage only grows the outbox.
+//!   transaction), owed to the line sink (`SinkId::LINE`) as to every other
+//!   sink. The forwarder ([`LineLedger::start_forwarding`]) is that sink's
+//!   delivery task: it sends what the line is owed to PostgreSQL in
+//!   batches, oldest first, idempotently by run uid, and brings back the
+//!   conflicts found on this station's runs. A PostgreSQL outage only grows
+//!   the outbox; a run PostgreSQL refuses for good (its data) is a dead
+//!   letter with the server's answer (`nrf-provd deliveries`), and the
+//!   runs after it go on.
 //! - `required`: claims, pins and the device check go to PostgreSQL during
 //!   the run (then to the local ledger too); when it cannot answer within
 //!   `claim_timeout` the step fails with `ledger_unreachable`.
@@ -24,6 +28,7 @@ use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
+use super::deliveries::SinkId;
 pub use super::outbox::Conflict;
 use super::outbox::ForwardBatch;
 use super::postgres::{PostgresLedger, within};
@@ -31,7 +36,8 @@ pub use super::settings::LedgerMode as LineMode;
 use super::sqlite::stored_claim_value;
 use super::{
     Claim, ClaimOutcome, DeviceCheck, DeviceHistory, Ledger, LedgerError, LedgerStatus, Pin,
-    PinOutcome, RunId, RunRecord, RunStart, ShiftChange, ShiftOnRecord, Sighting, SqliteLedger,
+    PinOutcome, RunId, RunRecord, RunStart, ShiftChange, ShiftOnRecord, Sighting, SqliteDeliveries,
+    SqliteLedger,
 };
 
 /// A central claim's round trip, successful ones
@@ -145,21 +151,41 @@ impl LineLedger {
             warn!("no async runtime: runs are not forwarded to the shared ledger");
             return;
         };
-        let forwarder = Forwarder {
-            local: self.local.clone(),
-            central: self.central.clone(),
-            shared: Arc::clone(&self.shared),
-            station_id: self.station_id.clone(),
-            settings,
-            started_at: OffsetDateTime::now_utc(),
-        };
+        let (local, central, shared) = (
+            self.local.clone(),
+            self.central.clone(),
+            Arc::clone(&self.shared),
+        );
+        let station_id = self.station_id.clone();
+        let started_at = OffsetDateTime::now_utc();
         info!(
             ledger = %self.central.shown(),
             mode = self.mode.as_str(),
             batch = settings.batch_size,
             "forwarding runs to the shared ledger"
         );
-        *lock(&self.forwarder) = Some(AbortOnDrop(runtime.spawn(forwarder.run())));
+        let task = async move {
+            let outbox = loop {
+                match local.outbox() {
+                    Ok(outbox) => break outbox,
+                    Err(e) => {
+                        error!(%e, "cannot open the outbox: runs wait in it");
+                        tokio::time::sleep(settings.interval).await;
+                    }
+                }
+            };
+            let forwarder = Forwarder {
+                local,
+                outbox,
+                central,
+                shared,
+                station_id,
+                settings,
+                started_at,
+            };
+            forwarder.run().await;
+        };
+        *lock(&self.forwarder) = Some(AbortOnDrop(runtime.spawn(task)));
     }
 
     /// Forward everything waiting now (what the forwarder does each time it
@@ -167,6 +193,7 @@ impl LineLedger {
     pub async fn forward_now(&self, batch_size: usize) -> Result<u64, LedgerError> {
         let forwarder = Forwarder {
             local: self.local.clone(),
+            outbox: self.local.outbox()?,
             central: self.central.clone(),
             shared: Arc::clone(&self.shared),
             station_id: self.station_id.clone(),
@@ -317,9 +344,12 @@ impl Ledger for LineLedger {
     }
 }
 
-/// The forwarding task.
+/// The forwarding task: the line sink's delivery task.
 struct Forwarder {
+    /// Where conflicts are recorded (they amend runs).
     local: SqliteLedger,
+    /// What the line is owed, on a connection of its own.
+    outbox: SqliteDeliveries,
     central: PostgresLedger,
     shared: Arc<Shared>,
     station_id: String,
@@ -329,9 +359,6 @@ struct Forwarder {
 
 impl Forwarder {
     async fn run(self) {
-        if let Err(e) = self.local.retry_held().await {
-            error!(%e, "cannot read the outbox");
-        }
         self.refresh_counts().await;
         let mut started = false;
         // Said once until it changes: the forwarder retries every interval.
@@ -365,8 +392,20 @@ impl Forwarder {
                         } else {
                             error!(%e, backlog, "forwarding to the shared ledger failed: runs wait in the outbox");
                         }
-                        last_failure = text;
                     }
+                    // `deliveries` says why the oldest runs wait.
+                    let noted = self
+                        .outbox
+                        .note_failure(SinkId::LINE, self.settings.batch_size, text.clone())
+                        .await;
+                    if let Err(e) = noted {
+                        warn!(%e, "cannot note the forwarding failure in the outbox");
+                    }
+                    last_failure = text;
+                    // Tried again after the interval, not at each new run:
+                    // a server that is down sees one attempt per interval.
+                    tokio::time::sleep(self.settings.interval).await;
+                    continue;
                 }
             }
             tokio::select! {
@@ -377,7 +416,7 @@ impl Forwarder {
     }
 
     async fn refresh_counts(&self) {
-        if let Ok(backlog) = self.local.backlog().await {
+        if let Ok(backlog) = self.outbox.owed(SinkId::LINE).await {
             self.shared.backlog.store(backlog, Ordering::Relaxed);
         }
         if let Ok(conflicts) = self.local.conflict_count().await {
@@ -390,11 +429,11 @@ impl Forwarder {
     async fn pass(&self) -> Result<u64, LedgerError> {
         let size = self.settings.batch_size;
         let mut sent = 0;
-        let mut next = self.local.forward_batch(0, size).await?;
+        let mut next = self.outbox.forward_batch(0, size).await?;
         while let Some(batch) = next {
             let after = batch.runs.iter().map(|r| r.id).max().unwrap_or(RunId::MAX);
             let (done, following) =
-                tokio::join!(self.forward(batch), self.local.forward_batch(after, size));
+                tokio::join!(self.forward(batch), self.outbox.forward_batch(after, size));
             sent += done?;
             next = following?;
         }
@@ -402,15 +441,17 @@ impl Forwarder {
         Ok(sent)
     }
 
-    /// One batch; a run the server refuses for good (not an outage) is
-    /// set aside with the error, and the others go on.
+    /// One batch; a run whose data the server refuses for good is a dead
+    /// letter with the server's answer, and the others go on. Any other
+    /// failure (an outage, a fault of the server's own) leaves the batch
+    /// owed, to be tried again.
     async fn forward(&self, batch: ForwardBatch) -> Result<u64, LedgerError> {
         let ids: Vec<RunId> = batch.runs.iter().map(|r| r.id).collect();
         let up_to = ids.iter().copied().max().unwrap_or_default();
         match self.central.forward(&batch).await {
             Ok(done) => {
                 let n = ids.len() as u64;
-                let backlog = self.local.forwarded(ids).await?;
+                let backlog = self.outbox.acknowledge_all(SinkId::LINE, ids).await?;
                 self.shared.backlog.store(backlog, Ordering::Relaxed);
                 info!(
                     runs = n,
@@ -422,10 +463,12 @@ impl Forwarder {
                 );
                 Ok(n)
             }
-            Err(e) if e.is_transient() => Err(e),
+            Err(e) if !matches!(e, LedgerError::PostgresData { .. }) => Err(e),
             Err(e) if ids.len() == 1 => {
-                error!(%e, run = ids[0], "the shared ledger refuses this run; it stays in the outbox");
-                self.local.forward_failed(ids, e.to_string()).await?;
+                error!(%e, run = ids[0], "the shared ledger refuses this run; kept as a dead letter (`nrf-provd deliveries --dead`)");
+                self.outbox
+                    .dead_letter(SinkId::LINE, ids[0], e.to_string())
+                    .await?;
                 Ok(0)
             }
             Err(_) => {

@@ -125,6 +125,14 @@ pub enum LedgerError {
         context: &'static str,
         detail: String,
     },
+    /// The server refused the data it was sent (SQLSTATE class 22, a data
+    /// exception, or 23, a constraint): the same data is refused again, so
+    /// a run it names is a dead letter, not a retry.
+    #[error("PostgreSQL ledger: {context}: {detail}")]
+    PostgresData {
+        context: &'static str,
+        detail: String,
+    },
     /// A file the ledger reads (its password) others could read or replace.
     #[error(transparent)]
     UnsafeFile(#[from] secure_file::UnsafeFile),

@@ -71,6 +71,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration::Sql(include_str!("migrations/0011_deliveries.sql")),
     Migration::Sql(include_str!("migrations/0012_retention.sql")),
     Migration::Sql(include_str!("migrations/0013_amended_runs.sql")),
+    Migration::Sql(include_str!("migrations/0014_line_sink.sql")),
 ];
 
 /// The first schema version whose runs keep steps, tokens and artifacts in

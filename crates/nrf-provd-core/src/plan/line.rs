@@ -15,9 +15,9 @@ use crate::record::{ReasonCode, Step};
 /// else `store`.
 pub(crate) fn ledger_failure(step: Step, error: &LedgerError) -> StepFailure {
     let code = match error {
-        LedgerError::Unreachable { .. } | LedgerError::Postgres { .. } => {
-            ReasonCode::LedgerUnreachable
-        }
+        LedgerError::Unreachable { .. }
+        | LedgerError::Postgres { .. }
+        | LedgerError::PostgresData { .. } => ReasonCode::LedgerUnreachable,
         _ => ReasonCode::Store,
     };
     StepFailure::new(step, code, error.to_string())

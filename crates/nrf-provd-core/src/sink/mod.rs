@@ -10,6 +10,8 @@
 //!
 //! A sink is one implementation of [`Sink`] in a file of this module and
 //! its arm in [`open`] (the registry), with its settings in [`SinkConfig`].
+//! The line's shared ledger is a sink of the same outbox that sends
+//! batches: its task is `ledger::line`'s forwarder (`SinkId::LINE`).
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -162,6 +162,8 @@ async fn the_same_batch_twice_is_stored_once() {
     }
     let batch = a
         .local()
+        .outbox()
+        .expect("open the outbox")
         .forward_batch(0, 10)
         .await
         .expect("read outbox")

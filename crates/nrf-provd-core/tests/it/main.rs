@@ -8,6 +8,7 @@ static ALLOCATOR: cycle_cost::CountingAllocator = cycle_cost::CountingAllocator;
 mod ca_signing;
 mod cycle_cost;
 mod line_ledger;
+mod line_sink;
 mod names;
 mod plan_fidelity;
 mod plan_memory;

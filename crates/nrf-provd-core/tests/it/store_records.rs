@@ -55,7 +55,7 @@ fn uuid(text: &str) -> Uuid {
 }
 
 /// A complete passed run of `device` started at `at`.
-fn passed(id: i64, device: &str, at: OffsetDateTime, certificate: &str) -> RunRecord {
+pub(crate) fn passed(id: i64, device: &str, at: OffsetDateTime, certificate: &str) -> RunRecord {
     RunRecord {
         id,
         uid: uid_of(at, PORT),
@@ -877,7 +877,7 @@ async fn a_key_pinned_for_one_device_is_refused_for_another_in_sqlite_and_in_mem
 
 /// Schema versions 1 to 9 (before the compact payloads): what a database
 /// of the previous schema was made with.
-const SCHEMA_V9: &[&str] = &[
+pub(crate) const SCHEMA_V9: &[&str] = &[
     include_str!("../../src/ledger/migrations/0001_initial.sql"),
     include_str!("../../src/ledger/migrations/0002_reason_code.sql"),
     include_str!("../../src/ledger/migrations/0003_line.sql"),
@@ -898,7 +898,7 @@ fn dbtime(t: OffsetDateTime) -> String {
 
 /// `record` (finished) and its nonce as version 9 wrote them: the run row,
 /// then its steps, tokens and artifacts in three tables.
-fn write_as_version_9(conn: &rusqlite::Connection, record: &RunRecord, nonce: &str) {
+pub(crate) fn write_as_version_9(conn: &rusqlite::Connection, record: &RunRecord, nonce: &str) {
     use rusqlite::params;
     let d = &record.device;
     conn.execute(

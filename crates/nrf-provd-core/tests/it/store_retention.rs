@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use nrf_provd_core::ledger::deliveries::SinkId;
 use nrf_provd_core::ledger::retention::{Count, PrunePlan, Retention};
 use nrf_provd_core::ledger::{
     Claim, ClaimKind, ClaimOutcome, DeviceInfo, Ledger, LedgerReader, Outcome, RunId, RunRecord,
@@ -317,4 +318,57 @@ async fn compaction_returns_the_freed_pages_to_the_file() {
         after < before / 2,
         "the payloads' pages left the file: {before} -> {after} pages"
     );
+}
+
+#[tokio::test]
+async fn a_run_owed_only_to_the_line_keeps_its_payload_on_a_line_and_not_on_a_station_alone() {
+    let dir = tmp();
+    let path = dir.path().join("results.db");
+    let store = open(&path);
+    // Failed: neither a device's latest pass nor the hand-off's, so only
+    // the line can keep it. Every finished run is owed to the line.
+    let id = run(
+        &store,
+        Uuid::from_u128(7),
+        Outcome::Failed,
+        "jti-line",
+        4096,
+    )
+    .await;
+    let retention = retention(&path);
+    let on_line = Retention {
+        on_line: true,
+        ..policy()
+    };
+    let plan = |policy| {
+        let retention = retention.clone();
+        async move {
+            retention
+                .plan(policy, in_91_days())
+                .await
+                .unwrap_or_else(|e| panic!("plan: {e}"))
+        }
+    };
+    let (line, alone) = (plan(on_line).await, plan(policy()).await);
+    assert_eq!((line.not_forwarded.runs, line.compact.runs), (1, 0));
+    assert_eq!((alone.not_forwarded.runs, alone.compact.runs), (0, 1));
+
+    let compacted = retention
+        .compact(on_line, in_91_days())
+        .await
+        .unwrap_or_else(|e| panic!("compact: {e}"));
+    assert_eq!(compacted.runs, 0, "the line has not had it yet");
+    assert!(!stored(&store, id).await.tokens.is_empty());
+
+    // Forwarded: nothing keeps it any more.
+    outbox(&path)
+        .acknowledge_all(SinkId::LINE, vec![id])
+        .await
+        .unwrap_or_else(|e| panic!("acknowledge: {e}"));
+    let compacted = retention
+        .compact(on_line, in_91_days())
+        .await
+        .unwrap_or_else(|e| panic!("compact: {e}"));
+    assert_eq!(compacted.runs, 1);
+    assert!(stored(&store, id).await.tokens.is_empty());
 }

@@ -1,6 +1,8 @@
 //! `nrf-provd deliveries`: what each configured sink is still owed, its
 //! retries and dead letters; `--retry RUN` or `--all` sends them again now.
-//! Safe while the daemon runs (its delivery tasks pick the change up).
+//! Safe while the daemon runs (its delivery tasks pick the change up). The
+//! line's shared ledger is the sink `line` on a line; a station alone is
+//! told how many runs it keeps for a line it may join.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -15,7 +17,8 @@ use crate::text::escape;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
-Each sink is named by its kind and URL or command, as `/metrics` and the log name it.
+Each sink is named by its kind and URL or command, as `/metrics` and the log name it;
+the line's shared ledger (`[ledger]`) is the sink `line`.
 Exit status: 0 nothing is a dead letter, 1 some deliveries are dead letters
 (or were just retried), 2 the job could not be done (configuration, database).")]
 pub struct DeliveriesArgs {
@@ -93,15 +96,21 @@ pub async fn run(args: DeliveriesArgs) -> ExitCode {
         Ok(rows) => rows,
         Err(e) => return super::error_exit(e),
     };
+    // A station alone: what it keeps for a line (not a backlog: nobody is
+    // waiting for it).
+    let kept_for_line = match store.kept_for_line().await {
+        Ok(kept) => kept.filter(|_| args.sink.is_none()),
+        Err(e) => return super::error_exit(e),
+    };
     let shown: Vec<&Backlog> = backlog
         .iter()
         .filter(|b| args.sink.as_ref().is_none_or(|s| &b.sink == s))
         .collect();
     let mut out = io::stdout().lock();
     let written = if args.json {
-        write_json(&mut out, &shown, &rows)
+        write_json(&mut out, &shown, &rows, kept_for_line)
     } else {
-        write_table(&mut out, &shown, &rows)
+        write_table(&mut out, &shown, &rows, kept_for_line)
     };
     if let Err(e) = written {
         return super::error_exit(e);
@@ -123,9 +132,21 @@ fn age(at: OffsetDateTime) -> String {
     between(at, OffsetDateTime::now_utc())
 }
 
-fn write_table(out: &mut dyn Write, backlog: &[&Backlog], rows: &[DeliveryRow]) -> io::Result<()> {
+fn write_table(
+    out: &mut dyn Write,
+    backlog: &[&Backlog],
+    rows: &[DeliveryRow],
+    kept_for_line: Option<u64>,
+) -> io::Result<()> {
     if backlog.is_empty() {
         writeln!(out, "no sinks configured")?;
+    }
+    if let Some(kept) = kept_for_line.filter(|&n| n > 0) {
+        writeln!(
+            out,
+            "line: not configured, {kept} run{} kept for a line this station may join",
+            if kept == 1 { "" } else { "s" }
+        )?;
     }
     for b in backlog {
         writeln!(
@@ -165,7 +186,12 @@ fn write_table(out: &mut dyn Write, backlog: &[&Backlog], rows: &[DeliveryRow]) 
     Ok(())
 }
 
-fn write_json(out: &mut dyn Write, backlog: &[&Backlog], rows: &[DeliveryRow]) -> io::Result<()> {
+fn write_json(
+    out: &mut dyn Write,
+    backlog: &[&Backlog],
+    rows: &[DeliveryRow],
+    kept_for_line: Option<u64>,
+) -> io::Result<()> {
     let time = |t: Option<OffsetDateTime>| {
         t.and_then(|t| {
             t.format(&time::format_description::well_known::Rfc3339)
@@ -190,6 +216,8 @@ fn write_json(out: &mut dyn Write, backlog: &[&Backlog], rows: &[DeliveryRow]) -
             "last_error": r.last_error,
             "dead_at": time(r.dead_at),
         })).collect::<Vec<_>>(),
+        // Null on a line (the line is then one of `sinks`).
+        "kept_for_line": kept_for_line,
     });
     serde_json::to_writer_pretty(&mut *out, &value)?;
     writeln!(out)

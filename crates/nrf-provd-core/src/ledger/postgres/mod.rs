@@ -231,11 +231,18 @@ pub fn pg_error(context: &'static str) -> impl Fn(tokio_postgres::Error) -> Ledg
             Some(db) => format!("{}: {}", db.severity(), db.message()),
             None => e.to_string(),
         };
+        let data = e.code().is_some_and(|code| {
+            ["22", "23"]
+                .iter()
+                .any(|class| code.code().starts_with(class))
+        });
         if transient {
             LedgerError::Unreachable {
                 ledger: NAME,
                 detail: format!("{context}: {detail}"),
             }
+        } else if data {
+            LedgerError::PostgresData { context, detail }
         } else {
             LedgerError::Postgres { context, detail }
         }

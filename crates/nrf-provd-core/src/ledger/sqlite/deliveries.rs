@@ -24,7 +24,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The sinks' outbox of one database.
 #[derive(Clone)]
 pub struct SqliteDeliveries {
-    db: Arc<Db>,
+    pub(super) db: Arc<Db>,
 }
 
 impl std::fmt::Debug for SqliteDeliveries {
@@ -79,6 +79,19 @@ impl SqliteLedger {
             db: Arc::new(Db::start("db-deliveries", conn, None, None, path, 0)?),
         })
     }
+
+    /// This database's outbox, on a connection of its own (the line's
+    /// forwarder).
+    pub fn outbox(&self) -> Result<SqliteDeliveries, LedgerError> {
+        SqliteLedger::open_deliveries(self.path(), false)
+    }
+}
+
+fn owed_in(conn: &Connection, sink: SinkId) -> Result<u64, LedgerError> {
+    conn.prepare_cached("SELECT COUNT(*) FROM deliveries WHERE sink_id = ?1")
+        .and_then(|mut stmt| stmt.query_row([sink.0], |r| r.get::<_, i64>(0)))
+        .map(count)
+        .map_err(sql("count owed deliveries"))
 }
 
 fn now_text() -> String {
@@ -93,13 +106,17 @@ impl SqliteDeliveries {
     /// Make `names` the configured sinks (in this order): a new one owes
     /// the runs finished from now on; one no longer named owes nothing more
     /// (its rows are kept, and it resumes where it was if named again).
+    /// The line is not one of them: see [`SqliteDeliveries::configure_line`].
     pub async fn configure(&self, names: Vec<String>) -> Result<Vec<SinkId>, LedgerError> {
         blocking(&self.db, move |conn| {
             let tx = conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(sql("configure sinks"))?;
-            tx.execute("UPDATE sinks SET active = 0", [])
-                .map_err(sql("configure sinks"))?;
+            tx.execute(
+                "UPDATE sinks SET active = 0 WHERE id <> ?1",
+                [SinkId::LINE.0],
+            )
+            .map_err(sql("configure sinks"))?;
             let now = now_text();
             let mut ids = Vec::with_capacity(names.len());
             for name in &names {
@@ -116,6 +133,38 @@ impl SqliteDeliveries {
             }
             tx.commit().map_err(sql("configure sinks"))?;
             Ok(ids)
+        })
+        .await
+    }
+
+    /// Whether the station is on a line (`[ledger]`). The line is owed
+    /// every run either way; configured, it is shown beside the other sinks
+    /// (`backlog`, `list`) and its dead letters may be retried.
+    pub async fn configure_line(&self, on_line: bool) -> Result<(), LedgerError> {
+        blocking(&self.db, move |conn| {
+            conn.execute(
+                "UPDATE sinks SET active = ?2 WHERE id = ?1",
+                params![SinkId::LINE.0, on_line],
+            )
+            .map(drop)
+            .map_err(sql("configure the line sink"))
+        })
+        .await
+    }
+
+    /// Runs kept for a line the station is not on (yet): `None` when the
+    /// line is configured (then it is in [`SqliteDeliveries::backlog`]).
+    pub async fn kept_for_line(&self) -> Result<Option<u64>, LedgerError> {
+        blocking(&self.db, move |conn| {
+            conn.query_row(
+                "SELECT COUNT(d.run_id) FROM sinks s LEFT JOIN deliveries d ON d.sink_id = s.id
+                 WHERE s.id = ?1 AND NOT s.active GROUP BY s.id",
+                [SinkId::LINE.0],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|n| n.map(count))
+            .map_err(sql("runs kept for the line"))
         })
         .await
     }
@@ -176,6 +225,63 @@ impl SqliteDeliveries {
             )
             .map_err(sql("acknowledge delivery"))?;
             Ok(())
+        })
+        .await
+    }
+
+    /// `sink` has all of `runs` (a batch): they leave its outbox, in one
+    /// transaction. Returns what it is still owed (dead letters included).
+    pub async fn acknowledge_all(
+        &self,
+        sink: SinkId,
+        runs: Vec<RunId>,
+    ) -> Result<u64, LedgerError> {
+        blocking(&self.db, move |conn| {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(sql("acknowledge deliveries"))?;
+            {
+                let mut delete = tx
+                    .prepare_cached("DELETE FROM deliveries WHERE sink_id = ?1 AND run_id = ?2")
+                    .map_err(sql("acknowledge deliveries"))?;
+                for run in runs {
+                    delete
+                        .execute(params![sink.0, run])
+                        .map_err(sql("acknowledge deliveries"))?;
+                }
+            }
+            let left = owed_in(&tx, sink)?;
+            tx.commit().map_err(sql("acknowledge deliveries"))?;
+            Ok(left)
+        })
+        .await
+    }
+
+    /// What `sink` is owed (dead letters included).
+    pub async fn owed(&self, sink: SinkId) -> Result<u64, LedgerError> {
+        blocking(&self.db, move |conn| owed_in(conn, sink)).await
+    }
+
+    /// An attempt at the `limit` oldest runs `sink` is owed (a batch, or the
+    /// connection before it) failed with `error` and will be made again:
+    /// noted on them, so `deliveries` says why they wait.
+    pub async fn note_failure(
+        &self,
+        sink: SinkId,
+        limit: usize,
+        error: String,
+    ) -> Result<(), LedgerError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        blocking(&self.db, move |conn| {
+            conn.execute(
+                "UPDATE deliveries SET attempts = attempts + 1, last_error = ?3
+                 WHERE sink_id = ?1 AND run_id IN (
+                     SELECT run_id FROM deliveries WHERE sink_id = ?1 AND dead_at IS NULL
+                      ORDER BY run_id LIMIT ?2)",
+                params![sink.0, limit, error],
+            )
+            .map(drop)
+            .map_err(sql("record a failed delivery"))
         })
         .await
     }

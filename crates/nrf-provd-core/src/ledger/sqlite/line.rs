@@ -1,15 +1,16 @@
-//! What the station's SQLite keeps for a line: the outbox of runs to
-//! forward to the shared ledger (schema version 4, filled by a trigger in
-//! the transaction that finishes a run), the conflicts the shared ledger
-//! found later, and the local device history the line-wide rules consult.
+//! What the station's SQLite keeps for a line: the batches the forwarder
+//! reads from the line sink's rows of the outbox (`deliveries`, filled by a
+//! trigger in the transaction that finishes a run), the conflicts the
+//! shared ledger found later, and the local device history the line-wide
+//! rules consult.
 
 use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    Db, blocking, dbtime, finish_in, parse_time, parse_uuid, read_selected, sql, unbase64_key,
-    uuid_text,
+    Db, SqliteDeliveries, blocking, dbtime, finish_in, parse_time, parse_uuid, read_selected, sql,
+    unbase64_key, uuid_text,
 };
 use crate::ledger::outbox::{Conflict, ForwardBatch};
 use crate::ledger::{
@@ -17,8 +18,13 @@ use crate::ledger::{
     Sighting, SqliteLedger,
 };
 
-impl SqliteLedger {
-    /// The oldest `limit` runs waiting to be forwarded after run `after`
+/// The line's side of the one outbox: its rows in `deliveries` are read a
+/// batch at a time, with what the shared ledger checks. Acknowledgements,
+/// dead letters and failures go through the outbox's own methods
+/// (`ledger::sqlite::deliveries`), as for every sink.
+impl SqliteDeliveries {
+    /// The oldest `limit` runs the line is owed after run `after`, dead
+    /// letters aside, with the claims and pins the shared ledger checks
     /// (none: `None`).
     pub async fn forward_batch(
         &self,
@@ -29,8 +35,9 @@ impl SqliteLedger {
         blocking(&self.db, move |conn| {
             // One read transaction: the runs, claims and pins of the same ids.
             let tx = conn.transaction().map_err(sql("read outbox"))?;
-            const SELECTED: &str = "SELECT run_id FROM outbox
-                 WHERE last_error IS NULL AND run_id > ?2 ORDER BY run_id LIMIT ?1";
+            // The line's rows (sink 0, `SinkId::LINE`) through the primary key.
+            const SELECTED: &str = "SELECT run_id FROM deliveries
+                 WHERE sink_id = 0 AND dead_at IS NULL AND run_id > ?2 ORDER BY run_id LIMIT ?1";
             let runs = read_selected(&tx, SELECTED, params![limit, after])?;
             if runs.is_empty() {
                 return Ok(None);
@@ -96,70 +103,9 @@ impl SqliteLedger {
         })
         .await
     }
+}
 
-    /// The shared ledger committed `runs`: take them out of the outbox.
-    /// Returns the runs still waiting.
-    pub async fn forwarded(&self, runs: Vec<RunId>) -> Result<u64, LedgerError> {
-        blocking(&self.db, move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sql("empty outbox"))?;
-            {
-                let mut delete = tx
-                    .prepare_cached("DELETE FROM outbox WHERE run_id = ?1")
-                    .map_err(sql("empty outbox"))?;
-                for run in runs {
-                    delete.execute([run]).map_err(sql("empty outbox"))?;
-                }
-            }
-            let left = count(&tx, "SELECT COUNT(*) FROM outbox")?;
-            tx.commit().map_err(sql("empty outbox"))?;
-            Ok(left)
-        })
-        .await
-    }
-
-    /// Forwarding `runs` failed with `error` (one the server will keep
-    /// giving): note it on them; they stay in the outbox.
-    pub async fn forward_failed(&self, runs: Vec<RunId>, error: String) -> Result<(), LedgerError> {
-        blocking(&self.db, move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sql("note forwarding failure"))?;
-            {
-                let mut note = tx
-                    .prepare_cached(
-                        "UPDATE outbox SET attempts = attempts + 1, last_error = ?2 WHERE run_id = ?1",
-                    )
-                    .map_err(sql("note forwarding failure"))?;
-                for run in runs {
-                    note.execute(params![run, error])
-                        .map_err(sql("note forwarding failure"))?;
-                }
-            }
-            tx.commit().map_err(sql("note forwarding failure"))
-        })
-        .await
-    }
-
-    /// Try again the runs a failure set aside (at the forwarder's start).
-    pub async fn retry_held(&self) -> Result<(), LedgerError> {
-        blocking(&self.db, |conn| {
-            conn.execute(
-                "UPDATE outbox SET last_error = NULL WHERE last_error IS NOT NULL",
-                [],
-            )
-            .map(drop)
-            .map_err(sql("retry held runs"))
-        })
-        .await
-    }
-
-    /// Runs waiting to be forwarded.
-    pub async fn backlog(&self) -> Result<u64, LedgerError> {
-        blocking(&self.db, |conn| count(conn, "SELECT COUNT(*) FROM outbox")).await
-    }
-
+impl SqliteLedger {
     /// Conflicts recorded on this station's runs.
     pub async fn conflict_count(&self) -> Result<u64, LedgerError> {
         blocking(&self.db, |conn| {

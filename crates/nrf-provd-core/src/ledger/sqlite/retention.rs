@@ -5,9 +5,10 @@
 //! forever; `runs.compacted_at` says when the payload went.
 //!
 //! A run is kept in full while a sink still owes it a delivery (any
-//! `deliveries` row, dead letters included) and while the line's forwarder
-//! has not forwarded it (`outbox`, only when the station is on a line: a
-//! station alone keeps its queue for a line it may join). A device's
+//! `deliveries` row, dead letters included). The line sink's rows count
+//! only when the station is on a line: a station alone keeps them for a
+//! line it may join, but not its payloads (a run joins the line as what is
+//! left of it then). A device's
 //! latest passed run, and a run the hand-off to nRF Cloud may still send,
 //! is *trimmed* instead: its payload keeps only what exports and the
 //! hand-off read (the identity token, the device certificate, the attest
@@ -90,8 +91,10 @@ pub struct Compacted {
 const CLASSIFIED: &str = "
 SELECT r.id AS id, length(p.body) AS bytes,
        CASE
-         WHEN EXISTS (SELECT 1 FROM deliveries d WHERE d.run_id = r.id) THEN 'sink'
-         WHEN ?2 AND EXISTS (SELECT 1 FROM outbox o WHERE o.run_id = r.id) THEN 'line'
+         -- Owed to a sink; the line's (sink 0) only on a line.
+         WHEN EXISTS (SELECT 1 FROM deliveries d WHERE d.run_id = r.id AND d.sink_id <> 0) THEN 'sink'
+         WHEN ?2 AND EXISTS (SELECT 1 FROM deliveries d WHERE d.run_id = r.id AND d.sink_id = 0)
+           THEN 'line'
          -- The latest passed run of its device (the exports read it).
          WHEN (r.outcome = 'passed' AND r.device_uuid IS NOT NULL AND NOT EXISTS (
                  SELECT 1 FROM runs n
@@ -294,8 +297,8 @@ impl SqliteRetention {
 ///
 /// The choice is a read (in WAL it never blocks the station's commits,
 /// however long the history); only the deletions hold the write lock, and
-/// they check again the two things a run can gain meanwhile (a delivery
-/// owed, a place in the line's outbox), each an indexed lookup.
+/// they check again what a run can gain meanwhile (a delivery owed: the
+/// line's counts on a line only), an indexed lookup.
 fn compact_batch(
     conn: &mut Connection,
     cutoff: &str,
@@ -327,8 +330,8 @@ fn compact_batch(
     {
         let mut still_free = tx
             .prepare(
-                "SELECT NOT EXISTS (SELECT 1 FROM deliveries WHERE run_id = ?1)
-                    AND NOT (?2 AND EXISTS (SELECT 1 FROM outbox WHERE run_id = ?1))",
+                "SELECT NOT EXISTS (SELECT 1 FROM deliveries
+                                     WHERE run_id = ?1 AND (sink_id <> 0 OR ?2))",
             )
             .map_err(sql("compact run"))?;
         let mut drop_payload = tx
