@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::station_support::{Daemon, Env, finished_runs, refused_start, runs_in};
 use async_trait::async_trait;
 use nrf_provd_core::ledger::{
-    Claim, ClaimOutcome, Ledger, LedgerError, LedgerReader, MemoryLedger, Pin, PinOutcome,
+    Binding, BindingOutcome, Claim, ClaimOutcome, Ledger, LedgerError, LedgerReader, MemoryLedger,
     RunFilter, RunId, RunRecord, RunStart, SqliteLedger,
 };
 use nrf_provd_core::record::{Outcome, ReasonCode, Step};
@@ -177,8 +177,8 @@ impl Ledger for Failing {
         }
         self.inner.finish_run(record).await
     }
-    async fn pin(&self, pin: &Pin) -> Result<PinOutcome, LedgerError> {
-        self.inner.pin(pin).await
+    async fn bind(&self, binding: &Binding) -> Result<BindingOutcome, LedgerError> {
+        self.inner.bind(binding).await
     }
     async fn probe(&self) -> Result<(), LedgerError> {
         if self.failing.load(Ordering::SeqCst) {

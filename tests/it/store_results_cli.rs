@@ -211,11 +211,13 @@ fn a_database_of_the_previous_release_is_migrated_and_shows_reason_codes() {
         .and_then(|c| c.query_row("SELECT COUNT(*) FROM handoff", [], |row| row.get(0)))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(handoffs, 0, "nothing handed off yet");
-    // Version 7: pins are found by their key (`key_reused`).
+    // Version 7: pins are found by their key (`key_reused`); from version
+    // 15 as the `pin` authority's bindings, found by value.
     let pin_index: i64 = rusqlite::Connection::open(&db)
         .and_then(|c| {
             c.query_row(
-                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'pins_by_key'",
+                "SELECT COUNT(*) FROM sqlite_master
+                 WHERE type = 'index' AND name = 'authority_bindings_by_value'",
                 [],
                 |row| row.get(0),
             )

@@ -11,11 +11,13 @@
 //!   the outbox; a run PostgreSQL refuses for good (its data) is a dead
 //!   letter with the server's answer (`nrf-provd deliveries`), and the
 //!   runs after it go on.
-//! - `required`: claims, pins and the device check go to PostgreSQL during
-//!   the run (then to the local ledger too); when it cannot answer within
-//!   `claim_timeout` the step fails with `ledger_unreachable`.
+//! - `required`: claims, authorities' bindings (`pin`'s pins) and the
+//!   device check go to PostgreSQL during the run (then to the local
+//!   ledger too); when it cannot answer within `claim_timeout` the step
+//!   fails with `ledger_unreachable`.
 //! - `deferred`: they are made locally; PostgreSQL checks them when the run
-//!   is forwarded and records any clash as a conflict on both runs.
+//!   is forwarded and records any clash as a conflict on both runs (of the
+//!   bindings, the outbox carries `pin`'s only).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
@@ -35,9 +37,9 @@ use super::postgres::{PostgresLedger, within};
 pub use super::settings::LedgerMode as LineMode;
 use super::sqlite::stored_claim_value;
 use super::{
-    Claim, ClaimOutcome, DeviceCheck, DeviceHistory, Ledger, LedgerError, LedgerStatus, Pin,
-    PinOutcome, RunId, RunRecord, RunStart, ShiftChange, ShiftOnRecord, Sighting, SqliteDeliveries,
-    SqliteLedger,
+    Binding, BindingOutcome, Claim, ClaimOutcome, DeviceCheck, DeviceHistory, Ledger, LedgerError,
+    LedgerStatus, RunId, RunRecord, RunStart, ShiftChange, ShiftOnRecord, Sighting,
+    SqliteDeliveries, SqliteLedger,
 };
 
 /// A central claim's round trip, successful ones
@@ -290,19 +292,19 @@ impl Ledger for LineLedger {
         Ok(())
     }
 
-    async fn pin(&self, pin: &Pin) -> Result<PinOutcome, LedgerError> {
+    async fn bind(&self, binding: &Binding) -> Result<BindingOutcome, LedgerError> {
         if self.mode == LineMode::Deferred {
-            return self.local.pin(pin).await;
+            return self.local.bind(binding).await;
         }
-        let outcome = self.central_op("pin", self.central.pin(pin)).await?;
-        // The local copy holds the line's first pin.
+        let outcome = self.central_op("bind", self.central.bind(binding)).await?;
+        // The local copy holds the line's first binding.
         let first = match &outcome {
-            PinOutcome::Pinned => pin,
-            PinOutcome::Same(first) | PinOutcome::Changed(first) | PinOutcome::Reused(first) => {
-                first
-            }
+            BindingOutcome::Bound => binding,
+            BindingOutcome::AlreadyBound(first)
+            | BindingOutcome::Mismatch(first)
+            | BindingOutcome::ValueReused(first) => first,
         };
-        self.local.pin(first).await?;
+        self.local.bind(first).await?;
         Ok(outcome)
     }
 

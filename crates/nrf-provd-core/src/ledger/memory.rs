@@ -8,15 +8,16 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 
 use super::{
-    Claim, ClaimKind, ClaimOutcome, Counts, Ledger, LedgerError, LedgerReader, Outcome, Pin,
-    PinOutcome, RunFilter, RunId, RunRecord, RunStart, ShiftChange, ShiftOnRecord,
+    Binding, BindingOutcome, Claim, ClaimKind, ClaimOutcome, Counts, Ledger, LedgerError,
+    LedgerReader, Outcome, RunFilter, RunId, RunRecord, RunStart, ShiftChange, ShiftOnRecord,
 };
 
 #[derive(Default)]
 struct State {
     runs: Vec<RunRecord>,
     claims: HashMap<(ClaimKind, String), RunId>,
-    pins: HashMap<uuid::Uuid, Pin>,
+    /// By authority and subject.
+    bindings: HashMap<(String, uuid::Uuid), Binding>,
     shift_changes: Vec<ShiftChange>,
 }
 
@@ -87,18 +88,23 @@ impl Ledger for MemoryLedger {
         Ok(())
     }
 
-    async fn pin(&self, pin: &Pin) -> Result<PinOutcome, LedgerError> {
+    async fn bind(&self, binding: &Binding) -> Result<BindingOutcome, LedgerError> {
         let mut state = self.state();
-        let first = state.pins.get(&pin.device_uuid).cloned();
+        let key = (binding.authority.clone(), binding.subject);
+        let first = state.bindings.get(&key).cloned();
         let other = state
-            .pins
+            .bindings
             .values()
-            .filter(|p| p.public_key == pin.public_key && p.device_uuid != pin.device_uuid)
-            .min_by_key(|p| p.at)
+            .filter(|b| {
+                b.authority == binding.authority
+                    && b.value == binding.value
+                    && b.subject != binding.subject
+            })
+            .min_by_key(|b| b.at)
             .cloned();
-        let outcome = PinOutcome::decide(&pin.public_key, first, other);
-        if outcome == PinOutcome::Pinned {
-            state.pins.insert(pin.device_uuid, pin.clone());
+        let outcome = BindingOutcome::decide(&binding.value, first, other);
+        if outcome == BindingOutcome::Bound {
+            state.bindings.insert(key, binding.clone());
         }
         Ok(outcome)
     }

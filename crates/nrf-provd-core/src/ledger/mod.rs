@@ -176,7 +176,58 @@ impl LedgerError {
     }
 }
 
-/// A device identity key as the `pin` authority saw it.
+/// What an identity authority keeps about a device, as the ledger keeps it
+/// for every authority alike ([`Ledger::bind`]): under `authority`, `value`
+/// (a key, a serial, whatever the authority learns) bound to `subject` (the
+/// device UUID) on first sight, with where and when. So an authority with
+/// state needs no table, migration or ledger method of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// The authority's own name (`pin`): bindings of two authorities never
+    /// meet.
+    pub authority: String,
+    /// The device UUID.
+    pub subject: Uuid,
+    pub value: Vec<u8>,
+    pub at: OffsetDateTime,
+    pub station_id: String,
+    pub port: String,
+    pub run_uid: Uuid,
+}
+
+/// Answer to [`Ledger::bind`]. Nothing is bound but on [`BindingOutcome::Bound`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindingOutcome {
+    /// First sight: the value is now bound to the subject.
+    Bound,
+    /// The subject was bound to the same value before (when, where).
+    AlreadyBound(Binding),
+    /// The subject was bound to another value first (which, when, where).
+    Mismatch(Binding),
+    /// The value is bound to another subject of the same authority (which,
+    /// when, where): one value never belongs to two devices.
+    ValueReused(Binding),
+}
+
+impl BindingOutcome {
+    /// The answer for `value`, given the binding of its subject (`first`)
+    /// and the first binding of the same value to another subject
+    /// (`other`), both of the same authority, read in one transaction: a
+    /// subject bound to another value says so first; a value another
+    /// subject holds is refused (also when this subject holds it too: a
+    /// ledger from before the rule); else the same value, or first sight.
+    pub fn decide(value: &[u8], first: Option<Binding>, other: Option<Binding>) -> BindingOutcome {
+        match (first, other) {
+            (Some(first), _) if first.value != value => BindingOutcome::Mismatch(first),
+            (_, Some(other)) => BindingOutcome::ValueReused(other),
+            (Some(first), None) => BindingOutcome::AlreadyBound(first),
+            (None, None) => BindingOutcome::Bound,
+        }
+    }
+}
+
+/// A device identity key as the `pin` authority saw it: its binding
+/// (authority `pin`, the device UUID, the key) in the pin's own words.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pin {
     pub device_uuid: Uuid,
@@ -188,7 +239,37 @@ pub struct Pin {
     pub run_uid: Uuid,
 }
 
-/// Answer to [`Ledger::pin`].
+impl Pin {
+    /// The `pin` authority's name, under which its pins are bound.
+    pub const AUTHORITY: &'static str = "pin";
+
+    pub fn binding(&self) -> Binding {
+        Binding {
+            authority: Pin::AUTHORITY.to_string(),
+            subject: self.device_uuid,
+            value: self.public_key.clone(),
+            at: self.at,
+            station_id: self.station_id.clone(),
+            port: self.port.clone(),
+            run_uid: self.run_uid,
+        }
+    }
+}
+
+impl From<Binding> for Pin {
+    fn from(binding: Binding) -> Pin {
+        Pin {
+            device_uuid: binding.subject,
+            public_key: binding.value,
+            at: binding.at,
+            station_id: binding.station_id,
+            port: binding.port,
+            run_uid: binding.run_uid,
+        }
+    }
+}
+
+/// Answer to [`Ledger::pin`]: a [`BindingOutcome`] in the pin's words.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PinOutcome {
     /// First sight: the key is now pinned to the device UUID.
@@ -202,19 +283,13 @@ pub enum PinOutcome {
     Reused(Pin),
 }
 
-impl PinOutcome {
-    /// The answer for `key`, given the pin of its device UUID (`first`) and
-    /// the first pin of the same key for another device UUID (`other`),
-    /// read in one transaction: a device whose key changed says so first;
-    /// a key another device holds is refused (also when this device holds
-    /// it too: a ledger from before the rule); else the same key, or first
-    /// sight.
-    pub fn decide(key: &[u8], first: Option<Pin>, other: Option<Pin>) -> PinOutcome {
-        match (first, other) {
-            (Some(first), _) if first.public_key != key => PinOutcome::Changed(first),
-            (_, Some(other)) => PinOutcome::Reused(other),
-            (Some(first), None) => PinOutcome::Same(first),
-            (None, None) => PinOutcome::Pinned,
+impl From<BindingOutcome> for PinOutcome {
+    fn from(outcome: BindingOutcome) -> PinOutcome {
+        match outcome {
+            BindingOutcome::Bound => PinOutcome::Pinned,
+            BindingOutcome::AlreadyBound(first) => PinOutcome::Same(first.into()),
+            BindingOutcome::Mismatch(first) => PinOutcome::Changed(first.into()),
+            BindingOutcome::ValueReused(other) => PinOutcome::Reused(other.into()),
         }
     }
 }
@@ -328,9 +403,16 @@ pub trait Ledger: Send + Sync {
     /// Record the end of a run in one transaction; durable when it returns.
     async fn finish_run(&self, record: &RunRecord) -> Result<(), LedgerError>;
 
-    /// Pin `pin.public_key` to its device UUID on first sight, or say which
-    /// key was pinned before: atomically, so two stations cannot both pin.
-    async fn pin(&self, pin: &Pin) -> Result<PinOutcome, LedgerError>;
+    /// Bind `binding.value` to its subject under its authority on first
+    /// sight, or say what was bound before: atomically, so two stations
+    /// cannot both bind (line-wide on a line). The one store of every
+    /// identity authority's state ([`Binding`]).
+    async fn bind(&self, binding: &Binding) -> Result<BindingOutcome, LedgerError>;
+
+    /// The `pin` authority's [`Ledger::bind`]: a device's identity key.
+    async fn pin(&self, pin: &Pin) -> Result<PinOutcome, LedgerError> {
+        Ok(self.bind(&pin.binding()).await?.into())
+    }
 
     /// Whether the ledger can take a record now: a small real write. The
     /// station calls it while paused, to know when to resume.

@@ -21,9 +21,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    Artifact, Claim, ClaimKind, ClaimOutcome, Counts, DeviceInfo, Ledger, LedgerError,
-    LedgerReader, Outcome, Pin, PinOutcome, ReasonCode, RunFilter, RunId, RunRecord, RunStart,
-    Shift, ShiftChange, Step, StepRecord, TokenRecord, Traceability, VerifiedBy, dbtime,
+    Artifact, Binding, BindingOutcome, Claim, ClaimKind, ClaimOutcome, Counts, DeviceInfo, Ledger,
+    LedgerError, LedgerReader, Outcome, ReasonCode, RunFilter, RunId, RunRecord, RunStart, Shift,
+    ShiftChange, Step, StepRecord, TokenRecord, Traceability, VerifiedBy, dbtime,
 };
 
 mod deliveries;
@@ -72,6 +72,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration::Sql(include_str!("migrations/0012_retention.sql")),
     Migration::Sql(include_str!("migrations/0013_amended_runs.sql")),
     Migration::Sql(include_str!("migrations/0014_line_sink.sql")),
+    Migration::Sql(include_str!("migrations/0015_authority_bindings.sql")),
 ];
 
 /// The first schema version whose runs keep steps, tokens and artifacts in
@@ -529,70 +530,9 @@ impl Ledger for SqliteLedger {
         .await
     }
 
-    async fn pin(&self, pin: &Pin) -> Result<PinOutcome, LedgerError> {
-        let pin = pin.clone();
-        grouped(&self.db, move |tx| {
-            let read = |row: &rusqlite::Row<'_>| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, String>(3)?,
-                    row.get::<_, String>(4)?,
-                    row.get::<_, String>(5)?,
-                ))
-            };
-            let key = base64_key(&pin.public_key);
-            let first = tx
-                .query_row(
-                    "SELECT device_uuid, public_key, pinned_at, station_id, port, run_uid FROM pins
-                     WHERE device_uuid = ?1",
-                    [uuid_text(pin.device_uuid)],
-                    read,
-                )
-                .optional()
-                .map_err(sql("look up pin"))?;
-            // The same key pinned first for another device.
-            let other = tx
-                .query_row(
-                    "SELECT device_uuid, public_key, pinned_at, station_id, port, run_uid FROM pins
-                     WHERE public_key = ?1 AND device_uuid <> ?2 ORDER BY pinned_at LIMIT 1",
-                    params![key, uuid_text(pin.device_uuid)],
-                    read,
-                )
-                .optional()
-                .map_err(sql("look up pinned key"))?;
-            let stored = |(uuid, key, at, station_id, port, run_uid): (String, String, String, String, String, String)| -> Result<Pin, LedgerError> {
-                Ok(Pin {
-                    device_uuid: parse_uuid(Some(uuid), "pinned device")?.unwrap_or_default(),
-                    public_key: unbase64_key(&key)?,
-                    at: parse_time(at, "pin time")?,
-                    station_id,
-                    port,
-                    run_uid: parse_uuid(Some(run_uid), "pin run")?.unwrap_or_default(),
-                })
-            };
-            let first = first.map(stored).transpose()?;
-            let other = other.map(stored).transpose()?;
-            let outcome = PinOutcome::decide(&pin.public_key, first, other);
-            if outcome == PinOutcome::Pinned {
-                tx.execute(
-                    "INSERT INTO pins (device_uuid, public_key, pinned_at, station_id, port, run_uid)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![
-                        uuid_text(pin.device_uuid),
-                        key,
-                        dbtime::format(pin.at),
-                        pin.station_id,
-                        pin.port,
-                        uuid_text(pin.run_uid),
-                    ],
-                )
-                .map_err(sql("pin"))?;
-            }
-            Ok(outcome)
-        })
-        .await
+    async fn bind(&self, binding: &Binding) -> Result<BindingOutcome, LedgerError> {
+        let binding = binding.clone();
+        grouped(&self.db, move |tx| bind_in(tx, &binding)).await
     }
 
     async fn check_device(
@@ -699,9 +639,79 @@ fn unbase64_key(text: &str) -> Result<Vec<u8>, LedgerError> {
     base64::engine::general_purpose::STANDARD
         .decode(text)
         .map_err(|_| LedgerError::Corrupt {
-            what: "pinned key",
+            what: "bound value",
             value: text.to_string(),
         })
+}
+
+/// [`Ledger::bind`] inside the writer's transaction: two reads, and one
+/// insert on first sight.
+fn bind_in(tx: &Connection, binding: &Binding) -> Result<BindingOutcome, LedgerError> {
+    const COLUMNS: &str = "authority, subject, value, bound_at, station_id, port, run_uid";
+    let read = |row: &Row<'_>| -> rusqlite::Result<[String; 7]> {
+        Ok([
+            row.get(0)?,
+            row.get(1)?,
+            row.get(2)?,
+            row.get(3)?,
+            row.get(4)?,
+            row.get(5)?,
+            row.get(6)?,
+        ])
+    };
+    let stored = |[authority, subject, value, at, station_id, port, run_uid]: [String; 7]| {
+        Ok::<_, LedgerError>(Binding {
+            authority,
+            subject: parse_uuid(Some(subject), "bound subject")?.unwrap_or_default(),
+            value: unbase64_key(&value)?,
+            at: parse_time(at, "binding time")?,
+            station_id,
+            port,
+            run_uid: parse_uuid(Some(run_uid), "binding run")?.unwrap_or_default(),
+        })
+    };
+    let (authority, subject) = (&binding.authority, uuid_text(binding.subject));
+    let value = base64_key(&binding.value);
+    let first = tx
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM authority_bindings WHERE authority = ?1 AND subject = ?2"
+        ))
+        .and_then(|mut stmt| stmt.query_row(params![authority, subject], read).optional())
+        .map_err(sql("look up binding"))?
+        .map(stored)
+        .transpose()?;
+    // The same value bound first to another subject.
+    let other = tx
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM authority_bindings
+             WHERE authority = ?1 AND value = ?2 AND subject <> ?3 ORDER BY bound_at LIMIT 1"
+        ))
+        .and_then(|mut stmt| {
+            stmt.query_row(params![authority, value, subject], read)
+                .optional()
+        })
+        .map_err(sql("look up bound value"))?
+        .map(stored)
+        .transpose()?;
+    let outcome = BindingOutcome::decide(&binding.value, first, other);
+    if outcome == BindingOutcome::Bound {
+        tx.prepare_cached(&format!(
+            "INSERT INTO authority_bindings ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+        ))
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                authority,
+                subject,
+                value,
+                dbtime::format(binding.at),
+                binding.station_id,
+                binding.port,
+                uuid_text(binding.run_uid),
+            ])
+        })
+        .map_err(sql("bind"))?;
+    }
+    Ok(outcome)
 }
 
 /// Write a finished run in one transaction: the run row, its steps, tokens

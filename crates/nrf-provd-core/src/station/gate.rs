@@ -24,8 +24,8 @@ use tracing::{info, warn};
 
 use super::events::{Events, StationEvent};
 use crate::ledger::{
-    Claim, ClaimOutcome, DeviceCheck, DeviceHistory, Ledger, LedgerError, LedgerStatus, Pin,
-    PinOutcome, RunId, RunRecord, RunStart, ShiftChange, ShiftOnRecord,
+    Binding, BindingOutcome, Claim, ClaimOutcome, DeviceCheck, DeviceHistory, Ledger, LedgerError,
+    LedgerStatus, RunId, RunRecord, RunStart, ShiftChange, ShiftOnRecord,
 };
 
 /// First wait before the ledger is tried again; doubles up to [`MAX_BACKOFF`].
@@ -231,8 +231,8 @@ impl Ledger for LedgerGate {
         finished
     }
 
-    async fn pin(&self, pin: &Pin) -> Result<PinOutcome, LedgerError> {
-        self.through(|| self.inner.pin(pin)).await
+    async fn bind(&self, binding: &Binding) -> Result<BindingOutcome, LedgerError> {
+        self.through(|| self.inner.bind(binding)).await
     }
 
     async fn probe(&self) -> Result<(), LedgerError> {

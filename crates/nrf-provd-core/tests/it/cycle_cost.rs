@@ -29,8 +29,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use nrf_provd_core::ledger::{
-    Claim, ClaimOutcome, DeviceCheck, DeviceHistory, Ledger, LedgerError, LedgerStatus, PinOutcome,
-    RunId, RunRecord, RunStart, ShiftChange, ShiftOnRecord, SqliteLedger,
+    Binding, BindingOutcome, Claim, ClaimOutcome, DeviceCheck, DeviceHistory, Ledger, LedgerError,
+    LedgerStatus, RunId, RunRecord, RunStart, ShiftChange, ShiftOnRecord, SqliteLedger,
 };
 use nrf_provd_core::plan::{
     Clock, FollowingClock, IdentityAuthority, KeysAuthority, PlanConfig, PlanContext, SeededRandom,
@@ -246,7 +246,7 @@ impl tracing::Subscriber for CountingSubscriber {
 /// run on the writer's thread, and a runtime with nothing else to do would
 /// otherwise jump to its next timer (the run's deadline) while it waits. A
 /// `spawn_blocking` task in flight holds the clock still (tokio's rule).
-struct ClockHeld(Arc<SqliteLedger>);
+pub(crate) struct ClockHeld(pub(crate) Arc<SqliteLedger>);
 
 async fn held<T>(call: impl Future<Output = T>) -> T {
     let (done, waiting) = std::sync::mpsc::channel::<()>();
@@ -273,8 +273,8 @@ impl Ledger for ClockHeld {
         held(self.0.finish_run(record)).await
     }
 
-    async fn pin(&self, pin: &nrf_provd_core::ledger::Pin) -> Result<PinOutcome, LedgerError> {
-        held(self.0.pin(pin)).await
+    async fn bind(&self, binding: &Binding) -> Result<BindingOutcome, LedgerError> {
+        held(self.0.bind(binding)).await
     }
 
     async fn probe(&self) -> Result<(), LedgerError> {

@@ -404,6 +404,141 @@ async fn one_key_is_never_pinned_for_two_devices_on_the_line() {
     assert_eq!((pinned, reused), (1, 7), "{outcomes:?}");
 }
 
+/// Issue 21: any authority's bindings are line-wide in `required` mode, as
+/// pins are, and apart from them: a value bound at A is refused under a
+/// second device at B, naming A; the same bytes are `pin`'s first sight;
+/// eight stations racing to bind one value bind it once (the advisory lock
+/// is per authority and value).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_authoritys_bindings_are_line_wide_in_required_mode_and_apart_from_pins() {
+    use nrf_provd_core::ledger::{Binding, BindingOutcome};
+    let Some(pg) =
+        cluster("any_authoritys_bindings_are_line_wide_in_required_mode_and_apart_from_pins")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let a = station(&pg, dir.path(), "A", LedgerMode::Required);
+    let b = station(&pg, dir.path(), "B", LedgerMode::Required);
+    let bind = |device: Uuid, station: &str, value: &[u8]| Binding {
+        authority: "serial".into(),
+        subject: device,
+        value: value.to_vec(),
+        at: OffsetDateTime::now_utc(),
+        station_id: station.into(),
+        port: "/dev/ttyX".into(),
+        run_uid: new_uid(),
+    };
+    let first = bind(DEVICE, "A", b"SN-1");
+    assert_eq!(a.bind(&first).await.expect("bind"), BindingOutcome::Bound);
+    let second = Uuid::from_u128(0x5ec0);
+    let BindingOutcome::ValueReused(other) =
+        b.bind(&bind(second, "B", b"SN-1")).await.expect("bind")
+    else {
+        panic!("A's value under a second UUID at B");
+    };
+    assert_eq!(
+        (other.subject, other.station_id.as_str(), other.run_uid),
+        (DEVICE, "A", first.run_uid)
+    );
+    let BindingOutcome::Mismatch(other) = b.bind(&bind(DEVICE, "B", b"SN-2")).await.expect("bind")
+    else {
+        panic!("another value for A's device at B");
+    };
+    assert_eq!(other.value, b"SN-1");
+    let pin = Pin {
+        device_uuid: second,
+        public_key: b"SN-1".to_vec(),
+        at: OffsetDateTime::now_utc(),
+        station_id: "B".into(),
+        port: "/dev/ttyX".into(),
+        run_uid: new_uid(),
+    };
+    assert_eq!(b.pin(&pin).await.expect("pin"), PinOutcome::Pinned);
+
+    let racers = (0..8u128).map(|i| {
+        let ledger = if i % 2 == 0 { &a } else { &b };
+        let binding = bind(
+            Uuid::from_u128(0xace0 + i),
+            if i % 2 == 0 { "A" } else { "B" },
+            b"SN-race",
+        );
+        async move { ledger.bind(&binding).await.expect("bind") }
+    });
+    let outcomes = futures::future::join_all(racers).await;
+    let bound = outcomes
+        .iter()
+        .filter(|o| **o == BindingOutcome::Bound)
+        .count();
+    let reused = outcomes
+        .iter()
+        .filter(|o| matches!(o, BindingOutcome::ValueReused(_)))
+        .count();
+    assert_eq!((bound, reused), (1, 7), "{outcomes:?}");
+}
+
+/// A line's ledger from before the one store of authorities' state
+/// (schema version 3) keeps its pins: they become the `pin` authority's
+/// bindings, a key pinned there is refused for another device, and the
+/// registry's `pins` still reads as it did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pins_of_an_older_line_ledger_are_the_pin_authoritys_bindings() {
+    let Some(pg) = cluster("the_pins_of_an_older_line_ledger_are_the_pin_authoritys_bindings")
+    else {
+        return;
+    };
+    let client = pg.client().await;
+    let first_run = new_uid();
+    client
+        .batch_execute(concat!(
+            include_str!("../../src/ledger/postgres/migrations/0001_line.sql"),
+            include_str!("../../src/ledger/postgres/migrations/0002_pin_keys.sql"),
+            include_str!("../../src/ledger/postgres/migrations/0003_traceability.sql"),
+            "CREATE TABLE nrf_provd_migrations (version integer PRIMARY KEY, name text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now());
+             INSERT INTO nrf_provd_migrations (version, name)
+                 VALUES (1, '0001_line'), (2, '0002_pin_keys'), (3, '0003_traceability');"
+        ))
+        .await
+        .expect("a version 3 line ledger");
+    client
+        .execute(
+            "INSERT INTO pins (device_uuid, public_key, pinned_at, station_id, port, run_uid)
+             VALUES ($1, $2, now(), 'A', '/dev/ttyA0', $3)",
+            &[&DEVICE, &vec![3u8; 91], &first_run],
+        )
+        .await
+        .expect("a pin");
+    let dir = tempfile::tempdir().expect("dir");
+    let b = station(&pg, dir.path(), "B", LedgerMode::Required);
+    let PinOutcome::Reused(other) = b
+        .pin(&Pin {
+            device_uuid: Uuid::from_u128(0x5ec0),
+            public_key: vec![3; 91],
+            at: OffsetDateTime::now_utc(),
+            station_id: "B".into(),
+            port: "/dev/ttyB0".into(),
+            run_uid: new_uid(),
+        })
+        .await
+        .expect("pin")
+    else {
+        panic!("the key is pinned for {DEVICE}");
+    };
+    assert_eq!(
+        (other.device_uuid, other.station_id.as_str(), other.run_uid),
+        (DEVICE, "A", first_run)
+    );
+    let rows: Vec<(Uuid, Vec<u8>)> = client
+        .query("SELECT device_uuid, public_key FROM pins", &[])
+        .await
+        .expect("pins")
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(rows, [(DEVICE, vec![3u8; 91])]);
+}
+
 /// In `deferred` mode the key is pinned locally at each station; the
 /// forwarder finds the same key pinned for two devices and records a
 /// conflict on both runs.

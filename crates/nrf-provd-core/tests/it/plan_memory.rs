@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use nrf_provd_core::ca::StationCa;
-use nrf_provd_core::ledger::MemoryLedger;
+use nrf_provd_core::ledger::{Binding, BindingOutcome, Ledger, MemoryLedger, SqliteLedger};
 use nrf_provd_core::plan::authority::{IdentityCase, LaterTokens, fingerprint};
 use nrf_provd_core::plan::{
     Clock, CollectAuthority, FollowingClock, IdentityAuthority, Judgement, KeysAuthority,
@@ -71,7 +71,7 @@ fn line_with(
     faults: &[&str],
     plan: PlanConfig,
     by: &[VerifiedBy],
-    ledger: Arc<MemoryLedger>,
+    ledger: Arc<dyn Ledger>,
 ) -> (Line, DuplexStream) {
     let options = SimOptions {
         latency: Latency::Realistic,
@@ -658,5 +658,175 @@ async fn an_authority_outside_the_registry_judges_the_later_tokens_by_its_own_ru
             assert_eq!(record.outcome, Outcome::Passed, "{record:#?}");
             assert_eq!(judged.load(Ordering::SeqCst), 2);
         }
+    }
+}
+
+/// An authority of the test's own that keeps state, through the ledger's
+/// one store of authorities' state and nothing else: it vouches for a
+/// device whose UUID comes with the IMEI it came with on first sight, and
+/// an IMEI never belongs to two device UUIDs.
+struct FirstImei {
+    ledger: Arc<dyn Ledger>,
+}
+
+/// Its name in the ledger: no table, migration or ledger method of its own.
+const FIRST_IMEI: &str = "test_first_imei";
+
+#[async_trait::async_trait]
+impl IdentityAuthority for FirstImei {
+    fn name(&self) -> VerifiedBy {
+        VerifiedBy::Nrfcloud
+    }
+
+    async fn judge(&self, case: &mut IdentityCase<'_>) -> Judgement {
+        let verdict = nrf91_token::verify::verify(case.token, case.expected, &TrustStore::new())
+            .without_key_checks();
+        let imei = case.record.device.imei.clone().unwrap_or_default();
+        let binding = Binding {
+            authority: FIRST_IMEI.into(),
+            subject: case.device_uuid,
+            value: imei.clone().into_bytes(),
+            at: datetime!(2026-12-01 08:00 UTC),
+            station_id: case.record.station_id.clone(),
+            port: case.record.port.clone(),
+            run_uid: case.record.uid,
+        };
+        let first = |b: &Binding| {
+            format!(
+                "{} for {} at station {} port {} (run {})",
+                String::from_utf8_lossy(&b.value),
+                b.subject,
+                b.station_id,
+                b.port,
+                b.run_uid
+            )
+        };
+        let (code, detail) = match self.ledger.bind(&binding).await {
+            Ok(BindingOutcome::Bound) => {
+                return vouched(verdict, format!("IMEI {imei} bound on first sight"));
+            }
+            Ok(BindingOutcome::AlreadyBound(b)) => {
+                return vouched(verdict, format!("IMEI as bound: {}", first(&b)));
+            }
+            Ok(BindingOutcome::Mismatch(b)) => (
+                ReasonCode::IdentityChanged,
+                format!("IMEI {imei}, but bound first: {}", first(&b)),
+            ),
+            Ok(BindingOutcome::ValueReused(b)) => (
+                ReasonCode::KeyReused,
+                format!("IMEI {imei} is bound to another device: {}", first(&b)),
+            ),
+            Err(e) => (ReasonCode::Store, e.to_string()),
+        };
+        Judgement::Refused {
+            code,
+            detail,
+            verdict,
+        }
+    }
+}
+
+fn vouched(verdict: nrf91_token::Verdict, detail: String) -> Judgement {
+    Judgement::Vouched(Vouch {
+        by: VerifiedBy::Nrfcloud,
+        later: Arc::new(nrf_provd_core::plan::authority::BindingsOnly),
+        verdict,
+        evidence: Vec::new(),
+        detail,
+    })
+}
+
+/// Issue 21: an authority with state is one implementation and its
+/// registration. `FirstImei` (above) keeps its state through `Ledger::bind`
+/// alone, and the SQLite and in-memory ledgers hold its rule: first sight
+/// binds, the same board again is as bound, the same UUID with another
+/// IMEI and the IMEI under a second UUID are refused, each naming the first
+/// run; the `pin` authority's pins never meet its bindings.
+#[tokio::test(start_paused = true)]
+async fn an_authority_outside_the_registry_keeps_its_state_in_the_ledger_sqlite_and_memory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = Arc::new(SqliteLedger::open(&dir.path().join("results.db")).expect("open"));
+    let ledgers: [(&str, Arc<dyn Ledger>); 2] = [
+        ("memory", Arc::new(MemoryLedger::new())),
+        ("sqlite", Arc::new(crate::cycle_cost::ClockHeld(sqlite))),
+    ];
+    for (name, ledger) in ledgers {
+        let line = |faults: &[&str], seed: u64| {
+            let (mut line, host) =
+                line_with(faults, PlanConfig::default(), &[], Arc::clone(&ledger));
+            // Runs (their uids and challenges) of their own in one database.
+            line.ctx.random = Arc::new(SeededRandom::new(seed));
+            // Its one registration: the context's list of authorities.
+            line.ctx.authorities = vec![Arc::new(FirstImei {
+                ledger: line.gate.clone(),
+            })];
+            (line, modem(host))
+        };
+        let (mut first_line, mut board) = line(&[], 1);
+        let first = run_once(&first_line, &mut board).await;
+        assert_eq!(first.outcome, Outcome::Passed, "{name}: {first:#?}");
+        let imei = first.device.imei.clone().expect("an IMEI");
+        assert!(
+            first.steps[3].detail.contains("bound on first sight"),
+            "{name}: {}",
+            first.steps[3].detail
+        );
+        let again = run_once(&first_line, &mut board).await;
+        assert_eq!(again.outcome, Outcome::Passed, "{name}: {again:#?}");
+        assert!(
+            again.steps[3]
+                .detail
+                .contains(&format!("as bound: {imei} for")),
+            "{name}: {}",
+            again.steps[3].detail
+        );
+
+        // The same device UUID with another IMEI.
+        assert_ne!(imei, "352656100367872");
+        let (line2, mut board2) = line(&["0:imei=352656100367872"], 2);
+        let changed = run_once(&line2, &mut board2).await;
+        assert_eq!(
+            (changed.failed_step, changed.reason_code),
+            (Some(Step::Attest), Some(ReasonCode::IdentityChanged)),
+            "{name}: {:?}",
+            changed.reason
+        );
+        let reason = changed.reason.clone().unwrap_or_default();
+        assert!(
+            reason.contains(&imei) && reason.contains(&first.uid.to_string()),
+            "{name}: {reason}"
+        );
+
+        // The same IMEI under a second device UUID.
+        let (line3, mut board3) = line(&["0:second-uuid"], 3);
+        let reused = run_once(&line3, &mut board3).await;
+        assert_eq!(
+            (reused.failed_step, reused.reason_code),
+            (Some(Step::Attest), Some(ReasonCode::KeyReused)),
+            "{name}: {:?}",
+            reused.reason
+        );
+        let reason = reused.reason.clone().unwrap_or_default();
+        let genuine = first.device.device_uuid.expect("a UUID");
+        assert!(
+            reason.contains(&format!("{imei} for {genuine}"))
+                && reason.contains(&first.uid.to_string()),
+            "{name}: {reason}"
+        );
+
+        // `pin` binds the same device UUID under its own name: a first
+        // sight, whatever this authority holds.
+        first_line.ctx.authorities = vec![Arc::new(PinAuthority::new(
+            first_line.gate.clone(),
+            Arc::clone(&first_line.ctx.clock),
+            PinCose::Required,
+        ))];
+        let pinned = run_once(&first_line, &mut board).await;
+        assert_eq!(pinned.outcome, Outcome::Passed, "{name}: {pinned:#?}");
+        assert!(
+            pinned.steps[3].detail.contains("pinned on first sight"),
+            "{name}: {}",
+            pinned.steps[3].detail
+        );
     }
 }

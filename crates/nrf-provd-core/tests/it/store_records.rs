@@ -875,6 +875,140 @@ async fn a_key_pinned_for_one_device_is_refused_for_another_in_sqlite_and_in_mem
     );
 }
 
+/// Issue 21: every identity authority's state is one store
+/// (`Ledger::bind`). Within an authority the rules are the pin's (first
+/// sight binds; the same value again is as bound; another value for the
+/// subject is a mismatch; the value under a second subject is reused,
+/// naming the first); two authorities' bindings never meet, in SQLite and
+/// in memory alike, and the SQLite ones survive reopening.
+#[tokio::test]
+async fn bindings_follow_the_pin_rules_per_authority_and_two_authorities_never_meet() {
+    use nrf_provd_core::ledger::{Binding, BindingOutcome, MemoryLedger, Pin, PinOutcome};
+    const THIRD_DEVICE: &str = "50503041-3633-4261-803d-1e2b8f70333c";
+    let dir = tmp();
+    let sqlite = open(&dir.path().join("results.db"));
+    let memory = MemoryLedger::new();
+    let bind = |authority: &str, device: &str, value: &[u8], run: u128| Binding {
+        authority: authority.into(),
+        subject: uuid(device),
+        value: value.to_vec(),
+        at: datetime!(2024-05-01 10:00 UTC) + Duration::from_secs(run as u64),
+        station_id: "A".into(),
+        port: PORT.into(),
+        run_uid: Uuid::from_u128(run),
+    };
+    let pinned = bind("pin", DEVICE, &[1; 91], 1);
+    let serial = bind("serial", DEVICE, b"SN-1", 2);
+    let ledgers: [(&str, &dyn Ledger); 2] = [("sqlite", &sqlite), ("memory", &memory)];
+    for (name, ledger) in ledgers {
+        let outcome = |b: Binding| async move { ledger.bind(&b).await.expect("bind") };
+        assert_eq!(
+            outcome(pinned.clone()).await,
+            BindingOutcome::Bound,
+            "{name}"
+        );
+        // The device's first sight under another authority.
+        assert_eq!(
+            outcome(serial.clone()).await,
+            BindingOutcome::Bound,
+            "{name}"
+        );
+        // The pin's value is free for another device of another authority.
+        assert_eq!(
+            outcome(bind("serial", OTHER_DEVICE, &[1; 91], 3)).await,
+            BindingOutcome::Bound,
+            "{name}"
+        );
+        assert_eq!(
+            outcome(bind("serial", DEVICE, b"SN-1", 4)).await,
+            BindingOutcome::AlreadyBound(serial.clone()),
+            "{name}"
+        );
+        assert_eq!(
+            outcome(bind("serial", DEVICE, b"SN-2", 5)).await,
+            BindingOutcome::Mismatch(serial.clone()),
+            "{name}"
+        );
+        assert_eq!(
+            outcome(bind("serial", THIRD_DEVICE, b"SN-1", 6)).await,
+            BindingOutcome::ValueReused(serial.clone()),
+            "{name}"
+        );
+        // `pin` in its own words is a binding of authority `pin`.
+        let pin = Pin::from(pinned.clone());
+        assert_eq!(
+            ledger.pin(&pin).await.expect("pin"),
+            PinOutcome::Same(pin.clone()),
+            "{name}"
+        );
+    }
+    drop(sqlite);
+    let reopened = open(&dir.path().join("results.db"));
+    assert_eq!(
+        reopened
+            .bind(&bind("serial", THIRD_DEVICE, b"SN-1", 7))
+            .await
+            .expect("bind"),
+        BindingOutcome::ValueReused(serial)
+    );
+}
+
+/// A database from before the one store of authorities' state keeps its
+/// pins: they become the `pin` authority's bindings, a key pinned there is
+/// still refused for another device, and `pins` still reads as it did.
+#[tokio::test]
+async fn the_pins_of_an_older_database_are_the_pin_authoritys_bindings() {
+    use nrf_provd_core::ledger::{Pin, PinOutcome};
+    let dir = tmp();
+    let path = dir.path().join("v9.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        for migration in SCHEMA_V9 {
+            conn.execute_batch(migration).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 9).unwrap();
+        // Key bytes 1, 2, 3, 4 in the trust file's form.
+        conn.execute(
+            "INSERT INTO pins (device_uuid, public_key, pinned_at, station_id, port, run_uid)
+             VALUES (?1, 'AQIDBA==', '2024-05-01T10:00:00.000000Z', 'A', ?2, ?3)",
+            rusqlite::params![DEVICE, PORT, Uuid::from_u128(1).to_string()],
+        )
+        .unwrap();
+    }
+    let ledger = open(&path);
+    let pin = Pin {
+        device_uuid: uuid(OTHER_DEVICE),
+        public_key: vec![1, 2, 3, 4],
+        at: datetime!(2024-05-02 10:00 UTC),
+        station_id: "B".into(),
+        port: PORT.into(),
+        run_uid: Uuid::from_u128(2),
+    };
+    let PinOutcome::Reused(first) = ledger.pin(&pin).await.expect("pin") else {
+        panic!("the key is pinned for {DEVICE}");
+    };
+    assert_eq!(
+        first,
+        Pin {
+            device_uuid: uuid(DEVICE),
+            at: datetime!(2024-05-01 10:00 UTC),
+            station_id: "A".into(),
+            run_uid: Uuid::from_u128(1),
+            ..pin
+        }
+    );
+    drop(ledger);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let rows: Vec<(String, String, String)> = conn
+        .prepare("SELECT device_uuid, public_key, station_id FROM pins")
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows, [(DEVICE.into(), "AQIDBA==".into(), "A".into())]);
+}
+
 /// Schema versions 1 to 9 (before the compact payloads): what a database
 /// of the previous schema was made with.
 pub(crate) const SCHEMA_V9: &[&str] = &[

@@ -449,10 +449,11 @@ async fn pins(
     let port: Vec<String> = pins.iter().map(|p| text(&p.port)).collect();
     let uid: Vec<Uuid> = pins.iter().map(|p| p.run_uid).collect();
     tx.execute(
-        "INSERT INTO pins (device_uuid, public_key, pinned_at, station_id, port, run_uid)
-         SELECT * FROM unnest($1::uuid[], $2::bytea[], $3::timestamptz[], $4::text[], $5::text[],
-             $6::uuid[])
-         ON CONFLICT (device_uuid) DO NOTHING",
+        "INSERT INTO authority_bindings (authority, subject, value, bound_at, station_id, port,
+             run_uid)
+         SELECT 'pin', * FROM unnest($1::uuid[], $2::bytea[], $3::timestamptz[], $4::text[],
+             $5::text[], $6::uuid[])
+         ON CONFLICT (authority, subject) DO NOTHING",
         &[&device, &key, &at, &station, &port, &uid],
     )
     .await

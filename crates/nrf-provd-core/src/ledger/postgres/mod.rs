@@ -2,7 +2,8 @@
 //!
 //! Every station of a line forwards its runs here (see [`super::line`]),
 //! and in `required` mode makes its claims here during the run. The
-//! UNIQUE constraints on `claims` and `pins` are the line's replay defence;
+//! UNIQUE constraints on `claims` and `authority_bindings` (every identity
+//! authority's state: `pin`'s pins) are the line's replay defence;
 //! `devices` and `live_devices` are its device registry. The schema is
 //! migrated by the first station that reaches the server (versions in
 //! `nrf_provd_migrations`, serialised by an advisory lock).
@@ -30,7 +31,9 @@ use tokio_postgres::config::Host;
 use tokio_postgres_rustls::MakeRustlsConnect;
 use uuid::Uuid;
 
-use super::{ClaimKind, DeviceCheck, DeviceHistory, LedgerError, Pin, PinOutcome, RunId, Sighting};
+use super::{
+    Binding, BindingOutcome, ClaimKind, DeviceCheck, DeviceHistory, LedgerError, RunId, Sighting,
+};
 use crate::ledger::outbox::Conflict;
 use crate::ledger::{LedgerConfig, PASSWORD_ENV, PasswordSource};
 use secure_file::{self, Holds};
@@ -49,16 +52,26 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_traceability",
         include_str!("migrations/0003_traceability.sql"),
     ),
+    (
+        "0004_authority_bindings",
+        include_str!("migrations/0004_authority_bindings.sql"),
+    ),
 ];
 
 /// Advisory lock key serialising migrations across stations ("nrfprovd").
 const MIGRATION_LOCK: i64 = 0x6e72_6670_726f_7664;
 
-/// The advisory lock key of one identity key: the first 8 bytes of its
-/// SHA-256 (a collision only makes two pins wait for each other).
-fn key_lock(public_key: &[u8]) -> i64 {
+/// The advisory lock key of one bound value of one authority: the first 8
+/// bytes of the SHA-256 of both (a collision only makes two bindings wait
+/// for each other).
+fn value_lock(authority: &str, value: &[u8]) -> i64 {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(public_key);
+    // The name's length first: no two (authority, value) pairs hash alike.
+    let digest = Sha256::new()
+        .chain_update((authority.len() as u64).to_be_bytes())
+        .chain_update(authority)
+        .chain_update(value)
+        .finalize();
     i64::from_be_bytes(digest[..8].try_into().unwrap_or([0; 8]))
 }
 
@@ -378,70 +391,79 @@ impl PostgresLedger {
         Ok((first.run_uid != run.run_uid).then_some(first))
     }
 
-    /// Pin a device's key line-wide on first sight, unless the key is
-    /// pinned for another device. Serialised per key (an advisory lock for
-    /// the transaction), so two stations cannot pin one key to two devices.
-    pub async fn pin(&self, pin: &Pin) -> Result<PinOutcome, LedgerError> {
-        let error = pg_error("pin");
+    /// Bind a value to its subject line-wide on first sight, unless the
+    /// authority has it bound to another subject. Serialised per authority
+    /// and value (an advisory lock for the transaction), so two stations
+    /// cannot bind one value to two subjects.
+    pub async fn bind(&self, binding: &Binding) -> Result<BindingOutcome, LedgerError> {
+        let error = pg_error("bind");
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(&error)?;
         tx.execute(
             "SELECT pg_advisory_xact_lock($1)",
-            &[&key_lock(&pin.public_key)],
+            &[&value_lock(&binding.authority, &binding.value)],
         )
         .await
         .map_err(&error)?;
-        let stored = |row: tokio_postgres::Row| Pin {
-            device_uuid: row.get(0),
-            public_key: row.get(1),
-            at: row.get(2),
-            station_id: row.get(3),
-            port: row.get(4),
-            run_uid: row.get(5),
+        let stored = |row: tokio_postgres::Row| Binding {
+            authority: row.get(0),
+            subject: row.get(1),
+            value: row.get(2),
+            at: row.get(3),
+            station_id: row.get(4),
+            port: row.get(5),
+            run_uid: row.get(6),
         };
-        const COLUMNS: &str = "device_uuid, public_key, pinned_at, station_id, port, run_uid";
+        const COLUMNS: &str = "authority, subject, value, bound_at, station_id, port, run_uid";
         let other = tx
             .query_opt(
                 &format!(
-                    "SELECT {COLUMNS} FROM pins WHERE public_key = $1 AND device_uuid <> $2
-                     ORDER BY pinned_at LIMIT 1"
+                    "SELECT {COLUMNS} FROM authority_bindings
+                     WHERE authority = $1 AND value = $2 AND subject <> $3
+                     ORDER BY bound_at LIMIT 1"
                 ),
-                &[&pin.public_key, &pin.device_uuid],
+                &[&binding.authority, &binding.value, &binding.subject],
             )
             .await
-            .map_err(pg_error("look up pinned key"))?
+            .map_err(pg_error("look up bound value"))?
             .map(stored);
         if other.is_none() {
             let inserted = tx
                 .execute(
-                    "INSERT INTO pins (device_uuid, public_key, pinned_at, station_id, port, run_uid)
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (device_uuid) DO NOTHING",
+                    &format!(
+                        "INSERT INTO authority_bindings ({COLUMNS})
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)
+                         ON CONFLICT (authority, subject) DO NOTHING"
+                    ),
                     &[
-                        &pin.device_uuid,
-                        &pin.public_key,
-                        &pin.at,
-                        &pin.station_id,
-                        &pin.port,
-                        &pin.run_uid,
+                        &binding.authority,
+                        &binding.subject,
+                        &binding.value,
+                        &binding.at,
+                        &binding.station_id,
+                        &binding.port,
+                        &binding.run_uid,
                     ],
                 )
                 .await
                 .map_err(&error)?;
             if inserted == 1 {
                 tx.commit().await.map_err(&error)?;
-                return Ok(PinOutcome::Pinned);
+                return Ok(BindingOutcome::Bound);
             }
         }
         let first = tx
             .query_opt(
-                &format!("SELECT {COLUMNS} FROM pins WHERE device_uuid = $1"),
-                &[&pin.device_uuid],
+                &format!(
+                    "SELECT {COLUMNS} FROM authority_bindings WHERE authority = $1 AND subject = $2"
+                ),
+                &[&binding.authority, &binding.subject],
             )
             .await
-            .map_err(pg_error("look up pin"))?
+            .map_err(pg_error("look up binding"))?
             .map(stored);
         tx.commit().await.map_err(&error)?;
-        Ok(PinOutcome::decide(&pin.public_key, first, other))
+        Ok(BindingOutcome::decide(&binding.value, first, other))
     }
 
     /// Mark the device as running in `check`'s run for at most `hold`
