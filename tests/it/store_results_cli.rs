@@ -294,7 +294,13 @@ fn a_database_of_the_previous_release_is_migrated_and_shows_reason_codes() {
         })
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(outbox, 0, "the old outbox is gone");
-    assert_eq!(nrf_provd_core::ledger::SCHEMA_VERSION, 14);
+    // Version 15 moves pins into every authority's `authority_bindings`
+    // (indexed by value, checked above); version 1 had no pins.
+    let pins: i64 = rusqlite::Connection::open(&db)
+        .and_then(|c| c.query_row("SELECT COUNT(*) FROM pins", [], |row| row.get(0)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pins, 0);
+    assert_eq!(nrf_provd_core::ledger::SCHEMA_VERSION, 15);
     // Before version 3 only the trust file vouched: passed runs say so.
     assert_eq!(runs[0]["verified_by"], "keys");
     assert_eq!(runs[1]["verified_by"], serde_json::Value::Null);
