@@ -33,8 +33,9 @@ use tracing::{error, info, warn};
 use super::deliveries::SinkId;
 pub use super::outbox::Conflict;
 use super::outbox::ForwardBatch;
-use super::postgres::{PostgresLedger, within};
+use super::postgres::within;
 pub use super::settings::LedgerMode as LineMode;
+use super::shared::SharedLedger;
 use super::sqlite::stored_claim_value;
 use super::{
     Binding, BindingOutcome, Claim, ClaimOutcome, DeviceCheck, DeviceHistory, Ledger, LedgerError,
@@ -81,7 +82,7 @@ impl Drop for AbortOnDrop {
 /// The station's ledger on a line: see the module documentation.
 pub struct LineLedger {
     local: SqliteLedger,
-    central: PostgresLedger,
+    central: Arc<dyn SharedLedger>,
     mode: LineMode,
     station_id: String,
     /// How long a device may be held by one run (the run deadline).
@@ -110,14 +111,14 @@ impl LineLedger {
     /// hold a device line-wide (give the run deadline).
     pub fn new(
         local: SqliteLedger,
-        central: PostgresLedger,
+        central: impl SharedLedger + 'static,
         mode: LineMode,
         station_id: &str,
         hold: Duration,
     ) -> LineLedger {
         LineLedger {
             local,
-            central,
+            central: Arc::new(central),
             mode,
             station_id: station_id.to_string(),
             hold,
@@ -132,8 +133,8 @@ impl LineLedger {
         &self.local
     }
 
-    pub fn central(&self) -> &PostgresLedger {
-        &self.central
+    pub fn central(&self) -> &dyn SharedLedger {
+        self.central.as_ref()
     }
 
     pub fn mode(&self) -> LineMode {
@@ -352,7 +353,7 @@ struct Forwarder {
     local: SqliteLedger,
     /// What the line is owed, on a connection of its own.
     outbox: SqliteDeliveries,
-    central: PostgresLedger,
+    central: Arc<dyn SharedLedger>,
     shared: Arc<Shared>,
     station_id: String,
     settings: ForwardSettings,

@@ -22,6 +22,7 @@ pub mod outbox;
 pub mod paged;
 pub mod postgres;
 mod settings;
+pub mod shared;
 mod sqlite;
 pub mod summary;
 
@@ -44,6 +45,7 @@ pub use memory::MemoryLedger;
 pub use paged::{Render, RunPage, RunReader, RunReaders};
 pub use postgres::{PgSettings, PostgresLedger};
 pub use settings::{LedgerConfig, LedgerMode, MAX_BATCH, MAX_POOL, PASSWORD_ENV, PasswordSource};
+pub use shared::SharedLedger;
 pub use sqlite::readers::{Reader, ReaderPool};
 pub use sqlite::{
     SCHEMA_VERSION, SqliteDeliveries, SqliteHandoff, SqliteLedger, SqliteReader, SqliteRetention,
