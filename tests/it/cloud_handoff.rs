@@ -1016,3 +1016,61 @@ async fn a_collect_board_ends_collected_and_is_claimed_with_include_collected() 
         "{table}"
     );
 }
+
+/// `nrf-provd deliveries --json` of `site` (its config has `[cloud]`).
+async fn deliveries(site: &Site, args: &[&str]) -> (Option<i32>, Value) {
+    let out = tokio::process::Command::new(crate::station_support::binary())
+        .env_remove("NRF_PROVD_LOG")
+        .arg("deliveries")
+        .arg("--config")
+        .arg(&site.config)
+        .arg("--json")
+        .args(args)
+        .output()
+        .await
+        .expect("run nrf-provd deliveries");
+    let shown = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&out.stderr)));
+    (out.status.code(), shown)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_lists_the_devices_still_owed_to_nrf_cloud_with_nrf_clouds_refusal() {
+    let standin = standin(StandInConfig::default()).await;
+    let site = Site::new(&standin);
+    for n in 0..3 {
+        let verdict = if n == 1 {
+            Verdict::Reject(format!("Device {n} is not genuine"))
+        } else {
+            Verdict::Accept
+        };
+        standin.add_device(device_uuid(n), verdict);
+        site.store(n, Outcome::Passed, None).await;
+    }
+    let (code, shown) = deliveries(&site, &[]).await;
+    assert_eq!(code, Some(0), "{shown}");
+    assert_eq!(shown["sinks"][0]["sink"], "cloud-claim", "{shown}");
+    assert_eq!(shown["sinks"][0]["owed"], 3, "{shown}");
+    assert_eq!(shown["sinks"][1]["sink"], "cloud-onboard", "{shown}");
+    assert_eq!(shown["sinks"][1]["owed"], 0, "nothing installed: {shown}");
+
+    let out = site.run(&["claim"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let (code, shown) = deliveries(&site, &["--sink", "cloud-claim"]).await;
+    assert_eq!(code, Some(0), "a refusal is no dead letter: {shown}");
+    let sink = &shown["sinks"][0];
+    assert_eq!(
+        (&sink["owed"], &sink["retrying"], &sink["dead"]),
+        (&Value::from(1), &Value::from(1), &Value::from(0)),
+        "{shown}"
+    );
+    let rows = shown["deliveries"].as_array().expect("deliveries");
+    assert_eq!(rows.len(), 1, "{shown}");
+    assert_eq!(rows[0]["attempts"], 1);
+    assert!(
+        rows[0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("Device 1 is not genuine")),
+        "{shown}"
+    );
+}

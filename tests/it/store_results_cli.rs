@@ -262,18 +262,26 @@ fn a_database_of_the_previous_release_is_migrated_and_shows_reason_codes() {
         "every old run keeps its steps"
     );
     // The sinks' outbox (issue 22's migration, version 11): no sink was
-    // configured, so the old runs owe none but the line.
-    let owed: i64 = rusqlite::Connection::open(&db)
+    // configured, so the old runs owe none but the line and (version 16)
+    // the hand-off, which its passed device was owed before too.
+    let owed: Vec<(String, i64)> = rusqlite::Connection::open(&db)
         .and_then(|c| {
-            c.query_row(
-                "SELECT COUNT(*) FROM deliveries d JOIN sinks s ON s.id = d.sink_id
-                 WHERE s.name <> 'line'",
-                [],
-                |row| row.get(0),
-            )
+            c.prepare(
+                "SELECT s.name, d.run_id FROM deliveries d JOIN sinks s ON s.id = d.sink_id
+                 WHERE s.name <> 'line' ORDER BY s.id DESC",
+            )?
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect()
         })
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(owed, 0, "history owes no sink");
+    assert_eq!(
+        owed,
+        [
+            ("cloud-claim".to_string(), 1),
+            ("cloud-onboard".to_string(), 1)
+        ],
+        "history owes no configured sink; the hand-off its passed device"
+    );
     // Retention (version 12): a migrated run is kept in full.
     assert!(
         runs.as_array()
@@ -300,7 +308,7 @@ fn a_database_of_the_previous_release_is_migrated_and_shows_reason_codes() {
         .and_then(|c| c.query_row("SELECT COUNT(*) FROM pins", [], |row| row.get(0)))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(pins, 0);
-    assert_eq!(nrf_provd_core::ledger::SCHEMA_VERSION, 15);
+    assert_eq!(nrf_provd_core::ledger::SCHEMA_VERSION, 16);
     // Before version 3 only the trust file vouched: passed runs say so.
     assert_eq!(runs[0]["verified_by"], "keys");
     assert_eq!(runs[1]["verified_by"], serde_json::Value::Null);

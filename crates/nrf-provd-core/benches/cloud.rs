@@ -231,12 +231,21 @@ async fn stored(batches: &[Vec<ClaimRow>]) -> Stored {
 }
 
 impl Stored {
-    /// Forget every hand-off, here and on the stand-in (untimed).
+    /// Forget every hand-off, here and on the stand-in (untimed): every
+    /// device owed to the hand-off's sinks again, as when its run finished
+    /// (each device has one run here).
     fn reset(&self) {
         self.standin.forget_claims();
         self.standin.clear_requests();
         let conn = rusqlite::Connection::open(&self.db).expect("open");
-        conn.execute("DELETE FROM handoff", []).expect("reset");
+        conn.execute_batch(
+            "DELETE FROM handoff;
+             INSERT OR IGNORE INTO deliveries (sink_id, run_id, queued_at)
+             SELECT -1, run_id, '2026-01-01T00:00:00.000000Z' FROM run_payloads WHERE claimable;
+             INSERT OR IGNORE INTO deliveries (sink_id, run_id, queued_at)
+             SELECT -2, run_id, '2026-01-01T00:00:00.000000Z' FROM run_payloads WHERE onboardable;",
+        )
+        .expect("reset");
     }
 
     async fn claim(&self) -> Report {

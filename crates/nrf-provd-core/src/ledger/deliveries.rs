@@ -19,6 +19,12 @@ impl SinkId {
     /// [`LINE_SINK`]: owed every finished run, configured or not (a station
     /// alone keeps its history for a line it may join; migration 0014).
     pub const LINE: SinkId = SinkId(0);
+    /// The hand-off's claims (`cloud-claim`) and onboardings
+    /// (`cloud-onboard`): owed a device's latest claimable (onboardable)
+    /// run until nRF Cloud has it (migration 0016); never `active`, the
+    /// hand-off follows them itself (`ledger::handoff`).
+    pub const CLOUD_CLAIM: SinkId = SinkId(-1);
+    pub const CLOUD_ONBOARD: SinkId = SinkId(-2);
 }
 
 /// The line sink's name in `deliveries`, the page and `/metrics`.

@@ -3,10 +3,12 @@
 //! and the [`HandoffLedger`] trait; the SQLite implementation keeps them in
 //! the station's own database (`handoff` table, schema version 6).
 //!
-//! The queue is derived, not stored: the latest passed (or, when asked,
-//! collected) run of each device whose device is not claimed / onboarded
-//! yet. A committed run is in the queue from the moment it is committed,
-//! and stays there until nRF Cloud's answer is recorded, across restarts.
+//! The queues are two sinks of the one outbox (`deliveries`, schema
+//! version 16: `cloud-claim`, `cloud-onboard`): the latest passed (or,
+//! when asked, collected) run of each device not claimed / onboarded yet,
+//! written in the transaction that finishes the run, superseded by the
+//! device's next run, and owed until nRF Cloud's answer is recorded,
+//! across restarts.
 
 use std::time::Duration;
 

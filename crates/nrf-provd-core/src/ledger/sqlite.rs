@@ -73,6 +73,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration::Sql(include_str!("migrations/0013_amended_runs.sql")),
     Migration::Sql(include_str!("migrations/0014_line_sink.sql")),
     Migration::Sql(include_str!("migrations/0015_authority_bindings.sql")),
+    Migration::Sql(include_str!("migrations/0016_handoff_sinks.sql")),
 ];
 
 /// The first schema version whose runs keep steps, tokens and artifacts in

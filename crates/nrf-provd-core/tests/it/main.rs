@@ -7,6 +7,7 @@ static ALLOCATOR: cycle_cost::CountingAllocator = cycle_cost::CountingAllocator;
 
 mod ca_signing;
 mod cycle_cost;
+mod handoff_sink;
 mod line_ledger;
 mod line_sink;
 mod names;

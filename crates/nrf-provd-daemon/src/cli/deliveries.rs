@@ -2,7 +2,10 @@
 //! retries and dead letters; `--retry RUN` or `--all` sends them again now.
 //! Safe while the daemon runs (its delivery tasks pick the change up). The
 //! line's shared ledger is the sink `line` on a line; a station alone is
-//! told how many runs it keeps for a line it may join.
+//! told how many runs it keeps for a line it may join. With `[cloud]`, the
+//! hand-off's devices still owed to nRF Cloud are the sinks `cloud-claim`
+//! and `cloud-onboard` (a refusal is sent again by the next `cloud claim`
+//! or daemon pass, not by `--retry`).
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -18,7 +21,8 @@ use crate::text::escape;
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Each sink is named by its kind and URL or command, as `/metrics` and the log name it;
-the line's shared ledger (`[ledger]`) is the sink `line`.
+the line's shared ledger (`[ledger]`) is the sink `line`; with `[cloud]`, the devices
+still owed to nRF Cloud are the sinks `cloud-claim` and `cloud-onboard`.
 Exit status: 0 nothing is a dead letter, 1 some deliveries are dead letters
 (or were just retried), 2 the job could not be done (configuration, database).")]
 pub struct DeliveriesArgs {
@@ -58,8 +62,9 @@ pub async fn run(args: DeliveriesArgs) -> ExitCode {
     } else {
         backends::local::deliveries_read_only(&config.database)
     };
+    // The hand-off to nRF Cloud's sinks, for a station that hands off.
     let store = match opened {
-        Ok(store) => store,
+        Ok(store) => store.showing_handoff(config.cloud.is_some()),
         Err(e) => return super::error_exit(e),
     };
     let backlog = match store.backlog().await {

@@ -25,6 +25,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct SqliteDeliveries {
     pub(super) db: Arc<Db>,
+    /// `backlog` and `list` also show the hand-off's sinks (never
+    /// `active`: see [`SqliteDeliveries::showing_handoff`]).
+    handoff: bool,
 }
 
 impl std::fmt::Debug for SqliteDeliveries {
@@ -77,6 +80,7 @@ impl SqliteLedger {
         }
         Ok(SqliteDeliveries {
             db: Arc::new(Db::start("db-deliveries", conn, None, None, path, 0)?),
+            handoff: false,
         })
     }
 
@@ -103,6 +107,18 @@ fn count(n: i64) -> u64 {
 }
 
 impl SqliteDeliveries {
+    /// Whether `backlog` and `list` show the hand-off to nRF Cloud's sinks
+    /// (`cloud-claim`, `cloud-onboard`) beside the configured ones:
+    /// `nrf-provd deliveries` does when the config has `[cloud]`. The
+    /// daemon's watcher does not: the hand-off sends at its own pace
+    /// (`hand_off_every`, by hand), so an owed device is no stuck sink.
+    /// They have no dead letters (a refusal is sent again by the next
+    /// pass) and no `retry_now`.
+    pub fn showing_handoff(mut self, show: bool) -> Self {
+        self.handoff = show;
+        self
+    }
+
     /// Make `names` the configured sinks (in this order): a new one owes
     /// the runs finished from now on; one no longer named owes nothing more
     /// (its rows are kept, and it resumes where it was if named again).
@@ -330,6 +346,7 @@ impl SqliteDeliveries {
     /// Per configured sink: what it is owed, how old the oldest is, how
     /// many are retrying and how many are dead letters.
     pub async fn backlog(&self) -> Result<Vec<Backlog>, LedgerError> {
+        let handoff = self.handoff;
         blocking(&self.db, move |conn| {
             let mut stmt = conn
                 .prepare_cached(
@@ -339,11 +356,11 @@ impl SqliteDeliveries {
                             COUNT(CASE WHEN d.dead_at IS NULL AND d.attempts > 0 THEN 1 END),
                             COUNT(d.dead_at)
                      FROM sinks s LEFT JOIN deliveries d ON d.sink_id = s.id
-                     WHERE s.active GROUP BY s.id ORDER BY s.id",
+                     WHERE s.active OR (?1 AND s.id < 0) GROUP BY s.id ORDER BY s.id < 0, abs(s.id)",
                 )
                 .map_err(sql("sink backlog"))?;
             let rows = stmt
-                .query_map([], |r| {
+                .query_map([handoff], |r| {
                     Ok((
                         r.get::<_, String>(0)?,
                         r.get::<_, i64>(1)?,
@@ -378,19 +395,20 @@ impl SqliteDeliveries {
         sink: Option<String>,
         dead_only: bool,
     ) -> Result<Vec<DeliveryRow>, LedgerError> {
+        let handoff = self.handoff;
         blocking(&self.db, move |conn| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT s.name, d.run_id, r.uid, d.queued_at, d.attempts, d.next_attempt_at,
                             d.last_error, d.dead_at
                      FROM deliveries d JOIN sinks s ON s.id = d.sink_id JOIN runs r ON r.id = d.run_id
-                     WHERE s.active AND (?1 IS NULL OR s.name = ?1)
+                     WHERE (s.active OR (?3 AND s.id < 0)) AND (?1 IS NULL OR s.name = ?1)
                            AND (NOT ?2 OR d.dead_at IS NOT NULL)
-                     ORDER BY s.id, d.run_id",
+                     ORDER BY s.id < 0, abs(s.id), d.run_id",
                 )
                 .map_err(sql("list deliveries"))?;
             let rows = stmt
-                .query_map(params![sink, dead_only], |r| {
+                .query_map(params![sink, dead_only, handoff], |r| {
                     Ok((
                         r.get::<_, String>(0)?,
                         r.get::<_, RunId>(1)?,

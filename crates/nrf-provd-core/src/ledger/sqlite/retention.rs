@@ -91,30 +91,17 @@ pub struct Compacted {
 const CLASSIFIED: &str = "
 SELECT r.id AS id, length(p.body) AS bytes,
        CASE
-         -- Owed to a sink; the line's (sink 0) only on a line.
-         WHEN EXISTS (SELECT 1 FROM deliveries d WHERE d.run_id = r.id AND d.sink_id <> 0) THEN 'sink'
+         -- Owed to a sink; the line's (sink 0) only on a line; the
+         -- hand-off's (sinks -1, -2) below.
+         WHEN EXISTS (SELECT 1 FROM deliveries d WHERE d.run_id = r.id AND d.sink_id > 0) THEN 'sink'
          WHEN ?2 AND EXISTS (SELECT 1 FROM deliveries d WHERE d.run_id = r.id AND d.sink_id = 0)
            THEN 'line'
          -- The latest passed run of its device (the exports read it).
          WHEN (r.outcome = 'passed' AND r.device_uuid IS NOT NULL AND NOT EXISTS (
                  SELECT 1 FROM runs n
                   WHERE n.device_uuid = r.device_uuid AND +n.outcome = 'passed' AND n.id > r.id))
-           -- What the hand-off's queues would pick (see handoff.rs): the
-           -- latest claimable or onboardable run of a device not yet
-           -- claimed or onboarded.
-           OR (r.outcome IN ('passed', 'collected') AND r.device_uuid IS NOT NULL AND (
-                 (p.claimable = 1
-                  AND NOT EXISTS (SELECT 1 FROM handoff h
-                                   WHERE h.device_uuid = r.device_uuid AND h.claimed_at IS NOT NULL)
-                  AND NOT EXISTS (SELECT 1 FROM runs n JOIN run_payloads np ON np.run_id = n.id
-                                   WHERE n.device_uuid = r.device_uuid AND n.id > r.id
-                                     AND +n.outcome IN ('passed', 'collected') AND np.claimable = 1))
-              OR (p.onboardable = 1
-                  AND NOT EXISTS (SELECT 1 FROM handoff h
-                                   WHERE h.device_uuid = r.device_uuid AND h.onboarded_at IS NOT NULL)
-                  AND NOT EXISTS (SELECT 1 FROM runs n JOIN run_payloads np ON np.run_id = n.id
-                                   WHERE n.device_uuid = r.device_uuid AND n.id > r.id
-                                     AND +n.outcome IN ('passed', 'collected') AND np.onboardable = 1))))
+           -- What the hand-off may still send: owed to its sinks.
+           OR EXISTS (SELECT 1 FROM deliveries d WHERE d.run_id = r.id AND d.sink_id < 0)
            THEN CASE WHEN r.compacted_at IS NULL THEN 'trim' ELSE 'trimmed' END
          ELSE 'compact'
        END AS why
@@ -298,7 +285,8 @@ impl SqliteRetention {
 /// The choice is a read (in WAL it never blocks the station's commits,
 /// however long the history); only the deletions hold the write lock, and
 /// they check again what a run can gain meanwhile (a delivery owed: the
-/// line's counts on a line only), an indexed lookup.
+/// line's counts on a line only, the hand-off's unless the run is
+/// trimmed), an indexed lookup.
 fn compact_batch(
     conn: &mut Connection,
     cutoff: &str,
@@ -328,10 +316,13 @@ fn compact_batch(
         .map_err(sql("begin compaction"))?;
     let mut done = Compacted::default();
     {
+        // The hand-off's rows (sinks < 0) keep a run trimmed, not whole.
         let mut still_free = tx
             .prepare(
                 "SELECT NOT EXISTS (SELECT 1 FROM deliveries
-                                     WHERE run_id = ?1 AND (sink_id <> 0 OR ?2))",
+                                     WHERE run_id = ?1
+                                       AND (sink_id > 0 OR (sink_id = 0 AND ?2)
+                                            OR (sink_id < 0 AND NOT ?3)))",
             )
             .map_err(sql("compact run"))?;
         let mut drop_payload = tx
@@ -348,7 +339,7 @@ fn compact_batch(
         let mut trims = Vec::new();
         for (id, bytes, trim) in chosen {
             let free: bool = still_free
-                .query_row(params![id, policy.on_line], |row| row.get(0))
+                .query_row(params![id, policy.on_line, trim], |row| row.get(0))
                 .map_err(sql("compact run"))?;
             if !free {
                 continue;
@@ -406,8 +397,12 @@ mod tests {
         assert!(!plan.contains("runs_by_outcome"), "{plan}");
         assert_eq!(
             plan.matches("USING INDEX runs_by_device").count(),
-            3,
-            "the three lookups of newer runs of the device: {plan}"
+            1,
+            "the lookup of newer passes of the device: {plan}"
+        );
+        assert!(
+            !plan.contains("SCAN d") && !plan.contains("SCAN deliveries"),
+            "the owed rows are looked up by run: {plan}"
         );
     }
 }
