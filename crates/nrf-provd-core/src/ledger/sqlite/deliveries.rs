@@ -12,7 +12,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use time::OffsetDateTime;
 
 use super::{
-    Db, SqliteLedger, blocking, dbtime, parse_time, read_runs, restrict_side_file, side_file, sql,
+    Db, SqliteLedger, blocking, dbtime, grouped, parse_time, read_runs, restrict_side_file, side_file, sql,
 };
 use crate::ledger::deliveries::{Backlog, DeliveryRow, Due, SinkId};
 use crate::ledger::{LedgerError, RunFilter, RunId, RunRecord};
@@ -234,12 +234,12 @@ impl SqliteDeliveries {
 
     /// `sink` has the run: it leaves the sink's outbox.
     pub async fn acknowledge(&self, sink: SinkId, run: RunId) -> Result<(), LedgerError> {
-        blocking(&self.db, move |conn| {
-            conn.execute(
-                "DELETE FROM deliveries WHERE sink_id = ?1 AND run_id = ?2",
-                params![sink.0, run],
-            )
-            .map_err(sql("acknowledge delivery"))?;
+        // Grouped: every sink acknowledges the same new run at about the
+        // same moment, and one transaction then serves them all.
+        grouped(&self.db, move |conn| {
+            conn.prepare_cached("DELETE FROM deliveries WHERE sink_id = ?1 AND run_id = ?2")
+                .and_then(|mut delete| delete.execute(params![sink.0, run]))
+                .map_err(sql("acknowledge delivery"))?;
             Ok(())
         })
         .await
