@@ -166,3 +166,75 @@ impl Conflict {
         record.fail(Outcome::Failed, self.step(), ReasonCode::Conflict, reason);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conflict(kind: &str, value: &str) -> Conflict {
+        Conflict {
+            run_uid: Uuid::from_u128(1),
+            kind: kind.to_string(),
+            value: value.to_string(),
+            other: Sighting {
+                station_id: "B".into(),
+                port: "/dev/ttyB0".into(),
+                run_uid: Uuid::from_u128(2),
+                at: OffsetDateTime::UNIX_EPOCH,
+            },
+            found_at: OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    /// What the line's users read about a pin's clash stays as it was.
+    #[test]
+    fn a_pins_conflicts_keep_their_kinds_and_words() {
+        assert_eq!(BindingClash::Subject.kind("pin"), "pin");
+        assert_eq!(BindingClash::Value.kind("pin"), "pin_key");
+        let pin = conflict("pin", "50503041-3633-4261-803d-1e2b8f70111a");
+        assert!(
+            pin.reason("passed").starts_with(
+                "device 50503041-3633-4261-803d-1e2b8f70111a has another key pinned at station B"
+            ),
+            "{}",
+            pin.reason("passed")
+        );
+        let key = conflict("pin_key", "sha256:0011223344556677");
+        assert!(
+            key.reason("passed").starts_with(
+                "identity key sha256:0011223344556677 is pinned for another device at station B"
+            ),
+            "{}",
+            key.reason("passed")
+        );
+        assert_eq!(
+            (pin.step(), key.step()),
+            (Some(Step::Attest), Some(Step::Attest))
+        );
+    }
+
+    /// Another authority's conflicts name it, whatever its name, and never
+    /// read as a claim's or a device's.
+    #[test]
+    fn any_authoritys_conflicts_name_it_and_are_told_from_claims() {
+        for authority in ["serial", "keygen", "device", "pin_key", "a.value"] {
+            for clash in [BindingClash::Subject, BindingClash::Value] {
+                let kind = clash.kind(authority);
+                assert_eq!(BindingClash::of(&kind), Some((authority, clash)), "{kind}");
+                let conflict = conflict(&kind, "v");
+                assert!(
+                    conflict
+                        .reason("passed")
+                        .contains(&format!("authority {authority} ")),
+                    "{}",
+                    conflict.reason("passed")
+                );
+                assert_eq!(conflict.step(), Some(Step::Attest), "{kind}");
+            }
+        }
+        for kind in ["attest", "keygen", "jwt_jti", "device"] {
+            assert_eq!(BindingClash::of(kind), None, "{kind}");
+        }
+        assert_eq!(conflict("keygen", "v").step(), Some(Step::Keygen));
+    }
+}
