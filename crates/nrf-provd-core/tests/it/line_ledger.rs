@@ -755,6 +755,79 @@ async fn any_authoritys_device_bound_to_two_values_in_deferred_mode_is_a_conflic
     assert_eq!(line_conflicts(&pg).await, expected);
 }
 
+/// Two stations forwarding at once cannot both miss one value bound to two
+/// devices: B's batch waits for the value's lock that A's batch, still
+/// open, holds, and so sees A's binding once it is committed. (B's batch
+/// finishing first, without waiting, is the failure: it looked too early.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_bound_by_a_batch_still_open_is_a_conflict_for_the_batch_beside_it() {
+    let Some(pg) =
+        cluster("a_value_bound_by_a_batch_still_open_is_a_conflict_for_the_batch_beside_it")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let a = station(&pg, dir.path(), "A", LedgerMode::Deferred);
+    let b = station(&pg, dir.path(), "B", LedgerMode::Deferred);
+    let run_a = passed_run(&a, "A", "/dev/ttyA0", &format!("{:032x}", 0xa)).await;
+    a.forward_now(100).await.expect("forward A");
+    let run_b = passed_run(&b, "B", "/dev/ttyB0", &format!("{:032x}", 0xb)).await;
+    bind_serial(&b, &run_b, Uuid::from_u128(0x5ec0), b"SN-7").await;
+
+    // A's next batch, as the forwarder makes it, not yet committed.
+    let mut client = pg.client().await;
+    let open = client.transaction().await.expect("A's batch");
+    let lock = nrf_provd_core::ledger::postgres::value_lock("serial", b"SN-7");
+    open.execute("SELECT pg_advisory_xact_lock($1)", &[&lock])
+        .await
+        .expect("the value's lock");
+    open.execute(
+        "INSERT INTO authority_bindings (authority, subject, value, bound_at, station_id, port,
+             run_uid)
+         VALUES ('serial', $1, 'SN-7', now(), 'A', '/dev/ttyA0', $2)",
+        &[&DEVICE, &run_a.uid],
+    )
+    .await
+    .expect("A's binding");
+    let forward = b.forward_now(100);
+    tokio::pin!(forward);
+    let waited = tokio::select! {
+        done = &mut forward => {
+            done.expect("forward B");
+            false
+        }
+        () = waits_for_an_advisory_lock(&pg) => true,
+    };
+    open.commit().await.expect("A's batch committed");
+    if waited {
+        forward.await.expect("forward B");
+    }
+    b.forward_now(100).await.expect("B again");
+
+    let print = nrf_provd_core::plan::authority::fingerprint(b"SN-7");
+    let words = format!("value {print} of authority serial is bound to another device");
+    assert_amended(&b, &run_b, &run_a, &words).await;
+}
+
+/// Returns once a session of the cluster waits for an advisory lock.
+async fn waits_for_an_advisory_lock(pg: &PgCluster) {
+    let client = pg.client().await;
+    loop {
+        let waiting: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted)",
+                &[],
+            )
+            .await
+            .expect("pg_locks")
+            .get(0);
+        if waiting {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_is_down_fails_required_claims_and_keeps_the_records() {
     let Some(mut pg) = cluster("a_server_that_is_down_fails_required_claims_and_keeps_the_records")

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use super::{PostgresLedger, pg_error};
+use super::{PostgresLedger, pg_error, value_lock};
 use crate::ledger::outbox::{BindingClash, ForwardBatch};
 use crate::ledger::{Binding, LedgerError, Outcome, ReasonCode, RunRecord, VerifiedBy};
 
@@ -451,6 +451,22 @@ async fn bindings(
     let station: Vec<String> = bindings.iter().map(|b| text(&b.station_id)).collect();
     let port: Vec<String> = bindings.iter().map(|b| text(&b.port)).collect();
     let uid: Vec<Uuid> = bindings.iter().map(|b| b.run_uid).collect();
+    // Each value's lock, as `bind` takes it: a value bound to another
+    // subject by a transaction still open (another station's batch, a
+    // `required` station's bind) is committed, and seen below, before this
+    // batch looks. Sorted, so that no two batches wait for each other.
+    let mut locks: Vec<i64> = bindings
+        .iter()
+        .map(|b| value_lock(&b.authority, &b.value))
+        .collect();
+    locks.sort_unstable();
+    locks.dedup();
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(k) FROM unnest($1::int8[]) AS k",
+        &[&locks],
+    )
+    .await
+    .map_err(&error)?;
     tx.execute(
         "INSERT INTO authority_bindings (authority, subject, value, bound_at, station_id, port,
              run_uid)
