@@ -16,8 +16,9 @@
 //!   ledger too); when it cannot answer within `claim_timeout` the step
 //!   fails with `ledger_unreachable`.
 //! - `deferred`: they are made locally; PostgreSQL checks them when the run
-//!   is forwarded and records any clash as a conflict on both runs (of the
-//!   bindings, the outbox carries `pin`'s only).
+//!   is forwarded (the outbox carries every authority's bindings, each
+//!   checked under its own authority) and records any clash as a conflict
+//!   on both runs.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
@@ -484,10 +485,10 @@ impl Forwarder {
                             .filter(|c| c.0 == run.id)
                             .cloned()
                             .collect(),
-                        pins: batch
-                            .pins
+                        bindings: batch
+                            .bindings
                             .iter()
-                            .filter(|p| p.run_uid == run.uid)
+                            .filter(|b| b.run_uid == run.uid)
                             .cloned()
                             .collect(),
                         runs: vec![run],

@@ -597,6 +597,237 @@ async fn a_key_pinned_for_two_devices_in_deferred_mode_is_a_conflict_on_both_run
     }
 }
 
+/// A `serial` authority's binding made in `deferred` mode: locally first
+/// sight at its station, line-wide once forwarded.
+async fn bind_serial(ledger: &LineLedger, run: &RunRecord, device: Uuid, serial: &[u8]) {
+    use nrf_provd_core::ledger::{Binding, BindingOutcome};
+    let binding = Binding {
+        authority: "serial".into(),
+        subject: device,
+        value: serial.to_vec(),
+        at: OffsetDateTime::now_utc(),
+        station_id: run.station_id.clone(),
+        port: run.port.clone(),
+        run_uid: run.uid,
+    };
+    let outcome = ledger.bind(&binding).await.expect("bind");
+    assert_eq!(
+        outcome,
+        BindingOutcome::Bound,
+        "locally, at {}",
+        run.station_id
+    );
+}
+
+/// Forward both stations' runs, and bring B's findings back to A.
+async fn forward_both(a: &LineLedger, b: &LineLedger) {
+    a.forward_now(100).await.expect("forward A");
+    b.forward_now(100).await.expect("forward B");
+    a.forward_now(100).await.expect("A again");
+}
+
+/// Each run is amended at its own station: failed at attest (where the
+/// authorities bind), `conflict`, in words that contain `words` and name
+/// the other run.
+async fn assert_amended(ledger: &LineLedger, run: &RunRecord, other: &RunRecord, words: &str) {
+    let local = ledger
+        .local()
+        .runs(&RunFilter::default())
+        .await
+        .expect("local runs");
+    let amended = local.iter().find(|r| r.uid == run.uid).expect("the run");
+    assert_eq!(
+        (amended.outcome, amended.reason_code, amended.failed_step),
+        (
+            Outcome::Failed,
+            Some(ReasonCode::Conflict),
+            Some(nrf_provd_core::ledger::Step::Attest)
+        ),
+        "{amended:?}"
+    );
+    let reason = amended.reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains(words) && reason.contains(&other.uid.to_string()),
+        "{reason}"
+    );
+}
+
+/// The line's conflicts, as (run, kind), sorted.
+async fn line_conflicts(pg: &PgCluster) -> Vec<(Uuid, String)> {
+    let mut found: Vec<(Uuid, String)> = pg
+        .client()
+        .await
+        .query("SELECT run_uid, kind FROM conflicts", &[])
+        .await
+        .expect("conflicts")
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    found.sort();
+    found
+}
+
+/// Issue 21: in `deferred` mode the outbox carries every authority's
+/// bindings, not `pin`'s only. A `serial` value bound to two devices at two
+/// stations is a conflict on both runs, named after the authority, under
+/// `serial` alone: A's pin of the same bytes is another authority's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_authoritys_value_bound_to_two_devices_in_deferred_mode_is_a_conflict_on_both_runs() {
+    let Some(pg) = cluster("any_authoritys_value_bound_to_two_devices_in_deferred_mode") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let a = station(&pg, dir.path(), "A", LedgerMode::Deferred);
+    let b = station(&pg, dir.path(), "B", LedgerMode::Deferred);
+    let run_a = passed_run(&a, "A", "/dev/ttyA0", &format!("{:032x}", 0xa)).await;
+    let run_b = passed_run(&b, "B", "/dev/ttyB0", &format!("{:032x}", 0xb)).await;
+    bind_serial(&a, &run_a, DEVICE, b"SN-7").await;
+    let pin = Pin {
+        device_uuid: DEVICE,
+        public_key: b"SN-7".to_vec(),
+        at: OffsetDateTime::now_utc(),
+        station_id: "A".into(),
+        port: run_a.port.clone(),
+        run_uid: run_a.uid,
+    };
+    assert_eq!(a.pin(&pin).await.expect("pin"), PinOutcome::Pinned);
+    bind_serial(&b, &run_b, Uuid::from_u128(0x5ec0), b"SN-7").await;
+    forward_both(&a, &b).await;
+
+    let print = nrf_provd_core::plan::authority::fingerprint(b"SN-7");
+    let words = format!("value {print} of authority serial is bound to another device");
+    assert_amended(&a, &run_a, &run_b, &words).await;
+    assert_amended(&b, &run_b, &run_a, &words).await;
+    let mut expected = vec![
+        (run_a.uid, "serial.value".to_string()),
+        (run_b.uid, "serial.value".to_string()),
+    ];
+    expected.sort();
+    assert_eq!(line_conflicts(&pg).await, expected);
+    // Stored on the line under their own authority, beside A's pin.
+    let stored: Vec<(String, Uuid)> = pg
+        .client()
+        .await
+        .query(
+            "SELECT authority, subject FROM authority_bindings ORDER BY authority, subject",
+            &[],
+        )
+        .await
+        .expect("bindings")
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(
+        stored,
+        [
+            ("pin".to_string(), DEVICE),
+            ("serial".to_string(), Uuid::from_u128(0x5ec0)),
+            ("serial".to_string(), DEVICE)
+        ]
+    );
+}
+
+/// Issue 21: a device bound to one `serial` value at A and another at B in
+/// `deferred` mode is a conflict on both runs, naming the device and the
+/// authority.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_authoritys_device_bound_to_two_values_in_deferred_mode_is_a_conflict_on_both_runs() {
+    let Some(pg) = cluster("any_authoritys_device_bound_to_two_values_in_deferred_mode") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let a = station(&pg, dir.path(), "A", LedgerMode::Deferred);
+    let b = station(&pg, dir.path(), "B", LedgerMode::Deferred);
+    let run_a = passed_run(&a, "A", "/dev/ttyA0", &format!("{:032x}", 0xa)).await;
+    let run_b = passed_run(&b, "B", "/dev/ttyB0", &format!("{:032x}", 0xb)).await;
+    bind_serial(&a, &run_a, DEVICE, b"SN-1").await;
+    bind_serial(&b, &run_b, DEVICE, b"SN-2").await;
+    forward_both(&a, &b).await;
+
+    let words = format!("device {DEVICE} has another value bound by authority serial");
+    assert_amended(&a, &run_a, &run_b, &words).await;
+    assert_amended(&b, &run_b, &run_a, &words).await;
+    let mut expected = vec![
+        (run_a.uid, "serial.subject".to_string()),
+        (run_b.uid, "serial.subject".to_string()),
+    ];
+    expected.sort();
+    assert_eq!(line_conflicts(&pg).await, expected);
+}
+
+/// Two stations forwarding at once cannot both miss one value bound to two
+/// devices: B's batch waits for the value's lock that A's batch, still
+/// open, holds, and so sees A's binding once it is committed. (B's batch
+/// finishing first, without waiting, is the failure: it looked too early.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_bound_by_a_batch_still_open_is_a_conflict_for_the_batch_beside_it() {
+    let Some(pg) =
+        cluster("a_value_bound_by_a_batch_still_open_is_a_conflict_for_the_batch_beside_it")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let a = station(&pg, dir.path(), "A", LedgerMode::Deferred);
+    let b = station(&pg, dir.path(), "B", LedgerMode::Deferred);
+    let run_a = passed_run(&a, "A", "/dev/ttyA0", &format!("{:032x}", 0xa)).await;
+    a.forward_now(100).await.expect("forward A");
+    let run_b = passed_run(&b, "B", "/dev/ttyB0", &format!("{:032x}", 0xb)).await;
+    bind_serial(&b, &run_b, Uuid::from_u128(0x5ec0), b"SN-7").await;
+
+    // A's next batch, as the forwarder makes it, not yet committed.
+    let mut client = pg.client().await;
+    let open = client.transaction().await.expect("A's batch");
+    let lock = nrf_provd_core::ledger::postgres::value_lock("serial", b"SN-7");
+    open.execute("SELECT pg_advisory_xact_lock($1)", &[&lock])
+        .await
+        .expect("the value's lock");
+    open.execute(
+        "INSERT INTO authority_bindings (authority, subject, value, bound_at, station_id, port,
+             run_uid)
+         VALUES ('serial', $1, 'SN-7', now(), 'A', '/dev/ttyA0', $2)",
+        &[&DEVICE, &run_a.uid],
+    )
+    .await
+    .expect("A's binding");
+    let forward = b.forward_now(100);
+    tokio::pin!(forward);
+    let waited = tokio::select! {
+        done = &mut forward => {
+            done.expect("forward B");
+            false
+        }
+        () = waits_for_an_advisory_lock(&pg) => true,
+    };
+    open.commit().await.expect("A's batch committed");
+    if waited {
+        forward.await.expect("forward B");
+    }
+    b.forward_now(100).await.expect("B again");
+
+    let print = nrf_provd_core::plan::authority::fingerprint(b"SN-7");
+    let words = format!("value {print} of authority serial is bound to another device");
+    assert_amended(&b, &run_b, &run_a, &words).await;
+}
+
+/// Returns once a session of the cluster waits for an advisory lock.
+async fn waits_for_an_advisory_lock(pg: &PgCluster) {
+    let client = pg.client().await;
+    loop {
+        let waiting: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted)",
+                &[],
+            )
+            .await
+            .expect("pg_locks")
+            .get(0);
+        if waiting {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_is_down_fails_required_claims_and_keeps_the_records() {
     let Some(mut pg) = cluster("a_server_that_is_down_fails_required_claims_and_keeps_the_records")

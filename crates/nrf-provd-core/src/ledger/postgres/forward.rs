@@ -1,8 +1,8 @@
 //! One forwarding batch in one transaction: the runs (each once, by uid),
-//! their steps, tokens and artifacts, their claims and pins under the
-//! line's UNIQUE constraints, the device registry, and the conflicts found.
-//! A few statements over arrays (`unnest`) and binary COPY, whatever the
-//! batch size.
+//! their steps, tokens and artifacts, their claims and every identity
+//! authority's bindings under the line's UNIQUE constraints, the device
+//! registry, and the conflicts found. A few statements over arrays
+//! (`unnest`) and binary COPY, whatever the batch size.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -10,9 +10,9 @@ use time::OffsetDateTime;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use super::{PostgresLedger, pg_error};
-use crate::ledger::outbox::ForwardBatch;
-use crate::ledger::{LedgerError, Outcome, ReasonCode, RunRecord, VerifiedBy};
+use super::{PostgresLedger, pg_error, value_lock};
+use crate::ledger::outbox::{BindingClash, ForwardBatch};
+use crate::ledger::{Binding, LedgerError, Outcome, ReasonCode, RunRecord, VerifiedBy};
 
 /// Longer than any run: a station's run deadline (`timeouts.run`) is minutes.
 const LONGEST_RUN: std::time::Duration = std::time::Duration::from_secs(86_400);
@@ -184,7 +184,7 @@ impl PostgresLedger {
         let by_local: HashMap<i64, &RunRecord> = new.iter().map(|r| (r.id, *r)).collect();
         let mut conflicts = ConflictRows::default();
         claims(&tx, batch, &by_local, &mut conflicts).await?;
-        pins(&tx, batch, &stored, &mut conflicts).await?;
+        bindings(&tx, batch, &stored, &mut conflicts).await?;
         devices_at_once(&tx, &new, &mut conflicts).await?;
 
         let found = if conflicts.run_uid.is_empty() {
@@ -422,93 +422,110 @@ async fn claims(
     Ok(())
 }
 
-/// The new runs' pins, line-wide; another key pinned first for the same
-/// device, or the same key pinned for another device, is a conflict on
-/// both runs.
-async fn pins(
+/// The new runs' bindings, line-wide, each under its own authority:
+/// another value bound first for the same subject, or the same value bound
+/// to another subject of the same authority, is a conflict on both runs.
+async fn bindings(
     tx: &deadpool_postgres::Transaction<'_>,
     batch: &ForwardBatch,
     stored: &HashSet<Uuid>,
     conflicts: &mut ConflictRows,
 ) -> Result<(), LedgerError> {
-    let error = pg_error("forward pins");
-    let mut pins: Vec<_> = batch
-        .pins
+    let error = pg_error("forward bindings");
+    let mut bindings: Vec<&Binding> = batch
+        .bindings
         .iter()
-        .filter(|p| stored.contains(&p.run_uid))
+        .filter(|b| stored.contains(&b.run_uid))
         .collect();
-    if pins.is_empty() {
+    if bindings.is_empty() {
         return Ok(());
     }
-    pins.sort_by_key(|p| p.device_uuid);
-    pins.dedup_by_key(|p| p.device_uuid);
-    let device: Vec<Uuid> = pins.iter().map(|p| p.device_uuid).collect();
-    let key: Vec<Vec<u8>> = pins.iter().map(|p| p.public_key.clone()).collect();
-    let at: Vec<OffsetDateTime> = pins.iter().map(|p| p.at).collect();
-    let station: Vec<String> = pins.iter().map(|p| text(&p.station_id)).collect();
-    let port: Vec<String> = pins.iter().map(|p| text(&p.port)).collect();
-    let uid: Vec<Uuid> = pins.iter().map(|p| p.run_uid).collect();
+    // Sorted, so that two stations' batches take the same locks in the same
+    // order (no deadlock between them).
+    bindings.sort_by(|a, b| (&a.authority, a.subject).cmp(&(&b.authority, b.subject)));
+    bindings.dedup_by(|a, b| (&a.authority, a.subject) == (&b.authority, b.subject));
+    let authority: Vec<String> = bindings.iter().map(|b| text(&b.authority)).collect();
+    let subject: Vec<Uuid> = bindings.iter().map(|b| b.subject).collect();
+    let value: Vec<&[u8]> = bindings.iter().map(|b| b.value.as_slice()).collect();
+    let at: Vec<OffsetDateTime> = bindings.iter().map(|b| b.at).collect();
+    let station: Vec<String> = bindings.iter().map(|b| text(&b.station_id)).collect();
+    let port: Vec<String> = bindings.iter().map(|b| text(&b.port)).collect();
+    let uid: Vec<Uuid> = bindings.iter().map(|b| b.run_uid).collect();
+    // Each value's lock, as `bind` takes it: a value bound to another
+    // subject by a transaction still open (another station's batch, a
+    // `required` station's bind) is committed, and seen below, before this
+    // batch looks. Sorted, so that no two batches wait for each other.
+    let mut locks: Vec<i64> = bindings
+        .iter()
+        .map(|b| value_lock(&b.authority, &b.value))
+        .collect();
+    locks.sort_unstable();
+    locks.dedup();
     tx.execute(
-        "INSERT INTO authority_bindings (authority, subject, value, bound_at, station_id, port,
-             run_uid)
-         SELECT 'pin', * FROM unnest($1::uuid[], $2::bytea[], $3::timestamptz[], $4::text[],
-             $5::text[], $6::uuid[])
-         ON CONFLICT (authority, subject) DO NOTHING",
-        &[&device, &key, &at, &station, &port, &uid],
+        "SELECT pg_advisory_xact_lock(k) FROM unnest($1::int8[]) AS k",
+        &[&locks],
     )
     .await
     .map_err(&error)?;
-    let clashes = tx
+    tx.execute(
+        "INSERT INTO authority_bindings (authority, subject, value, bound_at, station_id, port,
+             run_uid)
+         SELECT * FROM unnest($1::text[], $2::uuid[], $3::bytea[], $4::timestamptz[],
+             $5::text[], $6::text[], $7::uuid[])
+         ON CONFLICT (authority, subject) DO NOTHING",
+        &[&authority, &subject, &value, &at, &station, &port, &uid],
+    )
+    .await
+    .map_err(&error)?;
+    // Another value bound first for the subject.
+    let mismatched = tx
         .query(
-            "SELECT b.n, p.run_uid, p.station_id, p.port, p.pinned_at
-             FROM unnest($1::uuid[], $2::bytea[], $3::uuid[]) WITH ORDINALITY AS b(device_uuid, key, run_uid, n)
-             JOIN pins p ON p.device_uuid = b.device_uuid
-             WHERE p.public_key <> b.key",
-            &[&device, &key, &uid],
+            "SELECT b.n, a.run_uid, a.station_id, a.port, a.bound_at
+             FROM unnest($1::text[], $2::uuid[], $3::bytea[])
+                 WITH ORDINALITY AS b(authority, subject, value, n)
+             JOIN authority_bindings a ON a.authority = b.authority AND a.subject = b.subject
+             WHERE a.value <> b.value",
+            &[&authority, &subject, &value],
         )
         .await
         .map_err(&error)?;
-    for row in clashes {
-        let n: i64 = row.get(0);
-        let Some(pin) = usize::try_from(n - 1).ok().and_then(|i| pins.get(i)) else {
-            continue;
-        };
-        let this = Side {
-            run_uid: pin.run_uid,
-            station_id: pin.station_id.clone(),
-            port: pin.port.clone(),
-            at: pin.at,
-        };
-        let other = Side {
-            run_uid: row.get(1),
-            station_id: row.get(2),
-            port: row.get(3),
-            at: row.get(4),
-        };
-        conflicts.add("pin", &pin.device_uuid.to_string(), &this, &other);
-    }
-    // The same key pinned for another device (at another station, or
-    // before): one identity key never belongs to two devices.
+    add_clashes(&mismatched, &bindings, BindingClash::Subject, conflicts);
+    // The same value bound to another subject (at another station, or
+    // before): one value never belongs to two devices.
     let reused = tx
         .query(
-            "SELECT DISTINCT ON (b.n) b.n, p.run_uid, p.station_id, p.port, p.pinned_at
-             FROM unnest($1::uuid[], $2::bytea[]) WITH ORDINALITY AS b(device_uuid, key, n)
-             JOIN pins p ON p.public_key = b.key AND p.device_uuid <> b.device_uuid
-             ORDER BY b.n, p.pinned_at",
-            &[&device, &key],
+            "SELECT DISTINCT ON (b.n) b.n, a.run_uid, a.station_id, a.port, a.bound_at
+             FROM unnest($1::text[], $2::uuid[], $3::bytea[])
+                 WITH ORDINALITY AS b(authority, subject, value, n)
+             JOIN authority_bindings a ON a.authority = b.authority AND a.value = b.value
+                 AND a.subject <> b.subject
+             ORDER BY b.n, a.bound_at",
+            &[&authority, &subject, &value],
         )
         .await
         .map_err(&error)?;
-    for row in reused {
+    add_clashes(&reused, &bindings, BindingClash::Value, conflicts);
+    Ok(())
+}
+
+/// A conflict for each row (the batch's binding `n`, 1-based, and the
+/// other run's binding), under the binding's authority.
+fn add_clashes(
+    rows: &[tokio_postgres::Row],
+    bindings: &[&Binding],
+    clash: BindingClash,
+    conflicts: &mut ConflictRows,
+) {
+    for row in rows {
         let n: i64 = row.get(0);
-        let Some(pin) = usize::try_from(n - 1).ok().and_then(|i| pins.get(i)) else {
+        let Some(binding) = usize::try_from(n - 1).ok().and_then(|i| bindings.get(i)) else {
             continue;
         };
         let this = Side {
-            run_uid: pin.run_uid,
-            station_id: pin.station_id.clone(),
-            port: pin.port.clone(),
-            at: pin.at,
+            run_uid: binding.run_uid,
+            station_id: binding.station_id.clone(),
+            port: binding.port.clone(),
+            at: binding.at,
         };
         let other = Side {
             run_uid: row.get(1),
@@ -516,10 +533,9 @@ async fn pins(
             port: row.get(3),
             at: row.get(4),
         };
-        let print = crate::trust::fingerprint(&pin.public_key);
-        conflicts.add("pin_key", &print, &this, &other);
+        let kind = clash.kind(&binding.authority);
+        conflicts.add(&kind, &clash.shown(binding), &this, &other);
     }
-    Ok(())
 }
 
 /// The same proven device in two runs at once at different places (found

@@ -63,8 +63,9 @@ const MIGRATION_LOCK: i64 = 0x6e72_6670_726f_7664;
 
 /// The advisory lock key of one bound value of one authority: the first 8
 /// bytes of the SHA-256 of both (a collision only makes two bindings wait
-/// for each other).
-fn value_lock(authority: &str, value: &[u8]) -> i64 {
+/// for each other). Whoever binds a value on the line holds it until its
+/// transaction ends: [`PostgresLedger::bind`] and the forwarder.
+pub fn value_lock(authority: &str, value: &[u8]) -> i64 {
     use sha2::{Digest, Sha256};
     // The name's length first: no two (authority, value) pairs hash alike.
     let digest = Sha256::new()

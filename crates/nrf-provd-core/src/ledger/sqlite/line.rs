@@ -14,7 +14,7 @@ use super::{
 };
 use crate::ledger::outbox::{Conflict, ForwardBatch};
 use crate::ledger::{
-    Claim, ClaimKind, DeviceCheck, DeviceHistory, LedgerError, Outcome, Pin, RunId, RunRecord,
+    Binding, Claim, ClaimKind, DeviceCheck, DeviceHistory, LedgerError, Outcome, RunId, RunRecord,
     Sighting, SqliteLedger,
 };
 
@@ -24,8 +24,8 @@ use crate::ledger::{
 /// (`ledger::sqlite::deliveries`), as for every sink.
 impl SqliteDeliveries {
     /// The oldest `limit` runs the line is owed after run `after`, dead
-    /// letters aside, with the claims and pins the shared ledger checks
-    /// (none: `None`).
+    /// letters aside, with the claims and every authority's bindings the
+    /// shared ledger checks (none: `None`).
     pub async fn forward_batch(
         &self,
         after: RunId,
@@ -33,7 +33,7 @@ impl SqliteDeliveries {
     ) -> Result<Option<ForwardBatch>, LedgerError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         blocking(&self.db, move |conn| {
-            // One read transaction: the runs, claims and pins of the same ids.
+            // One read transaction: the runs, claims and bindings of the same ids.
             let tx = conn.transaction().map_err(sql("read outbox"))?;
             // The line's rows (sink 0, `SinkId::LINE`) through the primary key.
             const SELECTED: &str = "SELECT run_id FROM deliveries
@@ -65,15 +65,16 @@ impl SqliteDeliveries {
                     claims.push((run, kind, value, parse_time(at, "claim time")?));
                 }
             }
-            let mut pins = Vec::new();
+            let mut bindings = Vec::new();
             {
                 let mut stmt = tx
                     .prepare_cached(&format!(
-                        "SELECT p.device_uuid, p.public_key, p.pinned_at, p.station_id, p.port, p.run_uid
-                         FROM pins p JOIN runs r ON r.uid = p.run_uid
+                        "SELECT b.authority, b.subject, b.value, b.bound_at, b.station_id, b.port,
+                             b.run_uid
+                         FROM authority_bindings b JOIN runs r ON r.uid = b.run_uid
                          WHERE r.id IN ({SELECTED})"
                     ))
-                    .map_err(sql("read outbox pins"))?;
+                    .map_err(sql("read outbox bindings"))?;
                 let rows = stmt
                     .query_map(params![limit, after], |row| {
                         Ok((
@@ -83,23 +84,29 @@ impl SqliteDeliveries {
                             row.get::<_, String>(3)?,
                             row.get::<_, String>(4)?,
                             row.get::<_, String>(5)?,
+                            row.get::<_, String>(6)?,
                         ))
                     })
-                    .map_err(sql("read outbox pins"))?;
+                    .map_err(sql("read outbox bindings"))?;
                 for row in rows {
-                    let (device, key, at, station_id, port, run_uid) =
-                        row.map_err(sql("read outbox pins"))?;
-                    pins.push(Pin {
-                        device_uuid: parse_uuid(Some(device), "pinned device")?.unwrap_or_default(),
-                        public_key: unbase64_key(&key)?,
-                        at: parse_time(at, "pin time")?,
+                    let (authority, subject, value, at, station_id, port, run_uid) =
+                        row.map_err(sql("read outbox bindings"))?;
+                    bindings.push(Binding {
+                        authority,
+                        subject: parse_uuid(Some(subject), "bound subject")?.unwrap_or_default(),
+                        value: unbase64_key(&value)?,
+                        at: parse_time(at, "binding time")?,
                         station_id,
                         port,
-                        run_uid: parse_uuid(Some(run_uid), "pin run")?.unwrap_or_default(),
+                        run_uid: parse_uuid(Some(run_uid), "binding run")?.unwrap_or_default(),
                     });
                 }
             }
-            Ok(Some(ForwardBatch { runs, claims, pins }))
+            Ok(Some(ForwardBatch {
+                runs,
+                claims,
+                bindings,
+            }))
         })
         .await
     }
