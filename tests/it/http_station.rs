@@ -258,7 +258,14 @@ async fn metrics_and_the_api_agree_with_the_database_after_a_run_of_boards() {
     let limited = json(addr, "/api/v1/runs?limit=2");
     assert_eq!(limited.as_array().map(Vec::len), Some(2));
     assert_eq!(limited[1], summaries[5], "the most recent, oldest first");
-    let started = first["started_at"].as_str().expect("started_at");
+    // The earliest start, not the first id's: boards that begin together
+    // may take their ids in another order than their clocks read.
+    let rfc3339 = &time::format_description::well_known::Rfc3339;
+    let started = runs_printed
+        .iter()
+        .filter_map(|run| run["started_at"].as_str())
+        .min_by_key(|at| time::OffsetDateTime::parse(at, rfc3339).expect("started_at"))
+        .expect("started_at");
     let since = json(addr, &format!("/api/v1/runs?since={started}"));
     assert_eq!(since.as_array().map(Vec::len), Some(6));
     let future = json(addr, "/api/v1/runs?since=2999-01-01");

@@ -12,7 +12,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use time::OffsetDateTime;
 
 use super::{
-    Db, SqliteLedger, blocking, dbtime, grouped, parse_time, read_runs, restrict_side_file, side_file, sql,
+    Db, SqliteLedger, blocking, dbtime, grouped, parse_time, read_runs, restrict_side_file,
+    side_file, sql,
 };
 use crate::ledger::deliveries::{Backlog, DeliveryRow, Due, SinkId};
 use crate::ledger::{LedgerError, RunFilter, RunId, RunRecord};
