@@ -205,13 +205,17 @@ fn commit_group(conn: &Connection, group: Vec<Box<dyn GroupedJob>>) {
                 ended_by = Some((job, ok));
                 break;
             }
+            let undo = || exec(conn, "ROLLBACK TO job").and_then(|()| exec(conn, "RELEASE job"));
             let ended = if ok {
                 exec(conn, "RELEASE job")
             } else {
-                exec(conn, "ROLLBACK TO job").and_then(|()| exec(conn, "RELEASE job"))
+                undo()
             };
             if let Err(e) = ended {
-                // Its writes may or may not stand: never answer success.
+                // Never answer success, and take its writes back if SQLite
+                // still can, so that none stands that its caller was told
+                // failed.
+                let _ = undo();
                 job.answer(Err(shared(&e, "end of a job's savepoint")));
                 continue;
             }
