@@ -5,6 +5,7 @@
 //! sinks never hold each other back. A real SQLite file, a throwaway
 //! PostgreSQL, a real program as the other sink.
 
+use crate::sink_outbox::until;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,21 +71,6 @@ async fn backlog_of(outbox: &SqliteDeliveries, sink: &str) -> Option<Backlog> {
         .expect("backlog")
         .into_iter()
         .find(|b| b.sink == sink)
-}
-
-/// Wait (up to a minute: not a speed check) until `done` holds.
-async fn until<F, Fut>(what: &str, mut done: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..600 {
-        if done().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting until {what}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

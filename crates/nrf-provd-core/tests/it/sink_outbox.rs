@@ -94,7 +94,7 @@ async fn backlog(store: &SqliteDeliveries) -> Vec<Backlog> {
 }
 
 /// Wait (up to a minute: not a speed check) until `done` holds.
-async fn until<F, Fut>(what: &str, mut done: F)
+pub(crate) async fn until<F, Fut>(what: &str, mut done: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
