@@ -51,6 +51,8 @@ pub enum SetupError {
     Untraced(String),
     #[error("{0}")]
     Sink(#[from] crate::sink::SinkError),
+    #[error("cannot start the sinks' thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// The station `config` describes: its SQLite ledger (and the line's
@@ -271,33 +273,36 @@ pub fn handoff(config: &StationConfig) -> Result<Option<DaemonHandoff>, SetupErr
     }))
 }
 
-/// The delivery tasks of the config's `[[sink]]`s, on the caller's
-/// runtime, from the outbox in the station's database (which the station
+/// The delivery tasks of the config's `[[sink]]`s, on a thread of their
+/// own and woken by `runs_finished` (the station's
+/// [`Station::watch_runs_finished`]), from the outbox in the station's database (which the station
 /// has opened, and so migrated, first), and the watcher of their backlog
 /// and the line's (whose delivery task is the line ledger's forwarder).
 /// `None` without sinks or a line: the outbox then only learns that none
 /// is configured. Each sink's files (a webhook's secret) are read now.
-pub async fn sinks(config: &StationConfig) -> Result<Option<crate::sink::Deliveries>, SetupError> {
+pub async fn sinks(
+    config: &StationConfig,
+    runs_finished: Option<tokio::sync::watch::Receiver<u64>>,
+) -> Result<Option<crate::sink::Deliveries>, SetupError> {
     let ledger_error = |source| SetupError::Ledger {
         path: config.database.clone(),
         source,
     };
-    let sinks = config
-        .sinks
-        .iter()
-        .map(|c| Ok((crate::sink::open(c)?, c.clone())))
-        .collect::<Result<Vec<_>, SetupError>>()?;
     let store = backends::local::deliveries(&config.database).map_err(ledger_error)?;
     let on_line = config.ledger.is_some();
     store.configure_line(on_line).await.map_err(ledger_error)?;
-    if sinks.is_empty() && !on_line {
+    if config.sinks.is_empty() && !on_line {
         // Sinks a former config named owe nothing more.
         store.configure(Vec::new()).await.map_err(ledger_error)?;
         return Ok(None);
     }
-    let deliveries = crate::sink::start(store, sinks)
+    let deliveries = crate::sink::start(store, config.sinks.clone(), runs_finished)
         .await
-        .map_err(ledger_error)?;
+        .map_err(|e| match e {
+            crate::sink::StartError::Sink(e) => SetupError::Sink(e),
+            crate::sink::StartError::Ledger(source) => ledger_error(source),
+            crate::sink::StartError::Thread(source) => SetupError::Thread(source),
+        })?;
     for sink in &config.sinks {
         info!(sink = %sink.name(), "delivering every finished run");
     }

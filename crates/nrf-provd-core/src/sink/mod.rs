@@ -5,8 +5,8 @@
 //! The outbox is the station's SQLite (`ledger::deliveries`): a run owes a
 //! delivery to each sink configured when it finished, written in the
 //! transaction that finishes it. Each sink has a task of its own
-//! ([`deliver`]): a sink that is down or slow holds neither the station nor
-//! the other sinks.
+//! ([`deliver`]), on a thread of the sinks' own: a sink that is down or
+//! slow holds neither the station nor the other sinks.
 //!
 //! A sink is one implementation of [`Sink`] in a file of this module and
 //! its arm in [`open`] (the registry), with its settings in [`SinkConfig`].
@@ -29,7 +29,7 @@ pub mod mqtt;
 pub mod webhook;
 
 pub use command::CommandSink;
-pub use deliver::{Deliveries, start};
+pub use deliver::{Deliveries, StartError, start};
 pub use health::SinkHealth;
 pub use mqtt::MqttSink;
 pub use webhook::WebhookSink;

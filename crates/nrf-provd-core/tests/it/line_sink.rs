@@ -7,7 +7,6 @@
 
 use crate::sink_outbox::until;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use nrf_provd_core::ledger::deliveries::{Backlog, LINE_SINK, SinkId};
@@ -16,7 +15,7 @@ use nrf_provd_core::ledger::{
     Ledger, LedgerMode, LedgerReader, LineLedger, Outcome, RunFilter, RunRecord, RunStart,
     SqliteDeliveries, SqliteLedger,
 };
-use nrf_provd_core::sink::{self, Sink, SinkConfig};
+use nrf_provd_core::sink::{self, SinkConfig};
 use testkit::pg::{PgCluster, cluster};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -253,13 +252,11 @@ async fn the_line_down_holds_back_no_other_sink_and_a_sink_down_holds_back_no_li
         received.display()
     ));
     let failing = command("cat > /dev/null; exit 1".into());
-    let sinks: Vec<(Arc<dyn Sink>, SinkConfig)> = [failing.clone(), working]
-        .iter()
-        .map(|c| (sink::open(c).expect("sink"), c.clone()))
-        .collect();
+    let sinks = vec![failing.clone(), working];
     let _delivering = sink::start(
         SqliteLedger::open_deliveries(&path, false).expect("outbox"),
         sinks,
+        None,
     )
     .await
     .expect("start the sinks");

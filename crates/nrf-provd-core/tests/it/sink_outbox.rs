@@ -12,7 +12,7 @@ use nrf_provd_core::ledger::{
     DeviceInfo, Ledger, Outcome, RunRecord, RunStart, SqliteDeliveries, SqliteLedger,
 };
 use nrf_provd_core::record::Traceability;
-use nrf_provd_core::sink::{self, Sink, SinkConfig};
+use nrf_provd_core::sink::{self, SinkConfig};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -79,11 +79,8 @@ fn command(script: &str, timeout: Duration) -> SinkConfig {
     }
 }
 
-fn sinks(configs: &[SinkConfig]) -> Vec<(Arc<dyn Sink>, SinkConfig)> {
-    configs
-        .iter()
-        .map(|c| (sink::open(c).unwrap_or_else(|e| panic!("{e}")), c.clone()))
-        .collect()
+fn sinks(configs: &[SinkConfig]) -> Vec<SinkConfig> {
+    configs.to_vec()
 }
 
 async fn backlog(store: &SqliteDeliveries) -> Vec<Backlog> {
@@ -256,6 +253,7 @@ async fn the_command_sink_gets_every_run_once_in_order_on_stdin() {
     let delivering = sink::start(
         outbox(&path),
         sinks(&[command(&script, Duration::from_secs(10))]),
+        None,
     )
     .await
     .unwrap_or_else(|e| panic!("start: {e}"));
@@ -287,6 +285,43 @@ async fn the_command_sink_gets_every_run_once_in_order_on_stdin() {
     assert_eq!(got, uids);
 }
 
+/// The sinks deliver on a thread of their own, woken by the station's
+/// count of finished runs: a station runtime that is busy (here blocked
+/// outright, its one thread asleep) holds no delivery.
+#[tokio::test(flavor = "current_thread")]
+async fn sinks_deliver_while_the_station_runtime_is_blocked() {
+    let dir = tmp();
+    let path = dir.path().join("results.db");
+    let received = dir.path().join("received.jsonl");
+    let store = open(&path);
+    let (finished, runs_finished) = tokio::sync::watch::channel(0u64);
+    let script = format!(
+        "cat >> '{}' && echo >> '{}'",
+        received.display(),
+        received.display()
+    );
+    let delivering = sink::start(
+        outbox(&path),
+        sinks(&[command(&script, Duration::from_secs(10))]),
+        Some(runs_finished),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("start: {e}"));
+    let uid = run(&store, false).await.uid.to_string();
+    finished.send_modify(|runs| *runs += 1);
+    // Nothing on this runtime runs while it sleeps (up to a minute: not
+    // a speed check).
+    let delivered = (0..600).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        std::fs::read_to_string(&received).is_ok_and(|text| text.contains(&uid))
+    });
+    assert!(
+        delivered,
+        "the run reached the command while the station's runtime was blocked"
+    );
+    drop(delivering);
+}
+
 /// A run the line's conflict amends after the sinks had it is owed again,
 /// under a key of its own, so a receiver that dedupes by key applies it.
 #[tokio::test]
@@ -302,6 +337,7 @@ async fn a_run_a_line_conflict_amends_is_delivered_again_under_its_amended_key()
     let delivering = sink::start(
         outbox(&path),
         sinks(&[command(&script, Duration::from_secs(10))]),
+        None,
     )
     .await
     .unwrap_or_else(|e| panic!("start: {e}"));
@@ -371,7 +407,7 @@ async fn a_failing_command_waits_and_keeps_its_stderr_while_the_others_deliver()
         &format!("cat > /dev/null; echo x >> '{}'", received.display()),
         Duration::from_secs(10),
     );
-    let delivering = sink::start(outbox(&path), sinks(&[failing, working]))
+    let delivering = sink::start(outbox(&path), sinks(&[failing, working]), None)
         .await
         .unwrap_or_else(|e| panic!("start: {e}"));
     let first = run(&store, false).await;
@@ -417,6 +453,7 @@ async fn a_command_that_hangs_is_killed_at_its_timeout_and_retried() {
     let delivering = sink::start(
         outbox(&path),
         sinks(&[command("sleep 600", Duration::from_millis(300))]),
+        None,
     )
     .await
     .unwrap_or_else(|e| panic!("start: {e}"));
@@ -548,6 +585,7 @@ async fn a_receiver_that_answers_400_dead_letters_each_run_once_without_retrying
     let delivering = sink::start(
         outbox(&path),
         sinks(&[webhook(dir.path(), addr, Duration::from_secs(5))]),
+        None,
     )
     .await
     .unwrap_or_else(|e| panic!("start: {e}"));
@@ -586,6 +624,7 @@ async fn a_receiver_that_answers_429_is_tried_again_after_its_retry_after() {
     let delivering = sink::start(
         outbox(&path),
         sinks(&[webhook(dir.path(), addr, Duration::from_secs(5))]),
+        None,
     )
     .await
     .unwrap_or_else(|e| panic!("start: {e}"));
@@ -622,6 +661,7 @@ async fn a_receiver_that_hangs_times_out_and_holds_neither_the_station_nor_the_o
     let delivering = sink::start(
         outbox(&path),
         sinks(&[webhook(dir.path(), addr, Duration::from_millis(300)), other]),
+        None,
     )
     .await
     .unwrap_or_else(|e| panic!("start: {e}"));
@@ -762,7 +802,7 @@ async fn the_mqtt_sink_publishes_every_run_and_those_finished_while_the_broker_w
         password_file: None,
         timeout: Duration::from_secs(2),
     };
-    let delivering = sink::start(outbox(&path), sinks(&[mqtt]))
+    let delivering = sink::start(outbox(&path), sinks(&[mqtt]), None)
         .await
         .unwrap_or_else(|e| panic!("start: {e}"));
     // The station says it is there before any run.

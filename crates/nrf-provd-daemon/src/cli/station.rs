@@ -80,7 +80,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
         );
     }
     // The downstream sinks: a task each, never in the station's way.
-    let deliveries = match crate::setup::sinks(&config).await {
+    let deliveries = match crate::setup::sinks(&config, Some(station.watch_runs_finished())).await {
         Ok(deliveries) => deliveries,
         Err(err) => return super::error_exit(err),
     };

@@ -265,20 +265,24 @@ async fn measure_row(
         .zip(schema.as_ref())
         .map(|(shared, schema)| shared.config(schema));
     let bench_sinks = match options.sinks {
-        true => sinks::configs(dir)?,
-        false => Vec::new(),
+        true => Some(sinks::start(dir)?),
+        false => None,
     };
+    let configs = bench_sinks.as_ref().map(|s| s.configs.clone());
     let mut rig = Rig::start(&spec, dir, |config| {
         config.ledger = ledger_config;
-        config.sinks = bench_sinks;
+        config.sinks = configs.unwrap_or_default();
     })
     .await?;
     // Delivering while the station works, as the daemon does.
-    let deliveries = crate::setup::sinks(&rig.config).await?;
+    let deliveries =
+        crate::setup::sinks(&rig.config, Some(rig.station.watch_runs_finished())).await?;
     let panics_before = panics();
     let load_before = process::load_average();
     let sampler = metrics::Sampler::start(ROW_SAMPLE_EVERY, Process::This);
     let cpu_before = process::cpu();
+    let delivering_before = process::threads_cpu(DELIVERY_THREADS);
+    let receiving_before = process::threads_cpu(&[sinks::RECEIVER_THREAD]);
     // With a shared ledger the claim column comes from the station's own
     // `/metrics`, so the server runs then too (idle but for that one read).
     let http = match options.scrape || options.ledger.is_some() {
@@ -313,6 +317,9 @@ async fn measure_row(
         wall += round_start.elapsed();
     }
     let cpu = process::cpu().saturating_sub(cpu_before);
+    let delivering = process::threads_cpu(DELIVERY_THREADS).saturating_sub(delivering_before);
+    let receiving =
+        process::threads_cpu(&[sinks::RECEIVER_THREAD]).saturating_sub(receiving_before);
     let (samples, sampler_cpu) = sampler.finish();
     let scraped = scraper.map(scrape::Scraper::finish);
     let idle = match options.idle {
@@ -346,6 +353,7 @@ async fn measure_row(
         http.shutdown().await;
     }
     drop(deliveries);
+    drop(bench_sinks);
     let runs = rig.all_runs().await?;
     let log = rig.sim.log.clone();
     rig.sim.quit().await;
@@ -365,7 +373,12 @@ async fn measure_row(
         runs: &runs,
         costs: costs.as_ref(),
         wall,
-        daemon_cpu: cpu.saturating_sub(sampler_cpu).saturating_sub(scraper_cpu),
+        // The webhook's receiver stands for the MES: not the station's CPU.
+        daemon_cpu: cpu
+            .saturating_sub(sampler_cpu)
+            .saturating_sub(scraper_cpu)
+            .saturating_sub(receiving),
+        delivery_cpu: options.sinks.then_some(delivering),
         samples: &samples,
         load: [load_before[0], load_after[0]],
         panics: (panics() - panics_before) + u64::try_from(simulator_panics).unwrap_or(u64::MAX),
@@ -374,6 +387,14 @@ async fn measure_row(
     row.idle = idle;
     Ok((row, runs))
 }
+
+/// The threads that deliver to the sinks: the sinks' runtime and the
+/// outbox's connection.
+const DELIVERY_THREADS: &[&str] = &[
+    crate::sink::deliver::THREAD,
+    crate::sink::deliver::BLOCKING_THREADS,
+    "db-deliveries",
+];
 
 /// The station's CPU while `boards` provisioned boards stay in their
 /// fixtures for `duration`: nothing but departure checks (and the port

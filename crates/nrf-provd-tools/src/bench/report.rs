@@ -20,6 +20,10 @@
 //! - cpu/cycle: station process CPU (user + system, all threads, the
 //!   sampler thread excluded) from the station's start to the last commit,
 //!   ÷ runs. It includes the idle polls between runs.
+//! - sinks/run: with `--sinks`, the CPU of the threads that deliver (the
+//!   sinks' runtime and the outbox's connection) ÷ runs: the part of
+//!   cpu/cycle that delivering costs. The webhook's receiver stands for
+//!   the MES and is in neither.
 //! - peak RSS / fds: the largest `VmRSS` and descriptor count sampled.
 //! - ledger: `sqlite` (the station on its own) or `pg required` /
 //!   `pg deferred` (the line's PostgreSQL behind it, `--ledger`).
@@ -50,6 +54,8 @@ pub struct RowInput<'a> {
     pub costs: Option<&'a Costs>,
     pub wall: Duration,
     pub daemon_cpu: Duration,
+    /// With sinks: the delivering threads' share of `daemon_cpu`.
+    pub delivery_cpu: Option<Duration>,
     pub samples: &'a [Sample],
     /// 1-minute load average before and after the row.
     pub load: [f64; 2],
@@ -78,6 +84,8 @@ pub struct Row {
     /// Mean per run: time commands spent at the modem beyond the model.
     pub sim_overshoot_ms: Option<f64>,
     pub cpu_ms_per_cycle: f64,
+    /// With sinks: of `cpu_ms_per_cycle`, what delivering cost per run.
+    pub sinks_ms_per_run: Option<f64>,
     pub peak_rss_mib: f64,
     pub peak_fds: usize,
     /// 99th percentile of a central claim's round trip.
@@ -193,6 +201,10 @@ pub fn summarize(input: RowInput<'_>) -> Row {
         } else {
             0.0
         },
+        sinks_ms_per_run: input
+            .delivery_cpu
+            .filter(|_| runs > 0)
+            .map(|cpu| ms(cpu) / runs as f64),
         peak_rss_mib: input.samples.iter().map(|s| s.rss_kib).max().unwrap_or(0) as f64 / 1024.0,
         peak_fds: input.samples.iter().map(|s| s.fds).max().unwrap_or(0),
         claim_p99_ms: input.claim_p99_ms,
@@ -217,7 +229,7 @@ pub fn set_scaling(rows: &mut [Row]) {
 /// The column titles, aligned with [`table_row`].
 pub fn table_header() -> String {
     format!(
-        "{:>6} {:>5} {:>5} {:>10} {:>6} {:>10} {:>10} {:>10} {:>7} {:>7} {:>8} {:>9} {:>9} {:>5} {:>9} {:>12} {:>9}",
+        "{:>6} {:>5} {:>5} {:>10} {:>6} {:>10} {:>10} {:>10} {:>7} {:>7} {:>8} {:>9} {:>9} {:>9} {:>5} {:>9} {:>12} {:>9}",
         "boards",
         "runs",
         "pass",
@@ -230,6 +242,7 @@ pub fn table_header() -> String {
         "p99 c/l",
         "host",
         "cpu/cycle",
+        "sinks/run",
         "peak RSS",
         "fds",
         "load",
@@ -243,7 +256,7 @@ pub fn table_row(row: &Row) -> String {
         v.map_or_else(|| "-".to_string(), |v| format!("{v:.digits$}{unit}"))
     };
     format!(
-        "{:>6} {:>5} {:>5} {:>10.1} {:>6} {:>10} {:>10} {:>10} {:>7} {:>7} {:>8} {:>9} {:>9} {:>5} {:>9} {:>12} {:>9}",
+        "{:>6} {:>5} {:>5} {:>10.1} {:>6} {:>10} {:>10} {:>10} {:>7} {:>7} {:>8} {:>9} {:>9} {:>9} {:>5} {:>9} {:>12} {:>9}",
         row.boards,
         row.runs,
         row.passed,
@@ -256,6 +269,7 @@ pub fn table_row(row: &Row) -> String {
         opt(row.cycle_over_limit_p99, 3, ""),
         opt(row.host_ms, 1, " ms"),
         format!("{:.2} ms", row.cpu_ms_per_cycle),
+        opt(row.sinks_ms_per_run, 2, " ms"),
         format!("{:.1} MiB", row.peak_rss_mib),
         row.peak_fds,
         format!("{:.2}→{:.2}", row.load_before, row.load_after),
@@ -314,6 +328,7 @@ mod tests {
             costs: Some(&costs),
             wall: Duration::from_secs(2),
             daemon_cpu: Duration::from_millis(4),
+            delivery_cpu: None,
             samples: &[],
             load: [0.5, 0.6],
             panics: 0,
@@ -336,6 +351,7 @@ mod tests {
             costs: None,
             wall: Duration::from_secs(2),
             daemon_cpu: Duration::ZERO,
+            delivery_cpu: None,
             samples: &[],
             load: [0.0, 0.0],
             panics: 0,
@@ -363,6 +379,7 @@ mod tests {
             host_ms: None,
             sim_overshoot_ms: None,
             cpu_ms_per_cycle: 0.0,
+            sinks_ms_per_run: None,
             peak_rss_mib: 0.0,
             peak_fds: 0,
             claim_p99_ms: None,

@@ -111,8 +111,9 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 20_000, value_name = "RUNS")]
     pub backfill: usize,
     /// Deliver every run to three sinks while measuring: a webhook (to a
-    /// receiver in this process), a command that discards the run and one
-    /// that appends it to a file.
+    /// receiver in this process), MQTT (to a Mosquitto of the bench's own)
+    /// and a command that appends it to a file; `sinks/run` is what
+    /// delivering costs of cpu/cycle.
     #[arg(long, conflicts_with_all = ["soak", "crash", "abusive"])]
     pub sinks: bool,
     /// After each row's rounds, leave every board in its fixture this long
