@@ -39,7 +39,7 @@ pub mod work;
 pub use deliveries::SqliteDeliveries;
 pub use handoff::SqliteHandoff;
 pub use line::stored_claim_value;
-use owner::{Db, blocking, grouped, grouped_then};
+use owner::{Db, blocking, grouped, grouped_deferred, grouped_then};
 pub use retention::SqliteRetention;
 
 /// One schema migration: SQL, or SQL and then a Rust step in the same
@@ -417,7 +417,9 @@ const WRITER_STATEMENTS: usize = 64;
 impl Ledger for SqliteLedger {
     async fn begin_run(&self, start: &RunStart) -> Result<RunId, LedgerError> {
         let start = start.clone();
-        grouped(&self.db, move |conn| {
+        // Durable with the run's next durable commit (its finish at the
+        // latest): see the writer's "One fsync a run".
+        grouped_deferred(&self.db, move |conn| {
             let trace = &start.trace;
             conn.prepare_cached(
                 "INSERT INTO runs (uid, station_id, port, started_at, outcome,
@@ -456,7 +458,9 @@ impl Ledger for SqliteLedger {
             ClaimKind::AttestNonce | ClaimKind::KeygenNonce => claim.value.to_ascii_lowercase(),
         };
         let at = dbtime::format(claim.at);
-        grouped(&self.db, move |tx| {
+        // Deferred: a claim lost in a power cut goes with the run that made
+        // it, and its token answered that run's own random challenge.
+        grouped_deferred(&self.db, move |tx| {
             let inserted = tx
                 .prepare_cached(
                     "INSERT INTO nonces (kind, value, run_id, claimed_at) VALUES (?1, ?2, ?3, ?4)
@@ -533,7 +537,8 @@ impl Ledger for SqliteLedger {
 
     async fn bind(&self, binding: &Binding) -> Result<BindingOutcome, LedgerError> {
         let binding = binding.clone();
-        grouped(&self.db, move |tx| bind_in(tx, &binding)).await
+        // Deferred, as a claim: lost only with the run that bound it.
+        grouped_deferred(&self.db, move |tx| bind_in(tx, &binding)).await
     }
 
     async fn check_device(

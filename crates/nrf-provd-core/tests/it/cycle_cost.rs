@@ -7,10 +7,11 @@
 //! (a counting global allocator, switched on for that future only, so the
 //! simulated board's own work is not counted, nor the writer thread's; each
 //! ledger call includes the test's clock holder), the times that future was
-//! woken, bytes and writes each way on the link, the ledger's commits, rows
-//! written and SQL compiled, and log events at the default level and at
-//! `debug`. Each count must stay within its tolerance ([`TOLERANCE`],
-//! [`WAKEUP_TOLERANCE`]) of the baseline in `cycle_cost.baseline`; making a
+//! woken, bytes and writes each way on the link, the ledger's commits (and
+//! those of them that wait for the disk), rows written and SQL compiled,
+//! and log events at the default level and at `debug`. Each count must
+//! stay within its tolerance ([`TOLERANCE`], [`WAKEUP_TOLERANCE`]) of the
+//! baseline in `cycle_cost.baseline`; making a
 //! cycle cheaper and locking it in, or accepting a dearer one, is a
 //! deliberate commit of that file, written by
 //! `NRF_PROVD_CYCLE_BASELINE=write cargo test -p nrf-provd-core --test it
@@ -411,6 +412,10 @@ async fn second_cycle(ledger_dir: PathBuf) -> Counts {
         ("link_reads", relaxed(&link.reads)),
         ("link_bytes_in", relaxed(&link.bytes_in)),
         ("sql_commits", sql_after.commits - sql_before.commits),
+        (
+            "sql_durable_commits",
+            sql_after.durable_commits - sql_before.durable_commits,
+        ),
         ("sql_rows_written", sql_after.rows - sql_before.rows),
         ("sql_compiled", sql_after.compiled - sql_before.compiled),
         ("log_events_default", relaxed(&log.default_level)),

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    Db, SqliteDeliveries, blocking, dbtime, finish_in, parse_time, parse_uuid, read_selected, sql,
-    unbase64_key, uuid_text,
+    Db, SqliteDeliveries, blocking, dbtime, finish_in, grouped_deferred, parse_time, parse_uuid,
+    read_selected, sql, unbase64_key, uuid_text,
 };
 use crate::ledger::outbox::{Conflict, ForwardBatch};
 use crate::ledger::{
@@ -293,10 +293,9 @@ pub(super) async fn check_device(
     check: &DeviceCheck,
 ) -> Result<DeviceHistory, LedgerError> {
     let check = check.clone();
-    blocking(db, move |conn| {
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql("check device"))?;
+    // In the writer's group, deferred as the run's other writes before its
+    // finish (see the writer's "One fsync a run").
+    grouped_deferred(db, move |tx| {
         let device = uuid_text(check.device_uuid);
         // Every run asks: its statements stay prepared.
         let updated = tx
@@ -331,7 +330,6 @@ pub(super) async fn check_device(
             .and_then(|mut query| query.query_row([&device], sighting))
             .optional()
             .map_err(sql("check device"))?;
-        tx.commit().map_err(sql("check device"))?;
         let to_sighting = |(station_id, port, uid, at): (String, String, String, String)| {
             Ok::<_, LedgerError>(Sighting {
                 station_id,

@@ -13,6 +13,18 @@
 //! and each caller is answered only after that commit is on disk — what a
 //! caller learns is as durable as before, one fsync now serves many.
 //!
+//! **One fsync a run.** A run's start, its claims and its bindings are
+//! sent [`grouped_deferred`]: their group commits without waiting for the
+//! disk (`synchronous=NORMAL` for that commit, WAL order kept), and they
+//! become durable with the next durable commit of any job — at the latest
+//! the run's own finish, whose fsync covers every frame before it. A
+//! process that dies keeps them all (the WAL is in the kernel's cache); a
+//! power cut in mid-run can lose that run's start and claims, and with them
+//! the run itself, which then never shows as interrupted. Nothing anyone
+//! was told of is lost: no pass is reported before the finish commits, a
+//! claim guards a token that also answered this run's own random challenge
+//! (never issued again), and a line's central claims are PostgreSQL's.
+//!
 //! **Checkpoints off the commit path.** SQLite checkpoints the WAL on the
 //! committing connection when it passes 1,000 pages: every few hundred
 //! commits one of them also wrote and synced pages all over the database
@@ -21,6 +33,7 @@
 //! checkpointer thread with a connection of its own checkpoints instead
 //! ([`Checkpointer`]).
 
+use std::cell::Cell;
 use std::fs::File;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -52,6 +65,9 @@ const GROUP_MAX: usize = 64;
 /// A job of a group: run inside the open transaction, answered after the
 /// group's commit.
 trait GroupedJob: Send {
+    /// Whether its caller must hear of it only once it is on disk (else
+    /// it is durable with the next commit that is).
+    fn durable(&self) -> bool;
     /// Do the job's work; false when it failed (the writer then rolls back
     /// its savepoint).
     fn run(&mut self, conn: &Connection) -> bool;
@@ -143,6 +159,7 @@ impl Drop for Db {
 /// The writer's loop: jobs in the order sent; grouped jobs queued together
 /// share one transaction.
 fn serve(conn: &mut Connection, queue: &mpsc::Receiver<Job>, checkpointer: Option<&Checkpointer>) {
+    let mut sync = Synchronous::of(conn);
     let mut next = None;
     loop {
         let Some(job) = next.take().or_else(|| queue.recv().ok()) else {
@@ -150,6 +167,7 @@ fn serve(conn: &mut Connection, queue: &mpsc::Receiver<Job>, checkpointer: Optio
         };
         let jobs = match job {
             Job::Alone(job) => {
+                sync.set(conn, true);
                 // A job that panics loses its answer (its caller gets
                 // `LedgerError::Task`); the connection goes on, since
                 // unwinding dropped (rolled back) any open transaction.
@@ -171,6 +189,7 @@ fn serve(conn: &mut Connection, queue: &mpsc::Receiver<Job>, checkpointer: Optio
                     }
                 }
                 let jobs = group.len();
+                sync.set(conn, group.iter().any(|job| job.durable()));
                 commit_group(conn, group);
                 jobs
             }
@@ -178,6 +197,62 @@ fn serve(conn: &mut Connection, queue: &mpsc::Receiver<Job>, checkpointer: Optio
         if let Some(checkpointer) = checkpointer {
             checkpointer.committed(jobs);
         }
+    }
+}
+
+/// The connection's `synchronous` setting: as opened for durable work,
+/// `NORMAL` for a group of deferred jobs.
+struct Synchronous {
+    /// The level the connection was opened with (2 = FULL).
+    durable: i64,
+    now: i64,
+}
+
+/// `synchronous=NORMAL`: in WAL mode a commit that waits for no fsync.
+const NORMAL: i64 = 1;
+
+thread_local! {
+    /// Whether the writer's next commit waits for the disk (the counting
+    /// hook in [`super::work`] reads it on this thread).
+    static COMMIT_DURABLE: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Whether the commit being made on this thread waits for the disk.
+pub(super) fn commit_is_durable() -> bool {
+    COMMIT_DURABLE.with(Cell::get)
+}
+
+impl Synchronous {
+    fn of(conn: &Connection) -> Synchronous {
+        let durable = conn
+            .pragma_query_value(None, "synchronous", |row| row.get::<_, i64>(0))
+            .unwrap_or(2);
+        Synchronous {
+            durable,
+            now: durable,
+        }
+    }
+
+    /// Make the next commit durable, or let it wait for a later one (a
+    /// connection opened at NORMAL or below stays as it is).
+    fn set(&mut self, conn: &Connection, durable: bool) {
+        let want = match durable {
+            true => self.durable,
+            false => self.durable.min(NORMAL),
+        };
+        if want != self.now {
+            let sql = match want {
+                0 => "PRAGMA synchronous = OFF",
+                1 => "PRAGMA synchronous = NORMAL",
+                2 => "PRAGMA synchronous = FULL",
+                _ => "PRAGMA synchronous = EXTRA",
+            };
+            // Should it fail, the commits stay as durable as they were.
+            if exec(conn, sql).is_ok() {
+                self.now = want;
+            }
+        }
+        COMMIT_DURABLE.with(|c| c.set(self.now > NORMAL));
     }
 }
 
@@ -269,6 +344,7 @@ fn shared(e: &rusqlite::Error, context: &'static str) -> LedgerError {
 
 /// A job of [`grouped_then`]: its work, its result, and who waits for it.
 struct Pending<R, F, A> {
+    durable: bool,
     work: Option<F>,
     after: Option<A>,
     result: Option<Result<R, LedgerError>>,
@@ -281,6 +357,10 @@ where
     F: FnOnce(&Connection) -> Result<R, LedgerError> + Send,
     A: FnOnce(&Result<R, LedgerError>) + Send,
 {
+    fn durable(&self) -> bool {
+        self.durable
+    }
+
     fn run(&mut self, conn: &Connection) -> bool {
         let Some(work) = self.work.take() else {
             return false;
@@ -334,6 +414,19 @@ where
     grouped_then(db, work, |_| ()).await
 }
 
+/// [`grouped`], answered once the group committed but without waiting for
+/// the disk: durable with the next durable commit (see "One fsync a run").
+/// For what a power cut may take back together with the run it belongs to.
+pub(super) async fn grouped_deferred<R, F>(db: &Arc<Db>, work: F) -> Result<R, LedgerError>
+where
+    R: Send + 'static,
+    F: FnOnce(&Connection) -> Result<R, LedgerError> + Send + 'static,
+{
+    queue_grouped(db, work, |_| (), false)?
+        .await
+        .map_err(|_| LedgerError::Task("a database job panicked".into()))?
+}
+
 /// [`grouped`], then `after` on the writer's thread with the final result
 /// (committed or not) before the caller hears it.
 pub(super) async fn grouped_then<R, F, A>(db: &Arc<Db>, work: F, after: A) -> Result<R, LedgerError>
@@ -342,7 +435,7 @@ where
     F: FnOnce(&Connection) -> Result<R, LedgerError> + Send + 'static,
     A: FnOnce(&Result<R, LedgerError>) + Send + 'static,
 {
-    queue_grouped(db, work, after)?
+    queue_grouped(db, work, after, true)?
         .await
         .map_err(|_| LedgerError::Task("a database job panicked".into()))?
 }
@@ -350,7 +443,12 @@ where
 type Answer<R> = tokio::sync::oneshot::Receiver<Result<R, LedgerError>>;
 
 /// Queue a grouped job now; its answer comes on the returned receiver.
-fn queue_grouped<R, F, A>(db: &Db, work: F, after: A) -> Result<Answer<R>, LedgerError>
+fn queue_grouped<R, F, A>(
+    db: &Db,
+    work: F,
+    after: A,
+    durable: bool,
+) -> Result<Answer<R>, LedgerError>
 where
     R: Send + 'static,
     F: FnOnce(&Connection) -> Result<R, LedgerError> + Send + 'static,
@@ -358,6 +456,7 @@ where
 {
     let (answer, answered) = tokio::sync::oneshot::channel();
     db.send(Job::Grouped(Box::new(Pending {
+        durable,
         work: Some(work),
         after: Some(after),
         result: None,
@@ -553,7 +652,7 @@ mod tests {
     where
         F: FnOnce(&Connection) -> Result<i64, LedgerError> + Send + 'static,
     {
-        queue_grouped(db, work, |_| ()).expect("queued")
+        queue_grouped(db, work, |_| (), true).expect("queued")
     }
 
     async fn answers(queued: Vec<Answer<i64>>) -> Vec<Result<i64, LedgerError>> {
@@ -604,6 +703,66 @@ mod tests {
             1,
             "seven jobs queued together commit once"
         );
+    }
+
+    /// A group of deferred jobs commits without waiting for the disk; a
+    /// group with one durable job in it waits, and so does a job alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_a_group_of_deferred_jobs_commits_without_an_fsync() {
+        let (db, _) = counted_db().await;
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let hooked = Arc::clone(&seen);
+        blocking(&db, move |conn| {
+            conn.commit_hook(Some(move || {
+                hooked.lock().expect("seen").push(commit_is_durable());
+                false
+            }));
+            Ok(())
+        })
+        .await
+        .expect("hook");
+        let deferred = |x: i64| {
+            queue_grouped(
+                &db,
+                move |conn: &Connection| {
+                    conn.execute("INSERT INTO t VALUES (?1)", [x])
+                        .map_err(sql_error)?;
+                    Ok(x)
+                },
+                |_| (),
+                false,
+            )
+            .expect("queued")
+        };
+        deferred(1)
+            .await
+            .expect("answered")
+            .expect("deferred alone");
+        let release = hold_writer(&db).await;
+        let together = vec![deferred(2), insert(&db, 3), deferred(4)];
+        drop(release);
+        answers_of(together).await;
+        let level = blocking(&db, |conn| {
+            conn.execute("INSERT INTO t VALUES (5)", [])
+                .map_err(sql_error)?;
+            conn.pragma_query_value(None, "synchronous", |row| row.get::<_, i64>(0))
+                .map_err(sql_error)
+        })
+        .await
+        .expect("alone");
+        assert_eq!(
+            *seen.lock().expect("seen"),
+            [false, true, true],
+            "deferred alone, a group with a durable job, a job alone"
+        );
+        assert_eq!(level, 2, "a job alone runs at the connection's own FULL");
+        assert_eq!(rows(&db).await, vec![1, 2, 3, 4, 5]);
+    }
+
+    async fn answers_of<R: std::fmt::Debug>(queued: Vec<Answer<R>>) {
+        for answer in queued {
+            answer.await.expect("answered").expect("committed");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

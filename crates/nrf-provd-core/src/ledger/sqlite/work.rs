@@ -12,6 +12,7 @@ use rusqlite::hooks::Authorization;
 #[derive(Debug, Default)]
 pub struct WriterWork {
     commits: AtomicU64,
+    durable_commits: AtomicU64,
     rows: AtomicU64,
     compiled: AtomicU64,
 }
@@ -19,8 +20,11 @@ pub struct WriterWork {
 /// A reading of [`WriterWork`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriterCounts {
-    /// Transactions committed (each one an fsync under `synchronous=FULL`).
+    /// Transactions committed.
     pub commits: u64,
+    /// Of them, those that waited for the disk (an fsync under
+    /// `synchronous=FULL`; see the writer's "One fsync a run").
+    pub durable_commits: u64,
     /// Rows inserted, updated or deleted (triggers' included).
     pub rows: u64,
     /// SQLite's authorizer checks while compiling statements: one per
@@ -33,6 +37,7 @@ impl WriterWork {
     pub fn counts(&self) -> WriterCounts {
         WriterCounts {
             commits: self.commits.load(Ordering::Relaxed),
+            durable_commits: self.durable_commits.load(Ordering::Relaxed),
             rows: self.rows.load(Ordering::Relaxed),
             compiled: self.compiled.load(Ordering::Relaxed),
         }
@@ -44,6 +49,9 @@ pub(super) fn install(conn: &Connection, work: &Arc<WriterWork>) {
     let commits = Arc::clone(work);
     conn.commit_hook(Some(move || {
         commits.commits.fetch_add(1, Ordering::Relaxed);
+        if super::owner::commit_is_durable() {
+            commits.durable_commits.fetch_add(1, Ordering::Relaxed);
+        }
         false // let it commit
     }));
     let rows = Arc::clone(work);
