@@ -79,6 +79,16 @@ fn command(script: &str, timeout: Duration) -> SinkConfig {
     }
 }
 
+/// A command sink that appends each run's JSON, one line each, to `file`.
+fn appending_to(file: &Path) -> SinkConfig {
+    let script = format!(
+        "cat >> '{}' && echo >> '{}'",
+        file.display(),
+        file.display()
+    );
+    command(&script, Duration::from_secs(10))
+}
+
 fn sinks(configs: &[SinkConfig]) -> Vec<SinkConfig> {
     configs.to_vec()
 }
@@ -245,18 +255,9 @@ async fn the_command_sink_gets_every_run_once_in_order_on_stdin() {
     let path = dir.path().join("results.db");
     let received = dir.path().join("received.jsonl");
     let store = open(&path);
-    let script = format!(
-        "cat >> '{}' && echo >> '{}'",
-        received.display(),
-        received.display()
-    );
-    let delivering = sink::start(
-        outbox(&path),
-        sinks(&[command(&script, Duration::from_secs(10))]),
-        None,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("start: {e}"));
+    let delivering = sink::start(outbox(&path), sinks(&[appending_to(&received)]), None)
+        .await
+        .unwrap_or_else(|e| panic!("start: {e}"));
     let mut uids = Vec::new();
     for _ in 0..5 {
         uids.push(run(&store, false).await.uid);
@@ -295,14 +296,9 @@ async fn sinks_deliver_while_the_station_runtime_is_blocked() {
     let received = dir.path().join("received.jsonl");
     let store = open(&path);
     let (finished, runs_finished) = tokio::sync::watch::channel(0u64);
-    let script = format!(
-        "cat >> '{}' && echo >> '{}'",
-        received.display(),
-        received.display()
-    );
     let delivering = sink::start(
         outbox(&path),
-        sinks(&[command(&script, Duration::from_secs(10))]),
+        sinks(&[appending_to(&received)]),
         Some(runs_finished),
     )
     .await
