@@ -27,15 +27,27 @@ impl Process {
     /// plain count (`Threads`); 0 once the process is gone.
     fn status_field(self, field: &str) -> u64 {
         std::fs::read_to_string(format!("{}/status", self.proc_dir()))
-            .ok()
-            .and_then(|status| {
-                status
-                    .lines()
-                    .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-                    .and_then(|v| v.split_whitespace().next())
-                    .and_then(|n| n.parse().ok())
-            })
-            .unwrap_or(0)
+            .map_or(0, |status| status_value(&status, field))
+    }
+
+    /// Memory and threads in one read of `/proc/<pid>/status` (what a
+    /// sampler wants each time; each field alone is a read of its own).
+    pub fn status(self) -> Status {
+        let text =
+            std::fs::read_to_string(format!("{}/status", self.proc_dir())).unwrap_or_default();
+        let field = |name: &str| status_value(&text, name);
+        Status {
+            rss_kib: field("VmRSS"),
+            anon_kib: field("RssAnon"),
+            threads: field("Threads"),
+        }
+    }
+
+    /// Start the kernel's high-water mark of resident memory (`VmHWM`,
+    /// [`Process::peak_rss_kib`]) again from what is resident now, so
+    /// that it covers only what follows; false if the kernel refused.
+    pub fn reset_peak_rss(self) -> bool {
+        std::fs::write(format!("{}/clear_refs", self.proc_dir()), "5").is_ok()
     }
 
     /// Resident set size in KiB (`VmRSS`).
@@ -80,6 +92,27 @@ impl Process {
         let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
         start_seconds(&stat, &boot, ticks)
     }
+}
+
+/// Memory and threads of a process ([`Process::status`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Status {
+    /// `VmRSS`, KiB.
+    pub rss_kib: u64,
+    /// `RssAnon`, KiB.
+    pub anon_kib: u64,
+    pub threads: u64,
+}
+
+/// A field of a `/proc/<pid>/status` text: its number (KiB for sizes),
+/// 0 when absent.
+fn status_value(status: &str, field: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 /// `starttime` is field 22 of `/proc/<pid>/stat`; the command name
@@ -234,5 +267,24 @@ mod tests {
         assert!(me.rss_kib() > 0 && me.open_fds() >= 3);
         assert_eq!(Process::Pid(u32::MAX).rss_kib(), 0, "no such process");
         assert!(max_fds() > 0);
+    }
+
+    #[test]
+    fn one_read_of_status_gives_memory_and_threads_and_the_peak_can_start_again() {
+        let text = "Name:\tx\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\nRssAnon:\t 512 kB\nThreads:\t7\n";
+        assert_eq!(status_value(text, "VmRSS"), 1024);
+        assert_eq!(status_value(text, "RssAnon"), 512);
+        assert_eq!(status_value(text, "Threads"), 7);
+        assert_eq!(status_value(text, "VmSwap"), 0, "absent");
+        let status = Process::This.status();
+        assert!(status.rss_kib > 0 && status.anon_kib > 0 && status.threads >= 1);
+        // A 64 MiB buffer touched and freed raises the peak; after the
+        // reset the peak is what is resident now again.
+        let big = vec![1u8; 64 << 20];
+        std::hint::black_box(&big);
+        drop(big);
+        let raised = Process::This.peak_rss_kib();
+        assert!(Process::This.reset_peak_rss(), "clear_refs refused");
+        assert!(Process::This.peak_rss_kib() < raised);
     }
 }

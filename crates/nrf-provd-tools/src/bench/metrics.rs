@@ -23,12 +23,13 @@ pub struct Sample {
 
 impl Sample {
     fn now(start: Instant, watched: Process) -> Sample {
+        let status = watched.status();
         Sample {
             at: start.elapsed(),
-            rss_kib: watched.rss_kib(),
-            anon_kib: watched.anon_kib(),
+            rss_kib: status.rss_kib,
+            anon_kib: status.anon_kib,
             fds: watched.open_fds(),
-            threads: watched.threads(),
+            threads: status.threads,
         }
     }
 }

@@ -41,8 +41,11 @@ use report::{Costs, Row};
 
 /// No run finished for this long means the station stalled.
 const STALL_LIMIT: Duration = Duration::from_secs(120);
-/// RSS and descriptors are sampled this often during a row.
-const ROW_SAMPLE_EVERY: Duration = Duration::from_millis(50);
+/// RSS and descriptors are sampled this often during a row: seldom, since
+/// the sampler shares the cores with the station and the simulator (a
+/// sample lists `/proc/self/fd`); the peak RSS is the kernel's own
+/// high-water mark, which no interval misses.
+const ROW_SAMPLE_EVERY: Duration = Duration::from_millis(500);
 /// With `--scrape`: where the station's server listens, and how often the
 /// page and `/metrics` are fetched.
 const SCRAPE_LISTEN: std::net::SocketAddr =
@@ -279,6 +282,7 @@ async fn measure_row(
         crate::setup::sinks(&rig.config, Some(rig.station.watch_runs_finished())).await?;
     let panics_before = panics();
     let load_before = process::load_average();
+    let peak_rss_counted = Process::This.reset_peak_rss();
     let sampler = metrics::Sampler::start(ROW_SAMPLE_EVERY, Process::This);
     let cpu_before = process::cpu();
     let delivering_before = process::threads_cpu(DELIVERY_THREADS);
@@ -321,6 +325,7 @@ async fn measure_row(
     let receiving =
         process::threads_cpu(&[sinks::RECEIVER_THREAD]).saturating_sub(receiving_before);
     let (samples, sampler_cpu) = sampler.finish();
+    let peak_rss_kib = peak_rss_counted.then(|| Process::This.peak_rss_kib());
     let scraped = scraper.map(scrape::Scraper::finish);
     let idle = match options.idle {
         Some(duration) => Some(measure_idle(boards, duration).await),
@@ -380,6 +385,7 @@ async fn measure_row(
             .saturating_sub(receiving),
         delivery_cpu: options.sinks.then_some(delivering),
         samples: &samples,
+        peak_rss_kib,
         load: [load_before[0], load_after[0]],
         panics: (panics() - panics_before) + u64::try_from(simulator_panics).unwrap_or(u64::MAX),
     });

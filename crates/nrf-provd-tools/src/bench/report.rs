@@ -24,7 +24,9 @@
 //!   sinks' runtime and the outbox's connection) ÷ runs: the part of
 //!   cpu/cycle that delivering costs. The webhook's receiver stands for
 //!   the MES and is in neither.
-//! - peak RSS / fds: the largest `VmRSS` and descriptor count sampled.
+//! - peak RSS / fds: the kernel's high-water mark of `VmRSS` over the row
+//!   (`VmHWM`, started afresh for the row; else the largest sampled) and
+//!   the largest descriptor count sampled (every 500 ms).
 //! - ledger: `sqlite` (the station on its own) or `pg required` /
 //!   `pg deferred` (the line's PostgreSQL behind it, `--ledger`).
 //! - claim p99: the 99th percentile of a central claim's round trip
@@ -57,6 +59,9 @@ pub struct RowInput<'a> {
     /// With sinks: the delivering threads' share of `daemon_cpu`.
     pub delivery_cpu: Option<Duration>,
     pub samples: &'a [Sample],
+    /// The kernel's high-water mark of resident memory over the row, when
+    /// it could be started afresh for the row.
+    pub peak_rss_kib: Option<u64>,
     /// 1-minute load average before and after the row.
     pub load: [f64; 2],
     pub panics: u64,
@@ -205,7 +210,14 @@ pub fn summarize(input: RowInput<'_>) -> Row {
             .delivery_cpu
             .filter(|_| runs > 0)
             .map(|cpu| ms(cpu) / runs as f64),
-        peak_rss_mib: input.samples.iter().map(|s| s.rss_kib).max().unwrap_or(0) as f64 / 1024.0,
+        peak_rss_mib: input
+            .samples
+            .iter()
+            .map(|s| s.rss_kib)
+            .chain(input.peak_rss_kib)
+            .max()
+            .unwrap_or(0) as f64
+            / 1024.0,
         peak_fds: input.samples.iter().map(|s| s.fds).max().unwrap_or(0),
         claim_p99_ms: input.claim_p99_ms,
         load_before: input.load[0],
@@ -329,6 +341,7 @@ mod tests {
             wall: Duration::from_secs(2),
             daemon_cpu: Duration::from_millis(4),
             delivery_cpu: None,
+            peak_rss_kib: None,
             samples: &[],
             load: [0.5, 0.6],
             panics: 0,
@@ -352,6 +365,7 @@ mod tests {
             wall: Duration::from_secs(2),
             daemon_cpu: Duration::ZERO,
             delivery_cpu: None,
+            peak_rss_kib: None,
             samples: &[],
             load: [0.0, 0.0],
             panics: 0,
