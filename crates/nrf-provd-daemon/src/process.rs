@@ -271,7 +271,8 @@ mod tests {
 
     #[test]
     fn one_read_of_status_gives_memory_and_threads_and_the_peak_can_start_again() {
-        let text = "Name:\tx\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\nRssAnon:\t 512 kB\nThreads:\t7\n";
+        let text =
+            "Name:\tx\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\nRssAnon:\t 512 kB\nThreads:\t7\n";
         assert_eq!(status_value(text, "VmRSS"), 1024);
         assert_eq!(status_value(text, "RssAnon"), 512);
         assert_eq!(status_value(text, "Threads"), 7);

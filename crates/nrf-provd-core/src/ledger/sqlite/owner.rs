@@ -167,6 +167,8 @@ fn serve(conn: &mut Connection, queue: &mpsc::Receiver<Job>, checkpointer: Optio
         };
         let jobs = match job {
             Job::Alone(job) => {
+                // A job alone cannot be answered from here; should the
+                // raise fail (out of memory), it commits as the last group did.
                 sync.set(conn, true);
                 // A job that panics loses its answer (its caller gets
                 // `LedgerError::Task`); the connection goes on, since
@@ -189,8 +191,18 @@ fn serve(conn: &mut Connection, queue: &mpsc::Receiver<Job>, checkpointer: Optio
                     }
                 }
                 let jobs = group.len();
-                sync.set(conn, group.iter().any(|job| job.durable()));
-                commit_group(conn, group);
+                let durable = group.iter().any(|job| job.durable());
+                if sync.set(conn, durable) {
+                    commit_group(conn, group);
+                } else {
+                    // Never tell a caller a commit is on disk that was not
+                    // made to wait for it: a transient failure, retried.
+                    for job in group {
+                        job.answer(Err(LedgerError::Task(
+                            "the commit could not be made durable".into(),
+                        )));
+                    }
+                }
                 jobs
             }
         };
@@ -234,8 +246,10 @@ impl Synchronous {
     }
 
     /// Make the next commit durable, or let it wait for a later one (a
-    /// connection opened at NORMAL or below stays as it is).
-    fn set(&mut self, conn: &Connection, durable: bool) {
+    /// connection opened at NORMAL or below stays as it is). False when a
+    /// durable commit was asked for and the setting could not be raised
+    /// (SQLite out of memory); the next call tries again.
+    fn set(&mut self, conn: &Connection, durable: bool) -> bool {
         let want = match durable {
             true => self.durable,
             false => self.durable.min(NORMAL),
@@ -247,12 +261,13 @@ impl Synchronous {
                 2 => "PRAGMA synchronous = FULL",
                 _ => "PRAGMA synchronous = EXTRA",
             };
-            // Should it fail, the commits stay as durable as they were.
             if exec(conn, sql).is_ok() {
                 self.now = want;
             }
         }
         COMMIT_DURABLE.with(|c| c.set(self.now > NORMAL));
+        // Lowering may fail harmlessly: the commit is then more durable.
+        self.now >= want
     }
 }
 
