@@ -275,13 +275,18 @@ struct Serving {
 impl Serving {
     async fn serve(mut self) {
         let (store, id) = (self.store.clone(), self.id);
+        // What the last acknowledgement read as owed next (`Some(None)`:
+        // nothing), so that a delivery costs the outbox one trip, not two.
+        let mut known: Option<Option<Due>> = None;
         loop {
-            // Seen before looking, so a run that finishes while the outbox
-            // is read wakes the wait below rather than slipping past it.
-            if let Some(runs) = self.runs_finished.as_mut() {
-                runs.borrow_and_update();
-            }
-            let due = match store.next(id).await {
+            let owed = match known.take() {
+                Some(owed) => Ok(owed),
+                None => {
+                    self.mark_seen();
+                    store.next(id).await
+                }
+            };
+            let due = match owed {
                 Ok(Some(due)) => due,
                 Ok(None) => {
                     self.idle().await;
@@ -299,7 +304,16 @@ impl Serving {
                 tokio::time::sleep(wait.min(POLL)).await;
                 continue;
             }
-            self.deliver(&due).await;
+            known = self.deliver(&due).await;
+        }
+    }
+
+    /// Take the station's count of finished runs as seen before the outbox
+    /// is read, so that a run finishing meanwhile wakes [`Serving::idle`]
+    /// rather than slipping past it.
+    fn mark_seen(&mut self) {
+        if let Some(runs) = self.runs_finished.as_mut() {
+            runs.borrow_and_update();
         }
     }
 
@@ -320,14 +334,16 @@ impl Serving {
         }
     }
 
-    async fn deliver(&self, due: &Due) {
-        let (store, id, sink) = (&self.store, self.id, &self.sink);
-        let run = match self.recent.get(store, due).await {
+    /// Deliver `due` and commit the answer; after an acknowledgement, what
+    /// is owed next (read with it).
+    async fn deliver(&mut self, due: &Due) -> Option<Option<Due>> {
+        let (store, id, sink) = (self.store.clone(), self.id, Arc::clone(&self.sink));
+        let run = match self.recent.get(&store, due).await {
             Ok(run) => run,
             Err(e) => {
                 warn!(sink = sink.name(), run = due.run, error = %e, "cannot read the run to deliver; trying again");
                 tokio::time::sleep(FIRST_BACKOFF).await;
-                return;
+                return None;
             }
         };
         let answer = match tokio::time::timeout(self.deadline, sink.deliver(&run)).await {
@@ -338,7 +354,13 @@ impl Serving {
             },
         };
         let committed = match answer {
-            Delivery::Ack => store.acknowledge(id, run.id).await,
+            Delivery::Ack => {
+                self.mark_seen();
+                match store.acknowledge_then_next(id, run.id).await {
+                    Ok(next) => return Some(next),
+                    Err(e) => Err(e),
+                }
+            }
             Delivery::Retry { after, error } => {
                 let wait = after.map_or_else(|| backoff(due.attempts), |a| a.min(MAX_RETRY_AFTER));
                 warn!(sink = sink.name(), run = run.id, uid = %run.uid, attempts = due.attempts + 1,
@@ -360,6 +382,7 @@ impl Serving {
             warn!(sink = sink.name(), run = run.id, error = %e, "cannot record a delivery's outcome");
             tokio::time::sleep(FIRST_BACKOFF).await;
         }
+        None
     }
 }
 
