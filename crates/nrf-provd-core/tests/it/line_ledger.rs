@@ -45,6 +45,19 @@ fn claim(kind: ClaimKind, value: &str) -> Claim {
 }
 
 /// A run that claims `keygen` and passes, with its device proven.
+/// Stations A and B in `deferred` mode, each with one passed run (keygen
+/// nonces 0xa and 0xb), nothing forwarded yet.
+async fn two_deferred_stations_with_a_run(
+    pg: &PgCluster,
+    dir: &Path,
+) -> (LineLedger, RunRecord, LineLedger, RunRecord) {
+    let a = station(pg, dir, "A", LedgerMode::Deferred);
+    let b = station(pg, dir, "B", LedgerMode::Deferred);
+    let run_a = passed_run(&a, "A", "/dev/ttyA0", &format!("{:032x}", 0xa)).await;
+    let run_b = passed_run(&b, "B", "/dev/ttyB0", &format!("{:032x}", 0xb)).await;
+    (a, run_a, b, run_b)
+}
+
 async fn passed_run(ledger: &LineLedger, id: &str, port: &str, keygen: &str) -> RunRecord {
     let start = start(id, port);
     let run = ledger.begin_run(&start).await.expect("begin");
@@ -550,10 +563,7 @@ async fn a_key_pinned_for_two_devices_in_deferred_mode_is_a_conflict_on_both_run
         return;
     };
     let dir = tempfile::tempdir().expect("dir");
-    let a = station(&pg, dir.path(), "A", LedgerMode::Deferred);
-    let b = station(&pg, dir.path(), "B", LedgerMode::Deferred);
-    let run_a = passed_run(&a, "A", "/dev/ttyA0", &format!("{:032x}", 0xa)).await;
-    let run_b = passed_run(&b, "B", "/dev/ttyB0", &format!("{:032x}", 0xb)).await;
+    let (a, run_a, b, run_b) = two_deferred_stations_with_a_run(&pg, dir.path()).await;
     for (ledger, run, device, station) in [
         (&a, &run_a, DEVICE, "A"),
         (&b, &run_b, Uuid::from_u128(0x5ec0), "B"),
@@ -677,10 +687,7 @@ async fn any_authoritys_value_bound_to_two_devices_in_deferred_mode_is_a_conflic
         return;
     };
     let dir = tempfile::tempdir().expect("dir");
-    let a = station(&pg, dir.path(), "A", LedgerMode::Deferred);
-    let b = station(&pg, dir.path(), "B", LedgerMode::Deferred);
-    let run_a = passed_run(&a, "A", "/dev/ttyA0", &format!("{:032x}", 0xa)).await;
-    let run_b = passed_run(&b, "B", "/dev/ttyB0", &format!("{:032x}", 0xb)).await;
+    let (a, run_a, b, run_b) = two_deferred_stations_with_a_run(&pg, dir.path()).await;
     bind_serial(&a, &run_a, DEVICE, b"SN-7").await;
     let pin = Pin {
         device_uuid: DEVICE,
@@ -736,10 +743,7 @@ async fn any_authoritys_device_bound_to_two_values_in_deferred_mode_is_a_conflic
         return;
     };
     let dir = tempfile::tempdir().expect("dir");
-    let a = station(&pg, dir.path(), "A", LedgerMode::Deferred);
-    let b = station(&pg, dir.path(), "B", LedgerMode::Deferred);
-    let run_a = passed_run(&a, "A", "/dev/ttyA0", &format!("{:032x}", 0xa)).await;
-    let run_b = passed_run(&b, "B", "/dev/ttyB0", &format!("{:032x}", 0xb)).await;
+    let (a, run_a, b, run_b) = two_deferred_stations_with_a_run(&pg, dir.path()).await;
     bind_serial(&a, &run_a, DEVICE, b"SN-1").await;
     bind_serial(&b, &run_b, DEVICE, b"SN-2").await;
     forward_both(&a, &b).await;
