@@ -32,15 +32,19 @@ fn into_closed_pipe(args: &[&str], tmpdir: &Path) -> Ended {
         drop(read);
         // The tools are the developers' binary's.
         let tool = matches!(args.first(), Some(&("bench" | "demo" | "simulate")));
-        Command::new(if tool { dev_binary() } else { binary() })
-            .args(args)
-            .env("TMPDIR", tmpdir)
-            .env_remove("STATE_DIRECTORY")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(write))
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {args:?}: {e}"))
+        Command::new(if tool {
+            dev_binary()
+        } else {
+            std::path::Path::new(binary())
+        })
+        .args(args)
+        .env("TMPDIR", tmpdir)
+        .env_remove("STATE_DIRECTORY")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(write))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {args:?}: {e}"))
         // The Command, and with it our copy of the write end, is dropped here.
     };
     let output = child

@@ -50,7 +50,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
         "testkit",
         &["nrf91-token", "nrf91-at", "nrf91-sim", "nrf-provd-core"],
     ),
-    ("nrf-provd", &["nrf-provd-daemon", "nrf-provd-tools"]),
+    ("nrf-provd", &["nrf-provd-daemon"]),
 ];
 
 /// Test doubles and test support: a normal dependency of these crates only
@@ -59,7 +59,7 @@ const DOUBLES: &[(&str, &[&str])] = &[
     ("nrf91-sim", &["nrf-provd-tools", "testkit"]),
     ("nrf-cloud-standin", &["nrf-provd-tools"]),
     ("testkit", &[]),
-    ("nrf-provd-tools", &["nrf-provd"]),
+    ("nrf-provd-tools", &[]),
 ];
 
 fn cargo(args: &[&str]) -> String {
@@ -231,10 +231,10 @@ fn the_core_needs_no_cli_or_http_server() {
 
 #[test]
 fn the_packaged_binary_is_built_without_simulator_stand_in_or_tools() {
-    // What scripts/package-deb builds: the root package without its
-    // default feature `tools`.
+    // What scripts/package-deb builds: the root package (the developers'
+    // binary is nrf-provd-tools's).
     assert_none_of(
-        &["-p", "nrf-provd", "--no-default-features"],
+        &["-p", "nrf-provd"],
         &[
             "nrf91-sim",
             "nrf-cloud-standin",
@@ -242,5 +242,5 @@ fn the_packaged_binary_is_built_without_simulator_stand_in_or_tools() {
             "testkit",
         ],
     );
-    assert!(tree(&["-p", "nrf-provd", "--no-default-features"]).contains("nrf-provd-daemon"));
+    assert!(tree(&["-p", "nrf-provd"]).contains("nrf-provd-daemon"));
 }

@@ -1,11 +1,11 @@
-//! The integration tests that need the binaries (`nrf-provd`, the packaged
-//! one, and `nrf-provd-dev`) or the whole station with simulated boards,
-//! one binary: a module per subject, the shared set-ups
-//! (`station_support`, `http_support`) beside them. The other tests live
-//! with their crates (`crates/*/tests/it`).
+//! The integration tests that need the packaged binary (`nrf-provd`, with
+//! `nrf-provd-dev` beside it where boards are simulated in another process)
+//! or the whole station with simulated boards, one binary: a module per
+//! subject, the shared set-ups (`station_support`, `http_support`) beside
+//! them. The other tests live with their crates (`crates/*/tests/it`; the
+//! developers' binary alone: `crates/nrf-provd-tools/tests/it`).
 
 mod at_cli;
-mod bench_cli;
 mod broken_pipe;
 mod ca_create;
 mod check_config;
@@ -18,7 +18,6 @@ mod http_readers;
 mod http_station;
 mod http_support;
 mod identity_cloud;
-mod line_bench;
 mod line_hostile;
 mod line_stations;
 mod line_tls;
@@ -26,8 +25,6 @@ mod package_deb;
 mod ports_cli;
 mod secret_paths;
 mod secrets_in_transit;
-mod sim_cli;
-mod sim_control_station;
 mod station_claim;
 mod station_daemon;
 mod station_flood;

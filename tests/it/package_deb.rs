@@ -180,7 +180,7 @@ fn apt_install(deb: &Path, reinstall: bool) -> Output {
 /// Text only the simulator, the bench and the nRF Cloud stand-in hold:
 /// each marker with a binary that has it, to show the marker is real.
 fn tool_markers() -> [(&'static str, &'static str, PathBuf); 3] {
-    let dev = PathBuf::from(env!("CARGO_BIN_EXE_nrf-provd-dev"));
+    let dev = crate::station_support::dev_binary().to_path_buf();
     // This test binary runs the stand-in (cloud_handoff, identity_cloud).
     let tests = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
     [

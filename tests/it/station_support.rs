@@ -155,9 +155,21 @@ pub fn binary() -> &'static str {
 }
 
 /// The developers' binary: the product's commands and `simulate`, `demo`,
-/// `bench`.
-pub fn dev_binary() -> &'static str {
-    env!("CARGO_BIN_EXE_nrf-provd-dev")
+/// `bench`. It is nrf-provd-tools's, so cargo sets no `CARGO_BIN_EXE_` for it
+/// here; testing the workspace (`scripts/test`, `cargo test --workspace`)
+/// builds it beside `nrf-provd`, since its own crate's tests run it.
+pub fn dev_binary() -> &'static std::path::Path {
+    static PATH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let path = std::path::Path::new(binary()).with_file_name("nrf-provd-dev");
+        assert!(
+            path.is_file(),
+            "{} is not built: run the tests of the whole workspace \
+             (scripts/test, or `cargo test --workspace`), which builds it",
+            path.display()
+        );
+        path
+    })
 }
 
 /// A daemon child process (`nrf-provd run --log info`) whose log lines the

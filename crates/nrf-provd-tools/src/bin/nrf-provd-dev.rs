@@ -1,6 +1,6 @@
 //! `nrf-provd-dev`: every command of `nrf-provd` plus the developers'
-//! tools (`simulate`, `demo`, `bench`), which the package leaves out. It is
-//! what `cargo run` runs (the README's `cargo run --release -- demo`).
+//! tools (`simulate`, `demo`, `bench`), which the package leaves out: the
+//! README's `cargo run --release -p nrf-provd-tools -- demo`.
 
 use std::process::ExitCode;
 
