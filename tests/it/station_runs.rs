@@ -29,6 +29,21 @@ async fn two_insertions(env: &Env) -> (RunRecord, RunRecord) {
     (first, second)
 }
 
+/// A port that appears is taken when it appears, not at the next scan:
+/// the station watches the ports' directory (inotify), so with a scan only
+/// every ten minutes a replugged board is still provisioned again at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replugged_board_is_taken_at_once_not_at_the_next_scan() {
+    let mut env = Env::new(1, Latency::None, &[]).await;
+    env.config.ports.rescan_interval = Duration::from_secs(600);
+    let (first, second) = tokio::time::timeout(Duration::from_secs(60), two_insertions(&env))
+        .await
+        .expect("the replugged board waited for the ten-minute scan");
+    assert_eq!(first.outcome, Outcome::Passed, "{first:?}");
+    assert_eq!(second.outcome, Outcome::Passed, "{second:?}");
+    assert_eq!(first.port, second.port);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_boards_in_parallel_all_pass_with_complete_records() {
     let env = Env::new(8, Latency::None, &[]).await;

@@ -22,6 +22,7 @@ pub mod presence;
 pub mod recorder;
 pub mod shift;
 pub mod systemd;
+pub mod watch;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -319,9 +320,15 @@ impl Station {
         // Which port each supervisor task serves: a task that ends (port
         // gone) or panics frees its port for the next scan.
         let mut running: HashMap<tokio::task::Id, PathBuf> = HashMap::new();
+        // New ports are told by inotify where their directory can be
+        // watched (watch.rs); polled every `rescan_interval` where not.
+        let mut watch = watch::PortWatch::new();
         // A supervisor that ends because the station stops must not have
         // its port found again.
         while !self.stopping() {
+            let watched = watch
+                .as_mut()
+                .is_some_and(|w| w.follow(&self.options().patterns));
             let found: Vec<PathBuf> = {
                 let taken: HashSet<&PathBuf> = running.values().collect();
                 scan(&self.options())
@@ -341,9 +348,19 @@ impl Station {
                     .spawn(async move { station.supervise(&path).await }.instrument(span));
                 running.insert(handle.id(), port);
             }
-            let interval = self.options().rescan_interval;
+            let interval = match watched {
+                true => self.options().rescan_interval.max(watch::WATCHED_RESCAN),
+                false => self.options().rescan_interval,
+            };
+            let told = async {
+                match &watch {
+                    Some(watch) => watch.changed().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = self.stop.cancelled() => break,
+                () = told => {}
                 Some(done) = supervisors.join_next_with_id() => {
                     let id = match done {
                         Ok((id, ())) => id,
