@@ -19,6 +19,10 @@ use tracing::debug;
 /// The scan of a station whose every pattern is watched: a safety net.
 pub const WATCHED_RESCAN: Duration = Duration::from_secs(10);
 
+/// How long after a first change the scan waits for the rest of a burst:
+/// short beside the 400 ms a new port's line takes to settle.
+const COALESCE: Duration = Duration::from_millis(50);
+
 /// Wildcards of a port pattern (as `glob` reads them).
 const WILDCARDS: &[char] = &['*', '?', '['];
 
@@ -87,8 +91,10 @@ impl PortWatch {
         all
     }
 
-    /// Until something changed in a watched directory; every event waiting
-    /// is read, so a burst of them makes one scan.
+    /// Until something changed in a watched directory. Events go on being
+    /// read for [`COALESCE`] after the first, so a burst of them (a fixture
+    /// of 128 boards replugged at once: 256 events) makes one scan, not one
+    /// per board.
     pub async fn changed(&self) {
         loop {
             let Ok(mut ready) = self.fd.readable().await else {
@@ -98,6 +104,7 @@ impl PortWatch {
             };
             match ready.try_io(|fd| fd.get_ref().0.read_events().map_err(std::io::Error::from)) {
                 Ok(Ok(_)) => {
+                    tokio::time::sleep(COALESCE).await;
                     while self.fd.get_ref().0.read_events().is_ok() {}
                     return;
                 }
