@@ -85,6 +85,12 @@ const DEPARTURE_POLL: Duration = Duration::from_millis(200);
 /// exchange per this.
 const DEPARTURE_POLL_MAX: Duration = Duration::from_secs(2);
 
+/// The longest a port waits before it tries again to open (udev still
+/// setting its mode, a link to a pty that was just replaced) or to find a
+/// board answering on it, however long the rescan interval: the port watch
+/// tells the scanner, not a port's supervisor.
+const PORT_RETRY_MAX: Duration = Duration::from_secs(1);
+
 /// State shared by the scanner and all supervisors.
 pub struct Station {
     options: RwLock<PortOptions>,
@@ -419,7 +425,7 @@ impl Station {
                         return;
                     }
                     debug!(%err, "cannot open port yet");
-                    presence::pause(&self.stop, options.rescan_interval).await;
+                    presence::pause(&self.stop, options.rescan_interval.min(PORT_RETRY_MAX)).await;
                     continue;
                 }
             };
@@ -444,7 +450,7 @@ impl Station {
                 modem,
                 options.dialect,
                 &self.stop,
-                options.rescan_interval,
+                options.rescan_interval.min(PORT_RETRY_MAX),
             )
             .await
             else {

@@ -212,13 +212,63 @@ async fn the_full_plan_in_memory_gives_the_exact_record() {
 
     // The whole record, byte for byte: the same inputs give the same run.
     // (Regenerate after an intended change: NRF_PROVD_UPDATE_GOLDEN=1.)
-    let json = serde_json::to_string_pretty(&record).expect("json") + "\n";
     let golden = fixture("plan-record.json");
     if std::env::var_os("NRF_PROVD_UPDATE_GOLDEN").is_some() {
+        let json = serde_json::to_string_pretty(&record).expect("json") + "\n";
         std::fs::write(&golden, &json).expect("write golden record");
     }
     let expected = std::fs::read_to_string(&golden).expect("tests/fixtures/plan-record.json");
+    let record = with_signature_of(record, &expected);
+    let json = serde_json::to_string_pretty(&record).expect("json") + "\n";
     assert_eq!(json, expected, "the record differs from the golden one");
+}
+
+/// `record` with its device certificate's signature taken from `golden`'s,
+/// once it is shown to verify with the CA's key over the very same
+/// certificate body: the CA signs with a fresh nonce each time (ring), so
+/// only the signature's bytes may differ from run to run.
+fn with_signature_of(mut record: RunRecord, golden: &str) -> RunRecord {
+    use der::{DecodePem, Encode};
+    use p256::ecdsa::signature::Verifier;
+    use p256::ecdsa::{DerSignature, VerifyingKey};
+    use p256::pkcs8::DecodePublicKey;
+    use x509_cert::Certificate;
+
+    fn certificate(record: &mut RunRecord) -> &mut String {
+        record
+            .artifacts
+            .iter_mut()
+            .find(|a| a.kind == nrf_provd_core::record::ArtifactKind::DeviceCertificate)
+            .map(|a| &mut a.content)
+            .expect("a device certificate")
+    }
+    let mut expected: RunRecord = serde_json::from_str(golden).expect("the golden record");
+    let theirs = certificate(&mut expected).clone();
+    let ours = certificate(&mut record);
+    let cert = Certificate::from_pem(ours.as_bytes()).expect("our certificate");
+    let golden_cert = Certificate::from_pem(theirs.as_bytes()).expect("the golden certificate");
+    assert_eq!(
+        cert.tbs_certificate, golden_cert.tbs_certificate,
+        "the certificate's body differs from the golden one"
+    );
+    let ca_pem = std::fs::read(fixture("openssl-ca.pem")).expect("fixture CA");
+    let ca = Certificate::from_pem(&ca_pem).expect("fixture CA parses");
+    let ca_key = VerifyingKey::from_public_key_der(
+        &ca.tbs_certificate
+            .subject_public_key_info
+            .to_der()
+            .expect("CA key"),
+    )
+    .expect("a P-256 CA key");
+    let signature =
+        DerSignature::from_bytes(cert.signature.as_bytes().expect("signature bits")).expect("DER");
+    let body = cert.tbs_certificate.to_der().expect("tbs");
+    assert!(
+        ca_key.verify(&body, &signature).is_ok(),
+        "the device certificate does not verify with the CA's key"
+    );
+    *ours = theirs;
+    record
 }
 
 /// (fault, failed step, reason code)
