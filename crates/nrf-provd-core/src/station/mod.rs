@@ -332,12 +332,12 @@ impl Station {
         // A supervisor that ends because the station stops must not have
         // its port found again.
         while !self.stopping() {
-            let watched = watch
-                .as_mut()
-                .is_some_and(|w| w.follow(&self.options().patterns));
+            // One copy of the options a pass (a reload may replace them).
+            let options = self.options();
+            let watched = watch.as_mut().is_some_and(|w| w.follow(&options.patterns));
             let found: Vec<PathBuf> = {
                 let taken: HashSet<&PathBuf> = running.values().collect();
-                scan(&self.options())
+                scan(&options)
                     .into_iter()
                     .filter(|port| !taken.contains(port))
                     .collect()
@@ -355,8 +355,8 @@ impl Station {
                 running.insert(handle.id(), port);
             }
             let interval = match watched {
-                true => self.options().rescan_interval.max(watch::WATCHED_RESCAN),
-                false => self.options().rescan_interval,
+                true => options.rescan_interval.max(watch::WATCHED_RESCAN),
+                false => options.rescan_interval,
             };
             let told = async {
                 match &watch {
