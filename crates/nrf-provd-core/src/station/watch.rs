@@ -109,8 +109,10 @@ impl PortWatch {
                     return;
                 }
                 Ok(Err(e)) => {
-                    debug!(%e, "inotify read failed");
-                    return;
+                    // Returning would have the scanner ask again at once and,
+                    // should the error last, spin; the scan interval wakes it.
+                    debug!(%e, "inotify read failed; waiting for the next scan");
+                    return std::future::pending().await;
                 }
                 Err(_would_block) => continue,
             }
