@@ -37,6 +37,7 @@ pub mod pty;
 pub mod server;
 mod slot;
 pub mod syntax;
+pub mod timer;
 pub mod timing;
 
 use std::time::Duration;
