@@ -107,7 +107,7 @@ fn new_line(
 }
 
 async fn run_once(line: &Line, modem: &mut Modem<tokio::io::DuplexStream>) -> RunRecord {
-    let arrival = presence::probe(modem, DialectChoice::Raw)
+    let arrival = presence::probe(modem, DialectChoice::Raw, None)
         .await
         .expect("the board answers");
     let settings = RunSettings {

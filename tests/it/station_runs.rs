@@ -44,6 +44,34 @@ async fn a_replugged_board_is_taken_at_once_not_at_the_next_scan() {
     assert_eq!(first.port, second.port);
 }
 
+/// A port remembers the dialect its last board spoke and asks the next
+/// board in it first: a raw board replugged is not first refused in the
+/// shell's form (the first board was; each refusal costs the line a 400 ms
+/// settle).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replugged_board_is_asked_in_its_ports_last_dialect_first() {
+    let mut env = Env::new(1, Latency::None, &[]).await;
+    // No departure poll before the replug: every command is a run's or
+    // a detection's.
+    env.config.ports.rescan_interval = Duration::from_secs(600);
+    let (station, mut events, serving) = env.station();
+    let first = finished_runs(&mut events, 1).await.remove(0);
+    let first_session = env.fleet.stats(0).commands;
+    env.fleet.unplug(0).await;
+    env.fleet.replug(0).await.unwrap();
+    let second = finished_runs(&mut events, 1).await.remove(0);
+    let second_session = env.fleet.stats(0).commands - first_session;
+    station.shutdown();
+    serving.await.unwrap();
+    assert_eq!(first.outcome, Outcome::Passed, "{first:?}");
+    assert_eq!(second.outcome, Outcome::Passed, "{second:?}");
+    assert_eq!(
+        second_session,
+        first_session - 1,
+        "the same plan, less the shell probe the first board refused"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_boards_in_parallel_all_pass_with_complete_records() {
     let env = Env::new(8, Latency::None, &[]).await;

@@ -34,7 +34,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use crate::at::{AtError, Client, ClientOptions, DialectChoice};
+use crate::at::{AtError, Client, ClientOptions, Dialect, DialectChoice};
 use crate::ledger::{Ledger, LedgerError, LedgerReader};
 use crate::modem::Modem;
 use crate::plan::{Link, PlanContext};
@@ -258,7 +258,7 @@ impl Station {
                 source,
             })?;
         let mut modem = open_modem(stream, &options.client);
-        let arrival = presence::probe(&mut modem, options.dialect)
+        let arrival = presence::probe(&mut modem, options.dialect, None)
             .await
             .map_err(|source| ProvisionError::Port {
                 path: port.to_path_buf(),
@@ -415,6 +415,9 @@ impl Station {
     /// wanted (removed from the config and gone).
     async fn supervise(self: &Arc<Self>, port: &Path) {
         let port_name = port.display().to_string();
+        // The dialect this port's last board spoke: the next board is
+        // asked in it first.
+        let mut known = None;
         while !self.stopping() {
             let options = self.options();
             let stream = match serial::open(port, &options.serial) {
@@ -430,8 +433,10 @@ impl Station {
                 }
             };
             let mut modem = open_modem(stream, &options.client);
-            self.serve_link(&mut modem, &port_name, &options, || port.exists())
-                .await;
+            self.serve_link(&mut modem, &port_name, &options, &mut known, || {
+                port.exists()
+            })
+            .await;
         }
     }
 
@@ -442,6 +447,7 @@ impl Station {
         modem: &mut Modem<T>,
         port: &str,
         options: &PortOptions,
+        known: &mut Option<Dialect>,
         still_there: impl Fn() -> bool,
     ) {
         let mut arrived = false;
@@ -449,6 +455,7 @@ impl Station {
             let Some(arrival) = presence::wait_for_board(
                 modem,
                 options.dialect,
+                *known,
                 &self.stop,
                 options.rescan_interval.min(PORT_RETRY_MAX),
             )
@@ -456,6 +463,9 @@ impl Station {
             else {
                 return;
             };
+            if arrival.detected {
+                *known = Some(arrival.dialect);
+            }
             if !arrived {
                 arrived = true;
                 self.events.send(StationEvent::BoardArrived {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::at::{AtError, DialectChoice};
+use crate::at::{AtError, Dialect, DialectChoice};
 use crate::modem::{Imei, Modem};
 use crate::plan::{Arrival, Link};
 
@@ -19,14 +19,16 @@ pub async fn pause(stop: &CancellationToken, interval: Duration) {
     }
 }
 
-/// Is a board answering? Finds the dialect when it is automatic.
+/// Is a board answering? Finds the dialect when it is automatic, trying
+/// first the one the port's last board spoke (`known`), if any.
 pub async fn probe<T: Link>(
     modem: &mut Modem<T>,
     dialect: DialectChoice,
+    known: Option<Dialect>,
 ) -> Result<Arrival, AtError> {
     match dialect.fixed() {
         None => {
-            let dialect = modem.client().detect_dialect().await?;
+            let dialect = modem.client().detect_dialect_trying_first(known).await?;
             Ok(Arrival {
                 dialect,
                 detected: true,
@@ -51,11 +53,12 @@ pub async fn probe<T: Link>(
 pub async fn wait_for_board<T: Link>(
     modem: &mut Modem<T>,
     dialect: DialectChoice,
+    known: Option<Dialect>,
     stop: &CancellationToken,
     interval: Duration,
 ) -> Option<Arrival> {
     while !stop.is_cancelled() {
-        match probe(modem, dialect).await {
+        match probe(modem, dialect, known).await {
             Ok(arrival) => return Some(arrival),
             Err(AtError::Disconnected { .. } | AtError::Io(_)) => return None,
             Err(err) => debug!(%err, "no board answering"),

@@ -356,7 +356,7 @@ async fn second_cycle(ledger_dir: PathBuf) -> Counts {
                 counts: link,
             };
             let mut modem = Modem::new(Client::new(link, ClientOptions::default()).0);
-            let arrival = presence::probe(&mut modem, DialectChoice::Auto)
+            let arrival = presence::probe(&mut modem, DialectChoice::Auto, None)
                 .await
                 .expect("the board answers");
             let recorder = recorder::Recorder {

@@ -134,7 +134,7 @@ pub(crate) fn modem(host: DuplexStream) -> Modem<DuplexStream> {
 /// (begun and finished in the ledger).
 pub(crate) async fn run_once(line: &Line, modem: &mut Modem<DuplexStream>) -> RunRecord {
     // As the station does: a board is there (the link settled) before a run.
-    let arrival = presence::probe(modem, DialectChoice::Raw)
+    let arrival = presence::probe(modem, DialectChoice::Raw, None)
         .await
         .expect("the board answers");
     let settings = RunSettings {

@@ -79,7 +79,7 @@ async fn a_late_answer_on_a_new_link_does_not_choose_the_dialect() {
             step("AT+CGSN=1", format!("+CGSN: \"{IMEI}\"\r\nOK\r\n")),
         ],
     );
-    let arrival = presence::probe(&mut modem, nrf91_at::at::DialectChoice::Auto)
+    let arrival = presence::probe(&mut modem, nrf91_at::at::DialectChoice::Auto, None)
         .await
         .expect("a board answers");
     assert_eq!(arrival.dialect, Dialect::RAW);

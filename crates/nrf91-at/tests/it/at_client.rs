@@ -102,6 +102,45 @@ async fn detects_raw_and_shell() {
     peer.await.unwrap();
 }
 
+/// The dialect the port's last board spoke is tried first: a raw board is
+/// asked in raw at once, never refused in the shell's form; a board of the
+/// other dialect is still found after it.
+#[tokio::test]
+async fn detection_tries_the_known_dialect_first() {
+    let (mut c, _rx, peer) = client(Dialect::SHELL);
+    let peer = script_peer(
+        peer,
+        vec![
+            step("AT+CGSN", "352656100367872\r\nOK\r\n"),
+            step("AT+CGSN=1", "+CGSN: \"352656100367872\"\r\nOK\r\n"),
+        ],
+    );
+    let found = c.detect_dialect_trying_first(Some(Dialect::RAW)).await;
+    assert_eq!(found.unwrap(), Dialect::RAW);
+    peer.await.unwrap();
+
+    // Known raw, but this board runs the shell: raw's probe goes
+    // unanswered (a shell ignores it), then the shell's form is tried.
+    let (mut c, _rx, peer) = client(Dialect::RAW);
+    let peer = script_peer(
+        peer,
+        vec![
+            step("AT+CGSN", ""),
+            step(
+                "at 'AT+CGSN'",
+                "at 'AT+CGSN'\r\n352656100367872\r\nOK\r\nuart:~$ ",
+            ),
+            step(
+                "at 'AT+CGSN=1'",
+                "at 'AT+CGSN=1'\r\n+CGSN: \"352656100367872\"\r\nOK\r\nuart:~$ ",
+            ),
+        ],
+    );
+    let found = c.detect_dialect_trying_first(Some(Dialect::RAW)).await;
+    assert_eq!(found.unwrap(), Dialect::SHELL);
+    peer.await.unwrap();
+}
+
 #[tokio::test]
 async fn detection_fails_on_a_silent_peer() {
     let (mut c, _rx, _peer) = client(Dialect::RAW);
