@@ -47,7 +47,8 @@ async fn a_replugged_board_is_taken_at_once_not_at_the_next_scan() {
 /// A port remembers the dialect its last board spoke and asks the next
 /// board in it first: a raw board replugged is not first refused in the
 /// shell's form (the first board was; each refusal costs the line a 400 ms
-/// settle).
+/// settle). Remembered across the port's going away, as a USB port does
+/// with its board.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replugged_board_is_asked_in_its_ports_last_dialect_first() {
     let mut env = Env::new(1, Latency::None, &[]).await;
@@ -58,6 +59,12 @@ async fn a_replugged_board_is_asked_in_its_ports_last_dialect_first() {
     let first = finished_runs(&mut events, 1).await.remove(0);
     let first_session = env.fleet.stats(0).commands;
     env.fleet.unplug(0).await;
+    // The port's supervisor ends with the port; a new one takes it back.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while !matches!(events.recv().await, Ok(StationEvent::PortGone { .. })) {}
+    })
+    .await
+    .expect("the unplugged port was let go");
     env.fleet.replug(0).await.unwrap();
     let second = finished_runs(&mut events, 1).await.remove(0);
     let second_session = env.fleet.stats(0).commands - first_session;

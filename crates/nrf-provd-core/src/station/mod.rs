@@ -118,6 +118,10 @@ pub struct Station {
     shift: ShiftBoard,
     /// The downstream sinks' health, once the daemon has started them.
     sinks: std::sync::OnceLock<Arc<crate::sink::SinkHealth>>,
+    /// The dialect each port's last board spoke, asked first of the next:
+    /// kept here, not by the port's supervisor, which ends whenever a USB
+    /// port goes away with its board.
+    dialects: RwLock<HashMap<String, Dialect>>,
 }
 
 impl Station {
@@ -138,6 +142,7 @@ impl Station {
             handoff: parts.handoff,
             shift: ShiftBoard::new(parts.trace),
             sinks: std::sync::OnceLock::new(),
+            dialects: RwLock::default(),
         })
     }
 
@@ -415,9 +420,6 @@ impl Station {
     /// wanted (removed from the config and gone).
     async fn supervise(self: &Arc<Self>, port: &Path) {
         let port_name = port.display().to_string();
-        // The dialect this port's last board spoke: the next board is
-        // asked in it first.
-        let mut known = None;
         while !self.stopping() {
             let options = self.options();
             let stream = match serial::open(port, &options.serial) {
@@ -433,10 +435,8 @@ impl Station {
                 }
             };
             let mut modem = open_modem(stream, &options.client);
-            self.serve_link(&mut modem, &port_name, &options, &mut known, || {
-                port.exists()
-            })
-            .await;
+            self.serve_link(&mut modem, &port_name, &options, || port.exists())
+                .await;
         }
     }
 
@@ -447,15 +447,15 @@ impl Station {
         modem: &mut Modem<T>,
         port: &str,
         options: &PortOptions,
-        known: &mut Option<Dialect>,
         still_there: impl Fn() -> bool,
     ) {
         let mut arrived = false;
         loop {
+            let known = read(&self.dialects).get(port).copied();
             let Some(arrival) = presence::wait_for_board(
                 modem,
                 options.dialect,
-                *known,
+                known,
                 &self.stop,
                 options.rescan_interval.min(PORT_RETRY_MAX),
             )
@@ -463,8 +463,8 @@ impl Station {
             else {
                 return;
             };
-            if arrival.detected {
-                *known = Some(arrival.dialect);
+            if arrival.detected && known != Some(arrival.dialect) {
+                write(&self.dialects).insert(port.to_string(), arrival.dialect);
             }
             if !arrived {
                 arrived = true;
