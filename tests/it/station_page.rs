@@ -223,7 +223,6 @@ impl EmptyFixture {
             faults: FaultSet::default(),
             rng: rand::rngs::StdRng::seed_from_u64(99),
             costs: None,
-            timers: nrf91_sim::timer::Timers::Tokio,
         };
         tokio::spawn(async move {
             let mut port = port;

@@ -12,7 +12,6 @@ use std::time::Duration;
 use super::identity::ModemIdentity;
 use super::pty::{PtyPort, remove_link_if_points_to};
 use super::slot::{self, Slot, lock};
-use super::timer::Timers;
 use super::timing::CommandCost;
 use super::{SimOptions, SimStats};
 
@@ -129,7 +128,7 @@ impl Fleet {
         };
         let port = PtyPort::open(&pty_slot.link)?;
         *lock(&pty_slot.slave) = Some(port.slave_path().to_owned());
-        pty_slot.slot.plug(port, Timers::Kernel, |port| async move {
+        pty_slot.slot.plug(port, |port| async move {
             // Let the host read the half before the pull discards it.
             port.drain(DRAIN_BEFORE_PULL).await;
         });

@@ -37,7 +37,6 @@ pub mod pty;
 pub mod server;
 mod slot;
 pub mod syntax;
-pub mod timer;
 pub mod timing;
 
 use std::time::Duration;

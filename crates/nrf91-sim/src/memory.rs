@@ -26,7 +26,6 @@ use tokio::io::DuplexStream;
 
 use super::identity::ModemIdentity;
 use super::slot::{self, Slot};
-use super::timer::Timers;
 use super::timing::CommandCost;
 use super::{SimOptions, SimStats};
 
@@ -58,8 +57,7 @@ impl Board {
     fn plug(&self) -> DuplexStream {
         let (host, link) = tokio::io::duplex(LINK_BUFFER);
         // Dropping the board's end is the pull: nothing to wait for.
-        self.slot
-            .plug(link, Timers::Tokio, |link| async move { drop(link) });
+        self.slot.plug(link, |link| async move { drop(link) });
         host
     }
 

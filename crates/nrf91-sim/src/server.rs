@@ -7,9 +7,7 @@
 //! Every timer and timestamp comes from tokio's clock, so under a paused
 //! clock (`#[tokio::test(start_paused = true)]`) a realistic board answers
 //! in virtual time: a 1.2 s `%KEYGEN` takes 1.2 s of tokio time. Only the
-//! cost log's wall-clock stamps (`SystemTime`) are real time, and a board
-//! on a pty sleeps its delays and pacing on the kernel's timer instead
-//! ([`super::timer`]: to the microsecond, where tokio's are ~1 ms late).
+//! cost log's wall-clock stamps (`SystemTime`) are real time.
 //!
 //! I/O faults (see [`super::fault`]):
 //! - `urc-storm`: after the host has first written, a notification every
@@ -40,7 +38,6 @@ use tokio::time::Instant;
 use super::dialect::{FrontEvent, Frontend};
 use super::fault::{Fault, FaultSet};
 use super::modem::{Modem, line_fault_key};
-use super::timer::{Sleeper, Timers};
 use super::timing::{CommandCost, CostLog, command_delay, pacing_chunk, wire_time};
 use super::{Latency, SimDialect};
 
@@ -71,8 +68,6 @@ pub struct SessionConfig {
     pub rng: StdRng,
     /// Where to log each answered command's modelled cost, if anywhere.
     pub costs: Option<CostLog>,
-    /// What the delays and the pacing sleep on.
-    pub timers: Timers,
 }
 
 /// Why a session ended.
@@ -98,7 +93,6 @@ struct Session<S> {
     front: Frontend,
     cfg: SessionConfig,
     host_seen: bool,
-    sleeper: Sleeper,
 }
 
 /// Run a session over `port` until the unplug fault fires, the host closes
@@ -112,7 +106,6 @@ where
         port,
         modem,
         front: Frontend::new(cfg.dialect),
-        sleeper: Sleeper::new(cfg.timers),
         cfg,
         host_seen: false,
     };
@@ -266,7 +259,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         // (signing a token) is inside it, as on a real modem.
         let ready = clock + delay;
         if !delay.is_zero() {
-            self.sleeper.until(ready).await?;
+            tokio::time::sleep_until(ready).await;
         }
         let output = pieces.concat();
         let unplug = key.as_deref().is_some_and(|k| self.cfg.faults.unplugs(k));
@@ -334,9 +327,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             // A UART hands over a byte when its stop bit is done: release
             // each chunk when its wire time is over, so the host never sees
             // the end of a reply before a real wire would deliver it.
-            self.sleeper
-                .until(start + wire_time(Some(baud), sent))
-                .await?;
+            tokio::time::sleep_until(start + wire_time(Some(baud), sent)).await;
             self.port.write_all(chunk).await?;
             self.port.flush().await?;
         }

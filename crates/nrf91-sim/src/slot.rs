@@ -16,7 +16,6 @@ use super::fault::{Fault, FaultSet};
 use super::identity::{ModemIdentity, derived_rng};
 use super::modem::Modem;
 use super::server::{SessionConfig, SessionEnd, run_session};
-use super::timer::Timers;
 use super::timing::{CommandCost, CostLog};
 use super::{SimOptions, SimStats};
 use crate::trust::TrustStore;
@@ -85,9 +84,8 @@ impl Slot {
     /// Power the board on over `link` (the board's end): boot the modem and
     /// run a session on a task. When the unplug fault ends the session,
     /// `pulled` gets the link before it is dropped (a pty lets the host
-    /// read the half reply first). `timers`: what its delays and pacing
-    /// sleep on. Must run inside a Tokio runtime.
-    pub fn plug<S, F, Fut>(&self, link: S, timers: Timers, pulled: F)
+    /// read the half reply first). Must run inside a Tokio runtime.
+    pub fn plug<S, F, Fut>(&self, link: S, pulled: F)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         F: FnOnce(S) -> Fut + Send + 'static,
@@ -109,7 +107,6 @@ impl Slot {
                 &format!("session {sessions}"),
             ),
             costs: self.costs.clone(),
-            timers,
         };
         let modem = Arc::clone(&self.modem);
         let index = self.index;
