@@ -79,6 +79,44 @@ async fn a_replugged_board_is_asked_in_its_ports_last_dialect_first() {
     );
 }
 
+/// A port that ended with its last board (a USB port on the board's own
+/// interface chip; here a pty) cannot have a board swapped unseen: a board
+/// left in it after its run is not asked who it is every 200 ms to 2 s, as
+/// on a port never seen to end (a plain UART, where only a poll tells a
+/// swapped board), but every 10 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_board_left_on_a_port_that_ended_with_the_last_one_is_seldom_polled() {
+    let env = Env::new(1, Latency::None, &[]).await;
+    let (station, mut events, serving) = env.station();
+    // Commands the board in its fixture is sent over three seconds after
+    // its run: departure polls, nothing else.
+    let polls_while_left = || async {
+        let before = env.fleet.stats(0).commands;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        env.fleet.stats(0).commands - before
+    };
+    let first = finished_runs(&mut events, 1).await.remove(0);
+    let on_a_port_never_seen_to_end = polls_while_left().await;
+    env.fleet.unplug(0).await;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while !matches!(events.recv().await, Ok(StationEvent::PortGone { .. })) {}
+    })
+    .await
+    .expect("the unplugged port was let go");
+    env.fleet.replug(0).await.unwrap();
+    let second = finished_runs(&mut events, 1).await.remove(0);
+    let on_a_port_that_ended = polls_while_left().await;
+    station.shutdown();
+    serving.await.unwrap();
+    assert_eq!(first.outcome, Outcome::Passed, "{first:?}");
+    assert_eq!(second.outcome, Outcome::Passed, "{second:?}");
+    assert!(
+        on_a_port_never_seen_to_end >= 2,
+        "polled from 200 ms on: {on_a_port_never_seen_to_end}"
+    );
+    assert_eq!(on_a_port_that_ended, 0, "the first poll is due after 10 s");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_boards_in_parallel_all_pass_with_complete_records() {
     let env = Env::new(8, Latency::None, &[]).await;

@@ -84,6 +84,10 @@ const DEPARTURE_POLL: Duration = Duration::from_millis(200);
 /// (no end of stream) is noticed within this, and an idle board costs one
 /// exchange per this.
 const DEPARTURE_POLL_MAX: Duration = Duration::from_secs(2);
+/// How often a board is asked on a port that ended with its last board
+/// ([`PortMemory::ends_with_board`]): the port's end tells of a pull at
+/// once, so the polls are only a net should a port not end the next time.
+const ENDED_PORT_POLL: Duration = Duration::from_secs(10);
 
 /// The longest a port waits before it tries again to open (udev still
 /// setting its mode, a link to a pty that was just replaced) or to find a
@@ -118,10 +122,23 @@ pub struct Station {
     shift: ShiftBoard,
     /// The downstream sinks' health, once the daemon has started them.
     sinks: std::sync::OnceLock<Arc<crate::sink::SinkHealth>>,
-    /// The dialect each port's last board spoke, asked first of the next:
-    /// kept here, not by the port's supervisor, which ends whenever a USB
-    /// port goes away with its board.
-    dialects: RwLock<HashMap<String, Dialect>>,
+    /// What each port's boards taught the station ([`PortMemory`]): kept
+    /// here, not by the port's supervisor, which ends whenever a USB port
+    /// goes away with its board.
+    ports: RwLock<HashMap<String, PortMemory>>,
+}
+
+/// What the station learnt of a port from the boards it held.
+#[derive(Debug, Clone, Copy, Default)]
+struct PortMemory {
+    /// The dialect its last board spoke, asked first of the next.
+    dialect: Option<Dialect>,
+    /// Its last board's leaving ended the port (a USB port on the board's
+    /// own interface chip, a pty): no board can be swapped there unseen,
+    /// so one left in its fixture is asked who it is only every
+    /// [`ENDED_PORT_POLL`]. A board that leaves without ending the port (a
+    /// plain UART, an adapter of the fixture's) unlearns it.
+    ends_with_board: bool,
 }
 
 impl Station {
@@ -142,7 +159,7 @@ impl Station {
             handoff: parts.handoff,
             shift: ShiftBoard::new(parts.trace),
             sinks: std::sync::OnceLock::new(),
-            dialects: RwLock::default(),
+            ports: RwLock::default(),
         })
     }
 
@@ -440,6 +457,14 @@ impl Station {
         }
     }
 
+    fn port_memory(&self, port: &str) -> PortMemory {
+        read(&self.ports).get(port).copied().unwrap_or_default()
+    }
+
+    fn learn(&self, port: &str, lesson: impl FnOnce(&mut PortMemory)) {
+        lesson(write(&self.ports).entry(port.to_string()).or_default());
+    }
+
     /// Boards on one open link, one after another, until the link goes
     /// away or the station stops.
     async fn serve_link<T: Link>(
@@ -451,7 +476,7 @@ impl Station {
     ) {
         let mut arrived = false;
         loop {
-            let known = read(&self.dialects).get(port).copied();
+            let known = self.port_memory(port).dialect;
             let Some(arrival) = presence::wait_for_board(
                 modem,
                 options.dialect,
@@ -464,7 +489,7 @@ impl Station {
                 return;
             };
             if arrival.detected && known != Some(arrival.dialect) {
-                write(&self.dialects).insert(port.to_string(), arrival.dialect);
+                self.learn(port, |m| m.dialect = Some(arrival.dialect));
             }
             if !arrived {
                 arrived = true;
@@ -519,22 +544,35 @@ impl Station {
                 record: Arc::new(record),
             });
             if disconnected {
+                self.learn(port, |m| m.ends_with_board = true);
                 self.events.send(StationEvent::BoardLeft {
                     port: port.to_string(),
                 });
                 return;
             }
+            let polls = match self.port_memory(port).ends_with_board {
+                // Its end says the board left: polls only in case it lied.
+                true => presence::DeparturePolls {
+                    first: ENDED_PORT_POLL.max(options.rescan_interval),
+                    cap: ENDED_PORT_POLL.max(options.rescan_interval),
+                },
+                false => presence::DeparturePolls {
+                    first: options.rescan_interval.max(DEPARTURE_POLL),
+                    cap: DEPARTURE_POLL_MAX.max(options.rescan_interval),
+                },
+            };
             let departure = presence::wait_for_departure(
                 modem,
                 imei.as_deref(),
                 &self.stop,
-                presence::DeparturePolls {
-                    first: options.rescan_interval.max(DEPARTURE_POLL),
-                    cap: DEPARTURE_POLL_MAX.max(options.rescan_interval),
-                },
+                polls,
                 &still_there,
             )
             .await;
+            if departure != Departure::Shutdown {
+                let ended = departure == Departure::Unplugged;
+                self.learn(port, |m| m.ends_with_board = ended);
+            }
             match departure {
                 Departure::Shutdown => return,
                 Departure::Unplugged | Departure::OtherBoard => {
