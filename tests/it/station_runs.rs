@@ -29,6 +29,22 @@ async fn two_insertions(env: &Env) -> (RunRecord, RunRecord) {
     (first, second)
 }
 
+/// Pull board 0 and plug it back only once the station has let its port go,
+/// as a USB port goes away with its board: the port's supervisor ends with
+/// the port, and a new one takes it back.
+async fn unplug_until_let_go_then_replug(
+    env: &Env,
+    events: &mut tokio::sync::broadcast::Receiver<StationEvent>,
+) {
+    env.fleet.unplug(0).await;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while !matches!(events.recv().await, Ok(StationEvent::PortGone { .. })) {}
+    })
+    .await
+    .expect("the unplugged port was let go");
+    env.fleet.replug(0).await.unwrap();
+}
+
 /// A port that appears is taken when it appears, not at the next scan:
 /// the station watches the ports' directory (inotify), so with a scan only
 /// every ten minutes a replugged board is still provisioned again at once.
@@ -58,14 +74,7 @@ async fn a_replugged_board_is_asked_in_its_ports_last_dialect_first() {
     let (station, mut events, serving) = env.station();
     let first = finished_runs(&mut events, 1).await.remove(0);
     let first_session = env.fleet.stats(0).commands;
-    env.fleet.unplug(0).await;
-    // The port's supervisor ends with the port; a new one takes it back.
-    tokio::time::timeout(Duration::from_secs(60), async {
-        while !matches!(events.recv().await, Ok(StationEvent::PortGone { .. })) {}
-    })
-    .await
-    .expect("the unplugged port was let go");
-    env.fleet.replug(0).await.unwrap();
+    unplug_until_let_go_then_replug(&env, &mut events).await;
     let second = finished_runs(&mut events, 1).await.remove(0);
     let second_session = env.fleet.stats(0).commands - first_session;
     station.shutdown();
@@ -97,13 +106,7 @@ async fn a_board_left_on_a_port_that_ended_with_the_last_one_is_seldom_polled() 
     };
     let first = finished_runs(&mut events, 1).await.remove(0);
     let on_a_port_never_seen_to_end = polls_while_left().await;
-    env.fleet.unplug(0).await;
-    tokio::time::timeout(Duration::from_secs(60), async {
-        while !matches!(events.recv().await, Ok(StationEvent::PortGone { .. })) {}
-    })
-    .await
-    .expect("the unplugged port was let go");
-    env.fleet.replug(0).await.unwrap();
+    unplug_until_let_go_then_replug(&env, &mut events).await;
     let second = finished_runs(&mut events, 1).await.remove(0);
     let on_a_port_that_ended = polls_while_left().await;
     station.shutdown();
