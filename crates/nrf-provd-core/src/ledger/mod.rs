@@ -391,6 +391,16 @@ pub struct DeviceHistory {
     pub last_passed: Option<Sighting>,
 }
 
+/// What [`Ledger::claim_then_check_device`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimThenCheck {
+    /// The value was claimed before (never [`ClaimOutcome::Fresh`]); the
+    /// device was not checked.
+    Replay(ClaimOutcome),
+    /// Claimed now, and what the ledger knows of the device.
+    Checked(DeviceHistory),
+}
+
 /// The write side, used by the station during runs.
 #[async_trait]
 pub trait Ledger: Send + Sync {
@@ -428,6 +438,23 @@ pub trait Ledger: Send + Sync {
     async fn check_device(&self, check: &DeviceCheck) -> Result<DeviceHistory, LedgerError> {
         let _ = check;
         Ok(DeviceHistory::default())
+    }
+
+    /// The identity step's two calls: [`Ledger::claim`] the token's nonce,
+    /// then, only if it was fresh, [`Ledger::check_device`]. A ledger that
+    /// can do both in one transaction (the station's SQLite) overrides it:
+    /// one round trip and one commit where the boards of a replugged
+    /// fixture all arrive together.
+    async fn claim_then_check_device(
+        &self,
+        run: RunId,
+        claim: &Claim,
+        check: &DeviceCheck,
+    ) -> Result<ClaimThenCheck, LedgerError> {
+        match self.claim(run, claim).await? {
+            ClaimOutcome::Fresh => Ok(ClaimThenCheck::Checked(self.check_device(check).await?)),
+            replay => Ok(ClaimThenCheck::Replay(replay)),
+        }
     }
 
     /// How the ledger is doing, for the operator's view and metrics.

@@ -410,6 +410,66 @@ impl SqliteReader {
     }
 }
 
+/// A claim as the `nonces` table holds it.
+struct ClaimRow {
+    run: RunId,
+    kind: &'static str,
+    value: String,
+    at: String,
+}
+
+impl ClaimRow {
+    fn new(run: RunId, claim: &Claim) -> Result<ClaimRow, LedgerError> {
+        if claim.value.is_empty() {
+            return Err(LedgerError::InvalidRecord(format!(
+                "a {} claim needs a value",
+                claim.kind.describe()
+            )));
+        }
+        let value = match claim.kind {
+            ClaimKind::JwtJti => claim.value.clone(),
+            ClaimKind::AttestNonce | ClaimKind::KeygenNonce => claim.value.to_ascii_lowercase(),
+        };
+        Ok(ClaimRow {
+            run,
+            kind: claim.kind.as_str(),
+            value,
+            at: dbtime::format(claim.at),
+        })
+    }
+
+    /// Claim it inside the writer's transaction.
+    fn insert(&self, tx: &Connection) -> Result<ClaimOutcome, LedgerError> {
+        let ClaimRow {
+            run,
+            kind,
+            value,
+            at,
+        } = self;
+        let inserted = tx
+            .prepare_cached(
+                "INSERT INTO nonces (kind, value, run_id, claimed_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (kind, value) DO NOTHING",
+            )
+            .and_then(|mut insert| insert.execute(params![kind, value, run, at]))
+            .map_err(|e| match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::ConstraintViolation) => LedgerError::UnknownRun(*run),
+                _ => sql("claim nonce")(e),
+            })?;
+        if inserted == 1 {
+            return Ok(ClaimOutcome::Fresh);
+        }
+        let first_run = tx
+            .query_row(
+                "SELECT run_id FROM nonces WHERE kind = ?1 AND value = ?2",
+                params![kind, value],
+                |row| row.get(0),
+            )
+            .map_err(sql("look up claimed nonce"))?;
+        Ok(ClaimOutcome::Replay { first_run })
+    }
+}
+
 /// Prepared statements the writer's connection keeps.
 const WRITER_STATEMENTS: usize = 64;
 
@@ -446,44 +506,27 @@ impl Ledger for SqliteLedger {
     }
 
     async fn claim(&self, run: RunId, claim: &Claim) -> Result<ClaimOutcome, LedgerError> {
-        if claim.value.is_empty() {
-            return Err(LedgerError::InvalidRecord(format!(
-                "a {} claim needs a value",
-                claim.kind.describe()
-            )));
-        }
-        let kind = claim.kind.as_str();
-        let value = match claim.kind {
-            ClaimKind::JwtJti => claim.value.clone(),
-            ClaimKind::AttestNonce | ClaimKind::KeygenNonce => claim.value.to_ascii_lowercase(),
-        };
-        let at = dbtime::format(claim.at);
+        let claim = ClaimRow::new(run, claim)?;
         // Deferred: a claim lost in a power cut goes with the run that made
         // it, and its token answered that run's own random challenge.
-        grouped_deferred(&self.db, move |tx| {
-            let inserted = tx
-                .prepare_cached(
-                    "INSERT INTO nonces (kind, value, run_id, claimed_at) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (kind, value) DO NOTHING",
-                )
-                .and_then(|mut insert| insert.execute(params![kind, value, run, at]))
-                .map_err(|e| match e.sqlite_error_code() {
-                    Some(rusqlite::ErrorCode::ConstraintViolation) => LedgerError::UnknownRun(run),
-                    _ => sql("claim nonce")(e),
-                })?;
-            let outcome = if inserted == 1 {
-                ClaimOutcome::Fresh
-            } else {
-                let first_run = tx
-                    .query_row(
-                        "SELECT run_id FROM nonces WHERE kind = ?1 AND value = ?2",
-                        params![kind, value],
-                        |row| row.get(0),
-                    )
-                    .map_err(sql("look up claimed nonce"))?;
-                ClaimOutcome::Replay { first_run }
-            };
-            Ok(outcome)
+        grouped_deferred(&self.db, move |tx| claim.insert(tx)).await
+    }
+
+    async fn claim_then_check_device(
+        &self,
+        run: RunId,
+        claim: &Claim,
+        check: &super::DeviceCheck,
+    ) -> Result<super::ClaimThenCheck, LedgerError> {
+        let claim = ClaimRow::new(run, claim)?;
+        let check = check.clone();
+        // One job: both writes or neither (the job's own savepoint), one
+        // trip to the writer; deferred as each of them alone.
+        grouped_deferred(&self.db, move |tx| match claim.insert(tx)? {
+            ClaimOutcome::Fresh => Ok(super::ClaimThenCheck::Checked(line::check_device_in(
+                tx, &check,
+            )?)),
+            replay => Ok(super::ClaimThenCheck::Replay(replay)),
         })
         .await
     }

@@ -7,7 +7,9 @@ use tracing::warn;
 
 use super::Reprovision;
 use super::{Link, Run, StepFailure};
-use crate::ledger::{DeviceCheck, LedgerError, Sighting};
+use crate::ledger::{
+    Claim, ClaimKind, ClaimThenCheck, DeviceCheck, DeviceHistory, LedgerError, Sighting,
+};
 use crate::record::{ReasonCode, Step};
 
 /// A ledger error during a step: `ledger_unreachable` when a shared ledger
@@ -24,16 +26,56 @@ pub(crate) fn ledger_failure(step: Step, error: &LedgerError) -> StepFailure {
 }
 
 impl<T: Link> Run<'_, T> {
-    /// Tell the ledger this run holds `device_uuid` now; fail the step if
-    /// the device runs elsewhere at the same time (`duplicate_identity`) or
-    /// already passed and the policy refuses it (`reprovision`). Returns a
-    /// note for the step's detail when the policy only warns.
-    pub async fn check_device(
+    /// Claim the identity token's `nonce`, then tell the ledger this run
+    /// holds `device_uuid` now, in one ledger call: fail the step on a
+    /// replay (before the run takes the device), if the device runs
+    /// elsewhere at the same time (`duplicate_identity`), or if it already
+    /// passed and the policy refuses it (`reprovision`). Returns a note for
+    /// the step's detail when the policy only warns.
+    pub async fn claim_nonce_then_check_device(
         &mut self,
         step: Step,
+        nonce: &str,
         device_uuid: uuid::Uuid,
     ) -> Result<Option<String>, StepFailure> {
-        let check = DeviceCheck {
+        let kind = ClaimKind::AttestNonce;
+        let claim = Claim {
+            kind,
+            value: nonce.to_string(),
+            at: self.ctx.clock.now_utc(),
+        };
+        let check = self.device_check(device_uuid);
+        let found = self
+            .ctx
+            .ledger
+            .claim_then_check_device(self.record.id, &claim, &check)
+            .await
+            .map_err(|e| ledger_failure(step, &e))?;
+        let history = match found {
+            ClaimThenCheck::Replay(outcome) => {
+                super::claimed(step, kind, outcome)?;
+                // A ledger that says "replay" with a fresh outcome broke
+                // its contract: never a pass.
+                return Err(StepFailure::new(
+                    step,
+                    ReasonCode::Store,
+                    "the ledger neither claimed the nonce nor named its first run".to_string(),
+                ));
+            }
+            ClaimThenCheck::Checked(history) => history,
+        };
+        if self.state.device_uuid.is_none() {
+            // nRF9160: no %DEVICEUUID, the token names the device.
+            tracing::Span::current().record("device", tracing::field::display(device_uuid));
+        }
+        self.state.device_uuid = Some(device_uuid);
+        self.record.device.device_uuid = Some(device_uuid);
+        self.judge_history(step, device_uuid, &history)
+    }
+
+    /// What the ledger is told of this run and `device_uuid`.
+    fn device_check(&self, device_uuid: uuid::Uuid) -> DeviceCheck {
+        DeviceCheck {
             run: self.record.id,
             device_uuid,
             imei: self.record.device.imei.clone(),
@@ -43,21 +85,24 @@ impl<T: Link> Run<'_, T> {
                 run_uid: self.record.uid,
                 at: self.ctx.clock.now_utc(),
             },
-        };
-        let history = self
-            .ctx
-            .ledger
-            .check_device(&check)
-            .await
-            .map_err(|e| ledger_failure(step, &e))?;
-        if let Some(other) = history.running {
+        }
+    }
+
+    /// The line-wide rules, applied to what the ledger knows of the device.
+    fn judge_history(
+        &self,
+        step: Step,
+        device_uuid: uuid::Uuid,
+        history: &DeviceHistory,
+    ) -> Result<Option<String>, StepFailure> {
+        if let Some(other) = &history.running {
             return Err(StepFailure::new(
                 step,
                 ReasonCode::DuplicateIdentity,
                 format!("device {device_uuid} is in another run now, at {other}"),
             ));
         }
-        let Some(last) = history.last_passed.filter(|_| history.passed > 0) else {
+        let Some(last) = history.last_passed.as_ref().filter(|_| history.passed > 0) else {
             return Ok(None);
         };
         let before = format!(

@@ -270,19 +270,26 @@ impl<'a, T: Link> Run<'a, T> {
             at: self.ctx.clock.now_utc(),
         };
         match self.ctx.ledger.claim(self.record.id, &claim).await {
-            Ok(ClaimOutcome::Fresh) => Ok(()),
-            Ok(ClaimOutcome::Replay { first_run }) => Err(StepFailure::new(
-                step,
-                ReasonCode::Replay,
-                format!("{} already seen in run {first_run}", kind.describe()),
-            )),
-            Ok(ClaimOutcome::ReplayAt(first)) => Err(StepFailure::new(
-                step,
-                ReasonCode::Replay,
-                format!("{} already seen at {first}", kind.describe()),
-            )),
+            Ok(outcome) => claimed(step, kind, outcome),
             Err(e) => Err(line::ledger_failure(step, &e)),
         }
+    }
+}
+
+/// A claim's outcome as the step sees it: anything but fresh is a replay.
+fn claimed(step: Step, kind: ClaimKind, outcome: ClaimOutcome) -> Result<(), StepFailure> {
+    match outcome {
+        ClaimOutcome::Fresh => Ok(()),
+        ClaimOutcome::Replay { first_run } => Err(StepFailure::new(
+            step,
+            ReasonCode::Replay,
+            format!("{} already seen in run {first_run}", kind.describe()),
+        )),
+        ClaimOutcome::ReplayAt(first) => Err(StepFailure::new(
+            step,
+            ReasonCode::Replay,
+            format!("{} already seen at {first}", kind.describe()),
+        )),
     }
 }
 

@@ -24,8 +24,8 @@ use tracing::{info, warn};
 
 use super::events::{Events, StationEvent};
 use crate::ledger::{
-    Binding, BindingOutcome, Claim, ClaimOutcome, DeviceCheck, DeviceHistory, Ledger, LedgerError,
-    LedgerStatus, RunId, RunRecord, RunStart, ShiftChange, ShiftOnRecord,
+    Binding, BindingOutcome, Claim, ClaimOutcome, ClaimThenCheck, DeviceCheck, DeviceHistory,
+    Ledger, LedgerError, LedgerStatus, RunId, RunRecord, RunStart, ShiftChange, ShiftOnRecord,
 };
 
 /// First wait before the ledger is tried again; doubles up to [`MAX_BACKOFF`].
@@ -241,6 +241,16 @@ impl Ledger for LedgerGate {
 
     async fn check_device(&self, check: &DeviceCheck) -> Result<DeviceHistory, LedgerError> {
         self.through(|| self.inner.check_device(check)).await
+    }
+
+    async fn claim_then_check_device(
+        &self,
+        run: RunId,
+        claim: &Claim,
+        check: &DeviceCheck,
+    ) -> Result<ClaimThenCheck, LedgerError> {
+        self.through(|| self.inner.claim_then_check_device(run, claim, check))
+            .await
     }
 
     fn status(&self) -> LedgerStatus {

@@ -30,8 +30,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use nrf_provd_core::ledger::{
-    Binding, BindingOutcome, Claim, ClaimOutcome, DeviceCheck, DeviceHistory, Ledger, LedgerError,
-    LedgerStatus, RunId, RunRecord, RunStart, ShiftChange, ShiftOnRecord, SqliteLedger,
+    Binding, BindingOutcome, Claim, ClaimOutcome, ClaimThenCheck, DeviceCheck, DeviceHistory,
+    Ledger, LedgerError, LedgerStatus, RunId, RunRecord, RunStart, ShiftChange, ShiftOnRecord,
+    SqliteLedger,
 };
 use nrf_provd_core::plan::{
     Clock, FollowingClock, IdentityAuthority, KeysAuthority, PlanConfig, PlanContext, SeededRandom,
@@ -284,6 +285,15 @@ impl Ledger for ClockHeld {
 
     async fn check_device(&self, check: &DeviceCheck) -> Result<DeviceHistory, LedgerError> {
         held(self.0.check_device(check)).await
+    }
+
+    async fn claim_then_check_device(
+        &self,
+        run: RunId,
+        claim: &Claim,
+        check: &DeviceCheck,
+    ) -> Result<ClaimThenCheck, LedgerError> {
+        held(self.0.claim_then_check_device(run, claim, check)).await
     }
 
     fn status(&self) -> LedgerStatus {

@@ -1194,3 +1194,111 @@ async fn a_new_database_gives_back_freed_pages_without_a_full_vacuum() {
         .unwrap();
     assert_eq!(mode, 2, "auto_vacuum=INCREMENTAL");
 }
+
+/// Issue 25: the identity step's nonce claim and device check are one job
+/// of the writer, one commit: a fresh nonce claims and checks (and a second
+/// run of the device sees the first in flight); a replayed nonce names its
+/// first run and leaves the device unchecked; and when the check fails
+/// after the claim, the claim is undone with it, not left half done.
+#[tokio::test]
+async fn the_identity_claim_and_device_check_are_one_commit_both_or_neither() {
+    use nrf_provd_core::ledger::{ClaimThenCheck, DeviceCheck, Sighting};
+    let dir = tmp();
+    let store = open(&dir.path().join("results.db"));
+    let work = store.count_work().await.expect("count the writer's work");
+    let check = |run, start: &RunStart| DeviceCheck {
+        run,
+        device_uuid: uuid(DEVICE),
+        imei: Some("351358815178345".into()),
+        seen: Sighting {
+            station_id: start.station_id.clone(),
+            port: start.port.clone(),
+            run_uid: start.uid,
+            at: start.started_at,
+        },
+    };
+    let start_a = start(datetime!(2024-05-01 10:00 UTC), "pA");
+    let a = store.begin_run(&start_a).await.expect("begin A");
+    let before = work.counts();
+    let found = store
+        .claim_then_check_device(
+            a,
+            &claim_of(ClaimKind::AttestNonce, "00AA"),
+            &check(a, &start_a),
+        )
+        .await
+        .expect("claim and check A");
+    assert_eq!(work.counts().commits - before.commits, 1, "one commit");
+    let ClaimThenCheck::Checked(history) = found else {
+        panic!("a fresh nonce must be claimed and the device checked: {found:?}")
+    };
+    assert_eq!((history.running, history.passed), (None, 0));
+
+    // The same nonce again (any case): a replay naming run A; B never
+    // takes the device.
+    let start_b = start(datetime!(2024-05-01 10:01 UTC), "pB");
+    let b = store.begin_run(&start_b).await.expect("begin B");
+    let found = store
+        .claim_then_check_device(
+            b,
+            &claim_of(ClaimKind::AttestNonce, "00aa"),
+            &check(b, &start_b),
+        )
+        .await
+        .expect("claim B");
+    assert_eq!(
+        found,
+        ClaimThenCheck::Replay(ClaimOutcome::Replay { first_run: a })
+    );
+    let b_row = all_runs(&store)
+        .await
+        .into_iter()
+        .find(|r| r.id == b)
+        .expect("run B");
+    assert_eq!(
+        b_row.device.device_uuid, None,
+        "a replay leaves the device unchecked"
+    );
+
+    // A fresh nonce on run C: A holds the device now.
+    let start_c = start(datetime!(2024-05-01 10:02 UTC), "pC");
+    let c = store.begin_run(&start_c).await.expect("begin C");
+    let found = store
+        .claim_then_check_device(
+            c,
+            &claim_of(ClaimKind::AttestNonce, "00cc"),
+            &check(c, &start_c),
+        )
+        .await
+        .expect("claim and check C");
+    let ClaimThenCheck::Checked(history) = found else {
+        panic!("fresh: {found:?}")
+    };
+    assert_eq!(history.running.map(|s| s.run_uid), Some(start_a.uid));
+
+    // A run already finished takes the claim but fails the check: neither
+    // stands, so the nonce is still fresh for another run.
+    let mut done = RunRecord::begun(c, &start_c);
+    done.outcome = Outcome::Interrupted;
+    done.finished_at = Some(start_c.started_at + Duration::from_secs(1));
+    store.finish_run(&done).await.expect("finish C");
+    let failed = store
+        .claim_then_check_device(
+            c,
+            &claim_of(ClaimKind::AttestNonce, "00dd"),
+            &check(c, &start_c),
+        )
+        .await;
+    assert!(
+        matches!(failed, Err(LedgerError::UnknownRun(id)) if id == c),
+        "{failed:?}"
+    );
+    assert_eq!(
+        store
+            .claim(b, &claim_of(ClaimKind::AttestNonce, "00dd"))
+            .await
+            .expect("claim"),
+        ClaimOutcome::Fresh,
+        "the failed job's claim was undone"
+    );
+}

@@ -295,56 +295,61 @@ pub(super) async fn check_device(
     let check = check.clone();
     // In the writer's group, deferred as the run's other writes before its
     // finish (see the writer's "One fsync a run").
-    grouped_deferred(db, move |tx| {
-        let device = uuid_text(check.device_uuid);
-        // Every run asks: its statements stay prepared.
-        let updated = tx
-            .prepare_cached(
-                "UPDATE runs SET device_uuid = ?2, imei = COALESCE(?3, imei)
-                 WHERE id = ?1 AND outcome = 'in_flight'",
-            )
-            .and_then(|mut update| update.execute(params![check.run, device, check.imei]))
-            .map_err(sql("check device"))?;
-        if updated == 0 {
-            return Err(LedgerError::UnknownRun(check.run));
-        }
-        let sighting = |row: &rusqlite::Row<'_>| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, String>(3)?,
-            ))
-        };
-        let running = tx
-            .prepare_cached(DEVICE_RUNNING)
-            .and_then(|mut query| query.query_row(params![device, check.run], sighting))
-            .optional()
-            .map_err(sql("check device"))?;
-        let passed: i64 = tx
-            .prepare_cached(DEVICE_PASSED)
-            .and_then(|mut query| query.query_row([&device], |row| row.get(0)))
-            .map_err(sql("check device"))?;
-        let last_passed = tx
-            .prepare_cached(DEVICE_LAST_PASSED)
-            .and_then(|mut query| query.query_row([&device], sighting))
-            .optional()
-            .map_err(sql("check device"))?;
-        let to_sighting = |(station_id, port, uid, at): (String, String, String, String)| {
-            Ok::<_, LedgerError>(Sighting {
-                station_id,
-                port,
-                run_uid: parse_uuid(Some(uid), "run uid")?.unwrap_or_default(),
-                at: parse_time(at, "run time")?,
-            })
-        };
-        Ok(DeviceHistory {
-            running: running.map(to_sighting).transpose()?,
-            passed: u64::try_from(passed).unwrap_or(0),
-            last_passed: last_passed.map(to_sighting).transpose()?,
+    grouped_deferred(db, move |tx| check_device_in(tx, &check)).await
+}
+
+/// [`check_device`] inside the writer's transaction.
+pub(super) fn check_device_in(
+    tx: &Connection,
+    check: &DeviceCheck,
+) -> Result<DeviceHistory, LedgerError> {
+    let device = uuid_text(check.device_uuid);
+    // Every run asks: its statements stay prepared.
+    let updated = tx
+        .prepare_cached(
+            "UPDATE runs SET device_uuid = ?2, imei = COALESCE(?3, imei)
+             WHERE id = ?1 AND outcome = 'in_flight'",
+        )
+        .and_then(|mut update| update.execute(params![check.run, device, check.imei]))
+        .map_err(sql("check device"))?;
+    if updated == 0 {
+        return Err(LedgerError::UnknownRun(check.run));
+    }
+    let sighting = |row: &rusqlite::Row<'_>| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+            row.get::<_, String>(3)?,
+        ))
+    };
+    let running = tx
+        .prepare_cached(DEVICE_RUNNING)
+        .and_then(|mut query| query.query_row(params![device, check.run], sighting))
+        .optional()
+        .map_err(sql("check device"))?;
+    let passed: i64 = tx
+        .prepare_cached(DEVICE_PASSED)
+        .and_then(|mut query| query.query_row([&device], |row| row.get(0)))
+        .map_err(sql("check device"))?;
+    let last_passed = tx
+        .prepare_cached(DEVICE_LAST_PASSED)
+        .and_then(|mut query| query.query_row([&device], sighting))
+        .optional()
+        .map_err(sql("check device"))?;
+    let to_sighting = |(station_id, port, uid, at): (String, String, String, String)| {
+        Ok::<_, LedgerError>(Sighting {
+            station_id,
+            port,
+            run_uid: parse_uuid(Some(uid), "run uid")?.unwrap_or_default(),
+            at: parse_time(at, "run time")?,
         })
+    };
+    Ok(DeviceHistory {
+        running: running.map(to_sighting).transpose()?,
+        passed: u64::try_from(passed).unwrap_or(0),
+        last_passed: last_passed.map(to_sighting).transpose()?,
     })
-    .await
 }
 
 #[cfg(test)]

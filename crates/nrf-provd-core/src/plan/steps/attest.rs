@@ -6,7 +6,6 @@ use uuid::Uuid;
 
 use super::Rules;
 use crate::at::AtError;
-use crate::ledger::ClaimKind;
 use crate::modem::{AttestToken, Modem, SetClock};
 use crate::plan::authority::{AskedJwt, Evidence, IdentityCase, Judgement};
 use crate::plan::{Clock, Link, RandomSource, Run, StepFailure};
@@ -150,16 +149,11 @@ pub async fn run<T: Link>(run: &mut Run<'_, T>) -> Result<String, StepFailure> {
         run.record_token(evidence, verdict);
     }
     run.record.verified_by = Some(vouch.by);
-    run.claim(STEP, ClaimKind::AttestNonce, &hex::encode(nonce))
+    // The UUID is proven now: the nonce's claim and the line-wide device
+    // rules, in one ledger call.
+    let again = run
+        .claim_nonce_then_check_device(STEP, &hex::encode(nonce), device_uuid)
         .await?;
-    if run.state.device_uuid.is_none() {
-        // nRF9160: no %DEVICEUUID, the token names the device.
-        tracing::Span::current().record("device", tracing::field::display(device_uuid));
-    }
-    run.state.device_uuid = Some(device_uuid);
-    run.record.device.device_uuid = Some(device_uuid);
-    // The UUID is proven now: the line-wide device rules.
-    let again = run.check_device(STEP, device_uuid).await?;
     let detail = format!(
         "identity token of {device_uuid}, nonce {} = challenge; vouched by {}: {}",
         hex::encode(nonce),
