@@ -2,6 +2,7 @@
 //! `/proc` and `getrusage`, for the daemon's `/metrics` (its own process)
 //! and the bench (its own process, or the daemon it started).
 
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -182,10 +183,23 @@ pub fn threads_cpu(names: &[&str]) -> Duration {
             std::fs::read_to_string(task.path().join("comm"))
                 .is_ok_and(|comm| names.contains(&comm.trim_end()))
         })
-        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
-        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
-        .map(Duration::from_nanos)
+        .filter_map(|task| task_cpu(&task.path()))
         .sum()
+}
+
+/// CPU time of this process's main thread: the one `main` runs on, which
+/// the runtime's `block_on` keeps for the command's own future (the
+/// station's tasks run on the worker threads).
+pub fn main_thread_cpu() -> Duration {
+    let main = format!("/proc/self/task/{}", std::process::id());
+    task_cpu(Path::new(&main)).unwrap_or_default()
+}
+
+/// A thread's CPU time from its `schedstat` (nanoseconds on the CPU).
+fn task_cpu(task: &Path) -> Option<Duration> {
+    let stat = std::fs::read_to_string(task.join("schedstat")).ok()?;
+    let nanos = stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    Some(Duration::from_nanos(nanos))
 }
 
 /// This process's limit on open descriptors (the soft one).
@@ -267,6 +281,30 @@ mod tests {
         assert!(me.rss_kib() > 0 && me.open_fds() >= 3);
         assert_eq!(Process::Pid(u32::MAX).rss_kib(), 0, "no such process");
         assert!(max_fds() > 0);
+    }
+
+    /// The bench subtracts the main thread's CPU as its own: it must be the
+    /// main thread's, not the calling thread's (a test runs on another).
+    #[test]
+    fn the_main_thread_s_cpu_is_not_the_calling_thread_s() {
+        let main_before = main_thread_cpu();
+        let mine_before = thread_cpu();
+        let busy = std::time::Instant::now();
+        let mut x = 0u64;
+        while busy.elapsed() < Duration::from_millis(200) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let mine = thread_cpu().saturating_sub(mine_before);
+        let main = main_thread_cpu().saturating_sub(main_before);
+        assert!(
+            mine >= Duration::from_millis(100),
+            "this thread ran {mine:?}"
+        );
+        assert!(
+            main < mine / 2,
+            "main thread {main:?} while this one ran {mine:?}"
+        );
+        assert!(main_before > Duration::ZERO, "the main thread has run");
     }
 
     #[test]

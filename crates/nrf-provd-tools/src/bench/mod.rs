@@ -285,6 +285,9 @@ async fn measure_row(
     let peak_rss_counted = Process::This.reset_peak_rss();
     let sampler = metrics::Sampler::start(ROW_SAMPLE_EVERY, Process::This);
     let cpu_before = process::cpu();
+    // This thread drives the bench (replugs, waits for runs): not the
+    // station's work, which runs on the runtime's workers.
+    let driver_before = process::main_thread_cpu();
     let delivering_before = process::threads_cpu(DELIVERY_THREADS);
     let receiving_before = process::threads_cpu(&[sinks::RECEIVER_THREAD]);
     // With a shared ledger the claim column comes from the station's own
@@ -321,6 +324,7 @@ async fn measure_row(
         wall += round_start.elapsed();
     }
     let cpu = process::cpu().saturating_sub(cpu_before);
+    let driver_cpu = process::main_thread_cpu().saturating_sub(driver_before);
     let delivering = process::threads_cpu(DELIVERY_THREADS).saturating_sub(delivering_before);
     let receiving =
         process::threads_cpu(&[sinks::RECEIVER_THREAD]).saturating_sub(receiving_before);
@@ -381,6 +385,7 @@ async fn measure_row(
         // The webhook's receiver stands for the MES: not the station's CPU.
         daemon_cpu: cpu
             .saturating_sub(sampler_cpu)
+            .saturating_sub(driver_cpu)
             .saturating_sub(scraper_cpu)
             .saturating_sub(receiving),
         delivery_cpu: options.sinks.then_some(delivering),

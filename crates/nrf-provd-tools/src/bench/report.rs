@@ -17,8 +17,9 @@
 //!   (cycle − Σ (answered − received)): the station's share, including
 //!   the pty hops. The rest of the excess over the limit is the simulator's
 //!   own (timer rounding, scheduling), reported as `sim_overshoot_ms`.
-//! - cpu/cycle: station process CPU (user + system, all threads, the
-//!   sampler thread excluded) from the station's start to the last commit,
+//! - cpu/cycle: station process CPU (user + system, all threads but the
+//!   bench's sampler and its main thread, which replugs the boards and
+//!   waits for runs) from the station's start to the last commit,
 //!   ÷ runs. It includes the idle polls between runs.
 //! - sinks/run: with `--sinks`, the CPU of the threads that deliver (the
 //!   sinks' runtime and the outbox's connection) ÷ runs: the part of
