@@ -391,6 +391,13 @@ impl SqliteLedger {
         Ok(counted)
     }
 
+    /// Pages the writer's connection has written to the WAL since it
+    /// opened: what its commits cost the disk (a page changed by two
+    /// commits is written twice). Read on the writer's thread, between jobs.
+    pub async fn pages_written(&self) -> Result<u64, LedgerError> {
+        blocking(&self.db, |conn| work::pages_written(conn)).await
+    }
+
     pub fn path(&self) -> &Path {
         &self.db.path
     }

@@ -1,12 +1,15 @@
 //! What the writer's connection does, counted when asked (the cycle-cost
 //! test): commits, rows written, and SQL compiled. Nothing is counted until
-//! [`super::SqliteLedger::count_work`] installs the hooks.
+//! [`super::SqliteLedger::count_work`] installs the hooks. The pages its
+//! commits wrote, SQLite counts anyway ([`pages_written`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rusqlite::Connection;
 use rusqlite::hooks::Authorization;
+use rusqlite::{Connection, ffi};
+
+use crate::ledger::LedgerError;
 
 /// The counters, shared with the writer's thread.
 #[derive(Debug, Default)]
@@ -63,4 +66,27 @@ pub(super) fn install(conn: &Connection, work: &Arc<WriterWork>) {
         compiled.compiled.fetch_add(1, Ordering::Relaxed);
         Authorization::Allow
     }));
+}
+
+/// Pages `conn` has written to the WAL since it opened
+/// (`SQLITE_DBSTATUS_CACHE_WRITE`; rusqlite has no wrapper for it).
+pub(super) fn pages_written(conn: &Connection) -> Result<u64, LedgerError> {
+    let (mut current, mut highwater) = (0, 0);
+    // SAFETY: `conn` is borrowed for the call, so its handle is open, and
+    // only this thread uses it; both out-pointers outlive the call.
+    let code = unsafe {
+        ffi::sqlite3_db_status(
+            conn.handle(),
+            ffi::SQLITE_DBSTATUS_CACHE_WRITE,
+            &mut current,
+            &mut highwater,
+            0,
+        )
+    };
+    if code != ffi::SQLITE_OK {
+        return Err(LedgerError::Task(format!(
+            "SQLite's page count failed (code {code})"
+        )));
+    }
+    Ok(u64::try_from(current).unwrap_or(0))
 }
