@@ -783,26 +783,46 @@ fn finish(conn: &mut Connection, record: &RunRecord) -> Result<(), LedgerError> 
 /// [`finish`] inside the caller's transaction.
 fn finish_in(tx: &Connection, record: &RunRecord) -> Result<(), LedgerError> {
     let device = &record.device;
+    // What the run's start and its device check wrote is written again only
+    // if it differs: setting an indexed column rewrites its index entry even
+    // to the same value, and every page touched is written to the WAL.
+    tx.prepare_cached(
+        "UPDATE runs SET station_id = ?2, port = ?3, started_at = ?4, device_uuid = ?5,
+             work_order = ?6, lot = ?7, operator = ?8, product = ?9, fixture = ?10
+         WHERE id = ?1 AND outcome = 'in_flight'
+           AND (station_id IS NOT ?2 OR port IS NOT ?3 OR started_at IS NOT ?4
+                OR device_uuid IS NOT ?5 OR work_order IS NOT ?6 OR lot IS NOT ?7
+                OR operator IS NOT ?8 OR product IS NOT ?9 OR fixture IS NOT ?10)",
+    )
+    .and_then(|mut update| {
+        update.execute(params![
+            record.id,
+            record.station_id,
+            record.port,
+            dbtime::format(record.started_at),
+            device.device_uuid.map(uuid_text),
+            record.trace.work_order,
+            record.trace.lot,
+            record.trace.operator,
+            record.trace.product,
+            record.trace.fixture,
+        ])
+    })
+    .map_err(sql("update run"))?;
     let updated = tx
         .prepare_cached(
-            "UPDATE runs SET station_id = ?2, port = ?3, started_at = ?4, finished_at = ?5,
-                 outcome = ?6, failed_step = ?7, reason = ?8, device_uuid = ?9, imei = ?10,
-                 model = ?11, firmware = ?12, firmware_uuid = ?13, hw_version = ?14,
-                 reason_code = ?15, verified_by = ?16, work_order = ?17, lot = ?18,
-                 operator = ?19, product = ?20, fixture = ?21
+            "UPDATE runs SET finished_at = ?2, outcome = ?3, failed_step = ?4, reason = ?5,
+                 imei = ?6, model = ?7, firmware = ?8, firmware_uuid = ?9, hw_version = ?10,
+                 reason_code = ?11, verified_by = ?12
              WHERE id = ?1 AND outcome = 'in_flight'",
         )
         .and_then(|mut update| {
             update.execute(params![
                 record.id,
-                record.station_id,
-                record.port,
-                dbtime::format(record.started_at),
                 record.finished_at.map(dbtime::format),
                 record.outcome.as_str(),
                 record.failed_step.map(Step::as_str),
                 record.reason,
-                device.device_uuid.map(uuid_text),
                 device.imei,
                 device.model,
                 device.firmware,
@@ -810,11 +830,6 @@ fn finish_in(tx: &Connection, record: &RunRecord) -> Result<(), LedgerError> {
                 device.hw_version,
                 record.reason_code.map(ReasonCode::as_str),
                 record.verified_by.map(VerifiedBy::as_str),
-                record.trace.work_order,
-                record.trace.lot,
-                record.trace.operator,
-                record.trace.product,
-                record.trace.fixture,
             ])
         })
         .map_err(sql("update run"))?;

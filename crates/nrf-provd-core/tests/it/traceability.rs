@@ -294,3 +294,71 @@ fn a_shift_value_with_a_control_character_or_too_long_is_refused() {
     );
     assert!(now.updated(&with(&"W".repeat(129))).is_err());
 }
+
+/// A finish writes again only what differs from its run's start (an
+/// unchanged indexed column is not rewritten: issue 25's pages per cycle),
+/// so a record that finishes with other start values must still have them
+/// all written, and the per-work-order tally must follow.
+#[tokio::test]
+async fn a_finish_with_other_start_values_than_its_begin_writes_them_all() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let sqlite = open(&dir.path().join("results.db"));
+    let at = datetime!(2026-12-07 08:00 UTC);
+    let start = RunStart {
+        uid: Uuid::from_u128(7),
+        station_id: "s1".into(),
+        port: "/dev/nrf91/by-fixture/01".into(),
+        started_at: at,
+        trace: trace(Some("WO-1")),
+    };
+    let id = sqlite
+        .begin_run(&start)
+        .await
+        .unwrap_or_else(|e| panic!("begin: {e}"));
+    let mut record = RunRecord::begun(id, &start);
+    record.station_id = "s2".into();
+    record.port = "/dev/nrf91/by-fixture/02".into();
+    record.started_at = at + time::Duration::seconds(1);
+    record.trace = Traceability {
+        work_order: Some("WO-2".into()),
+        lot: None,
+        operator: Some("ben".into()),
+        product: Some("ACME-TRACKER rev D".into()),
+        fixture: Some("F02".into()),
+    };
+    record.device.device_uuid = Some(Uuid::from_u128(0xd));
+    record.finished_at = Some(at + time::Duration::seconds(3));
+    record.outcome = Outcome::Passed;
+    sqlite
+        .finish_run(&record)
+        .await
+        .unwrap_or_else(|e| panic!("finish: {e}"));
+    let stored = runs(&sqlite, RunFilter::default()).await;
+    assert_eq!(stored.len(), 1);
+    let stored = &stored[0];
+    assert_eq!(
+        (
+            stored.station_id.as_str(),
+            stored.port.as_str(),
+            stored.started_at,
+            stored.device.device_uuid
+        ),
+        (
+            "s2",
+            "/dev/nrf91/by-fixture/02",
+            record.started_at,
+            record.device.device_uuid
+        )
+    );
+    assert_eq!(stored.trace, record.trace);
+    let summary = sqlite
+        .summary(&RunFilter::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let orders: Vec<_> = summary
+        .work_orders
+        .iter()
+        .map(|w| (w.work_order.clone(), w.counts.seen, w.counts.passed))
+        .collect();
+    assert_eq!(orders, vec![(Some("WO-2".to_string()), 1, 1)]);
+}
