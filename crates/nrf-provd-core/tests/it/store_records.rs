@@ -1195,18 +1195,16 @@ async fn a_new_database_gives_back_freed_pages_without_a_full_vacuum() {
     assert_eq!(mode, 2, "auto_vacuum=INCREMENTAL");
 }
 
-/// Issue 25: the identity step's nonce claim and device check are one job
-/// of the writer, one commit: a fresh nonce claims and checks (and a second
-/// run of the device sees the first in flight); a replayed nonce names its
-/// first run and leaves the device unchecked; and when the check fails
-/// after the claim, the claim is undone with it, not left half done.
-#[tokio::test]
-async fn the_identity_claim_and_device_check_are_one_commit_both_or_neither() {
-    use nrf_provd_core::ledger::{ClaimThenCheck, DeviceCheck, Sighting};
-    let dir = tmp();
-    let store = open(&dir.path().join("results.db"));
-    let work = store.count_work().await.expect("count the writer's work");
-    let check = |run, start: &RunStart| DeviceCheck {
+/// The identity step's ledger call: claim `nonce` for `run`, then check
+/// that the run holds [`DEVICE`].
+async fn identify(
+    store: &SqliteLedger,
+    run: i64,
+    start: &RunStart,
+    nonce: &str,
+) -> Result<nrf_provd_core::ledger::ClaimThenCheck, LedgerError> {
+    use nrf_provd_core::ledger::{DeviceCheck, Sighting};
+    let check = DeviceCheck {
         run,
         device_uuid: uuid(DEVICE),
         imei: Some("351358815178345".into()),
@@ -1217,15 +1215,26 @@ async fn the_identity_claim_and_device_check_are_one_commit_both_or_neither() {
             at: start.started_at,
         },
     };
+    store
+        .claim_then_check_device(run, &claim_of(ClaimKind::AttestNonce, nonce), &check)
+        .await
+}
+
+/// Issue 25: the identity step's nonce claim and device check are one job
+/// of the writer, one commit: a fresh nonce claims and checks (and a second
+/// run of the device sees the first in flight); a replayed nonce names its
+/// first run and leaves the device unchecked; and when the check fails
+/// after the claim, the claim is undone with it, not left half done.
+#[tokio::test]
+async fn the_identity_claim_and_device_check_are_one_commit_both_or_neither() {
+    use nrf_provd_core::ledger::ClaimThenCheck;
+    let dir = tmp();
+    let store = open(&dir.path().join("results.db"));
+    let work = store.count_work().await.expect("count the writer's work");
     let start_a = start(datetime!(2024-05-01 10:00 UTC), "pA");
     let a = store.begin_run(&start_a).await.expect("begin A");
     let before = work.counts();
-    let found = store
-        .claim_then_check_device(
-            a,
-            &claim_of(ClaimKind::AttestNonce, "00AA"),
-            &check(a, &start_a),
-        )
+    let found = identify(&store, a, &start_a, "00AA")
         .await
         .expect("claim and check A");
     assert_eq!(work.counts().commits - before.commits, 1, "one commit");
@@ -1238,12 +1247,7 @@ async fn the_identity_claim_and_device_check_are_one_commit_both_or_neither() {
     // takes the device.
     let start_b = start(datetime!(2024-05-01 10:01 UTC), "pB");
     let b = store.begin_run(&start_b).await.expect("begin B");
-    let found = store
-        .claim_then_check_device(
-            b,
-            &claim_of(ClaimKind::AttestNonce, "00aa"),
-            &check(b, &start_b),
-        )
+    let found = identify(&store, b, &start_b, "00aa")
         .await
         .expect("claim B");
     assert_eq!(
@@ -1263,12 +1267,7 @@ async fn the_identity_claim_and_device_check_are_one_commit_both_or_neither() {
     // A fresh nonce on run C: A holds the device now.
     let start_c = start(datetime!(2024-05-01 10:02 UTC), "pC");
     let c = store.begin_run(&start_c).await.expect("begin C");
-    let found = store
-        .claim_then_check_device(
-            c,
-            &claim_of(ClaimKind::AttestNonce, "00cc"),
-            &check(c, &start_c),
-        )
+    let found = identify(&store, c, &start_c, "00cc")
         .await
         .expect("claim and check C");
     let ClaimThenCheck::Checked(history) = found else {
@@ -1282,13 +1281,7 @@ async fn the_identity_claim_and_device_check_are_one_commit_both_or_neither() {
     done.outcome = Outcome::Interrupted;
     done.finished_at = Some(start_c.started_at + Duration::from_secs(1));
     store.finish_run(&done).await.expect("finish C");
-    let failed = store
-        .claim_then_check_device(
-            c,
-            &claim_of(ClaimKind::AttestNonce, "00dd"),
-            &check(c, &start_c),
-        )
-        .await;
+    let failed = identify(&store, c, &start_c, "00dd").await;
     assert!(
         matches!(failed, Err(LedgerError::UnknownRun(id)) if id == c),
         "{failed:?}"
