@@ -49,9 +49,17 @@ impl<T: Link> Run<'_, T> {
             .ctx
             .ledger
             .claim_then_check_device(self.record.id, &claim, &check)
-            .await
-            .map_err(|e| ledger_failure(step, &e))?;
+            .await;
         let history = match found {
+            Err(e) => {
+                // The token proved the device: the record names it, as
+                // when the claim stood and only the check failed.
+                self.take_device(device_uuid);
+                return Err(ledger_failure(step, &e));
+            }
+            Ok(found) => found,
+        };
+        let history = match history {
             ClaimThenCheck::Replay(outcome) => {
                 super::claimed(step, kind, outcome)?;
                 // A ledger that says "replay" with a fresh outcome broke
@@ -64,13 +72,18 @@ impl<T: Link> Run<'_, T> {
             }
             ClaimThenCheck::Checked(history) => history,
         };
+        self.take_device(device_uuid);
+        self.judge_history(step, device_uuid, &history)
+    }
+
+    /// The run holds the proven `device_uuid` from now on.
+    fn take_device(&mut self, device_uuid: uuid::Uuid) {
         if self.state.device_uuid.is_none() {
             // nRF9160: no %DEVICEUUID, the token names the device.
             tracing::Span::current().record("device", tracing::field::display(device_uuid));
         }
         self.state.device_uuid = Some(device_uuid);
         self.record.device.device_uuid = Some(device_uuid);
-        self.judge_history(step, device_uuid, &history)
     }
 
     /// What the ledger is told of this run and `device_uuid`.
