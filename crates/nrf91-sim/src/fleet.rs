@@ -45,7 +45,7 @@ impl Fleet {
         let fleet = Fleet {
             slots: (0..count)
                 .map(|index| PtySlot {
-                    slot: Slot::new(seed, index, Arc::clone(&options)),
+                    slot: Slot::new(seed, index, Arc::clone(&options), true),
                     link: dir.join(format!("ttySIM{index}")),
                     slave: Mutex::new(None),
                 })

@@ -33,6 +33,7 @@ pub mod fleet;
 pub mod identity;
 pub mod memory;
 pub mod modem;
+mod precise;
 pub mod pty;
 pub mod server;
 mod slot;

@@ -48,7 +48,8 @@ impl Board {
     /// Outside a Tokio runtime (the session runs on a task).
     pub fn start(seed: u64, index: usize, options: SimOptions) -> (Board, DuplexStream) {
         let board = Board {
-            slot: Slot::new(seed, index, Arc::new(options)),
+            // In memory: tokio's timers, which a paused clock drives.
+            slot: Slot::new(seed, index, Arc::new(options), false),
         };
         let host = board.plug();
         (board, host)

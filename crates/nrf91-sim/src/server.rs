@@ -7,7 +7,10 @@
 //! Every timer and timestamp comes from tokio's clock, so under a paused
 //! clock (`#[tokio::test(start_paused = true)]`) a realistic board answers
 //! in virtual time: a 1.2 s `%KEYGEN` takes 1.2 s of tokio time. Only the
-//! cost log's wall-clock stamps (`SystemTime`) are real time.
+//! cost log's wall-clock stamps (`SystemTime`) are real time. A board on a
+//! real link ([`SessionConfig::precise`]) waits for its reply deadlines on
+//! a timerfd instead, to the tens of microseconds rather than tokio's
+//! whole milliseconds ([`super::precise`]).
 //!
 //! I/O faults (see [`super::fault`]):
 //! - `urc-storm`: after the host has first written, a notification every
@@ -38,6 +41,7 @@ use tokio::time::Instant;
 use super::dialect::{FrontEvent, Frontend};
 use super::fault::{Fault, FaultSet};
 use super::modem::{Modem, line_fault_key};
+use super::precise::PreciseTimer;
 use super::timing::{CommandCost, CostLog, command_delay, pacing_chunk, wire_time};
 use super::{Latency, SimDialect};
 
@@ -68,6 +72,9 @@ pub struct SessionConfig {
     pub rng: StdRng,
     /// Where to log each answered command's modelled cost, if anywhere.
     pub costs: Option<CostLog>,
+    /// Wait for reply deadlines on a timerfd (real time only: a pty), not on
+    /// tokio's millisecond timers (which a paused clock drives).
+    pub precise: bool,
 }
 
 /// Why a session ended.
@@ -93,6 +100,8 @@ struct Session<S> {
     front: Frontend,
     cfg: SessionConfig,
     host_seen: bool,
+    /// With [`SessionConfig::precise`]; else tokio's timers.
+    timer: Option<PreciseTimer>,
 }
 
 /// Run a session over `port` until the unplug fault fires, the host closes
@@ -102,12 +111,21 @@ pub async fn run_session<S>(port: S, modem: Arc<Mutex<Modem>>, cfg: SessionConfi
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    let timer = match cfg.precise {
+        true => PreciseTimer::new()
+            .inspect_err(|e| {
+                tracing::warn!(error = %e, "no timerfd: replies paced to tokio's milliseconds");
+            })
+            .ok(),
+        false => None,
+    };
     let mut session = Session {
         port,
         modem,
         front: Frontend::new(cfg.dialect),
         cfg,
         host_seen: false,
+        timer,
     };
     match session.run().await {
         Ok(Stop::Unplugged) => SessionEnd::Unplugged,
@@ -259,7 +277,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         // (signing a token) is inside it, as on a real modem.
         let ready = clock + delay;
         if !delay.is_zero() {
-            tokio::time::sleep_until(ready).await;
+            self.sleep_until(ready).await?;
         }
         let output = pieces.concat();
         let unplug = key.as_deref().is_some_and(|k| self.cfg.faults.unplugs(k));
@@ -305,6 +323,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
+    /// Wait for a reply deadline.
+    async fn sleep_until(&mut self, deadline: Instant) -> io::Result<()> {
+        match &mut self.timer {
+            Some(timer) => timer.sleep_until(deadline).await,
+            None => {
+                tokio::time::sleep_until(deadline).await;
+                Ok(())
+            }
+        }
+    }
+
     /// Write for the host, paced at the configured baud rate.
     async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.write_from(bytes, Instant::now()).await
@@ -327,7 +356,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             // A UART hands over a byte when its stop bit is done: release
             // each chunk when its wire time is over, so the host never sees
             // the end of a reply before a real wire would deliver it.
-            tokio::time::sleep_until(start + wire_time(Some(baud), sent)).await;
+            self.sleep_until(start + wire_time(Some(baud), sent))
+                .await?;
             self.port.write_all(chunk).await?;
             self.port.flush().await?;
         }

@@ -39,11 +39,15 @@ pub(crate) struct Slot {
     session: Mutex<Option<JoinHandle<()>>>,
     /// Modelled cost of every answered command, when the options ask for it.
     costs: Option<CostLog>,
+    /// Sessions pace replies on a timerfd (a link in real time, a pty).
+    precise: bool,
 }
 
 impl Slot {
-    /// Board `index` of a fleet made from `seed`, not yet plugged.
-    pub fn new(seed: u64, index: usize, options: Arc<SimOptions>) -> Slot {
+    /// Board `index` of a fleet made from `seed`, not yet plugged. With
+    /// `precise`, its replies are paced to the tens of microseconds on a
+    /// timerfd: only for links in real time (see [`super::precise`]).
+    pub fn new(seed: u64, index: usize, options: Arc<SimOptions>, precise: bool) -> Slot {
         let faults = FaultSet::for_index(&options.faults, index);
         let identity = ModemIdentity::from_seed(seed, u32::try_from(index).unwrap_or(u32::MAX))
             .with_firmware(options.firmware.as_deref());
@@ -55,6 +59,7 @@ impl Slot {
             session: Mutex::new(None),
             costs: options.cost_log.then(CostLog::default),
             options,
+            precise,
         }
     }
 
@@ -107,6 +112,7 @@ impl Slot {
                 &format!("session {sessions}"),
             ),
             costs: self.costs.clone(),
+            precise: self.precise,
         };
         let modem = Arc::clone(&self.modem);
         let index = self.index;
