@@ -545,12 +545,13 @@ impl Ledger for SqliteLedger {
                 record.id
             )));
         }
+        let packed = payload::Packed::of(record)?;
         let record = Arc::new(record.clone());
         let kept = Arc::clone(&record);
         let pending_dir = self.pending_dir.clone();
         grouped_then(
             &self.db,
-            move |conn| finish_in(conn, &record),
+            move |conn| finish_packed_in(conn, &record, &packed),
             move |result| match result {
                 Ok(()) => {
                     // Committed at last: the kept copy has done its job.
@@ -782,6 +783,15 @@ fn finish(conn: &mut Connection, record: &RunRecord) -> Result<(), LedgerError> 
 
 /// [`finish`] inside the caller's transaction.
 fn finish_in(tx: &Connection, record: &RunRecord) -> Result<(), LedgerError> {
+    finish_packed_in(tx, record, &payload::Packed::of(record)?)
+}
+
+/// [`finish_in`] with the run's payload already packed.
+fn finish_packed_in(
+    tx: &Connection,
+    record: &RunRecord,
+    packed: &payload::Packed,
+) -> Result<(), LedgerError> {
     let device = &record.device;
     // What the run's start and its device check wrote is written again only
     // if it differs: setting an indexed column rewrites its index entry even
@@ -851,7 +861,7 @@ fn finish_in(tx: &Connection, record: &RunRecord) -> Result<(), LedgerError> {
         });
     }
 
-    payload::store(tx, record)?;
+    payload::store(tx, record.id, packed)?;
 
     if let Some(uuid) = device.device_uuid {
         let seen = dbtime::format(record.finished_at.unwrap_or(record.started_at));

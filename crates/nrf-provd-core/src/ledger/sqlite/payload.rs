@@ -31,13 +31,15 @@ pub const FORMAT_ZSTD_V1: i64 = 1;
 const DICTIONARY_V1: &[u8] = include_bytes!("payload-v1.dict");
 /// zstd's default level: most of the gain, a fraction of a millisecond.
 const LEVEL: i32 = 3;
+/// Bytes reserved for a run's JSON before it is compressed.
+const JSON_CAPACITY: usize = 8 * 1024;
 /// The largest payload a frame may claim to hold: a run's steps and tokens
 /// are kilobytes; more is damage, not a record.
 const MAX_PAYLOAD: u64 = 16 * 1024 * 1024;
 
 /// The stored shape: arrays, not objects, and times as the database writes
-/// them, so that every value comes back exactly.
-#[derive(serde::Serialize, serde::Deserialize)]
+/// them, so that every value comes back exactly. Written as [`StoredRef`].
+#[derive(serde::Deserialize)]
 struct Stored {
     /// name, started_at, duration in µs, passed, attempts, detail
     s: Vec<(String, String, i64, bool, u32, String)>,
@@ -45,6 +47,14 @@ struct Stored {
     t: Vec<(String, String, bool, String)>,
     /// kind, sec_tag, content
     a: Vec<(String, Option<u32>, String)>,
+}
+
+/// [`Stored`] borrowed from a run, for writing: the same JSON, no copies.
+#[derive(serde::Serialize)]
+struct StoredRef<'a> {
+    s: Vec<(&'a str, String, i64, bool, u32, &'a str)>,
+    t: Vec<(&'a str, &'a str, bool, &'a str)>,
+    a: Vec<(&'a str, Option<u32>, &'a str)>,
 }
 
 /// A run's steps, tokens and artifacts.
@@ -62,65 +72,69 @@ fn corrupt(what: &'static str) -> impl Fn(std::io::Error) -> LedgerError {
     }
 }
 
-impl Payload {
-    /// The bytes to store (format [`FORMAT_ZSTD_V1`]).
-    pub fn pack(&self) -> Result<Vec<u8>, LedgerError> {
-        let stored = Stored {
-            s: self
-                .steps
-                .iter()
-                .map(|s| {
-                    (
-                        s.name.as_str().to_string(),
-                        dbtime::format(s.started_at),
-                        i64::try_from(s.duration.as_micros()).unwrap_or(i64::MAX),
-                        s.passed,
-                        s.attempts,
-                        s.detail.clone(),
-                    )
-                })
-                .collect(),
-            t: self
-                .tokens
-                .iter()
-                .map(|t| {
-                    (
-                        t.kind.as_str().to_string(),
-                        t.text.clone(),
-                        t.authentic,
-                        t.checks_json.clone(),
-                    )
-                })
-                .collect(),
-            a: self
-                .artifacts
-                .iter()
-                .map(|a| (a.kind.as_str().to_string(), a.sec_tag, a.content.clone()))
-                .collect(),
-        };
-        let json =
-            serde_json::to_vec(&stored).map_err(|e| LedgerError::InvalidRecord(e.to_string()))?;
-        // One compression context a thread (the writer's), the dictionary
-        // loaded once. A single-shot frame records its content size.
-        thread_local! {
-            static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
-                const { std::cell::RefCell::new(None) };
-        }
-        COMPRESSOR.with_borrow_mut(|slot| {
-            if slot.is_none() {
-                *slot = Some(
-                    zstd::bulk::Compressor::with_dictionary(LEVEL, DICTIONARY_V1)
-                        .map_err(corrupt("payload compressor"))?,
-                );
-            }
-            let compressor = slot
-                .as_mut()
-                .ok_or(LedgerError::Task("no compressor".into()))?;
-            compressor.compress(&json).map_err(corrupt("payload"))
-        })
+/// The bytes to store of a run's parts (format [`FORMAT_ZSTD_V1`]).
+fn pack(
+    steps: &[StepRecord],
+    tokens: &[TokenRecord],
+    artifacts: &[Artifact],
+) -> Result<Vec<u8>, LedgerError> {
+    let stored = StoredRef {
+        s: steps
+            .iter()
+            .map(|s| {
+                (
+                    s.name.as_str(),
+                    dbtime::format(s.started_at),
+                    i64::try_from(s.duration.as_micros()).unwrap_or(i64::MAX),
+                    s.passed,
+                    s.attempts,
+                    s.detail.as_str(),
+                )
+            })
+            .collect(),
+        t: tokens
+            .iter()
+            .map(|t| {
+                (
+                    t.kind.as_str(),
+                    t.text.as_str(),
+                    t.authentic,
+                    t.checks_json.as_str(),
+                )
+            })
+            .collect(),
+        a: artifacts
+            .iter()
+            .map(|a| (a.kind.as_str(), a.sec_tag, a.content.as_str()))
+            .collect(),
+    };
+    // A provisioning run's JSON is 5-8 KB: sized once, not doubled into.
+    let mut json = Vec::with_capacity(JSON_CAPACITY);
+    serde_json::to_writer(&mut json, &stored)
+        .map_err(|e| LedgerError::InvalidRecord(e.to_string()))?;
+    // One compression context a thread (the station's workers pack a
+    // run before its finish goes to the writer), the dictionary
+    // loaded once. A single-shot frame records its content size.
+    thread_local! {
+        static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
     }
+    COMPRESSOR.with_borrow_mut(|slot| {
+        if slot.is_none() {
+            *slot = Some(
+                zstd::bulk::Compressor::with_dictionary(LEVEL, DICTIONARY_V1)
+                    .map_err(corrupt("payload compressor"))?,
+            );
+        }
+        let compressor = slot
+            .as_mut()
+            .ok_or(LedgerError::Task("no compressor".into()))?;
+        compressor.compress(&json).map_err(corrupt("payload"))
+    })
+}
 
-    /// What [`Payload::pack`] stored as `format`.
+impl Payload {
+    /// What [`pack`] stored as `format`.
     pub fn unpack(format: i64, bytes: &[u8]) -> Result<Payload, LedgerError> {
         if format != FORMAT_ZSTD_V1 {
             return Err(LedgerError::Corrupt {
@@ -223,35 +237,6 @@ impl Stored {
 }
 
 impl Payload {
-    fn of(record: &RunRecord) -> Payload {
-        Payload {
-            steps: record.steps.clone(),
-            tokens: record.tokens.clone(),
-            artifacts: record.artifacts.clone(),
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.steps.is_empty() && self.tokens.is_empty() && self.artifacts.is_empty()
-    }
-
-    /// The hand-off's claim queue takes it: it has an identity token.
-    fn claimable(&self) -> bool {
-        self.tokens.iter().any(|t| t.kind == TokenKind::Identity)
-    }
-
-    /// The onboarding queue takes it: its install passed and it has a
-    /// device certificate.
-    fn onboardable(&self) -> bool {
-        self.steps
-            .iter()
-            .any(|s| s.name == Step::Install && s.passed)
-            && self
-                .artifacts
-                .iter()
-                .any(|a| a.kind == ArtifactKind::DeviceCertificate)
-    }
-
     /// What exports and the hand-off read, and nothing else (retention's
     /// trim of a device's latest pass): the last identity token (the last
     /// authentic one when there is one: `attest-csv`'s), the last device
@@ -329,18 +314,50 @@ pub(super) fn trimmed(tx: &Connection, run: RunId) -> Result<Option<(Payload, i6
     )))
 }
 
-/// Store `record`'s steps, tokens and artifacts (nothing when it has none).
-pub(super) fn store(tx: &Connection, record: &RunRecord) -> Result<(), LedgerError> {
-    insert(tx, record.id, &Payload::of(record)).map(drop)
+/// A run's payload compressed for storing, with what the hand-off's queues
+/// need to know of it. Made on the caller's thread: the station has one
+/// writer, and a burst of boards finishing together would otherwise wait
+/// for every one of their compressions in turn (issue 25).
+pub(super) struct Packed {
+    /// None when the run has no steps, tokens or artifacts.
+    body: Option<Vec<u8>>,
+    claimable: bool,
+    onboardable: bool,
 }
 
-/// Store `payload` as run `run`'s; its bytes stored.
-pub(super) fn insert(tx: &Connection, run: RunId, payload: &Payload) -> Result<usize, LedgerError> {
-    if payload.is_empty() {
-        return Ok(0);
+impl Packed {
+    pub(super) fn of(record: &RunRecord) -> Result<Packed, LedgerError> {
+        Packed::parts(&record.steps, &record.tokens, &record.artifacts)
     }
-    let body = payload.pack()?;
-    let bytes = body.len();
+
+    fn parts(
+        steps: &[StepRecord],
+        tokens: &[TokenRecord],
+        artifacts: &[Artifact],
+    ) -> Result<Packed, LedgerError> {
+        let empty = steps.is_empty() && tokens.is_empty() && artifacts.is_empty();
+        Ok(Packed {
+            body: match empty {
+                true => None,
+                false => Some(pack(steps, tokens, artifacts)?),
+            },
+            // The hand-off's claim queue takes a run with an identity token;
+            // the onboarding queue one whose install passed and that has a
+            // device certificate.
+            claimable: tokens.iter().any(|t| t.kind == TokenKind::Identity),
+            onboardable: steps.iter().any(|s| s.name == Step::Install && s.passed)
+                && artifacts
+                    .iter()
+                    .any(|a| a.kind == ArtifactKind::DeviceCertificate),
+        })
+    }
+}
+
+/// Store `packed` as run `run`'s payload; its bytes stored.
+pub(super) fn store(tx: &Connection, run: RunId, packed: &Packed) -> Result<usize, LedgerError> {
+    let Some(body) = &packed.body else {
+        return Ok(0);
+    };
     tx.prepare_cached(
         "INSERT INTO run_payloads (run_id, format, body, claimable, onboardable)
          VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -350,12 +367,18 @@ pub(super) fn insert(tx: &Connection, run: RunId, payload: &Payload) -> Result<u
             run,
             FORMAT_ZSTD_V1,
             body,
-            payload.claimable(),
-            payload.onboardable(),
+            packed.claimable,
+            packed.onboardable,
         ])
     })
     .map_err(sql("store run payload"))?;
-    Ok(bytes)
+    Ok(body.len())
+}
+
+/// Store `payload` as run `run`'s; its bytes stored.
+pub(super) fn insert(tx: &Connection, run: RunId, payload: &Payload) -> Result<usize, LedgerError> {
+    let packed = Packed::parts(&payload.steps, &payload.tokens, &payload.artifacts)?;
+    store(tx, run, &packed)
 }
 
 /// The payloads of the runs `selected` returns.
@@ -555,7 +578,7 @@ mod tests {
                 content: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into(),
             }],
         };
-        let packed = payload.pack().unwrap();
+        let packed = pack(&payload.steps, &payload.tokens, &payload.artifacts).unwrap();
         assert_eq!(Payload::unpack(FORMAT_ZSTD_V1, &packed).unwrap(), payload);
         assert!(Payload::unpack(2, &packed).is_err());
         for garbage in [&b""[..], b"\x28\xb5\x2f\xfd", &packed[..packed.len() / 2]] {
