@@ -223,6 +223,8 @@ impl EmptyFixture {
             faults: FaultSet::default(),
             rng: rand::rngs::StdRng::seed_from_u64(99),
             costs: None,
+            // A pty in real time, as the fleet's boards.
+            precise: true,
         };
         tokio::spawn(async move {
             let mut port = port;
