@@ -100,7 +100,8 @@ struct Session<S> {
     front: Frontend,
     cfg: SessionConfig,
     host_seen: bool,
-    /// With [`SessionConfig::precise`]; else tokio's timers.
+    /// With [`SessionConfig::precise`], made at the first wait (a board
+    /// that never waits holds no descriptor for it); else tokio's timers.
     timer: Option<PreciseTimer>,
 }
 
@@ -111,21 +112,13 @@ pub async fn run_session<S>(port: S, modem: Arc<Mutex<Modem>>, cfg: SessionConfi
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let timer = match cfg.precise {
-        true => PreciseTimer::new()
-            .inspect_err(|e| {
-                tracing::warn!(error = %e, "no timerfd: replies paced to tokio's milliseconds");
-            })
-            .ok(),
-        false => None,
-    };
     let mut session = Session {
         port,
         modem,
         front: Frontend::new(cfg.dialect),
         cfg,
         host_seen: false,
-        timer,
+        timer: None,
     };
     match session.run().await {
         Ok(Stop::Unplugged) => SessionEnd::Unplugged,
@@ -325,6 +318,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// Wait for a reply deadline.
     async fn sleep_until(&mut self, deadline: Instant) -> io::Result<()> {
+        if self.cfg.precise && self.timer.is_none() {
+            match PreciseTimer::new() {
+                Ok(timer) => self.timer = Some(timer),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no timerfd: replies paced to tokio's milliseconds");
+                    self.cfg.precise = false;
+                }
+            }
+        }
         match &mut self.timer {
             Some(timer) => timer.sleep_until(deadline).await,
             None => {
