@@ -390,17 +390,26 @@ impl Station {
                 _ = self.stop.cancelled() => break,
                 () = told => {}
                 Some(done) = supervisors.join_next_with_id() => {
-                    let id = match done {
-                        Ok((id, ())) => id,
-                        Err(err) => {
-                            error!(%err, "port supervisor failed; the port will be picked up again");
-                            err.id()
+                    // Every supervisor that has ended by now, for one scan:
+                    // a fixture's boards unplugged together end theirs in
+                    // the same few milliseconds.
+                    let mut ended = vec![done];
+                    while let Some(done) = supervisors.try_join_next_with_id() {
+                        ended.push(done);
+                    }
+                    for done in ended {
+                        let id = match done {
+                            Ok((id, ())) => id,
+                            Err(err) => {
+                                error!(%err, "port supervisor failed; the port will be picked up again");
+                                err.id()
+                            }
+                        };
+                        if let Some(port) = running.remove(&id) {
+                            self.events.send(StationEvent::PortGone {
+                                port: port.display().to_string(),
+                            });
                         }
-                    };
-                    if let Some(port) = running.remove(&id) {
-                        self.events.send(StationEvent::PortGone {
-                            port: port.display().to_string(),
-                        });
                     }
                 }
                 _ = tokio::time::sleep(interval) => {}
@@ -442,7 +451,11 @@ impl Station {
             let stream = match serial::open(port, &options.serial) {
                 Ok(stream) => stream,
                 Err(err) => {
-                    if !port.exists() && !scan(&options).contains(port) {
+                    // A scan lists only paths that exist, so a missing port
+                    // is not wanted now; the scan that finds it again starts
+                    // a new supervisor. (Scanning here cost a fixture of n
+                    // boards replugged together n scans of n entries.)
+                    if !port.exists() {
                         debug!(%err, "port gone");
                         return;
                     }
