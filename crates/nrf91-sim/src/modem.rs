@@ -57,7 +57,7 @@ use super::fault::{CapturedToken, Fault, FaultSet};
 use super::identity::{ModemIdentity, derived_rng, spki_der};
 use super::syntax::{self, Command, Form, Param, normalize_name};
 use crate::at::cclk;
-use crate::token::cose::{self, KID_IDENTITY};
+use crate::token::cose::{self, KID_IDENTITY, Signing};
 use crate::token::csr;
 use crate::token::encode::{
     self, ClaimBody, IdentityBody, KeygenPayload, MSG_TYPE_CLAIM, MSG_TYPE_IDENTITY_V1,
@@ -255,6 +255,8 @@ pub struct Modem {
     once: std::collections::HashSet<String>,
     /// How many `%JWT`s the replay-jwts fault has answered.
     jwts_replayed: usize,
+    /// Repeatable signatures, or cheap ones ([`Modem::signing`]).
+    signing: Signing,
 }
 
 impl Modem {
@@ -301,6 +303,7 @@ impl Modem {
             stats: SimStats::default(),
             once: std::collections::HashSet::new(),
             jwts_replayed: 0,
+            signing: Signing::Deterministic,
         }
     }
 
@@ -314,6 +317,15 @@ impl Modem {
 
     pub fn faults(&self) -> &FaultSet {
         &self.faults
+    }
+
+    /// Sign tokens as `signing` says: deterministically (the default: a
+    /// board on a paused clock repeats its records byte for byte) or, for a
+    /// board in real time, with ring's cheaper randomised signatures.
+    #[must_use]
+    pub fn signing(mut self, signing: Signing) -> Self {
+        self.signing = signing;
+        self
     }
 
     pub fn stats(&self) -> &SimStats {
@@ -608,9 +620,8 @@ impl Modem {
         let mut signed = if self.faults.has(&Fault::OtherSigningInput) {
             // The identity key over bytes this project does not build: what
             // a real modem's unpublished signing input looks like to a host.
-            use p256::ecdsa::signature::Signer;
             let message = [b"the modem's own signing input".as_slice(), payload].concat();
-            let signature: p256::ecdsa::Signature = self.identity_signer().sign(&message);
+            let signature = cose::es256(self.identity_signer(), &message, self.signing);
             cose::encode_sign1(
                 &cose::protected_es256(),
                 KID_IDENTITY,
@@ -618,7 +629,13 @@ impl Modem {
                 &signature.to_bytes(),
             )
         } else {
-            cose::sign1(self.identity_signer(), KID_IDENTITY, payload, detached)
+            cose::sign1_as(
+                self.signing,
+                self.identity_signer(),
+                KID_IDENTITY,
+                payload,
+                detached,
+            )
         };
         if self.faults.has(&Fault::BadSignature) {
             flip_last_bit(&mut signed);
@@ -869,7 +886,8 @@ impl Modem {
             } else {
                 order.subject
             };
-            let der = csr::build_csr(&key, subject, order.usage).map_err(|_| self.cme(523))?;
+            let der = csr::build_csr_as(self.signing, &key, subject, order.usage)
+                .map_err(|_| self.cme(523))?;
             if self.faults.has(&Fault::LegacyCsr) {
                 csr::legacy_algorithm(&der).map_err(|_| self.cme(523))?
             } else {
@@ -1000,7 +1018,7 @@ impl Modem {
             ("kid", json_string(&kid)),
         ]);
         let claims = padded_json(&claims);
-        let mut fresh = encode::jwt_exact(&header, &claims, &order.key);
+        let mut fresh = encode::jwt_exact_as(self.signing, &header, &claims, &order.key);
         if self.faults.has(&Fault::BadSignature) {
             fresh = flip_jwt_signature_bit(&fresh);
         }

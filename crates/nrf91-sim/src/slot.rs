@@ -18,6 +18,7 @@ use super::modem::Modem;
 use super::server::{SessionConfig, SessionEnd, run_session};
 use super::timing::{CommandCost, CostLog};
 use super::{SimOptions, SimStats};
+use crate::token::cose::Signing;
 use crate::trust::TrustStore;
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -54,7 +55,10 @@ impl Slot {
         Slot {
             index,
             seed,
-            modem: Arc::new(Mutex::new(Modem::new(identity, faults.clone()))),
+            modem: Arc::new(Mutex::new(signing(
+                Modem::new(identity, faults.clone()),
+                precise,
+            ))),
             faults,
             session: Mutex::new(None),
             costs: options.cost_log.then(CostLog::default),
@@ -159,8 +163,18 @@ impl Slot {
     /// Put a different board in the slot: fresh modem state and counters,
     /// the slot's faults. Call while unplugged.
     pub fn swap(&self, identity: ModemIdentity) {
-        *lock(&self.modem) = Modem::new(identity, self.faults.clone());
+        *lock(&self.modem) = signing(Modem::new(identity, self.faults.clone()), self.precise);
     }
+}
+
+/// A board in real time signs as cheaply as it can: its signing CPU is
+/// taken from the station a bench measures beside it. One on a paused
+/// clock (tests) signs deterministically, so its records repeat.
+fn signing(modem: Modem, real_time: bool) -> Modem {
+    modem.signing(match real_time {
+        true => Signing::Randomised,
+        false => Signing::Deterministic,
+    })
 }
 
 /// The trust file ([`TrustStore`] format, sorted by UUID) with the identity

@@ -63,15 +63,69 @@ pub fn sig_structure(protected: &[u8], payload: &[u8]) -> Vec<u8> {
 /// With `detached` the payload slot is `null`, as in `%ATTESTTOKEN`.
 #[cfg(any(test, feature = "encode"))]
 pub fn sign1(key: &p256::ecdsa::SigningKey, kid: &[u8], payload: &[u8], detached: bool) -> Vec<u8> {
-    use p256::ecdsa::{Signature, signature::Signer};
+    sign1_as(Signing::Deterministic, key, kid, payload, detached)
+}
+
+/// [`sign1`], signed as `signing` says.
+#[cfg(any(test, feature = "encode"))]
+pub fn sign1_as(
+    signing: Signing,
+    key: &p256::ecdsa::SigningKey,
+    kid: &[u8],
+    payload: &[u8],
+    detached: bool,
+) -> Vec<u8> {
     let protected = protected_es256();
-    let signature: Signature = key.sign(&sig_structure(&protected, payload));
+    let signature = es256(key, &sig_structure(&protected, payload), signing);
     encode_sign1(
         &protected,
         kid,
         (!detached).then_some(payload),
         &signature.to_bytes(),
     )
+}
+
+/// How a token builder signs. A real modem's signatures are its own
+/// business; the simulator's need to be either repeatable or cheap.
+#[cfg(any(test, feature = "encode"))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Signing {
+    /// p256's RFC 6979 signatures: the same key and message give the same
+    /// bytes, so a record can be compared byte for byte (golden tests).
+    #[default]
+    Deterministic,
+    /// ring's, with a random nonce: ~30 µs a signature with the key loaded
+    /// to p256's ~150. A simulated fleet signs five times a cycle per board,
+    /// and p256's signing was a third of the simulator's CPU, taken from the
+    /// station it measures when 256 boards reach a step together (issue 25).
+    Randomised,
+}
+
+/// An ES256 signature of `message` by `key`, made as `signing` says.
+#[cfg(any(test, feature = "encode"))]
+pub fn es256(
+    key: &p256::ecdsa::SigningKey,
+    message: &[u8],
+    signing: Signing,
+) -> p256::ecdsa::Signature {
+    use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+    let deterministic = || p256::ecdsa::signature::Signer::sign(key, message);
+    if signing == Signing::Deterministic {
+        return deterministic();
+    }
+    let rng = ring::rand::SystemRandom::new();
+    let public = key.verifying_key().to_encoded_point(false);
+    let pair = EcdsaKeyPair::from_private_key_and_public_key(
+        &ECDSA_P256_SHA256_FIXED_SIGNING,
+        &key.to_bytes(),
+        public.as_bytes(),
+        &rng,
+    );
+    pair.ok()
+        .and_then(|pair| pair.sign(&rng, message).ok())
+        .and_then(|signature| p256::ecdsa::Signature::from_slice(signature.as_ref()).ok())
+        // ring refuses nothing p256 holds; should it, p256 signs.
+        .unwrap_or_else(deterministic)
 }
 
 /// Frame the four COSE_Sign1 fields as tag 18 around an array: `protected`
@@ -272,6 +326,28 @@ mod tests {
     use super::*;
 
     const SIG: [u8; 64] = [7; 64];
+
+    #[test]
+    fn both_signings_verify_and_only_the_deterministic_one_repeats() {
+        use p256::ecdsa::signature::Verifier;
+        let key = p256::ecdsa::SigningKey::from_slice(&[3u8; 32]).unwrap();
+        let message = b"Signature1 over a body";
+        for signing in [Signing::Deterministic, Signing::Randomised] {
+            let (one, two) = (es256(&key, message, signing), es256(&key, message, signing));
+            for signature in [one, two] {
+                assert!(
+                    key.verifying_key().verify(message, &signature).is_ok(),
+                    "{signing:?}"
+                );
+                assert!(
+                    key.verifying_key()
+                        .verify(b"another body", &signature)
+                        .is_err()
+                );
+            }
+            assert_eq!(one == two, signing == Signing::Deterministic, "{signing:?}");
+        }
+    }
 
     #[test]
     fn builds_the_bytes_a_modem_sends() {

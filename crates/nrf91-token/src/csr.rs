@@ -228,7 +228,7 @@ pub fn parse_subject(attributes: &str) -> Result<Name, CsrError> {
 }
 
 #[cfg(any(test, feature = "encode"))]
-pub use build::{build_csr, legacy_algorithm};
+pub use build::{build_csr, build_csr_as, legacy_algorithm};
 
 /// Building CSRs of the modem's shape: the simulator's and the tests'.
 #[cfg(any(test, feature = "encode"))]
@@ -243,6 +243,7 @@ mod build {
     use x509_cert::request::CertReq;
 
     use super::CsrError;
+    use crate::cose::Signing;
 
     /// keyUsage wrapper marked non-critical, as the modem's CSR has it
     /// (x509-cert marks its own `KeyUsage` critical). `EncodeValue` + `Tagged`
@@ -281,13 +282,47 @@ mod build {
         subject: Name,
         key_usage: KeyUsage,
     ) -> Result<Vec<u8>, CsrError> {
+        build_csr_as(Signing::Deterministic, key, subject, key_usage)
+    }
+
+    /// [`build_csr`], signed as `signing` says.
+    pub fn build_csr_as(
+        signing: Signing,
+        key: &SigningKey,
+        subject: Name,
+        key_usage: KeyUsage,
+    ) -> Result<Vec<u8>, CsrError> {
         let build = |e: &dyn std::fmt::Display| CsrError::Build(e.to_string());
-        let mut builder = RequestBuilder::new(subject, key).map_err(|e| build(&e))?;
+        let signer = Es256(key, signing);
+        let mut builder = RequestBuilder::new(subject, &signer).map_err(|e| build(&e))?;
         builder
             .add_extension(&NonCriticalKeyUsage(key_usage))
             .map_err(|e| build(&e))?;
         let request = builder.build::<DerSignature>().map_err(|e| build(&e))?;
         Ok(request.to_der()?)
+    }
+
+    /// `key` signing through [`crate::cose::es256`], as every token builder
+    /// does.
+    struct Es256<'a>(&'a SigningKey, Signing);
+
+    impl p256::ecdsa::signature::Keypair for Es256<'_> {
+        type VerifyingKey = p256::ecdsa::VerifyingKey;
+        fn verifying_key(&self) -> Self::VerifyingKey {
+            *self.0.verifying_key()
+        }
+    }
+
+    impl spki::DynSignatureAlgorithmIdentifier for Es256<'_> {
+        fn signature_algorithm_identifier(&self) -> spki::Result<spki::AlgorithmIdentifierOwned> {
+            self.0.signature_algorithm_identifier()
+        }
+    }
+
+    impl p256::ecdsa::signature::Signer<DerSignature> for Es256<'_> {
+        fn try_sign(&self, message: &[u8]) -> Result<DerSignature, p256::ecdsa::Error> {
+            Ok(crate::cose::es256(self.0, message, self.1).to_der())
+        }
     }
 
     /// Re-encode a CSR with `SEQUENCE { ecdsa-with-SHA256, NULL }` as its outer

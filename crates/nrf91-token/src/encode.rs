@@ -4,9 +4,9 @@
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use ciborium::value::Value;
-use p256::ecdsa::{Signature, SigningKey, signature::Signer};
+use p256::ecdsa::SigningKey;
 
-use super::cose::{self, KID_IDENTITY, TAG_SELF_DESCRIBED};
+use super::cose::{self, KID_IDENTITY, Signing, TAG_SELF_DESCRIBED};
 
 pub use super::attest::{IdentityBody, MSG_TYPE_IDENTITY_V1};
 pub use super::claim::{MSG_TYPE_CLAIM, ownership_key_digest};
@@ -112,12 +112,22 @@ pub fn jwt(header: &serde_json::Value, claims: &serde_json::Value, key: &Signing
 /// covers the text as written (a modem pads its JSON with spaces), so it
 /// must not be re-serialised. The one JWT signer of the project.
 pub fn jwt_exact(header_json: &str, claims_json: &str, key: &SigningKey) -> String {
+    jwt_exact_as(Signing::Deterministic, header_json, claims_json, key)
+}
+
+/// [`jwt_exact`], signed as `signing` says.
+pub fn jwt_exact_as(
+    signing: Signing,
+    header_json: &str,
+    claims_json: &str,
+    key: &SigningKey,
+) -> String {
     let signing_input = format!(
         "{}.{}",
         URL_SAFE_NO_PAD.encode(header_json),
         URL_SAFE_NO_PAD.encode(claims_json)
     );
-    let signature: Signature = key.sign(signing_input.as_bytes());
+    let signature = cose::es256(key, signing_input.as_bytes(), signing);
     format!(
         "{signing_input}.{}",
         URL_SAFE_NO_PAD.encode(signature.to_bytes())
@@ -151,7 +161,8 @@ mod tests {
         let parts: Vec<&str> = token.split('.').collect();
         assert_eq!(URL_SAFE_NO_PAD.decode(parts[0]).unwrap(), header.as_bytes());
         assert_eq!(URL_SAFE_NO_PAD.decode(parts[1]).unwrap(), claims.as_bytes());
-        let signature = Signature::from_slice(&URL_SAFE_NO_PAD.decode(parts[2]).unwrap()).unwrap();
+        let signature =
+            p256::ecdsa::Signature::from_slice(&URL_SAFE_NO_PAD.decode(parts[2]).unwrap()).unwrap();
         let input = format!("{}.{}", parts[0], parts[1]);
         key.verifying_key()
             .verify(input.as_bytes(), &signature)
