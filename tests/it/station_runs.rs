@@ -60,6 +60,50 @@ async fn a_replugged_board_is_taken_at_once_not_at_the_next_scan() {
     assert_eq!(first.port, second.port);
 }
 
+/// A link whose device is gone (a `/dev/serial/by-id` link not yet
+/// removed, a simulator's link being pointed at its board's new pty) is not
+/// a port gone: its supervisor waits and retries. Taken for gone, the
+/// scanner found it again at once, thousands of times a second, and an
+/// open retried at once could take a device number another board's replug
+/// had just reused (a 64-board bench stalled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_to_a_missing_device_is_retried_not_found_again_and_again() {
+    let env = Env::new(2, Latency::None, &[]).await;
+    let dangling = env.fleet.link(0).with_file_name("ttySIM99");
+    std::os::unix::fs::symlink("/dev/pts/nrf-provd-no-such-pty", &dangling).unwrap();
+    let dangling = dangling.display().to_string();
+    let (station, mut events, serving) = env.station();
+    let (mut runs, mut found) = (Vec::new(), 0u64);
+    while runs.len() < 4 {
+        let event = tokio::time::timeout(Duration::from_secs(120), events.recv())
+            .await
+            .expect("station made no progress for 120 s");
+        match event {
+            Ok(StationEvent::RunFinished { record, .. }) => {
+                runs.push(record);
+                if runs.len() == 2 {
+                    // Both boards pulled and plugged back together.
+                    for i in 0..2 {
+                        env.fleet.replug(i).await.unwrap();
+                    }
+                }
+            }
+            Ok(StationEvent::PortFound { port }) if port == dangling => found += 1,
+            Ok(_) => {}
+            // Events dropped for a slow receiver: count them against it.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => found += n,
+            Err(e) => panic!("events: {e}"),
+        }
+    }
+    station.shutdown();
+    serving.await.unwrap();
+    assert!(
+        runs.iter().all(|r| r.outcome == Outcome::Passed),
+        "{runs:#?}"
+    );
+    assert_eq!(found, 1, "the dangling link was found {found} times");
+}
+
 /// A port remembers the dialect its last board spoke and asks the next
 /// board in it first: a raw board replugged is not first refused in the
 /// shell's form (the first board was; each refusal costs the line a 400 ms

@@ -451,11 +451,14 @@ impl Station {
             let stream = match serial::open(port, &options.serial) {
                 Ok(stream) => stream,
                 Err(err) => {
-                    // A scan lists only paths that exist, so a missing port
-                    // is not wanted now; the scan that finds it again starts
-                    // a new supervisor. (Scanning here cost a fixture of n
-                    // boards replugged together n scans of n entries.)
-                    if !port.exists() {
+                    // Gone when its directory entry is: what a scan lists
+                    // (scanning here cost a fixture of n boards replugged
+                    // together n scans of n entries). A link whose device
+                    // is gone is not: it is being pointed at the board's
+                    // new device, and the open is retried after a pause —
+                    // at once, it could open a device number another
+                    // board's replug has just reused.
+                    if std::fs::symlink_metadata(port).is_err() {
                         debug!(%err, "port gone");
                         return;
                     }
