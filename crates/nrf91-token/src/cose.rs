@@ -94,8 +94,8 @@ pub enum Signing {
     /// bytes, so a record can be compared byte for byte (golden tests).
     #[default]
     Deterministic,
-    /// ring's, with a random nonce: ~30 µs a signature with the key loaded
-    /// to p256's ~150. A simulated fleet signs five times a cycle per board,
+    /// ring's, with a random nonce: ~30 µs a signature, its key loaded
+    /// each time (~13 µs of it), to p256's ~150. A simulated fleet signs five times a cycle per board,
     /// and p256's signing was a third of the simulator's CPU, taken from the
     /// station it measures when 256 boards reach a step together (issue 25).
     Randomised,
