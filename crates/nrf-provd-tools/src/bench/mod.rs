@@ -310,12 +310,14 @@ async fn measure_row(
         .filter(|_| options.scrape)
         .map(|http| scrape::Scraper::start(http.local_addr(), SCRAPE_EVERY));
     let mut round_start = Instant::now();
+    let mut round_starts = vec![time::OffsetDateTime::now_utc()];
     let serving = tokio::spawn(Arc::clone(&rig.station).serve());
     let mut wall = Duration::ZERO;
     let per_round = u64::try_from(boards).unwrap_or(u64::MAX);
     let mut target = 0;
     for round in 1..=options.rounds {
         if round > 1 {
+            round_starts.push(time::OffsetDateTime::now_utc());
             rig.sim.replug(&[]).await?;
             round_start = Instant::now();
         }
@@ -380,6 +382,7 @@ async fn measure_row(
         ledger: &ledger,
         claim_p99_ms,
         runs: &runs,
+        round_starts: &round_starts,
         costs: costs.as_ref(),
         wall,
         // The webhook's receiver stands for the MES: not the station's CPU.

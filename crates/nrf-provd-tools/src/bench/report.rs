@@ -30,6 +30,12 @@
 //!   the largest descriptor count sampled (every 500 ms).
 //! - ledger: `sqlite` (the station on its own) or `pg required` /
 //!   `pg deferred` (the line's PostgreSQL behind it, `--ledger`).
+//! - per round (JSON only, `per_round`): each round's runs, how close
+//!   together its boards started (`starts_within_ms`: first start to
+//!   last), its p99 cycle and p99 ratio and its mean host time. A row's
+//!   tail is mostly one round's: the first, whose boards the station found
+//!   in one scan at its start (within a few ms of each other), reach every
+//!   step together; later rounds start as the simulator replugs them.
 //! - claim p99: the 99th percentile of a central claim's round trip
 //!   (`required`), from the ledger call to its answer, read from the
 //!   station's own `/metrics` (`nrf_provd_ledger_claim_seconds`, linear
@@ -54,6 +60,9 @@ pub struct RowInput<'a> {
     /// ledger in required mode).
     pub claim_p99_ms: Option<f64>,
     pub runs: &'a [RunRecord],
+    /// When each round began (the station's start, then each replug), in
+    /// order; empty for no per-round split.
+    pub round_starts: &'a [time::OffsetDateTime],
     pub costs: Option<&'a Costs>,
     pub wall: Duration,
     pub daemon_cpu: Duration,
@@ -103,6 +112,64 @@ pub struct Row {
     pub scrape: Option<super::scrape::Scraped>,
     /// With `--idle`: the cost of the boards left in their fixtures.
     pub idle: Option<Idle>,
+    /// Each round's share (see the module's doc).
+    pub per_round: Vec<RoundRow>,
+}
+
+/// One round of a row.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RoundRow {
+    /// 1 for the first.
+    pub round: usize,
+    pub runs: usize,
+    /// From the round's first run's start to its last's.
+    pub starts_within_ms: f64,
+    pub cycle_p99_ms: f64,
+    pub cycle_over_limit_p99: Option<f64>,
+    /// Mean per run: time with no command at the modem.
+    pub host_ms: Option<f64>,
+}
+
+/// What one run adds to its round.
+struct RunShare {
+    round: usize,
+    started_us: i128,
+    cycle_ms: f64,
+    /// Cycle ÷ limit and host ms, with the simulator's costs.
+    against_limit: Option<(f64, f64)>,
+}
+
+fn per_round(shares: &[RunShare]) -> Vec<RoundRow> {
+    let rounds = shares.iter().map(|s| s.round + 1).max().unwrap_or(0);
+    (0..rounds)
+        .filter_map(|round| {
+            let of: Vec<&RunShare> = shares.iter().filter(|s| s.round == round).collect();
+            let first = of.iter().map(|s| s.started_us).min()?;
+            let last = of.iter().map(|s| s.started_us).max()?;
+            let mut cycles: Vec<f64> = of.iter().map(|s| s.cycle_ms).collect();
+            cycles.sort_by(f64::total_cmp);
+            let mut ratios: Vec<f64> = of
+                .iter()
+                .filter_map(|s| s.against_limit)
+                .map(|a| a.0)
+                .collect();
+            ratios.sort_by(f64::total_cmp);
+            let hosts: Vec<f64> = of
+                .iter()
+                .filter_map(|s| s.against_limit)
+                .map(|a| a.1)
+                .collect();
+            Some(RoundRow {
+                round: round + 1,
+                runs: of.len(),
+                starts_within_ms: (last - first) as f64 / 1e3,
+                cycle_p99_ms: percentile(&cycles, 0.99).unwrap_or(0.0),
+                cycle_over_limit_p99: percentile(&ratios, 0.99),
+                host_ms: (!hosts.is_empty())
+                    .then(|| hosts.iter().sum::<f64>() / hosts.len() as f64),
+            })
+        })
+        .collect()
 }
 
 /// What boards left in their fixtures cost the station (`--idle`).
@@ -151,6 +218,7 @@ pub fn summarize(input: RowInput<'_>) -> Row {
     let mut cycles = Vec::with_capacity(input.runs.len());
     let mut limits = Vec::new();
     let mut ratios = Vec::new();
+    let mut shares = Vec::new();
     let (mut cycle_sum, mut limit_sum, mut modem_sum) = (0.0, 0.0, 0.0);
     for run in input.runs {
         let Some(finished) = run.finished_at else {
@@ -162,6 +230,7 @@ pub fn summarize(input: RowInput<'_>) -> Row {
             let slot = costs.get(board_index(&run.port)?)?;
             cost_in_window(slot, unix_micros(run.started_at), unix_micros(finished))
         });
+        let mut against_limit = None;
         if let Some(cost) = cost {
             let limit = ms(cost.limit);
             limits.push(limit);
@@ -169,6 +238,18 @@ pub fn summarize(input: RowInput<'_>) -> Row {
             cycle_sum += cycle;
             limit_sum += limit;
             modem_sum += ms(cost.at_modem);
+            against_limit = Some((cycle / limit, cycle - ms(cost.at_modem)));
+        }
+        if !input.round_starts.is_empty() {
+            shares.push(RunShare {
+                round: input
+                    .round_starts
+                    .partition_point(|start| *start <= run.started_at)
+                    .saturating_sub(1),
+                started_us: unix_micros(run.started_at),
+                cycle_ms: cycle,
+                against_limit,
+            });
         }
     }
     let sort = |v: &mut Vec<f64>| v.sort_by(f64::total_cmp);
@@ -226,6 +307,7 @@ pub fn summarize(input: RowInput<'_>) -> Row {
         panics: input.panics,
         scrape: None,
         idle: None,
+        per_round: per_round(&shares),
     }
 }
 
@@ -333,11 +415,13 @@ mod tests {
         ]];
         let t0 = i64::try_from(t0).unwrap();
         let runs = [run("/x/ttySIM0", t0, 1_300_000)];
+        let started = runs[0].started_at;
         let row = summarize(RowInput {
             boards: 1,
             ledger: "sqlite",
             claim_p99_ms: None,
             runs: &runs,
+            round_starts: &[started],
             costs: Some(&costs),
             wall: Duration::from_secs(2),
             daemon_cpu: Duration::from_millis(4),
@@ -354,6 +438,10 @@ mod tests {
         // 1151 ms at the modem (1 ms beyond the model): 149 ms were the host's.
         assert!((row.host_ms.unwrap() - 149.0).abs() < 1e-9);
         assert!((row.sim_overshoot_ms.unwrap() - 1.0).abs() < 1e-9);
+        let round = &row.per_round[0];
+        assert_eq!((round.round, round.runs), (1, 1));
+        assert!((round.host_ms.unwrap() - 149.0).abs() < 1e-9);
+        assert_eq!(round.cycle_over_limit_p99, row.cycle_over_limit_p99);
         assert_eq!(row.boards_per_minute, 30.0);
         assert_eq!(row.cpu_ms_per_cycle, 4.0);
         // Without costs (latency none) there is no limit.
@@ -362,6 +450,7 @@ mod tests {
             ledger: "sqlite",
             claim_p99_ms: None,
             runs: &runs,
+            round_starts: &[],
             costs: None,
             wall: Duration::from_secs(2),
             daemon_cpu: Duration::ZERO,
@@ -373,6 +462,49 @@ mod tests {
         });
         assert_eq!((row.limit_p50_ms, row.cycle_over_limit), (None, None));
         assert!(table_row(&row).contains(" - "));
+    }
+
+    #[test]
+    fn each_round_reports_its_own_tail_and_how_close_its_boards_started() {
+        let t0 = 1_700_000_000_000_000i64;
+        let at =
+            |us: i64| OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000).unwrap();
+        // Round 1: two boards found together, slow; round 2: replugged
+        // 200 ms apart, fast.
+        let runs = [
+            run("/x/ttySIM0", t0 + 1_000, 2_100_000),
+            run("/x/ttySIM1", t0 + 1_500, 2_090_000),
+            run("/x/ttySIM0", t0 + 3_000_000, 2_020_000),
+            run("/x/ttySIM1", t0 + 3_200_000, 2_010_000),
+        ];
+        let row = summarize(RowInput {
+            boards: 2,
+            ledger: "sqlite",
+            claim_p99_ms: None,
+            runs: &runs,
+            round_starts: &[at(t0), at(t0 + 2_900_000)],
+            costs: None,
+            wall: Duration::from_secs(6),
+            daemon_cpu: Duration::ZERO,
+            delivery_cpu: None,
+            peak_rss_kib: None,
+            samples: &[],
+            load: [0.0, 0.0],
+            panics: 0,
+        });
+        let rounds: Vec<_> = row
+            .per_round
+            .iter()
+            .map(|r| (r.round, r.runs, r.starts_within_ms, r.cycle_p99_ms))
+            .collect();
+        assert_eq!(
+            rounds,
+            [(1, 2, 0.5, 2100.0), (2, 2, 200.0, 2020.0)],
+            "{:?}",
+            row.per_round
+        );
+        // Without the simulator's costs there is no limit to compare with.
+        assert!(row.per_round.iter().all(|r| r.host_ms.is_none()));
     }
 
     #[test]
@@ -403,6 +535,7 @@ mod tests {
             panics: 0,
             scrape: None,
             idle: None,
+            per_round: Vec::new(),
         };
         let mut rows = vec![row(1, 20.0), row(64, 1152.0)];
         set_scaling(&mut rows);

@@ -100,6 +100,12 @@ fn bench_json_has_a_row_per_board_count_and_the_limit_with_latency() {
         let limit = row["limit_p50_ms"].as_f64().unwrap();
         assert!(limit >= 1200.0, "{row}");
         assert!(row["cycle_over_limit"].as_f64().unwrap() >= 1.0, "{row}");
+        // One round: its share is the whole row's.
+        let rounds = row["per_round"].as_array().unwrap();
+        assert_eq!(rounds.len(), 1, "{row}");
+        assert_eq!(rounds[0]["runs"], boards);
+        assert_eq!(rounds[0]["cycle_over_limit_p99"], row["cycle_over_limit_p99"]);
+        assert!(rounds[0]["host_ms"].as_f64().unwrap() > 0.0, "{row}");
         assert!(row["peak_rss_mib"].as_f64().unwrap() > 0.0);
         assert!(row["peak_fds"].as_u64().unwrap() > 0);
     }
