@@ -448,6 +448,9 @@ impl Station {
         let port_name = port.display().to_string();
         while !self.stopping() {
             let options = self.options();
+            // As it stood before the open: a link made again just after
+            // a failed open is told from the one that failed.
+            let before = watch::LinkState::of(port);
             let stream = match serial::open(port, &options.serial) {
                 Ok(stream) => stream,
                 Err(err) => {
@@ -457,13 +460,15 @@ impl Station {
                     // is gone is not: it is being pointed at the board's
                     // new device, and the open is retried after a pause —
                     // at once, it could open a device number another
-                    // board's replug has just reused.
+                    // board's replug has just reused; unless the link
+                    // is removed or made again first (`watch::link_changed`).
                     if std::fs::symlink_metadata(port).is_err() {
                         debug!(%err, "port gone");
                         return;
                     }
                     debug!(%err, "cannot open port yet");
-                    presence::pause(&self.stop, options.rescan_interval.min(PORT_RETRY_MAX)).await;
+                    let pause = options.rescan_interval.min(PORT_RETRY_MAX);
+                    watch::link_changed(&self.stop, port, before.as_ref(), pause).await;
                     continue;
                 }
             };

@@ -14,6 +14,7 @@ use std::time::Duration;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
+use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 /// The scan of a station whose every pattern is watched: a safety net.
@@ -25,6 +26,84 @@ const COALESCE: Duration = Duration::from_millis(50);
 
 /// Wildcards of a port pattern (as `glob` reads them).
 const WILDCARDS: &[char] = &['*', '?', '['];
+
+/// The first look at a link that could not be opened; each next one
+/// waits twice as long, up to the pause.
+const LINK_FIRST_LOOK: Duration = Duration::from_millis(5);
+
+/// How [`link_changed`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkWait {
+    /// The link was removed, made, or made again (pointing anywhere).
+    Changed,
+    /// The pause is over and the port is as it was.
+    PauseOver,
+    Stopped,
+}
+
+/// A symlink as it stands: a link removed and made again is another one
+/// (its change time), even when it names the same device again (device
+/// numbers are reused: a pty's at once, a `ttyACM`'s when the board comes
+/// back) and has the same inode number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkState {
+    target: PathBuf,
+    inode: u64,
+    changed: (i64, i64),
+}
+
+impl LinkState {
+    /// `port` as it stands, if it is a symlink.
+    pub fn of(port: &Path) -> Option<LinkState> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(port).ok()?;
+        if !meta.file_type().is_symlink() {
+            return None;
+        }
+        Some(LinkState {
+            target: std::fs::read_link(port).ok()?,
+            inode: meta.ino(),
+            changed: (meta.ctime(), meta.ctime_nsec()),
+        })
+    }
+}
+
+/// Wait up to `pause` for the link `port` to change from `was`, the link
+/// as it stood before an open of it failed (`None`: no link there, or the
+/// port is no link): removed, made, or made again.
+///
+/// A link whose device has gone is being removed or made again for the
+/// board's new device (udev with a `by-id` link, the simulator with its
+/// pty's), within milliseconds, and one may be made between a failed open
+/// and the look after it; the whole pause made such a board start up to a
+/// rescan interval after the others (at 256 boards replugged together, a
+/// few a round ~180 ms late: the round's last runs, so its wall time, issue
+/// 25). Opening the same link again before it changes is what the pause is
+/// for: the device number it names may have been given to another board.
+/// A device node that cannot be opened yet waits the pause.
+pub async fn link_changed(
+    stop: &CancellationToken,
+    port: &Path,
+    was: Option<&LinkState>,
+    pause: Duration,
+) -> LinkWait {
+    let deadline = tokio::time::Instant::now() + pause;
+    let mut look = LINK_FIRST_LOOK;
+    loop {
+        let wake = (tokio::time::Instant::now() + look).min(deadline);
+        tokio::select! {
+            _ = stop.cancelled() => return LinkWait::Stopped,
+            () = tokio::time::sleep_until(wake) => {}
+        }
+        if LinkState::of(port).as_ref() != was {
+            return LinkWait::Changed;
+        }
+        if wake >= deadline {
+            return LinkWait::PauseOver;
+        }
+        look = look.saturating_mul(2);
+    }
+}
 
 struct Fd(Inotify);
 
@@ -151,6 +230,89 @@ mod tests {
         assert!(!watch.follow(&patterns));
         std::fs::create_dir(&missing).expect("mkdir");
         assert!(watch.follow(&patterns));
+    }
+
+    /// A dangling link, as a pulled board leaves it for a moment, and how
+    /// it stands.
+    fn dangling(dir: &Path) -> (PathBuf, LinkState) {
+        let link = dir.join("ttySIM0");
+        std::os::unix::fs::symlink(dir.join("pts-7"), &link).expect("link");
+        let was = LinkState::of(&link).expect("a link");
+        (link, was)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_link_made_again_ends_the_wait_before_the_pause_even_naming_the_same_device() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let stop = CancellationToken::new();
+        let hour = Duration::from_secs(3600);
+        let (link, was) = dangling(dir.path());
+        let started = tokio::time::Instant::now();
+        let waiting = link_changed(&stop, &link, Some(&was), hour);
+        let again = async {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            // Made again for the board's new device, which got the same
+            // number (a pty's is reused at once).
+            // A file takes the freed inode should the filesystem reuse it,
+            // and a pause past the clock's tick gives the link a new ctime:
+            // a link made again is told by either.
+            std::fs::remove_file(&link).expect("unlink");
+            std::fs::write(dir.path().join("held"), b"").expect("file");
+            std::thread::sleep(Duration::from_millis(20));
+            std::os::unix::fs::symlink(dir.path().join("pts-7"), &link).expect("link");
+        };
+        let (waited, ()) = tokio::join!(waiting, again);
+        assert_eq!(waited, LinkWait::Changed);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        std::fs::remove_file(&link).expect("unlink");
+        assert_eq!(
+            link_changed(&stop, &link, Some(&was), hour).await,
+            LinkWait::Changed,
+            "a removed link has changed"
+        );
+        // Made between a failed open (no link) and the look after it.
+        std::os::unix::fs::symlink(dir.path().join("pts-8"), &link).expect("link");
+        assert_eq!(
+            link_changed(&stop, &link, None, hour).await,
+            LinkWait::Changed,
+            "a link made where there was none has changed"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_link_left_as_it_was_waits_the_whole_pause() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let stop = CancellationToken::new();
+        let pause = Duration::from_millis(200);
+        let (link, was) = dangling(dir.path());
+        // Its device coming back under the same link is no change: that
+        // number may be another board's now.
+        std::fs::write(dir.path().join("pts-7"), b"").expect("device");
+        let started = tokio::time::Instant::now();
+        assert_eq!(
+            link_changed(&stop, &link, Some(&was), pause).await,
+            LinkWait::PauseOver
+        );
+        assert_eq!(started.elapsed(), pause);
+        // A port that is no link (a device node that cannot be opened yet)
+        // waits the pause too.
+        let node = dir.path().join("pts-7");
+        assert_eq!(LinkState::of(&node), None);
+        let started = tokio::time::Instant::now();
+        assert_eq!(
+            link_changed(&stop, &node, None, pause).await,
+            LinkWait::PauseOver
+        );
+        assert_eq!(started.elapsed(), pause);
+        stop.cancel();
+        assert_eq!(
+            link_changed(&stop, &link, Some(&was), pause).await,
+            LinkWait::Stopped
+        );
     }
 
     #[tokio::test]

@@ -104,7 +104,10 @@ fn bench_json_has_a_row_per_board_count_and_the_limit_with_latency() {
         let rounds = row["per_round"].as_array().unwrap();
         assert_eq!(rounds.len(), 1, "{row}");
         assert_eq!(rounds[0]["runs"], boards);
-        assert_eq!(rounds[0]["cycle_over_limit_p99"], row["cycle_over_limit_p99"]);
+        assert_eq!(
+            rounds[0]["cycle_over_limit_p99"],
+            row["cycle_over_limit_p99"]
+        );
         assert!(rounds[0]["host_ms"].as_f64().unwrap() > 0.0, "{row}");
         assert!(row["peak_rss_mib"].as_f64().unwrap() > 0.0);
         assert!(row["peak_fds"].as_u64().unwrap() > 0);
