@@ -403,6 +403,31 @@ mod tests {
         }
     }
 
+    /// A row's input with nothing measured but its runs, the simulator's
+    /// costs and the rounds' starts (2 s of wall time).
+    fn input<'a>(
+        boards: usize,
+        runs: &'a [RunRecord],
+        costs: Option<&'a Costs>,
+        round_starts: &'a [OffsetDateTime],
+    ) -> RowInput<'a> {
+        RowInput {
+            boards,
+            ledger: "sqlite",
+            claim_p99_ms: None,
+            runs,
+            round_starts,
+            costs,
+            wall: Duration::from_secs(2),
+            daemon_cpu: Duration::ZERO,
+            delivery_cpu: None,
+            peak_rss_kib: None,
+            samples: &[],
+            load: [0.0, 0.0],
+            panics: 0,
+        }
+    }
+
     #[test]
     fn the_limit_counts_only_commands_inside_the_run() {
         let t0 = 1_700_000_000_000_000u64;
@@ -417,19 +442,8 @@ mod tests {
         let runs = [run("/x/ttySIM0", t0, 1_300_000)];
         let started = runs[0].started_at;
         let row = summarize(RowInput {
-            boards: 1,
-            ledger: "sqlite",
-            claim_p99_ms: None,
-            runs: &runs,
-            round_starts: &[started],
-            costs: Some(&costs),
-            wall: Duration::from_secs(2),
             daemon_cpu: Duration::from_millis(4),
-            delivery_cpu: None,
-            peak_rss_kib: None,
-            samples: &[],
-            load: [0.5, 0.6],
-            panics: 0,
+            ..input(1, &runs, Some(&costs), &[started])
         });
         assert_eq!(row.limit_p50_ms, Some(1150.0));
         let ratio = row.cycle_over_limit.unwrap();
@@ -445,21 +459,7 @@ mod tests {
         assert_eq!(row.boards_per_minute, 30.0);
         assert_eq!(row.cpu_ms_per_cycle, 4.0);
         // Without costs (latency none) there is no limit.
-        let row = summarize(RowInput {
-            boards: 1,
-            ledger: "sqlite",
-            claim_p99_ms: None,
-            runs: &runs,
-            round_starts: &[],
-            costs: None,
-            wall: Duration::from_secs(2),
-            daemon_cpu: Duration::ZERO,
-            delivery_cpu: None,
-            peak_rss_kib: None,
-            samples: &[],
-            load: [0.0, 0.0],
-            panics: 0,
-        });
+        let row = summarize(input(1, &runs, None, &[]));
         assert_eq!((row.limit_p50_ms, row.cycle_over_limit), (None, None));
         assert!(table_row(&row).contains(" - "));
     }
@@ -477,21 +477,7 @@ mod tests {
             run("/x/ttySIM0", t0 + 3_000_000, 2_020_000),
             run("/x/ttySIM1", t0 + 3_200_000, 2_010_000),
         ];
-        let row = summarize(RowInput {
-            boards: 2,
-            ledger: "sqlite",
-            claim_p99_ms: None,
-            runs: &runs,
-            round_starts: &[at(t0), at(t0 + 2_900_000)],
-            costs: None,
-            wall: Duration::from_secs(6),
-            daemon_cpu: Duration::ZERO,
-            delivery_cpu: None,
-            peak_rss_kib: None,
-            samples: &[],
-            load: [0.0, 0.0],
-            panics: 0,
-        });
+        let row = summarize(input(2, &runs, None, &[at(t0), at(t0 + 2_900_000)]));
         let rounds: Vec<_> = row
             .per_round
             .iter()
